@@ -1,0 +1,28 @@
+# Everything a fresh machine needs is set up by the target that needs it: `make synth` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+STACK ?= local
+BIN := $(VENV)/bin
+
+.PHONY: synth test bench clean
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mlplatform needs Python 3.11 or newer (set PYTHON=python3.11)")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+## Synthesize STACK (default: local) offline into out/STACK/: manifests, Helm values, plan.json.
+synth: $(BIN)/.installed
+	$(BIN)/python -m synth $(STACK)
+
+## Run the whole test suite.
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+## Time the synth of 10, 100 and 1000 teams against a bare program registering the same resources.
+bench: $(BIN)/.installed
+	$(BIN)/python -m synth.bench
+
+clean:
+	rm -rf out .bench
