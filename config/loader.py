@@ -1,0 +1,57 @@
+"""Reading the stack's configuration from the Pulumi runtime and validating it before anything is declared."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+from pulumi.runtime.config import CONFIG, get_config_env
+from pydantic import ValidationError
+
+from config.errors import PROJECT, ConfigError, format_validation_error, stack_file
+from config.models import PlatformConfig
+
+
+def _decode(value: Any) -> Any:
+    """The CLI hands structured config over as JSON text and scalars as plain text."""
+    if not isinstance(value, str):
+        return value
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        return value
+    return decoded if isinstance(decoded, (dict, list)) else value
+
+
+def project_config() -> dict[str, Any]:
+    """Every `mlplatform:` key of the running stack, whether set by the CLI (environment) or in-process."""
+    merged = {**get_config_env(), **CONFIG.get()}
+    prefix = f"{PROJECT}:"
+    return {key.removeprefix(prefix): _decode(value) for key, value in merged.items() if key.startswith(prefix)}
+
+
+def check_gpu_capacity(config: PlatformConfig, stack: str) -> list[str]:
+    """Error when the teams' GPU quotas exceed the GPU pools' capacity; a warning if overcommit is allowed."""
+    capacity = config.cluster.gpu_capacity()
+    if config.team_gpus <= capacity:
+        return []
+    numbers = (f"the teams' GPU quotas add up to {config.team_gpus} GPUs but the GPU pools hold at most "
+               f"{capacity}")
+    if config.capacity.allow_overcommit:
+        return [f"{numbers}: overcommitted, as mlplatform:capacity.allowOvercommit allows; not every team can "
+                "use its whole GPU quota at once."]
+    raise ConfigError(
+        f"{stack_file(stack)}: {PROJECT}:teams: {numbers}. Lower teams[].quota.gpus, add GPU pool capacity, "
+        f"or set {PROJECT}:capacity.allowOvercommit to true to accept that not every quota can be met at once."
+    )
+
+
+def load_platform_config() -> tuple[PlatformConfig, list[str]]:
+    """The validated platform config and its warnings; ConfigError (no traceback) on bad input."""
+    stack = pulumi.get_stack()
+    try:
+        config = PlatformConfig.model_validate(project_config())
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, stack, PlatformConfig)) from None
+    return config, check_gpu_capacity(config, stack)

@@ -1,0 +1,256 @@
+"""The stack configuration, as pydantic models: the one place that says what a stack file may hold.
+
+Keys are camelCase in `Pulumi.<stack>.yaml` (under the `mlplatform:` namespace) and snake_case here.
+Every default lives in these models. Unknown keys are errors, so a typo never silently means "default".
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo,
+                      field_validator, model_validator)
+from pydantic.alias_generators import to_camel
+
+from config.gpus import known_accelerator
+from config.quantity import non_negative_quantity, parse_quantity
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, frozen=True)
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def dns_label(value: str) -> str:
+    if len(value) > 63 or not _DNS_LABEL.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid Kubernetes name (RFC 1123 label): use at most 63 lowercase letters, "
+            "digits and '-', starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _unique_names(items: list, what: str) -> list:
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if item.name in seen:
+            raise ValueError(f"{what} name {item.name!r} is used twice (at [{seen[item.name]}] and [{index}]); "
+                             "names must be unique")
+        seen[item.name] = index
+    return items
+
+
+DnsLabel = Annotated[str, AfterValidator(dns_label)]
+Quantity = Annotated[str, BeforeValidator(non_negative_quantity)]
+Accelerator = Annotated[str, AfterValidator(known_accelerator)]
+
+
+class CpuMemory(Model):
+    cpu: Quantity
+    memory: Quantity
+
+    def fits_within(self, other: CpuMemory) -> list[str]:
+        """The resources of self that exceed other's, as readable phrases (empty when all fit)."""
+        return [f"{field} {getattr(self, field)} > {getattr(other, field)}" for field in ("cpu", "memory")
+                if parse_quantity(getattr(self, field)) > parse_quantity(getattr(other, field))]
+
+
+# ---- teams ----------------------------------------------------------------------------------------------
+
+class TeamQuota(Model):
+    """The team namespace's ResourceQuota."""
+
+    requests: CpuMemory
+    # Defaults to `requests`: a team may not burst beyond what it reserved.
+    limits: CpuMemory | None = None
+    gpus: int = Field(default=0, ge=0)
+    pods: int = Field(default=100, ge=1)
+    persistent_volume_claims: int = Field(default=20, ge=0)
+    storage: Quantity = "1Ti"
+
+    @property
+    def effective_limits(self) -> CpuMemory:
+        return self.limits or self.requests
+
+    @model_validator(mode="after")
+    def _limits_cover_requests(self) -> TeamQuota:
+        if over := self.requests.fits_within(self.effective_limits):
+            raise ValueError(f"requests exceed limits ({', '.join(over)}); limits must be at least the requests")
+        return self
+
+
+class ContainerDefaults(Model):
+    """LimitRange defaults, so that pods without explicit requests are still admitted under the quota."""
+
+    requests: CpuMemory = CpuMemory(cpu="100m", memory="256Mi")
+    limits: CpuMemory = CpuMemory(cpu="1", memory="1Gi")
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> ContainerDefaults:
+        if over := self.requests.fits_within(self.limits):
+            raise ValueError(f"default requests exceed default limits ({', '.join(over)})")
+        return self
+
+
+class TeamGroups(Model):
+    """Groups of the cluster's identity provider bound to the built-in `edit` and `view` ClusterRoles."""
+
+    edit: list[str] = []
+    view: list[str] = []
+
+
+_RESERVED_NAMESPACES = {"default", "kube-system", "kube-public", "kube-node-lease"}
+
+
+def team_namespace(value: str) -> str:
+    if value in _RESERVED_NAMESPACES or value.startswith("kube-"):
+        raise ValueError(f"{value!r} is a namespace Kubernetes reserves; choose another team name")
+    return value
+
+
+class Team(Model):
+    name: Annotated[DnsLabel, AfterValidator(team_namespace)]
+    quota: TeamQuota
+    container_defaults: ContainerDefaults = ContainerDefaults()
+    groups: TeamGroups = TeamGroups()
+    # Pod Security Admission level enforced on the namespace; `restricted` is always warned and audited.
+    pod_security: Literal["baseline", "restricted"] = "baseline"
+
+    @model_validator(mode="after")
+    def _defaults_fit_quota(self) -> Team:
+        if over := self.container_defaults.limits.fits_within(self.quota.effective_limits):
+            raise ValueError(f"containerDefaults.limits exceed the quota's limits ({', '.join(over)}), so no "
+                             "pod relying on the defaults could ever be admitted; lower the defaults or raise "
+                             "quota.limits")
+        return self
+
+
+# ---- clusters -------------------------------------------------------------------------------------------
+
+class _NodeBounds(Model):
+    min_nodes: int = Field(default=0, ge=0)
+    max_nodes: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _max_not_below_min(self) -> _NodeBounds:
+        if self.max_nodes < self.min_nodes:
+            raise ValueError(f"maxNodes ({self.max_nodes}) is below minNodes ({self.min_nodes}); "
+                             "maxNodes must be at least minNodes")
+        return self
+
+
+def _not_system(value: str) -> str:
+    if value == "system":
+        raise ValueError("'system' is the name of the system pool; give the GPU pool another name")
+    return value
+
+
+PoolName = Annotated[DnsLabel, AfterValidator(_not_system)]
+
+
+class KindGpuPool(Model):
+    """Workers of a kind cluster that stand in for a GPU pool: labelled and tainted like the clouds' pools."""
+
+    name: PoolName
+    accelerator: Accelerator = "nvidia-tesla-t4"
+    # GPUs each stand-in node advertises (simulated: kind has no GPUs).
+    gpus_per_node: int = Field(default=1, ge=1, le=8)
+    # kind cannot autoscale: this many workers exist from the start.
+    nodes: int = Field(default=1, ge=1, le=4)
+
+
+class KindClusterConfig(Model):
+    cloud: Literal["kind"]
+    name: DnsLabel = "mlplatform"
+    system_nodes: int = Field(default=1, ge=1, le=3)
+    gpu_pools: list[KindGpuPool] = [KindGpuPool(name="gpu")]
+
+    @field_validator("gpu_pools")
+    @classmethod
+    def _unique_pools(cls, pools: list[KindGpuPool]) -> list[KindGpuPool]:
+        return _unique_names(pools, "GPU pool")
+
+    def gpu_capacity(self) -> int:
+        return sum(pool.nodes * pool.gpus_per_node for pool in self.gpu_pools)
+
+
+class ExistingGpuPool(_NodeBounds):
+    """A GPU pool that already exists: its nodes must carry the GPU taint and these labels."""
+
+    name: PoolName
+    accelerator: Accelerator
+    gpus_per_node: int = Field(ge=1, le=16)
+    spot: bool = False
+    # Labels that select this pool's nodes; by default the platform's own pool labels.
+    node_labels: dict[str, str] | None = None
+
+    def gpu_capacity(self) -> int:
+        return self.max_nodes * self.gpus_per_node
+
+
+def _kubeconfig_file(value: str) -> str:
+    if not Path(value).expanduser().is_file():
+        raise ValueError(f"no kubeconfig file at {value!r}; give the path of a kubeconfig for this cluster")
+    return value
+
+
+class ExistingClusterConfig(Model):
+    """A cluster the platform does not create, reached through a kubeconfig file."""
+
+    cloud: Literal["existing"]
+    name: DnsLabel
+    kubeconfig: Annotated[str, AfterValidator(_kubeconfig_file)] = "~/.kube/config"
+    context: str | None = None
+    # What the cluster's nodes already have, so that the platform does not install it twice.
+    gpu_drivers_installed: bool = True
+    device_plugin_installed: bool = False
+    # Labels of the nodes where platform controllers should run; empty means any node without a taint.
+    system_node_labels: dict[str, str] = {}
+    gpu_pools: list[ExistingGpuPool] = []
+
+    @field_validator("gpu_pools")
+    @classmethod
+    def _unique_pools(cls, pools: list[ExistingGpuPool]) -> list[ExistingGpuPool]:
+        return _unique_names(pools, "GPU pool")
+
+    def gpu_capacity(self) -> int:
+        return sum(pool.gpu_capacity() for pool in self.gpu_pools)
+
+
+ClusterConfig = Annotated[Union[KindClusterConfig, ExistingClusterConfig], Field(discriminator="cloud")]
+
+
+# ---- the platform stack ---------------------------------------------------------------------------------
+
+class MonitoringConfig(Model):
+    namespace: DnsLabel = "monitoring"
+
+
+class CapacityConfig(Model):
+    # Allow the teams' GPU quotas to add up to more than the GPU pools can hold (a warning, not an error).
+    allow_overcommit: bool = False
+
+
+class PlatformConfig(Model):
+    cluster: ClusterConfig
+    monitoring: MonitoringConfig = MonitoringConfig()
+    capacity: CapacityConfig = CapacityConfig()
+    teams: list[Team] = []
+
+    @field_validator("teams")
+    @classmethod
+    def _teams_are_distinct(cls, teams: list[Team], info: ValidationInfo) -> list[Team]:
+        monitoring = info.data.get("monitoring")
+        for team in teams:
+            if monitoring and team.name == monitoring.namespace:
+                raise ValueError(f"team {team.name!r} would share the platform's monitoring namespace; "
+                                 "choose another team name")
+        return _unique_names(teams, "team")
+
+    @property
+    def team_gpus(self) -> int:
+        return sum(team.quota.gpus for team in self.teams)
