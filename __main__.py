@@ -1,0 +1,5 @@
+"""mlplatform: a GPU-ready Kubernetes platform for ML teams. See README.md."""
+
+from stacks.platform import main
+
+main()

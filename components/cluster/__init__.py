@@ -1,0 +1,1 @@
+"""Cluster components: each creates (or adopts) a cluster and ends in a ClusterHandle."""

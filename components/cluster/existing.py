@@ -1,0 +1,46 @@
+"""A cluster that exists already, reached through a kubeconfig file; the platform only installs onto it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.handle import GPU_TAINT, Capabilities, ClusterHandle, GpuPool, gpu_pool_labels
+from config.models import ExistingClusterConfig
+
+
+class ExistingCluster(pulumi.ComponentResource):
+    handle: ClusterHandle
+
+    def __init__(self, name: str, spec: ExistingClusterConfig,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplatform:cluster:ExistingCluster", name, None, opts)
+        # The contents, not the path: team stacks read this kubeconfig from the platform stack's outputs.
+        kubeconfig = pulumi.Output.secret(Path(spec.kubeconfig).expanduser().read_text())
+        provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=kubeconfig,
+            context=spec.context,
+            enable_server_side_apply=True,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.handle = ClusterHandle(
+            name=spec.name,
+            cloud="existing",
+            provider=provider,
+            kubeconfig=kubeconfig,
+            capabilities=Capabilities(gpu_drivers=spec.gpu_drivers_installed,
+                                      device_plugin=spec.device_plugin_installed,
+                                      physical_gpus=True),
+            gpu_pools=tuple(
+                GpuPool(name=pool.name, accelerator=pool.accelerator, gpus_per_node=pool.gpus_per_node,
+                        min_nodes=pool.min_nodes, max_nodes=pool.max_nodes, spot=pool.spot,
+                        labels=pool.node_labels or gpu_pool_labels(pool.name, pool.accelerator),
+                        taints=(GPU_TAINT,))
+                for pool in spec.gpu_pools
+            ),
+            system_node_selector=spec.system_node_labels,
+        )
+        self.register_outputs({"kubeconfig": kubeconfig})

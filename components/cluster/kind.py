@@ -1,0 +1,91 @@
+"""A local kind cluster shaped like the cloud clusters: a system pool and tainted, labelled GPU pools."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+import yaml
+from pulumi_command import local
+
+from components.handle import (GPU_TAINT, POOL_LABEL, SYSTEM_POOL, Capabilities, ClusterHandle, GpuPool,
+                               gpu_pool_labels)
+from components.versions import KIND_NODE_IMAGE
+from config.models import KindClusterConfig
+
+
+class _BlockStyleDumper(yaml.SafeDumper):
+    """Writes multi-line strings (kubeadm patches) as YAML blocks, the way people write kind configs."""
+
+
+_BlockStyleDumper.add_representer(
+    str, lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None))
+
+
+def _taint_patch() -> str:
+    # kind has no per-node taint field; kubeadm's JoinConfiguration registers the node already tainted,
+    # so no pod can slip onto it before the taint exists.
+    join = {"kind": "JoinConfiguration",
+            "nodeRegistration": {"taints": [{"key": GPU_TAINT.key, "value": GPU_TAINT.value,
+                                             "effect": GPU_TAINT.effect}]}}
+    return yaml.safe_dump(join, sort_keys=False)
+
+
+def kind_gpu_pools(spec: KindClusterConfig) -> tuple[GpuPool, ...]:
+    return tuple(
+        GpuPool(name=pool.name, accelerator=pool.accelerator, gpus_per_node=pool.gpus_per_node,
+                min_nodes=pool.nodes, max_nodes=pool.nodes, spot=False,
+                labels=gpu_pool_labels(pool.name, pool.accelerator), taints=(GPU_TAINT,))
+        for pool in spec.gpu_pools
+    )
+
+
+def render_kind_config(spec: KindClusterConfig) -> str:
+    """The kind cluster config (kind.x-k8s.io/v1alpha4) for this spec."""
+    nodes: list[dict] = [{"role": "control-plane", "image": KIND_NODE_IMAGE}]
+    nodes += [{"role": "worker", "image": KIND_NODE_IMAGE, "labels": {POOL_LABEL: SYSTEM_POOL}}
+              for _ in range(spec.system_nodes)]
+    for pool in kind_gpu_pools(spec):
+        nodes += [{"role": "worker", "image": KIND_NODE_IMAGE, "labels": dict(pool.labels),
+                   "kubeadmConfigPatches": [_taint_patch()]}
+                  for _ in range(pool.max_nodes)]
+    document = {"kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4", "name": spec.name, "nodes": nodes}
+    return yaml.dump(document, Dumper=_BlockStyleDumper, sort_keys=False)
+
+
+class KindCluster(pulumi.ComponentResource):
+    handle: ClusterHandle
+
+    def __init__(self, name: str, spec: KindClusterConfig, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplatform:cluster:KindCluster", name, None, opts)
+        kind_config = render_kind_config(spec)
+        cluster = local.Command(
+            f"{name}-cluster",
+            # The kubeconfig is the command's only stdout; progress goes to stderr, which is all that is logged.
+            create=(f"kind create cluster --config - --wait 180s >&2 && "
+                    f"kind get kubeconfig --name {spec.name}"),
+            delete=f"kind delete cluster --name {spec.name}",
+            stdin=kind_config,
+            logging=local.Logging.STDERR,
+            # kind cannot change the nodes of a running cluster: a new shape means a new cluster.
+            triggers=[kind_config],
+            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["stdout"],
+                                        delete_before_replace=True),
+        )
+        kubeconfig = pulumi.Output.secret(cluster.stdout)
+        provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=kubeconfig,
+            enable_server_side_apply=True,
+            # A laptop cluster is often deleted by hand; `pulumi destroy` must still be able to forget it.
+            delete_unreachable=True,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.handle = ClusterHandle(
+            name=spec.name,
+            cloud="kind",
+            provider=provider,
+            kubeconfig=kubeconfig,
+            capabilities=Capabilities(gpu_drivers=False, device_plugin=False, physical_gpus=False),
+            gpu_pools=kind_gpu_pools(spec),
+        )
+        self.register_outputs({"kubeconfig": kubeconfig})

@@ -1,0 +1,113 @@
+"""A team's namespace: quota, container defaults, access and network isolation, as one unit."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+from pulumi_kubernetes.core.v1 import LimitRangeItemArgs, LimitRangeSpecArgs, ResourceQuotaSpecArgs
+from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
+from pulumi_kubernetes.networking.v1 import (NetworkPolicyIngressRuleArgs, NetworkPolicyPeerArgs,
+                                             NetworkPolicySpecArgs)
+from pulumi_kubernetes.rbac.v1 import RoleRefArgs, SubjectArgs
+
+from components.versions import KUBERNETES_VERSION
+from config.models import Team
+
+TEAM_LABEL = "mlplatform.io/team"
+GPU_QUOTA_KEY = "requests.nvidia.com/gpu"
+
+
+def quota_hard(team: Team) -> dict[str, str]:
+    """The ResourceQuota's `hard` limits for a team."""
+    quota = team.quota
+    return {
+        "requests.cpu": quota.requests.cpu,
+        "requests.memory": quota.requests.memory,
+        "limits.cpu": quota.effective_limits.cpu,
+        "limits.memory": quota.effective_limits.memory,
+        # Extended resources are quota'd on requests only: Kubernetes requires their limits to equal requests.
+        GPU_QUOTA_KEY: str(quota.gpus),
+        "pods": str(quota.pods),
+        "persistentvolumeclaims": str(quota.persistent_volume_claims),
+        "requests.storage": quota.storage,
+    }
+
+
+def pod_security_labels(level: str) -> dict[str, str]:
+    # Pinned to the cluster's minor version, so that a control-plane upgrade cannot tighten a policy unseen.
+    version = f"v{KUBERNETES_VERSION}"
+    labels = {"pod-security.kubernetes.io/enforce": level, "pod-security.kubernetes.io/enforce-version": version}
+    for mode in ("warn", "audit"):
+        labels |= {f"pod-security.kubernetes.io/{mode}": "restricted",
+                   f"pod-security.kubernetes.io/{mode}-version": version}
+    return labels
+
+
+class TeamNamespace(pulumi.ComponentResource):
+    def __init__(self, name: str, team: Team, provider: k8s.Provider, *,
+                 monitoring_namespace: str, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplatform:team:TeamNamespace", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self, provider=provider)
+        labels = {TEAM_LABEL: team.name}
+
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata=ObjectMetaArgs(name=team.name, labels=labels | pod_security_labels(team.pod_security)),
+            opts=child,
+        )
+        # Every other object lives in the namespace and must wait for it.
+        in_namespace = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[namespace]))
+
+        def metadata(object_name: str) -> ObjectMetaArgs:
+            return ObjectMetaArgs(name=object_name, namespace=team.name, labels=labels)
+
+        k8s.core.v1.ResourceQuota(
+            f"{name}-quota",
+            metadata=metadata("team-quota"),
+            spec=ResourceQuotaSpecArgs(hard=quota_hard(team)),
+            opts=in_namespace,
+        )
+        defaults = team.container_defaults
+        k8s.core.v1.LimitRange(
+            f"{name}-container-defaults",
+            metadata=metadata("container-defaults"),
+            spec=LimitRangeSpecArgs(limits=[LimitRangeItemArgs(
+                type="Container",
+                default_request={"cpu": defaults.requests.cpu, "memory": defaults.requests.memory},
+                default={"cpu": defaults.limits.cpu, "memory": defaults.limits.memory},
+            )]),
+            opts=in_namespace,
+        )
+        for role, groups in (("edit", team.groups.edit), ("view", team.groups.view)):
+            if not groups:
+                continue
+            k8s.rbac.v1.RoleBinding(
+                f"{name}-{role}",
+                metadata=metadata(f"team-{role}"),
+                role_ref=RoleRefArgs(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=role),
+                subjects=[SubjectArgs(api_group="rbac.authorization.k8s.io", kind="Group", name=group)
+                          for group in groups],
+                opts=in_namespace,
+            )
+
+        all_pods = LabelSelectorArgs()
+        def ingress_from(peer: NetworkPolicyPeerArgs) -> list[NetworkPolicyIngressRuleArgs]:
+            return [NetworkPolicyIngressRuleArgs(from_=[peer])]
+
+        # Deny by default; then the team's own pods may talk to each other, and Prometheus may scrape them.
+        policies = {
+            "default-deny-ingress": [],
+            "allow-same-namespace": ingress_from(NetworkPolicyPeerArgs(pod_selector=all_pods)),
+            "allow-from-monitoring": ingress_from(NetworkPolicyPeerArgs(namespace_selector=LabelSelectorArgs(
+                match_labels={"kubernetes.io/metadata.name": monitoring_namespace}))),
+        }
+        for policy_name, ingress in policies.items():
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-{policy_name}",
+                metadata=metadata(policy_name),
+                spec=NetworkPolicySpecArgs(pod_selector=all_pods, policy_types=["Ingress"], ingress=ingress),
+                opts=in_namespace,
+            )
+
+        self.namespace = namespace.metadata.name
+        self.register_outputs({"namespace": self.namespace})

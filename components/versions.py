@@ -1,0 +1,14 @@
+"""Every Kubernetes version, chart version and image the platform installs, pinned in one place.
+
+A bump is a reviewed change of its own: it replaces nodes or upgrades controllers on real clusters.
+"""
+
+# Kubernetes minor version of every cluster the platform creates; manifests are validated against it.
+KUBERNETES_VERSION = "1.34"
+
+# kind v0.30.0 publishes this node image for Kubernetes 1.34; the digest pins it against re-tags.
+KIND_NODE_IMAGE = (
+    "kindest/node:v1.34.0@sha256:7416a61b42b1662ca6ca89f02028ac133a309a2a30ba309614e8ec94d976dc5a"
+)
+# The kind CLI release that built KIND_NODE_IMAGE: older releases cannot boot it.
+KIND_CLI_VERSION = "v0.30.0"

@@ -1,0 +1,43 @@
+"""A platform stack: cluster, then what runs on it, then one namespace per team."""
+
+from __future__ import annotations
+
+import pulumi
+
+from components.handle import ClusterHandle
+from components.team import TeamNamespace
+from config import load_platform_config
+from config.models import PlatformConfig
+
+
+def build_cluster(config: PlatformConfig) -> ClusterHandle:
+    # Cluster modules are imported only for their own cloud: nothing else needs their SDK.
+    spec = config.cluster
+    if spec.cloud == "kind":
+        from components.cluster.kind import KindCluster
+        return KindCluster(spec.name, spec).handle
+    from components.cluster.existing import ExistingCluster
+    return ExistingCluster(spec.name, spec).handle
+
+
+def build(config: PlatformConfig) -> None:
+    cluster = build_cluster(config)
+    for team in config.teams:
+        TeamNamespace(f"team-{team.name}", team, cluster.provider,
+                      monitoring_namespace=config.monitoring.namespace)
+
+    pulumi.export("cloud", cluster.cloud)
+    pulumi.export("clusterName", cluster.name)
+    pulumi.export("kubeconfig", cluster.kubeconfig)
+    pulumi.export("gpuPools", [pool.describe() for pool in cluster.gpu_pools])
+    pulumi.export("gpuCapacity", cluster.gpu_capacity)
+    pulumi.export("teams", {team.name: {"namespace": team.name, "gpus": team.quota.gpus,
+                                        "cpu": team.quota.requests.cpu, "memory": team.quota.requests.memory}
+                            for team in config.teams})
+
+
+def main() -> None:
+    config, warnings = load_platform_config()
+    for warning in warnings:
+        pulumi.log.warn(warning)
+    build(config)
