@@ -1,0 +1,35 @@
+"""`python -m synth <stack>`: synthesize a stack offline into out/<stack>/ and print a summary.
+
+Exit status: 0 when the stack synthesized; 2 on bad configuration (a message, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from config.errors import ConfigError
+from synth import PROJECT_DIR, synthesize
+from synth.output import write
+from synth.summary import summarize
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m synth", description=__doc__.splitlines()[0])
+    parser.add_argument("stack", nargs="?", default="local", help="the stack to synthesize (default: local)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: out/<stack>)")
+    args = parser.parse_args(argv)
+    out_dir = args.out or PROJECT_DIR / "out" / args.stack
+    try:
+        synthesis = synthesize(args.stack)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    write(synthesis, out_dir)
+    print(summarize(synthesis, out_dir.relative_to(PROJECT_DIR) if out_dir.is_relative_to(PROJECT_DIR) else out_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

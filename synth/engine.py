@@ -1,0 +1,163 @@
+"""Running a stack's real program in-process, with the Pulumi engine replaced by a recording stand-in.
+
+The stand-in does what the engine does for a program and nothing more: it gives every resource a URN and a
+deterministic ID and echoes its inputs back as its outputs. It never invents what a provider would
+compute, and it answers no provider function call, so a program that depends on one fails loudly here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pulumi.output import Unknown
+from pulumi.runtime import rpc
+from pulumi.runtime.config import set_all_config
+from pulumi.runtime.mocks import MockCallArgs, MockEngine, MockMonitor, MockResourceArgs, Mocks, MockSettings
+from pulumi.runtime.settings import ROOT, SETTINGS, configure
+from pulumi.runtime.stack import run_in_stack
+from pulumi.runtime.sync_await import _sync_await
+
+SECRET = "[secret]"
+UNKNOWN = "[unknown]"
+STACK_TYPE = "pulumi:pulumi:Stack"
+
+
+def redact(value: Any) -> Any:
+    """Plain JSON-able data with every secret replaced by SECRET and every unknown by UNKNOWN."""
+    if rpc.is_rpc_secret(value):
+        return SECRET
+    if isinstance(value, Unknown):
+        return UNKNOWN
+    if isinstance(value, dict):
+        return {key: redact(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    # The wire format has only doubles; counts read better as the integers they were declared as.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _urn_of_reference(reference: str) -> str | None:
+    # Provider references are "<urn>::<id>".
+    return reference.rsplit("::", 1)[0] if reference else None
+
+
+@dataclass(frozen=True)
+class Resource:
+    urn: str
+    type: str
+    name: str
+    parent: str | None
+    custom: bool
+    provider: str | None
+    protect: bool
+    depends_on: tuple[str, ...]
+    inputs: dict[str, Any]
+
+    def as_plan_entry(self) -> dict[str, Any]:
+        return {"urn": self.urn, "type": self.type, "name": self.name, "parent": self.parent,
+                "custom": self.custom, "provider": self.provider, "protect": self.protect,
+                "dependsOn": sorted(self.depends_on), "inputs": self.inputs}
+
+
+@dataclass
+class Synthesis:
+    project: str
+    stack: str
+    resources: list[Resource]
+    outputs: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+    def of_type(self, type_: str) -> list[Resource]:
+        return [r for r in self.resources if r.type == type_]
+
+    def by_urn(self, urn: str) -> Resource:
+        return next(r for r in self.resources if r.urn == urn)
+
+    def children_of(self, urn: str) -> list[Resource]:
+        return [r for r in self.resources if r.parent == urn]
+
+
+class _EngineStandIn(Mocks):
+    def new_resource(self, args: MockResourceArgs) -> tuple[str, dict]:
+        return (f"{args.name}-id" if args.custom else "", args.inputs)
+
+    def call(self, args: MockCallArgs) -> tuple[dict, list | None]:
+        raise RuntimeError(f"the offline synth cannot answer the provider function {args.token}: "
+                           "give the program that value through stack config instead")
+
+
+class RecordingMonitor(MockMonitor):
+    def __init__(self) -> None:
+        super().__init__(_EngineStandIn())
+        self.recorded: list[Resource] = []
+        self.stack_outputs: dict[str, Any] = {}
+        self._stack_urn = ""
+
+    def RegisterResource(self, request):  # noqa: N802 (the engine's gRPC method name)
+        response = super().RegisterResource(request)
+        if request.type == STACK_TYPE:
+            self._stack_urn = response.urn
+            return response
+        self.recorded.append(Resource(
+            urn=response.urn,
+            type=request.type,
+            name=request.name,
+            parent=request.parent or None,
+            custom=bool(request.custom),
+            provider=_urn_of_reference(request.provider),
+            protect=bool(request.protect),
+            depends_on=tuple(sorted(set(request.dependencies))),
+            inputs=redact(rpc.deserialize_properties(request.object, keep_unknowns=True)),
+        ))
+        return response
+
+    def RegisterResourceOutputs(self, request):  # noqa: N802
+        if request.urn == self._stack_urn:
+            self.stack_outputs = redact(rpc.deserialize_properties(request.outputs, keep_unknowns=True))
+        return super().RegisterResourceOutputs(request)
+
+
+class _WarningCollector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def run_program(program: Callable[[], None], *, project: str, stack: str, config: dict[str, str],
+                secret_keys: list[str] | None = None, monitor: RecordingMonitor | None = None) -> Synthesis:
+    """Run `program` as `pulumi up` would for this stack and config, and return what it registered.
+
+    Pass a monitor to see what was registered even when the program fails.
+    """
+    monitor = monitor or RecordingMonitor()
+    collector = _WarningCollector()
+    logger = logging.getLogger(f"mlplatform.synth.{stack}")
+    logger.propagate = False
+    logger.handlers = [collector]
+
+    # Each run starts from a clean runtime, so that one process can synthesize many stacks.
+    ROOT.set(None)
+    SETTINGS.outputs.clear()
+    configure(MockSettings(
+        monitor=monitor,
+        monitor_features=set(monitor.GetDeploymentInfo(None).supportedFeatures),
+        engine=MockEngine(logger),
+        project=project,
+        stack=stack,
+        dry_run=False,
+        organization="organization",
+        callbacks=None,
+    ))
+    set_all_config(dict(config), list(secret_keys or []))
+    _sync_await(run_in_stack(program))
+
+    return Synthesis(project=project, stack=stack, resources=sorted(monitor.recorded, key=lambda r: r.urn),
+                     outputs=monitor.stack_outputs, warnings=collector.messages)

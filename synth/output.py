@@ -1,0 +1,70 @@
+"""Writing a synthesis to disk: one file per Kubernetes object, each Helm release, and a plan of everything."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from synth.engine import Resource, Synthesis
+
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+
+
+def manifest_of(resource: Resource) -> dict[str, Any] | None:
+    """The Kubernetes object a resource applies, or None if it is not one (providers, Helm, components)."""
+    inputs = resource.inputs
+    if not resource.custom or not resource.type.startswith("kubernetes:"):
+        return None
+    if "apiVersion" not in inputs or "kind" not in inputs:
+        return None
+    return inputs
+
+
+def manifests(synthesis: Synthesis) -> list[dict[str, Any]]:
+    return [m for r in synthesis.resources if (m := manifest_of(r)) is not None]
+
+
+def helm_releases(synthesis: Synthesis) -> list[Resource]:
+    return synthesis.of_type(HELM_RELEASE)
+
+
+def manifest_filename(manifest: dict[str, Any]) -> str:
+    metadata = manifest.get("metadata", {})
+    namespace = metadata.get("namespace") or "_cluster"
+    return f"{namespace}__{manifest['kind'].lower()}__{metadata.get('name', 'unnamed')}.yaml"
+
+
+def plan(synthesis: Synthesis) -> dict[str, Any]:
+    return {
+        "project": synthesis.project,
+        "stack": synthesis.stack,
+        "resources": [r.as_plan_entry() for r in synthesis.resources],
+        "outputs": synthesis.outputs,
+    }
+
+
+def _dump_yaml(document: Any) -> str:
+    return yaml.safe_dump(document, sort_keys=True, default_flow_style=False)
+
+
+def write(synthesis: Synthesis, out_dir: Path) -> None:
+    """Replace out_dir with the synthesis: the same program and config always give the same bytes."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    (out_dir / "manifests").mkdir(parents=True)
+    for manifest in manifests(synthesis):
+        target = out_dir / "manifests" / manifest_filename(manifest)
+        if target.exists():
+            # Two resources applying one object fight over it on every update.
+            raise ValueError(f"two resources declare the same Kubernetes object {target.stem}")
+        target.write_text(_dump_yaml(manifest))
+    releases = helm_releases(synthesis)
+    if releases:
+        (out_dir / "helm").mkdir()
+    for release in releases:
+        (out_dir / "helm" / f"{release.name}.yaml").write_text(_dump_yaml(release.inputs))
+    (out_dir / "plan.json").write_text(json.dumps(plan(synthesis), indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,37 @@
+"""The short human summary `make synth` prints: what the stack declares, its GPU capacity and the quotas on it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from synth.engine import Synthesis
+from synth.output import helm_releases, manifests
+
+
+def summarize(synthesis: Synthesis, out_dir: Path) -> str:
+    outputs = synthesis.outputs
+    lines = [f"Stack {synthesis.stack}: {outputs.get('cloud', '?')} cluster {outputs.get('clusterName', '?')!r}, "
+             f"{len(synthesis.resources)} resources, synthesized offline into {out_dir}/",
+             f"  {len(manifests(synthesis))} Kubernetes manifests, {len(helm_releases(synthesis))} Helm releases, "
+             "plan.json"]
+    lines.append("Resources by type:")
+    for type_, count in sorted(Counter(r.type for r in synthesis.resources).items()):
+        lines.append(f"  {count:4d}  {type_}")
+
+    pools = outputs.get("gpuPools", [])
+    lines.append(f"GPU pools: {len(pools)}, up to {outputs.get('gpuCapacity', 0)} GPUs")
+    for pool in pools:
+        lines.append(f"  {pool['name']:<12} {pool['accelerator']:<22} {pool['minNodes']}-{pool['maxNodes']} nodes "
+                     f"x {pool['gpusPerNode']} GPU, {'spot' if pool['spot'] else 'on-demand'}, "
+                     f"taints {', '.join(pool['taints'])}")
+
+    teams = outputs.get("teams", {})
+    quota_gpus = sum(team["gpus"] for team in teams.values())
+    lines.append(f"Team GPU quotas: {quota_gpus} of {outputs.get('gpuCapacity', 0)} GPUs")
+    for name, team in sorted(teams.items()):
+        lines.append(f"  {name:<24} {team['gpus']} GPU, cpu {team['cpu']}, memory {team['memory']}")
+
+    lines.append("Warnings:" if synthesis.warnings else "Warnings: none")
+    lines += [f"  {warning}" for warning in synthesis.warnings]
+    return "\n".join(lines)
