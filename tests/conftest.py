@@ -1,0 +1,46 @@
+"""Shared helpers: run the real program (or one component) under the synth's engine stand-in."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from synth import synthesize
+from synth.engine import Synthesis, run_program
+from synth.schema import UPSTREAM_DIR
+
+KIND = {"cloud": "kind"}
+
+
+def cli_config(**keys: Any) -> dict[str, str]:
+    """Stack config as the Pulumi CLI hands it to the program: `mlplatform:` keys, JSON text values."""
+    return {f"mlplatform:{key}": json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+            for key, value in keys.items()}
+
+
+def team(name: str, gpus: int = 0, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "quota": {"requests": {"cpu": "4", "memory": "16Gi"}, "gpus": gpus}, **extra}
+
+
+def synth_with(stack: str = "test", **keys: Any) -> Synthesis:
+    """The platform program for a config given here instead of a stack file."""
+    return synthesize(stack, config=cli_config(**keys))
+
+
+def run_component(build: Callable[[], None]) -> Synthesis:
+    return run_program(build, project="mlplatform", stack="test", config={})
+
+
+@pytest.fixture(scope="session")
+def local_synth() -> Synthesis:
+    return synthesize("local")
+
+
+@pytest.fixture
+def upstream():
+    if not UPSTREAM_DIR.is_dir():
+        pytest.skip(f"needs the upstream chart values and CRDs at {UPSTREAM_DIR} (../shared/upstream): absent")
+    return UPSTREAM_DIR

@@ -1,0 +1,88 @@
+"""Every stack in the repo: it synthesizes, its manifests are valid, and its URNs do not move by accident."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from synth import PROJECT_DIR, synthesize
+from synth.output import manifests, write
+from synth.schema import check_manifests
+from synth.stackfile import available_stacks
+
+STACKS = available_stacks(PROJECT_DIR)
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def stack(request):
+    return synthesize(request.param)
+
+
+def test_the_repo_has_the_default_local_stack():
+    assert "local" in STACKS
+
+
+def test_manifests_pass_strict_schema_validation(stack):
+    report = check_manifests(manifests(stack))
+    assert report.errors == []
+    assert report.unchecked == [], "objects with no schema to check them against"
+    assert report.checked
+
+
+def test_every_kubernetes_object_goes_through_the_clusters_explicit_provider(stack):
+    providers = {r.urn for r in stack.of_type("pulumi:providers:kubernetes")}
+    assert len(providers) == 1
+    for resource in stack.resources:
+        if resource.custom and resource.type.startswith("kubernetes:"):
+            assert resource.provider in providers, resource.urn
+
+
+def test_components_follow_the_conventions(stack):
+    stack_root = f"urn:pulumi:{stack.stack}::{stack.project}::pulumi:pulumi:Stack::{stack.project}-{stack.stack}"
+    for resource in stack.resources:
+        if resource.custom:
+            # Every resource belongs to a component; only components sit at the top of the stack.
+            assert resource.parent != stack_root, f"{resource.urn} has no component parent"
+            parent = stack.by_urn(resource.parent)
+            assert resource.name.startswith(f"{parent.name}-"), f"{resource.name} is not named after {parent.name}"
+        else:
+            assert re.fullmatch(r"mlplatform:[a-z]+:[A-Z][A-Za-z]+", resource.type), resource.type
+
+
+def test_synth_output_is_byte_for_byte_deterministic(stack, tmp_path):
+    write(stack, tmp_path / "first")
+    write(synthesize(stack.stack), tmp_path / "second")
+    first = {p.relative_to(tmp_path / "first"): p.read_bytes() for p in (tmp_path / "first").rglob("*") if p.is_file()}
+    second = {p.relative_to(tmp_path / "second"): p.read_bytes() for p in (tmp_path / "second").rglob("*")
+              if p.is_file()}
+    assert first == second
+    assert Path("plan.json") in first
+
+
+def test_urns_match_the_snapshot(stack):
+    """A changed URN replaces real infrastructure: it needs an alias, then a deliberate snapshot update."""
+    snapshot = SNAPSHOTS / f"{stack.stack}.urns"
+    urns = "".join(f"{r.urn}\n" for r in stack.resources)
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        snapshot.write_text(urns)
+    expected = snapshot.read_text() if snapshot.exists() else ""
+    added = sorted(set(urns.splitlines()) - set(expected.splitlines()))
+    removed = sorted(set(expected.splitlines()) - set(urns.splitlines()))
+    assert not removed, ("URNs gone (a `pulumi up` would delete or replace these; add aliases if they were "
+                         f"renamed, then run UPDATE_SNAPSHOTS=1 make test): {removed}")
+    assert not added, f"new URNs: if intended, record them with UPDATE_SNAPSHOTS=1 make test: {added}"
+
+
+def test_make_synth_command_writes_the_output_and_a_summary(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "synth", "local", "--out", str(tmp_path / "local")],
+                            cwd=PROJECT_DIR, capture_output=True, text=True, check=True)
+    assert "Stack local: kind cluster 'mlplatform'" in result.stdout
+    assert "Team GPU quotas: 2 of 2 GPUs" in result.stdout
+    assert (tmp_path / "local" / "plan.json").is_file()
+    assert any((tmp_path / "local" / "manifests").glob("research__resourcequota__*.yaml"))

@@ -1,0 +1,98 @@
+"""A team namespace: quota, defaults, access and isolation, all through the cluster's explicit provider."""
+
+from __future__ import annotations
+
+import pulumi_kubernetes as k8s
+
+from components.team import TeamNamespace
+from config.models import Team
+from synth.engine import Synthesis
+from tests.conftest import run_component
+
+TEAM = Team.model_validate({
+    "name": "vision",
+    "quota": {"requests": {"cpu": "16", "memory": "64Gi"}, "limits": {"cpu": "32", "memory": "64Gi"},
+              "gpus": 4, "pods": 40, "persistentVolumeClaims": 5, "storage": "2Ti"},
+    "containerDefaults": {"requests": {"cpu": "200m", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
+    "groups": {"edit": ["vision-devs", "vision-leads"], "view": ["auditors"]},
+    "podSecurity": "restricted",
+})
+
+
+def _synth(team: Team = TEAM) -> Synthesis:
+    def program() -> None:
+        provider = k8s.Provider("cluster-k8s", kubeconfig="apiVersion: v1\nkind: Config\n")
+        TeamNamespace("team-vision", team, provider, monitoring_namespace="observability")
+    return run_component(program)
+
+
+def _manifest(synthesis: Synthesis, kind: str, name: str) -> dict:
+    return next(r.inputs for r in synthesis.resources
+                if r.inputs.get("kind") == kind and r.inputs["metadata"]["name"] == name)
+
+
+def test_every_child_is_parented_named_after_the_component_and_uses_the_given_provider():
+    synthesis = _synth()
+    (component,) = synthesis.of_type("mlplatform:team:TeamNamespace")
+    (provider,) = synthesis.of_type("pulumi:providers:kubernetes")
+    children = synthesis.children_of(component.urn)
+    assert len(children) == 8
+    for child in children:
+        assert child.name.startswith("team-vision-")
+        assert child.provider == provider.urn
+    namespace = next(c for c in children if c.type == "kubernetes:core/v1:Namespace")
+    assert all(namespace.urn in c.depends_on for c in children if c is not namespace)
+
+
+def test_namespace_enforces_pod_security_pinned_to_the_cluster_version():
+    labels = _manifest(_synth(), "Namespace", "vision")["metadata"]["labels"]
+    assert labels["mlplatform.io/team"] == "vision"
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels["pod-security.kubernetes.io/enforce-version"] == "v1.34"
+    assert labels["pod-security.kubernetes.io/warn"] == labels["pod-security.kubernetes.io/audit"] == "restricted"
+
+
+def test_quota_caps_cpu_memory_gpus_pods_and_storage():
+    quota = _manifest(_synth(), "ResourceQuota", "team-quota")
+    assert quota["metadata"]["namespace"] == "vision"
+    assert quota["spec"]["hard"] == {
+        "requests.cpu": "16", "requests.memory": "64Gi", "limits.cpu": "32", "limits.memory": "64Gi",
+        "requests.nvidia.com/gpu": "4", "pods": "40", "persistentvolumeclaims": "5", "requests.storage": "2Ti",
+    }
+
+
+def test_limits_default_to_requests_when_not_given():
+    team = TEAM.model_copy(update={"quota": TEAM.quota.model_copy(update={"limits": None})})
+    hard = _manifest(_synth(team), "ResourceQuota", "team-quota")["spec"]["hard"]
+    assert (hard["limits.cpu"], hard["limits.memory"]) == ("16", "64Gi")
+
+
+def test_limit_range_gives_containers_default_requests_and_limits():
+    (item,) = _manifest(_synth(), "LimitRange", "container-defaults")["spec"]["limits"]
+    assert item == {"type": "Container", "defaultRequest": {"cpu": "200m", "memory": "512Mi"},
+                    "default": {"cpu": "2", "memory": "4Gi"}}
+
+
+def test_groups_are_bound_to_the_builtin_roles():
+    synthesis = _synth()
+    edit = _manifest(synthesis, "RoleBinding", "team-edit")
+    assert edit["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"}
+    assert [s["name"] for s in edit["subjects"]] == ["vision-devs", "vision-leads"]
+    assert {s["kind"] for s in edit["subjects"]} == {"Group"}
+    assert _manifest(synthesis, "RoleBinding", "team-view")["subjects"][0]["name"] == "auditors"
+
+
+def test_no_role_binding_without_groups():
+    team = TEAM.model_copy(update={"groups": TEAM.groups.model_copy(update={"edit": [], "view": []})})
+    assert _synth(team).of_type("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding") == []
+
+
+def test_ingress_is_denied_except_from_the_namespace_itself_and_monitoring():
+    synthesis = _synth()
+    deny = _manifest(synthesis, "NetworkPolicy", "default-deny-ingress")["spec"]
+    assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"] and deny["ingress"] == []
+    same = _manifest(synthesis, "NetworkPolicy", "allow-same-namespace")["spec"]
+    assert same["ingress"] == [{"from": [{"podSelector": {}}]}]
+    monitoring = _manifest(synthesis, "NetworkPolicy", "allow-from-monitoring")["spec"]
+    assert monitoring["ingress"] == [{"from": [{"namespaceSelector": {
+        "matchLabels": {"kubernetes.io/metadata.name": "observability"}}}]}]
