@@ -1,0 +1,139 @@
+"""`make bench`: how the synth scales with the number of teams, and what our own code costs on top of Pulumi.
+
+For 10, 100 and 1000 teams it runs, each in a fresh process: the real platform program, then a bare
+program that registers exactly the resources the real one did (same SDK classes, names, parents, providers
+and inputs) with no config validation and no components' code. The difference is our overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pulumi
+
+from synth import PROJECT_DIR, synthesize
+from synth.engine import run_program
+from synth.output import plan
+
+SIZES = (10, 100, 1000)
+WORK_DIR = PROJECT_DIR / ".bench"
+
+
+def bench_config(teams: int) -> dict[str, str]:
+    keys: dict[str, Any] = {
+        "cluster": {"cloud": "kind", "gpuPools": [{"name": "t4", "nodes": 4, "gpusPerNode": 8}]},
+        "capacity": {"allowOvercommit": True},
+        "teams": [{"name": f"team-{i:04d}", "quota": {"requests": {"cpu": "8", "memory": "32Gi"}, "gpus": 1},
+                   "groups": {"edit": [f"group-{i}"], "view": ["observers"]}} for i in range(teams)],
+    }
+    return {f"mlplatform:{key}": json.dumps(value) for key, value in keys.items()}
+
+
+def _sdk_class(type_: str) -> type[pulumi.CustomResource] | None:
+    """The provider SDK's class for a type token, so that the bare program pays what the SDK costs too."""
+    package, module, name = type_.split(":")
+    if package == "pulumi" and module == "providers":
+        return importlib.import_module(f"pulumi_{name}").Provider
+    if package == "kubernetes":
+        group, version = module.split("/")
+        return getattr(importlib.import_module(f"pulumi_kubernetes.{group.split('.')[0]}.{version}"), name)
+    if package == "command":
+        return getattr(importlib.import_module(f"pulumi_command.{module}"), name)
+    return None
+
+
+def _sdk_args(inputs: dict[str, Any]) -> dict[str, Any]:
+    # The SDK classes take snake_case arguments and set apiVersion and kind themselves.
+    return {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower(): value for key, value in inputs.items()
+            if key not in ("apiVersion", "kind")}
+
+
+def _replay(entries: list[dict[str, Any]]) -> None:
+    """Register the resources of a plan again, parents and providers first, through Pulumi's generic classes."""
+    by_urn = {entry["urn"]: entry for entry in entries}
+    made: dict[str, pulumi.Resource] = {}
+
+    def make(urn: str) -> pulumi.Resource | None:
+        if urn not in by_urn:
+            return None  # the stack itself
+        if urn in made:
+            return made[urn]
+        entry = by_urn[urn]
+        opts = pulumi.ResourceOptions(
+            parent=make(entry["parent"]) if entry["parent"] else None,
+            provider=make(entry["provider"]) if entry["provider"] else None,
+            depends_on=[dep for d in entry["dependsOn"] if (dep := make(d)) is not None],
+        )
+        if entry["custom"]:
+            sdk_class = _sdk_class(entry["type"])
+            if sdk_class is None:
+                raise ValueError(f"the bench cannot replay {entry['type']}: add its SDK to _sdk_class")
+            made[urn] = sdk_class(entry["name"], opts=opts, **_sdk_args(entry["inputs"]))
+        else:
+            component = pulumi.ComponentResource(entry["type"], entry["name"], None, opts)
+            component.register_outputs({})
+            made[urn] = component
+        return made[urn]
+
+    for entry in entries:
+        make(entry["urn"])
+
+
+def _child(kind: str, teams: int) -> dict[str, Any]:
+    plan_file = WORK_DIR / f"plan-{teams}.json"
+    # Imports are paid once per process, not per resource: both programs start with them done.
+    import stacks.platform  # noqa: F401
+    start = time.perf_counter()
+    if kind == "real":
+        synthesis = synthesize("bench", config=bench_config(teams))
+        seconds = time.perf_counter() - start
+        plan_file.write_text(json.dumps(plan(synthesis)))
+        count = len(synthesis.resources)
+    else:
+        entries = json.loads(plan_file.read_text())["resources"]
+        start = time.perf_counter()
+        count = len(run_program(lambda: _replay(entries), project="mlplatform", stack="bench", config={}).resources)
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "resources": count,
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _measure(kind: str, teams: int) -> dict[str, Any]:
+    result = subprocess.run([sys.executable, "-m", "synth.bench", "--child", kind, str(teams)], cwd=PROJECT_DIR,
+                            capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m synth.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--child", nargs=2, metavar=("KIND", "TEAMS"), help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="team counts to run")
+    args = parser.parse_args()
+    WORK_DIR.mkdir(exist_ok=True)
+    if args.child:
+        print(json.dumps(_child(args.child[0], int(args.child[1]))))
+        return
+
+    print(f"{'teams':>6} {'resources':>9} {'synth s':>8} {'bare s':>7} {'ratio':>6} {'ms/res':>7} "
+          f"{'bare ms/res':>11} {'peak MiB':>9}")
+    for teams in args.sizes:
+        real = _measure("real", teams)
+        bare = _measure("bare", teams)
+        if bare["resources"] != real["resources"]:
+            raise SystemExit(f"the bare program registered {bare['resources']} resources, not {real['resources']}")
+        print(f"{teams:>6} {real['resources']:>9} {real['seconds']:>8.2f} {bare['seconds']:>7.2f} "
+              f"{real['seconds'] / bare['seconds']:>6.2f} {1000 * real['seconds'] / real['resources']:>7.2f} "
+              f"{1000 * bare['seconds'] / bare['resources']:>11.2f} {real['peak_mib']:>9.0f}")
+
+
+if __name__ == "__main__":
+    main()
