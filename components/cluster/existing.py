@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pulumi
-import pulumi_kubernetes as k8s
 
+from components.cluster import explicit_provider
 from components.handle import GPU_TAINT, Capabilities, ClusterHandle, GpuPool, gpu_pool_labels
 from config.models import ExistingClusterConfig
 
@@ -19,17 +19,10 @@ class ExistingCluster(pulumi.ComponentResource):
         super().__init__("mlplatform:cluster:ExistingCluster", name, None, opts)
         # The contents, not the path: team stacks read this kubeconfig from the platform stack's outputs.
         kubeconfig = pulumi.Output.secret(Path(spec.kubeconfig).expanduser().read_text())
-        provider = k8s.Provider(
-            f"{name}-k8s",
-            kubeconfig=kubeconfig,
-            context=spec.context,
-            enable_server_side_apply=True,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
         self.handle = ClusterHandle(
             name=spec.name,
             cloud="existing",
-            provider=provider,
+            provider=explicit_provider(self, name, kubeconfig, context=spec.context),
             kubeconfig=kubeconfig,
             capabilities=Capabilities(gpu_drivers=spec.gpu_drivers_installed,
                                       device_plugin=spec.device_plugin_installed,

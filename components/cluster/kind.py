@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pulumi
-import pulumi_kubernetes as k8s
 import yaml
 from pulumi_command import local
 
+from components.cluster import explicit_provider
 from components.handle import (GPU_TAINT, POOL_LABEL, SYSTEM_POOL, Capabilities, ClusterHandle, GpuPool,
                                gpu_pool_labels)
 from components.versions import KIND_NODE_IMAGE
@@ -72,14 +72,8 @@ class KindCluster(pulumi.ComponentResource):
                                         delete_before_replace=True),
         )
         kubeconfig = pulumi.Output.secret(cluster.stdout)
-        provider = k8s.Provider(
-            f"{name}-k8s",
-            kubeconfig=kubeconfig,
-            enable_server_side_apply=True,
-            # A laptop cluster is often deleted by hand; `pulumi destroy` must still be able to forget it.
-            delete_unreachable=True,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
+        # A laptop cluster is often deleted by hand; `pulumi destroy` must still be able to forget it.
+        provider = explicit_provider(self, name, kubeconfig, delete_unreachable=True)
         self.handle = ClusterHandle(
             name=spec.name,
             cloud="kind",
