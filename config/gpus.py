@@ -12,21 +12,23 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class GpuModel:
     accelerator: str
+    # The product name NVIDIA's feature discovery labels nodes with (nvidia.com/gpu.product).
+    product: str
     memory_gib: int
     mig_capable: bool
 
 
 GPU_MODELS: dict[str, GpuModel] = {m.accelerator: m for m in (
-    GpuModel("nvidia-tesla-t4", 16, mig_capable=False),
-    GpuModel("nvidia-tesla-v100", 16, mig_capable=False),
-    GpuModel("nvidia-a10g", 24, mig_capable=False),
-    GpuModel("nvidia-l4", 24, mig_capable=False),
-    GpuModel("nvidia-l40s", 48, mig_capable=False),
-    GpuModel("nvidia-tesla-a100", 40, mig_capable=True),
-    GpuModel("nvidia-a100-80gb", 80, mig_capable=True),
-    GpuModel("nvidia-h100-80gb", 80, mig_capable=True),
-    GpuModel("nvidia-h100-mega-80gb", 80, mig_capable=True),
-    GpuModel("nvidia-h200-141gb", 141, mig_capable=True),
+    GpuModel("nvidia-tesla-t4", "Tesla-T4", 16, mig_capable=False),
+    GpuModel("nvidia-tesla-v100", "Tesla-V100-SXM2-16GB", 16, mig_capable=False),
+    GpuModel("nvidia-a10g", "NVIDIA-A10G", 24, mig_capable=False),
+    GpuModel("nvidia-l4", "NVIDIA-L4", 24, mig_capable=False),
+    GpuModel("nvidia-l40s", "NVIDIA-L40S", 48, mig_capable=False),
+    GpuModel("nvidia-tesla-a100", "NVIDIA-A100-SXM4-40GB", 40, mig_capable=True),
+    GpuModel("nvidia-a100-80gb", "NVIDIA-A100-SXM4-80GB", 80, mig_capable=True),
+    GpuModel("nvidia-h100-80gb", "NVIDIA-H100-80GB-HBM3", 80, mig_capable=True),
+    GpuModel("nvidia-h100-mega-80gb", "NVIDIA-H100-80GB-HBM3", 80, mig_capable=True),
+    GpuModel("nvidia-h200-141gb", "NVIDIA-H200", 141, mig_capable=True),
 )}
 
 

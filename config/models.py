@@ -14,7 +14,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       field_validator, model_validator)
 from pydantic.alias_generators import to_camel
 
-from config.gpus import known_accelerator
+from config.gpus import GPU_MODELS, known_accelerator
 from config.quantity import non_negative_quantity, parse_quantity
 
 
@@ -104,11 +104,16 @@ class TeamGroups(Model):
 
 
 _RESERVED_NAMESPACES = {"default", "kube-system", "kube-public", "kube-node-lease"}
+# Namespaces the platform installs its own agents into; a team cannot have them.
+DEVICE_PLUGIN_NAMESPACE = "nvidia-device-plugin"
+FAKE_GPU_NAMESPACE = "gpu-operator"
 
 
 def team_namespace(value: str) -> str:
     if value in _RESERVED_NAMESPACES or value.startswith("kube-"):
         raise ValueError(f"{value!r} is a namespace Kubernetes reserves; choose another team name")
+    if value in (DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE):
+        raise ValueError(f"{value!r} is a namespace of the platform's GPU agents; choose another team name")
     return value
 
 
@@ -129,14 +134,66 @@ class Team(Model):
         return self
 
 
+# ---- GPU sharing ----------------------------------------------------------------------------------------
+
+class TimeSlicing(Model):
+    """Several pods share one GPU in turns (no memory or fault isolation between them)."""
+
+    # How many pods may share one GPU.
+    replicas: int = Field(ge=2, le=64)
+    # Advertise the shares as nvidia.com/gpu.shared instead of nvidia.com/gpu, so that pods opt in.
+    rename_by_default: bool = False
+    # Refuse a pod that asks for more than one share: two shares of one GPU are no faster than one.
+    fail_requests_greater_than_one: bool = True
+
+
+class GpuSharing(Model):
+    """How a GPU pool's GPUs are shared: time-slicing, or MIG partitions (per the pool's accelerator)."""
+
+    time_slicing: TimeSlicing | None = None
+    # How MIG partitions are advertised: none (whole GPUs), single (as nvidia.com/gpu), mixed (per profile).
+    mig_strategy: Literal["none", "single", "mixed"] = "none"
+
+    @model_validator(mode="after")
+    def _one_way_of_sharing(self) -> GpuSharing:
+        if self.time_slicing is not None and self.mig_strategy != "none":
+            raise ValueError(f"both timeSlicing and migStrategy {self.mig_strategy!r} are set; a pool shares its "
+                             "GPUs one way: keep timeSlicing, or set migStrategy to single or mixed")
+        return self
+
+    @property
+    def shares_per_gpu(self) -> int:
+        """How many nvidia.com/gpu each physical GPU advertises."""
+        if self.time_slicing is None or self.time_slicing.rename_by_default:
+            return 1
+        return self.time_slicing.replicas
+
+
+class _SharedGpus(Model):
+    """A GPU pool's accelerator and how its GPUs are shared, checked against each other."""
+
+    accelerator: Accelerator
+    sharing: GpuSharing = GpuSharing()
+
+    @model_validator(mode="after")
+    def _mig_needs_a_mig_gpu(self) -> _SharedGpus:
+        if self.sharing.mig_strategy != "none" and not GPU_MODELS[self.accelerator].mig_capable:
+            mig_capable = ", ".join(sorted(name for name, gpu in GPU_MODELS.items() if gpu.mig_capable))
+            raise ValueError(f"sharing.migStrategy {self.sharing.mig_strategy!r} needs a MIG-capable GPU, and "
+                             f"{self.accelerator} has no MIG; MIG-capable: {mig_capable}")
+        return self
+
+
 # ---- clusters -------------------------------------------------------------------------------------------
 
-class _NodeBounds(Model):
+class _ScalingGpuPool(_SharedGpus):
+    """A GPU pool that scales between minNodes and maxNodes."""
+
     min_nodes: int = Field(default=0, ge=0)
     max_nodes: int = Field(ge=0)
 
     @model_validator(mode="after")
-    def _max_not_below_min(self) -> _NodeBounds:
+    def _max_not_below_min(self) -> _ScalingGpuPool:
         if self.max_nodes < self.min_nodes:
             raise ValueError(f"maxNodes ({self.max_nodes}) is below minNodes ({self.min_nodes}); "
                              "maxNodes must be at least minNodes")
@@ -152,7 +209,7 @@ def _not_system(value: str) -> str:
 PoolName = Annotated[DnsLabel, AfterValidator(_not_system)]
 
 
-class KindGpuPool(Model):
+class KindGpuPool(_SharedGpus):
     """Workers of a kind cluster that stand in for a GPU pool: labelled and tainted like the clouds' pools."""
 
     name: PoolName
@@ -172,13 +229,17 @@ class KindClusterConfig(Model):
     @field_validator("gpu_pools")
     @classmethod
     def _unique_pools(cls, pools: list[KindGpuPool]) -> list[KindGpuPool]:
+        strategies = {pool.sharing.mig_strategy for pool in pools}
+        if len(strategies) > 1:
+            raise ValueError(f"the pools ask for different MIG strategies ({', '.join(sorted(strategies))}); kind's "
+                             "simulated GPUs have one MIG strategy for the whole cluster, so give every pool the same")
         return _unique_names(pools, "GPU pool")
 
     def gpu_capacity(self) -> int:
-        return sum(pool.nodes * pool.gpus_per_node for pool in self.gpu_pools)
+        return sum(pool.nodes * pool.gpus_per_node * pool.sharing.shares_per_gpu for pool in self.gpu_pools)
 
 
-class ExistingGpuPool(_NodeBounds):
+class ExistingGpuPool(_ScalingGpuPool):
     """A GPU pool that already exists: its nodes must carry the GPU taint and these labels."""
 
     name: PoolName
@@ -189,7 +250,7 @@ class ExistingGpuPool(_NodeBounds):
     node_labels: dict[str, str] | None = None
 
     def gpu_capacity(self) -> int:
-        return self.max_nodes * self.gpus_per_node
+        return self.max_nodes * self.gpus_per_node * self.sharing.shares_per_gpu
 
 
 def _kubeconfig_file(value: str) -> str:
@@ -214,7 +275,13 @@ class ExistingClusterConfig(Model):
 
     @field_validator("gpu_pools")
     @classmethod
-    def _unique_pools(cls, pools: list[ExistingGpuPool]) -> list[ExistingGpuPool]:
+    def _unique_pools(cls, pools: list[ExistingGpuPool], info: ValidationInfo) -> list[ExistingGpuPool]:
+        if info.data.get("device_plugin_installed"):
+            for index, pool in enumerate(pools):
+                if pool.sharing != GpuSharing():
+                    raise ValueError(f"[{index}].sharing: this cluster runs its own device plugin "
+                                     "(devicePluginInstalled), so the platform cannot configure GPU sharing; "
+                                     "configure it in that device plugin and remove sharing here")
         return _unique_names(pools, "GPU pool")
 
     def gpu_capacity(self) -> int:
