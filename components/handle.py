@@ -12,10 +12,14 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
+from config.models import GpuSharing
+
 # Node labels every GPU pool carries on every cloud, so that workloads and agents select pools the same way.
 POOL_LABEL = "mlplatform.io/pool"
 ACCELERATOR_LABEL = "mlplatform.io/accelerator"
 GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
+# NVIDIA's device plugin picks its per-node config by this label; we name each pool's config after the pool.
+DEVICE_PLUGIN_CONFIG_LABEL = "nvidia.com/device-plugin.config"
 
 SYSTEM_POOL = "system"
 
@@ -39,7 +43,8 @@ GPU_TAINT = Taint(key="nvidia.com/gpu", value="present", effect="NoSchedule")
 
 
 def gpu_pool_labels(pool: str, accelerator: str) -> dict[str, str]:
-    return {POOL_LABEL: pool, ACCELERATOR_LABEL: accelerator, GPU_PRESENT_LABEL: "true"}
+    return {POOL_LABEL: pool, ACCELERATOR_LABEL: accelerator, GPU_PRESENT_LABEL: "true",
+            DEVICE_PLUGIN_CONFIG_LABEL: pool}
 
 
 @dataclass(frozen=True)
@@ -52,10 +57,17 @@ class GpuPool:
     spot: bool
     labels: Mapping[str, str]
     taints: tuple[Taint, ...] = (GPU_TAINT,)
+    sharing: GpuSharing = GpuSharing()
 
     @property
     def max_gpus(self) -> int:
+        """Physical GPUs at the pool's largest."""
         return self.gpus_per_node * self.max_nodes
+
+    @property
+    def schedulable_gpus(self) -> int:
+        """The nvidia.com/gpu the pool can advertise at its largest, time-slicing shares included."""
+        return self.max_gpus * self.sharing.shares_per_gpu
 
     def describe(self) -> dict[str, object]:
         """Plain data for stack outputs: what a team needs to target this pool."""
@@ -66,10 +78,26 @@ class GpuPool:
             "minNodes": self.min_nodes,
             "maxNodes": self.max_nodes,
             "maxGpus": self.max_gpus,
+            "schedulableGpus": self.schedulable_gpus,
+            "sharing": self.sharing.model_dump(by_alias=True),
             "spot": self.spot,
             "labels": dict(self.labels),
             "taints": [str(t) for t in self.taints],
         }
+
+
+def gpu_node_affinity(pools: tuple[GpuPool, ...]) -> dict[str, object]:
+    """Pod affinity that allows GPU pool nodes only: one term per pool, matching all of that pool's labels."""
+    terms = [{"matchExpressions": [{"key": key, "operator": "In", "values": [value]}
+                                   for key, value in sorted(pool.labels.items())]}
+             for pool in pools]
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
+
+
+def gpu_tolerations(pools: tuple[GpuPool, ...]) -> list[dict[str, str]]:
+    """Exactly the tolerations of the GPU pools' taints, for per-node GPU agents."""
+    taints = sorted({taint for pool in pools for taint in pool.taints}, key=str)
+    return [taint.toleration() for taint in taints]
 
 
 @dataclass(frozen=True)
@@ -97,4 +125,5 @@ class ClusterHandle:
 
     @property
     def gpu_capacity(self) -> int:
-        return sum(pool.max_gpus for pool in self.gpu_pools)
+        """The nvidia.com/gpu all GPU pools can advertise at their largest: what team quotas are held against."""
+        return sum(pool.schedulable_gpus for pool in self.gpu_pools)

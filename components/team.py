@@ -10,7 +10,7 @@ from pulumi_kubernetes.networking.v1 import (NetworkPolicyIngressRuleArgs, Netwo
                                              NetworkPolicySpecArgs)
 from pulumi_kubernetes.rbac.v1 import RoleRefArgs, SubjectArgs
 
-from components.versions import KUBERNETES_VERSION
+from components.kube import pod_security_labels
 from config.models import Team
 
 TEAM_LABEL = "mlplatform.io/team"
@@ -31,16 +31,6 @@ def quota_hard(team: Team) -> dict[str, str]:
         "persistentvolumeclaims": str(quota.persistent_volume_claims),
         "requests.storage": quota.storage,
     }
-
-
-def pod_security_labels(level: str) -> dict[str, str]:
-    # Pinned to the cluster's minor version, so that a control-plane upgrade cannot tighten a policy unseen.
-    version = f"v{KUBERNETES_VERSION}"
-    labels = {"pod-security.kubernetes.io/enforce": level, "pod-security.kubernetes.io/enforce-version": version}
-    for mode in ("warn", "audit"):
-        labels |= {f"pod-security.kubernetes.io/{mode}": "restricted",
-                   f"pod-security.kubernetes.io/{mode}-version": version}
-    return labels
 
 
 class TeamNamespace(pulumi.ComponentResource):

@@ -12,3 +12,13 @@ KIND_NODE_IMAGE = (
 )
 # The kind CLI release that built KIND_NODE_IMAGE: older releases cannot boot it.
 KIND_CLI_VERSION = "v0.30.0"
+
+# NVIDIA's device plugin (https://nvidia.github.io/k8s-device-plugin), for clouds whose nodes have drivers
+# but no plugin (EKS accelerated AMIs, existing clusters).
+NVIDIA_DEVICE_PLUGIN_CHART = "nvidia-device-plugin"
+NVIDIA_DEVICE_PLUGIN_REPO = "https://nvidia.github.io/k8s-device-plugin"
+NVIDIA_DEVICE_PLUGIN_VERSION = "0.20.0"
+
+# Run:ai's fake GPU operator: simulated GPUs and GPU metrics on kind, where there are no GPUs.
+FAKE_GPU_OPERATOR_CHART = "oci://ghcr.io/run-ai/fake-gpu-operator/fake-gpu-operator"
+FAKE_GPU_OPERATOR_VERSION = "0.2.0"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pulumi
 
+from components.gpu import GpuEnablement
 from components.handle import ClusterHandle
 from components.team import TeamNamespace
 from config import load_platform_config
@@ -22,6 +23,7 @@ def build_cluster(config: PlatformConfig) -> ClusterHandle:
 
 def build(config: PlatformConfig) -> None:
     cluster = build_cluster(config)
+    GpuEnablement("gpu", cluster)
     for team in config.teams:
         TeamNamespace(f"team-{team.name}", team, cluster.provider,
                       monitoring_namespace=config.monitoring.namespace)

@@ -31,7 +31,7 @@ class ExistingCluster(pulumi.ComponentResource):
                 GpuPool(name=pool.name, accelerator=pool.accelerator, gpus_per_node=pool.gpus_per_node,
                         min_nodes=pool.min_nodes, max_nodes=pool.max_nodes, spot=pool.spot,
                         labels=pool.node_labels or gpu_pool_labels(pool.name, pool.accelerator),
-                        taints=(GPU_TAINT,))
+                        taints=(GPU_TAINT,), sharing=pool.sharing)
                 for pool in spec.gpu_pools
             ),
             system_node_selector=spec.system_node_labels,

@@ -30,11 +30,16 @@ def _taint_patch() -> str:
     return yaml.safe_dump(join, sort_keys=False)
 
 
+# The fake GPU operator runs its device plugin and metrics exporter only on nodes labelled so.
+SIMULATED_GPU_NODE_LABELS = {"nvidia.com/gpu.deploy.device-plugin": "true",
+                             "nvidia.com/gpu.deploy.dcgm-exporter": "true"}
+
+
 def kind_gpu_pools(spec: KindClusterConfig) -> tuple[GpuPool, ...]:
     return tuple(
         GpuPool(name=pool.name, accelerator=pool.accelerator, gpus_per_node=pool.gpus_per_node,
                 min_nodes=pool.nodes, max_nodes=pool.nodes, spot=False,
-                labels=gpu_pool_labels(pool.name, pool.accelerator), taints=(GPU_TAINT,))
+                labels=gpu_pool_labels(pool.name, pool.accelerator), taints=(GPU_TAINT,), sharing=pool.sharing)
         for pool in spec.gpu_pools
     )
 
@@ -45,7 +50,7 @@ def render_kind_config(spec: KindClusterConfig) -> str:
     nodes += [{"role": "worker", "image": KIND_NODE_IMAGE, "labels": {POOL_LABEL: SYSTEM_POOL}}
               for _ in range(spec.system_nodes)]
     for pool in kind_gpu_pools(spec):
-        nodes += [{"role": "worker", "image": KIND_NODE_IMAGE, "labels": dict(pool.labels),
+        nodes += [{"role": "worker", "image": KIND_NODE_IMAGE, "labels": dict(pool.labels) | SIMULATED_GPU_NODE_LABELS,
                    "kubeadmConfigPatches": [_taint_patch()]}
                   for _ in range(pool.max_nodes)]
     document = {"kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4", "name": spec.name, "nodes": nodes}

@@ -1,0 +1,127 @@
+"""GPU enablement: make a cluster's GPU pools usable by ML workloads, and only by them.
+
+Per cloud, the right thing: where the cloud runs its own device plugin (GKE) nothing is installed; where
+nodes have drivers but no plugin (EKS, most existing clusters) NVIDIA's device plugin is; on kind, which has
+no GPUs, Run:ai's fake GPU operator makes the stand-in nodes advertise simulated GPUs and GPU metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import yaml
+from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
+
+from components.handle import POOL_LABEL, ClusterHandle, GpuPool, gpu_node_affinity, gpu_tolerations
+from components.kube import helm_release, platform_namespace
+from components.versions import (FAKE_GPU_OPERATOR_CHART, FAKE_GPU_OPERATOR_VERSION, NVIDIA_DEVICE_PLUGIN_CHART,
+                                 NVIDIA_DEVICE_PLUGIN_REPO, NVIDIA_DEVICE_PLUGIN_VERSION)
+from config.gpus import GPU_MODELS
+from config.models import DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, GpuSharing
+
+# The device plugin config for nodes that carry no pool's config label: whole GPUs, no sharing.
+UNSHARED_CONFIG = "unshared"
+
+
+@dataclass(frozen=True)
+class MlPriorityClass:
+    name: str
+    value: int
+    preemption_policy: str
+    description: str
+
+
+# Serving preempts training, training preempts best-effort work, and best-effort work never preempts.
+ML_PRIORITY_CLASSES = (
+    MlPriorityClass("ml-serving", 100_000, "PreemptLowerPriority",
+                    "Online inference: may preempt training when GPUs run short."),
+    MlPriorityClass("ml-training", 10_000, "PreemptLowerPriority",
+                    "Training and fine-tuning that should not be interrupted lightly; may preempt best-effort work."),
+    MlPriorityClass("ml-training-preemptible", 1_000, "Never",
+                    "Best-effort training (sweeps, experiments): waits for capacity and is preempted first."),
+)
+
+
+def device_plugin_config(sharing: GpuSharing) -> dict[str, Any]:
+    """One config of NVIDIA's device plugin (its config file format, version v1) for a pool's sharing."""
+    config: dict[str, Any] = {"version": "v1", "flags": {"migStrategy": sharing.mig_strategy}}
+    if sharing.time_slicing is not None:
+        slicing = sharing.time_slicing
+        config["sharing"] = {"timeSlicing": {
+            "renameByDefault": slicing.rename_by_default,
+            "failRequestsGreaterThanOne": slicing.fail_requests_greater_than_one,
+            "resources": [{"name": "nvidia.com/gpu", "replicas": slicing.replicas}],
+        }}
+    return config
+
+
+def device_plugin_values(pools: tuple[GpuPool, ...]) -> dict[str, Any]:
+    """Values of the nvidia-device-plugin chart: on GPU pool nodes only, one named config per pool."""
+    configs = {UNSHARED_CONFIG: device_plugin_config(GpuSharing())}
+    configs |= {pool.name: device_plugin_config(pool.sharing) for pool in pools}
+    return {
+        # Each node picks its pool's config by the nvidia.com/device-plugin.config label the pool sets.
+        "config": {"map": {name: yaml.safe_dump(config, sort_keys=False) for name, config in configs.items()},
+                   "default": UNSHARED_CONFIG},
+        "affinity": gpu_node_affinity(pools),
+        "tolerations": gpu_tolerations(pools),
+        "priorityClassName": "system-node-critical",
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+    }
+
+
+def fake_gpu_operator_values(pools: tuple[GpuPool, ...]) -> dict[str, Any]:
+    """Values of the fake GPU operator: each stand-in pool simulates its accelerator and GPU count."""
+    node_pools = {
+        pool.name: {
+            "gpuProduct": GPU_MODELS[pool.accelerator].product,
+            # Time-slicing is imitated the way the real plugin shows it: more nvidia.com/gpu per node.
+            "gpuCount": pool.gpus_per_node * pool.sharing.shares_per_gpu,
+            "gpuMemory": GPU_MODELS[pool.accelerator].memory_gib * 1024,
+        }
+        for pool in pools
+    }
+    mig_strategies = {pool.sharing.mig_strategy for pool in pools}
+    return {"topology": {"nodePoolLabelKey": POOL_LABEL, "nodePools": node_pools,
+                         "migStrategy": mig_strategies.pop() if mig_strategies else "none"}}
+
+
+class GpuEnablement(pulumi.ComponentResource):
+    def __init__(self, name: str, cluster: ClusterHandle, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplatform:gpu:GpuEnablement", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
+
+        for priority in ML_PRIORITY_CLASSES:
+            k8s.scheduling.v1.PriorityClass(
+                f"{name}-{priority.name}",
+                metadata=ObjectMetaArgs(name=priority.name),
+                value=priority.value,
+                preemption_policy=priority.preemption_policy,
+                global_default=False,
+                description=priority.description,
+                opts=child,
+            )
+
+        self.release: k8s.helm.v3.Release | None = None
+        pools = cluster.gpu_pools
+        if not pools or cluster.capabilities.device_plugin:
+            pass  # nothing to advertise, or the cloud advertises GPUs itself
+        elif not cluster.capabilities.physical_gpus:
+            namespace = platform_namespace(f"{name}-fake-gpu-namespace", FAKE_GPU_NAMESPACE,
+                                           component="gpu", pod_security="privileged", opts=child)
+            self.release = helm_release(f"{name}-fake-gpu-operator", chart=FAKE_GPU_OPERATOR_CHART,
+                                        version=FAKE_GPU_OPERATOR_VERSION, namespace=namespace,
+                                        values=fake_gpu_operator_values(pools), release_name="fake-gpu-operator",
+                                        opts=child)
+        else:
+            # The plugin mounts the kubelet's device-plugin socket directory from the host.
+            namespace = platform_namespace(f"{name}-device-plugin-namespace", DEVICE_PLUGIN_NAMESPACE,
+                                           component="gpu", pod_security="privileged", opts=child)
+            self.release = helm_release(f"{name}-device-plugin", chart=NVIDIA_DEVICE_PLUGIN_CHART,
+                                        version=NVIDIA_DEVICE_PLUGIN_VERSION, repo=NVIDIA_DEVICE_PLUGIN_REPO,
+                                        namespace=namespace, values=device_plugin_values(pools),
+                                        release_name="nvidia-device-plugin", opts=child)
+        self.register_outputs({"priorityClasses": [p.name for p in ML_PRIORITY_CLASSES]})

@@ -1,0 +1,51 @@
+"""Small helpers for what several components declare the same way: their namespace and their Helm release."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+from pulumi_kubernetes.helm.v3 import RepositoryOptsArgs
+from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
+
+from components.versions import KUBERNETES_VERSION
+
+PLATFORM_LABEL = "mlplatform.io/component"
+
+
+def pod_security_labels(enforce: str, *, warn: str = "restricted") -> dict[str, str]:
+    # Pinned to the cluster's minor version, so that a control-plane upgrade cannot tighten a policy unseen.
+    version = f"v{KUBERNETES_VERSION}"
+    labels = {"pod-security.kubernetes.io/enforce": enforce, "pod-security.kubernetes.io/enforce-version": version}
+    for mode in ("warn", "audit"):
+        labels |= {f"pod-security.kubernetes.io/{mode}": warn, f"pod-security.kubernetes.io/{mode}-version": version}
+    return labels
+
+
+def platform_namespace(resource_name: str, name: str, *, component: str, pod_security: str,
+                       opts: pulumi.ResourceOptions) -> k8s.core.v1.Namespace:
+    """A namespace for one of the platform's own components, declared (not left to Helm) so its labels are ours."""
+    return k8s.core.v1.Namespace(
+        resource_name,
+        metadata=ObjectMetaArgs(name=name, labels={PLATFORM_LABEL: component} | pod_security_labels(
+            pod_security, warn=pod_security)),
+        opts=opts,
+    )
+
+
+def helm_release(resource_name: str, *, chart: str, version: str, namespace: k8s.core.v1.Namespace,
+                 values: dict[str, Any], repo: str | None = None, release_name: str | None = None,
+                 opts: pulumi.ResourceOptions) -> k8s.helm.v3.Release:
+    """A Helm release of a pinned chart version into a namespace the platform owns."""
+    return k8s.helm.v3.Release(
+        resource_name,
+        name=release_name or resource_name,
+        chart=chart,
+        version=version,
+        repository_opts=RepositoryOptsArgs(repo=repo) if repo else None,
+        namespace=namespace.metadata.name,
+        values=values,
+        cleanup_on_fail=True,
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[namespace])),
+    )
