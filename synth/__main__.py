@@ -1,6 +1,7 @@
 """`python -m synth <stack>`: synthesize a stack offline into out/<stack>/ and print a summary.
 
-Exit status: 0 when the stack synthesized; 2 on bad configuration (a message, never a traceback).
+Exit status: 0 when the stack synthesized and broke no mandatory rule; 1 when it broke one (the output is
+still written, to look at); 2 on bad configuration (a message, never a traceback).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from config.errors import ConfigError
 from synth import PROJECT_DIR, synthesize
+from synth.checks import check
 from synth.output import write
 from synth.summary import summarize
 
@@ -27,8 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     write(synthesis, out_dir)
-    print(summarize(synthesis, out_dir.relative_to(PROJECT_DIR) if out_dir.is_relative_to(PROJECT_DIR) else out_dir))
-    return 0
+    violations = check(synthesis)
+    shown = out_dir.relative_to(PROJECT_DIR) if out_dir.is_relative_to(PROJECT_DIR) else out_dir
+    print(summarize(synthesis, shown, violations))
+    return 1 if any(v.rule.enforcement == "mandatory" for v in violations) else 0
 
 
 if __name__ == "__main__":

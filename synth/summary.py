@@ -5,11 +5,19 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from policies.rules import RESOURCE_RULES
+from synth.checks import Violation
 from synth.engine import Synthesis
 from synth.output import helm_releases, manifests
 
 
-def summarize(synthesis: Synthesis, out_dir: Path) -> str:
+def _sharing(sharing: dict) -> str:
+    if sharing.get("timeSlicing"):
+        return f"time-slicing x{sharing['timeSlicing']['replicas']}"
+    return f"MIG {sharing['migStrategy']}" if sharing.get("migStrategy") != "none" else "none"
+
+
+def summarize(synthesis: Synthesis, out_dir: Path, violations: list[Violation]) -> str:
     outputs = synthesis.outputs
     lines = [f"Stack {synthesis.stack}: {outputs.get('cloud', '?')} cluster {outputs.get('clusterName', '?')!r}, "
              f"{len(synthesis.resources)} resources, synthesized offline into {out_dir}/",
@@ -20,11 +28,11 @@ def summarize(synthesis: Synthesis, out_dir: Path) -> str:
         lines.append(f"  {count:4d}  {type_}")
 
     pools = outputs.get("gpuPools", [])
-    lines.append(f"GPU pools: {len(pools)}, up to {outputs.get('gpuCapacity', 0)} GPUs")
+    lines.append(f"GPU pools: {len(pools)}, up to {outputs.get('gpuCapacity', 0)} schedulable GPUs")
     for pool in pools:
         lines.append(f"  {pool['name']:<12} {pool['accelerator']:<22} {pool['minNodes']}-{pool['maxNodes']} nodes "
                      f"x {pool['gpusPerNode']} GPU, {'spot' if pool['spot'] else 'on-demand'}, "
-                     f"taints {', '.join(pool['taints'])}")
+                     f"taints {', '.join(pool['taints'])}, sharing {_sharing(pool['sharing'])}")
 
     teams = outputs.get("teams", {})
     quota_gpus = sum(team["gpus"] for team in teams.values())
@@ -34,4 +42,6 @@ def summarize(synthesis: Synthesis, out_dir: Path) -> str:
 
     lines.append("Warnings:" if synthesis.warnings else "Warnings: none")
     lines += [f"  {warning}" for warning in synthesis.warnings]
+    lines.append(f"Policies: {len(RESOURCE_RULES)} rules, {len(violations)} violations")
+    lines += [f"  {violation}" for violation in violations]
     return "\n".join(lines)
