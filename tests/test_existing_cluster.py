@@ -36,7 +36,7 @@ def test_existing_cluster_handle(tmp_path):
     assert handle.system_node_selector == {"node-role": "infra"}
     h100, l4 = handle.gpu_pools
     assert h100.labels == {"mlplatform.io/pool": "h100", "mlplatform.io/accelerator": "nvidia-h100-80gb",
-                           "nvidia.com/gpu.present": "true"}
+                           "nvidia.com/gpu.present": "true", "nvidia.com/device-plugin.config": "h100"}
     assert h100.spot and h100.max_gpus == 32
     assert l4.labels == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     assert handle.gpu_capacity == 34

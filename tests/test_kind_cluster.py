@@ -38,6 +38,9 @@ def test_kind_config_has_a_system_pool_and_tainted_labelled_gpu_workers():
     gpu_workers = [n for n in nodes if n.get("labels", {}).get("nvidia.com/gpu.present") == "true"]
     assert [n["labels"]["mlplatform.io/pool"] for n in gpu_workers] == ["a100", "a100", "t4"]
     assert gpu_workers[0]["labels"]["mlplatform.io/accelerator"] == "nvidia-a100-80gb"
+    # The fake GPU operator simulates GPUs only on nodes that ask for its device plugin and exporter.
+    assert all(n["labels"]["nvidia.com/gpu.deploy.device-plugin"] == "true" for n in gpu_workers)
+    assert all(n["labels"]["nvidia.com/gpu.deploy.dcgm-exporter"] == "true" for n in gpu_workers)
     for worker in gpu_workers:
         (patch,) = worker["kubeadmConfigPatches"]
         join = yaml.safe_load(patch)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from synth import PROJECT_DIR, synthesize
+from synth.checks import check
 from synth.output import manifests, write
 from synth.schema import check_manifests
 from synth.stackfile import available_stacks
@@ -33,6 +34,10 @@ def test_manifests_pass_strict_schema_validation(stack):
     assert report.errors == []
     assert report.unchecked == [], "objects with no schema to check them against"
     assert report.checked
+
+
+def test_every_stack_keeps_every_rule(stack):
+    assert [str(v) for v in check(stack)] == []
 
 
 def test_every_kubernetes_object_goes_through_the_clusters_explicit_provider(stack):
