@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pulumi
-from pulumi.runtime.config import CONFIG, get_config_env
+from pulumi.runtime.config import CONFIG, get_config_env, is_config_secret
 from pydantic import ValidationError
 
 from config.errors import PROJECT, ConfigError, format_validation_error, stack_file
@@ -31,6 +31,21 @@ def project_config() -> dict[str, Any]:
     return {key.removeprefix(prefix): _decode(value) for key, value in merged.items() if key.startswith(prefix)}
 
 
+# Keys that may only hold secrets. They are read as secret Outputs (pulumi.Config.get_secret) where they are
+# used, and never enter the plain models.
+SECRET_KEYS = {"grafanaAdminPassword": "Grafana's admin password (generated when not set)"}
+
+
+def _set_secrets_aside(raw: dict[str, Any], stack: str) -> None:
+    for key in SECRET_KEYS:
+        if key not in raw:
+            continue
+        if not is_config_secret(f"{PROJECT}:{key}"):
+            raise ConfigError(f"{stack_file(stack)}: {PROJECT}:{key}: a secret stored in plain text. Remove it and "
+                              f"run `pulumi config set --secret {key}` so that it is stored encrypted.")
+        del raw[key]
+
+
 def check_gpu_capacity(config: PlatformConfig, stack: str) -> list[str]:
     """Error when the teams' GPU quotas exceed the GPU pools' capacity; a warning if overcommit is allowed."""
     capacity = config.cluster.gpu_capacity()
@@ -50,8 +65,10 @@ def check_gpu_capacity(config: PlatformConfig, stack: str) -> list[str]:
 def load_platform_config() -> tuple[PlatformConfig, list[str]]:
     """The validated platform config and its warnings; ConfigError (no traceback) on bad input."""
     stack = pulumi.get_stack()
+    raw = project_config()
+    _set_secrets_aside(raw, stack)
     try:
-        config = PlatformConfig.model_validate(project_config())
+        config = PlatformConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, stack, PlatformConfig)) from None
     return config, check_gpu_capacity(config, stack)

@@ -271,6 +271,8 @@ class ExistingClusterConfig(Model):
     device_plugin_installed: bool = False
     # Labels of the nodes where platform controllers should run; empty means any node without a taint.
     system_node_labels: dict[str, str] = {}
+    # Whether PersistentVolumeClaims get durable volumes (a default StorageClass exists).
+    persistent_volumes: bool = True
     gpu_pools: list[ExistingGpuPool] = []
 
     @field_validator("gpu_pools")
@@ -293,8 +295,39 @@ ClusterConfig = Annotated[Union[KindClusterConfig, ExistingClusterConfig], Field
 
 # ---- the platform stack ---------------------------------------------------------------------------------
 
+_DURATION = re.compile(r"^(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def prometheus_duration(value: str) -> str:
+    if not value or not _DURATION.match(value) or not re.search(r"[1-9]", value):
+        raise ValueError(f"{value!r} is not a Prometheus duration; use units y, w, d, h, m, s, ms in that order, "
+                         "such as 15d, 12h or 2w3d")
+    return value
+
+
+def storage_class_name(value: str) -> str:
+    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+        raise ValueError(f"{value!r} is not a valid StorageClass name: use lowercase letters, digits, '-' and '.', "
+                         "starting and ending with a letter or digit, at most 253 characters (e.g. gp3, premium-rwo)")
+    return value
+
+
+def positive_quantity(value: str) -> str:
+    if parse_quantity(value) <= 0:
+        raise ValueError(f"{value!r} must be more than zero")
+    return value
+
+
 class MonitoringConfig(Model):
     namespace: DnsLabel = "monitoring"
+    # How long Prometheus keeps samples.
+    retention: Annotated[str, AfterValidator(prometheus_duration)] = "15d"
+    # Prometheus's volume, where the cluster keeps volumes (not on kind, whose volumes die with it).
+    storage_size: Annotated[Quantity, AfterValidator(positive_quantity)] = "50Gi"
+    # The StorageClass of that volume; the cluster's default class when not given.
+    storage_class: Annotated[str, AfterValidator(storage_class_name)] | None = None
+    prometheus_requests: CpuMemory = CpuMemory(cpu="500m", memory="2Gi")
 
 
 class CapacityConfig(Model):
