@@ -3,6 +3,8 @@
 The stand-in does what the engine does for a program and nothing more: it gives every resource a URN and a
 deterministic ID and echoes its inputs back as its outputs. It never invents what a provider would
 compute, and it answers no provider function call, so a program that depends on one fails loudly here.
+It runs the program as `pulumi preview` does: what only a provider can compute (a generated password, a
+cluster's kubeconfig) stays unknown, and shows so in the output.
 """
 
 from __future__ import annotations
@@ -25,10 +27,19 @@ UNKNOWN = "[unknown]"
 STACK_TYPE = "pulumi:pulumi:Stack"
 
 
+def _conceal(value: Any) -> Any:
+    """A secret's shape without its contents, so that a redacted manifest stays a valid manifest."""
+    if isinstance(value, dict):
+        return {key: _conceal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_conceal(item) for item in value]
+    return SECRET
+
+
 def redact(value: Any) -> Any:
     """Plain JSON-able data with every secret replaced by SECRET and every unknown by UNKNOWN."""
     if rpc.is_rpc_secret(value):
-        return SECRET
+        return _conceal(rpc.unwrap_rpc_secret(value))
     if isinstance(value, Unknown):
         return UNKNOWN
     if isinstance(value, dict):
@@ -152,7 +163,7 @@ def run_program(program: Callable[[], None], *, project: str, stack: str, config
         engine=MockEngine(logger),
         project=project,
         stack=stack,
-        dry_run=False,
+        dry_run=True,
         organization="organization",
         callbacks=None,
     ))

@@ -23,6 +23,7 @@ import kubernetes_validate
 import yaml
 
 from components.versions import KUBERNETES_VERSION
+from synth.engine import SECRET, UNKNOWN
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 UPSTREAM_DIR = Path(os.environ.get("MLPLATFORM_UPSTREAM", PROJECT_DIR.parent / "shared" / "upstream"))
@@ -40,6 +41,18 @@ def describe(manifest: dict[str, Any]) -> str:
     metadata = manifest.get("metadata", {})
     where = f"{metadata['namespace']}/" if metadata.get("namespace") else ""
     return f"{manifest.get('apiVersion')} {manifest.get('kind')} {where}{metadata.get('name')}"
+
+
+def known_fields(value: Any) -> Any:
+    """The manifest without the fields a preview cannot know (secrets, values computed at apply time).
+
+    The API server checks those when they are applied; here they would only fail for being placeholders.
+    """
+    if isinstance(value, dict):
+        return {key: known_fields(item) for key, item in value.items() if item not in (SECRET, UNKNOWN)}
+    if isinstance(value, list):
+        return [known_fields(item) for item in value]
+    return value
 
 
 def _strict(schema: Any) -> Any:
@@ -76,12 +89,14 @@ def check_manifests(manifests: list[dict[str, Any]], *, kubernetes_version: str 
                     upstream_dir: Path = UPSTREAM_DIR) -> SchemaReport:
     report = SchemaReport()
     custom = crd_schemas(upstream_dir) if upstream_dir.is_dir() else {}
-    for manifest in manifests:
+    for manifest in map(known_fields, manifests):
         name = describe(manifest)
         schema = custom.get((manifest.get("apiVersion"), manifest.get("kind")))
         try:
             if schema is not None:
-                jsonschema.validate(manifest, schema, cls=jsonschema.Draft7Validator)
+                # Not jsonschema.validate: CRDs use Go regex syntax (such as a mid-pattern "(?i)") that the
+                # meta-schema check would reject although the API server accepts it.
+                jsonschema.Draft7Validator(schema).validate(manifest)
             else:
                 kubernetes_validate.validate(manifest, kubernetes_version, strict=True)
         except kubernetes_validate.SchemaNotFoundError:
