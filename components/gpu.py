@@ -16,7 +16,7 @@ import yaml
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.handle import POOL_LABEL, ClusterHandle, GpuPool, gpu_node_affinity, gpu_tolerations
-from components.kube import helm_release, platform_namespace
+from components.kube import DaemonSetRef, helm_release, platform_namespace
 from components.versions import (FAKE_GPU_OPERATOR_CHART, FAKE_GPU_OPERATOR_VERSION, NVIDIA_DEVICE_PLUGIN_CHART,
                                  NVIDIA_DEVICE_PLUGIN_REPO, NVIDIA_DEVICE_PLUGIN_VERSION)
 from config.gpus import GPU_MODELS
@@ -106,6 +106,8 @@ class GpuEnablement(pulumi.ComponentResource):
             )
 
         self.release: k8s.helm.v3.Release | None = None
+        # The device plugin DaemonSet this component installs, for monitoring to watch.
+        self.device_plugin: DaemonSetRef | None = None
         pools = cluster.gpu_pools
         if not pools or cluster.capabilities.device_plugin:
             pass  # nothing to advertise, or the cloud advertises GPUs itself
@@ -116,6 +118,7 @@ class GpuEnablement(pulumi.ComponentResource):
                                         version=FAKE_GPU_OPERATOR_VERSION, namespace=namespace,
                                         values=fake_gpu_operator_values(pools), release_name="fake-gpu-operator",
                                         opts=child)
+            self.device_plugin = DaemonSetRef(FAKE_GPU_NAMESPACE, "device-plugin")
         else:
             # The plugin mounts the kubelet's device-plugin socket directory from the host.
             namespace = platform_namespace(f"{name}-device-plugin-namespace", DEVICE_PLUGIN_NAMESPACE,
@@ -124,4 +127,6 @@ class GpuEnablement(pulumi.ComponentResource):
                                         version=NVIDIA_DEVICE_PLUGIN_VERSION, repo=NVIDIA_DEVICE_PLUGIN_REPO,
                                         namespace=namespace, values=device_plugin_values(pools),
                                         release_name="nvidia-device-plugin", opts=child)
+            # The chart names its DaemonSet after the release when the release name contains the chart's.
+            self.device_plugin = DaemonSetRef(DEVICE_PLUGIN_NAMESPACE, "nvidia-device-plugin")
         self.register_outputs({"priorityClasses": [p.name for p in ML_PRIORITY_CLASSES]})

@@ -108,8 +108,10 @@ class Capabilities:
     gpu_drivers: bool
     # The cloud runs its own NVIDIA device plugin (GKE), so installing ours would double-advertise GPUs.
     device_plugin: bool
-    # Real GPUs exist; kind has none and imitates them.
+    # Real GPUs exist; kind has none and imitates them (and their metrics).
     physical_gpus: bool
+    # PersistentVolumeClaims get volumes that outlive their pods and nodes.
+    persistent_volumes: bool
 
 
 @dataclass(frozen=True)

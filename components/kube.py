@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -12,6 +13,14 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 from components.versions import KUBERNETES_VERSION
 
 PLATFORM_LABEL = "mlplatform.io/component"
+
+
+@dataclass(frozen=True)
+class DaemonSetRef:
+    """Where a per-node agent runs, so that monitoring can tell when it is down."""
+
+    namespace: str
+    name: str
 
 
 def pod_security_labels(enforce: str, *, warn: str = "restricted") -> dict[str, str]:

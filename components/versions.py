@@ -22,3 +22,13 @@ NVIDIA_DEVICE_PLUGIN_VERSION = "0.20.0"
 # Run:ai's fake GPU operator: simulated GPUs and GPU metrics on kind, where there are no GPUs.
 FAKE_GPU_OPERATOR_CHART = "oci://ghcr.io/run-ai/fake-gpu-operator/fake-gpu-operator"
 FAKE_GPU_OPERATOR_VERSION = "0.2.0"
+
+# Prometheus, Alertmanager, Grafana, kube-state-metrics and node-exporter (prometheus-community).
+KUBE_PROMETHEUS_STACK_CHART = "kube-prometheus-stack"
+KUBE_PROMETHEUS_STACK_REPO = "https://prometheus-community.github.io/helm-charts"
+KUBE_PROMETHEUS_STACK_VERSION = "88.5.3"
+
+# NVIDIA's DCGM exporter: per-GPU metrics on nodes with real GPUs.
+DCGM_EXPORTER_CHART = "dcgm-exporter"
+DCGM_EXPORTER_REPO = "https://nvidia.github.io/dcgm-exporter/helm-charts"
+DCGM_EXPORTER_VERSION = "4.8.2"

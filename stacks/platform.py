@@ -6,8 +6,10 @@ import pulumi
 
 from components.gpu import GpuEnablement
 from components.handle import ClusterHandle
+from components.monitoring import Monitoring
 from components.team import TeamNamespace
 from config import load_platform_config
+from config.errors import PROJECT
 from config.models import PlatformConfig
 
 
@@ -23,7 +25,10 @@ def build_cluster(config: PlatformConfig) -> ClusterHandle:
 
 def build(config: PlatformConfig) -> None:
     cluster = build_cluster(config)
-    GpuEnablement("gpu", cluster)
+    gpu = GpuEnablement("gpu", cluster)
+    monitoring = Monitoring("monitoring", cluster, config.monitoring,
+                            grafana_admin_password=pulumi.Config(PROJECT).get_secret("grafanaAdminPassword"),
+                            device_plugin=gpu.device_plugin)
     for team in config.teams:
         TeamNamespace(f"team-{team.name}", team, cluster.provider,
                       monitoring_namespace=config.monitoring.namespace)
@@ -33,6 +38,8 @@ def build(config: PlatformConfig) -> None:
     pulumi.export("kubeconfig", cluster.kubeconfig)
     pulumi.export("gpuPools", [pool.describe() for pool in cluster.gpu_pools])
     pulumi.export("gpuCapacity", cluster.gpu_capacity)
+    pulumi.export("grafana", monitoring.grafana)
+    pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
     pulumi.export("teams", {team.name: {"namespace": team.name, "gpus": team.quota.gpus,
                                         "cpu": team.quota.requests.cpu, "memory": team.quota.requests.memory}
                             for team in config.teams})

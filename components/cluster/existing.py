@@ -26,7 +26,7 @@ class ExistingCluster(pulumi.ComponentResource):
             kubeconfig=kubeconfig,
             capabilities=Capabilities(gpu_drivers=spec.gpu_drivers_installed,
                                       device_plugin=spec.device_plugin_installed,
-                                      physical_gpus=True),
+                                      physical_gpus=True, persistent_volumes=spec.persistent_volumes),
             gpu_pools=tuple(
                 GpuPool(name=pool.name, accelerator=pool.accelerator, gpus_per_node=pool.gpus_per_node,
                         min_nodes=pool.min_nodes, max_nodes=pool.max_nodes, spot=pool.spot,

@@ -84,7 +84,9 @@ class KindCluster(pulumi.ComponentResource):
             cloud="kind",
             provider=provider,
             kubeconfig=kubeconfig,
-            capabilities=Capabilities(gpu_drivers=False, device_plugin=False, physical_gpus=False),
+            # kind's local-path volumes live and die with the laptop cluster.
+            capabilities=Capabilities(gpu_drivers=False, device_plugin=False, physical_gpus=False,
+                                      persistent_volumes=False),
             gpu_pools=kind_gpu_pools(spec),
         )
         self.register_outputs({"kubeconfig": kubeconfig})
