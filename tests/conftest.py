@@ -6,8 +6,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pulumi
+import pulumi_kubernetes as k8s
 import pytest
 
+from components.handle import Capabilities, ClusterHandle, GpuPool
 from synth import synthesize
 from synth.engine import Synthesis, run_program
 from synth.schema import UPSTREAM_DIR
@@ -32,6 +35,14 @@ def synth_with(stack: str = "test", **keys: Any) -> Synthesis:
 
 def run_component(build: Callable[[], None]) -> Synthesis:
     return run_program(build, project="mlplatform", stack="test", config={})
+
+
+def cluster_handle(pools: tuple[GpuPool, ...] = (), **capabilities: bool) -> ClusterHandle:
+    """A cluster with real GPUs, drivers and volumes unless told otherwise; call it inside a program."""
+    provider = k8s.Provider("cluster-k8s", kubeconfig="apiVersion: v1\nkind: Config\n")
+    defaults = {"gpu_drivers": True, "device_plugin": False, "physical_gpus": True, "persistent_volumes": True}
+    return ClusterHandle(name="c", cloud="test", provider=provider, kubeconfig=pulumi.Output.secret("x"),
+                         capabilities=Capabilities(**defaults | capabilities), gpu_pools=pools)
 
 
 @pytest.fixture(scope="session")

@@ -8,14 +8,14 @@ import pytest
 import yaml
 
 from components.gpu import GpuEnablement
-from components.handle import GPU_TAINT, Capabilities, ClusterHandle, GpuPool, gpu_pool_labels
+from components.handle import GPU_TAINT, GpuPool, gpu_pool_labels
 from config.errors import ConfigError
 from config.models import GpuSharing
 from policies.rules import only_gpu_agents_tolerate_the_gpu_taint
 from synth.engine import Resource, Synthesis
 from synth.output import helm_releases
 from tests.chart_values import chart_values, unknown_keys
-from tests.conftest import KIND, run_component, synth_with, team
+from tests.conftest import KIND, cluster_handle, run_component, synth_with, team
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 
@@ -27,18 +27,16 @@ def pool(name: str, accelerator: str = "nvidia-a100-80gb", sharing: dict | None 
 
 
 def enable(pools: tuple[GpuPool, ...], **capabilities: bool) -> Synthesis:
-    def program() -> None:
-        provider = k8s.Provider("cluster-k8s", kubeconfig="apiVersion: v1\nkind: Config\n")
-        handle = ClusterHandle(name="c", cloud="test", provider=provider, kubeconfig=pulumi.Output.secret("x"),
-                               capabilities=Capabilities(**{"gpu_drivers": True, "device_plugin": False,
-                                                            "physical_gpus": True} | capabilities),
-                               gpu_pools=pools)
-        GpuEnablement("gpu", handle)
-    return run_component(program)
+    return run_component(lambda: GpuEnablement("gpu", cluster_handle(pools, **capabilities)))
 
 
 def only_release(synthesis: Synthesis) -> Resource:
     (release,) = helm_releases(synthesis)
+    return release
+
+
+def fake_gpu_operator(synthesis: Synthesis) -> Resource:
+    (release,) = [r for r in helm_releases(synthesis) if r.inputs["chart"].endswith("/fake-gpu-operator")]
     return release
 
 
@@ -76,7 +74,7 @@ def test_kind_gets_the_fake_gpu_operator_instead():
     synthesis = synth_with(cluster={"cloud": "kind", "gpuPools": [
         {"name": "t4", "gpusPerNode": 2, "nodes": 2, "sharing": {"timeSlicing": {"replicas": 3}}},
         {"name": "h100", "accelerator": "nvidia-h100-80gb"}]})
-    release = only_release(synthesis)
+    release = fake_gpu_operator(synthesis)
     assert release.inputs["chart"] == "oci://ghcr.io/run-ai/fake-gpu-operator/fake-gpu-operator"
     assert release.inputs["version"] == "0.2.0"
     assert release.inputs["namespace"] == "gpu-operator"
@@ -144,7 +142,7 @@ def test_device_plugin_values_exist_in_the_chart(upstream):
 
 
 def test_fake_gpu_operator_values_exist_in_the_chart(upstream):
-    ours = only_release(synth_with(cluster=KIND)).inputs["values"]
+    ours = fake_gpu_operator(synth_with(cluster=KIND)).inputs["values"]
     theirs = chart_values(upstream, "fake-gpu-operator")
     assert unknown_keys(ours, theirs, free_form={"topology.nodePools"}) == []
 

@@ -1,0 +1,273 @@
+"""Monitoring: Prometheus and Grafana, GPU metrics from the right exporter, a GPU dashboard and GPU alerts."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import promql_parser
+import pytest
+
+from components.handle import GPU_TAINT, GpuPool, gpu_pool_labels
+from components.kube import DaemonSetRef
+from components.monitoring import DASHBOARDS, Monitoring, gpu_alert_rules
+from config.errors import ConfigError
+from config.models import MonitoringConfig
+from policies.rules import only_gpu_agents_tolerate_the_gpu_taint
+from synth.engine import SECRET, Resource, Synthesis
+from synth.output import helm_releases
+from synth.schema import check_manifests
+from tests.chart_values import chart_values, unknown_keys
+from tests.conftest import KIND, cli_config, cluster_handle, run_component, synth_with
+
+POOLS = (GpuPool(name="a100", accelerator="nvidia-a100-80gb", gpus_per_node=8, min_nodes=0, max_nodes=2,
+                 spot=True, labels=gpu_pool_labels("a100", "nvidia-a100-80gb"), taints=(GPU_TAINT,)),)
+SETTINGS = MonitoringConfig.model_validate({"retention": "30d", "storageSize": "200Gi", "storageClass": "gp3"})
+DEVICE_PLUGIN = DaemonSetRef("nvidia-device-plugin", "nvidia-device-plugin")
+# kube-state-metrics metrics the dashboard and alerts use (its docs/metrics reference), and Prometheus's own.
+KUBE_STATE_METRICS = {"kube_resourcequota", "kube_daemonset_status_desired_number_scheduled",
+                      "kube_daemonset_status_number_ready"}
+PROMETHEUS_METRICS = {"up"}
+
+
+def monitor(pools: tuple[GpuPool, ...] = POOLS, **capabilities: bool) -> Synthesis:
+    return run_component(lambda: Monitoring("monitoring", cluster_handle(pools, **capabilities), SETTINGS,
+                                            device_plugin=DEVICE_PLUGIN))
+
+
+def release(synthesis: Synthesis, chart: str) -> Resource:
+    (found,) = [r for r in helm_releases(synthesis) if r.inputs["chart"] == chart]
+    return found
+
+
+def custom_resource(synthesis: Synthesis, kind: str) -> Resource:
+    (found,) = [r for r in synthesis.resources if r.custom and r.inputs.get("kind") == kind]
+    return found
+
+
+def metrics_in(expr: str) -> set[str]:
+    names: set[str] = set()
+
+    def visit(node: object) -> bool:
+        if isinstance(node, promql_parser.VectorSelector) and node.name:
+            names.add(node.name)
+        return True
+
+    # Grafana's template variables are not PromQL: give them a value before parsing.
+    promql_parser.walk(promql_parser.parse(re.sub(r"\$\{?\w+\}?", ".*", expr)), visit)
+    return names
+
+
+@pytest.fixture(scope="module")
+def dcgm_counters(request) -> set[str]:
+    from synth.schema import UPSTREAM_DIR
+    path = UPSTREAM_DIR / "dcgm-exporter" / "default-counters.csv"
+    if not path.is_file():
+        pytest.skip(f"needs DCGM's default counters at {path} (../shared/upstream): absent")
+    rows = csv.reader(line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#"))
+    return {row[0].strip() for row in rows}
+
+
+# ---- Prometheus, Alertmanager, Grafana ---------------------------------------------------------------------
+
+def test_kube_prometheus_stack_is_pinned_and_discovers_monitors_everywhere():
+    stack = release(monitor(), "kube-prometheus-stack")
+    assert stack.inputs["version"] == "88.5.3"
+    assert stack.inputs["repositoryOpts"] == {"repo": "https://prometheus-community.github.io/helm-charts"}
+    assert stack.inputs["namespace"] == "monitoring"
+    values = stack.inputs["values"]
+    spec = values["prometheus"]["prometheusSpec"]
+    for kind in ("serviceMonitor", "podMonitor", "rule", "probe"):
+        assert spec[f"{kind}SelectorNilUsesHelmValues"] is False
+    assert spec["retention"] == "30d"
+    assert spec["resources"] == {"requests": {"cpu": "500m", "memory": "2Gi"}}
+    assert values["alertmanager"]["enabled"] is True
+    assert values["grafana"]["sidecar"]["dashboards"] == {"enabled": True, "label": "grafana_dashboard",
+                                                          "labelValue": "1", "searchNamespace": "ALL"}
+
+
+def test_prometheus_keeps_its_data_on_a_volume_where_the_cluster_has_durable_ones():
+    spec = release(monitor(), "kube-prometheus-stack").inputs["values"]["prometheus"]["prometheusSpec"]
+    claim = spec["storageSpec"]["volumeClaimTemplate"]["spec"]
+    assert claim == {"accessModes": ["ReadWriteOnce"], "storageClassName": "gp3",
+                     "resources": {"requests": {"storage": "200Gi"}}}
+    assert spec["retentionSize"] == "170GB"  # 85% of the volume: old data goes before the disk fills
+
+
+def test_no_persistence_on_kind():
+    spec = release(monitor(persistent_volumes=False), "kube-prometheus-stack").inputs["values"]["prometheus"][
+        "prometheusSpec"]
+    assert "storageSpec" not in spec and "retentionSize" not in spec
+
+
+# ---- the Grafana admin password -----------------------------------------------------------------------------
+
+def test_grafana_password_is_generated_as_a_secret_and_never_in_helm_values():
+    synthesis = monitor()
+    (password,) = synthesis.of_type("random:index/randomPassword:RandomPassword")
+    assert password.inputs == {"length": 32, "special": False}
+    secret = next(r for r in synthesis.resources if r.inputs.get("kind") == "Secret")
+    # Unknown until the password exists, and secret: a preview shows the Secret's data as nothing but that.
+    assert secret.inputs["stringData"] == SECRET
+    grafana = release(synthesis, "kube-prometheus-stack").inputs["values"]["grafana"]
+    assert grafana["admin"] == {"existingSecret": "grafana-admin", "userKey": "admin-user",
+                                "passwordKey": "admin-password"}
+    assert "adminPassword" not in grafana
+    assert secret.urn in release(synthesis, "kube-prometheus-stack").depends_on
+
+
+def test_grafana_password_from_secret_config_replaces_the_generated_one():
+    config = cli_config(cluster=KIND) | {"mlplatform:grafanaAdminPassword": "s3cret-from-config"}
+    from stacks.platform import main
+    from synth.engine import run_program
+    synthesis = run_program(main, project="mlplatform", stack="test", config=config,
+                            secret_keys=["mlplatform:grafanaAdminPassword"])
+    assert synthesis.of_type("random:index/randomPassword:RandomPassword") == []
+    assert synthesis.outputs["grafanaAdminPassword"] == SECRET
+    assert "s3cret-from-config" not in json.dumps([r.inputs for r in synthesis.resources])
+
+
+def test_grafana_password_in_plain_text_is_refused():
+    with pytest.raises(ConfigError, match=r"^Pulumi\.test\.yaml: mlplatform:grafanaAdminPassword: a secret stored "
+                                          r"in plain text.*pulumi config set --secret grafanaAdminPassword"):
+        synth_with(cluster=KIND, grafanaAdminPassword="hunter2")
+
+
+def test_stack_outputs_say_how_to_reach_grafana():
+    outputs = synth_with(cluster=KIND).outputs
+    assert outputs["grafana"]["portForward"] == \
+        "kubectl -n monitoring port-forward svc/kube-prometheus-stack-grafana 3000:80"
+    assert outputs["grafanaAdminPassword"] == SECRET
+
+
+# ---- GPU metrics --------------------------------------------------------------------------------------------
+
+def test_real_gpus_get_the_pinned_dcgm_exporter_on_gpu_nodes_only():
+    exporter = release(monitor(), "dcgm-exporter")
+    assert exporter.inputs["version"] == "4.8.2"
+    assert exporter.inputs["repositoryOpts"] == {"repo": "https://nvidia.github.io/dcgm-exporter/helm-charts"}
+    values = exporter.inputs["values"]
+    assert values["tolerations"] == [GPU_TAINT.toleration()]
+    (term,) = values["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"]
+    assert {e["key"] for e in term["matchExpressions"]} == set(POOLS[0].labels)
+
+
+def test_kind_scrapes_the_fake_gpu_operators_exporter_the_same_way():
+    synthesis = synth_with(cluster=KIND)
+    assert [r.inputs["chart"] for r in helm_releases(synthesis) if "dcgm" in r.inputs["chart"]] == []
+    endpoint_of = {}
+    for name, synth in (("kind", synthesis), ("real", monitor())):
+        monitor_spec = custom_resource(synth, "ServiceMonitor").inputs["spec"]
+        (endpoint,) = monitor_spec["endpoints"]
+        endpoint_of[name] = (monitor_spec["namespaceSelector"], monitor_spec["selector"], endpoint)
+    assert endpoint_of["kind"][0] == {"matchNames": ["gpu-operator"]}
+    assert endpoint_of["kind"][1] == {"matchLabels": {"app": "nvidia-dcgm-exporter"}}
+    assert endpoint_of["real"][1] == {"matchLabels": {"app.kubernetes.io/name": "dcgm-exporter"}}
+    # Both land in the same job, so the dashboard and the alerts need not know which one a cluster has.
+    assert endpoint_of["kind"][2]["relabelings"] == endpoint_of["real"][2]["relabelings"] == [
+        {"action": "replace", "targetLabel": "job", "replacement": "gpu-metrics"}]
+
+
+def test_no_gpu_pools_no_gpu_scrape():
+    synthesis = monitor(pools=())
+    assert [r for r in synthesis.resources if r.inputs.get("kind") == "ServiceMonitor"] == []
+    assert [r.inputs["chart"] for r in helm_releases(synthesis)] == ["kube-prometheus-stack"]
+
+
+def test_nothing_of_monitoring_but_the_exporter_goes_to_gpu_nodes():
+    synthesis = monitor()
+    values = release(synthesis, "kube-prometheus-stack").inputs["values"]
+    system = {"mlplatform.io/pool": "system"}
+    for selector in (values["prometheus"]["prometheusSpec"]["nodeSelector"], values["prometheusOperator"]["nodeSelector"],
+                     values["alertmanager"]["alertmanagerSpec"]["nodeSelector"], values["grafana"]["nodeSelector"],
+                     values["kube-state-metrics"]["nodeSelector"]):
+        assert selector == system
+    for resource in synthesis.resources:
+        violations = only_gpu_agents_tolerate_the_gpu_taint(resource.type, resource.inputs)
+        assert violations == [], resource.urn
+
+
+# ---- custom resources: after their CRDs, valid against them ------------------------------------------------
+
+def test_service_monitor_and_prometheus_rule_wait_for_the_chart_that_brings_their_crds():
+    synthesis = monitor()
+    stack = release(synthesis, "kube-prometheus-stack")
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        assert stack.urn in custom_resource(synthesis, kind).depends_on
+    assert release(synthesis, "dcgm-exporter").urn in custom_resource(synthesis, "ServiceMonitor").depends_on
+
+
+def test_service_monitor_and_prometheus_rule_match_their_crds(upstream):
+    synthesis = monitor()
+    report = check_manifests([custom_resource(synthesis, k).inputs for k in ("ServiceMonitor", "PrometheusRule")],
+                             upstream_dir=upstream)
+    assert report.errors == [] and report.unchecked == []
+    assert len(report.checked) == 2
+
+
+def test_chart_values_exist_in_the_charts(upstream):
+    synthesis = monitor()
+    stack_values = release(synthesis, "kube-prometheus-stack").inputs["values"]
+    # grafana and kube-state-metrics are subcharts: their nodeSelector is in their own values.yaml, which the
+    # parent's does not repeat.
+    subchart_keys = {"grafana.nodeSelector", "kube-state-metrics.nodeSelector"}
+    unknown = unknown_keys(stack_values, chart_values(upstream, "kube-prometheus-stack"),
+                           free_form={"prometheus.prometheusSpec.storageSpec"})
+    assert set(unknown) <= subchart_keys, unknown
+    exporter_values = release(synthesis, "dcgm-exporter").inputs["values"]
+    assert unknown_keys(exporter_values, chart_values(upstream, "dcgm-exporter"), free_form={"affinity"}) == []
+
+
+# ---- dashboard and alerts -----------------------------------------------------------------------------------
+
+def test_dashboard_is_provisioned_for_the_grafana_sidecar_from_the_file_in_the_repo():
+    dashboard = next(r for r in monitor().resources if r.inputs.get("kind") == "ConfigMap")
+    assert dashboard.inputs["metadata"]["labels"] == {"grafana_dashboard": "1"}
+    assert json.loads(dashboard.inputs["data"]["gpus.json"]) == json.loads((DASHBOARDS / "gpus.json").read_text())
+
+
+def test_every_dashboard_query_reads_metrics_that_exist(dcgm_counters):
+    dashboard = json.loads((DASHBOARDS / "gpus.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = set().union(*(metrics_in(e) for e in exprs))
+    assert used <= dcgm_counters | KUBE_STATE_METRICS, used - dcgm_counters - KUBE_STATE_METRICS
+    # What a GPU dashboard must show.
+    assert {"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_GPU_TEMP",
+            "DCGM_FI_DEV_SM_CLOCK", "DCGM_FI_DEV_XID_ERRORS", "kube_resourcequota"} <= used
+
+
+def test_every_alert_is_valid_promql_on_existing_metrics_and_says_what_to_do(dcgm_counters):
+    rules = gpu_alert_rules(DEVICE_PLUGIN)
+    assert {r["alert"] for r in rules} == {
+        "GpuAllocatedButIdle", "GpuXidError", "GpuTemperatureHigh", "GpuMemoryNearlyFull",
+        "GpuMetricsExporterDown", "TeamGpuQuotaNearlyExhausted", "GpuDevicePluginDown"}
+    for rule in rules:
+        assert metrics_in(rule["expr"]) <= dcgm_counters | KUBE_STATE_METRICS | PROMETHEUS_METRICS, rule["alert"]
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+
+
+def test_invalid_promql_is_caught():
+    with pytest.raises(ValueError):
+        metrics_in("sum by (x (up)")
+
+
+def test_device_plugin_alert_only_where_the_platform_installs_one():
+    assert "GpuDevicePluginDown" not in {r["alert"] for r in gpu_alert_rules(None)}
+
+
+# ---- bad input ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("settings, message", [
+    ({"retention": "15 days"}, "mlplatform:monitoring.retention: '15 days' is not a Prometheus duration"),
+    ({"retention": "0d"}, "mlplatform:monitoring.retention: '0d' is not a Prometheus duration"),
+    ({"storageSize": "lots"}, "mlplatform:monitoring.storageSize: 'lots' is not a Kubernetes quantity"),
+    ({"storageSize": "0"}, "mlplatform:monitoring.storageSize: '0' must be more than zero"),
+    ({"storageClass": "Fast_SSD"}, "mlplatform:monitoring.storageClass: 'Fast_SSD' is not a valid StorageClass name"),
+])
+def test_bad_monitoring_settings(settings, message):
+    with pytest.raises(ConfigError) as caught:
+        synth_with(cluster=KIND, monitoring=settings)
+    assert f"Pulumi.test.yaml: {message}" in str(caught.value)
