@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from policies.rules import RESOURCE_RULES
+from policies.rules import RESOURCE_RULES, STACK_RULES
 from synth.checks import Violation
 from synth.engine import Synthesis
 from synth.output import helm_releases, manifests
@@ -42,6 +42,8 @@ def summarize(synthesis: Synthesis, out_dir: Path, violations: list[Violation]) 
 
     lines.append("Warnings:" if synthesis.warnings else "Warnings: none")
     lines += [f"  {warning}" for warning in synthesis.warnings]
-    lines.append(f"Policies: {len(RESOURCE_RULES)} rules, {len(violations)} violations")
+    mandatory = sum(v.mandatory for v in violations)
+    lines.append(f"Policies: {len(RESOURCE_RULES) + len(STACK_RULES)} rules, {mandatory} mandatory and "
+                 f"{len(violations) - mandatory} advisory violations")
     lines += [f"  {violation}" for violation in violations]
     return "\n".join(lines)
