@@ -17,8 +17,13 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.handle import POOL_LABEL, ClusterHandle, GpuPool, gpu_node_affinity, gpu_tolerations
 from components.kube import DaemonSetRef, helm_release, platform_namespace
-from components.versions import (FAKE_GPU_OPERATOR_CHART, FAKE_GPU_OPERATOR_VERSION, NVIDIA_DEVICE_PLUGIN_CHART,
-                                 NVIDIA_DEVICE_PLUGIN_REPO, NVIDIA_DEVICE_PLUGIN_VERSION)
+from components.versions import (
+    FAKE_GPU_OPERATOR_CHART,
+    FAKE_GPU_OPERATOR_VERSION,
+    NVIDIA_DEVICE_PLUGIN_CHART,
+    NVIDIA_DEVICE_PLUGIN_REPO,
+    NVIDIA_DEVICE_PLUGIN_VERSION,
+)
 from config.gpus import GPU_MODELS
 from config.models import DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, GpuSharing
 

@@ -20,9 +20,14 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.handle import ClusterHandle, GpuPool, gpu_node_affinity, gpu_tolerations
 from components.kube import DaemonSetRef, helm_release, platform_namespace
-from components.versions import (DCGM_EXPORTER_CHART, DCGM_EXPORTER_REPO, DCGM_EXPORTER_VERSION,
-                                 KUBE_PROMETHEUS_STACK_CHART, KUBE_PROMETHEUS_STACK_REPO,
-                                 KUBE_PROMETHEUS_STACK_VERSION)
+from components.versions import (
+    DCGM_EXPORTER_CHART,
+    DCGM_EXPORTER_REPO,
+    DCGM_EXPORTER_VERSION,
+    KUBE_PROMETHEUS_STACK_CHART,
+    KUBE_PROMETHEUS_STACK_REPO,
+    KUBE_PROMETHEUS_STACK_VERSION,
+)
 from config.models import FAKE_GPU_NAMESPACE, MonitoringConfig
 from config.quantity import parse_quantity
 

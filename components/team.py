@@ -6,8 +6,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi_kubernetes.core.v1 import LimitRangeItemArgs, LimitRangeSpecArgs, ResourceQuotaSpecArgs
 from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
-from pulumi_kubernetes.networking.v1 import (NetworkPolicyIngressRuleArgs, NetworkPolicyPeerArgs,
-                                             NetworkPolicySpecArgs)
+from pulumi_kubernetes.networking.v1 import NetworkPolicyIngressRuleArgs, NetworkPolicyPeerArgs, NetworkPolicySpecArgs
 from pulumi_kubernetes.rbac.v1 import RoleRefArgs, SubjectArgs
 
 from components.kube import pod_security_labels

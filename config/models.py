@@ -10,54 +10,21 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo,
-                      field_validator, model_validator)
-from pydantic.alias_generators import to_camel
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-from config.gpus import GPU_MODELS, known_accelerator
-from config.quantity import non_negative_quantity, parse_quantity
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, frozen=True)
-
-
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
-def dns_label(value: str) -> str:
-    if len(value) > 63 or not _DNS_LABEL.match(value):
-        raise ValueError(
-            f"{value!r} is not a valid Kubernetes name (RFC 1123 label): use at most 63 lowercase letters, "
-            "digits and '-', starting and ending with a letter or digit"
-        )
-    return value
-
-
-def _unique_names(items: list, what: str) -> list:
-    seen: dict[str, int] = {}
-    for index, item in enumerate(items):
-        if item.name in seen:
-            raise ValueError(f"{what} name {item.name!r} is used twice (at [{seen[item.name]}] and [{index}]); "
-                             "names must be unique")
-        seen[item.name] = index
-    return items
-
-
-DnsLabel = Annotated[str, AfterValidator(dns_label)]
-Quantity = Annotated[str, BeforeValidator(non_negative_quantity)]
-Accelerator = Annotated[str, AfterValidator(known_accelerator)]
-
-
-class CpuMemory(Model):
-    cpu: Quantity
-    memory: Quantity
-
-    def fits_within(self, other: CpuMemory) -> list[str]:
-        """The resources of self that exceed other's, as readable phrases (empty when all fit)."""
-        return [f"{field} {getattr(self, field)} > {getattr(other, field)}" for field in ("cpu", "memory")
-                if parse_quantity(getattr(self, field)) > parse_quantity(getattr(other, field))]
-
+from config.base import (
+    Accelerator,
+    CpuMemory,
+    DnsLabel,
+    GpuSharing,
+    Model,
+    PoolName,
+    Quantity,
+    ScalingGpuPool,
+    SharedGpus,
+    positive_quantity,
+    unique_names,
+)
 
 # ---- teams ----------------------------------------------------------------------------------------------
 
@@ -134,82 +101,9 @@ class Team(Model):
         return self
 
 
-# ---- GPU sharing ----------------------------------------------------------------------------------------
-
-class TimeSlicing(Model):
-    """Several pods share one GPU in turns (no memory or fault isolation between them)."""
-
-    # How many pods may share one GPU.
-    replicas: int = Field(ge=2, le=64)
-    # Advertise the shares as nvidia.com/gpu.shared instead of nvidia.com/gpu, so that pods opt in.
-    rename_by_default: bool = False
-    # Refuse a pod that asks for more than one share: two shares of one GPU are no faster than one.
-    fail_requests_greater_than_one: bool = True
-
-
-class GpuSharing(Model):
-    """How a GPU pool's GPUs are shared: time-slicing, or MIG partitions (per the pool's accelerator)."""
-
-    time_slicing: TimeSlicing | None = None
-    # How MIG partitions are advertised: none (whole GPUs), single (as nvidia.com/gpu), mixed (per profile).
-    mig_strategy: Literal["none", "single", "mixed"] = "none"
-
-    @model_validator(mode="after")
-    def _one_way_of_sharing(self) -> GpuSharing:
-        if self.time_slicing is not None and self.mig_strategy != "none":
-            raise ValueError(f"both timeSlicing and migStrategy {self.mig_strategy!r} are set; a pool shares its "
-                             "GPUs one way: keep timeSlicing, or set migStrategy to single or mixed")
-        return self
-
-    @property
-    def shares_per_gpu(self) -> int:
-        """How many nvidia.com/gpu each physical GPU advertises."""
-        if self.time_slicing is None or self.time_slicing.rename_by_default:
-            return 1
-        return self.time_slicing.replicas
-
-
-class _SharedGpus(Model):
-    """A GPU pool's accelerator and how its GPUs are shared, checked against each other."""
-
-    accelerator: Accelerator
-    sharing: GpuSharing = GpuSharing()
-
-    @model_validator(mode="after")
-    def _mig_needs_a_mig_gpu(self) -> _SharedGpus:
-        if self.sharing.mig_strategy != "none" and not GPU_MODELS[self.accelerator].mig_capable:
-            mig_capable = ", ".join(sorted(name for name, gpu in GPU_MODELS.items() if gpu.mig_capable))
-            raise ValueError(f"sharing.migStrategy {self.sharing.mig_strategy!r} needs a MIG-capable GPU, and "
-                             f"{self.accelerator} has no MIG; MIG-capable: {mig_capable}")
-        return self
-
-
 # ---- clusters -------------------------------------------------------------------------------------------
 
-class _ScalingGpuPool(_SharedGpus):
-    """A GPU pool that scales between minNodes and maxNodes."""
-
-    min_nodes: int = Field(default=0, ge=0)
-    max_nodes: int = Field(ge=0)
-
-    @model_validator(mode="after")
-    def _max_not_below_min(self) -> _ScalingGpuPool:
-        if self.max_nodes < self.min_nodes:
-            raise ValueError(f"maxNodes ({self.max_nodes}) is below minNodes ({self.min_nodes}); "
-                             "maxNodes must be at least minNodes")
-        return self
-
-
-def _not_system(value: str) -> str:
-    if value == "system":
-        raise ValueError("'system' is the name of the system pool; give the GPU pool another name")
-    return value
-
-
-PoolName = Annotated[DnsLabel, AfterValidator(_not_system)]
-
-
-class KindGpuPool(_SharedGpus):
+class KindGpuPool(SharedGpus):
     """Workers of a kind cluster that stand in for a GPU pool: labelled and tainted like the clouds' pools."""
 
     name: PoolName
@@ -233,13 +127,13 @@ class KindClusterConfig(Model):
         if len(strategies) > 1:
             raise ValueError(f"the pools ask for different MIG strategies ({', '.join(sorted(strategies))}); kind's "
                              "simulated GPUs have one MIG strategy for the whole cluster, so give every pool the same")
-        return _unique_names(pools, "GPU pool")
+        return unique_names(pools, "GPU pool")
 
     def gpu_capacity(self) -> int:
         return sum(pool.nodes * pool.gpus_per_node * pool.sharing.shares_per_gpu for pool in self.gpu_pools)
 
 
-class ExistingGpuPool(_ScalingGpuPool):
+class ExistingGpuPool(ScalingGpuPool):
     """A GPU pool that already exists: its nodes must carry the GPU taint and these labels."""
 
     name: PoolName
@@ -284,7 +178,7 @@ class ExistingClusterConfig(Model):
                     raise ValueError(f"[{index}].sharing: this cluster runs its own device plugin "
                                      "(devicePluginInstalled), so the platform cannot configure GPU sharing; "
                                      "configure it in that device plugin and remove sharing here")
-        return _unique_names(pools, "GPU pool")
+        return unique_names(pools, "GPU pool")
 
     def gpu_capacity(self) -> int:
         return sum(pool.gpu_capacity() for pool in self.gpu_pools)
@@ -310,12 +204,6 @@ def storage_class_name(value: str) -> str:
     if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
         raise ValueError(f"{value!r} is not a valid StorageClass name: use lowercase letters, digits, '-' and '.', "
                          "starting and ending with a letter or digit, at most 253 characters (e.g. gp3, premium-rwo)")
-    return value
-
-
-def positive_quantity(value: str) -> str:
-    if parse_quantity(value) <= 0:
-        raise ValueError(f"{value!r} must be more than zero")
     return value
 
 
@@ -349,7 +237,7 @@ class PlatformConfig(Model):
             if monitoring and team.name == monitoring.namespace:
                 raise ValueError(f"team {team.name!r} would share the platform's monitoring namespace; "
                                  "choose another team name")
-        return _unique_names(teams, "team")
+        return unique_names(teams, "team")
 
     @property
     def team_gpus(self) -> int:

@@ -157,7 +157,8 @@ def test_unknown_keys_catches_a_misspelt_key():
 def test_ml_priority_classes_put_serving_above_training_above_best_effort():
     classes = {r.inputs["metadata"]["name"]: r.inputs
                for r in enable(()).of_type("kubernetes:scheduling.k8s.io/v1:PriorityClass")}
-    assert classes["ml-serving"]["value"] > classes["ml-training"]["value"] > classes["ml-training-preemptible"]["value"]
+    values = [classes[name]["value"] for name in ("ml-serving", "ml-training", "ml-training-preemptible")]
+    assert values == sorted(values, reverse=True)
     assert classes["ml-training-preemptible"]["preemptionPolicy"] == "Never"
     assert not any(c["globalDefault"] for c in classes.values())
 

@@ -180,7 +180,8 @@ def test_nothing_of_monitoring_but_the_exporter_goes_to_gpu_nodes():
     synthesis = monitor()
     values = release(synthesis, "kube-prometheus-stack").inputs["values"]
     system = {"mlplatform.io/pool": "system"}
-    for selector in (values["prometheus"]["prometheusSpec"]["nodeSelector"], values["prometheusOperator"]["nodeSelector"],
+    for selector in (values["prometheus"]["prometheusSpec"]["nodeSelector"],
+                     values["prometheusOperator"]["nodeSelector"],
                      values["alertmanager"]["alertmanagerSpec"]["nodeSelector"], values["grafana"]["nodeSelector"],
                      values["kube-state-metrics"]["nodeSelector"]):
         assert selector == system

@@ -7,14 +7,19 @@ import subprocess
 import sys
 
 import pytest
-from pulumi_policy import (PolicyResource, PolicyResourceOptions, ResourceValidationArgs, StackValidationArgs)
+from pulumi_policy import PolicyResource, PolicyResourceOptions, ResourceValidationArgs, StackValidationArgs
 from pulumi_policy.policy import PolicyCustomTimeouts
-from pulumi_policy.proxy import (UNKNOWN_BOOLEAN_VALUE, UNKNOWN_OBJECT_VALUE, UNKNOWN_STRING_VALUE,
-                                 UnknownValueError, unknown_checking_proxy)
+from pulumi_policy.proxy import (
+    UNKNOWN_BOOLEAN_VALUE,
+    UNKNOWN_OBJECT_VALUE,
+    UNKNOWN_STRING_VALUE,
+    UnknownValueError,
+    unknown_checking_proxy,
+)
 
+from components.versions import DCGM_EXPORTER_CHART, KUBERNETES_VERSION, NVIDIA_DEVICE_PLUGIN_CHART
 from config.errors import ConfigError
 from config.models import DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE
-from components.versions import DCGM_EXPORTER_CHART, KUBERNETES_VERSION, NVIDIA_DEVICE_PLUGIN_CHART
 from policies import pack, rules
 from synth import PROJECT_DIR
 from synth.checks import check, enforcement_levels

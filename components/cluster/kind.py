@@ -7,8 +7,7 @@ import yaml
 from pulumi_command import local
 
 from components.cluster import explicit_provider
-from components.handle import (GPU_TAINT, POOL_LABEL, SYSTEM_POOL, Capabilities, ClusterHandle, GpuPool,
-                               gpu_pool_labels)
+from components.handle import GPU_TAINT, POOL_LABEL, SYSTEM_POOL, Capabilities, ClusterHandle, GpuPool, gpu_pool_labels
 from components.versions import KIND_NODE_IMAGE
 from config.models import KindClusterConfig
 
@@ -17,8 +16,11 @@ class _BlockStyleDumper(yaml.SafeDumper):
     """Writes multi-line strings (kubeadm patches) as YAML blocks, the way people write kind configs."""
 
 
-_BlockStyleDumper.add_representer(
-    str, lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None))
+def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None)
+
+
+_BlockStyleDumper.add_representer(str, _represent_str)
 
 
 def _taint_patch() -> str:
