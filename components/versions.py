@@ -5,6 +5,8 @@ A bump is a reviewed change of its own: it replaces nodes or upgrades controller
 
 # Kubernetes minor version of every cluster the platform creates; manifests are validated against it.
 KUBERNETES_VERSION = "1.34"
+# The minor versions the platform supports: the clouds' standard support window, at the time of writing.
+SUPPORTED_KUBERNETES = ("1.33", "1.36")
 
 # kind v0.30.0 publishes this node image for Kubernetes 1.34; the digest pins it against re-tags.
 KIND_NODE_IMAGE = (
@@ -32,3 +34,20 @@ KUBE_PROMETHEUS_STACK_VERSION = "88.5.3"
 DCGM_EXPORTER_CHART = "dcgm-exporter"
 DCGM_EXPORTER_REPO = "https://nvidia.github.io/dcgm-exporter/helm-charts"
 DCGM_EXPORTER_VERSION = "4.8.2"
+
+# EKS managed add-ons for KUBERNETES_VERSION: each release is built for a Kubernetes minor version.
+EKS_ADDON_VERSIONS = {
+    "vpc-cni": "v1.21.1-eksbuild.1",
+    "coredns": "v1.12.4-eksbuild.1",
+    "kube-proxy": "v1.34.1-eksbuild.2",
+    "eks-pod-identity-agent": "v1.3.10-eksbuild.2",
+    "aws-ebs-csi-driver": "v1.54.0-eksbuild.1",
+}
+# Amazon Linux 2023 EKS-optimized AMIs of one dated release; Karpenter picks the NVIDIA variant for GPU
+# instances. Dated, not @latest: a new AMI would otherwise roll every GPU node unannounced.
+EKS_AMI_ALIAS = "al2023@v20260903"
+EKS_SYSTEM_AMI_TYPE = "AL2023_x86_64_STANDARD"
+
+# Karpenter (aws/karpenter-provider-aws), whose chart brings its NodePool and EC2NodeClass CRDs.
+KARPENTER_CHART = "oci://public.ecr.aws/karpenter/karpenter"
+KARPENTER_VERSION = "1.14.1"

@@ -88,6 +88,13 @@ class GpuSharing(Model):
         return self.time_slicing.replicas
 
 
+def check_mig(accelerator: str, sharing: GpuSharing) -> None:
+    if sharing.mig_strategy != "none" and not GPU_MODELS[accelerator].mig_capable:
+        mig_capable = ", ".join(sorted(name for name, gpu in GPU_MODELS.items() if gpu.mig_capable))
+        raise ValueError(f"sharing.migStrategy {sharing.mig_strategy!r} needs a MIG-capable GPU, and "
+                         f"{accelerator} has no MIG; MIG-capable: {mig_capable}")
+
+
 class SharedGpus(Model):
     """A GPU pool's accelerator and how its GPUs are shared, checked against each other."""
 
@@ -96,10 +103,7 @@ class SharedGpus(Model):
 
     @model_validator(mode="after")
     def _mig_needs_a_mig_gpu(self) -> SharedGpus:
-        if self.sharing.mig_strategy != "none" and not GPU_MODELS[self.accelerator].mig_capable:
-            mig_capable = ", ".join(sorted(name for name, gpu in GPU_MODELS.items() if gpu.mig_capable))
-            raise ValueError(f"sharing.migStrategy {self.sharing.mig_strategy!r} needs a MIG-capable GPU, and "
-                             f"{self.accelerator} has no MIG; MIG-capable: {mig_capable}")
+        check_mig(self.accelerator, self.sharing)
         return self
 
 

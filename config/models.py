@@ -25,6 +25,7 @@ from config.base import (
     positive_quantity,
     unique_names,
 )
+from config.eks import EksClusterConfig
 
 # ---- teams ----------------------------------------------------------------------------------------------
 
@@ -184,7 +185,8 @@ class ExistingClusterConfig(Model):
         return sum(pool.gpu_capacity() for pool in self.gpu_pools)
 
 
-ClusterConfig = Annotated[Union[KindClusterConfig, ExistingClusterConfig], Field(discriminator="cloud")]
+ClusterConfig = Annotated[Union[KindClusterConfig, ExistingClusterConfig, EksClusterConfig],
+                          Field(discriminator="cloud")]
 
 
 # ---- the platform stack ---------------------------------------------------------------------------------

@@ -1,0 +1,239 @@
+"""The config of an EKS cluster, and the GPU instance types it knows, so that users name an instance type only."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from components.versions import KUBERNETES_VERSION, SUPPORTED_KUBERNETES
+from config.base import DnsLabel, GpuSharing, Model, PoolName, check_mig, unique_names
+from config.gpus import GPU_MODELS, GpuModel
+
+
+@dataclass(frozen=True)
+class GpuInstance:
+    instance_type: str
+    accelerator: str
+    gpus: int
+
+    @property
+    def model(self) -> GpuModel:
+        return GPU_MODELS[self.accelerator]
+
+
+def _family(accelerator: str, sizes: dict[str, int], family: str) -> dict[str, GpuInstance]:
+    return {f"{family}.{size}": GpuInstance(f"{family}.{size}", accelerator, gpus) for size, gpus in sizes.items()}
+
+
+# EC2 instance types with NVIDIA GPUs: instance type -> GPU model and GPUs per instance.
+GPU_INSTANCES: dict[str, GpuInstance] = {
+    **_family("nvidia-tesla-t4", {"xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1,
+                                  "12xlarge": 4, "metal": 8}, "g4dn"),
+    **_family("nvidia-a10g", {"xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1,
+                              "12xlarge": 4, "24xlarge": 4, "48xlarge": 8}, "g5"),
+    **_family("nvidia-l4", {"xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1,
+                            "12xlarge": 4, "24xlarge": 4, "48xlarge": 8}, "g6"),
+    **_family("nvidia-l40s", {"xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1,
+                              "12xlarge": 4, "24xlarge": 4, "48xlarge": 8}, "g6e"),
+    **_family("nvidia-tesla-v100", {"2xlarge": 1, "8xlarge": 4, "16xlarge": 8}, "p3"),
+    **_family("nvidia-tesla-a100", {"24xlarge": 8}, "p4d"),
+    **_family("nvidia-a100-80gb", {"24xlarge": 8}, "p4de"),
+    **_family("nvidia-h100-80gb", {"48xlarge": 8}, "p5"),
+    **_family("nvidia-h200-141gb", {"48xlarge": 8}, "p5e"),
+    **_family("nvidia-h200-141gb", {"48xlarge": 8}, "p5en"),
+}
+
+_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+_ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]+$")
+_KARPENTER_DURATION = re.compile(r"^(([0-9]+(s|m|h))+|Never)$")
+
+
+def _minor(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+def supported_kubernetes(value: str) -> str:
+    low, high = SUPPORTED_KUBERNETES
+    if not re.match(r"^\d+\.\d+$", value) or not _minor(low) <= _minor(value) <= _minor(high):
+        raise ValueError(f"Kubernetes {value!r} is outside the supported window: give a minor version from "
+                         f"{low} to {high}, such as {KUBERNETES_VERSION}")
+    return value
+
+
+def cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a valid CIDR block such as 10.0.0.0/16 ({exc})") from None
+
+
+Cidr = Annotated[str, AfterValidator(cidr)]
+KubernetesVersion = Annotated[str, AfterValidator(supported_kubernetes)]
+
+
+class EksNetwork(Model):
+    """A new VPC (private and public subnets in each zone, NAT), or the subnets of an existing one."""
+
+    vpc_cidr: Cidr = "10.0.0.0/16"
+    # One NAT gateway for all zones (cheaper) or one per zone (an outage of one zone cannot cut egress).
+    nat_gateways: Literal["single", "perZone"] = "single"
+    # Existing subnets instead of a new VPC: nodes in the private ones, load balancers in the public ones.
+    private_subnet_ids: list[str] = []
+    public_subnet_ids: list[str] = []
+
+    @field_validator("vpc_cidr")
+    @classmethod
+    def _room_for_subnets(cls, value: str) -> str:
+        if not 16 <= ipaddress.ip_network(value).prefixlen <= 20:
+            raise ValueError(f"{value} leaves no room for a private and a public subnet per zone: use a prefix "
+                             "from /16 to /20")
+        return value
+
+    @field_validator("private_subnet_ids", "public_subnet_ids")
+    @classmethod
+    def _subnet_ids(cls, ids: list[str]) -> list[str]:
+        for subnet in ids:
+            if not re.match(r"^subnet-[0-9a-f]{8,17}$", subnet):
+                raise ValueError(f"{subnet!r} is not a subnet ID such as subnet-0123456789abcdef0")
+        return ids
+
+    @property
+    def existing(self) -> bool:
+        return bool(self.private_subnet_ids)
+
+
+class EksEndpoint(Model):
+    # CIDRs that may reach the public API endpoint; none means the endpoint is private (reach it from the VPC).
+    public_access_cidrs: list[Cidr] = []
+
+
+class EksSystemPool(Model):
+    """The managed node group where the platform's own controllers run (on-demand)."""
+
+    instance_type: str = "m7i.large"
+    min_nodes: int = Field(default=2, ge=1)
+    max_nodes: int = Field(default=4, ge=1)
+
+    @model_validator(mode="after")
+    def _max_not_below_min(self) -> EksSystemPool:
+        if self.max_nodes < self.min_nodes:
+            raise ValueError(f"maxNodes ({self.max_nodes}) is below minNodes ({self.min_nodes})")
+        return self
+
+
+class EksGpuPool(Model):
+    """A Karpenter NodePool of GPU instances that scales from zero."""
+
+    name: PoolName
+    instance_types: list[str] = Field(min_length=1)
+    capacity_types: list[Literal["spot", "on-demand"]] = Field(default=["on-demand"], min_length=1)
+    # The pool's largest size; its nvidia.com/gpu limit is this many nodes' GPUs.
+    max_nodes: int = Field(ge=1, le=1000)
+    # Room for CUDA images and datasets on the root volume.
+    disk_size_gib: int = Field(default=200, ge=50, le=16384)
+    # How long an empty GPU node waits before Karpenter removes it ("Never" keeps it).
+    consolidate_after: str = "10m"
+    sharing: GpuSharing = GpuSharing()
+
+    @field_validator("instance_types")
+    @classmethod
+    def _gpu_instances(cls, types: list[str]) -> list[str]:
+        for instance_type in types:
+            if instance_type not in GPU_INSTANCES:
+                families = sorted({name.split(".")[0] for name in GPU_INSTANCES})
+                raise ValueError(f"{instance_type!r} is not a GPU instance type this platform knows; GPU families: "
+                                 f"{', '.join(families)} (for example g5.xlarge, p5.48xlarge)")
+        shapes = {(GPU_INSTANCES[t].accelerator, GPU_INSTANCES[t].gpus) for t in types}
+        if len(shapes) > 1:
+            raise ValueError(f"{', '.join(types)} differ in GPU model or count; a pool has one GPU shape, so that "
+                             "its labels and its nvidia.com/gpu limit mean one thing: split them into pools")
+        return types
+
+    @field_validator("consolidate_after")
+    @classmethod
+    def _karpenter_duration(cls, value: str) -> str:
+        if not _KARPENTER_DURATION.match(value):
+            raise ValueError(f"{value!r} is not a Karpenter duration such as 30s, 10m, 1h or Never")
+        return value
+
+    @model_validator(mode="after")
+    def _sharing_fits_the_gpu(self) -> EksGpuPool:
+        check_mig(self.accelerator, self.sharing)
+        return self
+
+    @property
+    def shape(self) -> GpuInstance:
+        return GPU_INSTANCES[self.instance_types[0]]
+
+    @property
+    def accelerator(self) -> str:
+        return self.shape.accelerator
+
+    def gpu_capacity(self) -> int:
+        return self.max_nodes * self.shape.gpus * self.sharing.shares_per_gpu
+
+
+def _role_arn(value: str) -> str:
+    if not _ROLE_ARN.match(value):
+        raise ValueError(f"{value!r} is not an IAM role ARN such as arn:aws:iam::123456789012:role/platform-admins")
+    return value
+
+
+class EksClusterConfig(Model):
+    cloud: Literal["aws"]
+    name: DnsLabel
+    # prod: the control plane, system nodes and KMS key are protected, and the API is never open to the world.
+    environment: Literal["dev", "prod"] = "dev"
+    region: str
+    availability_zones: list[str]
+    kubernetes_version: KubernetesVersion = KUBERNETES_VERSION
+    network: EksNetwork = EksNetwork()
+    endpoint: EksEndpoint = EksEndpoint()
+    # IAM roles that administer the cluster (EKS access entries with the cluster admin policy).
+    admin_role_arns: list[Annotated[str, AfterValidator(_role_arn)]] = []
+    system_pool: EksSystemPool = EksSystemPool()
+    gpu_pools: list[EksGpuPool] = []
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not _REGION.match(value):
+            raise ValueError(f"{value!r} is not an AWS region such as us-east-1 or eu-west-2")
+        return value
+
+    @field_validator("availability_zones")
+    @classmethod
+    def _two_zones(cls, zones: list[str]) -> list[str]:
+        if len(set(zones)) < 2:
+            raise ValueError(f"{len(set(zones))} availability zone(s) given; an EKS control plane and a highly "
+                             "available system pool need at least two, such as [us-east-1a, us-east-1b]")
+        if len(zones) > 4:
+            raise ValueError("at most four availability zones: the VPC is split into four private subnets")
+        return zones
+
+    @field_validator("gpu_pools")
+    @classmethod
+    def _unique_pools(cls, pools: list[EksGpuPool]) -> list[EksGpuPool]:
+        return unique_names(pools, "GPU pool")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EksClusterConfig:
+        for zone in self.availability_zones:
+            if not (zone.startswith(self.region) and re.match(r"^[a-z]$", zone[len(self.region):])):
+                raise ValueError(f"availabilityZones: {zone!r} is not a zone of {self.region} (such as "
+                                 f"{self.region}a)")
+        if self.network.existing and len(self.network.private_subnet_ids) < 2:
+            raise ValueError("network.privateSubnetIds: give at least two private subnets, in different zones")
+        if self.environment == "prod" and "0.0.0.0/0" in self.endpoint.public_access_cidrs:
+            raise ValueError("endpoint.publicAccessCidrs: a prod cluster's API endpoint may not be open to "
+                             "0.0.0.0/0; list the networks that administer it, or leave the list empty for a "
+                             "private endpoint")
+        return self
+
+    def gpu_capacity(self) -> int:
+        return sum(pool.gpu_capacity() for pool in self.gpu_pools)
