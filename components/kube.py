@@ -43,18 +43,19 @@ def platform_namespace(resource_name: str, name: str, *, component: str, pod_sec
     )
 
 
-def helm_release(resource_name: str, *, chart: str, version: str, namespace: k8s.core.v1.Namespace,
+def helm_release(resource_name: str, *, chart: str, version: str, namespace: k8s.core.v1.Namespace | str,
                  values: dict[str, Any], repo: str | None = None, release_name: str | None = None,
                  opts: pulumi.ResourceOptions) -> k8s.helm.v3.Release:
-    """A Helm release of a pinned chart version into a namespace the platform owns."""
+    """A Helm release of a pinned chart version, into a namespace the platform owns (or kube-system)."""
+    owned = isinstance(namespace, k8s.core.v1.Namespace)
     return k8s.helm.v3.Release(
         resource_name,
         name=release_name or resource_name,
         chart=chart,
         version=version,
         repository_opts=RepositoryOptsArgs(repo=repo) if repo else None,
-        namespace=namespace.metadata.name,
+        namespace=namespace.metadata.name if owned else namespace,
         values=values,
         cleanup_on_fail=True,
-        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[namespace])),
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[namespace] if owned else [])),
     )

@@ -19,6 +19,9 @@ def build_cluster(config: PlatformConfig) -> ClusterHandle:
     if spec.cloud == "kind":
         from components.cluster.kind import KindCluster
         return KindCluster(spec.name, spec).handle
+    if spec.cloud == "aws":
+        from components.cluster.eks import EksCluster
+        return EksCluster(spec.name, spec).handle
     from components.cluster.existing import ExistingCluster
     return ExistingCluster(spec.name, spec).handle
 

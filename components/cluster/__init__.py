@@ -7,7 +7,10 @@ import pulumi_kubernetes as k8s
 
 
 def explicit_provider(cluster: pulumi.ComponentResource, name: str, kubeconfig: pulumi.Input[str],
-                      **settings: object) -> k8s.Provider:
-    """The Kubernetes provider every resource on this cluster goes through; the default one is never used."""
+                      ready: list[pulumi.Resource] | None = None, **settings: object) -> k8s.Provider:
+    """The Kubernetes provider every resource on this cluster goes through; the default one is never used.
+
+    `ready` is what must exist before anything is installed (nodes to run it, the network add-ons).
+    """
     return k8s.Provider(f"{name}-k8s", kubeconfig=kubeconfig, enable_server_side_apply=True,
-                        opts=pulumi.ResourceOptions(parent=cluster), **settings)
+                        opts=pulumi.ResourceOptions(parent=cluster, depends_on=ready or []), **settings)

@@ -1,0 +1,198 @@
+"""An EKS cluster: a small on-demand system node group and Karpenter GPU pools that scale from zero.
+
+Written with pulumi-aws resources directly, so that every piece can be checked offline. It ends in the same
+ClusterHandle as kind: GPU enablement, monitoring and teams run on it unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+import yaml
+from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
+
+from components.cluster import explicit_provider
+from components.cluster.aws_network import DISCOVERY_TAG, AwsNetwork
+from components.cluster.karpenter import Karpenter, pod_identity_trust
+from components.handle import GPU_TAINT, POOL_LABEL, SYSTEM_POOL, Capabilities, ClusterHandle, GpuPool, gpu_pool_labels
+from components.versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_TYPE
+from config.eks import EksClusterConfig
+
+AWS_POLICY = "arn:aws:iam::aws:policy/"
+CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryPullOnly", "AmazonEKS_CNI_Policy",
+                 "AmazonSSMManagedInstanceCore")
+CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
+
+
+def service_trust(service: str, *, tag_session: bool = False) -> str:
+    actions = ["sts:AssumeRole", "sts:TagSession"] if tag_session else "sts:AssumeRole"
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": service}, "Action": actions}]})
+
+
+def kubeconfig(name: str, region: str, endpoint: str, certificate_authority: str) -> str:
+    """A kubeconfig that authenticates as whoever runs it, with `aws eks get-token`: it holds no credentials."""
+    user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": "aws",
+                     "args": ["eks", "get-token", "--cluster-name", name, "--region", region, "--output", "json"],
+                     "interactiveMode": "Never"}}
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": name,
+        "clusters": [{"name": name, "cluster": {"server": endpoint,
+                                                "certificate-authority-data": certificate_authority}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
+        "users": [{"name": name, "user": user}],
+    }, sort_keys=False)
+
+
+def eks_gpu_pools(spec: EksClusterConfig) -> tuple[GpuPool, ...]:
+    return tuple(
+        GpuPool(name=pool.name, accelerator=pool.accelerator, gpus_per_node=pool.shape.gpus, min_nodes=0,
+                max_nodes=pool.max_nodes, spot="spot" in pool.capacity_types,
+                labels=gpu_pool_labels(pool.name, pool.accelerator), taints=(GPU_TAINT,), sharing=pool.sharing)
+        for pool in spec.gpu_pools
+    )
+
+
+class EksCluster(pulumi.ComponentResource):
+    handle: ClusterHandle
+
+    def __init__(self, name: str, spec: EksClusterConfig, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplatform:cluster:EksCluster", name, None, opts)
+        prod = spec.environment == "prod"
+        # One explicit AWS provider, in the region the stack config names, tagging everything it creates.
+        aws_provider = aws.Provider(f"{name}-aws", region=spec.region, default_tags=aws.ProviderDefaultTagsArgs(
+            tags={"mlplatform.io/cluster": spec.name, "mlplatform.io/environment": spec.environment}),
+            opts=pulumi.ResourceOptions(parent=self))
+        child = pulumi.ResourceOptions(parent=self, provider=aws_provider)
+        # What a prod stack must not lose to a mistaken `pulumi destroy` or a rename.
+        kept = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=prod))
+
+        network = AwsNetwork(f"{name}-network", spec,
+                             opts=pulumi.ResourceOptions(parent=self, providers=[aws_provider]))
+
+        cluster_role = aws.iam.Role(f"{name}-cluster", assume_role_policy=service_trust(
+            "eks.amazonaws.com", tag_session=True), opts=child)
+        cluster_policy = aws.iam.RolePolicyAttachment(f"{name}-cluster", role=cluster_role.name,
+                                                      policy_arn=f"{AWS_POLICY}AmazonEKSClusterPolicy", opts=child)
+        # Named, not auto-named: Karpenter's EC2NodeClasses refer to it by name.
+        node_role = aws.iam.Role(f"{name}-node", name=f"{spec.name}-node", assume_role_policy=service_trust(
+            "ec2.amazonaws.com"), opts=child)
+        node_policies = [aws.iam.RolePolicyAttachment(f"{name}-node-{policy}", role=node_role.name,
+                                                      policy_arn=f"{AWS_POLICY}{policy}", opts=child)
+                         for policy in NODE_POLICIES]
+        secrets_key = aws.kms.Key(f"{name}-secrets", description=f"Envelope encryption of {spec.name}'s Secrets",
+                                  enable_key_rotation=True, deletion_window_in_days=30, opts=kept)
+
+        public_cidrs = spec.endpoint.public_access_cidrs
+        cluster = aws.eks.Cluster(
+            f"{name}-cluster",
+            name=spec.name,
+            role_arn=cluster_role.arn,
+            version=spec.kubernetes_version,
+            vpc_config=aws.eks.ClusterVpcConfigArgs(
+                subnet_ids=network.private_subnet_ids,
+                endpoint_private_access=True,
+                endpoint_public_access=bool(public_cidrs),
+                public_access_cidrs=public_cidrs or None,
+            ),
+            access_config=aws.eks.ClusterAccessConfigArgs(
+                # Access entries only: no aws-auth ConfigMap to edit by hand. Whoever creates the cluster (the
+                # CI role running `pulumi up`) stays admin, so that the stack can install onto it.
+                authentication_mode="API", bootstrap_cluster_creator_admin_permissions=True),
+            encryption_config=aws.eks.ClusterEncryptionConfigArgs(
+                provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=secrets_key.arn),
+                resources=["secrets"]),
+            enabled_cluster_log_types=CONTROL_PLANE_LOGS,
+            # The add-ons below are managed and pinned instead of the unmanaged ones EKS would install.
+            bootstrap_self_managed_addons=False,
+            opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(depends_on=[cluster_policy])),
+        )
+        aws.ec2.Tag(f"{name}-cluster-sg-discovery", resource_id=cluster.vpc_config.cluster_security_group_id,
+                    key=DISCOVERY_TAG, value=spec.name, opts=child)
+
+        for index, role_arn in enumerate(spec.admin_role_arns):
+            entry = aws.eks.AccessEntry(f"{name}-admin-{index}", cluster_name=cluster.name, principal_arn=role_arn,
+                                        type="STANDARD", opts=child)
+            aws.eks.AccessPolicyAssociation(
+                f"{name}-admin-{index}", cluster_name=cluster.name, principal_arn=role_arn,
+                policy_arn=CLUSTER_ADMIN_POLICY,
+                access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[entry])))
+        # Karpenter's nodes join with the node role; managed node groups get their entry from EKS.
+        aws.eks.AccessEntry(f"{name}-karpenter-nodes", cluster_name=cluster.name, principal_arn=node_role.arn,
+                            type="EC2_LINUX", opts=child)
+
+        def addon(addon_name: str, after: list[pulumi.Resource] | None = None, **settings) -> aws.eks.Addon:
+            return aws.eks.Addon(
+                f"{name}-{addon_name}", cluster_name=cluster.name, addon_name=addon_name,
+                addon_version=EKS_ADDON_VERSIONS[addon_name], resolve_conflicts_on_create="OVERWRITE",
+                resolve_conflicts_on_update="OVERWRITE",
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=after or [])), **settings)
+
+        pod_identity_agent = addon("eks-pod-identity-agent")
+        # The VPC CNI enforces NetworkPolicies only when asked: the teams' default-deny depends on it.
+        vpc_cni = addon("vpc-cni", configuration_values=json.dumps({"enableNetworkPolicy": "true"}))
+        kube_proxy = addon("kube-proxy")
+
+        system_nodes = aws.eks.NodeGroup(
+            f"{name}-system",
+            cluster_name=cluster.name,
+            node_group_name=f"{spec.name}-system",
+            node_role_arn=node_role.arn,
+            subnet_ids=network.private_subnet_ids,
+            instance_types=[spec.system_pool.instance_type],
+            ami_type=EKS_SYSTEM_AMI_TYPE,
+            capacity_type="ON_DEMAND",
+            scaling_config=aws.eks.NodeGroupScalingConfigArgs(min_size=spec.system_pool.min_nodes,
+                                                              desired_size=spec.system_pool.min_nodes,
+                                                              max_size=spec.system_pool.max_nodes),
+            update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
+            labels={POOL_LABEL: SYSTEM_POOL},
+            opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(
+                depends_on=[*node_policies, vpc_cni, kube_proxy],
+                # A cluster autoscaler may move it; the stack sets only the bounds.
+                ignore_changes=["scalingConfig.desiredSize"])),
+        )
+        coredns = addon("coredns", after=[system_nodes])
+        ebs_role = aws.iam.Role(f"{name}-ebs-csi", assume_role_policy=pod_identity_trust(), opts=child)
+        aws.iam.RolePolicyAttachment(f"{name}-ebs-csi", role=ebs_role.name,
+                                     policy_arn=f"{AWS_POLICY}service-role/AmazonEBSCSIDriverPolicy", opts=child)
+        ebs_csi = addon("aws-ebs-csi-driver", after=[system_nodes, pod_identity_agent],
+                        pod_identity_associations=[aws.eks.AddonPodIdentityAssociationArgs(
+                            role_arn=ebs_role.arn, service_account="ebs-csi-controller-sa")])
+
+        config = pulumi.Output.secret(pulumi.Output.all(cluster.name, cluster.endpoint,
+                                                        cluster.certificate_authority.data).apply(
+            lambda values: kubeconfig(values[0], spec.region, values[1], values[2])))
+        provider = explicit_provider(self, name, config, ready=[system_nodes, coredns, vpc_cni, pod_identity_agent])
+
+        k8s.storage.v1.StorageClass(
+            f"{name}-gp3",
+            metadata=ObjectMetaArgs(name="gp3", annotations={"storageclass.kubernetes.io/is-default-class": "true"}),
+            provisioner="ebs.csi.aws.com",
+            parameters={"type": "gp3", "encrypted": "true"},
+            volume_binding_mode="WaitForFirstConsumer",
+            allow_volume_expansion=True,
+            reclaim_policy="Delete",
+            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[ebs_csi]),
+        )
+
+        gpu_pools = eks_gpu_pools(spec)
+        Karpenter(f"{name}-karpenter", spec, cluster=cluster, node_role=node_role, gpu_pools=gpu_pools,
+                  k8s_provider=provider, opts=pulumi.ResourceOptions(parent=self, providers=[aws_provider]))
+
+        self.handle = ClusterHandle(
+            name=spec.name,
+            cloud="aws",
+            provider=provider,
+            kubeconfig=config,
+            # The accelerated AL2023 AMI has NVIDIA's drivers; the device plugin is ours to install.
+            capabilities=Capabilities(gpu_drivers=True, device_plugin=False, physical_gpus=True,
+                                      persistent_volumes=True),
+            gpu_pools=gpu_pools,
+        )
+        self.register_outputs({"clusterName": cluster.name, "endpoint": cluster.endpoint})
