@@ -16,6 +16,12 @@ class GpuModel:
     product: str
     memory_gib: int
     mig_capable: bool
+    # MIG partition profiles the GPU can be cut into (compute slices of 7, "g", and memory).
+    mig_profiles: tuple[str, ...] = ()
+
+    def mig_partitions(self, profile: str) -> int:
+        """How many partitions of a profile one GPU holds: its compute slices go 7, 3, 2 or 1 times into 7."""
+        return 7 // int(profile.split("g.")[0])
 
 
 GPU_MODELS: dict[str, GpuModel] = {m.accelerator: m for m in (
@@ -24,11 +30,16 @@ GPU_MODELS: dict[str, GpuModel] = {m.accelerator: m for m in (
     GpuModel("nvidia-a10g", "NVIDIA-A10G", 24, mig_capable=False),
     GpuModel("nvidia-l4", "NVIDIA-L4", 24, mig_capable=False),
     GpuModel("nvidia-l40s", "NVIDIA-L40S", 48, mig_capable=False),
-    GpuModel("nvidia-tesla-a100", "NVIDIA-A100-SXM4-40GB", 40, mig_capable=True),
-    GpuModel("nvidia-a100-80gb", "NVIDIA-A100-SXM4-80GB", 80, mig_capable=True),
-    GpuModel("nvidia-h100-80gb", "NVIDIA-H100-80GB-HBM3", 80, mig_capable=True),
-    GpuModel("nvidia-h100-mega-80gb", "NVIDIA-H100-80GB-HBM3", 80, mig_capable=True),
-    GpuModel("nvidia-h200-141gb", "NVIDIA-H200", 141, mig_capable=True),
+    GpuModel("nvidia-tesla-a100", "NVIDIA-A100-SXM4-40GB", 40, mig_capable=True,
+             mig_profiles=("1g.5gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb")),
+    GpuModel("nvidia-a100-80gb", "NVIDIA-A100-SXM4-80GB", 80, mig_capable=True,
+             mig_profiles=("1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb")),
+    GpuModel("nvidia-h100-80gb", "NVIDIA-H100-80GB-HBM3", 80, mig_capable=True,
+             mig_profiles=("1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb")),
+    GpuModel("nvidia-h100-mega-80gb", "NVIDIA-H100-80GB-HBM3", 80, mig_capable=True,
+             mig_profiles=("1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb")),
+    GpuModel("nvidia-h200-141gb", "NVIDIA-H200", 141, mig_capable=True,
+             mig_profiles=("1g.18gb", "1g.35gb", "2g.35gb", "3g.71gb", "4g.71gb", "7g.141gb")),
 )}
 
 

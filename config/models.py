@@ -26,6 +26,7 @@ from config.base import (
     unique_names,
 )
 from config.eks import EksClusterConfig
+from config.gke import GkeClusterConfig
 
 # ---- teams ----------------------------------------------------------------------------------------------
 
@@ -185,7 +186,7 @@ class ExistingClusterConfig(Model):
         return sum(pool.gpu_capacity() for pool in self.gpu_pools)
 
 
-ClusterConfig = Annotated[Union[KindClusterConfig, ExistingClusterConfig, EksClusterConfig],
+ClusterConfig = Annotated[Union[KindClusterConfig, ExistingClusterConfig, EksClusterConfig, GkeClusterConfig],
                           Field(discriminator="cloud")]
 
 
