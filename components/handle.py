@@ -58,6 +58,8 @@ class GpuPool:
     labels: Mapping[str, str]
     taints: tuple[Taint, ...] = (GPU_TAINT,)
     sharing: GpuSharing = GpuSharing()
+    # MIG partitions each GPU is cut into where the cloud partitions it (GKE), each one nvidia.com/gpu.
+    mig_partitions: int = 1
 
     @property
     def max_gpus(self) -> int:
@@ -67,7 +69,7 @@ class GpuPool:
     @property
     def schedulable_gpus(self) -> int:
         """The nvidia.com/gpu the pool can advertise at its largest, time-slicing shares included."""
-        return self.max_gpus * self.sharing.shares_per_gpu
+        return self.max_gpus * self.sharing.shares_per_gpu * self.mig_partitions
 
     def describe(self) -> dict[str, object]:
         """Plain data for stack outputs: what a team needs to target this pool."""
@@ -112,6 +114,8 @@ class Capabilities:
     physical_gpus: bool
     # PersistentVolumeClaims get volumes that outlive their pods and nodes.
     persistent_volumes: bool
+    # Where the node keeps NVIDIA's driver when it is not on the usual paths (GKE), for agents that mount it.
+    driver_host_path: str | None = None
 
 
 @dataclass(frozen=True)

@@ -93,14 +93,20 @@ def kube_prometheus_stack_values(cluster: ClusterHandle, settings: MonitoringCon
     }
 
 
-def dcgm_exporter_values(pools: tuple[GpuPool, ...]) -> dict[str, Any]:
-    return {
+def dcgm_exporter_values(pools: tuple[GpuPool, ...], driver_host_path: str | None = None) -> dict[str, Any]:
+    values: dict[str, Any] = {
         # Our own ServiceMonitor scrapes it, the same way as the fake exporter on kind.
         "serviceMonitor": {"enabled": False},
         "affinity": gpu_node_affinity(pools),
         "tolerations": gpu_tolerations(pools),
         "priorityClassName": "system-node-critical",
     }
+    if driver_host_path:
+        # The driver is not on the node's usual paths (GKE): mount it where NVIDIA's tools look for it.
+        values["extraHostVolumes"] = [{"name": "nvidia-driver", "hostPath": driver_host_path}]
+        values["extraVolumeMounts"] = [{"name": "nvidia-driver", "mountPath": "/usr/local/nvidia", "readOnly": True}]
+        values["extraEnv"] = [{"name": "LD_LIBRARY_PATH", "value": "/usr/local/nvidia/lib64"}]
+    return values
 
 
 def _alert(name: str, expr: str, duration: str, severity: str, summary: str, description: str) -> dict[str, Any]:
@@ -189,7 +195,9 @@ class Monitoring(pulumi.ComponentResource):
             if cluster.capabilities.physical_gpus:
                 exporters.append(helm_release(f"{name}-dcgm-exporter", chart=DCGM_EXPORTER_CHART,
                                               version=DCGM_EXPORTER_VERSION, repo=DCGM_EXPORTER_REPO,
-                                              namespace=namespace, values=dcgm_exporter_values(cluster.gpu_pools),
+                                              namespace=namespace,
+                                              values=dcgm_exporter_values(cluster.gpu_pools,
+                                                                          cluster.capabilities.driver_host_path),
                                               release_name="dcgm-exporter", opts=child))
             source = gpu_metrics_source(cluster, settings.namespace)
             k8s.apiextensions.CustomResource(

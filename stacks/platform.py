@@ -22,6 +22,9 @@ def build_cluster(config: PlatformConfig) -> ClusterHandle:
     if spec.cloud == "aws":
         from components.cluster.eks import EksCluster
         return EksCluster(spec.name, spec).handle
+    if spec.cloud == "gcp":
+        from components.cluster.gke import GkeCluster
+        return GkeCluster(spec.name, spec).handle
     from components.cluster.existing import ExistingCluster
     return ExistingCluster(spec.name, spec).handle
 
