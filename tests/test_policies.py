@@ -17,8 +17,12 @@ from pulumi_policy.proxy import (
     unknown_checking_proxy,
 )
 
-from components.versions import (DCGM_EXPORTER_CHART, KUBERNETES_VERSION, NVIDIA_DEVICE_PLUGIN_CHART,
-                                 SUPPORTED_KUBERNETES)
+from components.versions import (
+    DCGM_EXPORTER_CHART,
+    KUBERNETES_VERSION,
+    NVIDIA_DEVICE_PLUGIN_CHART,
+    SUPPORTED_KUBERNETES,
+)
 from config.errors import ConfigError
 from config.models import DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE
 from policies import pack, rules
