@@ -1,5 +1,5 @@
 """mlplatform: a GPU-ready Kubernetes platform for ML teams. See README.md."""
 
-from stacks.platform import main
+from stacks import main
 
 main()

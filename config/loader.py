@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 import pulumi
 from pulumi.runtime.config import CONFIG, get_config_env, is_config_secret
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from config.errors import PROJECT, ConfigError, format_validation_error, stack_file
-from config.models import PlatformConfig
+from config.models import PlatformConfig, TeamStackConfig
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def _decode(value: Any) -> Any:
@@ -62,13 +64,26 @@ def check_gpu_capacity(config: PlatformConfig, stack: str) -> list[str]:
     )
 
 
-def load_platform_config() -> tuple[PlatformConfig, list[str]]:
-    """The validated platform config and its warnings; ConfigError (no traceback) on bad input."""
+def is_team_stack() -> bool:
+    """A stack that names a platform stack is a team's stack; every other stack is a platform stack."""
+    return "platformStack" in project_config()
+
+
+def _validated(model: type[ModelT]) -> ModelT:
     stack = pulumi.get_stack()
     raw = project_config()
     _set_secrets_aside(raw, stack)
     try:
-        config = PlatformConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, stack, PlatformConfig)) from None
-    return config, check_gpu_capacity(config, stack)
+        raise ConfigError(format_validation_error(exc, stack, model)) from None
+
+
+def load_platform_config() -> tuple[PlatformConfig, list[str]]:
+    """The validated platform config and its warnings; ConfigError (no traceback) on bad input."""
+    config = _validated(PlatformConfig)
+    return config, check_gpu_capacity(config, pulumi.get_stack())
+
+
+def load_team_config() -> TeamStackConfig:
+    return _validated(TeamStackConfig)

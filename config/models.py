@@ -93,6 +93,9 @@ class Team(Model):
     groups: TeamGroups = TeamGroups()
     # Pod Security Admission level enforced on the namespace; `restricted` is always warned and audited.
     pod_security: Literal["baseline", "restricted"] = "baseline"
+    # The team runs a stack of its own: the platform creates no namespace for it, and the quota is the budget
+    # that the team stack's namespaces must fit in.
+    own_stack: bool = False
 
     @model_validator(mode="after")
     def _defaults_fit_quota(self) -> Team:
@@ -245,3 +248,38 @@ class PlatformConfig(Model):
     @property
     def team_gpus(self) -> int:
         return sum(team.quota.gpus for team in self.teams)
+
+
+_STACK_REFERENCE = re.compile(r"^(([\w.-]+/)?[\w.-]+/)?[\w.-]+$")
+
+
+class TeamStackConfig(Model):
+    """A team's own stack: its namespaces, on the cluster of a platform stack, within the budget it grants."""
+
+    # The platform stack, as `pulumi stack ls --all` names it: organization/mlplatform/<stack>.
+    platform_stack: str
+    # The team whose budget (teams[].quota with ownStack in the platform stack) the namespaces share.
+    team: DnsLabel
+    namespaces: list[Team] = Field(min_length=1)
+
+    @field_validator("platform_stack")
+    @classmethod
+    def _stack_name(cls, value: str) -> str:
+        if not _STACK_REFERENCE.match(value):
+            raise ValueError(f"{value!r} is not a stack name such as organization/mlplatform/dev")
+        return value
+
+    @model_validator(mode="after")
+    def _namespaces_belong_to_the_team(self) -> TeamStackConfig:
+        unique_names(self.namespaces, "namespace")
+        for index, namespace in enumerate(self.namespaces):
+            if namespace.name != self.team and not namespace.name.startswith(f"{self.team}-"):
+                raise ValueError(f"namespaces[{index}].name {namespace.name!r} must be {self.team!r} or start with "
+                                 f"'{self.team}-', so that teams cannot take each other's namespaces")
+            if namespace.own_stack:
+                raise ValueError(f"namespaces[{index}].ownStack belongs in the platform stack's teams, not here")
+        return self
+
+    @property
+    def platform_stack_name(self) -> str:
+        return self.platform_stack.rsplit("/", 1)[-1]

@@ -36,8 +36,9 @@ def build(config: PlatformConfig) -> None:
                             grafana_admin_password=pulumi.Config(PROJECT).get_secret("grafanaAdminPassword"),
                             device_plugin=gpu.device_plugin)
     for team in config.teams:
-        TeamNamespace(f"team-{team.name}", team, cluster.provider,
-                      monitoring_namespace=config.monitoring.namespace)
+        if not team.own_stack:
+            TeamNamespace(f"team-{team.name}", team, cluster.provider,
+                          monitoring_namespace=config.monitoring.namespace)
 
     pulumi.export("cloud", cluster.cloud)
     pulumi.export("clusterName", cluster.name)
@@ -46,8 +47,11 @@ def build(config: PlatformConfig) -> None:
     pulumi.export("gpuCapacity", cluster.gpu_capacity)
     pulumi.export("grafana", monitoring.grafana)
     pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
+    pulumi.export("monitoringNamespace", config.monitoring.namespace)
+    # Each team's budget; a team with its own stack fits its namespaces in it.
     pulumi.export("teams", {team.name: {"namespace": team.name, "gpus": team.quota.gpus,
-                                        "cpu": team.quota.requests.cpu, "memory": team.quota.requests.memory}
+                                        "cpu": team.quota.requests.cpu, "memory": team.quota.requests.memory,
+                                        "ownStack": team.own_stack}
                             for team in config.teams})
 
 

@@ -25,6 +25,7 @@ from pulumi.runtime.sync_await import _sync_await
 SECRET = "[secret]"
 UNKNOWN = "[unknown]"
 STACK_TYPE = "pulumi:pulumi:Stack"
+STACK_REFERENCE = "pulumi:pulumi:StackReference"
 
 
 def _conceal(value: Any) -> Any:
@@ -94,8 +95,21 @@ class Synthesis:
 
 
 class _EngineStandIn(Mocks):
+    def __init__(self, stack_references: dict[str, dict[str, Any]]) -> None:
+        self.stack_references = stack_references
+
     def new_resource(self, args: MockResourceArgs) -> tuple[str, dict]:
+        if args.typ == STACK_REFERENCE:
+            return self._stack_reference(args.resource_id or args.name)
         return (f"{args.name}-id" if args.custom else "", args.inputs)
+
+    def _stack_reference(self, name: str) -> tuple[str, dict]:
+        """A stack's outputs, as the engine reads them from the backend; only stacks synthesized here."""
+        if name not in self.stack_references:
+            raise RuntimeError(f"the offline synth has no outputs of the stack {name}: synthesize it first")
+        outputs = self.stack_references[name]
+        return name, {"name": name, "outputs": outputs,
+                      "secretOutputNames": [key for key, value in outputs.items() if value == SECRET]}
 
     def call(self, args: MockCallArgs) -> tuple[dict, list | None]:
         raise RuntimeError(f"the offline synth cannot answer the provider function {args.token}: "
@@ -103,8 +117,8 @@ class _EngineStandIn(Mocks):
 
 
 class RecordingMonitor(MockMonitor):
-    def __init__(self) -> None:
-        super().__init__(_EngineStandIn())
+    def __init__(self, stack_references: dict[str, dict[str, Any]] | None = None) -> None:
+        super().__init__(_EngineStandIn(stack_references or {}))
         self.recorded: list[Resource] = []
         self.stack_outputs: dict[str, Any] = {}
         self._stack_urn = ""
@@ -127,6 +141,16 @@ class RecordingMonitor(MockMonitor):
         ))
         return response
 
+    def ReadResource(self, request):  # noqa: N802
+        response = super().ReadResource(request)
+        self.recorded.append(Resource(
+            urn=response.urn, type=request.type, name=request.name, parent=request.parent or None, custom=True,
+            provider=_urn_of_reference(request.provider), protect=False,
+            depends_on=tuple(sorted(set(request.dependencies))),
+            inputs=redact(rpc.deserialize_properties(request.properties, keep_unknowns=True)),
+        ))
+        return response
+
     def RegisterResourceOutputs(self, request):  # noqa: N802
         if request.urn == self._stack_urn:
             self.stack_outputs = redact(rpc.deserialize_properties(request.outputs, keep_unknowns=True))
@@ -143,12 +167,14 @@ class _WarningCollector(logging.Handler):
 
 
 def run_program(program: Callable[[], None], *, project: str, stack: str, config: dict[str, str],
-                secret_keys: list[str] | None = None, monitor: RecordingMonitor | None = None) -> Synthesis:
+                secret_keys: list[str] | None = None, monitor: RecordingMonitor | None = None,
+                stack_references: dict[str, dict[str, Any]] | None = None) -> Synthesis:
     """Run `program` as `pulumi up` would for this stack and config, and return what it registered.
 
-    Pass a monitor to see what was registered even when the program fails.
+    Pass a monitor to see what was registered even when the program fails, and the outputs of the stacks
+    that the program reads by StackReference.
     """
-    monitor = monitor or RecordingMonitor()
+    monitor = monitor or RecordingMonitor(stack_references)
     collector = _WarningCollector()
     logger = logging.getLogger(f"mlplatform.synth.{stack}")
     logger.propagate = False

@@ -17,9 +17,34 @@ def _sharing(sharing: dict) -> str:
     return f"MIG {sharing['migStrategy']}" if sharing.get("migStrategy") != "none" else "none"
 
 
+def _team_stack(outputs: dict) -> list[str]:
+    budget = outputs.get("budget") or {}
+    return [f"Team {outputs['team']} on cluster {outputs.get('clusterName')!r}: namespaces "
+            f"{', '.join(outputs.get('namespaces', []))}; budget {budget.get('gpus')} GPU, cpu {budget.get('cpu')}, "
+            f"memory {budget.get('memory')}"]
+
+
+def _platform_stack(outputs: dict) -> list[str]:
+    lines = []
+    pools = outputs.get("gpuPools", [])
+    lines.append(f"GPU pools: {len(pools)}, up to {outputs.get('gpuCapacity', 0)} schedulable GPUs")
+    for pool in pools:
+        lines.append(f"  {pool['name']:<12} {pool['accelerator']:<22} {pool['minNodes']}-{pool['maxNodes']} nodes "
+                     f"x {pool['gpusPerNode']} GPU, {'spot' if pool['spot'] else 'on-demand'}, "
+                     f"taints {', '.join(pool['taints'])}, sharing {_sharing(pool['sharing'])}")
+    teams = outputs.get("teams", {})
+    quota_gpus = sum(team["gpus"] for team in teams.values())
+    lines.append(f"Team GPU quotas: {quota_gpus} of {outputs.get('gpuCapacity', 0)} GPUs")
+    for name, team in sorted(teams.items()):
+        lines.append(f"  {name:<24} {team['gpus']} GPU, cpu {team['cpu']}, memory {team['memory']}"
+                     + (" (its own stack)" if team.get("ownStack") else ""))
+    return lines
+
+
 def summarize(synthesis: Synthesis, out_dir: Path, violations: list[Violation]) -> str:
     outputs = synthesis.outputs
-    lines = [f"Stack {synthesis.stack}: {outputs.get('cloud', '?')} cluster {outputs.get('clusterName', '?')!r}, "
+    kind = f"team stack of {outputs['team']}" if "team" in outputs else f"{outputs.get('cloud', '?')} cluster"
+    lines = [f"Stack {synthesis.stack}: {kind} {outputs.get('clusterName', '?')!r}, "
              f"{len(synthesis.resources)} resources, synthesized offline into {out_dir}/",
              f"  {len(manifests(synthesis))} Kubernetes manifests, {len(helm_releases(synthesis))} Helm releases, "
              "plan.json"]
@@ -27,19 +52,7 @@ def summarize(synthesis: Synthesis, out_dir: Path, violations: list[Violation]) 
     for type_, count in sorted(Counter(r.type for r in synthesis.resources).items()):
         lines.append(f"  {count:4d}  {type_}")
 
-    pools = outputs.get("gpuPools", [])
-    lines.append(f"GPU pools: {len(pools)}, up to {outputs.get('gpuCapacity', 0)} schedulable GPUs")
-    for pool in pools:
-        lines.append(f"  {pool['name']:<12} {pool['accelerator']:<22} {pool['minNodes']}-{pool['maxNodes']} nodes "
-                     f"x {pool['gpusPerNode']} GPU, {'spot' if pool['spot'] else 'on-demand'}, "
-                     f"taints {', '.join(pool['taints'])}, sharing {_sharing(pool['sharing'])}")
-
-    teams = outputs.get("teams", {})
-    quota_gpus = sum(team["gpus"] for team in teams.values())
-    lines.append(f"Team GPU quotas: {quota_gpus} of {outputs.get('gpuCapacity', 0)} GPUs")
-    for name, team in sorted(teams.items()):
-        lines.append(f"  {name:<24} {team['gpus']} GPU, cpu {team['cpu']}, memory {team['memory']}")
-
+    lines += _team_stack(outputs) if "team" in outputs else _platform_stack(outputs)
     lines.append("Warnings:" if synthesis.warnings else "Warnings: none")
     lines += [f"  {warning}" for warning in synthesis.warnings]
     mandatory = sum(v.mandatory for v in violations)

@@ -1,0 +1,20 @@
+"""The cluster of a platform stack, as a team stack reaches it: by StackReference to the platform's outputs."""
+
+from __future__ import annotations
+
+import pulumi
+
+from components.cluster import explicit_provider
+
+
+class PlatformStackCluster(pulumi.ComponentResource):
+    def __init__(self, name: str, platform_stack: str, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplatform:cluster:PlatformStackCluster", name, None, opts)
+        reference = pulumi.StackReference(f"{name}-outputs", stack_name=platform_stack,
+                                          opts=pulumi.ResourceOptions(parent=self))
+        self.provider = explicit_provider(self, name, reference.require_output("kubeconfig"))
+        self.cluster_name = reference.require_output("clusterName")
+        # Every team's budget and where monitoring runs, as the platform stack exported them.
+        self.budgets = reference.require_output("teams")
+        self.monitoring_namespace = reference.require_output("monitoringNamespace")
+        self.register_outputs({"clusterName": self.cluster_name})

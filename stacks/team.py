@@ -1,0 +1,65 @@
+"""A team stack: the team's namespaces, on the cluster of a platform stack, within the budget it grants."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pulumi
+
+from components.cluster.platform_stack import PlatformStackCluster
+from components.team import TeamNamespace
+from config import ConfigError
+from config.errors import PROJECT, stack_file
+from config.loader import load_team_config
+from config.models import TeamStackConfig
+from config.quantity import parse_quantity
+
+
+def _amount(value: Decimal, unit: str) -> str:
+    value = value / 2**30 if unit == "memory" else value
+    return format(value.normalize(), "f") + ("Gi" if unit == "memory" else "")
+
+
+def check_budget(config: TeamStackConfig, budgets: dict[str, Any], stack: str) -> None:
+    """ConfigError unless the namespaces' quotas fit in the team's budget; the message names both numbers."""
+    where = f"{stack_file(stack)}: {PROJECT}:namespaces"
+    budget = budgets.get(config.team)
+    if budget is None or not budget.get("ownStack"):
+        raise ConfigError(f"{stack_file(stack)}: {PROJECT}:team: the platform stack {config.platform_stack} grants "
+                          f"no budget to team {config.team!r}; its teams with their own stack are: "
+                          f"{', '.join(n for n, b in budgets.items() if b.get('ownStack')) or 'none'}. Ask the "
+                          "platform team to add it there with ownStack: true.")
+    asked = {
+        "gpus": Decimal(sum(ns.quota.gpus for ns in config.namespaces)),
+        "cpu": sum((parse_quantity(ns.quota.requests.cpu) for ns in config.namespaces), Decimal(0)),
+        "memory": sum((parse_quantity(ns.quota.requests.memory) for ns in config.namespaces), Decimal(0)),
+    }
+    for resource, amount in asked.items():
+        granted = Decimal(budget["gpus"]) if resource == "gpus" else parse_quantity(str(budget[resource]))
+        if amount > granted:
+            raise ConfigError(
+                f"{where}: the namespaces ask for {_amount(amount, resource)} {resource} in all, but team "
+                f"{config.team}'s budget on {config.platform_stack} is {_amount(granted, resource)}. Lower the "
+                "namespaces' quotas, or ask the platform team to raise the team's quota in the platform stack.")
+
+
+def main() -> None:
+    config = load_team_config()
+    stack = pulumi.get_stack()
+    platform = PlatformStackCluster("platform", config.platform_stack)
+
+    def namespaces(outputs: list[Any]) -> list[str]:
+        budgets, monitoring_namespace = outputs
+        # Checked before any namespace is declared: an over-budget stack creates nothing.
+        check_budget(config, budgets, stack)
+        for namespace in config.namespaces:
+            TeamNamespace(f"team-{namespace.name}", namespace, platform.provider,
+                          monitoring_namespace=monitoring_namespace)
+        return [namespace.name for namespace in config.namespaces]
+
+    created = pulumi.Output.all(platform.budgets, platform.monitoring_namespace).apply(namespaces)
+    pulumi.export("team", config.team)
+    pulumi.export("namespaces", created)
+    pulumi.export("clusterName", platform.cluster_name)
+    pulumi.export("budget", platform.budgets.apply(lambda budgets: budgets.get(config.team)))
