@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from config.errors import ConfigError
-from stacks.platform import main
+from stacks import main
 from synth import PROJECT_DIR
 from synth.engine import RecordingMonitor, run_program
 from synth.stackfile import read_stack_config
@@ -24,7 +24,8 @@ BAD_INPUTS = {
         "mlplatform:teems", "unknown key; valid keys here: capacity, cluster, monitoring, teams"),
     "misspelled nested key": (
         {"cluster": KIND, "teams": [{"name": "a", "qouta": QUOTA}]},
-        "mlplatform:teams[0].qouta", "unknown key; valid keys here: containerDefaults, groups, name, podSecurity"),
+        "mlplatform:teams[0].qouta",
+        "unknown key; valid keys here: containerDefaults, groups, name, ownStack, podSecurity, quota"),
     "unknown key inside a cluster": (
         {"cluster": {"cloud": "kind", "gpuPools": [{"name": "t4", "nodez": 2}]}},
         "mlplatform:cluster.gpuPools[0].nodez", "valid keys here: accelerator, gpusPerNode, name, nodes"),

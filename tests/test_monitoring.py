@@ -119,7 +119,7 @@ def test_grafana_password_is_generated_as_a_secret_and_never_in_helm_values():
 
 def test_grafana_password_from_secret_config_replaces_the_generated_one():
     config = cli_config(cluster=KIND) | {"mlplatform:grafanaAdminPassword": "s3cret-from-config"}
-    from stacks.platform import main
+    from stacks import main
     from synth.engine import run_program
     synthesis = run_program(main, project="mlplatform", stack="test", config=config,
                             secret_keys=["mlplatform:grafanaAdminPassword"])

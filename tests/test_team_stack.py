@@ -1,0 +1,91 @@
+"""Team stacks: a team's namespaces on a platform stack's cluster, within the budget the platform grants."""
+
+from __future__ import annotations
+
+import pytest
+
+from config.errors import ConfigError
+from stacks import main
+from synth import synthesize
+from synth.engine import SECRET, RecordingMonitor, Synthesis, run_program
+from tests.conftest import KIND, cli_config, synth_with, team
+
+PLATFORM = "organization/mlplatform/local"
+
+
+@pytest.fixture(scope="module")
+def vision() -> Synthesis:
+    return synthesize("team-vision")
+
+
+def team_stack(namespaces: list[dict], team_name: str = "vision", monitor: RecordingMonitor | None = None) -> Synthesis:
+    platform = synthesize("local")
+    return run_program(main, project="mlplatform", stack="team-test",
+                       config=cli_config(platformStack=PLATFORM, team=team_name, namespaces=namespaces),
+                       stack_references={PLATFORM: platform.outputs}, monitor=monitor)
+
+
+def namespace(name: str, gpus: int = 0, cpu: str = "1", memory: str = "4Gi") -> dict:
+    return {"name": name, "quota": {"requests": {"cpu": cpu, "memory": memory}, "gpus": gpus}}
+
+
+def test_platform_exports_what_teams_need(vision):
+    platform = synthesize("local").outputs
+    assert platform["kubeconfig"] == SECRET
+    assert platform["teams"]["vision"] == {"namespace": "vision", "gpus": 2, "cpu": "8", "memory": "32Gi",
+                                           "ownStack": True}
+    assert platform["gpuPools"][0]["taints"] == ["nvidia.com/gpu=present:NoSchedule"]
+    assert platform["monitoringNamespace"] == "monitoring"
+
+
+def test_the_platform_leaves_a_team_with_its_own_stack_to_that_stack():
+    names = {r.inputs["metadata"]["name"] for r in synthesize("local").of_type("kubernetes:core/v1:Namespace")}
+    assert "vision" not in names and {"research", "inference"} <= names
+
+
+def test_team_stack_reads_the_platform_stack_and_creates_its_namespaces_through_its_cluster(vision):
+    (reference,) = vision.of_type("pulumi:pulumi:StackReference")
+    assert reference.inputs["name"] == PLATFORM
+    (provider,) = vision.of_type("pulumi:providers:kubernetes")
+    assert provider.inputs["kubeconfig"] == SECRET
+    namespaces = {r.inputs["metadata"]["name"] for r in vision.of_type("kubernetes:core/v1:Namespace")}
+    assert namespaces == {"vision-dev", "vision-serving"}
+    assert all(r.provider == provider.urn for r in vision.resources if r.type.startswith("kubernetes:"))
+    quotas = {r.inputs["metadata"]["namespace"]: r.inputs["spec"]["hard"]["requests.nvidia.com/gpu"]
+              for r in vision.of_type("kubernetes:core/v1:ResourceQuota")}
+    assert quotas == {"vision-dev": "1", "vision-serving": "1"}
+    assert vision.outputs["budget"]["gpus"] == 2
+
+
+@pytest.mark.parametrize("namespaces, message", [
+    ([namespace("vision-a", gpus=2), namespace("vision-b", gpus=1)],
+     "the namespaces ask for 3 gpus in all, but team vision's budget on organization/mlplatform/local is 2"),
+    ([namespace("vision-a", cpu="6"), namespace("vision-b", cpu="2500m")],
+     "the namespaces ask for 8.5 cpu in all, but team vision's budget on organization/mlplatform/local is 8"),
+    ([namespace("vision-a", memory="40Gi")],
+     "the namespaces ask for 40Gi memory in all, but team vision's budget on organization/mlplatform/local is 32Gi"),
+])
+def test_a_request_over_budget_names_both_numbers_and_creates_nothing(namespaces, message):
+    monitor = RecordingMonitor({PLATFORM: synthesize("local").outputs})
+    with pytest.raises(ConfigError) as caught:
+        team_stack(namespaces, monitor=monitor)
+    assert str(caught.value).startswith("Pulumi.team-test.yaml: mlplatform:namespaces: ")
+    assert message in str(caught.value)
+    assert not [r for r in monitor.recorded if r.type.startswith("kubernetes:") or r.type.startswith("mlplatform:team")]
+
+
+def test_a_team_without_a_budget_on_the_platform():
+    with pytest.raises(ConfigError, match="grants no budget to team 'research'; its teams with their own stack are: "
+                                          "vision"):
+        team_stack([namespace("research-x")], team_name="research")
+
+
+def test_a_team_cannot_take_another_teams_namespace():
+    with pytest.raises(ConfigError, match=r"mlplatform: Value error|namespaces\[0\]\.name 'research' must be "
+                                          r"'vision' or start with 'vision-'"):
+        synth_with(platformStack=PLATFORM, team="vision", namespaces=[namespace("research")])
+
+
+def test_own_stack_teams_still_count_against_capacity():
+    with pytest.raises(ConfigError, match="add up to 3 GPUs but the GPU pools hold at most 1"):
+        synth_with(cluster=KIND, teams=[team("a", gpus=1), team("b", gpus=2, ownStack=True)])
