@@ -2,9 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 STACK ?= local
+BASE ?= origin/main
 BIN := $(VENV)/bin
 
-.PHONY: synth test bench clean
+.PHONY: synth synth-all diff test bench clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mlplatform needs Python 3.11 or newer (set PYTHON=python3.11)")'
@@ -15,6 +16,15 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 ## Synthesize STACK (default: local) offline into out/STACK/: manifests, Helm values, plan.json.
 synth: $(BIN)/.installed
 	$(BIN)/python -m synth $(STACK)
+
+## Synthesize every stack in the repo (what CI checks on every pull request).
+synth-all: $(BIN)/.installed
+	@set -e; for stack in $$(ls Pulumi.*.yaml | sed -e 's/^Pulumi\.//' -e 's/\.yaml$$//'); do \
+		$(BIN)/python -m synth $$stack; done
+
+## What `pulumi preview` would show for the working tree against BASE (default origin/main), offline.
+diff: $(BIN)/.installed
+	$(BIN)/python -m synth.diff --base $(BASE)
 
 ## Run the whole test suite.
 test: $(BIN)/.installed

@@ -1,0 +1,70 @@
+"""`make diff`: an offline preview of a change, with URN changes flagged as the replacements they are."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from synth import PROJECT_DIR
+from synth.diff import changed_paths, plan_diff
+from synth.output import plan
+from tests.conftest import KIND, synth_with, team
+
+
+def test_a_quota_change_is_an_update_of_that_input():
+    before = plan(synth_with(cluster=KIND, teams=[team("research", gpus=1)]))
+    after = plan(synth_with(cluster=KIND, teams=[team("research", gpus=0)]))
+    diff = plan_diff("test", before, after)
+    assert [(r["name"], paths) for r, paths in diff.updated] == [
+        ("team-research-quota", ["spec.hard.requests.nvidia.com/gpu"])]
+    assert not (diff.created or diff.replaced or diff.deleted)
+    expected = "~  update   kubernetes:core/v1:ResourceQuota  team-research-quota: spec.hard.requests.nvidia.com/gpu"
+    assert expected in diff.render()
+
+
+def test_a_renamed_team_is_flagged_as_a_replacement_with_the_alias_that_would_keep_it():
+    before = plan(synth_with(cluster=KIND, teams=[team("research")]))
+    after = plan(synth_with(cluster=KIND, teams=[team("science")]))
+    diff = plan_diff("test", before, after)
+    assert not diff.created and not diff.deleted
+    renamed = {(old["name"], new["name"]) for old, new in diff.replaced}
+    assert ("team-research-quota", "team-science-quota") in renamed
+    assert ("team-research", "team-science") in renamed
+    assert 'REPLACE  kubernetes:core/v1:Namespace  team-research-namespace -> team-science-namespace' in diff.render()
+    assert 'aliases=[pulumi.Alias(urn="urn:pulumi:test::mlplatform::' in diff.render()
+
+
+def test_added_and_removed_teams():
+    before = plan(synth_with(cluster=KIND, teams=[team("a")]))
+    after = plan(synth_with(cluster=KIND, teams=[team("a"), team("b")]))
+    assert len(plan_diff("test", before, after).created) == len(plan_diff("test", after, before).deleted) > 0
+    assert plan_diff("test", before, before).render() == "Stack test: no changes"
+
+
+def test_changed_paths_reach_into_lists_and_new_keys():
+    assert changed_paths({"a": [1, {"b": 2}], "c": 1}, {"a": [1, {"b": 3}], "d": 1}) == ["a[1].b", "c", "d"]
+
+
+def test_make_diff_on_two_real_revisions(tmp_path: Path):
+    """A copy of the project in a repo of its own gets a commit that changes a quota; diffing it against its
+    parent shows the update."""
+    clone = tmp_path / "repo"
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=PROJECT_DIR,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (PROJECT_DIR / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(PROJECT_DIR / name, clone / name)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run(["git", "init", "--quiet"], cwd=clone, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=clone, check=True)
+    subprocess.run([*git, "commit", "--quiet", "-m", "base"], cwd=clone, check=True)
+    stack_file = clone / "Pulumi.local.yaml"
+    stack_file.write_text(stack_file.read_text().replace("storage: 100Gi", "storage: 200Gi", 1))
+    subprocess.run([*git, "commit", "--quiet", "-am", "more storage for research"], cwd=clone, check=True)
+    result = subprocess.run([sys.executable, "-m", "synth.diff", "--base", "HEAD~1", "local"], cwd=clone,
+                            capture_output=True, text=True, check=True)
+    assert "Stack local: 0 to create, 1 to update, 0 to replace, 0 to delete" in result.stdout
+    assert "team-research-quota: spec.hard.requests.storage" in result.stdout
