@@ -5,13 +5,16 @@ STACK ?= local
 BASE ?= origin/main
 BIN := $(VENV)/bin
 
-.PHONY: synth synth-all diff test bench clean
+.PHONY: install synth synth-all diff test bench clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mlplatform needs Python 3.11 or newer (set PYTHON=python3.11)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
+
+## Set up .venv with the pinned requirements (the other targets do it when needed).
+install: $(BIN)/.installed
 
 ## Synthesize STACK (default: local) offline into out/STACK/: manifests, Helm values, plan.json.
 synth: $(BIN)/.installed
