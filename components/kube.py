@@ -23,6 +23,16 @@ class DaemonSetRef:
     name: str
 
 
+class KubernetesObject(pulumi.CustomResource):
+    """A custom resource with fields beside `spec` (Kueue's WorkloadPriorityClass has a top-level `value`),
+    which apiextensions.CustomResource cannot express; the provider applies it the same way."""
+
+    def __init__(self, resource_name: str, *, api_version: str, kind: str, name: str, fields: dict[str, Any],
+                 opts: pulumi.ResourceOptions) -> None:
+        super().__init__(f"kubernetes:{api_version}:{kind}", resource_name,
+                         {"apiVersion": api_version, "kind": kind, "metadata": {"name": name}, **fields}, opts)
+
+
 def pod_security_labels(enforce: str, *, warn: str = "restricted") -> dict[str, str]:
     # Pinned to the cluster's minor version, so that a control-plane upgrade cannot tighten a policy unseen.
     version = f"v{KUBERNETES_VERSION}"

@@ -181,7 +181,7 @@ class Monitoring(pulumi.ComponentResource):
                          "admin-password": pulumi.Output.secret(grafana_admin_password)},
             opts=in_namespace,
         )
-        stack = helm_release(f"{name}-kube-prometheus-stack", chart=KUBE_PROMETHEUS_STACK_CHART,
+        self.stack = stack = helm_release(f"{name}-kube-prometheus-stack", chart=KUBE_PROMETHEUS_STACK_CHART,
                              version=KUBE_PROMETHEUS_STACK_VERSION, repo=KUBE_PROMETHEUS_STACK_REPO,
                              namespace=namespace, values=kube_prometheus_stack_values(cluster, settings),
                              release_name=RELEASE,

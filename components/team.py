@@ -33,11 +33,15 @@ def quota_hard(team: Team) -> dict[str, str]:
 
 
 class TeamNamespace(pulumi.ComponentResource):
-    def __init__(self, name: str, team: Team, provider: k8s.Provider, *,
-                 monitoring_namespace: str, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, team: Team, provider: k8s.Provider, *, monitoring_namespace: str,
+                 owner: str | None = None, queue_after: list[pulumi.Resource] | None = None,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        """`owner` is the team the namespace belongs to (a team stack's namespaces share their team's queue);
+        `queue_after` is what installs Kueue, when this stack installs it."""
         super().__init__("mlplatform:team:TeamNamespace", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=provider)
-        labels = {TEAM_LABEL: team.name}
+        owner = owner or team.name
+        labels = {TEAM_LABEL: owner}
 
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
@@ -97,6 +101,13 @@ class TeamNamespace(pulumi.ComponentResource):
                 spec=NetworkPolicySpecArgs(pod_selector=all_pods, policy_types=["Ingress"], ingress=ingress),
                 opts=in_namespace,
             )
+
+        # The team's queue in its namespace, named after the team: jobs ask for it by the label
+        # kueue.x-k8s.io/queue-name: <team>.
+        k8s.apiextensions.CustomResource(
+            f"{name}-queue", api_version="kueue.x-k8s.io/v1beta2", kind="LocalQueue", metadata=metadata(owner),
+            spec={"clusterQueue": owner},
+            opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=queue_after or [])))
 
         self.namespace = namespace.metadata.name
         self.register_outputs({"namespace": self.namespace})

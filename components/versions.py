@@ -51,3 +51,9 @@ EKS_SYSTEM_AMI_TYPE = "AL2023_x86_64_STANDARD"
 # Karpenter (aws/karpenter-provider-aws), whose chart brings its NodePool and EC2NodeClass CRDs.
 KARPENTER_CHART = "oci://public.ecr.aws/karpenter/karpenter"
 KARPENTER_VERSION = "1.14.1"
+
+# Kueue (kubernetes-sigs/kueue): job queueing and fair sharing of GPUs between teams.
+KUEUE_CHART = "oci://registry.k8s.io/kueue/charts/kueue"
+KUEUE_VERSION = "0.19.2"
+KUEUE_IMAGE = "registry.k8s.io/kueue/kueue"
+KUEUE_IMAGE_TAG = "v0.19.2"

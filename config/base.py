@@ -130,6 +130,23 @@ def not_system(value: str) -> str:
 PoolName = Annotated[DnsLabel, AfterValidator(not_system)]
 
 
+class GpuPools:
+    """The GPU capacity of a cluster config whose `gpu_pools` each know their own.
+
+    It declares no field itself: pydantic would then validate gpu_pools before the fields it depends on.
+    """
+
+    def gpu_pool_names(self) -> list[str]:
+        return [pool.name for pool in self.gpu_pools]  # type: ignore[attr-defined]
+
+    def pool_capacities(self) -> dict[str, int]:
+        """nvidia.com/gpu each pool can advertise at its largest."""
+        return {pool.name: pool.gpu_capacity() for pool in self.gpu_pools}  # type: ignore[attr-defined]
+
+    def gpu_capacity(self) -> int:
+        return sum(self.pool_capacities().values())
+
+
 def positive_quantity(value: str) -> str:
     if parse_quantity(value) <= 0:
         raise ValueError(f"{value!r} must be more than zero")

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from components.versions import KUBERNETES_VERSION, SUPPORTED_KUBERNETES
-from config.base import DnsLabel, GpuSharing, Model, PoolName, check_mig, unique_names
+from config.base import DnsLabel, GpuPools, GpuSharing, Model, PoolName, check_mig, unique_names
 from config.gpus import GPU_MODELS, GpuModel
 
 
@@ -184,7 +184,7 @@ def _role_arn(value: str) -> str:
     return value
 
 
-class EksClusterConfig(Model):
+class EksClusterConfig(GpuPools, Model):
     cloud: Literal["aws"]
     name: DnsLabel
     # prod: the control plane, system nodes and KMS key are protected, and the API is never open to the world.
@@ -234,6 +234,3 @@ class EksClusterConfig(Model):
                              "0.0.0.0/0; list the networks that administer it, or leave the list empty for a "
                              "private endpoint")
         return self
-
-    def gpu_capacity(self) -> int:
-        return sum(pool.gpu_capacity() for pool in self.gpu_pools)

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from components.versions import KUBERNETES_VERSION
-from config.base import DnsLabel, GpuSharing, Model, PoolName, check_mig, unique_names
+from config.base import DnsLabel, GpuPools, GpuSharing, Model, PoolName, check_mig, unique_names
 from config.eks import Cidr, KubernetesVersion
 from config.gpus import GPU_MODELS
 
@@ -163,7 +163,7 @@ def _project(value: str) -> str:
     return value
 
 
-class GkeClusterConfig(Model):
+class GkeClusterConfig(GpuPools, Model):
     cloud: Literal["gcp"]
     name: DnsLabel
     environment: Literal["dev", "prod"] = "dev"
@@ -207,6 +207,3 @@ class GkeClusterConfig(Model):
             raise ValueError("masterAuthorizedNetworks: a prod cluster needs the networks that may reach its "
                              "control plane, such as [{cidr: 203.0.113.0/24, name: office}]")
         return self
-
-    def gpu_capacity(self) -> int:
-        return sum(pool.gpu_capacity() for pool in self.gpu_pools)

@@ -64,6 +64,43 @@ def check_gpu_capacity(config: PlatformConfig, stack: str) -> list[str]:
     )
 
 
+def check_queues(config: PlatformConfig, stack: str) -> list[str]:
+    """The teams' Kueue queues against the GPU pools, their quotas and their cohorts."""
+    file = stack_file(stack)
+    capacity = config.cluster.pool_capacities()
+    pools = list(capacity)
+    warnings: list[str] = []
+    for index, team in enumerate(config.teams):
+        where = f"{file}: {PROJECT}:teams[{index}].queue"
+        for pool in (team.queue.gpus or {}):
+            if pool not in pools:
+                raise ConfigError(f"{where}.gpus.{pool}: no GPU pool is named {pool!r}; the pools are: "
+                                  f"{', '.join(pools) or 'none'}.")
+        nominal = sum(team.nominal_gpus(capacity).values())
+        if nominal > team.quota.gpus:
+            raise ConfigError(f"{where}.gpus: {nominal} guaranteed GPUs, more than the team's quota.gpus "
+                              f"({team.quota.gpus}), which caps what its pods may hold; raise the quota or lower "
+                              "these.")
+        borrowing = team.quota.gpus - nominal
+        lendable = sum(other.queue.lending_limit if other.queue.lending_limit is not None
+                       else sum(other.nominal_gpus(capacity).values())
+                       for other in config.teams if other is not team and other.queue.cohort == team.queue.cohort)
+        if borrowing > lendable:
+            raise ConfigError(f"{where}: the team may borrow up to {borrowing} GPUs (quota.gpus {team.quota.gpus} "
+                              f"minus {nominal} guaranteed), but its cohort {team.queue.cohort!r} can lend at most "
+                              f"{lendable}; guarantee more of the quota, or lower it.")
+    for pool in pools:
+        guaranteed = sum(team.nominal_gpus(capacity)[pool] for team in config.teams)
+        if guaranteed > capacity[pool]:
+            numbers = f"the teams' queues guarantee {guaranteed} GPUs of pool {pool!r}, which holds at most " \
+                      f"{capacity[pool]}"
+            if not config.capacity.allow_overcommit:
+                raise ConfigError(f"{file}: {PROJECT}:teams: {numbers}. Lower teams[].queue.gpus, add capacity, or "
+                                  f"set {PROJECT}:capacity.allowOvercommit to true.")
+            warnings.append(f"{numbers}: overcommitted, as mlplatform:capacity.allowOvercommit allows.")
+    return warnings
+
+
 def is_team_stack() -> bool:
     """A stack that names a platform stack is a team's stack; every other stack is a platform stack."""
     return "platformStack" in project_config()
@@ -82,7 +119,8 @@ def _validated(model: type[ModelT]) -> ModelT:
 def load_platform_config() -> tuple[PlatformConfig, list[str]]:
     """The validated platform config and its warnings; ConfigError (no traceback) on bad input."""
     config = _validated(PlatformConfig)
-    return config, check_gpu_capacity(config, pulumi.get_stack())
+    stack = pulumi.get_stack()
+    return config, check_gpu_capacity(config, stack) + check_queues(config, stack)
 
 
 def load_team_config() -> TeamStackConfig:

@@ -16,6 +16,7 @@ from config.base import (
     Accelerator,
     CpuMemory,
     DnsLabel,
+    GpuPools,
     GpuSharing,
     Model,
     PoolName,
@@ -76,14 +77,39 @@ _RESERVED_NAMESPACES = {"default", "kube-system", "kube-public", "kube-node-leas
 # Namespaces the platform installs its own agents into; a team cannot have them.
 DEVICE_PLUGIN_NAMESPACE = "nvidia-device-plugin"
 FAKE_GPU_NAMESPACE = "gpu-operator"
+KUEUE_NAMESPACE = "kueue-system"
 
 
 def team_namespace(value: str) -> str:
     if value in _RESERVED_NAMESPACES or value.startswith("kube-"):
         raise ValueError(f"{value!r} is a namespace Kubernetes reserves; choose another team name")
-    if value in (DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE):
+    if value in (DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, KUEUE_NAMESPACE):
         raise ValueError(f"{value!r} is a namespace of the platform's GPU agents; choose another team name")
     return value
+
+
+def proportional_split(total: int, weights: dict[str, int]) -> dict[str, int]:
+    """`total` split in proportion to `weights`, in whole numbers (largest remainders get the leftovers)."""
+    weight = sum(weights.values())
+    if not weight:
+        return {key: 0 for key in weights}
+    shares = {key: total * w / weight for key, w in weights.items()}
+    split = {key: int(share) for key, share in shares.items()}
+    for key in sorted(shares, key=lambda k: shares[k] - split[k], reverse=True)[:total - sum(split.values())]:
+        split[key] += 1
+    return split
+
+
+class TeamQueue(Model):
+    """The team's Kueue ClusterQueue: its guaranteed GPUs per pool, in a cohort that lends idle GPUs around."""
+
+    # Teams in one cohort borrow each other's idle GPUs.
+    cohort: DnsLabel = "platform"
+    # Guaranteed GPUs per GPU pool; by default the team's GPU quota spread over the pools in proportion to
+    # their size. What the quota allows beyond them, the team may borrow from its cohort while it is idle.
+    gpus: dict[str, Annotated[int, Field(ge=0)]] | None = None
+    # GPUs of its guaranteed share the team lends to its cohort while idle (default: all of them).
+    lending_limit: int | None = Field(default=None, ge=0)
 
 
 class Team(Model):
@@ -96,6 +122,13 @@ class Team(Model):
     # The team runs a stack of its own: the platform creates no namespace for it, and the quota is the budget
     # that the team stack's namespaces must fit in.
     own_stack: bool = False
+    queue: TeamQueue = TeamQueue()
+
+    def nominal_gpus(self, capacities: dict[str, int]) -> dict[str, int]:
+        """The team's guaranteed GPUs per pool (every pool named, zero where it has none)."""
+        if self.queue.gpus is not None:
+            return {pool: self.queue.gpus.get(pool, 0) for pool in capacities}
+        return proportional_split(self.quota.gpus, capacities)
 
     @model_validator(mode="after")
     def _defaults_fit_quota(self) -> Team:
@@ -118,8 +151,11 @@ class KindGpuPool(SharedGpus):
     # kind cannot autoscale: this many workers exist from the start.
     nodes: int = Field(default=1, ge=1, le=4)
 
+    def gpu_capacity(self) -> int:
+        return self.nodes * self.gpus_per_node * self.sharing.shares_per_gpu
 
-class KindClusterConfig(Model):
+
+class KindClusterConfig(GpuPools, Model):
     cloud: Literal["kind"]
     name: DnsLabel = "mlplatform"
     system_nodes: int = Field(default=1, ge=1, le=3)
@@ -134,8 +170,6 @@ class KindClusterConfig(Model):
                              "simulated GPUs have one MIG strategy for the whole cluster, so give every pool the same")
         return unique_names(pools, "GPU pool")
 
-    def gpu_capacity(self) -> int:
-        return sum(pool.nodes * pool.gpus_per_node * pool.sharing.shares_per_gpu for pool in self.gpu_pools)
 
 
 class ExistingGpuPool(ScalingGpuPool):
@@ -158,7 +192,7 @@ def _kubeconfig_file(value: str) -> str:
     return value
 
 
-class ExistingClusterConfig(Model):
+class ExistingClusterConfig(GpuPools, Model):
     """A cluster the platform does not create, reached through a kubeconfig file."""
 
     cloud: Literal["existing"]
@@ -185,8 +219,6 @@ class ExistingClusterConfig(Model):
                                      "configure it in that device plugin and remove sharing here")
         return unique_names(pools, "GPU pool")
 
-    def gpu_capacity(self) -> int:
-        return sum(pool.gpu_capacity() for pool in self.gpu_pools)
 
 
 ClusterConfig = Annotated[Union[KindClusterConfig, ExistingClusterConfig, EksClusterConfig, GkeClusterConfig],

@@ -245,6 +245,8 @@ def only_gpu_agents_tolerate_the_gpu_taint(resource_type: str, props: Props, sta
         if chart_name(props) in GPU_AGENT_CHARTS:
             return []
         tree, root = props.get("values"), "values"
+    elif props.get("kind") == "ResourceFlavor":
+        return []  # a Kueue flavor's tolerations are what admitted GPU workloads get to reach their pool
     elif resource_type.startswith("kubernetes:"):
         tree, root = props.get("spec"), "spec"
     else:

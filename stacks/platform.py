@@ -7,6 +7,7 @@ import pulumi
 from components.gpu import GpuEnablement
 from components.handle import ClusterHandle
 from components.monitoring import Monitoring
+from components.queues import Queues
 from components.team import TeamNamespace
 from config import load_platform_config
 from config.errors import PROJECT
@@ -35,10 +36,12 @@ def build(config: PlatformConfig) -> None:
     monitoring = Monitoring("monitoring", cluster, config.monitoring,
                             grafana_admin_password=pulumi.Config(PROJECT).get_secret("grafanaAdminPassword"),
                             device_plugin=gpu.device_plugin)
+    queues = Queues("queues", cluster, config.teams, capacities=config.cluster.pool_capacities(),
+                    after=[monitoring.stack])
     for team in config.teams:
         if not team.own_stack:
             TeamNamespace(f"team-{team.name}", team, cluster.provider,
-                          monitoring_namespace=config.monitoring.namespace)
+                          monitoring_namespace=config.monitoring.namespace, queue_after=[queues.release])
 
     pulumi.export("cloud", cluster.cloud)
     pulumi.export("clusterName", cluster.name)

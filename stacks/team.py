@@ -55,7 +55,7 @@ def main() -> None:
         check_budget(config, budgets, stack)
         for namespace in config.namespaces:
             TeamNamespace(f"team-{namespace.name}", namespace, platform.provider,
-                          monitoring_namespace=monitoring_namespace)
+                          monitoring_namespace=monitoring_namespace, owner=config.team)
         return [namespace.name for namespace in config.namespaces]
 
     created = pulumi.Output.all(platform.budgets, platform.monitoring_namespace).apply(namespaces)

@@ -25,7 +25,7 @@ BAD_INPUTS = {
     "misspelled nested key": (
         {"cluster": KIND, "teams": [{"name": "a", "qouta": QUOTA}]},
         "mlplatform:teams[0].qouta",
-        "unknown key; valid keys here: containerDefaults, groups, name, ownStack, podSecurity, quota"),
+        "unknown key; valid keys here: containerDefaults, groups, name, ownStack, podSecurity, queue, quota"),
     "unknown key inside a cluster": (
         {"cluster": {"cloud": "kind", "gpuPools": [{"name": "t4", "nodez": 2}]}},
         "mlplatform:cluster.gpuPools[0].nodez", "valid keys here: accelerator, gpusPerNode, name, nodes"),

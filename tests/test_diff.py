@@ -18,6 +18,7 @@ def test_a_quota_change_is_an_update_of_that_input():
     after = plan(synth_with(cluster=KIND, teams=[team("research", gpus=0)]))
     diff = plan_diff("test", before, after)
     assert [(r["name"], paths) for r, paths in diff.updated] == [
+        ("queues-research", ["spec.resourceGroups[1].flavors[0].resources[0].nominalQuota"]),
         ("team-research-quota", ["spec.hard.requests.nvidia.com/gpu"])]
     assert not (diff.created or diff.replaced or diff.deleted)
     expected = "~  update   kubernetes:core/v1:ResourceQuota  team-research-quota: spec.hard.requests.nvidia.com/gpu"
@@ -32,6 +33,7 @@ def test_a_renamed_team_is_flagged_as_a_replacement_with_the_alias_that_would_ke
     renamed = {(old["name"], new["name"]) for old, new in diff.replaced}
     assert ("team-research-quota", "team-science-quota") in renamed
     assert ("team-research", "team-science") in renamed
+    assert ("queues-research", "queues-science") in renamed
     assert 'REPLACE  kubernetes:core/v1:Namespace  team-research-namespace -> team-science-namespace' in diff.render()
     assert 'aliases=[pulumi.Alias(urn="urn:pulumi:test::mlplatform::' in diff.render()
 

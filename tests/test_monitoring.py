@@ -29,6 +29,8 @@ DEVICE_PLUGIN = DaemonSetRef("nvidia-device-plugin", "nvidia-device-plugin")
 KUBE_STATE_METRICS = {"kube_resourcequota", "kube_daemonset_status_desired_number_scheduled",
                       "kube_daemonset_status_number_ready"}
 PROMETHEUS_METRICS = {"up"}
+# Kueue's metrics the dashboard reads (its documented ClusterQueue metrics).
+KUEUE_METRICS = {"kueue_pending_workloads", "kueue_cluster_queue_resource_usage", "kueue_cluster_queue_nominal_quota"}
 
 
 def monitor(pools: tuple[GpuPool, ...] = POOLS, **capabilities: bool) -> Synthesis:
@@ -233,10 +235,12 @@ def test_every_dashboard_query_reads_metrics_that_exist(dcgm_counters):
     dashboard = json.loads((DASHBOARDS / "gpus.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     used = set().union(*(metrics_in(e) for e in exprs))
-    assert used <= dcgm_counters | KUBE_STATE_METRICS, used - dcgm_counters - KUBE_STATE_METRICS
+    known = dcgm_counters | KUBE_STATE_METRICS | KUEUE_METRICS
+    assert used <= known, used - known
     # What a GPU dashboard must show.
     assert {"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_GPU_TEMP",
-            "DCGM_FI_DEV_SM_CLOCK", "DCGM_FI_DEV_XID_ERRORS", "kube_resourcequota"} <= used
+            "DCGM_FI_DEV_SM_CLOCK", "DCGM_FI_DEV_XID_ERRORS", "kube_resourcequota", "kueue_pending_workloads",
+            "kueue_cluster_queue_resource_usage"} <= used
 
 
 def test_every_alert_is_valid_promql_on_existing_metrics_and_says_what_to_do(dcgm_counters):

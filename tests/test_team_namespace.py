@@ -36,7 +36,7 @@ def test_every_child_is_parented_named_after_the_component_and_uses_the_given_pr
     (component,) = synthesis.of_type("mlplatform:team:TeamNamespace")
     (provider,) = synthesis.of_type("pulumi:providers:kubernetes")
     children = synthesis.children_of(component.urn)
-    assert len(children) == 8
+    assert len(children) == 9
     for child in children:
         assert child.name.startswith("team-vision-")
         assert child.provider == provider.urn
