@@ -102,6 +102,14 @@ def gpu_tolerations(pools: tuple[GpuPool, ...]) -> list[dict[str, str]]:
     return [taint.toleration() for taint in taints]
 
 
+def platform_gpu_pool(name: str, accelerator: str, *, gpus_per_node: int, min_nodes: int, max_nodes: int,
+                      spot: bool, sharing: GpuSharing, mig_partitions: int = 1) -> GpuPool:
+    """A GPU pool labelled and tainted the platform's way, as every cluster the platform creates makes them."""
+    return GpuPool(name=name, accelerator=accelerator, gpus_per_node=gpus_per_node, min_nodes=min_nodes,
+                   max_nodes=max_nodes, spot=spot, labels=gpu_pool_labels(name, accelerator), taints=(GPU_TAINT,),
+                   sharing=sharing, mig_partitions=mig_partitions)
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What the cluster brings by itself, so that platform components install only what is missing."""

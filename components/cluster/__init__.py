@@ -4,6 +4,20 @@ from __future__ import annotations
 
 import pulumi
 import pulumi_kubernetes as k8s
+import yaml
+
+
+def exec_kubeconfig(name: str, server: str, certificate_authority: str, user_exec: dict[str, object]) -> str:
+    """A kubeconfig whose user runs a credential plugin (aws eks get-token, gke-gcloud-auth-plugin): it
+    authenticates as whoever runs it and holds no credentials itself."""
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": name,
+        "clusters": [{"name": name, "cluster": {"server": server,
+                                                "certificate-authority-data": certificate_authority}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
+        "users": [{"name": name, "user": {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1",
+                                                   **user_exec}}}],
+    }, sort_keys=False)
 
 
 def explicit_provider(cluster: pulumi.ComponentResource, name: str, kubeconfig: pulumi.Input[str],

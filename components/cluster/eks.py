@@ -11,13 +11,12 @@ import json
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
-import yaml
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
-from components.cluster import explicit_provider
+from components.cluster import exec_kubeconfig, explicit_provider
 from components.cluster.aws_network import DISCOVERY_TAG, AwsNetwork
 from components.cluster.karpenter import Karpenter, pod_identity_trust
-from components.handle import GPU_TAINT, POOL_LABEL, SYSTEM_POOL, Capabilities, ClusterHandle, GpuPool, gpu_pool_labels
+from components.handle import POOL_LABEL, SYSTEM_POOL, Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
 from components.versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_TYPE
 from config.eks import EksClusterConfig
 
@@ -35,24 +34,15 @@ def service_trust(service: str, *, tag_session: bool = False) -> str:
 
 
 def kubeconfig(name: str, region: str, endpoint: str, certificate_authority: str) -> str:
-    """A kubeconfig that authenticates as whoever runs it, with `aws eks get-token`: it holds no credentials."""
-    user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": "aws",
-                     "args": ["eks", "get-token", "--cluster-name", name, "--region", region, "--output", "json"],
-                     "interactiveMode": "Never"}}
-    return yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": name,
-        "clusters": [{"name": name, "cluster": {"server": endpoint,
-                                                "certificate-authority-data": certificate_authority}}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
-        "users": [{"name": name, "user": user}],
-    }, sort_keys=False)
+    return exec_kubeconfig(name, endpoint, certificate_authority, {
+        "command": "aws", "args": ["eks", "get-token", "--cluster-name", name, "--region", region, "--output", "json"],
+        "interactiveMode": "Never"})
 
 
 def eks_gpu_pools(spec: EksClusterConfig) -> tuple[GpuPool, ...]:
     return tuple(
-        GpuPool(name=pool.name, accelerator=pool.accelerator, gpus_per_node=pool.shape.gpus, min_nodes=0,
-                max_nodes=pool.max_nodes, spot="spot" in pool.capacity_types,
-                labels=gpu_pool_labels(pool.name, pool.accelerator), taints=(GPU_TAINT,), sharing=pool.sharing)
+        platform_gpu_pool(pool.name, pool.accelerator, gpus_per_node=pool.shape.gpus, min_nodes=0,
+                          max_nodes=pool.max_nodes, spot="spot" in pool.capacity_types, sharing=pool.sharing)
         for pool in spec.gpu_pools
     )
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import pulumi
 import pulumi_gcp as gcp
-import yaml
 
-from components.cluster import explicit_provider
-from components.handle import GPU_TAINT, POOL_LABEL, SYSTEM_POOL, Capabilities, ClusterHandle, GpuPool, gpu_pool_labels
+from components.cluster import exec_kubeconfig, explicit_provider
+from components.handle import POOL_LABEL, SYSTEM_POOL, Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
 from config.gke import GkeClusterConfig, GkeGpuPool
 
 NODE_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter", "roles/monitoring.viewer",
@@ -24,17 +23,9 @@ CLOUD_TAINT_EFFECT = {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_N
 
 
 def kubeconfig(name: str, endpoint: str, certificate_authority: str) -> str:
-    """A kubeconfig that authenticates as whoever runs it, through the gke-gcloud-auth-plugin."""
-    user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": "gke-gcloud-auth-plugin",
-                     "installHint": "Install gke-gcloud-auth-plugin: gcloud components install gke-gcloud-auth-plugin",
-                     "provideClusterInfo": True, "interactiveMode": "Never"}}
-    return yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": name,
-        "clusters": [{"name": name, "cluster": {"server": f"https://{endpoint}",
-                                                "certificate-authority-data": certificate_authority}}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
-        "users": [{"name": name, "user": user}],
-    }, sort_keys=False)
+    return exec_kubeconfig(name, f"https://{endpoint}", certificate_authority, {
+        "command": "gke-gcloud-auth-plugin", "provideClusterInfo": True, "interactiveMode": "Never",
+        "installHint": "Install gke-gcloud-auth-plugin: gcloud components install gke-gcloud-auth-plugin"})
 
 
 def guest_accelerator(pool: GkeGpuPool) -> gcp.container.NodePoolNodeConfigGuestAcceleratorArgs:
@@ -54,9 +45,9 @@ def guest_accelerator(pool: GkeGpuPool) -> gcp.container.NodePoolNodeConfigGuest
 
 def gke_gpu_pools(spec: GkeClusterConfig) -> tuple[GpuPool, ...]:
     return tuple(
-        GpuPool(name=pool.name, accelerator=pool.accelerator_type, gpus_per_node=pool.gpus, min_nodes=0,
-                max_nodes=pool.max_nodes, spot=pool.spot, labels=gpu_pool_labels(pool.name, pool.accelerator_type),
-                taints=(GPU_TAINT,), sharing=pool.sharing, mig_partitions=pool.mig_partitions)
+        platform_gpu_pool(pool.name, pool.accelerator_type, gpus_per_node=pool.gpus, min_nodes=0,
+                          max_nodes=pool.max_nodes, spot=pool.spot, sharing=pool.sharing,
+                          mig_partitions=pool.mig_partitions)
         for pool in spec.gpu_pools
     )
 

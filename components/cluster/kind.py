@@ -7,7 +7,15 @@ import yaml
 from pulumi_command import local
 
 from components.cluster import explicit_provider
-from components.handle import GPU_TAINT, POOL_LABEL, SYSTEM_POOL, Capabilities, ClusterHandle, GpuPool, gpu_pool_labels
+from components.handle import (
+    GPU_TAINT,
+    POOL_LABEL,
+    SYSTEM_POOL,
+    Capabilities,
+    ClusterHandle,
+    GpuPool,
+    platform_gpu_pool,
+)
 from components.versions import KIND_NODE_IMAGE
 from config.models import KindClusterConfig
 
@@ -39,9 +47,8 @@ SIMULATED_GPU_NODE_LABELS = {"nvidia.com/gpu.deploy.device-plugin": "true",
 
 def kind_gpu_pools(spec: KindClusterConfig) -> tuple[GpuPool, ...]:
     return tuple(
-        GpuPool(name=pool.name, accelerator=pool.accelerator, gpus_per_node=pool.gpus_per_node,
-                min_nodes=pool.nodes, max_nodes=pool.nodes, spot=False,
-                labels=gpu_pool_labels(pool.name, pool.accelerator), taints=(GPU_TAINT,), sharing=pool.sharing)
+        platform_gpu_pool(pool.name, pool.accelerator, gpus_per_node=pool.gpus_per_node, min_nodes=pool.nodes,
+                          max_nodes=pool.nodes, spot=False, sharing=pool.sharing)
         for pool in spec.gpu_pools
     )
 
