@@ -38,16 +38,20 @@ def bench_config(teams: int) -> dict[str, str]:
 
 
 def _sdk_class(type_: str) -> type[pulumi.CustomResource] | None:
-    """The provider SDK's class for a type token, so that the bare program pays what the SDK costs too."""
+    """The provider SDK's class for a type token, so that the bare program pays what the SDK costs too; None
+    for custom resources, which the SDK registers generically too."""
     package, module, name = type_.split(":")
     if package == "pulumi" and module == "providers":
         return importlib.import_module(f"pulumi_{name}").Provider
     if package == "kubernetes":
         group, version = module.split("/")
-        return getattr(importlib.import_module(f"pulumi_kubernetes.{group.split('.')[0]}.{version}"), name)
-    if package == "command":
-        return getattr(importlib.import_module(f"pulumi_command.{module}"), name)
-    return None
+        try:
+            return getattr(importlib.import_module(f"pulumi_kubernetes.{group.split('.')[0]}.{version}"), name)
+        except (ImportError, AttributeError):
+            return None
+    # Providers' "index" module is the package itself (random:index/randomPassword:RandomPassword).
+    return getattr(importlib.import_module(f"pulumi_{package}" if module.startswith("index") else
+                                           f"pulumi_{package}.{module}"), name)
 
 
 def _sdk_args(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -74,9 +78,8 @@ def _replay(entries: list[dict[str, Any]]) -> None:
         )
         if entry["custom"]:
             sdk_class = _sdk_class(entry["type"])
-            if sdk_class is None:
-                raise ValueError(f"the bench cannot replay {entry['type']}: add its SDK to _sdk_class")
-            made[urn] = sdk_class(entry["name"], opts=opts, **_sdk_args(entry["inputs"]))
+            made[urn] = (sdk_class(entry["name"], opts=opts, **_sdk_args(entry["inputs"])) if sdk_class else
+                         pulumi.CustomResource(entry["type"], entry["name"], entry["inputs"], opts))
         else:
             component = pulumi.ComponentResource(entry["type"], entry["name"], None, opts)
             component.register_outputs({})
