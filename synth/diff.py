@@ -74,8 +74,13 @@ def plan_diff(stack: str, before: dict[str, Any], after: dict[str, Any]) -> Stac
     gone = [old[urn] for urn in sorted(old.keys() - new.keys())]
     came = [new[urn] for urn in sorted(new.keys() - old.keys())]
     # A resource that reappears under another URN is the same thing renamed: first by identical inputs, then
-    # by the role it plays under a renamed component (team-a-quota under team-a, team-b-quota under team-b).
-    for same in (lambda a, b: a["inputs"] == b["inputs"], lambda a, b: _role(a, old) == _role(b, new)):
+    # by the role it plays under a renamed component (team-a-quota under team-a, team-b-quota under team-b),
+    # then as the one resource of its type that left and came under one parent.
+    def alone(a: dict, b: dict) -> bool:
+        return a["parent"] == b["parent"] and [r["type"] for r in gone if r["parent"] == a["parent"]].count(
+            a["type"]) == 1 == [r["type"] for r in came if r["parent"] == b["parent"]].count(b["type"])
+
+    for same in (lambda a, b: a["inputs"] == b["inputs"], lambda a, b: _role(a, old) == _role(b, new), alone):
         for resource in list(gone):
             twin = next((r for r in came if r["type"] == resource["type"] and same(resource, r)), None)
             if twin is not None:
