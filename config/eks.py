@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from components.versions import KUBERNETES_VERSION, SUPPORTED_KUBERNETES
-from config.base import DnsLabel, GpuPools, GpuSharing, Model, PoolName, check_mig, unique_names
+from config.base import DnsLabel, GpuPools, GpuSharing, Model, PoolName, check_mig, matching, unique_names
 from config.gpus import GPU_MODELS, GpuModel
 
 
@@ -47,9 +47,12 @@ GPU_INSTANCES: dict[str, GpuInstance] = {
     **_family("nvidia-h200-141gb", {"48xlarge": 8}, "p5en"),
 }
 
-_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
-_ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]+$")
-_KARPENTER_DURATION = re.compile(r"^(([0-9]+(s|m|h))+|Never)$")
+AwsRegion = Annotated[str, matching(r"[a-z]{2}(-gov)?-[a-z]+-\d", "an AWS region such as us-east-1 or eu-west-2")]
+RoleArn = Annotated[str, matching(r"arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]+",
+                                  "an IAM role ARN such as arn:aws:iam::123456789012:role/platform-admins")]
+SubnetId = Annotated[str, matching(r"subnet-[0-9a-f]{8,17}", "a subnet ID such as subnet-0123456789abcdef0")]
+KarpenterDuration = Annotated[str, matching(r"([0-9]+(s|m|h))+|Never", "a Karpenter duration such as 30s, 10m, 1h "
+                                                                      "or Never")]
 
 
 def _minor(version: str) -> tuple[int, int]:
@@ -83,8 +86,8 @@ class EksNetwork(Model):
     # One NAT gateway for all zones (cheaper) or one per zone (an outage of one zone cannot cut egress).
     nat_gateways: Literal["single", "perZone"] = "single"
     # Existing subnets instead of a new VPC: nodes in the private ones, load balancers in the public ones.
-    private_subnet_ids: list[str] = []
-    public_subnet_ids: list[str] = []
+    private_subnet_ids: list[SubnetId] = []
+    public_subnet_ids: list[SubnetId] = []
 
     @field_validator("vpc_cidr")
     @classmethod
@@ -93,14 +96,6 @@ class EksNetwork(Model):
             raise ValueError(f"{value} leaves no room for a private and a public subnet per zone: use a prefix "
                              "from /16 to /20")
         return value
-
-    @field_validator("private_subnet_ids", "public_subnet_ids")
-    @classmethod
-    def _subnet_ids(cls, ids: list[str]) -> list[str]:
-        for subnet in ids:
-            if not re.match(r"^subnet-[0-9a-f]{8,17}$", subnet):
-                raise ValueError(f"{subnet!r} is not a subnet ID such as subnet-0123456789abcdef0")
-        return ids
 
     @property
     def existing(self) -> bool:
@@ -137,7 +132,7 @@ class EksGpuPool(Model):
     # Room for CUDA images and datasets on the root volume.
     disk_size_gib: int = Field(default=200, ge=50, le=16384)
     # How long an empty GPU node waits before Karpenter removes it ("Never" keeps it).
-    consolidate_after: str = "10m"
+    consolidate_after: KarpenterDuration = "10m"
     sharing: GpuSharing = GpuSharing()
 
     @field_validator("instance_types")
@@ -153,13 +148,6 @@ class EksGpuPool(Model):
             raise ValueError(f"{', '.join(types)} differ in GPU model or count; a pool has one GPU shape, so that "
                              "its labels and its nvidia.com/gpu limit mean one thing: split them into pools")
         return types
-
-    @field_validator("consolidate_after")
-    @classmethod
-    def _karpenter_duration(cls, value: str) -> str:
-        if not _KARPENTER_DURATION.match(value):
-            raise ValueError(f"{value!r} is not a Karpenter duration such as 30s, 10m, 1h or Never")
-        return value
 
     @model_validator(mode="after")
     def _sharing_fits_the_gpu(self) -> EksGpuPool:
@@ -178,33 +166,20 @@ class EksGpuPool(Model):
         return self.max_nodes * self.shape.gpus * self.sharing.shares_per_gpu
 
 
-def _role_arn(value: str) -> str:
-    if not _ROLE_ARN.match(value):
-        raise ValueError(f"{value!r} is not an IAM role ARN such as arn:aws:iam::123456789012:role/platform-admins")
-    return value
-
-
 class EksClusterConfig(GpuPools, Model):
     cloud: Literal["aws"]
     name: DnsLabel
     # prod: the control plane, system nodes and KMS key are protected, and the API is never open to the world.
     environment: Literal["dev", "prod"] = "dev"
-    region: str
+    region: AwsRegion
     availability_zones: list[str]
     kubernetes_version: KubernetesVersion = KUBERNETES_VERSION
     network: EksNetwork = EksNetwork()
     endpoint: EksEndpoint = EksEndpoint()
     # IAM roles that administer the cluster (EKS access entries with the cluster admin policy).
-    admin_role_arns: list[Annotated[str, AfterValidator(_role_arn)]] = []
+    admin_role_arns: list[RoleArn] = []
     system_pool: EksSystemPool = EksSystemPool()
     gpu_pools: list[EksGpuPool] = []
-
-    @field_validator("region")
-    @classmethod
-    def _region(cls, value: str) -> str:
-        if not _REGION.match(value):
-            raise ValueError(f"{value!r} is not an AWS region such as us-east-1 or eu-west-2")
-        return value
 
     @field_validator("availability_zones")
     @classmethod

@@ -6,10 +6,10 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from components.versions import KUBERNETES_VERSION
-from config.base import DnsLabel, GpuPools, GpuSharing, Model, PoolName, check_mig, unique_names
+from config.base import DnsLabel, GpuPools, GpuSharing, Model, PoolName, check_mig, matching, unique_names
 from config.eks import Cidr, KubernetesVersion
 from config.gpus import GPU_MODELS
 
@@ -39,8 +39,9 @@ GPU_MACHINES: dict[str, GpuMachine] = {
 # N1 machines take attached GPUs: T4 in ones, twos or fours, V100 up to eight.
 N1_ACCELERATORS = {"nvidia-tesla-t4": (1, 2, 4), "nvidia-tesla-v100": (1, 2, 4, 8)}
 
-_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
-_REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
+GcpProject = Annotated[str, matching(r"[a-z][a-z0-9-]{4,28}[a-z0-9]",
+                                     "a Google Cloud project ID (6 to 30 lowercase letters, digits, hyphens)")]
+GcpRegion = Annotated[str, matching(r"[a-z]+-[a-z]+\d+", "a Google Cloud region such as us-central1 or europe-west4")]
 
 
 def machine_gpus(machine_type: str, accelerator: str | None, gpus: int | None) -> tuple[str, int]:
@@ -157,18 +158,12 @@ class GkeGpuPool(Model):
         return self.max_nodes * self.gpus * self.sharing.shares_per_gpu * self.mig_partitions
 
 
-def _project(value: str) -> str:
-    if not _PROJECT.match(value):
-        raise ValueError(f"{value!r} is not a Google Cloud project ID (6 to 30 lowercase letters, digits, hyphens)")
-    return value
-
-
 class GkeClusterConfig(GpuPools, Model):
     cloud: Literal["gcp"]
     name: DnsLabel
     environment: Literal["dev", "prod"] = "dev"
-    project: Annotated[str, AfterValidator(_project)]
-    region: str
+    project: GcpProject
+    region: GcpRegion
     # The zones of the region the cluster's nodes go to.
     zones: list[str]
     kubernetes_version: KubernetesVersion = KUBERNETES_VERSION
@@ -178,13 +173,6 @@ class GkeClusterConfig(GpuPools, Model):
     master_authorized_networks: list[AuthorizedNetwork] = []
     system_pool: GkeSystemPool = GkeSystemPool()
     gpu_pools: list[GkeGpuPool] = []
-
-    @field_validator("region")
-    @classmethod
-    def _region(cls, value: str) -> str:
-        if not _REGION.match(value):
-            raise ValueError(f"{value!r} is not a Google Cloud region such as us-central1 or europe-west4")
-        return value
 
     @field_validator("zones")
     @classmethod

@@ -23,6 +23,7 @@ from config.base import (
     Quantity,
     ScalingGpuPool,
     SharedGpus,
+    matching,
     positive_quantity,
     unique_names,
 )
@@ -282,24 +283,18 @@ class PlatformConfig(Model):
         return sum(team.quota.gpus for team in self.teams)
 
 
-_STACK_REFERENCE = re.compile(r"^(([\w.-]+/)?[\w.-]+/)?[\w.-]+$")
+StackName = Annotated[str, matching(r"(([\w.-]+/)?[\w.-]+/)?[\w.-]+",
+                                    "a stack name such as organization/mlplatform/dev")]
 
 
 class TeamStackConfig(Model):
     """A team's own stack: its namespaces, on the cluster of a platform stack, within the budget it grants."""
 
     # The platform stack, as `pulumi stack ls --all` names it: organization/mlplatform/<stack>.
-    platform_stack: str
+    platform_stack: StackName
     # The team whose budget (teams[].quota with ownStack in the platform stack) the namespaces share.
     team: DnsLabel
     namespaces: list[Team] = Field(min_length=1)
-
-    @field_validator("platform_stack")
-    @classmethod
-    def _stack_name(cls, value: str) -> str:
-        if not _STACK_REFERENCE.match(value):
-            raise ValueError(f"{value!r} is not a stack name such as organization/mlplatform/dev")
-        return value
 
     @model_validator(mode="after")
     def _namespaces_belong_to_the_team(self) -> TeamStackConfig:
