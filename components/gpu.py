@@ -16,7 +16,7 @@ import yaml
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.handle import POOL_LABEL, ClusterHandle, GpuPool, gpu_node_affinity, gpu_tolerations
-from components.kube import DaemonSetRef, helm_release, platform_namespace
+from components.kube import DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
 from components.versions import (
     FAKE_GPU_OPERATOR_CHART,
     FAKE_GPU_OPERATOR_VERSION,
@@ -27,6 +27,8 @@ from components.versions import (
 from config.gpus import GPU_MODELS
 from config.models import DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, GpuSharing
 
+# The fake GPU operator's exporter: simulated GPU metrics under DCGM's names, on the stand-in GPU nodes.
+FAKE_GPU_METRICS = GpuMetricsSource(FAKE_GPU_NAMESPACE, {"app": "nvidia-dcgm-exporter"}, "gpu-metrics")
 # The device plugin config for nodes that carry no pool's config label: whole GPUs, no sharing.
 UNSHARED_CONFIG = "unshared"
 
@@ -113,6 +115,8 @@ class GpuEnablement(pulumi.ComponentResource):
         self.release: k8s.helm.v3.Release | None = None
         # The device plugin DaemonSet this component installs, for monitoring to watch.
         self.device_plugin: DaemonSetRef | None = None
+        # GPU metrics this component already serves, so that monitoring scrapes them instead.
+        self.gpu_metrics: GpuMetricsSource | None = None
         pools = cluster.gpu_pools
         if not pools or cluster.capabilities.device_plugin:
             pass  # nothing to advertise, or the cloud advertises GPUs itself
@@ -124,6 +128,7 @@ class GpuEnablement(pulumi.ComponentResource):
                                         values=fake_gpu_operator_values(pools), release_name="fake-gpu-operator",
                                         opts=child)
             self.device_plugin = DaemonSetRef(FAKE_GPU_NAMESPACE, "device-plugin")
+            self.gpu_metrics = FAKE_GPU_METRICS
         else:
             # The plugin mounts the kubelet's device-plugin socket directory from the host.
             namespace = platform_namespace(f"{name}-device-plugin-namespace", DEVICE_PLUGIN_NAMESPACE,

@@ -23,6 +23,15 @@ class DaemonSetRef:
     name: str
 
 
+@dataclass(frozen=True)
+class GpuMetricsSource:
+    """The Service that serves DCGM metrics (NVIDIA's exporter, or a simulation of it), for monitoring to scrape."""
+
+    namespace: str
+    selector: dict[str, str]
+    port: str
+
+
 class KubernetesObject(pulumi.CustomResource):
     """A custom resource with fields beside `spec` (Kueue's WorkloadPriorityClass has a top-level `value`),
     which apiextensions.CustomResource cannot express; the provider applies it the same way."""

@@ -8,7 +8,6 @@ alerts work unchanged on a laptop.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pulumi_random as random
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.handle import ClusterHandle, GpuPool, gpu_node_affinity, gpu_tolerations
-from components.kube import DaemonSetRef, helm_release, platform_namespace
+from components.kube import DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
 from components.versions import (
     DCGM_EXPORTER_CHART,
     DCGM_EXPORTER_REPO,
@@ -28,7 +27,7 @@ from components.versions import (
     KUBE_PROMETHEUS_STACK_REPO,
     KUBE_PROMETHEUS_STACK_VERSION,
 )
-from config.models import FAKE_GPU_NAMESPACE, MonitoringConfig
+from config.models import MonitoringConfig
 from config.quantity import parse_quantity
 
 DASHBOARDS = Path(__file__).parent / "dashboards"
@@ -38,21 +37,6 @@ GRAFANA_ADMIN_SECRET = "grafana-admin"
 GRAFANA_ADMIN_USER = "admin"
 # The scrape job every GPU metric carries, whichever exporter serves it.
 GPU_METRICS_JOB = "gpu-metrics"
-
-
-@dataclass(frozen=True)
-class GpuMetricsSource:
-    """The Service that serves DCGM metrics: NVIDIA's exporter, or the fake GPU operator's on kind."""
-
-    namespace: str
-    selector: dict[str, str]
-    port: str
-
-
-def gpu_metrics_source(cluster: ClusterHandle, monitoring_namespace: str) -> GpuMetricsSource:
-    if cluster.capabilities.physical_gpus:
-        return GpuMetricsSource(monitoring_namespace, {"app.kubernetes.io/name": DCGM_EXPORTER_CHART}, "metrics")
-    return GpuMetricsSource(FAKE_GPU_NAMESPACE, {"app": "nvidia-dcgm-exporter"}, "gpu-metrics")
 
 
 def kube_prometheus_stack_values(cluster: ClusterHandle, settings: MonitoringConfig) -> dict[str, Any]:
@@ -161,7 +145,10 @@ def gpu_alert_rules(device_plugin: DaemonSetRef | None) -> list[dict[str, Any]]:
 class Monitoring(pulumi.ComponentResource):
     def __init__(self, name: str, cluster: ClusterHandle, settings: MonitoringConfig, *,
                  grafana_admin_password: pulumi.Output[str] | None = None,
-                 device_plugin: DaemonSetRef | None = None, opts: pulumi.ResourceOptions | None = None) -> None:
+                 device_plugin: DaemonSetRef | None = None, gpu_metrics: GpuMetricsSource | None = None,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        """`gpu_metrics` is where another component already serves GPU metrics (the fake GPU operator on
+        kind); without it, NVIDIA's DCGM exporter is installed on the GPU pools."""
         super().__init__("mlplatform:monitoring:Monitoring", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         # node-exporter and the DCGM exporter read their node's host: the namespace allows privileged pods.
@@ -192,14 +179,16 @@ class Monitoring(pulumi.ComponentResource):
 
         if cluster.gpu_pools:
             exporters: list[pulumi.Resource] = [stack]
-            if cluster.capabilities.physical_gpus:
+            source = gpu_metrics
+            if source is None:
                 exporters.append(helm_release(f"{name}-dcgm-exporter", chart=DCGM_EXPORTER_CHART,
                                               version=DCGM_EXPORTER_VERSION, repo=DCGM_EXPORTER_REPO,
                                               namespace=namespace,
                                               values=dcgm_exporter_values(cluster.gpu_pools,
                                                                           cluster.capabilities.driver_host_path),
                                               release_name="dcgm-exporter", opts=child))
-            source = gpu_metrics_source(cluster, settings.namespace)
+                source = GpuMetricsSource(settings.namespace, {"app.kubernetes.io/name": DCGM_EXPORTER_CHART},
+                                          "metrics")
             k8s.apiextensions.CustomResource(
                 f"{name}-gpu-metrics",
                 api_version="monitoring.coreos.com/v1",

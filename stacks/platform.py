@@ -35,7 +35,7 @@ def build(config: PlatformConfig) -> None:
     gpu = GpuEnablement("gpu", cluster)
     monitoring = Monitoring("monitoring", cluster, config.monitoring,
                             grafana_admin_password=pulumi.Config(PROJECT).get_secret("grafanaAdminPassword"),
-                            device_plugin=gpu.device_plugin)
+                            device_plugin=gpu.device_plugin, gpu_metrics=gpu.gpu_metrics)
     queues = Queues("queues", cluster, config.teams, capacities=config.cluster.pool_capacities(),
                     after=[monitoring.stack])
     for team in config.teams:
