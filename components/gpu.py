@@ -17,13 +17,7 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.handle import POOL_LABEL, ClusterHandle, GpuPool, gpu_node_affinity, gpu_tolerations
 from components.kube import DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
-from components.versions import (
-    FAKE_GPU_OPERATOR_CHART,
-    FAKE_GPU_OPERATOR_VERSION,
-    NVIDIA_DEVICE_PLUGIN_CHART,
-    NVIDIA_DEVICE_PLUGIN_REPO,
-    NVIDIA_DEVICE_PLUGIN_VERSION,
-)
+from versions import FAKE_GPU_OPERATOR, NVIDIA_DEVICE_PLUGIN
 from config.gpus import GPU_MODELS
 from config.models import DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, GpuSharing
 
@@ -123,8 +117,8 @@ class GpuEnablement(pulumi.ComponentResource):
         elif not cluster.capabilities.physical_gpus:
             namespace = platform_namespace(f"{name}-fake-gpu-namespace", FAKE_GPU_NAMESPACE,
                                            component="gpu", pod_security="privileged", opts=child)
-            self.release = helm_release(f"{name}-fake-gpu-operator", chart=FAKE_GPU_OPERATOR_CHART,
-                                        version=FAKE_GPU_OPERATOR_VERSION, namespace=namespace,
+            self.release = helm_release(f"{name}-fake-gpu-operator", chart=FAKE_GPU_OPERATOR,
+                                        namespace=namespace,
                                         values=fake_gpu_operator_values(pools), release_name="fake-gpu-operator",
                                         opts=child)
             self.device_plugin = DaemonSetRef(FAKE_GPU_NAMESPACE, "device-plugin")
@@ -133,8 +127,7 @@ class GpuEnablement(pulumi.ComponentResource):
             # The plugin mounts the kubelet's device-plugin socket directory from the host.
             namespace = platform_namespace(f"{name}-device-plugin-namespace", DEVICE_PLUGIN_NAMESPACE,
                                            component="gpu", pod_security="privileged", opts=child)
-            self.release = helm_release(f"{name}-device-plugin", chart=NVIDIA_DEVICE_PLUGIN_CHART,
-                                        version=NVIDIA_DEVICE_PLUGIN_VERSION, repo=NVIDIA_DEVICE_PLUGIN_REPO,
+            self.release = helm_release(f"{name}-device-plugin", chart=NVIDIA_DEVICE_PLUGIN,
                                         namespace=namespace, values=device_plugin_values(pools),
                                         release_name="nvidia-device-plugin", opts=child)
             # The chart names its DaemonSet after the release when the release name contains the chart's.

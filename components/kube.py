@@ -10,7 +10,7 @@ import pulumi_kubernetes as k8s
 from pulumi_kubernetes.helm.v3 import RepositoryOptsArgs
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
-from components.versions import KUBERNETES_VERSION
+from versions import KUBERNETES_VERSION, Chart
 
 PLATFORM_LABEL = "mlplatform.io/component"
 
@@ -62,17 +62,18 @@ def platform_namespace(resource_name: str, name: str, *, component: str, pod_sec
     )
 
 
-def helm_release(resource_name: str, *, chart: str, version: str, namespace: k8s.core.v1.Namespace | str,
-                 values: dict[str, Any], repo: str | None = None, release_name: str | None = None,
+def helm_release(resource_name: str, *, chart: Chart, namespace: k8s.core.v1.Namespace | str,
+                 values: dict[str, Any], release_name: str | None = None,
                  opts: pulumi.ResourceOptions) -> k8s.helm.v3.Release:
-    """A Helm release of a pinned chart version, into a namespace the platform owns (or kube-system)."""
+    """A Helm release of a pinned chart (`versions.py`), into a namespace the platform owns (or kube-system)."""
     owned = isinstance(namespace, k8s.core.v1.Namespace)
     return k8s.helm.v3.Release(
         resource_name,
         name=release_name or resource_name,
-        chart=chart,
-        version=version,
-        repository_opts=RepositoryOptsArgs(repo=repo) if repo else None,
+        # Helm takes an OCI chart as one reference, a repository chart as a name in a repository.
+        chart=f"{chart.repository}/{chart.name}" if chart.is_oci else chart.name,
+        version=chart.version,
+        repository_opts=None if chart.is_oci else RepositoryOptsArgs(repo=chart.repository),
         namespace=namespace.metadata.name if owned else namespace,
         values=values,
         cleanup_on_fail=True,

@@ -19,14 +19,7 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.handle import ClusterHandle, GpuPool, gpu_node_affinity, gpu_tolerations
 from components.kube import DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
-from components.versions import (
-    DCGM_EXPORTER_CHART,
-    DCGM_EXPORTER_REPO,
-    DCGM_EXPORTER_VERSION,
-    KUBE_PROMETHEUS_STACK_CHART,
-    KUBE_PROMETHEUS_STACK_REPO,
-    KUBE_PROMETHEUS_STACK_VERSION,
-)
+from versions import DCGM_EXPORTER, KUBE_PROMETHEUS_STACK
 from config.models import MonitoringConfig
 from config.quantity import parse_quantity
 
@@ -168,8 +161,7 @@ class Monitoring(pulumi.ComponentResource):
                          "admin-password": pulumi.Output.secret(grafana_admin_password)},
             opts=in_namespace,
         )
-        self.stack = stack = helm_release(f"{name}-kube-prometheus-stack", chart=KUBE_PROMETHEUS_STACK_CHART,
-                             version=KUBE_PROMETHEUS_STACK_VERSION, repo=KUBE_PROMETHEUS_STACK_REPO,
+        self.stack = stack = helm_release(f"{name}-kube-prometheus-stack", chart=KUBE_PROMETHEUS_STACK,
                              namespace=namespace, values=kube_prometheus_stack_values(cluster, settings),
                              release_name=RELEASE,
                              opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
@@ -181,13 +173,12 @@ class Monitoring(pulumi.ComponentResource):
             exporters: list[pulumi.Resource] = [stack]
             source = gpu_metrics
             if source is None:
-                exporters.append(helm_release(f"{name}-dcgm-exporter", chart=DCGM_EXPORTER_CHART,
-                                              version=DCGM_EXPORTER_VERSION, repo=DCGM_EXPORTER_REPO,
+                exporters.append(helm_release(f"{name}-dcgm-exporter", chart=DCGM_EXPORTER,
                                               namespace=namespace,
                                               values=dcgm_exporter_values(cluster.gpu_pools,
                                                                           cluster.capabilities.driver_host_path),
                                               release_name="dcgm-exporter", opts=child))
-                source = GpuMetricsSource(settings.namespace, {"app.kubernetes.io/name": DCGM_EXPORTER_CHART},
+                source = GpuMetricsSource(settings.namespace, {"app.kubernetes.io/name": DCGM_EXPORTER.name},
                                           "metrics")
             k8s.apiextensions.CustomResource(
                 f"{name}-gpu-metrics",

@@ -16,7 +16,7 @@ from components.gpu import ML_PRIORITY_CLASSES
 from components.handle import POOL_LABEL, ClusterHandle, GpuPool, gpu_tolerations
 from components.kube import KubernetesObject, helm_release, platform_namespace
 from components.team import TEAM_LABEL
-from components.versions import KUEUE_CHART, KUEUE_IMAGE, KUEUE_IMAGE_TAG, KUEUE_VERSION
+from versions import KUEUE, KUEUE_IMAGE, KUEUE_IMAGE_TAG
 from config.models import KUEUE_NAMESPACE, Team
 
 KUEUE_API = "kueue.x-k8s.io/v1beta2"
@@ -83,7 +83,7 @@ class Queues(pulumi.ComponentResource):
         namespace = platform_namespace(f"{name}-namespace", KUEUE_NAMESPACE, component="queues",
                                        pod_security="restricted", opts=child)
         # After the chart that brings the ServiceMonitor CRD its metrics need.
-        self.release = helm_release(f"{name}-kueue", chart=KUEUE_CHART, version=KUEUE_VERSION, namespace=namespace,
+        self.release = helm_release(f"{name}-kueue", chart=KUEUE, namespace=namespace,
                                     values=kueue_values(cluster), release_name="kueue",
                                     opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=after)))
         after_crds = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.release]))

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from components.versions import KUBERNETES_VERSION, SUPPORTED_KUBERNETES
+from versions import KUBERNETES_VERSION, SUPPORTED_KUBERNETES
 from config.base import DnsLabel, GpuPools, GpuSharing, Model, PoolName, check_mig, matching, unique_names
 from config.gpus import GPU_MODELS, GpuModel
 

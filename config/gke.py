@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from components.versions import KUBERNETES_VERSION
+from versions import KUBERNETES_VERSION
 from config.base import DnsLabel, GpuPools, GpuSharing, Model, PoolName, check_mig, matching, unique_names
 from config.eks import Cidr, KubernetesVersion
 from config.gpus import GPU_MODELS

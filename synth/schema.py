@@ -22,7 +22,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-from components.versions import KUBERNETES_VERSION
+from versions import KUBERNETES_VERSION
 from synth.engine import SECRET, UNKNOWN
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ import yaml
 
 from components.cluster.aws_network import subnet_cidrs
 from components.cluster.eks import kubeconfig
-from components.versions import EKS_ADDON_VERSIONS, EKS_AMI_ALIAS, KARPENTER_VERSION
+from versions import EKS_ADDON_VERSIONS, EKS_AMI_ALIAS, KARPENTER
 from config.errors import ConfigError
 from synth import synthesize
 from synth.engine import Resource, Synthesis
@@ -152,7 +152,7 @@ def test_node_classes_use_the_pinned_accelerated_ami_a_big_disk_and_imdsv2(prod)
 
 def test_karpenter_runs_on_system_nodes_with_pod_identity_and_an_interruption_queue(dev):
     (release,) = [r for r in dev.of_type("kubernetes:helm.sh/v3:Release") if r.inputs["name"] == "karpenter"]
-    assert release.inputs["version"] == KARPENTER_VERSION and release.inputs["namespace"] == "kube-system"
+    assert release.inputs["version"] == KARPENTER.version and release.inputs["namespace"] == "kube-system"
     assert release.inputs["values"]["nodeSelector"]["mlplatform.io/pool"] == "system"
     (queue,) = dev.of_type("aws:sqs/queue:Queue")
     assert queue.inputs["name"] == "ml-dev-karpenter" and queue.inputs["sqsManagedSseEnabled"] is True

@@ -6,7 +6,7 @@ import yaml
 
 from components.cluster.kind import KindCluster
 from components.handle import ClusterHandle
-from components.versions import KIND_NODE_IMAGE
+from versions import KIND_NODE_IMAGE
 from config.models import KindClusterConfig
 from synth.engine import SECRET
 from tests.conftest import run_component

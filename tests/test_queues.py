@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from components.gpu import ML_PRIORITY_CLASSES
-from components.versions import KUEUE_IMAGE_TAG, KUEUE_VERSION
+from versions import KUEUE, KUEUE_IMAGE_TAG
 from config.errors import ConfigError
 from synth import synthesize
 from synth.engine import Synthesis
@@ -38,7 +38,7 @@ def shared() -> Synthesis:
 
 def test_kueue_is_pinned_on_the_system_pool_and_scraped(shared):
     (release,) = [r for r in helm_releases(shared) if r.inputs["name"] == "kueue"]
-    assert release.inputs["version"] == KUEUE_VERSION and release.inputs["namespace"] == "kueue-system"
+    assert release.inputs["version"] == KUEUE.version and release.inputs["namespace"] == "kueue-system"
     values = release.inputs["values"]
     assert values["controllerManager"]["manager"]["image"]["tag"] == KUEUE_IMAGE_TAG
     assert values["controllerManager"]["nodeSelector"] == {"mlplatform.io/pool": "system"}

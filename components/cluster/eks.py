@@ -17,7 +17,7 @@ from components.cluster import exec_kubeconfig, explicit_provider
 from components.cluster.aws_network import DISCOVERY_TAG, AwsNetwork
 from components.cluster.karpenter import Karpenter, pod_identity_trust
 from components.handle import POOL_LABEL, SYSTEM_POOL, Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
-from components.versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_TYPE
+from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_TYPE
 from config.eks import EksClusterConfig
 
 AWS_POLICY = "arn:aws:iam::aws:policy/"

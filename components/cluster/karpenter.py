@@ -17,7 +17,7 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 from components.cluster.aws_network import DISCOVERY_TAG
 from components.handle import POOL_LABEL, SYSTEM_POOL, GpuPool
 from components.kube import helm_release
-from components.versions import EKS_AMI_ALIAS, KARPENTER_CHART, KARPENTER_VERSION
+from versions import EKS_AMI_ALIAS, KARPENTER
 from config.eks import EksClusterConfig, EksGpuPool
 
 NAMESPACE = "kube-system"
@@ -134,7 +134,7 @@ class Karpenter(pulumi.ComponentResource):
 
         on_cluster = pulumi.ResourceOptions(parent=self, provider=k8s_provider)
         release = helm_release(
-            f"{name}-controller", chart=KARPENTER_CHART, version=KARPENTER_VERSION, namespace=NAMESPACE,
+            f"{name}-controller", chart=KARPENTER, namespace=NAMESPACE,
             release_name="karpenter",
             values={
                 "settings": {"clusterName": spec.name, "interruptionQueue": queue.name},

@@ -16,7 +16,7 @@ from components.handle import (
     GpuPool,
     platform_gpu_pool,
 )
-from components.versions import KIND_NODE_IMAGE
+from versions import KIND_NODE_IMAGE
 from config.models import KindClusterConfig
 
 
