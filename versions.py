@@ -52,6 +52,9 @@ KARPENTER = Chart("karpenter", "oci://public.ecr.aws/karpenter", "1.14.1")
 # Karpenter's CRDs as templates, at the controller's version: Helm never upgrades a chart's crds/ folder, so
 # Karpenter's upgrade guide installs them with this chart, before the controller.
 KARPENTER_CRD = Chart("karpenter-crd", "oci://public.ecr.aws/karpenter", KARPENTER.version)
+# AWS's EFA device plugin (aws/eks-charts, stable/aws-efa-k8s-device-plugin): advertises vpc.amazonaws.com/efa
+# on the nodes of EFA pools; the EKS accelerated AMI has the EFA driver but not the plugin.
+EFA_DEVICE_PLUGIN = Chart("aws-efa-k8s-device-plugin", "https://aws.github.io/eks-charts", "v0.5.30")
 # Kueue (kubernetes-sigs/kueue): job queueing and fair sharing of GPUs between teams.
 KUEUE = Chart("kueue", "oci://registry.k8s.io/kueue/charts", "0.19.2")
 KUEUE_IMAGE = "registry.k8s.io/kueue/kueue"
@@ -59,7 +62,7 @@ KUEUE_IMAGE_TAG = "v0.19.2"
 
 # Every chart any stack may install, for the offline renderer and the pin checks.
 CHARTS: tuple[Chart, ...] = (NVIDIA_DEVICE_PLUGIN, FAKE_GPU_OPERATOR, KUBE_PROMETHEUS_STACK, DCGM_EXPORTER,
-                             KARPENTER, KARPENTER_CRD, KUEUE)
+                             KARPENTER, KARPENTER_CRD, EFA_DEVICE_PLUGIN, KUEUE)
 
 # EKS managed add-ons per Kubernetes minor version: each add-on release is built for (and offered on) the
 # minors `aws eks describe-addon-versions --kubernetes-version` lists, so a cluster may only run a minor

@@ -68,6 +68,8 @@ AwsRegion = Annotated[str, matching(r"[a-z]{2}(-gov)?-[a-z]+-\d", "an AWS region
 RoleArn = Annotated[str, matching(r"arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]+",
                                   "an IAM role ARN such as arn:aws:iam::123456789012:role/platform-admins")]
 SubnetId = Annotated[str, matching(r"subnet-[0-9a-f]{8,17}", "a subnet ID such as subnet-0123456789abcdef0")]
+CapacityReservationId = Annotated[str, matching(r"cr-[0-9a-z]+", "a capacity reservation ID such as "
+                                                                  "cr-0123456789abcdef0")]
 KarpenterDuration = Annotated[str, matching(r"([0-9]+(s|m|h))+|Never", "a Karpenter duration such as 30s, 10m, 1h "
                                                                       "or Never")]
 
@@ -166,7 +168,10 @@ class EksGpuPool(Model):
 
     name: PoolName
     instance_types: list[str] = Field(min_length=1)
-    capacity_types: list[Literal["spot", "on-demand"]] = Field(default=["on-demand"], min_length=1)
+    # "reserved": the On-Demand Capacity Reservations or Capacity Blocks in capacityReservationIds, which
+    # Karpenter fills first (Karpenter's "Utilizing ODCRs and Capacity Blocks" task; Capacity Blocks from v1.6).
+    capacity_types: list[Literal["spot", "on-demand", "reserved"]] = Field(default=["on-demand"], min_length=1)
+    capacity_reservation_ids: list[CapacityReservationId] = Field(default=[], max_length=30)
     # The pool's largest size; its nvidia.com/gpu limit is this many nodes' GPUs.
     max_nodes: int = Field(ge=1, le=1000)
     # Room for CUDA images and datasets on the root volume.
@@ -200,6 +205,10 @@ class EksGpuPool(Model):
             raise ValueError(f"sharing.migStrategy {self.sharing.mig_strategy!r}: MIG is not available on EKS "
                              "pools (nothing on the EKS AMI partitions the GPUs); use whole GPUs or "
                              "sharing.timeSlicing here, or a GKE pool for MIG")
+        if ("reserved" in self.capacity_types) != bool(self.capacity_reservation_ids):
+            raise ValueError("capacityTypes 'reserved' and capacityReservationIds go together: list the "
+                             "reservations (or Capacity Blocks, cr-...) and add 'reserved' to capacityTypes, or "
+                             "neither")
         if self.efa and not all(GPU_INSTANCES[t].efa for t in self.instance_types):
             without = [t for t in self.instance_types if not GPU_INSTANCES[t].efa]
             with_efa = sorted(t for t, i in GPU_INSTANCES.items()

@@ -12,21 +12,21 @@ from components.cluster.aws_network import subnet_cidrs
 from components.cluster.eks import kubeconfig
 from versions import EKS_ADDON_VERSIONS, EKS_AMI_ALIAS, EKS_SYSTEM_AMI_RELEASES, KARPENTER
 from config.errors import ConfigError
-from synth import PROJECT_DIR, synthesize
+from synth import PROJECT_DIR
 from synth.engine import RecordingMonitor, Resource, Synthesis, run_program
 from synth.stackfile import read_stack_config
 from tests.chart_values import chart_values, unknown_keys
-from tests.conftest import synth_with
+from tests.conftest import aws_cluster, synth_with
 
 
-@pytest.fixture(scope="module")
-def dev() -> Synthesis:
-    return synthesize("dev")
+@pytest.fixture
+def dev(eks_dev: Synthesis) -> Synthesis:
+    return eks_dev
 
 
-@pytest.fixture(scope="module")
-def prod() -> Synthesis:
-    return synthesize("prod")
+@pytest.fixture
+def prod(eks_prod: Synthesis) -> Synthesis:
+    return eks_prod
 
 
 def one(synthesis: Synthesis, type_: str) -> Resource:
@@ -94,10 +94,9 @@ def test_prod_protects_control_plane_and_key_and_dev_does_not(dev, prod):
     assert one(dev, "aws:eks/cluster:Cluster").inputs["deletionProtection"] is False
 
 
-def test_clusters_stay_on_standard_support_unless_asked(dev):
+def test_clusters_stay_on_standard_support_unless_asked(dev, eks_options):
     assert one(dev, "aws:eks/cluster:Cluster").inputs["upgradePolicy"] == {"supportType": "STANDARD"}
-    extended = synth_with(cluster=aws_cluster(supportType="extended"))
-    assert one(extended, "aws:eks/cluster:Cluster").inputs["upgradePolicy"] == {"supportType": "EXTENDED"}
+    assert one(eks_options, "aws:eks/cluster:Cluster").inputs["upgradePolicy"] == {"supportType": "EXTENDED"}
 
 
 def test_control_plane_logs_go_to_our_log_group_with_a_retention(dev, prod):
@@ -272,12 +271,12 @@ def test_subnets_per_zone_with_the_tags_load_balancers_need(dev):
     assert len(dev.of_type("aws:ec2/natGateway:NatGateway")) == 1
 
 
-def test_s3_is_reached_through_a_free_gateway_endpoint_and_ecr_and_sts_optionally_too(dev):
+def test_s3_is_reached_through_a_free_gateway_endpoint_and_ecr_and_sts_optionally_too(dev, eks_options):
     (s3,) = dev.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
     assert s3.inputs["serviceName"] == "com.amazonaws.us-east-1.s3" and s3.inputs["vpcEndpointType"] == "Gateway"
     private_routes = {r.urn for r in dev.of_type("aws:ec2/routeTable:RouteTable") if "private" in r.name}
     assert len(private_routes) == 3 and private_routes <= set(s3.depends_on)
-    with_interfaces = synth_with(cluster=aws_cluster(network={"interfaceEndpoints": True}))
+    with_interfaces = eks_options
     interfaces = {e.inputs["serviceName"]: e.inputs for e in with_interfaces.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
                   if e.inputs["vpcEndpointType"] == "Interface"}
     assert set(interfaces) == {f"com.amazonaws.eu-west-1.{s}" for s in ("ecr.api", "ecr.dkr", "sts")}
@@ -294,12 +293,6 @@ def test_subnet_cidrs_do_not_overlap():
     private, public = subnet_cidrs("10.0.0.0/16", 3)
     assert private == ["10.0.0.0/19", "10.0.32.0/19", "10.0.64.0/19"]
     assert public == ["10.0.224.0/21", "10.0.232.0/21", "10.0.240.0/21"]
-
-
-def aws_cluster(**overrides: Any) -> dict[str, Any]:
-    return {"cloud": "aws", "name": "ml", "region": "eu-west-1", "availabilityZones": ["eu-west-1a", "eu-west-1b"],
-            "adminRoleArns": ["arn:aws:iam::111122223333:role/deployer"],
-            "gpuPools": [{"name": "l4", "instanceTypes": ["g6.xlarge"], "maxNodes": 2}]} | overrides
 
 
 def test_existing_subnets_are_tagged_for_load_balancers_and_taken_by_id_not_by_another_clusters_tag():
@@ -335,6 +328,10 @@ def test_existing_subnets_are_tagged_for_load_balancers_and_taken_by_id_not_by_a
     ({"gpuPools": [{"name": "x", "instanceTypes": ["g5.xlarge"], "maxNodes": 1, "efa": True}]},
      "mlplatform:cluster.gpuPools[0]: efa: g5.xlarge have no Elastic Fabric Adapter; EFA-capable nvidia-a10g types: "
      "g5.16xlarge, g5.8xlarge"),
+    ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "capacityTypes": ["reserved"]}]},
+     "mlplatform:cluster.gpuPools[0]: capacityTypes 'reserved' and capacityReservationIds go together"),
+    ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "capacityReservationIds": ["r1"]}]},
+     "mlplatform:cluster.gpuPools[0].capacityReservationIds[0]: 'r1' is not a capacity reservation ID"),
     ({"logRetentionDays": 100}, "mlplatform:cluster.logRetentionDays: 100 is not a retention CloudWatch Logs accepts"),
     ({"availabilityZones": ["eu-west-1a"]}, "mlplatform:cluster.availabilityZones: 1 availability zone(s) given"),
     ({"availabilityZones": ["eu-west-1a", "us-east-1b"]}, "'us-east-1b' is not a zone of eu-west-1"),

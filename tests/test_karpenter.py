@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 
 from components.cluster.karpenter_iam import controller_policy, queue_policy
-from synth import synthesize
 from synth.engine import Resource, Synthesis
-from versions import KARPENTER, KARPENTER_CRD
+from versions import EFA_DEVICE_PLUGIN, KARPENTER, KARPENTER_CRD
 
 CLUSTER_ARN = "arn:aws:eks:us-east-1:111122223333:cluster/ml-prod"
 NODE_ROLE = "arn:aws:iam::111122223333:role/ml-prod-karpenter"
@@ -20,14 +19,14 @@ QUEUE = "arn:aws:sqs:us-east-1:111122223333:ml-prod-karpenter"
 OWNED = {"aws:ResourceTag/kubernetes.io/cluster/ml-prod": "owned"}
 
 
-@pytest.fixture(scope="module")
-def prod() -> Synthesis:
-    return synthesize("prod")
+@pytest.fixture
+def dev(eks_dev: Synthesis) -> Synthesis:
+    return eks_dev
 
 
-@pytest.fixture(scope="module")
-def dev() -> Synthesis:
-    return synthesize("dev")
+@pytest.fixture
+def prod(eks_prod: Synthesis) -> Synthesis:
+    return eks_prod
 
 
 def statements() -> dict[str, dict[str, Any]]:
@@ -125,15 +124,11 @@ def test_karpenter_nodes_have_their_own_role_and_the_only_ec2_linux_entry(prod):
     assert node_class.inputs["spec"]["role"] == "ml-prod-karpenter"
 
 
-def test_spot_service_linked_role_is_made_once_kept_on_destroy_and_can_be_turned_off(dev, prod):
+def test_spot_service_linked_role_is_made_once_kept_on_destroy_and_can_be_turned_off(dev, prod, eks_options):
     (role,) = dev.of_type("aws:iam/serviceLinkedRole:ServiceLinkedRole")
     assert role.inputs["awsServiceName"] == "spot.amazonaws.com"
     assert prod.of_type("aws:iam/serviceLinkedRole:ServiceLinkedRole") == []  # prod has no spot pool
-    from tests.conftest import synth_with
-    from tests.test_eks import aws_cluster
-    spot = {"name": "l4", "instanceTypes": ["g6.xlarge"], "maxNodes": 2, "capacityTypes": ["spot"]}
-    off = synth_with(cluster=aws_cluster(gpuPools=[spot], spotServiceLinkedRole=False))
-    assert off.of_type("aws:iam/serviceLinkedRole:ServiceLinkedRole") == []
+    assert eks_options.of_type("aws:iam/serviceLinkedRole:ServiceLinkedRole") == []
 
 
 # ---- CRDs -----------------------------------------------------------------------------------------------------
@@ -156,8 +151,11 @@ def karpenters_rights(synthesis: Synthesis) -> set[str]:
     needed = {"aws:iam/rolePolicy:RolePolicy", "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
               "aws:eks/accessEntry:AccessEntry", "aws:eks/podIdentityAssociation:PodIdentityAssociation",
               "aws:sqs/queuePolicy:QueuePolicy", "aws:cloudwatch/eventTarget:EventTarget",
-              "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule", "kubernetes:helm.sh/v3:Release"}
-    return {r.urn for r in synthesis.children_of(karpenter.urn) if r.type in needed}
+              "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"}
+    controller = {releases(synthesis)[name].urn for name in ("karpenter", "karpenter-crd")}
+    discovery = {t.urn for t in synthesis.of_type("aws:ec2/tag:Tag") if t.inputs["key"] == "karpenter.sh/discovery"}
+    assert len(discovery) == 1  # the cluster security group's
+    return {r.urn for r in synthesis.children_of(karpenter.urn) if r.type in needed} | controller | discovery
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -193,14 +191,11 @@ def test_node_classes_tag_what_karpenter_launches_for_cost_reports(prod):
                                                  "mlplatform.io/environment": "prod", "mlplatform.io/pool": "h100"}
 
 
-def test_gpu_instances_with_nvme_instance_store_use_it_as_raid0(prod):
+def test_gpu_instances_with_nvme_instance_store_use_it_as_raid0(prod, eks_options):
     classes = {r.inputs["metadata"]["name"]: r.inputs["spec"] for r in prod.resources
                if r.inputs.get("kind") == "EC2NodeClass"}
     assert classes["h100"]["instanceStorePolicy"] == "RAID0" and classes["a10g"]["instanceStorePolicy"] == "RAID0"
-    from tests.conftest import synth_with
-    from tests.test_eks import aws_cluster
-    p3 = synth_with(cluster=aws_cluster(gpuPools=[{"name": "v100", "instanceTypes": ["p3.2xlarge"], "maxNodes": 1}]))
-    (v100,) = [r.inputs["spec"] for r in p3.resources if r.inputs.get("kind") == "EC2NodeClass"]
+    (v100,) = [r.inputs["spec"] for r in eks_options.resources if r.inputs.get("kind") == "EC2NodeClass"]
     assert "instanceStorePolicy" not in v100  # p3 has EBS only
 
 
@@ -209,3 +204,33 @@ def test_efa_pools_get_the_self_referencing_egress_rule_efa_needs(prod, dev):
     assert rule.inputs["ipProtocol"] == "-1"
     assert rule.inputs["description"] == "EFA between nodes of the cluster"
     assert dev.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule") == []
+
+
+def test_efa_pools_run_the_efa_device_plugin_on_their_nodes_only(prod, dev):
+    plugin = releases(prod)["aws-efa-k8s-device-plugin"]
+    assert plugin.inputs["version"] == EFA_DEVICE_PLUGIN.version
+    assert plugin.inputs["values"]["nodeSelector"] == {"mlplatform.io/efa": "true"}
+    assert plugin.inputs["values"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                                       "effect": "NoSchedule"}]
+    pools = {r.inputs["metadata"]["name"]: r.inputs["spec"]["template"]["metadata"]["labels"]
+             for r in prod.resources if r.inputs.get("kind") == "NodePool"}
+    assert pools["h100"]["mlplatform.io/efa"] == "true" and "mlplatform.io/efa" not in pools["a10g"]
+    assert "aws-efa-k8s-device-plugin" not in releases(dev)
+
+
+def test_capacity_reservations_and_blocks_are_selected_by_id_and_filled_as_reserved_capacity():
+    from tests.conftest import aws_cluster, synth_with
+    pool = {"name": "h100", "instanceTypes": ["p5.48xlarge"], "maxNodes": 2, "capacityTypes": ["reserved"],
+            "capacityReservationIds": ["cr-0123456789abcdef0"]}
+    synthesis = synth_with(cluster=aws_cluster(gpuPools=[pool]))
+    kinds = {r.inputs["kind"]: r.inputs["spec"] for r in synthesis.resources
+             if r.inputs.get("kind") in ("NodePool", "EC2NodeClass")}
+    assert kinds["EC2NodeClass"]["capacityReservationSelectorTerms"] == [{"id": "cr-0123456789abcdef0"}]
+    requirements = {r["key"]: r["values"] for r in kinds["NodePool"]["template"]["spec"]["requirements"]}
+    assert requirements["karpenter.sh/capacity-type"] == ["reserved"]
+
+
+def test_the_controller_policy_fits_an_inline_role_policy():
+    # IAM counts an inline policy's characters without whitespace, up to 10,240 per role.
+    long = controller_policy(CLUSTER_ARN.replace("ml-prod", "x" * 40), NODE_ROLE, QUEUE)
+    assert len("".join(long.split())) < 10_240

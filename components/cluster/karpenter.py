@@ -21,12 +21,14 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.cluster.aws_network import DISCOVERY_TAG, AwsNetwork
 from components.cluster.karpenter_iam import controller_policy, queue_policy
-from components.handle import POOL_LABEL, SYSTEM_POOL, GpuPool
+from components.handle import GPU_TAINT, POOL_LABEL, SYSTEM_POOL, GpuPool
 from components.kube import helm_release
-from versions import EKS_AMI_ALIAS, KARPENTER, KARPENTER_CRD
+from versions import EFA_DEVICE_PLUGIN, EKS_AMI_ALIAS, KARPENTER, KARPENTER_CRD
 from config.eks import GPU_INSTANCES, EksClusterConfig, EksGpuPool
 
 NAMESPACE = "kube-system"
+# On the nodes of pools with `efa: true`, for the EFA device plugin and for pods that need EFA.
+EFA_LABEL = "mlplatform.io/efa"
 SERVICE_ACCOUNT = "karpenter"
 AWS_POLICY = "arn:aws:iam::aws:policy/"
 # The node role's managed policies, as Karpenter's CloudFormation gives KarpenterNodeRole.
@@ -79,13 +81,15 @@ def node_class(spec: EksClusterConfig, pool: EksGpuPool, *, node_role: pulumi.In
         # IMDSv2 only, one hop: pods get AWS credentials from Pod Identity, never from the node's role.
         "metadataOptions": {"httpEndpoint": "enabled", "httpTokens": "required", "httpPutResponseHopLimit": 1},
         "tags": cost_tags(spec, pool),
+        **({"capacityReservationSelectorTerms": [{"id": cr} for cr in pool.capacity_reservation_ids]}
+           if pool.capacity_reservation_ids else {}),
     }
 
 
 def node_pool(pool: EksGpuPool, gpu_pool: GpuPool) -> dict[str, Any]:
     return {
         "template": {
-            "metadata": {"labels": dict(gpu_pool.labels)},
+            "metadata": {"labels": dict(gpu_pool.labels) | ({EFA_LABEL: "true"} if pool.efa else {})},
             "spec": {
                 "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": pool.name},
                 "requirements": [
@@ -184,5 +188,13 @@ class Karpenter(pulumi.ComponentResource):
                 f"{name}-{pool.name}-node-pool", api_version="karpenter.sh/v1", kind="NodePool",
                 metadata=ObjectMetaArgs(name=pool.name), spec=node_pool(pool, gpu_pool),
                 opts=pulumi.ResourceOptions.merge(karpenter_up, pulumi.ResourceOptions(depends_on=[ec2_class])))
-        self.node_role_name = node_role.name
+        if any(pool.efa for pool in spec.gpu_pools):
+            # Karpenter attaches EFA interfaces to an instance it launches for a pod that requests
+            # vpc.amazonaws.com/efa (EKS User Guide, "Manage EFA devices"); this plugin advertises them.
+            helm_release(f"{name}-efa-device-plugin", chart=EFA_DEVICE_PLUGIN, namespace=NAMESPACE,
+                         release_name="aws-efa-k8s-device-plugin",
+                         values={"nodeSelector": {EFA_LABEL: "true"},
+                                 "tolerations": [{"key": GPU_TAINT.key, "operator": "Exists",
+                                                  "effect": GPU_TAINT.effect}]},
+                         opts=on_cluster)
         self.register_outputs({"interruptionQueue": queue.name, "nodeRole": node_role.name})
