@@ -349,3 +349,11 @@ def test_bad_eks_config(overrides, message):
     with pytest.raises(ConfigError) as caught:
         synth_with(cluster=aws_cluster(**overrides))
     assert message.replace("Value error, ", "") in str(caught.value), str(caught.value)
+
+
+def test_system_nodes_carry_the_cost_tags_the_gpu_pools_do(dev):
+    template = one(dev, "aws:ec2/launchTemplate:LaunchTemplate").inputs
+    tagged = {spec["resourceType"]: spec["tags"] for spec in template["tagSpecifications"]}
+    assert set(tagged) == {"instance", "volume", "network-interface"}
+    assert all(tags == {"mlplatform.io/cluster": "ml-dev", "mlplatform.io/environment": "dev",
+                        "mlplatform.io/pool": "system"} for tags in tagged.values())

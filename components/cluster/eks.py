@@ -15,7 +15,7 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.cluster import exec_kubeconfig, explicit_provider
 from components.cluster.aws_network import DISCOVERY_TAG, AwsNetwork
-from components.cluster.karpenter import AWS_POLICY, NODE_POLICIES, Karpenter, pod_identity_trust
+from components.cluster.karpenter import AWS_POLICY, NODE_POLICIES, Karpenter, cost_tags, pod_identity_trust
 from components.handle import POOL_LABEL, SYSTEM_POOL, Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
 from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, EKS_SYSTEM_AMI_TYPE
 from config.eks import EksClusterConfig
@@ -165,6 +165,9 @@ class EksCluster(pulumi.ComponentResource):
             block_device_mappings=[aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
                 device_name="/dev/xvda", ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
                     volume_size=50, volume_type="gp3", encrypted="true", delete_on_termination="true"))],
+            tag_specifications=[aws.ec2.LaunchTemplateTagSpecificationArgs(
+                resource_type=kind, tags=cost_tags(spec, SYSTEM_POOL))
+                for kind in ("instance", "volume", "network-interface")],
             opts=child)
         system_nodes = aws.eks.NodeGroup(
             f"{name}-system",

@@ -57,11 +57,10 @@ def ec2_trust() -> str:
         "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
 
 
-def cost_tags(spec: EksClusterConfig, pool: EksGpuPool) -> dict[str, str]:
-    """What Karpenter tags each instance, volume and network interface of a pool with, for cost reports
-    (the provider's default tags reach only what Pulumi creates)."""
-    return {"mlplatform.io/cluster": spec.name, "mlplatform.io/environment": spec.environment,
-            POOL_LABEL: pool.name}
+def cost_tags(spec: EksClusterConfig, pool: str) -> dict[str, str]:
+    """What every instance, volume and network interface of a pool is tagged with, for cost reports (the
+    provider's default tags reach only what Pulumi creates, not what Karpenter or an Auto Scaling group does)."""
+    return {"mlplatform.io/cluster": spec.name, "mlplatform.io/environment": spec.environment, POOL_LABEL: pool}
 
 
 def node_class(spec: EksClusterConfig, pool: EksGpuPool, *, node_role: pulumi.Input[str],
@@ -80,7 +79,7 @@ def node_class(spec: EksClusterConfig, pool: EksGpuPool, *, node_role: pulumi.In
         **({"instanceStorePolicy": "RAID0"} if nvme else {}),
         # IMDSv2 only, one hop: pods get AWS credentials from Pod Identity, never from the node's role.
         "metadataOptions": {"httpEndpoint": "enabled", "httpTokens": "required", "httpPutResponseHopLimit": 1},
-        "tags": cost_tags(spec, pool),
+        "tags": cost_tags(spec, pool.name),
         **({"capacityReservationSelectorTerms": [{"id": cr} for cr in pool.capacity_reservation_ids]}
            if pool.capacity_reservation_ids else {}),
     }
