@@ -41,8 +41,8 @@ INTERRUPTION_EVENTS = {
     "spot-interruption": {"source": ["aws.ec2"], "detail-type": ["EC2 Spot Instance Interruption Warning"]},
     "rebalance": {"source": ["aws.ec2"], "detail-type": ["EC2 Instance Rebalance Recommendation"]},
     "state-change": {"source": ["aws.ec2"], "detail-type": ["EC2 Instance State-change Notification"]},
-    "reservation-interruption": {"source": ["aws.ec2"],
-                                 "detail-type": ["EC2 Capacity Reservation Instance Interruption Warning"]},
+    # Short keys: the rules are autonamed `<cluster>-karpenter-<key>-<7 random>`, within EventBridge's 64.
+    "reservation": {"source": ["aws.ec2"], "detail-type": ["EC2 Capacity Reservation Instance Interruption Warning"]},
 }
 
 
