@@ -150,7 +150,8 @@ class EksEndpoint(Model):
 
 
 class EksSystemPool(Model):
-    """The managed node group where the platform's own controllers run (on-demand)."""
+    """Where the platform's own controllers run (on-demand): a managed node group of minNodes, and up to
+    maxNodes with the nodes Karpenter adds while system pods are pending."""
 
     instance_type: str = "m7i.large"
     min_nodes: int = Field(default=2, ge=1)

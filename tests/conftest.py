@@ -79,7 +79,8 @@ def eks_prod() -> Synthesis:
 @pytest.fixture(scope="session")
 def eks_options() -> Synthesis:
     """Every option off its default at once: interface endpoints, extended support, no spot service-linked
-    role, and a spot pool of EBS-only instances (p3)."""
+    role, a fixed-size system pool, and a spot pool of EBS-only instances (p3)."""
     return synth_with(cluster=aws_cluster(
         network={"interfaceEndpoints": True}, supportType="extended", spotServiceLinkedRole=False,
+        systemPool={"minNodes": 2, "maxNodes": 2},
         gpuPools=[{"name": "v100", "instanceTypes": ["p3.2xlarge"], "maxNodes": 1, "capacityTypes": ["spot"]}]))

@@ -196,6 +196,7 @@ def test_gpu_instances_with_nvme_instance_store_use_it_as_raid0(prod, eks_option
                if r.inputs.get("kind") == "EC2NodeClass"}
     assert classes["h100"]["instanceStorePolicy"] == "RAID0" and classes["a10g"]["instanceStorePolicy"] == "RAID0"
     (v100,) = [r.inputs["spec"] for r in eks_options.resources if r.inputs.get("kind") == "EC2NodeClass"]
+    assert v100["tags"]["mlplatform.io/pool"] == "v100"
     assert "instanceStorePolicy" not in v100  # p3 has EBS only
 
 
@@ -224,7 +225,7 @@ def test_capacity_reservations_and_blocks_are_selected_by_id_and_filled_as_reser
             "capacityReservationIds": ["cr-0123456789abcdef0"]}
     synthesis = synth_with(cluster=aws_cluster(gpuPools=[pool]))
     kinds = {r.inputs["kind"]: r.inputs["spec"] for r in synthesis.resources
-             if r.inputs.get("kind") in ("NodePool", "EC2NodeClass")}
+             if r.inputs.get("kind") in ("NodePool", "EC2NodeClass") and r.inputs["metadata"]["name"] == "h100"}
     assert kinds["EC2NodeClass"]["capacityReservationSelectorTerms"] == [{"id": "cr-0123456789abcdef0"}]
     requirements = {r["key"]: r["values"] for r in kinds["NodePool"]["template"]["spec"]["requirements"]}
     assert requirements["karpenter.sh/capacity-type"] == ["reserved"]
@@ -234,3 +235,25 @@ def test_the_controller_policy_fits_an_inline_role_policy():
     # IAM counts an inline policy's characters without whitespace, up to 10,240 per role.
     long = controller_policy(CLUSTER_ARN.replace("ml-prod", "x" * 40), NODE_ROLE, QUEUE)
     assert len("".join(long.split())) < 10_240
+
+
+def test_the_system_pool_grows_from_min_nodes_to_max_nodes_through_karpenter(dev):
+    # systemPool: m7i.large, minNodes 2, maxNodes 3: the node group keeps 2, Karpenter may add 1 more.
+    objects = {(r.inputs["kind"], r.inputs["metadata"]["name"]): r.inputs["spec"] for r in dev.resources
+               if r.inputs.get("kind") in ("NodePool", "EC2NodeClass")}
+    pool = objects[("NodePool", "system")]
+    assert pool["limits"] == {"nodes": 1}
+    assert pool["template"]["metadata"]["labels"] == {"mlplatform.io/pool": "system"}
+    assert pool["template"]["spec"]["taints"] == []
+    requirements = {r["key"]: r["values"] for r in pool["template"]["spec"]["requirements"]}
+    assert requirements["node.kubernetes.io/instance-type"] == ["m7i.large"]
+    assert requirements["karpenter.sh/capacity-type"] == ["on-demand"]
+    assert pool["disruption"]["consolidationPolicy"] == "WhenEmptyOrUnderutilized"
+    assert "instanceStorePolicy" not in objects[("EC2NodeClass", "system")]
+    # Karpenter never runs on a node it made: the chart's default affinity keeps it off them, and we keep it.
+    assert "affinity" not in releases(dev)["karpenter"].inputs["values"]
+
+
+def test_a_system_pool_of_fixed_size_has_no_karpenter_overflow(eks_options):
+    assert not any(r.inputs.get("kind") == "NodePool" and r.inputs["metadata"]["name"] == "system"
+                   for r in eks_options.resources)

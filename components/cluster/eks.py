@@ -15,7 +15,8 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.cluster import exec_kubeconfig, explicit_provider
 from components.cluster.aws_network import DISCOVERY_TAG, AwsNetwork
-from components.cluster.karpenter import AWS_POLICY, NODE_POLICIES, Karpenter, cost_tags, pod_identity_trust
+from components.cluster.karpenter import (AWS_POLICY, NODE_POLICIES, SYSTEM_DISK_GIB, Karpenter, cost_tags,
+                                          pod_identity_trust)
 from components.handle import POOL_LABEL, SYSTEM_POOL, Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
 from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, EKS_SYSTEM_AMI_TYPE
 from config.eks import EksClusterConfig
@@ -164,7 +165,7 @@ class EksCluster(pulumi.ComponentResource):
                 http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1),
             block_device_mappings=[aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
                 device_name="/dev/xvda", ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
-                    volume_size=50, volume_type="gp3", encrypted="true", delete_on_termination="true"))],
+                    volume_size=SYSTEM_DISK_GIB, volume_type="gp3", encrypted="true", delete_on_termination="true"))],
             tag_specifications=[aws.ec2.LaunchTemplateTagSpecificationArgs(
                 resource_type=kind, tags=cost_tags(spec, SYSTEM_POOL))
                 for kind in ("instance", "volume", "network-interface")],
@@ -183,10 +184,11 @@ class EksCluster(pulumi.ComponentResource):
             # A dated AMI release, like the GPU pools' alias: a new AMI is a reviewed bump, rolled in place.
             release_version=EKS_SYSTEM_AMI_RELEASES[spec.kubernetes_version],
             capacity_type="ON_DEMAND",
-            # No autoscaler moves it, so the desired size is the stack's: raising minNodes adds nodes.
+            # A fixed minNodes, owned by the stack (raising it adds nodes; with a desired size left to an
+            # autoscaler, EKS refuses a minimum above it). Karpenter adds the nodes up to maxNodes.
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(min_size=spec.system_pool.min_nodes,
                                                               desired_size=spec.system_pool.min_nodes,
-                                                              max_size=spec.system_pool.max_nodes),
+                                                              max_size=spec.system_pool.min_nodes),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
             labels={POOL_LABEL: SYSTEM_POOL},
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(

@@ -12,6 +12,7 @@ rules, the queue), so `pulumi destroy` deletes them first and their finalizers r
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -29,6 +30,8 @@ from config.eks import GPU_INSTANCES, EksClusterConfig, EksGpuPool
 NAMESPACE = "kube-system"
 # On the nodes of pools with `efa: true`, for the EFA device plugin and for pods that need EFA.
 EFA_LABEL = "mlplatform.io/efa"
+# The root volume of system nodes, the managed node group's and Karpenter's alike.
+SYSTEM_DISK_GIB = 50
 SERVICE_ACCOUNT = "karpenter"
 AWS_POLICY = "arn:aws:iam::aws:policy/"
 # The node role's managed policies, as Karpenter's CloudFormation gives KarpenterNodeRole.
@@ -63,20 +66,63 @@ def cost_tags(spec: EksClusterConfig, pool: str) -> dict[str, str]:
     return {"mlplatform.io/cluster": spec.name, "mlplatform.io/environment": spec.environment, POOL_LABEL: pool}
 
 
-def node_class(spec: EksClusterConfig, pool: EksGpuPool, *, node_role: pulumi.Input[str],
+@dataclass(frozen=True)
+class KarpenterPool:
+    """One EC2NodeClass and NodePool pair: a GPU pool, or the system pool's overflow."""
+
+    name: str
+    instance_types: list[str]
+    capacity_types: list[str]
+    labels: dict[str, str]
+    taints: list[dict[str, str]]
+    # The pool's size cap, in what it is bought for.
+    limits: dict[str, int]
+    disruption: dict[str, str]
+    disk_size_gib: int
+    # NVMe instance store on every instance type: striped (RAID0) for images and pods' ephemeral storage.
+    instance_store: bool = False
+    capacity_reservation_ids: tuple[str, ...] = ()
+
+
+def gpu_karpenter_pool(pool: EksGpuPool, gpu_pool: GpuPool) -> KarpenterPool:
+    return KarpenterPool(
+        name=pool.name, instance_types=pool.instance_types, capacity_types=pool.capacity_types,
+        labels=dict(gpu_pool.labels) | ({EFA_LABEL: "true"} if pool.efa else {}),
+        taints=[{"key": t.key, "value": t.value, "effect": t.effect} for t in gpu_pool.taints],
+        limits={"nvidia.com/gpu": pool.max_nodes * pool.shape.gpus},
+        disruption={"consolidationPolicy": "WhenEmpty", "consolidateAfter": pool.consolidate_after},
+        disk_size_gib=pool.disk_size_gib,
+        instance_store=all(GPU_INSTANCES[t].local_nvme for t in pool.instance_types),
+        capacity_reservation_ids=tuple(pool.capacity_reservation_ids))
+
+
+def system_overflow_pool(spec: EksClusterConfig) -> KarpenterPool | None:
+    """The system pool above minNodes: the managed node group keeps minNodes, Karpenter adds nodes of the same
+    type up to maxNodes while system pods are pending, and removes them when they are no longer needed."""
+    system = spec.system_pool
+    if system.max_nodes == system.min_nodes:
+        return None
+    return KarpenterPool(
+        name=SYSTEM_POOL, instance_types=[system.instance_type], capacity_types=["on-demand"],
+        labels={POOL_LABEL: SYSTEM_POOL}, taints=[], limits={"nodes": system.max_nodes - system.min_nodes},
+        disruption={"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "5m"},
+        disk_size_gib=SYSTEM_DISK_GIB)
+
+
+def node_class(spec: EksClusterConfig, pool: KarpenterPool, *, node_role: pulumi.Input[str],
                subnet_terms: list[dict[str, object]]) -> dict[str, Any]:
-    nvme = all(GPU_INSTANCES[t].local_nvme for t in pool.instance_types)
     return {
         "role": node_role,
+        # The alias picks the NVIDIA variant for GPU instances and the standard one for the others.
         "amiSelectorTerms": [{"alias": EKS_AMI_ALIAS}],
         "subnetSelectorTerms": subnet_terms,
         "securityGroupSelectorTerms": [{"tags": {DISCOVERY_TAG: spec.name}}],
         "blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {
             "volumeSize": f"{pool.disk_size_gib}Gi", "volumeType": "gp3", "encrypted": True,
             "deleteOnTermination": True}}],
-        # The GPU instances' NVMe instance store, striped, holds images and pods' ephemeral storage (Karpenter's
+        # NVMe instance store, striped, holds images and pods' ephemeral storage (Karpenter's
         # instanceStorePolicy): faster than EBS and already paid for.
-        **({"instanceStorePolicy": "RAID0"} if nvme else {}),
+        **({"instanceStorePolicy": "RAID0"} if pool.instance_store else {}),
         # IMDSv2 only, one hop: pods get AWS credentials from Pod Identity, never from the node's role.
         "metadataOptions": {"httpEndpoint": "enabled", "httpTokens": "required", "httpPutResponseHopLimit": 1},
         "tags": cost_tags(spec, pool.name),
@@ -85,10 +131,10 @@ def node_class(spec: EksClusterConfig, pool: EksGpuPool, *, node_role: pulumi.In
     }
 
 
-def node_pool(pool: EksGpuPool, gpu_pool: GpuPool) -> dict[str, Any]:
+def node_pool(pool: KarpenterPool) -> dict[str, Any]:
     return {
         "template": {
-            "metadata": {"labels": dict(gpu_pool.labels) | ({EFA_LABEL: "true"} if pool.efa else {})},
+            "metadata": {"labels": pool.labels},
             "spec": {
                 "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": pool.name},
                 "requirements": [
@@ -97,14 +143,13 @@ def node_pool(pool: EksGpuPool, gpu_pool: GpuPool) -> dict[str, Any]:
                     {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
                     {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
                 ],
-                "taints": [{"key": t.key, "value": t.value, "effect": t.effect} for t in gpu_pool.taints],
+                "taints": pool.taints,
                 # Nodes are replaced within a month, so AMI and security fixes reach long-lived pools.
                 "expireAfter": "720h",
             },
         },
-        # The pool's size cap, in what it is bought for.
-        "limits": {"nvidia.com/gpu": pool.max_nodes * pool.shape.gpus},
-        "disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": pool.consolidate_after},
+        "limits": pool.limits,
+        "disruption": pool.disruption,
     }
 
 
@@ -177,7 +222,9 @@ class Karpenter(pulumi.ComponentResource):
         )
         karpenter_up = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(
             depends_on=[crds, release, *rights]))
-        for pool, gpu_pool in zip(spec.gpu_pools, gpu_pools, strict=True):
+        pools = [gpu_karpenter_pool(pool, gpu_pool) for pool, gpu_pool in zip(spec.gpu_pools, gpu_pools, strict=True)]
+        overflow = system_overflow_pool(spec)
+        for pool in [*pools, *([overflow] if overflow else [])]:
             ec2_class = k8s.apiextensions.CustomResource(
                 f"{name}-{pool.name}-node-class", api_version="karpenter.k8s.aws/v1", kind="EC2NodeClass",
                 metadata=ObjectMetaArgs(name=pool.name),
@@ -185,7 +232,7 @@ class Karpenter(pulumi.ComponentResource):
                 opts=karpenter_up)
             k8s.apiextensions.CustomResource(
                 f"{name}-{pool.name}-node-pool", api_version="karpenter.sh/v1", kind="NodePool",
-                metadata=ObjectMetaArgs(name=pool.name), spec=node_pool(pool, gpu_pool),
+                metadata=ObjectMetaArgs(name=pool.name), spec=node_pool(pool),
                 opts=pulumi.ResourceOptions.merge(karpenter_up, pulumi.ResourceOptions(depends_on=[ec2_class])))
         if any(pool.efa for pool in spec.gpu_pools):
             # Karpenter attaches EFA interfaces to an instance it launches for a pod that requests
