@@ -126,9 +126,9 @@ class EksNetwork(Model):
     # Existing subnets instead of a new VPC: nodes in the private ones, load balancers in the public ones.
     private_subnet_ids: list[SubnetId] = []
     public_subnet_ids: list[SubnetId] = []
-    # ECR (api, dkr) and STS interface endpoints in the new VPC, so that image pulls and Pod Identity token
-    # exchanges skip the NAT gateway (about $7 a month each per zone, against NAT's per-GB charge). The S3
-    # gateway endpoint, which ECR's image layers come from, is free and always there.
+    # ECR (api, dkr), EKS Pod Identity (eks-auth) and STS interface endpoints in the new VPC, so that image
+    # pulls and credentials skip the NAT gateway (about $7 a month each per zone, against NAT's per-GB
+    # charge). The S3 gateway endpoint, which ECR's image layers come from, is free and always there.
     interface_endpoints: bool = False
 
     @field_validator("vpc_cidr")

@@ -109,10 +109,10 @@ def test_control_plane_logs_go_to_our_log_group_with_a_retention(dev, prod):
 
 def test_the_secrets_key_lets_the_cluster_role_use_it_and_has_an_alias(dev):
     from components.cluster.eks import secrets_key_policy
-    policy = json.loads(secrets_key_policy("arn:aws:iam::111122223333:role/ml-dev-cluster-1234"))
-    by_sid = {s["Sid"]: s for s in policy["Statement"]}
+    role = "arn:aws:iam::111122223333:role/ml-dev-cluster-1234"
+    by_sid = {s["Sid"]: s for s in json.loads(secrets_key_policy(role))["Statement"]}
     assert by_sid["AccountAdministers"]["Principal"] == {"AWS": "arn:aws:iam::111122223333:root"}
-    assert by_sid["ClusterEncryptsSecrets"]["Principal"] == {"AWS": "arn:aws:iam::111122223333:role/ml-dev-cluster-1234"}
+    assert by_sid["ClusterEncryptsSecrets"]["Principal"] == {"AWS": role}
     assert {"kms:Encrypt", "kms:Decrypt"} <= set(by_sid["ClusterEncryptsSecrets"]["Action"])
     key, cluster_role = one(dev, "aws:kms/key:Key"), next(
         r for r in dev.of_type("aws:iam/role:Role") if r.name == "ml-dev-cluster")
@@ -195,6 +195,11 @@ def test_kubernetes_is_installed_only_once_nodes_and_network_are_up(dev):
     node_group = one(dev, "aws:eks/nodeGroup:NodeGroup")
     addons = {a.inputs["addonName"]: a.urn for a in dev.of_type("aws:eks/addon:Addon")}
     assert {node_group.urn, addons["coredns"], addons["vpc-cni"]} <= set(provider.depends_on)
+    # And on destroy, volumes (Prometheus's) are deleted while the EBS CSI driver and its rights still exist.
+    ebs_policy = next(a.urn for a in dev.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+                      if a.name.endswith("-ebs-csi"))
+    assert addons["aws-ebs-csi-driver"] in provider.depends_on
+    assert ebs_policy in dev.by_urn(addons["aws-ebs-csi-driver"]).depends_on
 
 
 def test_kubeconfig_authenticates_with_aws_eks_get_token():
@@ -279,7 +284,7 @@ def test_s3_is_reached_through_a_free_gateway_endpoint_and_ecr_and_sts_optionall
     with_interfaces = eks_options
     interfaces = {e.inputs["serviceName"]: e.inputs for e in with_interfaces.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
                   if e.inputs["vpcEndpointType"] == "Interface"}
-    assert set(interfaces) == {f"com.amazonaws.eu-west-1.{s}" for s in ("ecr.api", "ecr.dkr", "sts")}
+    assert set(interfaces) == {f"com.amazonaws.eu-west-1.{s}" for s in ("ecr.api", "ecr.dkr", "eks-auth", "sts")}
     assert all(e["privateDnsEnabled"] is True for e in interfaces.values())
     (group,) = with_interfaces.of_type("aws:ec2/securityGroup:SecurityGroup")
     assert group.inputs["ingress"][0]["fromPort"] == 443 and group.inputs["ingress"][0]["cidrBlocks"] == ["10.0.0.0/16"]
@@ -323,7 +328,8 @@ def test_existing_subnets_are_tagged_for_load_balancers_and_taken_by_id_not_by_a
                                     "supported window"),
     ({"kubernetesVersion": "1.35"}, "mlplatform:cluster.kubernetesVersion: Kubernetes 1.35 has no pinned EKS add-on "
                                     "versions and system AMI release in versions.py"),
-    ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "sharing": {"migStrategy": "mixed"}}]},
+    ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1,
+                    "sharing": {"migStrategy": "mixed"}}]},
      "mlplatform:cluster.gpuPools[0]: sharing.migStrategy 'mixed': MIG is not available on EKS pools"),
     ({"gpuPools": [{"name": "x", "instanceTypes": ["g5.xlarge"], "maxNodes": 1, "efa": True}]},
      "mlplatform:cluster.gpuPools[0]: efa: g5.xlarge have no Elastic Fabric Adapter; EFA-capable nvidia-a10g types: "

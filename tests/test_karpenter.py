@@ -179,7 +179,8 @@ def test_node_classes_depend_on_the_subnets_and_security_group_tag_they_launch_b
     assert len(subnets) == 3
     for node_class in (r for r in dev.resources if r.inputs.get("kind") == "EC2NodeClass"):
         assert subnets | {tag.urn} <= set(node_class.depends_on)
-        assert node_class.inputs["spec"]["securityGroupSelectorTerms"] == [{"tags": {"karpenter.sh/discovery": "ml-dev"}}]
+        terms = node_class.inputs["spec"]["securityGroupSelectorTerms"]
+        assert terms == [{"tags": {"karpenter.sh/discovery": "ml-dev"}}]
 
 
 # ---- node classes -----------------------------------------------------------------------------------------------

@@ -15,9 +15,10 @@ from config.eks import EksClusterConfig
 
 # Karpenter finds the subnets of a VPC we create, and the cluster's security group, by this tag.
 DISCOVERY_TAG = "karpenter.sh/discovery"
-# Interface endpoints of the option `network.interfaceEndpoints`: image pulls (ECR's API and registry) and
-# Pod Identity's token exchange (STS). Image layers come from S3, through the gateway endpoint.
-INTERFACE_ENDPOINTS = ("ecr.api", "ecr.dkr", "sts")
+# Interface endpoints of the option `network.interfaceEndpoints`: image pulls (ECR's API and registry; the
+# layers come from S3, through the gateway endpoint), Pod Identity's credentials (eks-auth, which the Pod
+# Identity agent calls) and STS for anything that still assumes roles itself.
+INTERFACE_ENDPOINTS = ("ecr.api", "ecr.dkr", "eks-auth", "sts")
 # Load balancer controllers pick public (elb) and private (internal-elb) subnets by these tags.
 PUBLIC_ROLE = {"kubernetes.io/role/elb": "1"}
 PRIVATE_ROLE = {"kubernetes.io/role/internal-elb": "1"}

@@ -196,18 +196,19 @@ class EksCluster(pulumi.ComponentResource):
         )
         coredns = addon("coredns", after=[system_nodes])
         ebs_role = aws.iam.Role(f"{name}-ebs-csi", assume_role_policy=pod_identity_trust(), opts=child)
-        aws.iam.RolePolicyAttachment(f"{name}-ebs-csi", role=ebs_role.name,
-                                     policy_arn=f"{AWS_POLICY}service-role/AmazonEBSCSIDriverPolicy", opts=child)
-        ebs_csi = addon("aws-ebs-csi-driver", after=[system_nodes, pod_identity_agent],
+        ebs_policy = aws.iam.RolePolicyAttachment(f"{name}-ebs-csi", role=ebs_role.name,
+                                                  policy_arn=f"{AWS_POLICY}service-role/AmazonEBSCSIDriverPolicy", opts=child)
+        ebs_csi = addon("aws-ebs-csi-driver", after=[system_nodes, pod_identity_agent, ebs_policy],
                         pod_identity_associations=[aws.eks.AddonPodIdentityAssociationArgs(
                             role_arn=ebs_role.arn, service_account="ebs-csi-controller-sa")])
 
         config = pulumi.Output.secret(pulumi.Output.all(cluster.name, cluster.endpoint,
                                                         cluster.certificate_authority.data).apply(
             lambda values: kubeconfig(values[0], spec.region, values[1], values[2])))
-        # With no creator entry, the stack reaches the API through its admin entries: wait for them too.
-        provider = explicit_provider(self, name, config,
-                                     ready=[system_nodes, coredns, vpc_cni, pod_identity_agent, *admin_access])
+        # With no creator entry, the stack reaches the API through its admin entries: wait for them too. And
+        # everything installed depends on the EBS CSI driver, so a destroy deletes volumes while it can.
+        provider = explicit_provider(self, name, config, ready=[
+            system_nodes, coredns, vpc_cni, pod_identity_agent, ebs_csi, *admin_access])
 
         k8s.storage.v1.StorageClass(
             f"{name}-gp3",
