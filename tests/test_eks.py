@@ -105,6 +105,11 @@ def test_control_plane_logs_go_to_our_log_group_with_a_retention(dev, prod):
     assert group.inputs["retentionInDays"] == 90
     assert group.urn in one(dev, "aws:eks/cluster:Cluster").depends_on  # ours exists before EKS logs a line
     assert one(prod, "aws:cloudwatch/logGroup:LogGroup").inputs["retentionInDays"] == 365
+    # Nor can EKS make it again behind a destroy (terraform-aws-eks issue #920).
+    (deny,) = [p for p in dev.of_type("aws:iam/rolePolicy:RolePolicy") if p.name.endswith("-no-log-group")]
+    assert json.loads(deny.inputs["policy"])["Statement"] == [
+        {"Effect": "Deny", "Action": "logs:CreateLogGroup", "Resource": "*"}]
+    assert deny.urn in one(dev, "aws:eks/cluster:Cluster").depends_on
 
 
 def test_the_secrets_key_lets_the_cluster_role_use_it_and_has_an_alias(dev):

@@ -90,9 +90,14 @@ class EksCluster(pulumi.ComponentResource):
                                   policy=cluster_role.arn.apply(secrets_key_policy), opts=kept)
         aws.kms.Alias(f"{name}-secrets", name=f"alias/eks/{spec.name}", target_key_id=secrets_key.key_id,
                       opts=child)
-        # Ours, not the one EKS would create on first log line: it has a retention, and goes with the stack.
+        # Made before the cluster, so that EKS logs into ours (with a retention) instead of making one that never
+        # expires; and EKS may not make it again while a destroy is under way, after ours is gone (as
+        # terraform-aws-eks denies it, issue #920), which would leave a log group behind, billing.
         log_group = aws.cloudwatch.LogGroup(f"{name}-control-plane", name=f"/aws/eks/{spec.name}/cluster",
                                             retention_in_days=spec.log_retention_days, opts=kept)
+        no_log_group = aws.iam.RolePolicy(f"{name}-cluster-no-log-group", role=cluster_role.id, policy=json.dumps({
+            "Version": "2012-10-17", "Statement": [
+                {"Effect": "Deny", "Action": "logs:CreateLogGroup", "Resource": "*"}]}), opts=child)
 
         public_cidrs = spec.endpoint.public_access_cidrs
         cluster = aws.eks.Cluster(
@@ -123,7 +128,7 @@ class EksCluster(pulumi.ComponentResource):
             # Standard support unless asked: at its end EKS upgrades the control plane rather than bill
             # extended support for an old minor unannounced.
             upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type=spec.support_type.upper()),
-            opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(depends_on=[cluster_policy, log_group])),
+            opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(depends_on=[cluster_policy, log_group, no_log_group])),
         )
         # EKS's own security group, on every node: how Karpenter's nodes find it (and reach the control plane).
         security_group_tag = aws.ec2.Tag(f"{name}-cluster-sg-discovery",
