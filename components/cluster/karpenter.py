@@ -213,7 +213,8 @@ class Karpenter(pulumi.ComponentResource):
             values={
                 "settings": {"clusterName": spec.name, "interruptionQueue": queue.name},
                 "serviceAccount": {"name": SERVICE_ACCOUNT},
-                # Karpenter must not run on nodes it manages: on the system pool, which it does not.
+                # On the system pool's node group: the chart's default affinity (karpenter.sh/nodepool
+                # DoesNotExist, kept) keeps it off the system nodes it adds itself.
                 "nodeSelector": {"kubernetes.io/os": "linux", POOL_LABEL: SYSTEM_POOL},
                 "controller": {"resources": {"requests": {"cpu": "500m", "memory": "512Mi"},
                                              "limits": {"memory": "1Gi"}}},
