@@ -49,6 +49,12 @@ KUBE_PROMETHEUS_STACK = Chart("kube-prometheus-stack", "https://prometheus-commu
 DCGM_EXPORTER = Chart("dcgm-exporter", "https://nvidia.github.io/dcgm-exporter/helm-charts", "4.8.2")
 # Karpenter (aws/karpenter-provider-aws): GPU nodes from zero on EKS.
 KARPENTER = Chart("karpenter", "oci://public.ecr.aws/karpenter", "1.14.1")
+# Karpenter's CRDs as templates, at the controller's version: Helm never upgrades a chart's crds/ folder, so
+# Karpenter's upgrade guide installs them with this chart, before the controller.
+KARPENTER_CRD = Chart("karpenter-crd", "oci://public.ecr.aws/karpenter", KARPENTER.version)
+# AWS's EFA device plugin (aws/eks-charts, stable/aws-efa-k8s-device-plugin): advertises vpc.amazonaws.com/efa
+# on the nodes of EFA pools; the EKS accelerated AMI has the EFA driver but not the plugin.
+EFA_DEVICE_PLUGIN = Chart("aws-efa-k8s-device-plugin", "https://aws.github.io/eks-charts", "v0.5.30")
 # Kueue (kubernetes-sigs/kueue): job queueing and fair sharing of GPUs between teams.
 KUEUE = Chart("kueue", "oci://registry.k8s.io/kueue/charts", "0.19.2")
 KUEUE_IMAGE = "registry.k8s.io/kueue/kueue"
@@ -56,17 +62,25 @@ KUEUE_IMAGE_TAG = "v0.19.2"
 
 # Every chart any stack may install, for the offline renderer and the pin checks.
 CHARTS: tuple[Chart, ...] = (NVIDIA_DEVICE_PLUGIN, FAKE_GPU_OPERATOR, KUBE_PROMETHEUS_STACK, DCGM_EXPORTER,
-                             KARPENTER, KUEUE)
+                             KARPENTER, KARPENTER_CRD, EFA_DEVICE_PLUGIN, KUEUE)
 
-# EKS managed add-ons for KUBERNETES_VERSION: each release is built for a Kubernetes minor version.
-EKS_ADDON_VERSIONS = {
-    "vpc-cni": "v1.21.1-eksbuild.1",
-    "coredns": "v1.12.4-eksbuild.1",
-    "kube-proxy": "v1.34.1-eksbuild.2",
-    "eks-pod-identity-agent": "v1.3.10-eksbuild.2",
-    "aws-ebs-csi-driver": "v1.54.0-eksbuild.1",
+# EKS managed add-ons per Kubernetes minor version: each add-on release is built for (and offered on) the
+# minors `aws eks describe-addon-versions --kubernetes-version` lists, so a cluster may only run a minor
+# with an entry here (config refuses the others). Add a minor's entry before moving a cluster to it.
+EKS_ADDON_VERSIONS: dict[str, dict[str, str]] = {
+    "1.34": {
+        "vpc-cni": "v1.21.1-eksbuild.1",
+        "coredns": "v1.12.4-eksbuild.1",
+        "kube-proxy": "v1.34.1-eksbuild.2",
+        "eks-pod-identity-agent": "v1.3.10-eksbuild.2",
+        "aws-ebs-csi-driver": "v1.54.0-eksbuild.1",
+    },
 }
 # Amazon Linux 2023 EKS-optimized AMIs of one dated release; Karpenter picks the NVIDIA variant for GPU
 # instances. Dated, not @latest: a new AMI would otherwise roll every GPU node unannounced.
 EKS_AMI_ALIAS = "al2023@v20260903"
 EKS_SYSTEM_AMI_TYPE = "AL2023_x86_64_STANDARD"
+# The system node group's AMI release per Kubernetes minor (`<kubelet>-<date>`, as amazon-eks-ami's CHANGELOG
+# lists it for AL2023_x86_64_STANDARD), so that it too changes only in a reviewed bump. v20260714 is the newest
+# release whose 1.34 release version could be read from that CHANGELOG; bump it with EKS_AMI_ALIAS.
+EKS_SYSTEM_AMI_RELEASES: dict[str, str] = {"1.34": "1.34.9-20260714"}

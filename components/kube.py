@@ -63,7 +63,7 @@ def platform_namespace(resource_name: str, name: str, *, component: str, pod_sec
 
 
 def helm_release(resource_name: str, *, chart: Chart, namespace: k8s.core.v1.Namespace | str,
-                 values: dict[str, Any], release_name: str | None = None,
+                 values: dict[str, Any], release_name: str | None = None, skip_crds: bool = False,
                  opts: pulumi.ResourceOptions) -> k8s.helm.v3.Release:
     """A Helm release of a pinned chart (`versions.py`), into a namespace the platform owns (or kube-system)."""
     owned = isinstance(namespace, k8s.core.v1.Namespace)
@@ -77,5 +77,7 @@ def helm_release(resource_name: str, *, chart: Chart, namespace: k8s.core.v1.Nam
         namespace=namespace.metadata.name if owned else namespace,
         values=values,
         cleanup_on_fail=True,
+        # A chart whose CRDs another release installs (Helm never upgrades a crds/ folder) skips its own.
+        skip_crds=skip_crds or None,
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[namespace] if owned else [])),
     )

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from versions import KUBERNETES_VERSION, SUPPORTED_KUBERNETES
+from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, KUBERNETES_VERSION, SUPPORTED_KUBERNETES
 from config.base import DnsLabel, GpuPools, GpuSharing, Model, PoolName, check_mig, matching, unique_names
 from config.gpus import GPU_MODELS, GpuModel
 
@@ -19,38 +19,57 @@ class GpuInstance:
     instance_type: str
     accelerator: str
     gpus: int
+    # Elastic Fabric Adapter: the OS-bypass network NCCL uses across nodes.
+    efa: bool
+    # NVMe instance-store disks, which Karpenter can stripe (RAID0) for images and scratch data.
+    local_nvme: bool
 
     @property
     def model(self) -> GpuModel:
         return GPU_MODELS[self.accelerator]
 
 
-def _family(accelerator: str, sizes: dict[str, int], family: str) -> dict[str, GpuInstance]:
-    return {f"{family}.{size}": GpuInstance(f"{family}.{size}", accelerator, gpus) for size, gpus in sizes.items()}
+def _family(accelerator: str, sizes: dict[str, int], family: str, *, efa: frozenset[str],
+            local_nvme: bool = True) -> dict[str, GpuInstance]:
+    return {f"{family}.{size}": GpuInstance(f"{family}.{size}", accelerator, gpus, efa=size in efa,
+                                            local_nvme=local_nvme)
+            for size, gpus in sizes.items()}
 
 
-# EC2 instance types with NVIDIA GPUs: instance type -> GPU model and GPUs per instance.
+# The g-family sizes with EFA (EC2 User Guide, "Supported instance types" for EFA): 8xlarge and up.
+_G_EFA = frozenset({"8xlarge", "12xlarge", "16xlarge", "24xlarge", "48xlarge", "metal"})
+_ALL = frozenset({"24xlarge", "48xlarge"})
+
+# EC2 instance types with NVIDIA GPUs: instance type -> GPU model, GPUs per instance, EFA, instance store.
 GPU_INSTANCES: dict[str, GpuInstance] = {
     **_family("nvidia-tesla-t4", {"xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1,
-                                  "12xlarge": 4, "metal": 8}, "g4dn"),
+                                  "12xlarge": 4, "metal": 8}, "g4dn", efa=_G_EFA),
     **_family("nvidia-a10g", {"xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1,
-                              "12xlarge": 4, "24xlarge": 4, "48xlarge": 8}, "g5"),
+                              "12xlarge": 4, "24xlarge": 4, "48xlarge": 8}, "g5", efa=_G_EFA),
     **_family("nvidia-l4", {"xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1,
-                            "12xlarge": 4, "24xlarge": 4, "48xlarge": 8}, "g6"),
+                            "12xlarge": 4, "24xlarge": 4, "48xlarge": 8}, "g6", efa=_G_EFA),
     **_family("nvidia-l40s", {"xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1,
-                              "12xlarge": 4, "24xlarge": 4, "48xlarge": 8}, "g6e"),
-    **_family("nvidia-tesla-v100", {"2xlarge": 1, "8xlarge": 4, "16xlarge": 8}, "p3"),
-    **_family("nvidia-tesla-a100", {"24xlarge": 8}, "p4d"),
-    **_family("nvidia-a100-80gb", {"24xlarge": 8}, "p4de"),
-    **_family("nvidia-h100-80gb", {"48xlarge": 8}, "p5"),
-    **_family("nvidia-h200-141gb", {"48xlarge": 8}, "p5e"),
-    **_family("nvidia-h200-141gb", {"48xlarge": 8}, "p5en"),
+                              "12xlarge": 4, "24xlarge": 4, "48xlarge": 8}, "g6e", efa=_G_EFA),
+    # p3 (unlike p3dn) has neither EFA nor instance store: EBS only.
+    **_family("nvidia-tesla-v100", {"2xlarge": 1, "8xlarge": 4, "16xlarge": 8}, "p3", efa=frozenset(),
+              local_nvme=False),
+    **_family("nvidia-tesla-a100", {"24xlarge": 8}, "p4d", efa=_ALL),
+    **_family("nvidia-a100-80gb", {"24xlarge": 8}, "p4de", efa=_ALL),
+    **_family("nvidia-h100-80gb", {"48xlarge": 8}, "p5", efa=_ALL),
+    **_family("nvidia-h200-141gb", {"48xlarge": 8}, "p5e", efa=_ALL),
+    **_family("nvidia-h200-141gb", {"48xlarge": 8}, "p5en", efa=_ALL),
 }
+
+# The retention periods CloudWatch Logs accepts (PutRetentionPolicy).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+                      2922, 3288, 3653)
 
 AwsRegion = Annotated[str, matching(r"[a-z]{2}(-gov)?-[a-z]+-\d", "an AWS region such as us-east-1 or eu-west-2")]
 RoleArn = Annotated[str, matching(r"arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]+",
                                   "an IAM role ARN such as arn:aws:iam::123456789012:role/platform-admins")]
 SubnetId = Annotated[str, matching(r"subnet-[0-9a-f]{8,17}", "a subnet ID such as subnet-0123456789abcdef0")]
+CapacityReservationId = Annotated[str, matching(r"cr-[0-9a-z]+", "a capacity reservation ID such as "
+                                                                  "cr-0123456789abcdef0")]
 KarpenterDuration = Annotated[str, matching(r"([0-9]+(s|m|h))+|Never", "a Karpenter duration such as 30s, 10m, 1h "
                                                                       "or Never")]
 
@@ -68,6 +87,23 @@ def supported_kubernetes(value: str) -> str:
     return value
 
 
+def pinned_on_eks(value: str) -> str:
+    """EKS add-ons and the system AMI are built per minor: only a minor versions.py pins them for will do."""
+    pinned = sorted(set(EKS_ADDON_VERSIONS) & set(EKS_SYSTEM_AMI_RELEASES), key=_minor)
+    if value not in pinned:
+        raise ValueError(f"Kubernetes {value} has no pinned EKS add-on versions and system AMI release in "
+                         f"versions.py (EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES); on EKS give one of "
+                         f"{', '.join(pinned)}, or add that minor's pins first")
+    return value
+
+
+def log_retention(value: int) -> int:
+    if value not in LOG_RETENTION_DAYS:
+        raise ValueError(f"{value} is not a retention CloudWatch Logs accepts; give one of "
+                         f"{', '.join(map(str, LOG_RETENTION_DAYS))}")
+    return value
+
+
 def cidr(value: str) -> str:
     try:
         return str(ipaddress.ip_network(value, strict=True))
@@ -77,6 +113,8 @@ def cidr(value: str) -> str:
 
 Cidr = Annotated[str, AfterValidator(cidr)]
 KubernetesVersion = Annotated[str, AfterValidator(supported_kubernetes)]
+EksKubernetesVersion = Annotated[KubernetesVersion, AfterValidator(pinned_on_eks)]
+LogRetentionDays = Annotated[int, AfterValidator(log_retention)]
 
 
 class EksNetwork(Model):
@@ -88,6 +126,10 @@ class EksNetwork(Model):
     # Existing subnets instead of a new VPC: nodes in the private ones, load balancers in the public ones.
     private_subnet_ids: list[SubnetId] = []
     public_subnet_ids: list[SubnetId] = []
+    # ECR (api, dkr), EKS Pod Identity (eks-auth) and STS interface endpoints in the new VPC, so that image
+    # pulls and credentials skip the NAT gateway (about $7 a month each per zone, against NAT's per-GB
+    # charge). The S3 gateway endpoint, which ECR's image layers come from, is free and always there.
+    interface_endpoints: bool = False
 
     @field_validator("vpc_cidr")
     @classmethod
@@ -108,7 +150,8 @@ class EksEndpoint(Model):
 
 
 class EksSystemPool(Model):
-    """The managed node group where the platform's own controllers run (on-demand)."""
+    """Where the platform's own controllers run (on-demand): a managed node group of minNodes, and up to
+    maxNodes with the nodes Karpenter adds while system pods are pending."""
 
     instance_type: str = "m7i.large"
     min_nodes: int = Field(default=2, ge=1)
@@ -126,7 +169,10 @@ class EksGpuPool(Model):
 
     name: PoolName
     instance_types: list[str] = Field(min_length=1)
-    capacity_types: list[Literal["spot", "on-demand"]] = Field(default=["on-demand"], min_length=1)
+    # "reserved": the On-Demand Capacity Reservations or Capacity Blocks in capacityReservationIds, which
+    # Karpenter fills first (Karpenter's "Utilizing ODCRs and Capacity Blocks" task; Capacity Blocks from v1.6).
+    capacity_types: list[Literal["spot", "on-demand", "reserved"]] = Field(default=["on-demand"], min_length=1)
+    capacity_reservation_ids: list[CapacityReservationId] = Field(default=[], max_length=30)
     # The pool's largest size; its nvidia.com/gpu limit is this many nodes' GPUs.
     max_nodes: int = Field(ge=1, le=1000)
     # Room for CUDA images and datasets on the root volume.
@@ -134,6 +180,8 @@ class EksGpuPool(Model):
     # How long an empty GPU node waits before Karpenter removes it ("Never" keeps it).
     consolidate_after: KarpenterDuration = "10m"
     sharing: GpuSharing = GpuSharing()
+    # Elastic Fabric Adapter interfaces on every node, for multi-node training (NCCL over EFA on p4/p5).
+    efa: bool = False
 
     @field_validator("instance_types")
     @classmethod
@@ -152,6 +200,22 @@ class EksGpuPool(Model):
     @model_validator(mode="after")
     def _sharing_fits_the_gpu(self) -> EksGpuPool:
         check_mig(self.accelerator, self.sharing)
+        if self.sharing.mig_strategy != "none":
+            # The EKS accelerated AMI has the driver and fabric manager but no MIG manager: nothing would put
+            # the GPUs into MIG mode, and MIG requests would stay Pending.
+            raise ValueError(f"sharing.migStrategy {self.sharing.mig_strategy!r}: MIG is not available on EKS "
+                             "pools (nothing on the EKS AMI partitions the GPUs); use whole GPUs or "
+                             "sharing.timeSlicing here, or a GKE pool for MIG")
+        if ("reserved" in self.capacity_types) != bool(self.capacity_reservation_ids):
+            raise ValueError("capacityTypes 'reserved' and capacityReservationIds go together: list the "
+                             "reservations (or Capacity Blocks, cr-...) and add 'reserved' to capacityTypes, or "
+                             "neither")
+        if self.efa and not all(GPU_INSTANCES[t].efa for t in self.instance_types):
+            without = [t for t in self.instance_types if not GPU_INSTANCES[t].efa]
+            with_efa = sorted(t for t, i in GPU_INSTANCES.items()
+                              if i.efa and (i.accelerator, i.gpus) == (self.accelerator, self.shape.gpus))
+            raise ValueError(f"efa: {', '.join(without)} have no Elastic Fabric Adapter; EFA-capable "
+                             f"{self.accelerator} types: {', '.join(with_efa) or 'none'}")
         return self
 
     @property
@@ -173,13 +237,22 @@ class EksClusterConfig(GpuPools, Model):
     environment: Literal["dev", "prod"] = "dev"
     region: AwsRegion
     availability_zones: list[str]
-    kubernetes_version: KubernetesVersion = KUBERNETES_VERSION
+    kubernetes_version: EksKubernetesVersion = KUBERNETES_VERSION
     network: EksNetwork = EksNetwork()
     endpoint: EksEndpoint = EksEndpoint()
-    # IAM roles that administer the cluster (EKS access entries with the cluster admin policy).
-    admin_role_arns: list[RoleArn] = []
+    # IAM roles that administer the cluster (EKS access entries with the cluster admin policy). The role that
+    # runs `pulumi up` must be one of them: the cluster grants its creator nothing by itself.
+    admin_role_arns: list[RoleArn] = Field(min_length=1)
     system_pool: EksSystemPool = EksSystemPool()
     gpu_pools: list[EksGpuPool] = []
+    # Days the control plane's logs are kept in CloudWatch.
+    log_retention_days: LogRetentionDays = 90
+    # EKS standard support only: at its end the control plane is upgraded, instead of silently paying
+    # extended support's price. "extended" keeps an old minor, at extended-support rates.
+    support_type: Literal["standard", "extended"] = "standard"
+    # The account's EC2 Spot service-linked role; without it spot launches fail in a new account. One per
+    # account: turn it off where the account already has it (creating it again fails).
+    spot_service_linked_role: bool = True
 
     @field_validator("availability_zones")
     @classmethod

@@ -29,7 +29,8 @@ GPU_TAINT_VALUE = "present"
 GPU_RESOURCE = "nvidia.com/gpu"
 TEAM_LABEL = "mlplatform.io/team"
 # Per-node GPU agents: the only workloads that belong on GPU nodes without asking for a GPU.
-GPU_AGENT_CHARTS = frozenset({"nvidia-device-plugin", "fake-gpu-operator", "dcgm-exporter"})
+GPU_AGENT_CHARTS = frozenset({"nvidia-device-plugin", "fake-gpu-operator", "dcgm-exporter",
+                              "aws-efa-k8s-device-plugin"})
 # Namespaces of the platform's own node agents, which may read their host (device plugins, exporters).
 PLATFORM_AGENT_NAMESPACES = frozenset({"kube-system", "nvidia-device-plugin", "gpu-operator", "monitoring"})
 # Kubernetes minor versions the platform supports (the clouds' standard support, at the time of writing).

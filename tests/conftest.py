@@ -55,3 +55,32 @@ def upstream():
     if not UPSTREAM_DIR.is_dir():
         pytest.skip(f"needs the upstream chart values and CRDs at {UPSTREAM_DIR} (../shared/upstream): absent")
     return UPSTREAM_DIR
+
+
+# ---- EKS: each stack synthesized once per session (the EKS and Karpenter tests share them) ----------------
+
+def aws_cluster(**overrides: Any) -> dict[str, Any]:
+    """A small EKS cluster config; overrides replace top-level keys."""
+    return {"cloud": "aws", "name": "ml", "region": "eu-west-1", "availabilityZones": ["eu-west-1a", "eu-west-1b"],
+            "adminRoleArns": ["arn:aws:iam::111122223333:role/deployer"],
+            "gpuPools": [{"name": "l4", "instanceTypes": ["g6.xlarge"], "maxNodes": 2}]} | overrides
+
+
+@pytest.fixture(scope="session")
+def eks_dev() -> Synthesis:
+    return synthesize("dev")
+
+
+@pytest.fixture(scope="session")
+def eks_prod() -> Synthesis:
+    return synthesize("prod")
+
+
+@pytest.fixture(scope="session")
+def eks_options() -> Synthesis:
+    """Every option off its default at once: interface endpoints, extended support, no spot service-linked
+    role, a fixed-size system pool, and a spot pool of EBS-only instances (p3)."""
+    return synth_with(cluster=aws_cluster(
+        network={"interfaceEndpoints": True}, supportType="extended", spotServiceLinkedRole=False,
+        systemPool={"minNodes": 2, "maxNodes": 2},
+        gpuPools=[{"name": "v100", "instanceTypes": ["p3.2xlarge"], "maxNodes": 1, "capacityTypes": ["spot"]}]))

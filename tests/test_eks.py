@@ -10,22 +10,23 @@ import yaml
 
 from components.cluster.aws_network import subnet_cidrs
 from components.cluster.eks import kubeconfig
-from versions import EKS_ADDON_VERSIONS, EKS_AMI_ALIAS, KARPENTER
+from versions import EKS_ADDON_VERSIONS, EKS_AMI_ALIAS, EKS_SYSTEM_AMI_RELEASES, KARPENTER
 from config.errors import ConfigError
-from synth import synthesize
-from synth.engine import Resource, Synthesis
+from synth import PROJECT_DIR
+from synth.engine import RecordingMonitor, Resource, Synthesis, run_program
+from synth.stackfile import read_stack_config
 from tests.chart_values import chart_values, unknown_keys
-from tests.conftest import synth_with
+from tests.conftest import aws_cluster, synth_with
 
 
-@pytest.fixture(scope="module")
-def dev() -> Synthesis:
-    return synthesize("dev")
+@pytest.fixture
+def dev(eks_dev: Synthesis) -> Synthesis:
+    return eks_dev
 
 
-@pytest.fixture(scope="module")
-def prod() -> Synthesis:
-    return synthesize("prod")
+@pytest.fixture
+def prod(eks_prod: Synthesis) -> Synthesis:
+    return eks_prod
 
 
 def one(synthesis: Synthesis, type_: str) -> Resource:
@@ -69,9 +70,60 @@ def test_admin_roles_get_cluster_admin_through_access_entries(prod):
         assert association.inputs["accessScope"] == {"type": "cluster"}
 
 
-def test_prod_protects_control_plane_system_nodes_and_key_and_dev_does_not(dev, prod):
-    for type_ in ("aws:eks/cluster:Cluster", "aws:eks/nodeGroup:NodeGroup", "aws:kms/key:Key"):
+def test_the_creator_gets_no_implicit_entry_so_listing_the_ci_role_cannot_collide(prod):
+    # terraform-aws-eks hard-codes bootstrap_cluster_creator_admin_permissions = false: with it true, the CI role
+    # in adminRoleArns makes CreateAccessEntry fail with 409 ResourceInUseException on every run.
+    access = one(prod, "aws:eks/cluster:Cluster").inputs["accessConfig"]
+    assert access == {"authenticationMode": "API", "bootstrapClusterCreatorAdminPermissions": False}
+    # The stack reaches the API only through its admin entries, so nothing is installed before they exist.
+    (provider,) = prod.of_type("pulumi:providers:kubernetes")
+    associations = {a.urn for a in prod.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")}
+    assert len(associations) == 2 and associations <= set(provider.depends_on)
+
+
+def test_an_eks_stack_must_name_the_role_that_deploys_it():
+    with pytest.raises(ConfigError, match="adminRoleArns: required key is missing"):
+        synth_with(cluster={k: v for k, v in aws_cluster().items() if k != "adminRoleArns"})
+
+
+def test_prod_protects_control_plane_and_key_and_dev_does_not(dev, prod):
+    for type_ in ("aws:eks/cluster:Cluster", "aws:kms/key:Key", "aws:cloudwatch/logGroup:LogGroup"):
         assert one(prod, type_).protect and not one(dev, type_).protect
+    # EKS's own guard too: a prod cluster cannot be deleted until deletion protection is turned off.
+    assert one(prod, "aws:eks/cluster:Cluster").inputs["deletionProtection"] is True
+    assert one(dev, "aws:eks/cluster:Cluster").inputs["deletionProtection"] is False
+
+
+def test_clusters_stay_on_standard_support_unless_asked(dev, eks_options):
+    assert one(dev, "aws:eks/cluster:Cluster").inputs["upgradePolicy"] == {"supportType": "STANDARD"}
+    assert one(eks_options, "aws:eks/cluster:Cluster").inputs["upgradePolicy"] == {"supportType": "EXTENDED"}
+
+
+def test_control_plane_logs_go_to_our_log_group_with_a_retention(dev, prod):
+    group = one(dev, "aws:cloudwatch/logGroup:LogGroup")
+    assert group.inputs["name"] == "/aws/eks/ml-dev/cluster"  # the name EKS writes to
+    assert group.inputs["retentionInDays"] == 90
+    assert group.urn in one(dev, "aws:eks/cluster:Cluster").depends_on  # ours exists before EKS logs a line
+    assert one(prod, "aws:cloudwatch/logGroup:LogGroup").inputs["retentionInDays"] == 365
+    # Nor can EKS make it again behind a destroy (terraform-aws-eks issue #920).
+    (deny,) = [p for p in dev.of_type("aws:iam/rolePolicy:RolePolicy") if p.name.endswith("-no-log-group")]
+    assert json.loads(deny.inputs["policy"])["Statement"] == [
+        {"Effect": "Deny", "Action": "logs:CreateLogGroup", "Resource": "*"}]
+    assert deny.urn in one(dev, "aws:eks/cluster:Cluster").depends_on
+
+
+def test_the_secrets_key_lets_the_cluster_role_use_it_and_has_an_alias(dev):
+    from components.cluster.eks import secrets_key_policy
+    role = "arn:aws:iam::111122223333:role/ml-dev-cluster-1234"
+    by_sid = {s["Sid"]: s for s in json.loads(secrets_key_policy(role))["Statement"]}
+    assert by_sid["AccountAdministers"]["Principal"] == {"AWS": "arn:aws:iam::111122223333:root"}
+    assert by_sid["ClusterEncryptsSecrets"]["Principal"] == {"AWS": role}
+    assert {"kms:Encrypt", "kms:Decrypt"} <= set(by_sid["ClusterEncryptsSecrets"]["Action"])
+    key, cluster_role = one(dev, "aws:kms/key:Key"), next(
+        r for r in dev.of_type("aws:iam/role:Role") if r.name == "ml-dev-cluster")
+    assert cluster_role.urn in key.depends_on  # the policy names the cluster role's real ARN
+    alias = one(dev, "aws:kms/alias:Alias")
+    assert alias.inputs["name"] == "alias/eks/ml-dev" and key.urn in alias.depends_on
 
 
 def test_everything_on_aws_goes_through_one_provider_in_the_configured_region(dev):
@@ -86,7 +138,7 @@ def test_everything_on_aws_goes_through_one_provider_in_the_configured_region(de
 
 def test_managed_addons_are_pinned_and_the_cni_enforces_network_policies(dev):
     addons = {a.inputs["addonName"]: a.inputs for a in dev.of_type("aws:eks/addon:Addon")}
-    assert {name: a["addonVersion"] for name, a in addons.items()} == EKS_ADDON_VERSIONS
+    assert {name: a["addonVersion"] for name, a in addons.items()} == EKS_ADDON_VERSIONS["1.34"]
     assert json.loads(addons["vpc-cni"]["configurationValues"]) == {"enableNetworkPolicy": "true"}
     (association,) = addons["aws-ebs-csi-driver"]["podIdentityAssociations"]
     assert association["serviceAccount"] == "ebs-csi-controller-sa"
@@ -101,10 +153,46 @@ def test_gp3_is_the_default_storage_class(dev):
 def test_system_node_group_is_small_on_demand_and_labelled(dev):
     group = one(dev, "aws:eks/nodeGroup:NodeGroup").inputs
     assert group["capacityType"] == "ON_DEMAND" and group["amiType"] == "AL2023_x86_64_STANDARD"
-    assert group["instanceTypes"] == ["m7i.large"]
-    assert group["scalingConfig"] == {"minSize": 2, "desiredSize": 2, "maxSize": 3}
+    assert group["scalingConfig"] == {"minSize": 2, "desiredSize": 2, "maxSize": 2}  # Karpenter adds the rest
     assert group["labels"] == {"mlplatform.io/pool": "system"}
     assert "taints" not in group
+    # Its AMI release is pinned (amazon-eks-ami's release version), as the GPU pools' alias is.
+    assert group["releaseVersion"] == EKS_SYSTEM_AMI_RELEASES["1.34"]
+
+
+class OptionsMonitor(RecordingMonitor):
+    """The synth's monitor, also keeping the resource options the Synthesis leaves out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.options: dict[str, tuple[list[str], bool]] = {}
+
+    def RegisterResource(self, request):  # noqa: N802 (the engine's gRPC method name)
+        response = super().RegisterResource(request)
+        self.options[response.urn] = (list(request.ignoreChanges), bool(request.deleteBeforeReplace))
+        return response
+
+
+def test_replace_only_changes_of_the_system_group_can_happen_and_raising_min_nodes_works():
+    config, secrets = read_stack_config(PROJECT_DIR, "prod")
+    monitor = OptionsMonitor()
+    from stacks import main
+    prod = run_program(main, project="mlplatform", stack="prod", config=config, secret_keys=secrets,
+                       monitor=monitor)
+    group = one(prod, "aws:eks/nodeGroup:NodeGroup")
+    # A name prefix, not a fixed name: a replacement is created beside the old group ("NodeGroup already
+    # exists" otherwise), and nothing protects the old one from the delete that follows.
+    assert group.inputs["nodeGroupNamePrefix"] == "ml-prod-system-" and "nodeGroupName" not in group.inputs
+    assert not group.protect and monitor.options[group.urn] == ([], False)  # create before delete; no ignores
+    # Instance type, IMDS and disk in a launch template: changing them rolls nodes in place.
+    template = one(prod, "aws:ec2/launchTemplate:LaunchTemplate")
+    assert template.inputs["instanceType"] == "m7i.xlarge" and "instanceTypes" not in group.inputs
+    assert template.inputs["metadataOptions"]["httpTokens"] == "required"
+    assert template.inputs["blockDeviceMappings"][0]["ebs"]["encrypted"] == "true"
+    assert template.urn in group.depends_on
+    # The stack owns the desired size (nothing else moves it), so raising minNodes adds nodes instead of
+    # failing with "desired size below minimum".
+    assert group.inputs["scalingConfig"]["desiredSize"] == group.inputs["scalingConfig"]["minSize"] == 3
 
 
 def test_kubernetes_is_installed_only_once_nodes_and_network_are_up(dev):
@@ -112,6 +200,11 @@ def test_kubernetes_is_installed_only_once_nodes_and_network_are_up(dev):
     node_group = one(dev, "aws:eks/nodeGroup:NodeGroup")
     addons = {a.inputs["addonName"]: a.urn for a in dev.of_type("aws:eks/addon:Addon")}
     assert {node_group.urn, addons["coredns"], addons["vpc-cni"]} <= set(provider.depends_on)
+    # And on destroy, volumes (Prometheus's) are deleted while the EBS CSI driver and its rights still exist.
+    ebs_policy = next(a.urn for a in dev.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+                      if a.name.endswith("-ebs-csi"))
+    assert addons["aws-ebs-csi-driver"] in provider.depends_on
+    assert ebs_policy in dev.by_urn(addons["aws-ebs-csi-driver"]).depends_on
 
 
 def test_kubeconfig_authenticates_with_aws_eks_get_token():
@@ -127,7 +220,7 @@ def test_kubeconfig_authenticates_with_aws_eks_get_token():
 
 def test_each_gpu_pool_is_a_tainted_labelled_capped_node_pool_that_scales_down(dev):
     pools = custom(dev, "NodePool")
-    assert set(pools) == {"l4", "a10g-x4"}
+    assert set(pools) == {"l4", "a10g-x4", "system"}
     spec = pools["a10g-x4"]["spec"]
     template = spec["template"]["spec"]
     requirements = {r["key"]: r["values"] for r in template["requirements"]}
@@ -144,7 +237,7 @@ def test_each_gpu_pool_is_a_tainted_labelled_capped_node_pool_that_scales_down(d
 def test_node_classes_use_the_pinned_accelerated_ami_a_big_disk_and_imdsv2(prod):
     node_class = custom(prod, "EC2NodeClass")["h100"]["spec"]
     assert node_class["amiSelectorTerms"] == [{"alias": EKS_AMI_ALIAS}]
-    assert node_class["role"] == "ml-prod-node"
+    assert node_class["role"] == "ml-prod-karpenter"
     assert node_class["blockDeviceMappings"][0]["ebs"]["volumeSize"] == "1000Gi"
     assert node_class["metadataOptions"]["httpTokens"] == "required"
     assert node_class["subnetSelectorTerms"] == [{"tags": {"karpenter.sh/discovery": "ml-prod"}}]
@@ -158,20 +251,12 @@ def test_karpenter_runs_on_system_nodes_with_pod_identity_and_an_interruption_qu
     assert queue.inputs["name"] == "ml-dev-karpenter" and queue.inputs["sqsManagedSseEnabled"] is True
     patterns = [json.loads(r.inputs["eventPattern"])["detail-type"][0]
                 for r in dev.of_type("aws:cloudwatch/eventRule:EventRule")]
-    assert "EC2 Spot Instance Interruption Warning" in patterns and "AWS Health Event" in patterns
-    assert len(dev.of_type("aws:cloudwatch/eventTarget:EventTarget")) == len(patterns)
+    assert len(dev.of_type("aws:cloudwatch/eventTarget:EventTarget")) == len(patterns) == 5
     identities = {i.inputs["serviceAccount"]: i.inputs for i in
                   dev.of_type("aws:eks/podIdentityAssociation:PodIdentityAssociation")}
     assert identities["karpenter"]["namespace"] == "kube-system"
     nodeclass_urns = {r.urn for r in dev.resources if r.inputs.get("kind") in ("NodePool", "EC2NodeClass")}
     assert all(release.urn in dev.by_urn(urn).depends_on for urn in nodeclass_urns)
-
-
-def test_karpenter_controller_may_read_only_its_own_queue_and_pass_only_the_node_role():
-    from components.cluster.karpenter import controller_policy
-    statements = {s["Sid"]: s for s in json.loads(controller_policy("arn:c", "arn:node", "arn:q"))["Statement"]}
-    assert statements["Interruptions"]["Resource"] == "arn:q"
-    assert statements["PassNodeRole"]["Resource"] == "arn:node"
 
 
 def test_karpenter_values_exist_in_its_chart(dev, upstream):
@@ -187,14 +272,27 @@ def test_the_device_plugin_is_installed_because_the_ami_has_drivers_but_no_plugi
 
 # ---- network ---------------------------------------------------------------------------------------------------
 
-def test_subnets_per_zone_with_the_tags_load_balancers_and_karpenter_need(dev):
+def test_subnets_per_zone_with_the_tags_load_balancers_need(dev):
     subnets = [s.inputs for s in dev.of_type("aws:ec2/subnet:Subnet")]
     private = [s for s in subnets if s["tags"].get("kubernetes.io/role/internal-elb") == "1"]
     public = [s for s in subnets if s["tags"].get("kubernetes.io/role/elb") == "1"]
     assert len(private) == len(public) == 3
-    assert all(s["tags"]["karpenter.sh/discovery"] == "ml-dev" for s in private)
     assert {s["availabilityZone"] for s in private} == {"us-east-1a", "us-east-1b", "us-east-1c"}
     assert len(dev.of_type("aws:ec2/natGateway:NatGateway")) == 1
+
+
+def test_s3_is_reached_through_a_free_gateway_endpoint_and_ecr_and_sts_optionally_too(dev, eks_options):
+    (s3,) = dev.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+    assert s3.inputs["serviceName"] == "com.amazonaws.us-east-1.s3" and s3.inputs["vpcEndpointType"] == "Gateway"
+    private_routes = {r.urn for r in dev.of_type("aws:ec2/routeTable:RouteTable") if "private" in r.name}
+    assert len(private_routes) == 3 and private_routes <= set(s3.depends_on)
+    with_interfaces = eks_options
+    interfaces = {e.inputs["serviceName"]: e.inputs for e in with_interfaces.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+                  if e.inputs["vpcEndpointType"] == "Interface"}
+    assert set(interfaces) == {f"com.amazonaws.eu-west-1.{s}" for s in ("ecr.api", "ecr.dkr", "eks-auth", "sts")}
+    assert all(e["privateDnsEnabled"] is True for e in interfaces.values())
+    (group,) = with_interfaces.of_type("aws:ec2/securityGroup:SecurityGroup")
+    assert group.inputs["ingress"][0]["fromPort"] == 443 and group.inputs["ingress"][0]["cidrBlocks"] == ["10.0.0.0/16"]
 
 
 def test_prod_has_a_nat_gateway_per_zone(prod):
@@ -207,17 +305,19 @@ def test_subnet_cidrs_do_not_overlap():
     assert public == ["10.0.224.0/21", "10.0.232.0/21", "10.0.240.0/21"]
 
 
-def aws_cluster(**overrides: Any) -> dict[str, Any]:
-    return {"cloud": "aws", "name": "ml", "region": "eu-west-1", "availabilityZones": ["eu-west-1a", "eu-west-1b"],
-            "gpuPools": [{"name": "l4", "instanceTypes": ["g6.xlarge"], "maxNodes": 2}]} | overrides
-
-
-def test_existing_subnets_are_tagged_not_created():
-    synthesis = synth_with(cluster=aws_cluster(network={
-        "privateSubnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]}))
+def test_existing_subnets_are_tagged_for_load_balancers_and_taken_by_id_not_by_another_clusters_tag():
+    private, public = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"], ["subnet-0123456789abcdef2"]
+    synthesis = synth_with(cluster=aws_cluster(network={"privateSubnetIds": private, "publicSubnetIds": public}))
     assert synthesis.of_type("aws:ec2/vpc:Vpc") == [] and synthesis.of_type("aws:ec2/subnet:Subnet") == []
-    tags = [t.inputs for t in synthesis.of_type("aws:ec2/tag:Tag") if t.inputs["key"] == "karpenter.sh/discovery"]
-    assert {t.get("resourceId") for t in tags} >= {"subnet-0123456789abcdef0", "subnet-0123456789abcdef1"}
+    tags = {(t.inputs["resourceId"], t.inputs["key"]): t.inputs["value"] for t in synthesis.of_type("aws:ec2/tag:Tag")
+            if t.inputs.get("resourceId", "").startswith("subnet-")}
+    assert {s for (s, key) in tags if key == "kubernetes.io/role/internal-elb"} == set(private)
+    assert {s for (s, key) in tags if key == "kubernetes.io/role/elb"} == set(public)
+    assert {s for (s, key) in tags if key == "kubernetes.io/cluster/ml"} == set(private + public)
+    # Karpenter's discovery tag may belong to another cluster in this VPC: never written, subnets go by ID.
+    assert not any(key == "karpenter.sh/discovery" for (_, key) in tags)
+    node_class = custom(synthesis, "EC2NodeClass")["l4"]
+    assert node_class["spec"]["subnetSelectorTerms"] == [{"id": subnet} for subnet in private]
 
 
 # ---- bad input ---------------------------------------------------------------------------------------------------
@@ -231,6 +331,19 @@ def test_existing_subnets_are_tagged_not_created():
      "mlplatform:cluster.gpuPools[0]: sharing.migStrategy 'single' needs a MIG-capable GPU, and nvidia-a10g has no"),
     ({"kubernetesVersion": "1.29"}, "mlplatform:cluster.kubernetesVersion: Kubernetes '1.29' is outside the "
                                     "supported window"),
+    ({"kubernetesVersion": "1.35"}, "mlplatform:cluster.kubernetesVersion: Kubernetes 1.35 has no pinned EKS add-on "
+                                    "versions and system AMI release in versions.py"),
+    ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1,
+                    "sharing": {"migStrategy": "mixed"}}]},
+     "mlplatform:cluster.gpuPools[0]: sharing.migStrategy 'mixed': MIG is not available on EKS pools"),
+    ({"gpuPools": [{"name": "x", "instanceTypes": ["g5.xlarge"], "maxNodes": 1, "efa": True}]},
+     "mlplatform:cluster.gpuPools[0]: efa: g5.xlarge have no Elastic Fabric Adapter; EFA-capable nvidia-a10g types: "
+     "g5.16xlarge, g5.8xlarge"),
+    ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "capacityTypes": ["reserved"]}]},
+     "mlplatform:cluster.gpuPools[0]: capacityTypes 'reserved' and capacityReservationIds go together"),
+    ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "capacityReservationIds": ["r1"]}]},
+     "mlplatform:cluster.gpuPools[0].capacityReservationIds[0]: 'r1' is not a capacity reservation ID"),
+    ({"logRetentionDays": 100}, "mlplatform:cluster.logRetentionDays: 100 is not a retention CloudWatch Logs accepts"),
     ({"availabilityZones": ["eu-west-1a"]}, "mlplatform:cluster.availabilityZones: 1 availability zone(s) given"),
     ({"availabilityZones": ["eu-west-1a", "us-east-1b"]}, "'us-east-1b' is not a zone of eu-west-1"),
     ({"network": {"vpcCidr": "10.0.0.0/33"}}, "mlplatform:cluster.network.vpcCidr: '10.0.0.0/33' is not a valid CIDR"),
@@ -247,3 +360,11 @@ def test_bad_eks_config(overrides, message):
     with pytest.raises(ConfigError) as caught:
         synth_with(cluster=aws_cluster(**overrides))
     assert message.replace("Value error, ", "") in str(caught.value), str(caught.value)
+
+
+def test_system_nodes_carry_the_cost_tags_the_gpu_pools_do(dev):
+    template = one(dev, "aws:ec2/launchTemplate:LaunchTemplate").inputs
+    tagged = {spec["resourceType"]: spec["tags"] for spec in template["tagSpecifications"]}
+    assert set(tagged) == {"instance", "volume", "network-interface"}
+    assert all(tags == {"mlplatform.io/cluster": "ml-dev", "mlplatform.io/environment": "dev",
+                        "mlplatform.io/pool": "system"} for tags in tagged.values())

@@ -17,7 +17,7 @@ from pulumi_policy.proxy import (
     unknown_checking_proxy,
 )
 
-from versions import DCGM_EXPORTER, FAKE_GPU_OPERATOR, KUBERNETES_VERSION, NVIDIA_DEVICE_PLUGIN, SUPPORTED_KUBERNETES
+from versions import DCGM_EXPORTER, EFA_DEVICE_PLUGIN, FAKE_GPU_OPERATOR, KUBERNETES_VERSION, NVIDIA_DEVICE_PLUGIN, SUPPORTED_KUBERNETES
 from config.errors import ConfigError
 from config.models import DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE
 from policies import pack, rules
@@ -150,7 +150,8 @@ def test_every_rule_says_how_to_fix_it():
 
 def test_the_policies_agree_with_the_platform():
     assert {DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, "monitoring"} <= rules.PLATFORM_AGENT_NAMESPACES
-    assert {c.name for c in (NVIDIA_DEVICE_PLUGIN, DCGM_EXPORTER, FAKE_GPU_OPERATOR)} == rules.GPU_AGENT_CHARTS
+    assert {c.name for c in (NVIDIA_DEVICE_PLUGIN, DCGM_EXPORTER, FAKE_GPU_OPERATOR, EFA_DEVICE_PLUGIN)} == \
+        rules.GPU_AGENT_CHARTS
     assert rules.SUPPORTED_KUBERNETES == SUPPORTED_KUBERNETES
     low, high = (tuple(map(int, v.split("."))) for v in SUPPORTED_KUBERNETES)
     assert low <= tuple(map(int, KUBERNETES_VERSION.split("."))) <= high

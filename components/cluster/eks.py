@@ -15,15 +15,13 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.cluster import exec_kubeconfig, explicit_provider
 from components.cluster.aws_network import DISCOVERY_TAG, AwsNetwork
-from components.cluster.karpenter import Karpenter, pod_identity_trust
+from components.cluster.karpenter import (AWS_POLICY, NODE_POLICIES, SYSTEM_DISK_GIB, Karpenter, cost_tags,
+                                          pod_identity_trust)
 from components.handle import POOL_LABEL, SYSTEM_POOL, Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
-from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_TYPE
+from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, EKS_SYSTEM_AMI_TYPE
 from config.eks import EksClusterConfig
 
-AWS_POLICY = "arn:aws:iam::aws:policy/"
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
-NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryPullOnly", "AmazonEKS_CNI_Policy",
-                 "AmazonSSMManagedInstanceCore")
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 
 
@@ -31,6 +29,19 @@ def service_trust(service: str, *, tag_session: bool = False) -> str:
     actions = ["sts:AssumeRole", "sts:TagSession"] if tag_session else "sts:AssumeRole"
     return json.dumps({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Principal": {"Service": service}, "Action": actions}]})
+
+
+def secrets_key_policy(cluster_role_arn: str) -> str:
+    """The account administers the key through IAM (KMS's default key policy); the cluster role may use it for
+    envelope encryption, with the actions terraform-aws-eks grants it (kms:Encrypt, Decrypt, ListGrants,
+    DescribeKey). Account and partition come from the role's ARN."""
+    _, partition, _, _, account, _ = cluster_role_arn.split(":", 5)
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Sid": "AccountAdministers", "Effect": "Allow", "Principal": {"AWS": f"arn:{partition}:iam::{account}:root"},
+         "Action": "kms:*", "Resource": "*"},
+        {"Sid": "ClusterEncryptsSecrets", "Effect": "Allow", "Principal": {"AWS": cluster_role_arn},
+         "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ListGrants", "kms:DescribeKey"], "Resource": "*"},
+    ]})
 
 
 def kubeconfig(name: str, region: str, endpoint: str, certificate_authority: str) -> str:
@@ -68,14 +79,25 @@ class EksCluster(pulumi.ComponentResource):
             "eks.amazonaws.com", tag_session=True), opts=child)
         cluster_policy = aws.iam.RolePolicyAttachment(f"{name}-cluster", role=cluster_role.name,
                                                       policy_arn=f"{AWS_POLICY}AmazonEKSClusterPolicy", opts=child)
-        # Named, not auto-named: Karpenter's EC2NodeClasses refer to it by name.
+        # The system node group's role only; Karpenter's nodes have their own.
         node_role = aws.iam.Role(f"{name}-node", name=f"{spec.name}-node", assume_role_policy=service_trust(
             "ec2.amazonaws.com"), opts=child)
         node_policies = [aws.iam.RolePolicyAttachment(f"{name}-node-{policy}", role=node_role.name,
                                                       policy_arn=f"{AWS_POLICY}{policy}", opts=child)
                          for policy in NODE_POLICIES]
         secrets_key = aws.kms.Key(f"{name}-secrets", description=f"Envelope encryption of {spec.name}'s Secrets",
-                                  enable_key_rotation=True, deletion_window_in_days=30, opts=kept)
+                                  enable_key_rotation=True, deletion_window_in_days=30,
+                                  policy=cluster_role.arn.apply(secrets_key_policy), opts=kept)
+        aws.kms.Alias(f"{name}-secrets", name=f"alias/eks/{spec.name}", target_key_id=secrets_key.key_id,
+                      opts=child)
+        # Made before the cluster, so that EKS logs into ours (with a retention) instead of making one that never
+        # expires; and EKS may not make it again while a destroy is under way, after ours is gone (as
+        # terraform-aws-eks denies it, issue #920), which would leave a log group behind, billing.
+        log_group = aws.cloudwatch.LogGroup(f"{name}-control-plane", name=f"/aws/eks/{spec.name}/cluster",
+                                            retention_in_days=spec.log_retention_days, opts=kept)
+        no_log_group = aws.iam.RolePolicy(f"{name}-cluster-no-log-group", role=cluster_role.id, policy=json.dumps({
+            "Version": "2012-10-17", "Statement": [
+                {"Effect": "Deny", "Action": "logs:CreateLogGroup", "Resource": "*"}]}), opts=child)
 
         public_cidrs = spec.endpoint.public_access_cidrs
         cluster = aws.eks.Cluster(
@@ -90,36 +112,45 @@ class EksCluster(pulumi.ComponentResource):
                 public_access_cidrs=public_cidrs or None,
             ),
             access_config=aws.eks.ClusterAccessConfigArgs(
-                # Access entries only: no aws-auth ConfigMap to edit by hand. Whoever creates the cluster (the
-                # CI role running `pulumi up`) stays admin, so that the stack can install onto it.
-                authentication_mode="API", bootstrap_cluster_creator_admin_permissions=True),
+                # Access entries only: no aws-auth ConfigMap to edit by hand. The creator gets no implicit entry
+                # (as terraform-aws-eks hard-codes): it is admin through adminRoleArns like any admin, so listing
+                # the deploying role cannot collide (409) with an entry EKS made, and leaving the list drops its
+                # access. Immutable: changing it replaces the cluster.
+                authentication_mode="API", bootstrap_cluster_creator_admin_permissions=False),
             encryption_config=aws.eks.ClusterEncryptionConfigArgs(
                 provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=secrets_key.arn),
                 resources=["secrets"]),
             enabled_cluster_log_types=CONTROL_PLANE_LOGS,
             # The add-ons below are managed and pinned instead of the unmanaged ones EKS would install.
             bootstrap_self_managed_addons=False,
-            opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(depends_on=[cluster_policy])),
+            # Prod: EKS itself refuses to delete the cluster until this is turned off.
+            deletion_protection=prod,
+            # Standard support unless asked: at its end EKS upgrades the control plane rather than bill
+            # extended support for an old minor unannounced.
+            upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type=spec.support_type.upper()),
+            opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(depends_on=[cluster_policy, log_group, no_log_group])),
         )
-        aws.ec2.Tag(f"{name}-cluster-sg-discovery", resource_id=cluster.vpc_config.cluster_security_group_id,
-                    key=DISCOVERY_TAG, value=spec.name, opts=child)
+        # EKS's own security group, on every node: how Karpenter's nodes find it (and reach the control plane).
+        security_group_tag = aws.ec2.Tag(f"{name}-cluster-sg-discovery",
+                                         resource_id=cluster.vpc_config.cluster_security_group_id,
+                                         key=DISCOVERY_TAG, value=spec.name, opts=child)
 
+        admin_access: list[pulumi.Resource] = []
         for index, role_arn in enumerate(spec.admin_role_arns):
             entry = aws.eks.AccessEntry(f"{name}-admin-{index}", cluster_name=cluster.name, principal_arn=role_arn,
                                         type="STANDARD", opts=child)
-            aws.eks.AccessPolicyAssociation(
+            admin_access.append(aws.eks.AccessPolicyAssociation(
                 f"{name}-admin-{index}", cluster_name=cluster.name, principal_arn=role_arn,
                 policy_arn=CLUSTER_ADMIN_POLICY,
                 access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
-                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[entry])))
-        # Karpenter's nodes join with the node role; managed node groups get their entry from EKS.
-        aws.eks.AccessEntry(f"{name}-karpenter-nodes", cluster_name=cluster.name, principal_arn=node_role.arn,
-                            type="EC2_LINUX", opts=child)
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[entry]))))
+
+        addon_versions = EKS_ADDON_VERSIONS[spec.kubernetes_version]
 
         def addon(addon_name: str, after: list[pulumi.Resource] | None = None, **settings) -> aws.eks.Addon:
             return aws.eks.Addon(
                 f"{name}-{addon_name}", cluster_name=cluster.name, addon_name=addon_name,
-                addon_version=EKS_ADDON_VERSIONS[addon_name], resolve_conflicts_on_create="OVERWRITE",
+                addon_version=addon_versions[addon_name], resolve_conflicts_on_create="OVERWRITE",
                 resolve_conflicts_on_update="OVERWRITE",
                 opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=after or [])), **settings)
 
@@ -128,37 +159,61 @@ class EksCluster(pulumi.ComponentResource):
         vpc_cni = addon("vpc-cni", configuration_values=json.dumps({"enableNetworkPolicy": "true"}))
         kube_proxy = addon("kube-proxy")
 
+        # The instance type, IMDS and root volume live in a launch template: changing them rolls the nodes
+        # through a new template version in place, where the node group's own fields would replace it.
+        system_template = aws.ec2.LaunchTemplate(
+            f"{name}-system",
+            name_prefix=f"{spec.name}-system-",
+            instance_type=spec.system_pool.instance_type,
+            # IMDSv2 only; one hop, so pods cannot borrow the node role (they use Pod Identity).
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1),
+            block_device_mappings=[aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+                device_name="/dev/xvda", ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                    volume_size=SYSTEM_DISK_GIB, volume_type="gp3", encrypted="true", delete_on_termination="true"))],
+            tag_specifications=[aws.ec2.LaunchTemplateTagSpecificationArgs(
+                resource_type=kind, tags=cost_tags(spec, SYSTEM_POOL))
+                for kind in ("instance", "volume", "network-interface")],
+            opts=child)
         system_nodes = aws.eks.NodeGroup(
             f"{name}-system",
             cluster_name=cluster.name,
-            node_group_name=f"{spec.name}-system",
+            # A prefix, not a fixed name: what EKS can only replace (AMI type, subnets, role) is created anew
+            # beside the old group, which is deleted once the new one is up. Not `protect`ed, so that it can.
+            node_group_name_prefix=f"{spec.name}-system-",
             node_role_arn=node_role.arn,
             subnet_ids=network.private_subnet_ids,
-            instance_types=[spec.system_pool.instance_type],
+            launch_template=aws.eks.NodeGroupLaunchTemplateArgs(
+                id=system_template.id, version=system_template.latest_version.apply(str)),
             ami_type=EKS_SYSTEM_AMI_TYPE,
+            # A dated AMI release, like the GPU pools' alias: a new AMI is a reviewed bump, rolled in place.
+            release_version=EKS_SYSTEM_AMI_RELEASES[spec.kubernetes_version],
             capacity_type="ON_DEMAND",
+            # A fixed minNodes, owned by the stack (raising it adds nodes; with a desired size left to an
+            # autoscaler, EKS refuses a minimum above it). Karpenter adds the nodes up to maxNodes.
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(min_size=spec.system_pool.min_nodes,
                                                               desired_size=spec.system_pool.min_nodes,
-                                                              max_size=spec.system_pool.max_nodes),
+                                                              max_size=spec.system_pool.min_nodes),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
             labels={POOL_LABEL: SYSTEM_POOL},
-            opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(
-                depends_on=[*node_policies, vpc_cni, kube_proxy],
-                # A cluster autoscaler may move it; the stack sets only the bounds.
-                ignore_changes=["scalingConfig.desiredSize"])),
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+                depends_on=[*node_policies, vpc_cni, kube_proxy])),
         )
         coredns = addon("coredns", after=[system_nodes])
         ebs_role = aws.iam.Role(f"{name}-ebs-csi", assume_role_policy=pod_identity_trust(), opts=child)
-        aws.iam.RolePolicyAttachment(f"{name}-ebs-csi", role=ebs_role.name,
-                                     policy_arn=f"{AWS_POLICY}service-role/AmazonEBSCSIDriverPolicy", opts=child)
-        ebs_csi = addon("aws-ebs-csi-driver", after=[system_nodes, pod_identity_agent],
+        ebs_policy = aws.iam.RolePolicyAttachment(f"{name}-ebs-csi", role=ebs_role.name,
+                                                  policy_arn=f"{AWS_POLICY}service-role/AmazonEBSCSIDriverPolicy", opts=child)
+        ebs_csi = addon("aws-ebs-csi-driver", after=[system_nodes, pod_identity_agent, ebs_policy],
                         pod_identity_associations=[aws.eks.AddonPodIdentityAssociationArgs(
                             role_arn=ebs_role.arn, service_account="ebs-csi-controller-sa")])
 
         config = pulumi.Output.secret(pulumi.Output.all(cluster.name, cluster.endpoint,
                                                         cluster.certificate_authority.data).apply(
             lambda values: kubeconfig(values[0], spec.region, values[1], values[2])))
-        provider = explicit_provider(self, name, config, ready=[system_nodes, coredns, vpc_cni, pod_identity_agent])
+        # With no creator entry, the stack reaches the API through its admin entries: wait for them too. And
+        # everything installed depends on the EBS CSI driver, so a destroy deletes volumes while it can.
+        provider = explicit_provider(self, name, config, ready=[
+            system_nodes, coredns, vpc_cni, pod_identity_agent, ebs_csi, *admin_access])
 
         k8s.storage.v1.StorageClass(
             f"{name}-gp3",
@@ -172,8 +227,9 @@ class EksCluster(pulumi.ComponentResource):
         )
 
         gpu_pools = eks_gpu_pools(spec)
-        Karpenter(f"{name}-karpenter", spec, cluster=cluster, node_role=node_role, gpu_pools=gpu_pools,
-                  k8s_provider=provider, opts=pulumi.ResourceOptions(parent=self, providers=[aws_provider]))
+        Karpenter(f"{name}-karpenter", spec, cluster=cluster, network=network, security_group_tag=security_group_tag,
+                  gpu_pools=gpu_pools, k8s_provider=provider,
+                  opts=pulumi.ResourceOptions(parent=self, providers=[aws_provider]))
 
         self.handle = ClusterHandle(
             name=spec.name,

@@ -1,12 +1,18 @@
 """Karpenter for an EKS cluster: GPU nodes from zero when a GPU pod is pending, gone again when idle.
 
-Its controller (AWS's chart, pinned) with Pod Identity, the SQS queue and EventBridge rules that tell it of
-spot interruptions and instance health events ahead of time, and per GPU pool an EC2NodeClass and NodePool.
+Its controller (AWS's chart, pinned, CRDs from the karpenter-crd chart) with Pod Identity, a node role of its
+own, the SQS queue and EventBridge rules that tell it of interruptions ahead of time, and per GPU pool an
+EC2NodeClass and NodePool. Modelled on Karpenter v1.14's getting-started CloudFormation and guide.
+
+Teardown order is part of the design: every NodePool and EC2NodeClass depends on everything Karpenter needs to
+end the instances it made (its IAM policy, Pod Identity, the nodes' role and access entry, the security-group
+rules, the queue), so `pulumi destroy` deletes them first and their finalizers run while Karpenter still can.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -14,21 +20,32 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
-from components.cluster.aws_network import DISCOVERY_TAG
-from components.handle import POOL_LABEL, SYSTEM_POOL, GpuPool
+from components.cluster.aws_network import DISCOVERY_TAG, AwsNetwork
+from components.cluster.karpenter_iam import controller_policy, queue_policy
+from components.handle import GPU_TAINT, POOL_LABEL, SYSTEM_POOL, GpuPool
 from components.kube import helm_release
-from versions import EKS_AMI_ALIAS, KARPENTER
-from config.eks import EksClusterConfig, EksGpuPool
+from versions import EFA_DEVICE_PLUGIN, EKS_AMI_ALIAS, KARPENTER, KARPENTER_CRD
+from config.eks import GPU_INSTANCES, EksClusterConfig, EksGpuPool
 
 NAMESPACE = "kube-system"
+# On the nodes of pools with `efa: true`, for the EFA device plugin and for pods that need EFA.
+EFA_LABEL = "mlplatform.io/efa"
+# The root volume of system nodes, the managed node group's and Karpenter's alike.
+SYSTEM_DISK_GIB = 50
 SERVICE_ACCOUNT = "karpenter"
+AWS_POLICY = "arn:aws:iam::aws:policy/"
+# The node role's managed policies, as Karpenter's CloudFormation gives KarpenterNodeRole.
+NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryPullOnly", "AmazonEKS_CNI_Policy",
+                 "AmazonSSMManagedInstanceCore")
 
-# The events Karpenter acts on before AWS takes a node away: it cordons and drains in time.
+# The events Karpenter acts on before AWS takes a node away (the CloudFormation's five rules).
 INTERRUPTION_EVENTS = {
     "health": {"source": ["aws.health"], "detail-type": ["AWS Health Event"]},
     "spot-interruption": {"source": ["aws.ec2"], "detail-type": ["EC2 Spot Instance Interruption Warning"]},
     "rebalance": {"source": ["aws.ec2"], "detail-type": ["EC2 Instance Rebalance Recommendation"]},
     "state-change": {"source": ["aws.ec2"], "detail-type": ["EC2 Instance State-change Notification"]},
+    # Short keys: the rules are autonamed `<cluster>-karpenter-<key>-<7 random>`, within EventBridge's 64.
+    "reservation": {"source": ["aws.ec2"], "detail-type": ["EC2 Capacity Reservation Instance Interruption Warning"]},
 }
 
 
@@ -38,56 +55,86 @@ def pod_identity_trust() -> str:
         "Action": ["sts:AssumeRole", "sts:TagSession"]}]})
 
 
-def controller_policy(cluster_arn: str, node_role_arn: str, queue_arn: str) -> str:
-    """What Karpenter's controller may do: launch and end instances for this cluster, manage the instance
-    profiles of its node role, and read its interruption queue."""
-    return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Sid": "Provision", "Effect": "Allow", "Resource": "*",
-         "Action": ["ec2:CreateFleet", "ec2:RunInstances", "ec2:CreateLaunchTemplate", "ec2:CreateTags",
-                    "ec2:DeleteLaunchTemplate", "ec2:TerminateInstances"]},
-        {"Sid": "Discover", "Effect": "Allow", "Resource": "*",
-         "Action": ["ec2:DescribeAvailabilityZones", "ec2:DescribeImages", "ec2:DescribeInstances",
-                    "ec2:DescribeInstanceTypeOfferings", "ec2:DescribeInstanceTypes", "ec2:DescribeLaunchTemplates",
-                    "ec2:DescribeSecurityGroups", "ec2:DescribeSpotPriceHistory", "ec2:DescribeSubnets",
-                    "ec2:DescribeCapacityReservations", "pricing:GetProducts", "ssm:GetParameter"]},
-        {"Sid": "PassNodeRole", "Effect": "Allow", "Resource": node_role_arn, "Action": "iam:PassRole",
-         "Condition": {"StringEquals": {"iam:PassedToService": ["ec2.amazonaws.com"]}}},
-        {"Sid": "InstanceProfiles", "Effect": "Allow", "Resource": "*",
-         "Action": ["iam:CreateInstanceProfile", "iam:TagInstanceProfile", "iam:AddRoleToInstanceProfile",
-                    "iam:RemoveRoleFromInstanceProfile", "iam:DeleteInstanceProfile", "iam:GetInstanceProfile",
-                    "iam:ListInstanceProfiles"]},
-        {"Sid": "Cluster", "Effect": "Allow", "Resource": cluster_arn, "Action": "eks:DescribeCluster"},
-        {"Sid": "Interruptions", "Effect": "Allow", "Resource": queue_arn,
-         "Action": ["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"]},
-    ]})
-
-
-def queue_policy(queue_arn: str) -> str:
+def ec2_trust() -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Service": ["events.amazonaws.com", "sqs.amazonaws.com"]},
-        "Action": "sqs:SendMessage", "Resource": queue_arn}]})
+        "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
 
 
-def node_class(pool: EksGpuPool, cluster_name: str, node_role: pulumi.Input[str]) -> dict[str, Any]:
-    discovery = [{"tags": {DISCOVERY_TAG: cluster_name}}]
+def cost_tags(spec: EksClusterConfig, pool: str) -> dict[str, str]:
+    """What every instance, volume and network interface of a pool is tagged with, for cost reports (the
+    provider's default tags reach only what Pulumi creates, not what Karpenter or an Auto Scaling group does)."""
+    return {"mlplatform.io/cluster": spec.name, "mlplatform.io/environment": spec.environment, POOL_LABEL: pool}
+
+
+@dataclass(frozen=True)
+class KarpenterPool:
+    """One EC2NodeClass and NodePool pair: a GPU pool, or the system pool's overflow."""
+
+    name: str
+    instance_types: list[str]
+    capacity_types: list[str]
+    labels: dict[str, str]
+    taints: list[dict[str, str]]
+    # The pool's size cap, in what it is bought for.
+    limits: dict[str, int]
+    disruption: dict[str, str]
+    disk_size_gib: int
+    # NVMe instance store on every instance type: striped (RAID0) for images and pods' ephemeral storage.
+    instance_store: bool = False
+    capacity_reservation_ids: tuple[str, ...] = ()
+
+
+def gpu_karpenter_pool(pool: EksGpuPool, gpu_pool: GpuPool) -> KarpenterPool:
+    return KarpenterPool(
+        name=pool.name, instance_types=pool.instance_types, capacity_types=pool.capacity_types,
+        labels=dict(gpu_pool.labels) | ({EFA_LABEL: "true"} if pool.efa else {}),
+        taints=[{"key": t.key, "value": t.value, "effect": t.effect} for t in gpu_pool.taints],
+        limits={"nvidia.com/gpu": pool.max_nodes * pool.shape.gpus},
+        disruption={"consolidationPolicy": "WhenEmpty", "consolidateAfter": pool.consolidate_after},
+        disk_size_gib=pool.disk_size_gib,
+        instance_store=all(GPU_INSTANCES[t].local_nvme for t in pool.instance_types),
+        capacity_reservation_ids=tuple(pool.capacity_reservation_ids))
+
+
+def system_overflow_pool(spec: EksClusterConfig) -> KarpenterPool | None:
+    """The system pool above minNodes: the managed node group keeps minNodes, Karpenter adds nodes of the same
+    type up to maxNodes while system pods are pending, and removes them when they are no longer needed."""
+    system = spec.system_pool
+    if system.max_nodes == system.min_nodes:
+        return None
+    return KarpenterPool(
+        name=SYSTEM_POOL, instance_types=[system.instance_type], capacity_types=["on-demand"],
+        labels={POOL_LABEL: SYSTEM_POOL}, taints=[], limits={"nodes": system.max_nodes - system.min_nodes},
+        disruption={"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "5m"},
+        disk_size_gib=SYSTEM_DISK_GIB)
+
+
+def node_class(spec: EksClusterConfig, pool: KarpenterPool, *, node_role: pulumi.Input[str],
+               subnet_terms: list[dict[str, object]]) -> dict[str, Any]:
     return {
         "role": node_role,
+        # The alias picks the NVIDIA variant for GPU instances and the standard one for the others.
         "amiSelectorTerms": [{"alias": EKS_AMI_ALIAS}],
-        "subnetSelectorTerms": discovery,
-        "securityGroupSelectorTerms": discovery,
+        "subnetSelectorTerms": subnet_terms,
+        "securityGroupSelectorTerms": [{"tags": {DISCOVERY_TAG: spec.name}}],
         "blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {
             "volumeSize": f"{pool.disk_size_gib}Gi", "volumeType": "gp3", "encrypted": True,
             "deleteOnTermination": True}}],
+        # NVMe instance store, striped, holds images and pods' ephemeral storage (Karpenter's
+        # instanceStorePolicy): faster than EBS and already paid for.
+        **({"instanceStorePolicy": "RAID0"} if pool.instance_store else {}),
         # IMDSv2 only, one hop: pods get AWS credentials from Pod Identity, never from the node's role.
         "metadataOptions": {"httpEndpoint": "enabled", "httpTokens": "required", "httpPutResponseHopLimit": 1},
-        "tags": {POOL_LABEL: pool.name},
+        "tags": cost_tags(spec, pool.name),
+        **({"capacityReservationSelectorTerms": [{"id": cr} for cr in pool.capacity_reservation_ids]}
+           if pool.capacity_reservation_ids else {}),
     }
 
 
-def node_pool(pool: EksGpuPool, gpu_pool: GpuPool) -> dict[str, Any]:
+def node_pool(pool: KarpenterPool) -> dict[str, Any]:
     return {
         "template": {
-            "metadata": {"labels": dict(gpu_pool.labels)},
+            "metadata": {"labels": pool.labels},
             "spec": {
                 "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": pool.name},
                 "requirements": [
@@ -96,65 +143,105 @@ def node_pool(pool: EksGpuPool, gpu_pool: GpuPool) -> dict[str, Any]:
                     {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
                     {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
                 ],
-                "taints": [{"key": t.key, "value": t.value, "effect": t.effect} for t in gpu_pool.taints],
+                "taints": pool.taints,
                 # Nodes are replaced within a month, so AMI and security fixes reach long-lived pools.
                 "expireAfter": "720h",
             },
         },
-        # The pool's size cap, in what it is bought for.
-        "limits": {"nvidia.com/gpu": pool.max_nodes * pool.shape.gpus},
-        "disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": pool.consolidate_after},
+        "limits": pool.limits,
+        "disruption": pool.disruption,
     }
 
 
 class Karpenter(pulumi.ComponentResource):
-    def __init__(self, name: str, spec: EksClusterConfig, *, cluster: aws.eks.Cluster, node_role: aws.iam.Role,
-                 gpu_pools: tuple[GpuPool, ...], k8s_provider: k8s.Provider,
+    def __init__(self, name: str, spec: EksClusterConfig, *, cluster: aws.eks.Cluster, network: AwsNetwork,
+                 security_group_tag: aws.ec2.Tag, gpu_pools: tuple[GpuPool, ...], k8s_provider: k8s.Provider,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:cluster:Karpenter", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        # Everything Karpenter needs to end its instances; each NodePool and EC2NodeClass depends on all of it.
+        rights: list[pulumi.Resource] = [*network.private_subnets, security_group_tag]
+
+        # Its nodes' own role (as Karpenter's guide gives it), with its own access entry: the system node group's
+        # role and the entry EKS makes for it are never shared, so neither side can delete the other's.
+        node_role = aws.iam.Role(f"{name}-node", name=f"{spec.name}-karpenter", assume_role_policy=ec2_trust(),
+                                 opts=child)
+        rights += [aws.iam.RolePolicyAttachment(f"{name}-node-{policy}", role=node_role.name,
+                                                policy_arn=f"{AWS_POLICY}{policy}", opts=child)
+                   for policy in NODE_POLICIES]
+        rights.append(aws.eks.AccessEntry(f"{name}-node", cluster_name=cluster.name, principal_arn=node_role.arn,
+                                          type="EC2_LINUX", opts=child))
 
         queue = aws.sqs.Queue(f"{name}-interruptions", name=f"{spec.name}-karpenter", message_retention_seconds=300,
                               sqs_managed_sse_enabled=True, opts=child)
-        aws.sqs.QueuePolicy(f"{name}-interruptions", queue_url=queue.url, policy=queue.arn.apply(queue_policy),
-                            opts=child)
+        rights.append(aws.sqs.QueuePolicy(f"{name}-interruptions", queue_url=queue.url,
+                                          policy=queue.arn.apply(queue_policy), opts=child))
         for event, pattern in INTERRUPTION_EVENTS.items():
             rule = aws.cloudwatch.EventRule(f"{name}-{event}", event_pattern=json.dumps(pattern),
                                             description=f"{event} events for Karpenter of {spec.name}", opts=child)
-            aws.cloudwatch.EventTarget(f"{name}-{event}", rule=rule.name, arn=queue.arn, opts=child)
+            rights.append(aws.cloudwatch.EventTarget(f"{name}-{event}", rule=rule.name, arn=queue.arn, opts=child))
 
         role = aws.iam.Role(f"{name}-controller", assume_role_policy=pod_identity_trust(), opts=child)
-        aws.iam.RolePolicy(f"{name}-controller", role=role.id,
-                           policy=pulumi.Output.all(cluster.arn, node_role.arn, queue.arn).apply(
-                               lambda arns: controller_policy(*arns)),
-                           opts=child)
+        rights.append(aws.iam.RolePolicy(f"{name}-controller", role=role.id,
+                                         policy=pulumi.Output.all(cluster.arn, node_role.arn, queue.arn).apply(
+                                             lambda arns: controller_policy(*arns)),
+                                         opts=child))
         identity = aws.eks.PodIdentityAssociation(f"{name}-controller", cluster_name=cluster.name,
                                                   namespace=NAMESPACE, service_account=SERVICE_ACCOUNT,
                                                   role_arn=role.arn, opts=child)
+        rights.append(identity)
+        if spec.spot_service_linked_role and any("spot" in pool.capacity_types for pool in spec.gpu_pools):
+            # Once per account, and other stacks' spot instances rely on it: never deleted with this stack.
+            rights.append(aws.iam.ServiceLinkedRole(f"{name}-spot", aws_service_name="spot.amazonaws.com",
+                                                    opts=pulumi.ResourceOptions(parent=self,
+                                                                                retain_on_delete=True)))
+        security_group = cluster.vpc_config.cluster_security_group_id
+        if any(pool.efa for pool in spec.gpu_pools):
+            # EFA's OS-bypass traffic passes only a security group that allows all traffic to and from itself
+            # (EC2 User Guide, "Prepare an EFA-enabled security group"); the cluster group allows it in, not out.
+            rights.append(aws.vpc.SecurityGroupEgressRule(
+                f"{name}-efa-egress", security_group_id=security_group,
+                referenced_security_group_id=security_group, ip_protocol="-1",
+                description="EFA between nodes of the cluster", opts=child))
 
         on_cluster = pulumi.ResourceOptions(parent=self, provider=k8s_provider)
+        crds = helm_release(f"{name}-crds", chart=KARPENTER_CRD, namespace=NAMESPACE, release_name="karpenter-crd",
+                            values={}, opts=on_cluster)
         release = helm_release(
             f"{name}-controller", chart=KARPENTER, namespace=NAMESPACE,
-            release_name="karpenter",
+            release_name="karpenter", skip_crds=True,
             values={
                 "settings": {"clusterName": spec.name, "interruptionQueue": queue.name},
                 "serviceAccount": {"name": SERVICE_ACCOUNT},
-                # Karpenter must not run on nodes it manages: on the system pool, which it does not.
+                # On the system pool's node group: the chart's default affinity (karpenter.sh/nodepool
+                # DoesNotExist, kept) keeps it off the system nodes it adds itself.
                 "nodeSelector": {"kubernetes.io/os": "linux", POOL_LABEL: SYSTEM_POOL},
                 "controller": {"resources": {"requests": {"cpu": "500m", "memory": "512Mi"},
                                              "limits": {"memory": "1Gi"}}},
             },
-            opts=pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[identity])),
+            opts=pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[crds, *rights])),
         )
-        # NodePools and EC2NodeClasses are custom resources: their CRDs come with the chart.
-        after_crds = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[release]))
-        for pool, gpu_pool in zip(spec.gpu_pools, gpu_pools, strict=True):
+        karpenter_up = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(
+            depends_on=[crds, release, *rights]))
+        pools = [gpu_karpenter_pool(pool, gpu_pool) for pool, gpu_pool in zip(spec.gpu_pools, gpu_pools, strict=True)]
+        overflow = system_overflow_pool(spec)
+        for pool in [*pools, *([overflow] if overflow else [])]:
             ec2_class = k8s.apiextensions.CustomResource(
                 f"{name}-{pool.name}-node-class", api_version="karpenter.k8s.aws/v1", kind="EC2NodeClass",
-                metadata=ObjectMetaArgs(name=pool.name), spec=node_class(pool, spec.name, node_role.name),
-                opts=after_crds)
+                metadata=ObjectMetaArgs(name=pool.name),
+                spec=node_class(spec, pool, node_role=node_role.name, subnet_terms=network.karpenter_subnet_terms),
+                opts=karpenter_up)
             k8s.apiextensions.CustomResource(
                 f"{name}-{pool.name}-node-pool", api_version="karpenter.sh/v1", kind="NodePool",
-                metadata=ObjectMetaArgs(name=pool.name), spec=node_pool(pool, gpu_pool),
-                opts=pulumi.ResourceOptions.merge(after_crds, pulumi.ResourceOptions(depends_on=[ec2_class])))
-        self.register_outputs({"interruptionQueue": queue.name})
+                metadata=ObjectMetaArgs(name=pool.name), spec=node_pool(pool),
+                opts=pulumi.ResourceOptions.merge(karpenter_up, pulumi.ResourceOptions(depends_on=[ec2_class])))
+        if any(pool.efa for pool in spec.gpu_pools):
+            # Karpenter attaches EFA interfaces to an instance it launches for a pod that requests
+            # vpc.amazonaws.com/efa (EKS User Guide, "Manage EFA devices"); this plugin advertises them.
+            helm_release(f"{name}-efa-device-plugin", chart=EFA_DEVICE_PLUGIN, namespace=NAMESPACE,
+                         release_name="aws-efa-k8s-device-plugin",
+                         values={"nodeSelector": {EFA_LABEL: "true"},
+                                 "tolerations": [{"key": GPU_TAINT.key, "operator": "Exists",
+                                                  "effect": GPU_TAINT.effect}]},
+                         opts=on_cluster)
+        self.register_outputs({"interruptionQueue": queue.name, "nodeRole": node_role.name})

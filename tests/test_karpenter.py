@@ -1,0 +1,260 @@
+"""Karpenter on EKS, checked against Karpenter v1.14's own getting-started CloudFormation (aws/karpenter-provider-aws,
+website/content/en/v1.14/getting-started/getting-started-with-karpenter/cloudformation.yaml): its IAM scoping, its
+queue and rules, its node role; and the teardown order that lets it end its instances on `pulumi destroy`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from components.cluster.karpenter_iam import controller_policy, queue_policy
+from synth.engine import Resource, Synthesis
+from versions import EFA_DEVICE_PLUGIN, KARPENTER, KARPENTER_CRD
+
+CLUSTER_ARN = "arn:aws:eks:us-east-1:111122223333:cluster/ml-prod"
+NODE_ROLE = "arn:aws:iam::111122223333:role/ml-prod-karpenter"
+QUEUE = "arn:aws:sqs:us-east-1:111122223333:ml-prod-karpenter"
+OWNED = {"aws:ResourceTag/kubernetes.io/cluster/ml-prod": "owned"}
+
+
+@pytest.fixture
+def dev(eks_dev: Synthesis) -> Synthesis:
+    return eks_dev
+
+
+@pytest.fixture
+def prod(eks_prod: Synthesis) -> Synthesis:
+    return eks_prod
+
+
+def statements() -> dict[str, dict[str, Any]]:
+    return {s["Sid"]: s for s in json.loads(controller_policy(CLUSTER_ARN, NODE_ROLE, QUEUE))["Statement"]}
+
+
+def releases(synthesis: Synthesis) -> dict[str, Resource]:
+    return {r.inputs["name"]: r for r in synthesis.of_type("kubernetes:helm.sh/v3:Release")}
+
+
+# ---- the controller's IAM policy ---------------------------------------------------------------------------
+
+def test_no_mutating_ec2_or_iam_action_is_allowed_on_everything_without_a_condition():
+    for sid, statement in statements().items():
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        mutating = [a for a in actions if not a.split(":")[1].startswith(("Describe", "Get", "List"))]
+        if statement["Resource"] == "*" and mutating:
+            assert "Condition" in statement, sid
+
+
+def test_only_instances_tagged_for_this_cluster_and_a_nodepool_can_be_terminated():
+    deletion = statements()["AllowScopedDeletion"]
+    assert set(deletion["Action"]) == {"ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"}
+    assert deletion["Resource"] == ["arn:aws:ec2:us-east-1:*:instance/*", "arn:aws:ec2:us-east-1:*:launch-template/*"]
+    assert deletion["Condition"] == {"StringEquals": OWNED,
+                                     "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"}}
+
+
+def test_tags_are_created_only_with_the_launch_and_then_only_name_and_nodeclaim():
+    by_sid = statements()
+    creation = by_sid["AllowScopedResourceCreationTagging"]["Condition"]
+    assert creation["StringEquals"]["ec2:CreateAction"] == ["RunInstances", "CreateFleet", "CreateLaunchTemplate"]
+    assert creation["StringEquals"]["aws:RequestTag/eks:eks-cluster-name"] == "ml-prod"
+    later = by_sid["AllowScopedResourceTagging"]
+    assert later["Resource"] == "arn:aws:ec2:us-east-1:*:instance/*"
+    assert later["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"] == [
+        "eks:eks-cluster-name", "karpenter.sh/nodeclaim", "Name"]
+    launch = by_sid["AllowScopedEC2InstanceActionsWithTags"]["Condition"]
+    assert launch["StringEquals"]["aws:RequestTag/kubernetes.io/cluster/ml-prod"] == "owned"
+
+
+def test_instance_profiles_are_scoped_to_this_cluster_and_region():
+    by_sid = statements()
+    for sid in ("AllowScopedInstanceProfileActions", "AllowScopedInstanceProfileTagActions"):
+        condition = by_sid[sid]["Condition"]["StringEquals"]
+        assert condition["aws:ResourceTag/kubernetes.io/cluster/ml-prod"] == "owned", sid
+        assert condition["aws:ResourceTag/topology.kubernetes.io/region"] == "us-east-1", sid
+        assert by_sid[sid]["Resource"] == "arn:aws:iam::111122223333:instance-profile/*"
+    creation = by_sid["AllowScopedInstanceProfileCreationActions"]["Condition"]["StringEquals"]
+    assert creation["aws:RequestTag/topology.kubernetes.io/region"] == "us-east-1"
+
+
+def test_reads_are_regional_ssm_only_public_parameters_and_instance_status_is_readable():
+    by_sid = statements()
+    reads = by_sid["AllowRegionalReadActions"]
+    assert "ec2:DescribeInstanceStatus" in reads["Action"]  # Karpenter's instance health checks need it
+    assert reads["Condition"] == {"StringEquals": {"aws:RequestedRegion": "us-east-1"}}
+    assert by_sid["AllowSSMReadActions"]["Resource"] == "arn:aws:ssm:us-east-1::parameter/aws/service/*"
+    assert by_sid["AllowPassingInstanceRole"]["Resource"] == NODE_ROLE
+    assert by_sid["AllowInterruptionQueueActions"]["Resource"] == QUEUE
+    assert by_sid["AllowAPIServerEndpointDiscovery"]["Resource"] == CLUSTER_ARN
+
+
+def test_the_policy_is_built_from_the_real_cluster_arn(prod):
+    (policy,) = [p for p in prod.of_type("aws:iam/rolePolicy:RolePolicy") if "karpenter" in p.name]
+    cluster = next(r for r in prod.of_type("aws:eks/cluster:Cluster"))
+    assert cluster.urn in policy.depends_on  # the ARN (account, partition, region) comes from the cluster
+    with pytest.raises(ValueError, match="not the ARN of an EKS cluster"):
+        controller_policy("arn:aws:iam::111122223333:role/x", NODE_ROLE, QUEUE)
+
+
+# ---- interruption queue -----------------------------------------------------------------------------------------
+
+def test_queue_refuses_plain_http_and_the_capacity_reservation_warning_reaches_it(dev):
+    deny = next(s for s in json.loads(queue_policy(QUEUE))["Statement"] if s["Effect"] == "Deny")
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} and deny["Action"] == "sqs:*"
+    patterns = {json.loads(r.inputs["eventPattern"])["detail-type"][0]
+                for r in dev.of_type("aws:cloudwatch/eventRule:EventRule")}
+    assert patterns == {"AWS Health Event", "EC2 Spot Instance Interruption Warning",
+                        "EC2 Instance Rebalance Recommendation", "EC2 Instance State-change Notification",
+                        "EC2 Capacity Reservation Instance Interruption Warning"}
+
+
+# ---- nodes: their own role and access entry -----------------------------------------------------------------
+
+def test_karpenter_nodes_have_their_own_role_and_the_only_ec2_linux_entry(prod):
+    entries = [e for e in prod.of_type("aws:eks/accessEntry:AccessEntry") if e.inputs["type"] == "EC2_LINUX"]
+    (entry,) = entries
+    (group,) = prod.of_type("aws:eks/nodeGroup:NodeGroup")
+    roles = {r.urn: r for r in prod.of_type("aws:iam/role:Role")}
+    karpenter_role = next(r for r in roles.values() if r.inputs.get("name") == "ml-prod-karpenter")
+    assert karpenter_role.urn in entry.depends_on
+    assert karpenter_role.urn not in group.depends_on  # the system group keeps its own role
+    node_class = next(r for r in prod.resources if r.inputs.get("kind") == "EC2NodeClass")
+    assert node_class.inputs["spec"]["role"] == "ml-prod-karpenter"
+
+
+def test_spot_service_linked_role_is_made_once_kept_on_destroy_and_can_be_turned_off(dev, prod, eks_options):
+    (role,) = dev.of_type("aws:iam/serviceLinkedRole:ServiceLinkedRole")
+    assert role.inputs["awsServiceName"] == "spot.amazonaws.com"
+    assert prod.of_type("aws:iam/serviceLinkedRole:ServiceLinkedRole") == []  # prod has no spot pool
+    assert eks_options.of_type("aws:iam/serviceLinkedRole:ServiceLinkedRole") == []
+
+
+# ---- CRDs -----------------------------------------------------------------------------------------------------
+
+def test_crds_come_from_the_karpenter_crd_chart_at_the_controllers_version_before_it(dev):
+    by_name = releases(dev)
+    crds, controller = by_name["karpenter-crd"], by_name["karpenter"]
+    assert crds.inputs["chart"] == f"{KARPENTER_CRD.repository}/karpenter-crd"
+    assert crds.inputs["version"] == controller.inputs["version"] == KARPENTER.version
+    assert controller.inputs["skipCrds"] is True
+    assert crds.urn in controller.depends_on
+
+
+# ---- teardown order -------------------------------------------------------------------------------------------
+
+def karpenters_rights(synthesis: Synthesis) -> set[str]:
+    """What Karpenter needs to end its instances: if any of it went first, finalizers would hang and GPU
+    instances would keep running outside any group."""
+    karpenter = next(r for r in synthesis.resources if r.type == "mlplatform:cluster:Karpenter")
+    needed = {"aws:iam/rolePolicy:RolePolicy", "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
+              "aws:eks/accessEntry:AccessEntry", "aws:eks/podIdentityAssociation:PodIdentityAssociation",
+              "aws:sqs/queuePolicy:QueuePolicy", "aws:cloudwatch/eventTarget:EventTarget",
+              "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"}
+    controller = {releases(synthesis)[name].urn for name in ("karpenter", "karpenter-crd")}
+    discovery = {t.urn for t in synthesis.of_type("aws:ec2/tag:Tag") if t.inputs["key"] == "karpenter.sh/discovery"}
+    assert len(discovery) == 1  # the cluster security group's
+    return {r.urn for r in synthesis.children_of(karpenter.urn) if r.type in needed} | controller | discovery
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_destroy_deletes_every_nodepool_and_nodeclass_while_karpenter_still_has_its_rights(stack, request):
+    synthesis: Synthesis = request.getfixturevalue(stack)
+    rights = karpenters_rights(synthesis)
+    assert len([urn for urn in rights if "RolePolicyAttachment" in urn]) == 4
+    assert any("accessEntry" in urn for urn in rights) and any("rolePolicy:RolePolicy" in urn for urn in rights)
+    node_objects = [r for r in synthesis.resources if r.inputs.get("kind") in ("NodePool", "EC2NodeClass")]
+    assert node_objects
+    for resource in node_objects:
+        # A direct dependency: `pulumi destroy` deletes the dependent (and waits for its finalizers) first.
+        assert rights <= set(resource.depends_on), (resource.name, rights - set(resource.depends_on))
+
+
+def test_node_classes_depend_on_the_subnets_and_security_group_tag_they_launch_by(dev):
+    subnets = {s.urn for s in dev.of_type("aws:ec2/subnet:Subnet") if "private" in s.name}
+    (tag,) = dev.of_type("aws:ec2/tag:Tag")
+    assert tag.inputs == {"key": "karpenter.sh/discovery", "value": "ml-dev"} | (
+        {"resourceId": tag.inputs["resourceId"]} if "resourceId" in tag.inputs else {})
+    assert len(subnets) == 3
+    for node_class in (r for r in dev.resources if r.inputs.get("kind") == "EC2NodeClass"):
+        assert subnets | {tag.urn} <= set(node_class.depends_on)
+        terms = node_class.inputs["spec"]["securityGroupSelectorTerms"]
+        assert terms == [{"tags": {"karpenter.sh/discovery": "ml-dev"}}]
+
+
+# ---- node classes -----------------------------------------------------------------------------------------------
+
+def test_node_classes_tag_what_karpenter_launches_for_cost_reports(prod):
+    node_class = next(r for r in prod.resources if r.inputs.get("kind") == "EC2NodeClass"
+                      and r.inputs["metadata"]["name"] == "h100")
+    assert node_class.inputs["spec"]["tags"] == {"mlplatform.io/cluster": "ml-prod",
+                                                 "mlplatform.io/environment": "prod", "mlplatform.io/pool": "h100"}
+
+
+def test_gpu_instances_with_nvme_instance_store_use_it_as_raid0(prod, eks_options):
+    classes = {r.inputs["metadata"]["name"]: r.inputs["spec"] for r in prod.resources
+               if r.inputs.get("kind") == "EC2NodeClass"}
+    assert classes["h100"]["instanceStorePolicy"] == "RAID0" and classes["a10g"]["instanceStorePolicy"] == "RAID0"
+    (v100,) = [r.inputs["spec"] for r in eks_options.resources if r.inputs.get("kind") == "EC2NodeClass"]
+    assert v100["tags"]["mlplatform.io/pool"] == "v100"
+    assert "instanceStorePolicy" not in v100  # p3 has EBS only
+
+
+def test_efa_pools_get_the_self_referencing_egress_rule_efa_needs(prod, dev):
+    (rule,) = prod.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+    assert rule.inputs["ipProtocol"] == "-1"
+    assert rule.inputs["description"] == "EFA between nodes of the cluster"
+    assert dev.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule") == []
+
+
+def test_efa_pools_run_the_efa_device_plugin_on_their_nodes_only(prod, dev):
+    plugin = releases(prod)["aws-efa-k8s-device-plugin"]
+    assert plugin.inputs["version"] == EFA_DEVICE_PLUGIN.version
+    assert plugin.inputs["values"]["nodeSelector"] == {"mlplatform.io/efa": "true"}
+    assert plugin.inputs["values"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                                       "effect": "NoSchedule"}]
+    pools = {r.inputs["metadata"]["name"]: r.inputs["spec"]["template"]["metadata"]["labels"]
+             for r in prod.resources if r.inputs.get("kind") == "NodePool"}
+    assert pools["h100"]["mlplatform.io/efa"] == "true" and "mlplatform.io/efa" not in pools["a10g"]
+    assert "aws-efa-k8s-device-plugin" not in releases(dev)
+
+
+def test_capacity_reservations_and_blocks_are_selected_by_id_and_filled_as_reserved_capacity():
+    from tests.conftest import aws_cluster, synth_with
+    pool = {"name": "h100", "instanceTypes": ["p5.48xlarge"], "maxNodes": 2, "capacityTypes": ["reserved"],
+            "capacityReservationIds": ["cr-0123456789abcdef0"]}
+    synthesis = synth_with(cluster=aws_cluster(gpuPools=[pool]))
+    kinds = {r.inputs["kind"]: r.inputs["spec"] for r in synthesis.resources
+             if r.inputs.get("kind") in ("NodePool", "EC2NodeClass") and r.inputs["metadata"]["name"] == "h100"}
+    assert kinds["EC2NodeClass"]["capacityReservationSelectorTerms"] == [{"id": "cr-0123456789abcdef0"}]
+    requirements = {r["key"]: r["values"] for r in kinds["NodePool"]["template"]["spec"]["requirements"]}
+    assert requirements["karpenter.sh/capacity-type"] == ["reserved"]
+
+
+def test_the_controller_policy_fits_an_inline_role_policy():
+    # IAM counts an inline policy's characters without whitespace, up to 10,240 per role.
+    long = controller_policy(CLUSTER_ARN.replace("ml-prod", "x" * 40), NODE_ROLE, QUEUE)
+    assert len("".join(long.split())) < 10_240
+
+
+def test_the_system_pool_grows_from_min_nodes_to_max_nodes_through_karpenter(dev):
+    # systemPool: m7i.large, minNodes 2, maxNodes 3: the node group keeps 2, Karpenter may add 1 more.
+    objects = {(r.inputs["kind"], r.inputs["metadata"]["name"]): r.inputs["spec"] for r in dev.resources
+               if r.inputs.get("kind") in ("NodePool", "EC2NodeClass")}
+    pool = objects[("NodePool", "system")]
+    assert pool["limits"] == {"nodes": 1}
+    assert pool["template"]["metadata"]["labels"] == {"mlplatform.io/pool": "system"}
+    assert pool["template"]["spec"]["taints"] == []
+    requirements = {r["key"]: r["values"] for r in pool["template"]["spec"]["requirements"]}
+    assert requirements["node.kubernetes.io/instance-type"] == ["m7i.large"]
+    assert requirements["karpenter.sh/capacity-type"] == ["on-demand"]
+    assert pool["disruption"]["consolidationPolicy"] == "WhenEmptyOrUnderutilized"
+    assert "instanceStorePolicy" not in objects[("EC2NodeClass", "system")]
+    # Karpenter never runs on a node it made: the chart's default affinity keeps it off them, and we keep it.
+    assert "affinity" not in releases(dev)["karpenter"].inputs["values"]
+
+
+def test_a_system_pool_of_fixed_size_has_no_karpenter_overflow(eks_options):
+    assert not any(r.inputs.get("kind") == "NodePool" and r.inputs["metadata"]["name"] == "system"
+                   for r in eks_options.resources)
