@@ -1,0 +1,97 @@
+"""The GPU alerts and GPU usage rules, run by Prometheus's own rule tester on exactly what monitoring deploys.
+
+tests/promtool/*.test.yaml hold the cases: input series with the labels our scrape leaves on a real exporter's
+samples, the alerts they must raise (labels, annotations, `for:` timing) and must not (a healthy idle cluster,
+free GPUs, an old XID, a restarted exporter), and the GPU-hour figures of the cost rules.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from components.monitoring import DASHBOARDS
+from tests.test_monitoring import custom_resource, monitor
+
+PROMTOOL_TESTS = Path(__file__).parent / "promtool"
+TEST_FILES = sorted(PROMTOOL_TESTS.glob("*.test.yaml"))
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool not found (Debian/Ubuntu package 'prometheus', or any Prometheus release): "
+                             "the promtool rule tests are skipped")
+
+
+def deployed_groups() -> list[dict[str, Any]]:
+    """The rule groups of the PrometheusRule the Monitoring component creates, priced as the cost tests expect."""
+    return custom_resource(monitor(), "PrometheusRule").inputs["spec"]["groups"]
+
+
+@pytest.fixture(scope="module")
+def rule_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("rules")
+    (directory / "rules.yaml").write_text(yaml.safe_dump({"groups": deployed_groups()}, sort_keys=False))
+    for test_file in TEST_FILES:
+        shutil.copy(test_file, directory / test_file.name)
+    return directory
+
+
+def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL is not None
+    return subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+@needs_promtool
+def test_promtool_checks_the_deployed_rules(rule_dir: Path):
+    result = promtool("check", "rules", "rules.yaml", cwd=rule_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+@needs_promtool
+@pytest.mark.parametrize("test_file", [f.name for f in TEST_FILES])
+def test_promtool_rule_unit_tests_pass(rule_dir: Path, test_file: str):
+    result = promtool("test", "rules", test_file, cwd=rule_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def alerts_and_records() -> tuple[set[str], set[str]]:
+    rules = [rule for group in deployed_groups() for rule in group["rules"]]
+    return {r["alert"] for r in rules if "alert" in r}, {r["record"] for r in rules if "record" in r}
+
+
+def rule_test_cases() -> list[dict[str, Any]]:
+    return [case for f in TEST_FILES for case in yaml.safe_load(f.read_text())["tests"]]
+
+
+def test_every_alert_is_proven_to_fire_and_to_stay_quiet_on_a_healthy_cluster():
+    alerts, _ = alerts_and_records()
+    fired = {t["alertname"] for case in rule_test_cases() for t in case.get("alert_rule_test", []) if t["exp_alerts"]}
+    assert fired == alerts
+    (healthy,) = [case for case in rule_test_cases() if case["name"] == "healthy idle cluster"]
+    assert {t["alertname"] for t in healthy["alert_rule_test"] if t["exp_alerts"] == []} == alerts
+    # Every alert is also seen before its `for:` has passed, or at a time it must not fire.
+    quiet = {t["alertname"] for case in rule_test_cases() for t in case.get("alert_rule_test", [])
+             if t["exp_alerts"] == [] and case["name"] != "healthy idle cluster"}
+    assert quiet == alerts
+
+
+def test_every_recording_rule_has_a_case():
+    _, records = alerts_and_records()
+    tested = " ".join(t["expr"] for case in rule_test_cases() for t in case.get("promql_expr_test", []))
+    assert {r for r in records if not re.search(rf"(?<![\w:]){re.escape(r)}(?![\w:])", tested)} == set()
+
+
+def test_the_dashboards_cost_table_asks_what_the_cost_tests_prove():
+    dashboard = json.loads((DASHBOARDS / "gpus.json").read_text())
+    (table,) = [p for p in dashboard["panels"] if p["type"] == "table"]
+    tested = {t["expr"] for case in rule_test_cases() for t in case.get("promql_expr_test", [])}
+    for target in table["targets"]:
+        if "$__range" in target["expr"]:
+            assert target["expr"].replace("$__range", "1d") in tested, target["refId"]
