@@ -58,7 +58,8 @@ def metrics_in(expr: str) -> set[str]:
             names.add(node.name)
         return True
 
-    # Grafana's template variables are not PromQL: give them a value before parsing.
+    # Grafana's template variables are not PromQL: give them a value before parsing (a duration for its ranges).
+    expr = re.sub(r"\$__(range|interval|rate_interval)\b", "1d", expr)
     promql_parser.walk(promql_parser.parse(re.sub(r"\$\{?\w+\}?", ".*", expr)), visit)
     return names
 
@@ -297,16 +298,33 @@ def test_dashboard_is_provisioned_for_the_grafana_sidecar_from_the_file_in_the_r
     assert json.loads(dashboard.inputs["data"]["gpus.json"]) == json.loads((DASHBOARDS / "gpus.json").read_text())
 
 
+def recorded_series() -> set[str]:
+    groups = custom_resource(monitor(), "PrometheusRule").inputs["spec"]["groups"]
+    return {r["record"] for g in groups for r in g["rules"] if "record" in r}
+
+
 def test_every_dashboard_query_reads_metrics_that_exist(dcgm_counters):
     dashboard = json.loads((DASHBOARDS / "gpus.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     used = set().union(*(metrics_in(e) for e in exprs))
-    known = dcgm_counters | KUBE_STATE_METRICS | KUEUE_METRICS
+    known = dcgm_counters | KUBE_STATE_METRICS | KUEUE_METRICS | recorded_series()
     assert used <= known, used - known
     # What a GPU dashboard must show.
     assert {"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_GPU_TEMP",
             "DCGM_FI_DEV_SM_CLOCK", "DCGM_EXP_XID_ERRORS_COUNT", "kube_resourcequota", "kueue_pending_workloads",
             "kueue_cluster_queue_resource_usage"} <= used
+
+
+def test_the_dashboard_says_which_panels_have_data_on_kind():
+    dashboard = json.loads((DASHBOARDS / "gpus.json").read_text())
+    for panel in [p for p in dashboard["panels"] if p["type"] != "row"]:
+        used = set().union(*(metrics_in(t["expr"]) for t in panel["targets"]))
+        dcgm = {m for m in used if m.startswith("DCGM_")}
+        # The usage rules read DCGM_FI_DEV_GPU_UTIL only, which the fake exporter serves.
+        on_kind = dcgm <= FAKE_EXPORTER_METRICS
+        assert panel["description"].endswith(" On kind: has data." if on_kind else " On kind: no data (the fake "
+                                             "GPU operator's exporter serves only utilisation and framebuffer "
+                                             "memory)."), panel["title"]
 
 
 def test_every_alert_is_valid_promql_on_existing_metrics_and_says_what_to_do(dcgm_counters):
