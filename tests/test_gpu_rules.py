@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from components.monitoring import DASHBOARDS
+from synth.engine import Synthesis
 from tests.test_monitoring import custom_resource, monitor
 
 PROMTOOL_TESTS = Path(__file__).parent / "promtool"
@@ -52,6 +53,16 @@ def test_promtool_checks_the_deployed_rules(rule_dir: Path):
     result = promtool("check", "rules", "rules.yaml", cwd=rule_dir)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+@needs_promtool
+def test_promtool_checks_the_local_stacks_rules(local_synth: Synthesis, tmp_path: Path):
+    """The kind stack's own rules (its pool, its price), as `pulumi up` would apply them."""
+    (rule,) = [r for r in local_synth.resources if r.custom and r.inputs.get("kind") == "PrometheusRule"]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule.inputs["spec"]["groups"]}))
+    result = promtool("check", "rules", "rules.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'mlplatform:gpu_price_per_hour' in (tmp_path / "rules.yaml").read_text()
 
 
 @needs_promtool
