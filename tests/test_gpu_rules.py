@@ -7,6 +7,7 @@ free GPUs, an old XID, a restarted exporter), and the GPU-hour figures of the co
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -17,7 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
+from components.gpu_rules import advertised_gpus_per_node, gpu_rule_groups
+from components.handle import GpuPool, gpu_pool_labels
 from components.monitoring import DASHBOARDS
+from config.base import GpuSharing
 from synth.engine import Synthesis
 from tests.test_monitoring import custom_resource, monitor
 
@@ -123,3 +127,22 @@ def test_the_pull_request_workflow_installs_promtool():
     runs = [step.get("run", "") for step in workflow["jobs"]["offline"]["steps"]]
     install = next(i for i, run in enumerate(runs) if "apt-get install" in run and " prometheus" in run)
     assert install < runs.index("make test")
+
+
+def pool(**changes: Any) -> GpuPool:
+    base = GpuPool(name="a100", accelerator="nvidia-a100-80gb", gpus_per_node=8, min_nodes=0, max_nodes=2,
+                   spot=True, labels=gpu_pool_labels("a100", "nvidia-a100-80gb"))
+    return dataclasses.replace(base, **changes)
+
+
+def test_a_pool_advertises_its_gpus_times_their_shares():
+    assert advertised_gpus_per_node(pool()) == 8
+    time_sliced = GpuSharing.model_validate({"timeSlicing": {"replicas": 4}})
+    assert advertised_gpus_per_node(pool(sharing=time_sliced)) == 32
+    single = GpuSharing.model_validate({"migStrategy": "single"})
+    assert advertised_gpus_per_node(pool(sharing=single, mig_partitions=7)) == 56  # GKE cuts each GPU in 7
+    # MIG cut on the node (outside GKE) or advertised per profile: the platform cannot know the count.
+    assert advertised_gpus_per_node(pool(sharing=single)) is None
+    assert advertised_gpus_per_node(pool(sharing=GpuSharing.model_validate({"migStrategy": "mixed"}))) is None
+    mixed_only = gpu_rule_groups((pool(sharing=GpuSharing.model_validate({"migStrategy": "mixed"})),), None, {})
+    assert "GpuNodeAllocatableBelowPool" not in {r.get("alert") for g in mixed_only for r in g["rules"]}

@@ -349,6 +349,18 @@ def test_invalid_promql_is_caught():
         metrics_in("sum by (x (up)")
 
 
+def test_kube_state_metrics_exposes_the_node_labels_that_name_a_gpu_pool():
+    values = release(monitor(), "kube-prometheus-stack").inputs["values"]
+    assert values["kube-state-metrics"]["metricLabelsAllowlist"] == [
+        "nodes=[mlplatform.io/accelerator,mlplatform.io/pool,nvidia.com/device-plugin.config,nvidia.com/gpu.present]"]
+
+
+def test_the_exporter_serves_our_counters_file():
+    values = release(monitor(), "dcgm-exporter").inputs["values"]
+    assert values["customMetrics"] == DCGM_COUNTERS.read_text()
+    assert ADDED_COUNTERS <= counters_in(DCGM_COUNTERS)
+
+
 def test_device_plugin_alert_only_where_the_platform_installs_one():
     assert "GpuDevicePluginDown" not in {r["alert"] for r in gpu_alert_rules(POOLS, None)}
 
@@ -361,6 +373,9 @@ def test_device_plugin_alert_only_where_the_platform_installs_one():
     ({"storageSize": "lots"}, "mlplatform:monitoring.storageSize: 'lots' is not a Kubernetes quantity"),
     ({"storageSize": "0"}, "mlplatform:monitoring.storageSize: '0' must be more than zero"),
     ({"storageClass": "Fast_SSD"}, "mlplatform:monitoring.storageClass: 'Fast_SSD' is not a valid StorageClass name"),
+    ({"gpuPrices": {"a100": 2}}, "mlplatform:monitoring: gpuPrices.a100: no GPU pool named 'a100'; the cluster's "
+                                 "GPU pools: gpu"),
+    ({"gpuPrices": {"gpu": 0}}, "mlplatform:monitoring.gpuPrices.gpu: Input should be greater than 0"),
 ])
 def test_bad_monitoring_settings(settings, message):
     with pytest.raises(ConfigError) as caught:
