@@ -8,6 +8,7 @@ free GPUs, an old XID, a restarted exporter), and the GPU-hour figures of the co
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import shutil
@@ -33,6 +34,7 @@ needs_promtool = pytest.mark.skipif(
                              "the promtool rule tests are skipped")
 
 
+@functools.cache
 def deployed_groups() -> list[dict[str, Any]]:
     """The rule groups of the PrometheusRule the Monitoring component creates, priced as the cost tests expect."""
     return custom_resource(monitor(), "PrometheusRule").inputs["spec"]["groups"]
