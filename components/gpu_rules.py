@@ -138,8 +138,9 @@ def gpu_alert_rules(pools: tuple[GpuPool, ...], device_plugin: DaemonSetRef | No
                "The GPU metrics exporter on {{ $labels.node }} is down",
                "Prometheus cannot scrape GPU metrics from {{ $labels.instance }} for 10 minutes: the GPU dashboard "
                "and the GPU alerts are blind for that node."),
+        # Any DCGM metric will do: MIG-enabled GPUs report no DCGM_FI_DEV_GPU_UTIL, for one.
         _alert("GpuNodeWithoutGpuMetrics",
-               f"mlplatform:node_pool:info unless on (node) count by (node) (DCGM_FI_DEV_GPU_UTIL{{{GPU}}})", "15m",
+               f'mlplatform:node_pool:info unless on (node) group by (node) ({{{GPU}, __name__=~"DCGM_.+"}})', "15m",
                "warning", "GPU node {{ $labels.node }} of pool {{ $labels.pool }} sends no GPU metrics",
                "For 15 minutes no GPU metric came from a node of a GPU pool: its exporter is missing, not ready or "
                "cannot see the GPUs, so GPU faults on it go unnoticed."),
