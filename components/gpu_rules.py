@@ -19,7 +19,8 @@ from components.kube import DaemonSetRef
 
 # The scrape job every GPU metric carries, whichever exporter serves it.
 GPU_METRICS_JOB = "gpu-metrics"
-GPU = f'job="{GPU_METRICS_JOB}"'
+# The label matcher of every GPU series.
+GPU_JOB = f'job="{GPU_METRICS_JOB}"'
 # The usage rules run once a minute, so that each of their samples stands for one minute: GPU-hours over a
 # range are `sum_over_time(<rule>[range]) / 60`.
 USAGE_INTERVAL = "1m"
@@ -76,15 +77,18 @@ def advertised_gpus_per_node(pool: GpuPool) -> int | None:
 
 def _xid_meaning() -> str:
     """A template that names a hardware XID's meaning, from the alert's `xid` label."""
-    branches = "".join(f'{{{{ else if eq $labels.xid "{code}" }}}}{meaning}' for code, meaning in HARDWARE_XIDS.items())
+    branches = "".join(f'{{{{ else if eq $labels.xid "{code}" }}}}{meaning}'
+                       for code, meaning in HARDWARE_XIDS.items())
     return "{{ if false }}" + branches + "{{ end }}"
 
 
+# Names the pod that holds the GPU, where one does.
 HOLDER = "{{ with $labels.pod }} (in use by {{ $labels.namespace }}/{{ . }}){{ end }}"
 
 
 def gpu_alert_rules(pools: tuple[GpuPool, ...], device_plugin: DaemonSetRef | None) -> list[dict[str, Any]]:
-    fb_used = f"DCGM_FI_DEV_FB_USED{{{GPU}}} / (DCGM_FI_DEV_FB_USED{{{GPU}}} + DCGM_FI_DEV_FB_FREE{{{GPU}}})"
+    used, free = f"DCGM_FI_DEV_FB_USED{{{GPU_JOB}}}", f"DCGM_FI_DEV_FB_FREE{{{GPU_JOB}}}"
+    fb_used = f"{used} / ({used} + {free})"
     hardware_xids = "|".join(str(code) for code in HARDWARE_XIDS)
     # The exporter counts each XID code seen in its last 5 minutes (--xid-count-window-size), one series per code:
     # an alert on it fires for a new XID and clears by itself, and a restarted exporter starts from nothing.
@@ -92,41 +96,43 @@ def gpu_alert_rules(pools: tuple[GpuPool, ...], device_plugin: DaemonSetRef | No
     new_xids = "max by (node, gpu, UUID, xid, namespace, pod) (DCGM_EXP_XID_ERRORS_COUNT{%s}) > 0"
     rules = [
         _alert("GpuAllocatedButIdle",
-               f'max by (namespace, pod, node, gpu) (avg_over_time(DCGM_FI_DEV_GPU_UTIL{{{GPU}, pod!=""}}[30m])) < 5',
+               "max by (namespace, pod, node, gpu) "
+               f'(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{{GPU_JOB}, pod!=""}}[30m])) < 5',
                "1h", "warning", "A GPU held by {{ $labels.namespace }}/{{ $labels.pod }} has been idle for an hour",
                "GPU {{ $labels.gpu }} on {{ $labels.node }} is allocated to {{ $labels.namespace }}/"
                "{{ $labels.pod }} but averaged under 5% utilisation for the last hour: a GPU paid for and unused. "
                "Ask the team to release it or fix the job's input pipeline."),
-        _alert("GpuXidHardwareFault", new_xids % f'{GPU}, xid=~"{hardware_xids}"', "0m", "critical",
+        _alert("GpuXidHardwareFault", new_xids % f'{GPU_JOB}, xid=~"{hardware_xids}"', "0m", "critical",
                "GPU {{ $labels.gpu }} on {{ $labels.node }} reported XID {{ $labels.xid }}: " + _xid_meaning(),
                "The driver reported XID {{ $labels.xid }} ({{ $value }} time(s) in 5 minutes)" + HOLDER + ", a code "
                "NVIDIA lists for failing hardware. Cordon and drain the node, then reset the GPU or replace the node."),
-        _alert("GpuXidError", new_xids % f'{GPU}, xid!="", xid!~"{hardware_xids}"', "0m", "warning",
+        _alert("GpuXidError", new_xids % f'{GPU_JOB}, xid!="", xid!~"{hardware_xids}"', "0m", "warning",
                "GPU {{ $labels.gpu }} on {{ $labels.node }} reported XID {{ $labels.xid }}",
                "The driver reported XID {{ $labels.xid }} ({{ $value }} time(s) in 5 minutes)" + HOLDER + ". Most "
                "such XIDs come from the application (an illegal memory access, a kernel fault); look the code up in "
                "NVIDIA's XID catalog and the pod's logs. The same XID on several GPUs of one node points at the node."),
-        _alert("GpuTemperatureHigh", f"max by (node, gpu) (DCGM_FI_DEV_GPU_TEMP{{{GPU}}}) > 85", "10m", "warning",
+        _alert("GpuTemperatureHigh", f"max by (node, gpu) (DCGM_FI_DEV_GPU_TEMP{{{GPU_JOB}}}) > 85", "10m", "warning",
                "GPU {{ $labels.gpu }} on {{ $labels.node }} is at {{ $value }} C",
                "The GPU has been above 85 C for 10 minutes and will throttle its clocks; check the node's cooling "
                "and power settings."),
         _alert("GpuThermalThrottling",
-               f"max by (node, gpu) (rate(DCGM_FI_DEV_THERMAL_VIOLATION{{{GPU}}}[5m])) / 1e9 > 0.1", "15m", "warning",
+               f"max by (node, gpu) (rate(DCGM_FI_DEV_THERMAL_VIOLATION{{{GPU_JOB}}}[5m])) / 1e9 > 0.1", "15m",
+               "warning",
                "GPU {{ $labels.gpu }} on {{ $labels.node }} is slowed down by heat",
                "For 15 minutes the GPU has spent over 10% of its time with clocks lowered for thermal reasons "
                "({{ $value | humanizePercentage }} now): jobs on it run slower, and heat precedes failures. Check "
                "the node's cooling."),
         _alert("GpuPowerThrottling",
-               f"max by (node, gpu) (rate(DCGM_FI_DEV_POWER_VIOLATION{{{GPU}}}[5m])) / 1e9 > 0.5", "30m", "warning",
+               f"max by (node, gpu) (rate(DCGM_FI_DEV_POWER_VIOLATION{{{GPU_JOB}}}[5m])) / 1e9 > 0.5", "30m", "warning",
                "GPU {{ $labels.gpu }} on {{ $labels.node }} is held back by its power limit",
                "For 30 minutes the GPU has spent over half its time with clocks lowered to stay within its power "
                "limit ({{ $value | humanizePercentage }} now). Brief capping under full load is normal; sustained "
                "capping means a power limit set below the GPU's default or a power-delivery problem on the node."),
-        _alert("GpuRowRemapPending", f"max by (node, gpu, UUID) (DCGM_FI_DEV_ROW_REMAP_PENDING{{{GPU}}}) > 0", "5m",
+        _alert("GpuRowRemapPending", f"max by (node, gpu, UUID) (DCGM_FI_DEV_ROW_REMAP_PENDING{{{GPU_JOB}}}) > 0", "5m",
                "warning", "GPU {{ $labels.gpu }} on {{ $labels.node }} has a memory row remap pending",
                "The GPU found an uncorrectable memory error and marked a row for remapping, which takes effect at "
                "the next GPU reset. Drain the node and reset the GPU (or reboot the node) when convenient."),
-        _alert("GpuRowRemapFailed", f"max by (node, gpu, UUID) (DCGM_FI_DEV_ROW_REMAP_FAILURE{{{GPU}}}) > 0", "0m",
+        _alert("GpuRowRemapFailed", f"max by (node, gpu, UUID) (DCGM_FI_DEV_ROW_REMAP_FAILURE{{{GPU_JOB}}}) > 0", "0m",
                "critical", "GPU {{ $labels.gpu }} on {{ $labels.node }} could not remap a failing memory row",
                "The GPU has run out of spare memory rows: NVIDIA's threshold for replacing the board. Cordon and "
                "drain the node and replace it."),
@@ -134,13 +140,14 @@ def gpu_alert_rules(pools: tuple[GpuPool, ...], device_plugin: DaemonSetRef | No
                "warning", "GPU {{ $labels.gpu }} on {{ $labels.node }} has used 95% of its memory for 15 minutes",
                "{{ $labels.namespace }}/{{ $labels.pod }} is close to an out-of-memory error on the GPU; lower the "
                "batch size or move to a GPU with more memory."),
-        _alert("GpuMetricsExporterDown", f"up{{{GPU}}} == 0", "10m", "warning",
+        _alert("GpuMetricsExporterDown", f"up{{{GPU_JOB}}} == 0", "10m", "warning",
                "The GPU metrics exporter on {{ $labels.node }} is down",
                "Prometheus cannot scrape GPU metrics from {{ $labels.instance }} for 10 minutes: the GPU dashboard "
                "and the GPU alerts are blind for that node."),
         # Any DCGM metric will do: MIG-enabled GPUs report no DCGM_FI_DEV_GPU_UTIL, for one.
         _alert("GpuNodeWithoutGpuMetrics",
-               f'mlplatform:node_pool:info unless on (node) group by (node) ({{{GPU}, __name__=~"DCGM_.+"}})', "15m",
+               "mlplatform:node_pool:info unless on (node) "
+               f'group by (node) ({{{GPU_JOB}, __name__=~"DCGM_.+"}})', "15m",
                "warning", "GPU node {{ $labels.node }} of pool {{ $labels.pool }} sends no GPU metrics",
                "For 15 minutes no GPU metric came from a node of a GPU pool: its exporter is missing, not ready or "
                "cannot see the GPUs, so GPU faults on it go unnoticed."),
@@ -157,7 +164,8 @@ def gpu_alert_rules(pools: tuple[GpuPool, ...], device_plugin: DaemonSetRef | No
         allocatable = ('max by (node) (kube_node_status_allocatable{resource="nvidia_com_gpu"}) '
                        "or on (node) 0 * mlplatform:node_gpus:advertised")
         rules.append(_alert(
-            "GpuNodeAllocatableBelowPool", f"mlplatform:node_gpus:advertised > on (node) group_left () ({allocatable})", "15m",
+            "GpuNodeAllocatableBelowPool",
+            f"mlplatform:node_gpus:advertised > on (node) group_left () ({allocatable})", "15m",
             "warning", "Node {{ $labels.node }} advertises fewer GPUs than its pool {{ $labels.pool }} should",
             "The node's allocatable nvidia.com/gpu has been below the {{ $value }} a node of pool "
             "{{ $labels.pool }} advertises for 15 minutes: a GPU failed its health check or fell off the bus, or "
@@ -189,7 +197,7 @@ def gpu_usage_rules(pools: tuple[GpuPool, ...], prices: Mapping[str, float]) -> 
     rules += [
         # One series per GPU held by a pod: how busy it is, 0 to 1. Free GPUs have no namespace.
         _record("mlplatform:gpu_allocated:busy_ratio",
-                f'max by (namespace, pod, pool, node, UUID) (DCGM_FI_DEV_GPU_UTIL{{{GPU}, namespace!=""}} '
+                f'max by (namespace, pod, pool, node, UUID) (DCGM_FI_DEV_GPU_UTIL{{{GPU_JOB}, namespace!=""}} '
                 "* on (node) group_left (pool) mlplatform:node_pool:info) / 100"),
         _record("namespace_pool:mlplatform_gpus_allocated:count",
                 "count by (namespace, pool) (mlplatform:gpu_allocated:busy_ratio)"),
@@ -201,7 +209,8 @@ def gpu_usage_rules(pools: tuple[GpuPool, ...], prices: Mapping[str, float]) -> 
                           f"sum {by}(namespace_pool:mlplatform_gpus_allocated:count)"),
                   _record(f"{level}:mlplatform_gpus_used:sum", f"sum {by}(namespace_pool:mlplatform_gpus_used:sum)")]
     for level, allocated, used in (
-            ("namespace_pool", "namespace_pool:mlplatform_gpus_allocated:count", "namespace_pool:mlplatform_gpus_used:sum"),
+            ("namespace_pool", "namespace_pool:mlplatform_gpus_allocated:count",
+             "namespace_pool:mlplatform_gpus_used:sum"),
             ("pool", "pool:mlplatform_gpus_allocated:sum", "pool:mlplatform_gpus_used:sum"),
             ("cluster", "cluster:mlplatform_gpus_allocated:sum", "cluster:mlplatform_gpus_used:sum")):
         rules.append(_record(f"{level}:mlplatform_gpus_idle:ratio", f"1 - {used} / {allocated}"))
