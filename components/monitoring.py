@@ -17,6 +17,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
+from components.gpu_rules import GPU_METRICS_JOB, gpu_rule_groups, node_label_allowlist
 from components.handle import ClusterHandle, GpuPool, gpu_node_affinity, gpu_tolerations
 from components.kube import DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
 from versions import DCGM_EXPORTER, KUBE_PROMETHEUS_STACK
@@ -24,12 +25,12 @@ from config.models import MonitoringConfig
 from config.quantity import parse_quantity
 
 DASHBOARDS = Path(__file__).parent / "dashboards"
+# The fields dcgm-exporter serves: the chart's defaults and those the GPU alerts need.
+DCGM_COUNTERS = Path(__file__).parent / "dcgm-counters.csv"
 RELEASE = "kube-prometheus-stack"
 GRAFANA_SERVICE = f"{RELEASE}-grafana"
 GRAFANA_ADMIN_SECRET = "grafana-admin"
 GRAFANA_ADMIN_USER = "admin"
-# The scrape job every GPU metric carries, whichever exporter serves it.
-GPU_METRICS_JOB = "gpu-metrics"
 
 
 def kube_prometheus_stack_values(cluster: ClusterHandle, settings: MonitoringConfig) -> dict[str, Any]:
@@ -66,7 +67,9 @@ def kube_prometheus_stack_values(cluster: ClusterHandle, settings: MonitoringCon
             "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard", "labelValue": "1",
                                        "searchNamespace": "ALL"}},
         },
-        "kube-state-metrics": {"nodeSelector": system},
+        # The GPU usage rules and alerts tell a node's pool by its labels (components/gpu_rules.py).
+        "kube-state-metrics": {"nodeSelector": system,
+                               "metricLabelsAllowlist": node_label_allowlist(cluster.gpu_pools)},
     }
 
 
@@ -77,6 +80,8 @@ def dcgm_exporter_values(pools: tuple[GpuPool, ...], driver_host_path: str | Non
         "affinity": gpu_node_affinity(pools),
         "tolerations": gpu_tolerations(pools),
         "priorityClassName": "system-node-critical",
+        # Replaces the chart's exporter-metrics-config-map, which its default arguments (-f) read.
+        "customMetrics": DCGM_COUNTERS.read_text(),
     }
     if driver_host_path:
         # The driver is not on the node's usual paths (GKE): mount it where NVIDIA's tools look for it.
@@ -86,52 +91,31 @@ def dcgm_exporter_values(pools: tuple[GpuPool, ...], driver_host_path: str | Non
     return values
 
 
-def _alert(name: str, expr: str, duration: str, severity: str, summary: str, description: str) -> dict[str, Any]:
-    return {"alert": name, "expr": expr, "for": duration, "labels": {"severity": severity},
-            "annotations": {"summary": summary, "description": description}}
+def gpu_metrics_relabelings() -> list[dict[str, Any]]:
+    """Target labels of the `gpu-metrics` scrape: one job for both exporters, and the Kubernetes node."""
+    return [{"action": "replace", "targetLabel": "job", "replacement": GPU_METRICS_JOB},
+            # The exporter's own hostname label is a hash on kind's fake exporter: alerts and the usage rules
+            # join GPUs to kube-state-metrics' nodes by this one.
+            {"action": "replace", "sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"}]
 
 
-def gpu_alert_rules(device_plugin: DaemonSetRef | None) -> list[dict[str, Any]]:
-    fb_used = "DCGM_FI_DEV_FB_USED / (DCGM_FI_DEV_FB_USED + DCGM_FI_DEV_FB_FREE)"
-    rules = [
-        _alert("GpuAllocatedButIdle",
-               'max by (namespace, pod, Hostname, gpu) (avg_over_time(DCGM_FI_DEV_GPU_UTIL{pod!=""}[30m])) < 5',
-               "1h", "warning", "A GPU held by {{ $labels.namespace }}/{{ $labels.pod }} has been idle for an hour",
-               "GPU {{ $labels.gpu }} on {{ $labels.Hostname }} is allocated to {{ $labels.namespace }}/"
-               "{{ $labels.pod }} but averaged under 5% utilisation for the last hour: a GPU paid for and unused. "
-               "Ask the team to release it or fix the job's input pipeline."),
-        _alert("GpuXidError", "max by (Hostname, gpu) (DCGM_FI_DEV_XID_ERRORS) > 0", "0m", "critical",
-               "GPU {{ $labels.gpu }} on {{ $labels.Hostname }} reported XID error {{ $value }}",
-               "The driver reported XID {{ $value }}. XIDs 48, 63, 64, 74, 79, 94 and 95 mean a faulty or fallen-off "
-               "GPU: cordon and drain the node and replace it. Others usually mean an application fault."),
-        _alert("GpuTemperatureHigh", "max by (Hostname, gpu) (DCGM_FI_DEV_GPU_TEMP) > 85", "10m", "warning",
-               "GPU {{ $labels.gpu }} on {{ $labels.Hostname }} is at {{ $value }} C",
-               "The GPU has been above 85 C for 10 minutes and will throttle its clocks; check the node's cooling "
-               "and power settings."),
-        _alert("GpuMemoryNearlyFull", f"max by (Hostname, gpu, namespace, pod) ({fb_used}) > 0.95", "15m",
-               "warning", "GPU {{ $labels.gpu }} on {{ $labels.Hostname }} has used 95% of its memory for 15 minutes",
-               "{{ $labels.namespace }}/{{ $labels.pod }} is close to an out-of-memory error on the GPU; lower the "
-               "batch size or move to a GPU with more memory."),
-        _alert("GpuMetricsExporterDown", f'up{{job="{GPU_METRICS_JOB}"}} == 0', "10m", "warning",
-               "The GPU metrics exporter on {{ $labels.instance }} is down",
-               "Prometheus cannot scrape GPU metrics from {{ $labels.instance }} for 10 minutes: the GPU dashboard "
-               "and the GPU alerts are blind for that node."),
-        _alert("TeamGpuQuotaNearlyExhausted",
-               'sum by (namespace) (kube_resourcequota{resource="requests.nvidia.com/gpu", type="used"}) / '
-               'sum by (namespace) (kube_resourcequota{resource="requests.nvidia.com/gpu", type="hard"} > 0) > 0.9',
-               "30m", "info", "Team {{ $labels.namespace }} is using over 90% of its GPU quota",
-               "The namespace's pods hold over 90% of its requests.nvidia.com/gpu quota; new GPU pods will be "
-               "rejected once it is full. Raise the team's quota in the stack config if it is expected."),
-    ]
-    if device_plugin is not None:
-        selector = f'namespace="{device_plugin.namespace}", daemonset="{device_plugin.name}"'
-        rules.append(_alert(
-            "GpuDevicePluginDown",
-            f"kube_daemonset_status_desired_number_scheduled{{{selector}}} - "
-            f"kube_daemonset_status_number_ready{{{selector}}} > 0",
-            "15m", "critical", "The GPU device plugin is not ready on {{ $value }} node(s)",
-            f"{device_plugin.namespace}/{device_plugin.name} has pods that are not ready: GPUs on those nodes are "
-            "not advertised, so GPU pods stay pending while their nodes cost money."))
+def gpu_metrics_metric_relabelings() -> list[dict[str, Any]]:
+    """Labels of every scraped GPU sample, the same from the fake exporter on kind and from dcgm-exporter.
+
+    The exporters add namespace/pod/container to GPUs in use only. The scrape does not honour the exporter's
+    labels, so Prometheus renames them exported_* and sets namespace/pod/container to the exporter's own pod's;
+    here the exported ones replace them, and where there were none (a free GPU) the labels are removed instead
+    of naming the exporter (Prometheus relabelling: a `replace` that yields an empty value deletes the label).
+    """
+    rules: list[dict[str, Any]] = [
+        {"action": "replace", "sourceLabels": [f"exported_{label}"], "regex": "(.*)", "targetLabel": label,
+         "replacement": "$1"}
+        for label in ("namespace", "pod", "container")]
+    rules.append({"action": "labeldrop", "regex": "exported_(namespace|pod|container)"})
+    # dcgm-exporter after 4.8.2 names its hostname label `hostname`, 4.8.2 and the fake exporter `Hostname`.
+    rules += [{"action": "replace", "sourceLabels": ["Hostname"], "regex": "(.+)", "targetLabel": "hostname",
+               "replacement": "$1"},
+              {"action": "labeldrop", "regex": "Hostname"}]
     return rules
 
 
@@ -191,10 +175,10 @@ class Monitoring(pulumi.ComponentResource):
                     "endpoints": [{
                         "port": source.port,
                         "interval": "15s",
-                        # Keep the exporter's namespace/pod labels: they name the workload holding the GPU.
-                        "honorLabels": True,
-                        "relabelings": [{"action": "replace", "targetLabel": "job",
-                                         "replacement": GPU_METRICS_JOB}],
+                        # Not honorLabels: it gave free GPUs the exporter's own namespace and pod.
+                        "honorLabels": False,
+                        "relabelings": gpu_metrics_relabelings(),
+                        "metricRelabelings": gpu_metrics_metric_relabelings(),
                     }],
                 },
                 opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=exporters)),
@@ -214,7 +198,7 @@ class Monitoring(pulumi.ComponentResource):
             api_version="monitoring.coreos.com/v1",
             kind="PrometheusRule",
             metadata=ObjectMetaArgs(name="mlplatform-gpu-alerts", namespace=settings.namespace),
-            spec={"groups": [{"name": "mlplatform-gpu", "rules": gpu_alert_rules(device_plugin)}]},
+            spec={"groups": gpu_rule_groups(cluster.gpu_pools, device_plugin, settings.gpu_prices)},
             opts=after_crds,
         )
 

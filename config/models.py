@@ -255,6 +255,9 @@ class MonitoringConfig(Model):
     # The StorageClass of that volume; the cluster's default class when not given.
     storage_class: Annotated[str, AfterValidator(storage_class_name)] | None = None
     prometheus_requests: CpuMemory = CpuMemory(cpu="500m", memory="2Gi")
+    # What one GPU-hour costs in each GPU pool (any one currency; spot and on-demand pools may differ): the GPU
+    # dashboard prices each team's allocated and idle GPU time with it. Pools without a price show hours only.
+    gpu_prices: dict[PoolName, Annotated[float, Field(gt=0)]] = {}
 
 
 class CapacityConfig(Model):
@@ -267,6 +270,18 @@ class PlatformConfig(Model):
     monitoring: MonitoringConfig = MonitoringConfig()
     capacity: CapacityConfig = CapacityConfig()
     teams: list[Team] = []
+
+    @field_validator("monitoring")
+    @classmethod
+    def _prices_name_gpu_pools(cls, monitoring: MonitoringConfig, info: ValidationInfo) -> MonitoringConfig:
+        cluster = info.data.get("cluster")
+        if cluster is not None:
+            pools = cluster.gpu_pool_names()
+            for pool in monitoring.gpu_prices:
+                if pool not in pools:
+                    raise ValueError(f"gpuPrices.{pool}: no GPU pool named {pool!r}; the cluster's GPU pools: "
+                                     f"{', '.join(pools) or 'none'}")
+        return monitoring
 
     @field_validator("teams")
     @classmethod

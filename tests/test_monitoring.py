@@ -11,7 +11,8 @@ import pytest
 
 from components.handle import GPU_TAINT, GpuPool, gpu_pool_labels
 from components.kube import DaemonSetRef
-from components.monitoring import DASHBOARDS, Monitoring, gpu_alert_rules
+from components.gpu_rules import gpu_alert_rules
+from components.monitoring import DASHBOARDS, DCGM_COUNTERS, Monitoring, gpu_metrics_metric_relabelings
 from config.errors import ConfigError
 from config.models import MonitoringConfig
 from policies.rules import only_gpu_agents_tolerate_the_gpu_taint
@@ -23,11 +24,12 @@ from tests.conftest import KIND, cli_config, cluster_handle, run_component, synt
 
 POOLS = (GpuPool(name="a100", accelerator="nvidia-a100-80gb", gpus_per_node=8, min_nodes=0, max_nodes=2,
                  spot=True, labels=gpu_pool_labels("a100", "nvidia-a100-80gb"), taints=(GPU_TAINT,)),)
-SETTINGS = MonitoringConfig.model_validate({"retention": "30d", "storageSize": "200Gi", "storageClass": "gp3"})
+SETTINGS = MonitoringConfig.model_validate({"retention": "30d", "storageSize": "200Gi", "storageClass": "gp3",
+                                           "gpuPrices": {"a100": 2.5}})
 DEVICE_PLUGIN = DaemonSetRef("nvidia-device-plugin", "nvidia-device-plugin")
 # kube-state-metrics metrics the dashboard and alerts use (its docs/metrics reference), and Prometheus's own.
 KUBE_STATE_METRICS = {"kube_resourcequota", "kube_daemonset_status_desired_number_scheduled",
-                      "kube_daemonset_status_number_ready"}
+                      "kube_daemonset_status_number_ready", "kube_node_labels", "kube_node_status_allocatable"}
 PROMETHEUS_METRICS = {"up"}
 # Kueue's metrics the dashboard reads (its documented ClusterQueue metrics).
 KUEUE_METRICS = {"kueue_pending_workloads", "kueue_cluster_queue_resource_usage", "kueue_cluster_queue_nominal_quota"}
@@ -56,19 +58,38 @@ def metrics_in(expr: str) -> set[str]:
             names.add(node.name)
         return True
 
-    # Grafana's template variables are not PromQL: give them a value before parsing.
+    # Grafana's template variables are not PromQL: give them a value before parsing (a duration for its ranges).
+    expr = re.sub(r"\$__(range|interval|rate_interval)\b", "1d", expr)
     promql_parser.walk(promql_parser.parse(re.sub(r"\$\{?\w+\}?", ".*", expr)), visit)
     return names
 
 
+def counters_in(path) -> set[str]:
+    rows = csv.reader(line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#"))
+    return {row[0].strip() for row in rows}
+
+
+# Fields our counters file adds to the chart's defaults: DCGM field names (DCGM's dcgm_fields.h: 396 row remap
+# pending, the power and thermal violation counters) and dcgm-exporter 4.8.2's own XID counter
+# (internal/pkg/counters/const.go).
+ADDED_COUNTERS = {"DCGM_FI_DEV_ROW_REMAP_PENDING", "DCGM_FI_DEV_POWER_VIOLATION", "DCGM_FI_DEV_THERMAL_VIOLATION",
+                  "DCGM_EXP_XID_ERRORS_COUNT"}
+# Fields the fake GPU operator's exporter serves on kind (run-ai/fake-gpu-operator v0.2.0,
+# internal/status-exporter/export/metrics/metrics.go).
+FAKE_EXPORTER_METRICS = {"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"}
+
+
 @pytest.fixture(scope="module")
 def dcgm_counters(request) -> set[str]:
+    """What our dcgm-exporter serves: its file of counters, checked against the chart's default list."""
     from synth.schema import UPSTREAM_DIR
     path = UPSTREAM_DIR / "dcgm-exporter" / "default-counters.csv"
     if not path.is_file():
         pytest.skip(f"needs DCGM's default counters at {path} (../shared/upstream): absent")
-    rows = csv.reader(line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#"))
-    return {row[0].strip() for row in rows}
+    ours = counters_in(DCGM_COUNTERS)
+    # Only the added fields are new; the profiling and label fields the chart leaves out stay out.
+    assert ours - counters_in(path) == ADDED_COUNTERS
+    return ours
 
 
 # ---- Prometheus, Alertmanager, Grafana ---------------------------------------------------------------------
@@ -168,8 +189,51 @@ def test_kind_scrapes_the_fake_gpu_operators_exporter_the_same_way():
     assert endpoint_of["kind"][1] == {"matchLabels": {"app": "nvidia-dcgm-exporter"}}
     assert endpoint_of["real"][1] == {"matchLabels": {"app.kubernetes.io/name": "dcgm-exporter"}}
     # Both land in the same job, so the dashboard and the alerts need not know which one a cluster has.
-    assert endpoint_of["kind"][2]["relabelings"] == endpoint_of["real"][2]["relabelings"] == [
-        {"action": "replace", "targetLabel": "job", "replacement": "gpu-metrics"}]
+    assert endpoint_of["kind"][2] == endpoint_of["real"][2] | {"port": "gpu-metrics"}
+    assert endpoint_of["real"][2]["relabelings"] == [
+        {"action": "replace", "targetLabel": "job", "replacement": "gpu-metrics"},
+        {"action": "replace", "sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"}]
+    # The exporters' namespace/pod labels are not honoured: free GPUs would take the exporter's own.
+    assert endpoint_of["real"][2]["honorLabels"] is False
+
+
+def relabel(labels: dict[str, str], configs: list[dict]) -> dict[str, str]:
+    """Prometheus's `replace` and `labeldrop` relabelling (model/relabel/relabel.go): source labels joined by ';',
+    an anchored regex, and a replacement that is empty deletes the target label."""
+    out = dict(labels)
+    for config in configs:
+        regex = re.compile(f"^(?:{config.get('regex', '(.*)')})$")
+        if config["action"] == "labeldrop":
+            out = {k: v for k, v in out.items() if not regex.match(k)}
+            continue
+        assert config["action"] == "replace"
+        value = ";".join(out.get(label, "") for label in config["sourceLabels"])
+        if (match := regex.match(value)) is None:
+            continue
+        result = match.expand(config.get("replacement", "$1").replace("$1", r"\1"))
+        if result:
+            out[config["targetLabel"]] = result
+        else:
+            out.pop(config["targetLabel"], None)
+    return out
+
+
+# What Prometheus makes of an exporter's sample before metric relabelling, honorLabels off: the target's
+# namespace/pod/container (the exporter's pod) win, and the sample's own are renamed exported_*.
+TARGET = {"job": "gpu-metrics", "instance": "10.0.3.7:9400", "node": "ip-10-0-3-21.ec2.internal",
+          "namespace": "monitoring", "pod": "dcgm-exporter-7xk2p", "container": "exporter"}
+GPU_LABELS = {"gpu": "0", "UUID": "GPU-6a3e0c1d", "modelName": "NVIDIA A100-SXM4-80GB"}
+
+
+@pytest.mark.parametrize("hostname_label", ["Hostname", "hostname"])
+def test_free_gpus_name_no_workload_and_held_ones_name_theirs(hostname_label):
+    rules = gpu_metrics_metric_relabelings()
+    free = relabel(TARGET | GPU_LABELS | {hostname_label: "ip-10-0-3-21"}, rules)
+    assert free == {"job": "gpu-metrics", "instance": "10.0.3.7:9400", "node": "ip-10-0-3-21.ec2.internal",
+                    "hostname": "ip-10-0-3-21"} | GPU_LABELS
+    held = relabel(TARGET | GPU_LABELS | {hostname_label: "ip-10-0-3-21", "exported_namespace": "vision",
+                                          "exported_pod": "train-0", "exported_container": "trainer"}, rules)
+    assert held == free | {"namespace": "vision", "pod": "train-0", "container": "trainer"}
 
 
 def test_no_gpu_pools_no_gpu_scrape():
@@ -215,12 +279,15 @@ def test_chart_values_exist_in_the_charts(upstream):
     stack_values = release(synthesis, "kube-prometheus-stack").inputs["values"]
     # grafana and kube-state-metrics are subcharts: their nodeSelector is in their own values.yaml, which the
     # parent's does not repeat.
-    subchart_keys = {"grafana.nodeSelector", "kube-state-metrics.nodeSelector"}
+    subchart_keys = {"grafana.nodeSelector", "kube-state-metrics.nodeSelector",
+                     "kube-state-metrics.metricLabelsAllowlist"}
     unknown = unknown_keys(stack_values, chart_values(upstream, "kube-prometheus-stack"),
                            free_form={"prometheus.prometheusSpec.storageSpec"})
     assert set(unknown) <= subchart_keys, unknown
     exporter_values = release(synthesis, "dcgm-exporter").inputs["values"]
-    assert unknown_keys(exporter_values, chart_values(upstream, "dcgm-exporter"), free_form={"affinity"}) == []
+    # customMetrics is commented out in the chart's values.yaml; its metrics-configmap.yaml template reads it.
+    assert unknown_keys(exporter_values, chart_values(upstream, "dcgm-exporter"), free_form={"affinity"}) == [
+        "customMetrics"]
 
 
 # ---- dashboard and alerts -----------------------------------------------------------------------------------
@@ -231,25 +298,48 @@ def test_dashboard_is_provisioned_for_the_grafana_sidecar_from_the_file_in_the_r
     assert json.loads(dashboard.inputs["data"]["gpus.json"]) == json.loads((DASHBOARDS / "gpus.json").read_text())
 
 
+def recorded_series() -> set[str]:
+    groups = custom_resource(monitor(), "PrometheusRule").inputs["spec"]["groups"]
+    return {r["record"] for g in groups for r in g["rules"] if "record" in r}
+
+
 def test_every_dashboard_query_reads_metrics_that_exist(dcgm_counters):
     dashboard = json.loads((DASHBOARDS / "gpus.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     used = set().union(*(metrics_in(e) for e in exprs))
-    known = dcgm_counters | KUBE_STATE_METRICS | KUEUE_METRICS
+    known = dcgm_counters | KUBE_STATE_METRICS | KUEUE_METRICS | recorded_series()
     assert used <= known, used - known
     # What a GPU dashboard must show.
     assert {"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_GPU_TEMP",
-            "DCGM_FI_DEV_SM_CLOCK", "DCGM_FI_DEV_XID_ERRORS", "kube_resourcequota", "kueue_pending_workloads",
+            "DCGM_FI_DEV_SM_CLOCK", "DCGM_EXP_XID_ERRORS_COUNT", "kube_resourcequota", "kueue_pending_workloads",
             "kueue_cluster_queue_resource_usage"} <= used
 
 
+def test_the_dashboard_says_which_panels_have_data_on_kind():
+    dashboard = json.loads((DASHBOARDS / "gpus.json").read_text())
+    for panel in [p for p in dashboard["panels"] if p["type"] != "row"]:
+        used = set().union(*(metrics_in(t["expr"]) for t in panel["targets"]))
+        dcgm = {m for m in used if m.startswith("DCGM_")}
+        # The usage rules read DCGM_FI_DEV_GPU_UTIL only, which the fake exporter serves.
+        on_kind = dcgm <= FAKE_EXPORTER_METRICS
+        assert panel["description"].endswith(" On kind: has data." if on_kind else " On kind: no data (the fake "
+                                             "GPU operator's exporter serves only utilisation and framebuffer "
+                                             "memory)."), panel["title"]
+
+
 def test_every_alert_is_valid_promql_on_existing_metrics_and_says_what_to_do(dcgm_counters):
-    rules = gpu_alert_rules(DEVICE_PLUGIN)
+    groups = custom_resource(monitor(), "PrometheusRule").inputs["spec"]["groups"]
+    records = {r["record"] for g in groups for r in g["rules"] if "record" in r}
+    rules = [r for g in groups for r in g["rules"] if "alert" in r]
     assert {r["alert"] for r in rules} == {
-        "GpuAllocatedButIdle", "GpuXidError", "GpuTemperatureHigh", "GpuMemoryNearlyFull",
-        "GpuMetricsExporterDown", "TeamGpuQuotaNearlyExhausted", "GpuDevicePluginDown"}
+        "GpuAllocatedButIdle", "GpuXidHardwareFault", "GpuXidError", "GpuTemperatureHigh", "GpuThermalThrottling",
+        "GpuPowerThrottling", "GpuRowRemapPending", "GpuRowRemapFailed", "GpuMemoryNearlyFull",
+        "GpuMetricsExporterDown", "GpuNodeWithoutGpuMetrics", "GpuNodeAllocatableBelowPool",
+        "TeamGpuQuotaNearlyExhausted", "GpuDevicePluginDown"}
+    for rule in [r for g in groups for r in g["rules"]]:
+        known = dcgm_counters | KUBE_STATE_METRICS | PROMETHEUS_METRICS | records
+        assert metrics_in(rule["expr"]) <= known, rule
     for rule in rules:
-        assert metrics_in(rule["expr"]) <= dcgm_counters | KUBE_STATE_METRICS | PROMETHEUS_METRICS, rule["alert"]
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
 
@@ -259,8 +349,20 @@ def test_invalid_promql_is_caught():
         metrics_in("sum by (x (up)")
 
 
+def test_kube_state_metrics_exposes_the_node_labels_that_name_a_gpu_pool():
+    values = release(monitor(), "kube-prometheus-stack").inputs["values"]
+    assert values["kube-state-metrics"]["metricLabelsAllowlist"] == [
+        "nodes=[mlplatform.io/accelerator,mlplatform.io/pool,nvidia.com/device-plugin.config,nvidia.com/gpu.present]"]
+
+
+def test_the_exporter_serves_our_counters_file():
+    values = release(monitor(), "dcgm-exporter").inputs["values"]
+    assert values["customMetrics"] == DCGM_COUNTERS.read_text()
+    assert ADDED_COUNTERS <= counters_in(DCGM_COUNTERS)
+
+
 def test_device_plugin_alert_only_where_the_platform_installs_one():
-    assert "GpuDevicePluginDown" not in {r["alert"] for r in gpu_alert_rules(None)}
+    assert "GpuDevicePluginDown" not in {r["alert"] for r in gpu_alert_rules(POOLS, None)}
 
 
 # ---- bad input ------------------------------------------------------------------------------------------------
@@ -271,6 +373,9 @@ def test_device_plugin_alert_only_where_the_platform_installs_one():
     ({"storageSize": "lots"}, "mlplatform:monitoring.storageSize: 'lots' is not a Kubernetes quantity"),
     ({"storageSize": "0"}, "mlplatform:monitoring.storageSize: '0' must be more than zero"),
     ({"storageClass": "Fast_SSD"}, "mlplatform:monitoring.storageClass: 'Fast_SSD' is not a valid StorageClass name"),
+    ({"gpuPrices": {"a100": 2}}, "mlplatform:monitoring: gpuPrices.a100: no GPU pool named 'a100'; the cluster's "
+                                 "GPU pools: gpu"),
+    ({"gpuPrices": {"gpu": 0}}, "mlplatform:monitoring.gpuPrices.gpu: Input should be greater than 0"),
 ])
 def test_bad_monitoring_settings(settings, message):
     with pytest.raises(ConfigError) as caught:

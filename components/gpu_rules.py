@@ -1,0 +1,235 @@
+"""The GPU alerting and GPU cost rules: the PrometheusRule groups monitoring deploys, and the file promtool tests.
+
+Every rule reads series as our `gpu-metrics` scrape leaves them (see `gpu_metrics_relabelings` in
+components/monitoring.py): `node` is the Kubernetes node the exporter runs on, `hostname` the exporter's own name
+for it, and `namespace`/`pod`/`container` name the workload holding a GPU, on GPUs in use only.
+
+Metric sources: dcgm-exporter 4.8.2 with our counters (components/dcgm-counters.csv), kube-state-metrics (node
+labels allowed by `node_label_allowlist`), Prometheus's own `up`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from components.handle import GpuPool
+from components.kube import DaemonSetRef
+
+# The scrape job every GPU metric carries, whichever exporter serves it.
+GPU_METRICS_JOB = "gpu-metrics"
+# The label matcher of every GPU series.
+GPU_JOB = f'job="{GPU_METRICS_JOB}"'
+# The usage rules run once a minute, so that each of their samples stands for one minute: GPU-hours over a
+# range are `sum_over_time(<rule>[range]) / 60`.
+USAGE_INTERVAL = "1m"
+SAMPLES_PER_HOUR = 60
+
+# XIDs that mean failing hardware, with NVIDIA's meaning (NVIDIA's Xid catalog,
+# https://docs.nvidia.com/deploy/xid-errors/analyzing-xid-catalog.html, and dcgm-exporter's xid_errors.go). Any
+# other XID is most often the application's own fault (e.g. 13 graphics engine exception, 31 memory page fault,
+# 43 GPU stopped processing after a user's kernel fault) and warns.
+HARDWARE_XIDS: Mapping[int, str] = {
+    48: "double-bit ECC error",
+    64: "ECC page retirement or row-remapper recording failure",
+    74: "NVLink error",
+    79: "GPU has fallen off the bus",
+    94: "contained ECC error",
+    95: "uncontained ECC error",
+    119: "GSP RPC timeout",
+    120: "GSP error",
+    140: "unrecovered ECC error",
+}
+
+
+def _alert(name: str, expr: str, duration: str, severity: str, summary: str, description: str) -> dict[str, Any]:
+    return {"alert": name, "expr": expr, "for": duration, "labels": {"severity": severity},
+            # The README's runbook section for the alert, by its heading's anchor.
+            "annotations": {"summary": summary, "description": description, "runbook": f"README.md#{name.lower()}"}}
+
+
+def _record(name: str, expr: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    rule: dict[str, Any] = {"record": name, "expr": expr}
+    if labels:
+        rule["labels"] = dict(labels)
+    return rule
+
+
+def kube_state_label(key: str) -> str:
+    """kube-state-metrics' name for a Kubernetes label on its `kube_*_labels` series."""
+    return "label_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
+
+
+def node_label_allowlist(pools: tuple[GpuPool, ...]) -> list[str]:
+    """kube-state-metrics' --metric-labels-allowlist entry that exposes the node labels naming a GPU pool."""
+    keys = sorted({key for pool in pools for key in pool.labels})
+    return [f"nodes=[{','.join(keys)}]"] if keys else []
+
+
+def advertised_gpus_per_node(pool: GpuPool) -> int | None:
+    """The nvidia.com/gpu a healthy node of the pool advertises; None where the platform cannot know it (MIG
+    partitions advertised per profile, or cut on the node outside the cloud's control)."""
+    if pool.sharing.mig_strategy == "mixed" or (pool.sharing.mig_strategy == "single" and pool.mig_partitions == 1):
+        return None
+    return pool.gpus_per_node * pool.sharing.shares_per_gpu * pool.mig_partitions
+
+
+def _xid_meaning() -> str:
+    """A template that names a hardware XID's meaning, from the alert's `xid` label."""
+    branches = "".join(f'{{{{ else if eq $labels.xid "{code}" }}}}{meaning}'
+                       for code, meaning in HARDWARE_XIDS.items())
+    return "{{ if false }}" + branches + "{{ end }}"
+
+
+# Names the pod that holds the GPU, where one does.
+HOLDER = "{{ with $labels.pod }} (in use by {{ $labels.namespace }}/{{ . }}){{ end }}"
+
+
+def gpu_alert_rules(pools: tuple[GpuPool, ...], device_plugin: DaemonSetRef | None) -> list[dict[str, Any]]:
+    used, free = f"DCGM_FI_DEV_FB_USED{{{GPU_JOB}}}", f"DCGM_FI_DEV_FB_FREE{{{GPU_JOB}}}"
+    fb_used = f"{used} / ({used} + {free})"
+    hardware_xids = "|".join(str(code) for code in HARDWARE_XIDS)
+    # The exporter counts each XID code seen in its last 5 minutes (--xid-count-window-size), one series per code:
+    # an alert on it fires for a new XID and clears by itself, and a restarted exporter starts from nothing.
+    # DCGM_FI_DEV_XID_ERRORS, the last XID ever seen, stays set until the exporter restarts: never alert on it.
+    new_xids = "max by (node, gpu, UUID, xid, namespace, pod) (DCGM_EXP_XID_ERRORS_COUNT{%s}) > 0"
+    rules = [
+        _alert("GpuAllocatedButIdle",
+               "max by (namespace, pod, node, gpu) "
+               f'(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{{GPU_JOB}, pod!=""}}[30m])) < 5',
+               "1h", "warning", "A GPU held by {{ $labels.namespace }}/{{ $labels.pod }} has been idle for an hour",
+               "GPU {{ $labels.gpu }} on {{ $labels.node }} is allocated to {{ $labels.namespace }}/"
+               "{{ $labels.pod }} but averaged under 5% utilisation for the last hour: a GPU paid for and unused. "
+               "Ask the team to release it or fix the job's input pipeline."),
+        _alert("GpuXidHardwareFault", new_xids % f'{GPU_JOB}, xid=~"{hardware_xids}"', "0m", "critical",
+               "GPU {{ $labels.gpu }} on {{ $labels.node }} reported XID {{ $labels.xid }}: " + _xid_meaning(),
+               "The driver reported XID {{ $labels.xid }} ({{ $value }} time(s) in 5 minutes)" + HOLDER + ", a code "
+               "NVIDIA lists for failing hardware. Cordon and drain the node, then reset the GPU or replace the node."),
+        _alert("GpuXidError", new_xids % f'{GPU_JOB}, xid!="", xid!~"{hardware_xids}"', "0m", "warning",
+               "GPU {{ $labels.gpu }} on {{ $labels.node }} reported XID {{ $labels.xid }}",
+               "The driver reported XID {{ $labels.xid }} ({{ $value }} time(s) in 5 minutes)" + HOLDER + ". Most "
+               "such XIDs come from the application (an illegal memory access, a kernel fault); look the code up in "
+               "NVIDIA's XID catalog and the pod's logs. The same XID on several GPUs of one node points at the node."),
+        _alert("GpuTemperatureHigh", f"max by (node, gpu) (DCGM_FI_DEV_GPU_TEMP{{{GPU_JOB}}}) > 85", "10m", "warning",
+               "GPU {{ $labels.gpu }} on {{ $labels.node }} is at {{ $value }} C",
+               "The GPU has been above 85 C for 10 minutes and will throttle its clocks; check the node's cooling "
+               "and power settings."),
+        _alert("GpuThermalThrottling",
+               f"max by (node, gpu) (rate(DCGM_FI_DEV_THERMAL_VIOLATION{{{GPU_JOB}}}[5m])) / 1e9 > 0.1", "15m",
+               "warning",
+               "GPU {{ $labels.gpu }} on {{ $labels.node }} is slowed down by heat",
+               "For 15 minutes the GPU has spent over 10% of its time with clocks lowered for thermal reasons "
+               "({{ $value | humanizePercentage }} now): jobs on it run slower, and heat precedes failures. Check "
+               "the node's cooling."),
+        _alert("GpuPowerThrottling",
+               f"max by (node, gpu) (rate(DCGM_FI_DEV_POWER_VIOLATION{{{GPU_JOB}}}[5m])) / 1e9 > 0.5", "30m", "warning",
+               "GPU {{ $labels.gpu }} on {{ $labels.node }} is held back by its power limit",
+               "For 30 minutes the GPU has spent over half its time with clocks lowered to stay within its power "
+               "limit ({{ $value | humanizePercentage }} now). Brief capping under full load is normal; sustained "
+               "capping means a power limit set below the GPU's default or a power-delivery problem on the node."),
+        _alert("GpuRowRemapPending", f"max by (node, gpu, UUID) (DCGM_FI_DEV_ROW_REMAP_PENDING{{{GPU_JOB}}}) > 0", "5m",
+               "warning", "GPU {{ $labels.gpu }} on {{ $labels.node }} has a memory row remap pending",
+               "The GPU found an uncorrectable memory error and marked a row for remapping, which takes effect at "
+               "the next GPU reset. Drain the node and reset the GPU (or reboot the node) when convenient."),
+        _alert("GpuRowRemapFailed", f"max by (node, gpu, UUID) (DCGM_FI_DEV_ROW_REMAP_FAILURE{{{GPU_JOB}}}) > 0", "0m",
+               "critical", "GPU {{ $labels.gpu }} on {{ $labels.node }} could not remap a failing memory row",
+               "The GPU has run out of spare memory rows: NVIDIA's threshold for replacing the board. Cordon and "
+               "drain the node and replace it."),
+        _alert("GpuMemoryNearlyFull", f"max by (node, gpu, namespace, pod) ({fb_used}) > 0.95", "15m",
+               "warning", "GPU {{ $labels.gpu }} on {{ $labels.node }} has used 95% of its memory for 15 minutes",
+               "{{ $labels.namespace }}/{{ $labels.pod }} is close to an out-of-memory error on the GPU; lower the "
+               "batch size or move to a GPU with more memory."),
+        _alert("GpuMetricsExporterDown", f"up{{{GPU_JOB}}} == 0", "10m", "warning",
+               "The GPU metrics exporter on {{ $labels.node }} is down",
+               "Prometheus cannot scrape GPU metrics from {{ $labels.instance }} for 10 minutes: the GPU dashboard "
+               "and the GPU alerts are blind for that node."),
+        # Any DCGM metric will do: MIG-enabled GPUs report no DCGM_FI_DEV_GPU_UTIL, for one.
+        _alert("GpuNodeWithoutGpuMetrics",
+               "mlplatform:node_pool:info unless on (node) "
+               f'group by (node) ({{{GPU_JOB}, __name__=~"DCGM_.+"}})', "15m",
+               "warning", "GPU node {{ $labels.node }} of pool {{ $labels.pool }} sends no GPU metrics",
+               "For 15 minutes no GPU metric came from a node of a GPU pool: its exporter is missing, not ready or "
+               "cannot see the GPUs, so GPU faults on it go unnoticed."),
+        _alert("TeamGpuQuotaNearlyExhausted",
+               'sum by (namespace) (kube_resourcequota{resource="requests.nvidia.com/gpu", type="used"}) / '
+               'sum by (namespace) (kube_resourcequota{resource="requests.nvidia.com/gpu", type="hard"} > 0) > 0.9',
+               "30m", "info", "Team {{ $labels.namespace }} is using over 90% of its GPU quota",
+               "The namespace's pods hold over 90% of its requests.nvidia.com/gpu quota; new GPU pods will be "
+               "rejected once it is full. Raise the team's quota in the stack config if it is expected."),
+    ]
+    if any(advertised_gpus_per_node(pool) is not None for pool in pools):
+        # A node that advertises no nvidia.com/gpu at all has no such series: count it as zero. group_left keeps
+        # the pool label (a one-to-one match `on (node)` would keep `node` only).
+        allocatable = ('max by (node) (kube_node_status_allocatable{resource="nvidia_com_gpu"}) '
+                       "or on (node) 0 * mlplatform:node_gpus:advertised")
+        rules.append(_alert(
+            "GpuNodeAllocatableBelowPool",
+            f"mlplatform:node_gpus:advertised > on (node) group_left () ({allocatable})", "15m",
+            "warning", "Node {{ $labels.node }} advertises fewer GPUs than its pool {{ $labels.pool }} should",
+            "The node's allocatable nvidia.com/gpu has been below the {{ $value }} a node of pool "
+            "{{ $labels.pool }} advertises for 15 minutes: a GPU failed its health check or fell off the bus, or "
+            "the device plugin on the node is not running. Jobs that need a whole node stay pending."))
+    if device_plugin is not None:
+        selector = f'namespace="{device_plugin.namespace}", daemonset="{device_plugin.name}"'
+        rules.append(_alert(
+            "GpuDevicePluginDown",
+            f"kube_daemonset_status_desired_number_scheduled{{{selector}}} - "
+            f"kube_daemonset_status_number_ready{{{selector}}} > 0",
+            "15m", "critical", "The GPU device plugin is not ready on {{ $value }} node(s)",
+            f"{device_plugin.namespace}/{device_plugin.name} has pods that are not ready: GPUs on those nodes are "
+            "not advertised, so GPU pods stay pending while their nodes cost money."))
+    return rules
+
+
+def gpu_usage_rules(pools: tuple[GpuPool, ...], prices: Mapping[str, float]) -> list[dict[str, Any]]:
+    """Which node belongs to which pool, and GPU time allocated and used per team (namespace), pool and cluster,
+    priced where the pool has a price. In dependency order: Prometheus evaluates a group's rules in turn."""
+    rules: list[dict[str, Any]] = []
+    for pool in pools:
+        matchers = ", ".join(f'{kube_state_label(key)}="{value}"' for key, value in sorted(pool.labels.items()))
+        rules.append(_record("mlplatform:node_pool:info", f"max by (node) (kube_node_labels{{{matchers}}})",
+                             {"pool": pool.name}))
+    for pool in pools:
+        if (advertised := advertised_gpus_per_node(pool)) is not None:
+            rules.append(_record("mlplatform:node_gpus:advertised",
+                                 f'{advertised} * mlplatform:node_pool:info{{pool="{pool.name}"}}'))
+    rules += [
+        # One series per GPU held by a pod: how busy it is, 0 to 1. Free GPUs have no namespace.
+        _record("mlplatform:gpu_allocated:busy_ratio",
+                f'max by (namespace, pod, pool, node, UUID) (DCGM_FI_DEV_GPU_UTIL{{{GPU_JOB}, namespace!=""}} '
+                "* on (node) group_left (pool) mlplatform:node_pool:info) / 100"),
+        _record("namespace_pool:mlplatform_gpus_allocated:count",
+                "count by (namespace, pool) (mlplatform:gpu_allocated:busy_ratio)"),
+        _record("namespace_pool:mlplatform_gpus_used:sum",
+                "sum by (namespace, pool) (mlplatform:gpu_allocated:busy_ratio)"),
+    ]
+    for level, by in (("pool", "by (pool) "), ("cluster", "")):
+        rules += [_record(f"{level}:mlplatform_gpus_allocated:sum",
+                          f"sum {by}(namespace_pool:mlplatform_gpus_allocated:count)"),
+                  _record(f"{level}:mlplatform_gpus_used:sum", f"sum {by}(namespace_pool:mlplatform_gpus_used:sum)")]
+    for level, allocated, used in (
+            ("namespace_pool", "namespace_pool:mlplatform_gpus_allocated:count",
+             "namespace_pool:mlplatform_gpus_used:sum"),
+            ("pool", "pool:mlplatform_gpus_allocated:sum", "pool:mlplatform_gpus_used:sum"),
+            ("cluster", "cluster:mlplatform_gpus_allocated:sum", "cluster:mlplatform_gpus_used:sum")):
+        rules.append(_record(f"{level}:mlplatform_gpus_idle:ratio", f"1 - {used} / {allocated}"))
+    if prices:
+        rules += [_record("mlplatform:gpu_price_per_hour", f"vector({price})", {"pool": pool})
+                  for pool, price in sorted(prices.items())]
+        rules += [
+            _record("namespace_pool:mlplatform_gpu_spend_per_hour:sum",
+                    "namespace_pool:mlplatform_gpus_allocated:count * on (pool) group_left () "
+                    "mlplatform:gpu_price_per_hour"),
+            _record("namespace_pool:mlplatform_gpu_idle_spend_per_hour:sum",
+                    "(namespace_pool:mlplatform_gpus_allocated:count - namespace_pool:mlplatform_gpus_used:sum) "
+                    "* on (pool) group_left () mlplatform:gpu_price_per_hour"),
+        ]
+    return rules
+
+
+def gpu_rule_groups(pools: tuple[GpuPool, ...], device_plugin: DaemonSetRef | None,
+                    prices: Mapping[str, float]) -> list[dict[str, Any]]:
+    """The PrometheusRule's groups, as `promtool` reads them from a rule file."""
+    return [{"name": "mlplatform-gpu-usage", "interval": USAGE_INTERVAL, "rules": gpu_usage_rules(pools, prices)},
+            {"name": "mlplatform-gpu", "rules": gpu_alert_rules(pools, device_plugin)}]
