@@ -53,7 +53,8 @@ def test_control_plane_encrypts_secrets_logs_and_uses_access_entries(dev):
 
 def test_dev_endpoint_is_public_only_to_listed_networks_and_prod_is_private(dev, prod):
     assert one(dev, "aws:eks/cluster:Cluster").inputs["vpcConfig"]["endpointPublicAccess"] is True
-    assert one(dev, "aws:eks/cluster:Cluster").inputs["vpcConfig"]["publicAccessCidrs"] == ["203.0.113.0/24"]
+    assert one(dev, "aws:eks/cluster:Cluster").inputs["vpcConfig"]["publicAccessCidrs"] == ["203.0.113.0/24",
+                                                                                       "198.51.100.16/28"]
     prod_vpc = one(prod, "aws:eks/cluster:Cluster").inputs["vpcConfig"]
     assert prod_vpc["endpointPublicAccess"] is False and prod_vpc["endpointPrivateAccess"] is True
 

@@ -39,6 +39,26 @@ def kubeconfig(name: str, region: str, endpoint: str, certificate_authority: str
         "interactiveMode": "Never"})
 
 
+def api_access_rules(name: str, spec: EksClusterConfig, cluster_security_group_id: pulumi.Input[str],
+                     opts: pulumi.ResourceOptions) -> list[aws.vpc.SecurityGroupIngressRule]:
+    """HTTPS to the private endpoint from the named security groups and CIDRs.
+
+    The EKS-created cluster security group admits only its own members (the control plane's ENIs and the
+    nodes), so a runner elsewhere in the network times out on the private endpoint without these. Named by
+    source, not position: reordering the list replaces nothing.
+    """
+    endpoint = spec.endpoint
+    sources: list[tuple[str, str | None, str | None, str | None]] = [
+        (group, group, None, None) for group in endpoint.private_access_security_group_ids]
+    sources += [(block.replace("/", "-").replace(":", "-"), None, None if ":" in block else block,
+                 block if ":" in block else None) for block in endpoint.private_access_cidrs]
+    return [aws.vpc.SecurityGroupIngressRule(
+        f"{name}-api-from-{label}", security_group_id=cluster_security_group_id, ip_protocol="tcp",
+        from_port=443, to_port=443, referenced_security_group_id=group, cidr_ipv4=ipv4, cidr_ipv6=ipv6,
+        description=f"Kubernetes API of {spec.name} for deploys from inside the network", opts=opts)
+        for label, group, ipv4, ipv6 in sources]
+
+
 def eks_gpu_pools(spec: EksClusterConfig) -> tuple[GpuPool, ...]:
     return tuple(
         platform_gpu_pool(pool.name, pool.accelerator, gpus_per_node=pool.shape.gpus, min_nodes=0,
@@ -103,6 +123,7 @@ class EksCluster(pulumi.ComponentResource):
         )
         aws.ec2.Tag(f"{name}-cluster-sg-discovery", resource_id=cluster.vpc_config.cluster_security_group_id,
                     key=DISCOVERY_TAG, value=spec.name, opts=child)
+        api_access_rules(name, spec, cluster.vpc_config.cluster_security_group_id, child)
 
         for index, role_arn in enumerate(spec.admin_role_arns):
             entry = aws.eks.AccessEntry(f"{name}-admin-{index}", cluster_name=cluster.name, principal_arn=role_arn,
