@@ -256,7 +256,7 @@ def changed_stacks(offline_preview: str) -> list[str]:
                                                           re.MULTILINE))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, project_dir: Path = PROJECT_DIR) -> int:
     parser = argparse.ArgumentParser(prog="python -m synth.delivery", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("stacks", help="the stacks CI operates, as GitHub Actions outputs")
@@ -267,19 +267,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "stacks":
-            stacks = ci_stacks()
+            stacks = ci_stacks(project_dir)
             platforms = [{"stack": s.stack, "runner": s.runner, "cloud": s.cloud} for s in stacks if not s.platform]
             teams = [{"stack": s.stack, "runner": s.runner, "cloud": s.cloud, "platform": s.platform}
                      for s in stacks if s.platform]
             print(f"platforms={json.dumps(platforms)}")
             print(f"teams={json.dumps(teams)}")
+            print(f"all={json.dumps(platforms + teams)}")
             print(f"runners={json.dumps({s.stack: s.runner for s in stacks})}")
             return 0
         if args.command == "changed":
             print(f"changed={json.dumps(changed_stacks(args.preview.read_text()))}")
             return 0
-        file = read(args.stack)
-        check(args.stack)
+        file = read(args.stack, project_dir)
+        check(args.stack, project_dir)
         problems = placeholders(file) + secrets_problems(file)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

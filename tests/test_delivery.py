@@ -1,0 +1,202 @@
+"""Delivery: each stack's deployer can reach its Kubernetes API, placeholders never deploy, secrets survive CI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from config.delivery import Deployer
+from config.eks import EksClusterConfig
+from config.errors import ConfigError
+from config.gke import GkeClusterConfig
+from synth import PROJECT_DIR, delivery
+from synth.diff import StackDiff
+from synth.engine import Synthesis
+from tests.conftest import synth_with
+
+HOSTED = Deployer()
+STATIC_EGRESS = Deployer.model_validate({"runner": "static-egress", "sourceCidrs": ["100.64.1.0/28"]})
+IN_VPC = Deployer.model_validate({"runner": ["self-hosted", "ml"], "securityGroupIds": ["sg-00000000000000aa1"],
+                                  "sourceCidrs": ["10.30.64.0/24"]})
+
+
+def eks(**endpoint: Any) -> EksClusterConfig:
+    return EksClusterConfig.model_validate({
+        "cloud": "aws", "name": "ml", "region": "eu-west-1", "availabilityZones": ["eu-west-1a", "eu-west-1b"],
+        "endpoint": endpoint})
+
+
+def gke(**overrides: Any) -> GkeClusterConfig:
+    return GkeClusterConfig.model_validate({
+        "cloud": "gcp", "name": "ml", "project": "acme-ml-1", "region": "europe-west4", "zones": ["europe-west4-a"],
+        **overrides})
+
+
+@pytest.mark.parametrize("cluster, deployer, reachable", [
+    # EKS, public endpoint restricted to CIDRs: only a deployer whose egress is inside them.
+    (eks(publicAccessCidrs=["100.64.1.0/24"]), HOSTED, False),
+    (eks(publicAccessCidrs=["100.64.1.0/24"]), STATIC_EGRESS, True),
+    (eks(publicAccessCidrs=["100.64.9.0/24"]), STATIC_EGRESS, False),
+    (eks(publicAccessCidrs=["0.0.0.0/0"]), HOSTED, True),
+    # EKS, private endpoint: a runner inside the network, admitted by security group or CIDR.
+    (eks(), HOSTED, False),
+    (eks(), IN_VPC, False),
+    (eks(privateAccessSecurityGroupIds=["sg-00000000000000aa1"]), IN_VPC, True),
+    (eks(privateAccessSecurityGroupIds=["sg-00000000000000bb2"]), IN_VPC, False),
+    (eks(privateAccessCidrs=["10.30.0.0/16"]), IN_VPC, True),
+    (eks(privateAccessCidrs=["10.30.0.0/16"]), STATIC_EGRESS, False),  # hosted: not inside the VPC
+    # GKE: authorized networks admit named sources; the DNS endpoint admits any IAM-authorized caller.
+    (gke(masterAuthorizedNetworks=[{"cidr": "100.64.1.0/24", "name": "ci"}]), HOSTED, False),
+    (gke(masterAuthorizedNetworks=[{"cidr": "100.64.1.0/24", "name": "ci"}]), STATIC_EGRESS, True),
+    (gke(masterAuthorizedNetworks=[{"cidr": "100.64.1.0/24", "name": "ci"}], dnsEndpoint=True), HOSTED, True),
+])
+def test_reachability_of_the_kubernetes_api_per_cloud(cluster, deployer, reachable):
+    reason = delivery.unreachable(cluster, deployer)
+    assert (reason is None) is reachable, reason
+    if reason:
+        assert "cannot reach the Kubernetes API of ml" in reason and "deployer." in reason
+
+
+def project(tmp_path: Path, stacks: dict[str, dict[str, Any]]) -> Path:
+    (tmp_path / "Pulumi.yaml").write_text((PROJECT_DIR / "Pulumi.yaml").read_text())
+    for name, document in stacks.items():
+        (tmp_path / f"Pulumi.{name}.yaml").write_text(yaml.safe_dump(document))
+    return tmp_path
+
+
+def repo_stack(name: str) -> dict[str, Any]:
+    return yaml.safe_load((PROJECT_DIR / f"Pulumi.{name}.yaml").read_text())
+
+
+def test_the_synth_refuses_the_stacks_the_old_workflow_could_not_deploy(tmp_path):
+    """As first written: dev's API open to a documentation CIDR, prod's private, both for a hosted runner."""
+    dev, prod = repo_stack("dev"), repo_stack("prod")
+    for document in (dev, prod):
+        del document["config"]["mlplatform:deployer"]
+    dev["config"]["mlplatform:cluster"]["endpoint"] = {"publicAccessCidrs": ["203.0.113.0/24"]}
+    prod["config"]["mlplatform:cluster"]["endpoint"] = {"publicAccessCidrs": []}
+    root = project(tmp_path, {"dev": dev, "prod": prod})
+    for stack in ("dev", "prod"):
+        with pytest.raises(ConfigError, match=rf"^Pulumi\.{stack}\.yaml: mlplatform:deployer: the deployer "
+                                              r"\(runner ubuntu-24\.04, from addresses that change run to run\) "
+                                              "cannot reach"):
+            delivery.check(stack, root)
+
+
+def test_a_team_stacks_deployer_must_reach_its_platforms_api(tmp_path):
+    team = repo_stack("team-vision")
+    del team["config"]["mlplatform:deployer"]
+    root = project(tmp_path, {"dev": repo_stack("dev"), "team-vision": team})
+    with pytest.raises(ConfigError, match="cannot reach the Kubernetes API of ml-dev"):
+        delivery.check("team-vision", root)
+
+
+def test_every_stack_in_the_repo_is_reachable_by_its_deployer():
+    for stack in ("local", "dev", "prod", "gcp-dev", "team-vision"):
+        delivery.check(stack)
+
+
+def test_the_synth_warns_about_each_placeholder_and_the_deploy_refuses_naming_each(capsys):
+    warnings = delivery.check("prod")
+    assert warnings[0] == "4 documentation placeholder(s) to replace before a deploy:"
+    assert warnings[1:] == [
+        "Pulumi.prod.yaml: mlplatform:cluster.endpoint.privateAccessSecurityGroupIds[0]: sg-0123456789abcdef0 is "
+        "an example AWS resource ID",
+        "Pulumi.prod.yaml: mlplatform:cluster.adminRoleArns[0]: 111122223333 is an example AWS account ID from "
+        "AWS's documentation",
+        "Pulumi.prod.yaml: mlplatform:cluster.adminRoleArns[1]: 111122223333 is an example AWS account ID from "
+        "AWS's documentation",
+        "Pulumi.prod.yaml: mlplatform:deployer.securityGroupIds[0]: sg-0123456789abcdef0 is an example AWS "
+        "resource ID"]
+    assert delivery.main(["deployable", "prod"]) == 1
+    refusal = capsys.readouterr().err
+    assert refusal.startswith("Pulumi.prod.yaml is not ready to deploy")
+    assert all(warning in refusal for warning in warnings[1:])
+    assert "no encryptedkey" in refusal
+
+
+def test_placeholders_cover_documentation_networks_projects_and_domains():
+    found = delivery.placeholders(delivery.read("gcp-dev"))
+    assert any("secretsprovider: my-ml-platform-dev is an example Google Cloud project ID" in f for f in found)
+    assert any("cluster.project: my-ml-platform-dev" in f for f in found)
+    assert any("masterAuthorizedNetworks[0].cidr: 203.0.113.0/24 is a documentation address" in f for f in found)
+    assert any("groups.edit[0]: example.com is an example domain" in f for f in found)
+    assert any("198.51.100.16/28" in f for f in delivery.placeholders(delivery.read("dev")))
+
+
+def test_a_stack_file_with_real_values_and_a_bootstrapped_key_deploys(tmp_path, capsys):
+    text = yaml.safe_dump(repo_stack("dev")).replace("111122223333", "210987654322") \
+        .replace("203.0.113.0/24", "100.64.0.0/24").replace("198.51.100.16/28", "100.64.1.0/28")
+    root = project(tmp_path, {"dev": yaml.safe_load(text) | {"encryptedkey": "AQICAHh...ciphertext"}})
+    assert delivery.main(["deployable", "dev"], root) == 0, capsys.readouterr().err
+    assert delivery.main(["deployable", "dev"]) == 1  # the repo's own dev, with its placeholders
+
+
+@pytest.mark.parametrize("document, problem", [
+    ({"secretsprovider": "awskms://alias/x?region=eu-west-1"}, "has no encryptedkey"),
+    ({}, "gets a new salt on every CI run"),
+    ({"secretsprovider": "hashivault://x"}, "is not one CI can use"),
+])
+def test_secrets_that_ci_could_not_decrypt_the_same_way_each_run_are_refused(document, problem):
+    (message,) = delivery.secrets_problems(delivery.StackFile("x", document))
+    assert problem in message
+
+
+def test_ci_operates_the_cloud_stacks_and_their_team_stacks_in_order():
+    stacks = delivery.ci_stacks()
+    assert [(s.stack, s.cloud, s.platform) for s in stacks] == [
+        ("dev", "aws", ""), ("gcp-dev", "gcp", ""), ("prod", "aws", ""), ("team-vision", "aws", "dev")]
+    runners = {s.stack: s.runner for s in stacks}
+    assert runners["prod"][0] == "self-hosted" and runners["gcp-dev"] == ["ubuntu-24.04"]
+
+
+def test_every_stack_file_names_a_secrets_provider_ci_can_use():
+    ci = {s.stack for s in delivery.ci_stacks()}
+    for stack in ("local", "dev", "prod", "gcp-dev", "team-vision"):
+        provider = delivery.read(stack).secrets_provider
+        assert "secretsprovider" in delivery.read(stack).document, stack
+        if stack in ci:
+            assert provider.startswith(delivery.CLOUD_SECRETS_PROVIDERS), (stack, provider)
+        else:
+            assert provider == "passphrase"  # a laptop stack, never in CI's backend
+    assert delivery.read("gcp-dev").secrets_provider.startswith("gcpkms://")
+
+
+def test_changed_stacks_are_read_from_the_offline_preview():
+    changed = StackDiff("dev", created=[{"type": "t", "name": "n"}])
+    text = "\n".join(["Offline preview of the working tree against origin/main:", StackDiff("prod").render(),
+                      changed.render(), "Stack gcp-dev: does not synthesize: boom"])
+    assert delivery.changed_stacks(text) == ["dev", "gcp-dev"]
+
+
+# ---- what the clusters declare for it -------------------------------------------------------------------
+
+def test_a_private_eks_endpoint_admits_https_from_the_named_groups_and_cidrs():
+    synthesis = synth_with(cluster={
+        "cloud": "aws", "name": "ml", "region": "eu-west-1", "availabilityZones": ["eu-west-1a", "eu-west-1b"],
+        "endpoint": {"privateAccessSecurityGroupIds": ["sg-00000000000000aa1"],
+                     "privateAccessCidrs": ["10.99.0.0/24"]}})
+    rules = synthesis.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    assert {r.name for r in rules} == {"ml-api-from-sg-00000000000000aa1", "ml-api-from-10.99.0.0-24"}
+    for rule in rules:
+        assert (rule.inputs["ipProtocol"], rule.inputs["fromPort"], rule.inputs["toPort"]) == ("tcp", 443, 443)
+        assert rule.parent.endswith("EksCluster::ml")
+    sources = {r.inputs.get("referencedSecurityGroupId") or r.inputs.get("cidrIpv4") for r in rules}
+    assert sources == {"sg-00000000000000aa1", "10.99.0.0/24"}
+
+
+def gke_cluster_inputs(synthesis: Synthesis) -> dict[str, Any]:
+    (cluster,) = synthesis.of_type("gcp:container/cluster:Cluster")
+    return cluster.inputs
+
+
+def test_gke_dns_endpoint_is_on_and_the_ip_endpoint_stays_behind_authorized_networks():
+    inputs = gke_cluster_inputs(synth_with(cluster={
+        "cloud": "gcp", "name": "ml", "project": "acme-ml-1", "region": "europe-west4", "zones": ["europe-west4-a"],
+        "dnsEndpoint": True}))
+    assert inputs["controlPlaneEndpointsConfig"] == {"dnsEndpointConfig": {"allowExternalTraffic": True}}
+    # No authorized network given: the IP endpoint admits none from the internet rather than all.
+    assert inputs["masterAuthorizedNetworksConfig"] == {"cidrBlocks": []}
