@@ -58,6 +58,9 @@ KUEUE_IMAGE_TAG = "v0.19.2"
 CHARTS: tuple[Chart, ...] = (NVIDIA_DEVICE_PLUGIN, FAKE_GPU_OPERATOR, KUBE_PROMETHEUS_STACK, DCGM_EXPORTER,
                              KARPENTER, KUEUE)
 
+# The image of `make verify`'s GPU pod: CUDA's smallest (base) image; nvidia-smi comes from the node's driver.
+VERIFY_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-base-ubuntu24.04"
+
 # EKS managed add-ons for KUBERNETES_VERSION: each release is built for a Kubernetes minor version.
 EKS_ADDON_VERSIONS = {
     "vpc-cni": "v1.21.1-eksbuild.1",

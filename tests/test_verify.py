@@ -1,0 +1,173 @@
+"""`make verify`: its objects pass the strict schemas, and its logic runs against recorded API responses.
+
+tests/recorded/verify-dev.json holds, in the API's own shapes, a verify run on dev: both GPU pools scale from
+zero, the pods see their GPUs, the metrics arrive, the rules are loaded. `python -m verify <stack> --record
+<file>` writes the same format from a real cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from synth import synthesize
+from synth.schema import check_manifests
+from verify.api import ApiError
+from verify.probe import gpu_pod, gpu_resource, namespace
+from verify.run import Verifier, table
+
+RECORDING = json.loads((Path(__file__).parent / "recorded" / "verify-dev.json").read_text())
+
+
+class ReplayedApi:
+    """Answers each (method, path) with its recorded responses in order; a call nobody recorded fails.
+
+    A GET past its last recorded response gets that one again: polling an object that does not change.
+    """
+
+    def __init__(self, exchanges: list[dict[str, Any]]) -> None:
+        self.queues: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for exchange in exchanges:
+            self.queues.setdefault((exchange["method"], exchange["path"]), []).append(exchange)
+        self.calls: list[tuple[str, str]] = []
+        self.bodies: list[dict[str, Any]] = []
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        self.calls.append((method, path))
+        if body is not None:
+            self.bodies.append(body)
+        queue = self.queues.get((method, path))
+        assert queue, f"no recorded response left for {method} {path}"
+        exchange = queue[0] if method == "GET" and len(queue) == 1 else queue.pop(0)
+        if exchange["status"] >= 400:
+            raise ApiError(exchange["status"], str(exchange["body"]))
+        return exchange["body"]
+
+    def unused(self) -> list[tuple[str, str]]:
+        return [key for key, queue in self.queues.items() for _ in queue[1 if key[0] == "GET" else 0:]]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def verifier(api: ReplayedApi, outputs: dict[str, Any] | None = None, **options: Any) -> Verifier:
+    clock = Clock()
+    return Verifier(api, outputs or RECORDING["outputs"], run_id=RECORDING["runId"], clock=clock,
+                    sleep=clock.sleep, poll=10, **options)
+
+
+def exchanges_with(change: Any) -> list[dict[str, Any]]:
+    exchanges = copy.deepcopy(RECORDING["exchanges"])
+    change(exchanges)
+    return exchanges
+
+
+def test_the_objects_verify_creates_pass_the_strict_schemas():
+    pools = [*synthesize("dev").outputs["gpuPools"], *synthesize("local").outputs["gpuPools"],
+             *synthesize("gcp-dev").outputs["gpuPools"]]
+    report = check_manifests([namespace(), *(gpu_pod(pool, "a1b2c3") for pool in pools if gpu_resource(pool))])
+    assert not report.errors and not report.unchecked, report.errors + report.unchecked
+    assert len(report.checked) == 1 + len(pools)
+
+
+def test_a_gpu_pod_lands_only_on_its_pool_holds_one_gpu_and_meets_restricted_pod_security():
+    (l4, _) = RECORDING["outputs"]["gpuPools"]
+    pod = gpu_pod(l4, "x")
+    assert pod["spec"]["nodeSelector"] == {"mlplatform.io/pool": "l4"}
+    assert pod["spec"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "present",
+                                           "effect": "NoSchedule"}]
+    (container,) = pod["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert namespace()["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_mixed_mig_pools_are_skipped_by_name_not_waited_for():
+    (h100,) = [p for p in synthesize("prod").outputs["gpuPools"] if p["name"] == "h100"]
+    assert gpu_resource(h100) is None
+
+
+def test_a_run_on_dev_scales_each_pool_from_zero_and_reports_its_timings():
+    api = ReplayedApi(RECORDING["exchanges"])
+    results, rule_problems = verifier(api).run()
+    assert not api.unused()  # every recorded response was asked for: cleanup included
+    assert api.calls[-1] == ("DELETE", "/api/v1/namespaces/mlplatform-verify")
+    assert rule_problems == []  # Watchdog fires by design and is not one of ours
+    l4, a10g = results
+    assert (l4.pool, l4.node, l4.new_node, l4.ok) == ("l4", "ip-10-20-3-17.ec2.internal", True, True)
+    assert (l4.scale_up_s, l4.scheduled_s, l4.finished_s) == (209, 220, 231)
+    assert l4.gpu_seen == "GPU 0: NVIDIA L4"
+    assert l4.metrics_s == 10  # one poll after the node came up
+    assert (a10g.scale_up_s, a10g.gpu_seen, a10g.metrics_s) == (300, "GPU 0: NVIDIA A10G", 0)
+    printed = table(results, rule_problems)
+    assert printed.splitlines()[1].split()[:6] == ["l4", "ip-10-20-3-17.ec2.internal", "yes", "209s", "220s", "231s"]
+    assert printed.endswith("alert rules: all loaded, none firing")
+
+
+def test_a_node_outside_the_pool_a_blind_pod_and_a_firing_alert_are_each_reported():
+    def break_things(exchanges: list[dict[str, Any]]) -> None:
+        for exchange in exchanges:
+            if exchange["path"] == "/api/v1/nodes/ip-10-20-3-17.ec2.internal":
+                exchange["body"]["metadata"]["labels"]["mlplatform.io/pool"] = "system"
+            if exchange["path"].endswith("gpu-a10g-x4-a1b2c3/log"):
+                exchange["body"] = "NVIDIA_VISIBLE_DEVICES=\nnvidia-smi: absent\n"
+            if exchange["path"].endswith("/rules"):
+                rules = exchange["body"]["data"]["groups"][1]["rules"]
+                rules[1]["state"] = "firing"
+                del rules[2]
+
+    api = ReplayedApi(exchanges_with(break_things))
+    results, rule_problems = verifier(api).run()
+    assert results[0].problems == ["node ip-10-20-3-17.ec2.internal is not in pool l4: {'mlplatform.io/pool': "
+                                   "'system'}"]
+    assert results[1].problems[0].startswith("the pod saw no GPU")
+    assert rule_problems == ["GpuTemperatureHigh is not loaded", "GpuXidError is firing"]
+    assert "FAILED: node ip-10-20-3-17.ec2.internal is not in pool l4" in table(results, rule_problems)
+
+
+def test_metrics_that_never_arrive_fail_the_pool_after_the_metrics_timeout():
+    def no_metrics(exchanges: list[dict[str, Any]]) -> None:
+        for exchange in exchanges:
+            if "/query?" in exchange["path"]:
+                exchange["body"]["data"]["result"] = []
+
+    api = ReplayedApi(exchanges_with(no_metrics))
+    results, _ = verifier(api, metrics_timeout=60).run()
+    assert results[0].problems == ["no GPU metrics of ip-10-20-3-17.ec2.internal in Prometheus after 60s"]
+    assert results[0].finished_s == 231  # the pod itself was fine
+
+
+def test_a_pool_that_never_gets_a_node_times_out_and_is_still_cleaned_up():
+    pending = next(e for e in RECORDING["exchanges"] if e["method"] == "GET" and e["path"].endswith("gpu-l4-a1b2c3"))
+    outputs = RECORDING["outputs"] | {"gpuPools": RECORDING["outputs"]["gpuPools"][:1]}
+    exchanges = [e for e in RECORDING["exchanges"] if e["method"] in ("POST", "DELETE") and "a10g" not in json.dumps(e)]
+    exchanges.append(pending)
+    exchanges += [e for e in RECORDING["exchanges"] if e["path"].endswith("/rules")]
+    api = ReplayedApi(exchanges)
+    (result,), _ = verifier(api, outputs, timeout=30).run()
+    assert result.problems == ["not finished after 30s: no node came up"]
+    assert api.calls.count(("GET", "/api/v1/namespaces/mlplatform-verify/pods/gpu-l4-a1b2c3")) == 5  # 0s to 40s
+    assert ("DELETE", "/api/v1/namespaces/mlplatform-verify/pods/gpu-l4-a1b2c3") in api.calls
+    assert not api.unused()
+
+
+def test_a_failed_api_call_still_cleans_up():
+    exchanges = exchanges_with(lambda ex: ex.insert(3, {"method": "GET", "path": ex[3]["path"], "status": 403,
+                                                        "body": "forbidden"}))
+    api = ReplayedApi(exchanges)
+    with pytest.raises(ApiError):
+        verifier(api).run()
+    assert api.calls[-1] == ("DELETE", "/api/v1/namespaces/mlplatform-verify")
