@@ -5,7 +5,7 @@ STACK ?= local
 BASE ?= origin/main
 BIN := $(VENV)/bin
 
-.PHONY: install synth synth-all diff test bench clean ci-stacks deployable changed-stacks verify
+.PHONY: install synth synth-all diff test bench clean ci-stacks deployable changed-stacks verify review
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mlplatform needs Python 3.11 or newer (set PYTHON=python3.11)")'
@@ -44,6 +44,10 @@ changed-stacks: $(BIN)/.installed
 ## After `pulumi up`: a one-GPU pod per GPU pool, from zero nodes, its metrics and alerts; a table of timings.
 verify: $(BIN)/.installed
 	$(BIN)/python -m verify $(STACK)
+
+## The pull-request comment: replacements and deletions, GPU capacity and quota changes, policies first.
+review: $(BIN)/.installed
+	@$(BIN)/python -m synth.review --base $(BASE)
 
 ## Run the whole test suite.
 test: $(BIN)/.installed

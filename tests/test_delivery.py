@@ -200,3 +200,49 @@ def test_gke_dns_endpoint_is_on_and_the_ip_endpoint_stays_behind_authorized_netw
     assert inputs["controlPlaneEndpointsConfig"] == {"dnsEndpointConfig": {"allowExternalTraffic": True}}
     # No authorized network given: the IP endpoint admits none from the internet rather than all.
     assert inputs["masterAuthorizedNetworksConfig"] == {"cidrBlocks": []}
+
+
+# ---- the pull-request comment -----------------------------------------------------------------------------
+
+def plan(pools: dict[str, int], teams: dict[str, int], resources: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"resources": resources, "outputs": {
+        "gpuCapacity": sum(pools.values()), "gpuPools": [{"name": n, "schedulableGpus": g} for n, g in pools.items()],
+        "teams": {name: {"gpus": gpus} for name, gpus in teams.items()}}}
+
+
+def resource(resource_name: str, type_: str = "aws:eks/cluster:Cluster", **inputs: Any) -> dict[str, Any]:
+    return {"urn": f"urn:{type_}::{resource_name}", "type": type_, "name": resource_name, "parent": "p",
+            "inputs": inputs}
+
+
+def test_the_pull_request_comment_leads_with_replacements_deletions_capacity_quotas_charts_and_policies(
+        monkeypatch):
+    from synth import review
+
+    monkeypatch.setattr(review, "policy_lines", lambda stack: [
+        "policies: 1 mandatory and 0 advisory violations", "  [mandatory] rule: urn: broken"])
+    helm = "kubernetes:helm.sh/v3:Release"
+    before = plan({"l4": 8, "a10g": 4}, {"research": 6}, [
+        resource("ml-cluster", name="ml"), resource("old-queue", type_="kueue:Queue"),
+        resource("karpenter", type_=helm, chart="oci://x/karpenter", version="1.14.1")])
+    after = plan({"l4": 8, "a10g": 8}, {"research": 8}, [
+        resource("ml-cluster-2", name="ml"),
+        resource("karpenter", type_=helm, chart="oci://x/karpenter", version="1.15.0")])
+    lines = review.stack_section("dev", before, after)
+    lead = lines[:lines.index(next(line for line in lines if line.startswith("<details>")))]
+    assert lead[:5] == ["### dev", "", "```diff", "- REPLACE aws:eks/cluster:Cluster ml-cluster -> ml-cluster-2",
+                        "- DELETE  kueue:Queue old-queue"]
+    assert "- GPU capacity: 12 -> 16 schedulable GPUs" in lead
+    assert "- GPU pool a10g: 4 -> 8 GPUs" in lead
+    assert "- team quota research: 6 -> 8 GPUs" in lead
+    assert any(line.startswith("- chart of karpenter: oci://x/karpenter 1.14.1 -> oci://x/karpenter 1.15.0")
+               for line in lead)
+    assert "- policies: 1 mandatory and 0 advisory violations" in lead
+    # The whole preview, folded, still names the stack for the team previews' note.
+    assert delivery.changed_stacks("\n".join(lines)) == ["dev"]
+
+
+def test_the_comment_reports_the_policy_results_of_the_new_code():
+    from synth import review
+
+    assert review.policy_lines("local") == ["policies: 0 mandatory and 0 advisory violations"]
