@@ -240,7 +240,12 @@ def ci_stacks(project_dir: Path = PROJECT_DIR) -> list[CiStack]:
 
 
 def check(stack: str, project_dir: Path = PROJECT_DIR) -> list[str]:
-    """The synth's delivery check: ConfigError when the deployer cannot reach the API; placeholder warnings."""
+    """The synth's delivery check: ConfigError when the deployer cannot reach the API; placeholder warnings.
+
+    A program given its config in-process (no stack file) has no deployer to check.
+    """
+    if not (project_dir / stack_file(stack)).is_file():
+        return []
     file = read(stack, project_dir)
     config = validated(file)
     cluster = _platform_of(config, project_dir).cluster if isinstance(config, TeamStackConfig) else config.cluster

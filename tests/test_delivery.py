@@ -5,17 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pulumi
 import pytest
 import yaml
+from pulumi.output import UNKNOWN
 
+from components.cluster.eks import api_access_rules
+from components.cluster.gke import GkeCluster, kubeconfig
+from components.cluster.gke import _dns_endpoint as gke_dns_endpoint
 from config.delivery import Deployer
 from config.eks import EksClusterConfig
 from config.errors import ConfigError
 from config.gke import GkeClusterConfig
 from synth import PROJECT_DIR, delivery
 from synth.diff import StackDiff
-from synth.engine import Synthesis
-from tests.conftest import synth_with
+from tests.conftest import run_component
 
 HOSTED = Deployer()
 STATIC_EGRESS = Deployer.model_validate({"runner": "static-egress", "sourceCidrs": ["100.64.1.0/28"]})
@@ -175,31 +179,30 @@ def test_changed_stacks_are_read_from_the_offline_preview():
 # ---- what the clusters declare for it -------------------------------------------------------------------
 
 def test_a_private_eks_endpoint_admits_https_from_the_named_groups_and_cidrs():
-    synthesis = synth_with(cluster={
-        "cloud": "aws", "name": "ml", "region": "eu-west-1", "availabilityZones": ["eu-west-1a", "eu-west-1b"],
-        "endpoint": {"privateAccessSecurityGroupIds": ["sg-00000000000000aa1"],
-                     "privateAccessCidrs": ["10.99.0.0/24"]}})
+    spec = eks(privateAccessSecurityGroupIds=["sg-00000000000000aa1"], privateAccessCidrs=["10.99.0.0/24"])
+    synthesis = run_component(lambda: api_access_rules("ml", spec, "sg-cluster", pulumi.ResourceOptions()))
     rules = synthesis.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    # Named by source: reordering the lists replaces nothing.
     assert {r.name for r in rules} == {"ml-api-from-sg-00000000000000aa1", "ml-api-from-10.99.0.0-24"}
     for rule in rules:
+        assert rule.inputs["securityGroupId"] == "sg-cluster"
         assert (rule.inputs["ipProtocol"], rule.inputs["fromPort"], rule.inputs["toPort"]) == ("tcp", 443, 443)
-        assert rule.parent.endswith("EksCluster::ml")
     sources = {r.inputs.get("referencedSecurityGroupId") or r.inputs.get("cidrIpv4") for r in rules}
     assert sources == {"sg-00000000000000aa1", "10.99.0.0/24"}
 
 
-def gke_cluster_inputs(synthesis: Synthesis) -> dict[str, Any]:
-    (cluster,) = synthesis.of_type("gcp:container/cluster:Cluster")
-    return cluster.inputs
-
-
 def test_gke_dns_endpoint_is_on_and_the_ip_endpoint_stays_behind_authorized_networks():
-    inputs = gke_cluster_inputs(synth_with(cluster={
-        "cloud": "gcp", "name": "ml", "project": "acme-ml-1", "region": "europe-west4", "zones": ["europe-west4-a"],
-        "dnsEndpoint": True}))
-    assert inputs["controlPlaneEndpointsConfig"] == {"dnsEndpointConfig": {"allowExternalTraffic": True}}
+    spec = gke(dnsEndpoint=True)
+    (cluster,) = run_component(lambda: GkeCluster("ml", spec) and None).of_type("gcp:container/cluster:Cluster")
+    assert cluster.inputs["controlPlaneEndpointsConfig"] == {"dnsEndpointConfig": {"allowExternalTraffic": True}}
     # No authorized network given: the IP endpoint admits none from the internet rather than all.
-    assert inputs["masterAuthorizedNetworksConfig"] == {"cidrBlocks": []}
+    assert cluster.inputs["masterAuthorizedNetworksConfig"] == {"cidrBlocks": []}
+
+
+def test_a_dns_endpoint_kubeconfig_goes_through_it_and_trusts_the_public_ca():
+    config = yaml.safe_load(kubeconfig("ml", "gke-0123abcd.europe-west4.gke.goog", None))
+    assert config["clusters"][0]["cluster"] == {"server": "https://gke-0123abcd.europe-west4.gke.goog"}
+    assert gke_dns_endpoint({"dns_endpoint_config": {"allow_external_traffic": True}}) is UNKNOWN  # a preview
 
 
 # ---- the pull-request comment -----------------------------------------------------------------------------

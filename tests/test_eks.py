@@ -59,6 +59,13 @@ def test_dev_endpoint_is_public_only_to_listed_networks_and_prod_is_private(dev,
     assert prod_vpc["endpointPublicAccess"] is False and prod_vpc["endpointPrivateAccess"] is True
 
 
+def test_prod_admits_its_ci_runners_security_group_to_the_private_endpoint(prod):
+    (rule,) = prod.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    assert rule.inputs["referencedSecurityGroupId"] == "sg-0123456789abcdef0"
+    assert (rule.inputs["fromPort"], rule.inputs["toPort"]) == (443, 443)
+    assert rule.parent.endswith("mlplatform:cluster:EksCluster::ml-prod")
+
+
 def test_admin_roles_get_cluster_admin_through_access_entries(prod):
     entries = prod.of_type("aws:eks/accessEntry:AccessEntry")
     admins = {e.inputs["principalArn"] for e in entries if e.inputs["type"] == "STANDARD"}

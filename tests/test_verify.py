@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from synth import synthesize
 from synth.schema import check_manifests
 from verify.api import ApiError
 from verify.probe import gpu_pod, gpu_resource, namespace
@@ -74,9 +73,10 @@ def exchanges_with(change: Any) -> list[dict[str, Any]]:
     return exchanges
 
 
-def test_the_objects_verify_creates_pass_the_strict_schemas():
-    pools = [*synthesize("dev").outputs["gpuPools"], *synthesize("local").outputs["gpuPools"],
-             *synthesize("gcp-dev").outputs["gpuPools"]]
+def test_the_objects_verify_creates_pass_the_strict_schemas(local_synth):
+    (l4, a10g) = RECORDING["outputs"]["gpuPools"]
+    renamed = l4 | {"name": "shared", "sharing": {"timeSlicing": {"replicas": 4, "renameByDefault": True}}}
+    pools = [l4, a10g, renamed, *local_synth.outputs["gpuPools"]]
     report = check_manifests([namespace(), *(gpu_pod(pool, "a1b2c3") for pool in pools if gpu_resource(pool))])
     assert not report.errors and not report.unchecked, report.errors + report.unchecked
     assert len(report.checked) == 1 + len(pools)
@@ -95,9 +95,17 @@ def test_a_gpu_pod_lands_only_on_its_pool_holds_one_gpu_and_meets_restricted_pod
     assert namespace()["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
-def test_mixed_mig_pools_are_skipped_by_name_not_waited_for():
-    (h100,) = [p for p in synthesize("prod").outputs["gpuPools"] if p["name"] == "h100"]
-    assert gpu_resource(h100) is None
+def test_shared_gpus_are_asked_for_by_their_resource_and_mixed_mig_pools_are_skipped_by_name():
+    (l4, _) = RECORDING["outputs"]["gpuPools"]
+    assert gpu_resource(l4) == "nvidia.com/gpu"  # time-slicing without renaming: shares are nvidia.com/gpu
+    assert gpu_resource(l4 | {"sharing": {"timeSlicing": {"replicas": 2, "renameByDefault": True}}}) == \
+        "nvidia.com/gpu.shared"
+    assert gpu_resource(l4 | {"sharing": {"migStrategy": "mixed"}}) is None
+    outputs = RECORDING["outputs"] | {"gpuPools": [l4 | {"name": "h100", "sharing": {"migStrategy": "mixed"}}]}
+    api = ReplayedApi([e for e in RECORDING["exchanges"] if e["path"] == "/api/v1/namespaces"
+                       or e["path"].endswith(("/rules", "/namespaces/mlplatform-verify"))])
+    (result,), _ = verifier(api, outputs).run()
+    assert result.skipped.startswith("mixed MIG") and result.ok and not result.pod
 
 
 def test_a_run_on_dev_scales_each_pool_from_zero_and_reports_its_timings():
