@@ -103,11 +103,21 @@ def _platform_of(config: TeamStackConfig, project_dir: Path) -> PlatformConfig:
 
 # ---- reaching the Kubernetes API ------------------------------------------------------------------------
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _inside(network: Network, block: Network) -> bool:
+    if isinstance(network, ipaddress.IPv4Network) and isinstance(block, ipaddress.IPv4Network):
+        return network.subnet_of(block)
+    if isinstance(network, ipaddress.IPv6Network) and isinstance(block, ipaddress.IPv6Network):
+        return network.subnet_of(block)
+    return False
+
+
 def _within(sources: list[str], blocks: list[str]) -> bool:
     """Every source network lies inside one of the blocks."""
     networks = [ipaddress.ip_network(b) for b in blocks]
-    return all(any(source.version == block.version and source.subnet_of(block)  # type: ignore[arg-type]
-                   for block in networks) for source in map(ipaddress.ip_network, sources))
+    return all(any(_inside(source, block) for block in networks) for source in map(ipaddress.ip_network, sources))
 
 
 def _describe(deployer: Deployer) -> str:
@@ -179,8 +189,7 @@ def _documentation_address(text: str) -> bool:
         network = ipaddress.ip_network(text, strict=False)
     except ValueError:
         return False
-    return any(network.version == doc.version and network.subnet_of(doc)  # type: ignore[arg-type]
-               for doc in DOCUMENTATION_NETWORKS)
+    return any(_inside(network, doc) for doc in DOCUMENTATION_NETWORKS)
 
 
 def placeholders(file: StackFile) -> list[str]:
@@ -262,7 +271,7 @@ def changed_stacks(offline_preview: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None, project_dir: Path = PROJECT_DIR) -> int:
-    parser = argparse.ArgumentParser(prog="python -m synth.delivery", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m synth.delivery", description=(__doc__ or '').splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("stacks", help="the stacks CI operates, as GitHub Actions outputs")
     deployable = commands.add_parser("deployable", help="refuse a stack that is not ready for a real deploy")

@@ -96,7 +96,7 @@ def review(base: str, stacks: list[str], head: Path = PROJECT_DIR) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m synth.review", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m synth.review", description=(__doc__ or '').splitlines()[0])
     parser.add_argument("stacks", nargs="*", help="the stacks to review (default: every stack)")
     parser.add_argument("--base", required=True, help="the git revision the pull request goes into")
     args = parser.parse_args(argv)

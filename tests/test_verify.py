@@ -130,9 +130,9 @@ def test_a_node_outside_the_pool_a_blind_pod_and_a_firing_alert_are_each_reporte
         for exchange in exchanges:
             if exchange["path"] == "/api/v1/nodes/ip-10-20-3-17.ec2.internal":
                 exchange["body"]["metadata"]["labels"]["mlplatform.io/pool"] = "system"
-            if exchange["path"].endswith("gpu-a10g-x4-a1b2c3/log"):
+            elif exchange["path"].endswith("gpu-a10g-x4-a1b2c3/log"):
                 exchange["body"] = "NVIDIA_VISIBLE_DEVICES=\nnvidia-smi: absent\n"
-            if exchange["path"].endswith("/rules"):
+            elif exchange["path"].endswith("/rules"):
                 rules = exchange["body"]["data"]["groups"][1]["rules"]
                 rules[1]["state"] = "firing"
                 del rules[2]
@@ -179,3 +179,18 @@ def test_a_failed_api_call_still_cleans_up():
     with pytest.raises(ApiError):
         verifier(api).run()
     assert api.calls[-1] == ("DELETE", "/api/v1/namespaces/mlplatform-verify")
+
+
+def test_on_kind_the_fake_gpu_the_device_plugin_allocated_is_what_the_pod_sees():
+    def fake_gpus(exchanges: list[dict[str, Any]]) -> None:
+        for exchange in exchanges:
+            if exchange["path"].endswith("/log"):
+                exchange["body"] = "NVIDIA_VISIBLE_DEVICES=GPU-fake-0\nnvidia-smi: absent\n"
+
+    outputs = RECORDING["outputs"] | {"cloud": "kind"}
+    results, _ = verifier(ReplayedApi(exchanges_with(fake_gpus)), outputs).run()
+    assert [r.gpu_seen for r in results] == ["fake GPU GPU-fake-0", "fake GPU GPU-fake-0"]
+    assert all(r.ok for r in results)
+    # Where GPUs are real, a pod that could not run nvidia-smi saw no GPU.
+    results, _ = verifier(ReplayedApi(exchanges_with(fake_gpus))).run()
+    assert not any(r.ok for r in results)

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -19,13 +20,13 @@ ACTIONLINT = shutil.which("actionlint") or next(
     (str(p) for p in [Path(__file__).parents[1] / ".venv" / "bin" / "actionlint"] if p.exists()), None)
 
 
-def steps() -> list[tuple[str, dict]]:
+def steps() -> list[tuple[str, dict[str, Any]]]:
     # Jobs that call a reusable workflow have no steps of their own: theirs are in that workflow.
     return [(job_name, step) for path in WORKFLOWS
             for job_name, job in yaml.safe_load(path.read_text())["jobs"].items() for step in job.get("steps", [])]
 
 
-def workflow(name: str) -> dict:
+def workflow(name: str) -> dict[str, Any]:
     return yaml.safe_load((PROJECT_DIR / ".github" / "workflows" / name).read_text())
 
 
@@ -58,6 +59,8 @@ def test_previews_and_deploys_run_the_policy_pack_and_deploys_wait_for_approval(
     pulumi_steps = [s for _, s in steps() if s.get("uses", "").startswith("pulumi/actions@") and "command" in
                     s.get("with", {})]
     assert {s["with"]["command"] for s in pulumi_steps} == {"preview", "up"}
+    # CI never creates a stack: one it created would get a new data key or salt on every run.
+    assert not any(s["with"].get("upsert") for s in pulumi_steps)
     assert all(s["with"]["policyPacks"] == "policies" for s in pulumi_steps)
     assert workflow("deploy-stack.yml")["jobs"]["deploy"]["environment"] == "${{ inputs.stack }}"
     assert workflow("preview-stack.yml")["jobs"]["preview"]["permissions"]["pull-requests"] == "write"
@@ -122,7 +125,9 @@ def test_the_deploy_refuses_placeholders_before_pulumi_up():
 
 
 def test_the_pulumi_cli_the_workflows_install_is_the_sdk_release():
-    sdk = re.search(r"^pulumi==(\S+)$", (PROJECT_DIR / "requirements.txt").read_text(), re.MULTILINE).group(1)
+    pin = re.search(r"^pulumi==(\S+)$", (PROJECT_DIR / "requirements.txt").read_text(), re.MULTILINE)
+    assert pin, "requirements.txt pins the Pulumi SDK"
+    sdk = pin.group(1)
     versions = [s["with"].get("pulumi-version") for _, s in steps() if s.get("uses", "").startswith("pulumi/actions@")]
     assert versions and all(v == sdk for v in versions), (sdk, versions)
 

@@ -26,7 +26,7 @@ def stack_outputs(stack: str) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m verify", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m verify", description=(__doc__ or '').splitlines()[0])
     parser.add_argument("stack", help="a deployed platform stack")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for each pool (default 1800)")
     parser.add_argument("--record", type=Path, help="save every API exchange to this JSON file (test fixtures)")

@@ -18,6 +18,8 @@ from verify.probe import NAMESPACE, gpu_pod, gpu_resource, namespace
 PROMETHEUS_SERVICE = f"{RELEASE}-prometheus:9090"
 # What `nvidia-smi -L` prints per GPU it sees.
 NVIDIA_SMI_GPU = re.compile(r"^GPU \d+: .+", re.MULTILINE)
+# What the device plugin hands the container: the GPUs it allocated.
+VISIBLE_DEVICES = re.compile(r"^NVIDIA_VISIBLE_DEVICES=(\S+)", re.MULTILINE)
 
 
 def _time(stamp: str) -> datetime:
@@ -109,7 +111,7 @@ class Verifier:
         if node_name and not result.node:
             result.node = node_name
             scheduled = _condition(pod, "PodScheduled")
-            result.scheduled_s = _seconds(created, scheduled and scheduled["lastTransitionTime"])
+            result.scheduled_s = _seconds(created, scheduled["lastTransitionTime"] if scheduled else None)
             self._check_node(pool, result, created)
             result.metrics_since = self.clock()
         if result.node and result.metrics_s is None and result.metrics_since is not None:
@@ -136,16 +138,17 @@ class Verifier:
         result.new_node = _time(node["metadata"]["creationTimestamp"]) >= _time(pod_created)
         ready = _condition(node, "Ready")
         if result.new_node:
-            result.scale_up_s = _seconds(pod_created, ready and ready["lastTransitionTime"])
+            result.scale_up_s = _seconds(pod_created, ready["lastTransitionTime"] if ready else None)
 
     def _check_log(self, result: PoolResult) -> None:
         log = str(self.api.request("GET", f"/api/v1/namespaces/{NAMESPACE}/pods/{result.pod}/log"))
         gpus = NVIDIA_SMI_GPU.findall(log)
+        allocated = VISIBLE_DEVICES.search(log)
         if gpus:
             result.gpu_seen = gpus[0].split(" (UUID")[0]
-        elif self.fake_gpus and re.search(r"^NVIDIA_VISIBLE_DEVICES=\S+", log, re.MULTILINE):
+        elif self.fake_gpus and allocated:
             # kind's fake GPUs have no driver: the device plugin's allocation is what there is to see.
-            result.gpu_seen = "fake GPU " + re.search(r"^NVIDIA_VISIBLE_DEVICES=(\S+)", log, re.MULTILINE).group(1)
+            result.gpu_seen = f"fake GPU {allocated.group(1)}"
         else:
             result.problems.append(f"the pod saw no GPU: {log.strip()[-200:]!r}")
 
