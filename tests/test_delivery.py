@@ -180,7 +180,11 @@ def test_changed_stacks_are_read_from_the_offline_preview():
 
 def test_a_private_eks_endpoint_admits_https_from_the_named_groups_and_cidrs():
     spec = eks(privateAccessSecurityGroupIds=["sg-00000000000000aa1"], privateAccessCidrs=["10.99.0.0/24"])
-    synthesis = run_component(lambda: api_access_rules("ml", spec, "sg-cluster", pulumi.ResourceOptions()))
+
+    def build() -> None:
+        api_access_rules("ml", spec, "sg-cluster", pulumi.ResourceOptions())
+
+    synthesis = run_component(build)
     rules = synthesis.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
     # Named by source: reordering the lists replaces nothing.
     assert {r.name for r in rules} == {"ml-api-from-sg-00000000000000aa1", "ml-api-from-10.99.0.0-24"}
@@ -193,7 +197,11 @@ def test_a_private_eks_endpoint_admits_https_from_the_named_groups_and_cidrs():
 
 def test_gke_dns_endpoint_is_on_and_the_ip_endpoint_stays_behind_authorized_networks():
     spec = gke(dnsEndpoint=True)
-    (cluster,) = run_component(lambda: GkeCluster("ml", spec) and None).of_type("gcp:container/cluster:Cluster")
+
+    def build() -> None:
+        GkeCluster("ml", spec)
+
+    (cluster,) = run_component(build).of_type("gcp:container/cluster:Cluster")
     assert cluster.inputs["controlPlaneEndpointsConfig"] == {"dnsEndpointConfig": {"allowExternalTraffic": True}}
     # No authorized network given: the IP endpoint admits none from the internet rather than all.
     assert cluster.inputs["masterAuthorizedNetworksConfig"] == {"cidrBlocks": []}
