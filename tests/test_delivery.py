@@ -90,6 +90,19 @@ def test_the_synth_refuses_the_stacks_the_old_workflow_could_not_deploy(tmp_path
             delivery.check(stack, root)
 
 
+def test_make_synth_exits_2_naming_the_deployer_that_cannot_reach_the_api(tmp_path, monkeypatch, capsys):
+    from synth import __main__ as cli
+
+    dev = repo_stack("dev")
+    del dev["config"]["mlplatform:deployer"]
+    root = project(tmp_path, {"dev": dev})
+    real_check = delivery.check
+    monkeypatch.setattr(cli.delivery, "check", lambda stack: real_check(stack, root))
+    assert cli.main(["dev", "--out", str(tmp_path / "out")]) == 2
+    assert "error: Pulumi.dev.yaml: mlplatform:deployer: the deployer" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
 def test_a_team_stacks_deployer_must_reach_its_platforms_api(tmp_path):
     team = repo_stack("team-vision")
     del team["config"]["mlplatform:deployer"]
