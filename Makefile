@@ -37,7 +37,7 @@ ci-stacks: $(BIN)/.installed
 deployable: $(BIN)/.installed
 	$(BIN)/python -m synth.delivery deployable $(STACK)
 
-## The stacks an offline preview (PREVIEW=file written by `make diff`) changes, as a GitHub Actions output.
+## The stacks a pull request changes (PREVIEW=file written by `make review`), as a GitHub Actions output.
 changed-stacks: $(BIN)/.installed
 	@$(BIN)/python -m synth.delivery changed $(PREVIEW)
 

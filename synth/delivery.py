@@ -4,7 +4,7 @@
   platform stack), one line per GitHub Actions output.
 - `python -m synth.delivery deployable <stack>`: exit 1, naming each, when the stack file still holds
   documentation placeholders or lacks a secrets provider CI can use; the deploy job runs it before `pulumi up`.
-- `python -m synth.delivery changed <offline preview>`: the stacks a pull request changes, from `make diff`.
+- `python -m synth.delivery changed <review>`: the stacks a pull request changes, as `make review` marks them.
 
 The synth calls `check` on every stack: a deployer that cannot reach the stack's Kubernetes API is an error
 (a deploy would time out after creating the cluster), placeholders are warnings (example stacks keep them).
@@ -264,10 +264,10 @@ def check(stack: str, project_dir: Path = PROJECT_DIR) -> list[str]:
     return [f"{len(found)} documentation placeholder(s) to replace before a deploy:", *found] if found else []
 
 
-def changed_stacks(offline_preview: str) -> list[str]:
-    """The stacks whose plan a pull request changes, from `make diff`'s text."""
-    return sorted(match.group(1) for match in re.finditer(r"^Stack (\S+): (?!no changes)", offline_preview,
-                                                          re.MULTILINE))
+def changed_stacks(review: str) -> list[str]:
+    """The stacks whose resources or outputs a pull request changes, as `make review` marks them."""
+    match = re.search(r"^<!-- changed stacks: (\[.*\]) -->$", review, re.MULTILINE)
+    return [str(stack) for stack in json.loads(match.group(1))] if match else []
 
 
 def main(argv: list[str] | None = None, project_dir: Path = PROJECT_DIR) -> int:
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None, project_dir: Path = PROJECT_DIR) -> int:
     commands.add_parser("stacks", help="the stacks CI operates, as GitHub Actions outputs")
     deployable = commands.add_parser("deployable", help="refuse a stack that is not ready for a real deploy")
     deployable.add_argument("stack")
-    changed = commands.add_parser("changed", help="the stacks an offline preview (make diff) changes")
+    changed = commands.add_parser("changed", help="the stacks a pull request changes (from make review)")
     changed.add_argument("preview", type=Path)
     args = parser.parse_args(argv)
     try:

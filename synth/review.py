@@ -7,15 +7,18 @@ bumps, and the policy results of the new code; then, folded, the whole offline p
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from synth import PROJECT_DIR, synthesize
+from synth import PROJECT_DIR, delivery, synthesize
 from synth.checks import check
 from synth.diff import StackDiff, _export, _synthesize_tree, plan_diff  # noqa: PLC2701 (one module's helpers)
 from synth.output import HELM_RELEASE
+
+CHANGED_MARKER = "<!-- changed stacks: "
 
 
 def _pools(plan: dict[str, Any]) -> dict[str, int]:
@@ -90,9 +93,32 @@ def review(base: str, stacks: list[str], head: Path = PROJECT_DIR) -> str:
     lines = [f"## Offline preview against `{base}`", "",
              "Replacements and deletions first, then GPU capacity, team quotas, chart bumps and policy results; "
              "every change is folded under each stack.", ""]
+    changed = {stack for stack in after.keys() & before.keys() if changes(before[stack], after[stack])}
     for stack in sorted(before.keys() | after.keys()):
-        lines += stack_section(stack, before.get(stack), after.get(stack))
+        section = stack_section(stack, before.get(stack), after.get(stack))
+        platform = platform_of(stack, head)
+        if platform in changed:
+            section[2:2] = [f"> Previewed against `{platform}` as deployed: this pull request also changes "
+                            f"`{platform}`, which the team stack sees only once it is deployed.", ""]
+        lines += section
+    # For the workflow (the team previews' note), invisible on the pull request.
+    lines.append(f"{CHANGED_MARKER}{json.dumps(sorted(changed))} -->")
     return "\n".join(lines)
+
+
+def changes(before: dict[str, Any] | str, after: dict[str, Any] | str) -> bool:
+    """The stack's resources or outputs (what team stacks read) differ."""
+    if isinstance(before, str) or isinstance(after, str):
+        return before != after
+    return not plan_diff("", before, after).empty or before.get("outputs") != after.get("outputs")
+
+
+def platform_of(stack: str, project_dir: Path) -> str | None:
+    """The platform stack a team stack builds on (its short name), or None for a platform stack."""
+    if not (project_dir / f"Pulumi.{stack}.yaml").is_file():
+        return None
+    platform = delivery.read(stack, project_dir).config.get("platformStack")
+    return str(platform).rsplit("/", 1)[-1] if platform else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,6 @@ from config.eks import EksClusterConfig
 from config.errors import ConfigError
 from config.gke import GkeClusterConfig
 from synth import PROJECT_DIR, delivery
-from synth.diff import StackDiff
 from tests.conftest import run_component
 
 HOSTED = Deployer()
@@ -182,13 +181,6 @@ def test_every_stack_file_names_a_secrets_provider_ci_can_use():
     assert delivery.read("gcp-dev").secrets_provider.startswith("gcpkms://")
 
 
-def test_changed_stacks_are_read_from_the_offline_preview():
-    changed = StackDiff("dev", created=[{"type": "t", "name": "n"}])
-    text = "\n".join(["Offline preview of the working tree against origin/main:", StackDiff("prod").render(),
-                      changed.render(), "Stack gcp-dev: does not synthesize: boom"])
-    assert delivery.changed_stacks(text) == ["dev", "gcp-dev"]
-
-
 # ---- what the clusters declare for it -------------------------------------------------------------------
 
 def test_a_private_eks_endpoint_admits_https_from_the_named_groups_and_cidrs():
@@ -262,11 +254,29 @@ def test_the_pull_request_comment_leads_with_replacements_deletions_capacity_quo
     assert any(line.startswith("- chart of karpenter: oci://x/karpenter 1.14.1 -> oci://x/karpenter 1.15.0")
                for line in lead)
     assert "- policies: 1 mandatory and 0 advisory violations" in lead
-    # The whole preview, folded, still names the stack for the team previews' note.
-    assert delivery.changed_stacks("\n".join(lines)) == ["dev"]
 
 
 def test_the_comment_reports_the_policy_results_of_the_new_code():
     from synth import review
 
     assert review.policy_lines("local") == ["policies: 0 mandatory and 0 advisory violations"]
+
+
+def test_a_team_stacks_section_says_when_the_pull_request_also_changes_its_platform(monkeypatch, tmp_path):
+    from synth import review
+
+    def fake_tree(tree: Path, out: Path, stacks: list[str]) -> dict[str, Any]:
+        dev_capacity = 12 if tree.name == "base" else 16
+        return {"dev": plan({"l4": dev_capacity}, {}, []), "team-vision": plan({}, {}, [])}
+
+    monkeypatch.setattr(review, "_export", lambda base, into: None)
+    monkeypatch.setattr(review, "_synthesize_tree", fake_tree)
+    monkeypatch.setattr(review, "policy_lines", lambda stack: [])
+    text = review.review("origin/main", [])
+    team = text[text.index("### team-vision"):]
+    assert team.splitlines()[2] == ("> Previewed against `dev` as deployed: this pull request also changes `dev`, "
+                                    "which the team stack sees only once it is deployed.")
+    assert "Previewed against" not in text[:text.index("### team-vision")]
+    # Outputs alone changed (what team stacks read): the workflow's team previews learn it from the marker.
+    assert delivery.changed_stacks(text) == ["dev"]
+    assert delivery.changed_stacks("no marker") == []
