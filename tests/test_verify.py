@@ -8,14 +8,19 @@ zero, the pods see their GPUs, the metrics arrive, the rules are loaded. `python
 from __future__ import annotations
 
 import copy
+import http.server
 import json
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from components.cluster import exec_kubeconfig
 from synth.schema import check_manifests
-from verify.api import ApiError
+from verify.api import ApiError, HttpApi
 from verify.probe import gpu_pod, gpu_resource, namespace
 from verify.run import Verifier, table
 
@@ -194,3 +199,43 @@ def test_on_kind_the_fake_gpu_the_device_plugin_allocated_is_what_the_pod_sees()
     # Where GPUs are real, a pod that could not run nvidia-smi saw no GPU.
     results, _ = verifier(ReplayedApi(exchanges_with(fake_gpus))).run()
     assert not any(r.ok for r in results)
+
+
+def test_the_http_api_authenticates_with_the_kubeconfigs_credential_plugin_once_per_token(tmp_path):
+    """The same kubeconfig shape the stacks export (an exec plugin, no stored credentials), against a local server."""
+    seen: list[tuple[str, str, str | None]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            seen.append(("GET", self.path, self.headers.get("Authorization")))
+            body = json.dumps({"kind": "Node", "metadata": {"name": "n1"}}).encode()
+            status = 200 if self.path == "/api/v1/nodes/n1" else 404
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    calls = tmp_path / "plugin-calls"
+    plugin = ("import json, os, pathlib; p = pathlib.Path(os.environ['CALLS']); "
+              "p.write_text(p.read_text() + 'x' if p.exists() else 'x'); "
+              "assert json.loads(os.environ['KUBERNETES_EXEC_INFO'])['spec']['cluster']['server']; "
+              "print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1beta1', 'kind': 'ExecCredential', "
+              "'status': {'token': 'k8s-aws-v1.abc', 'expirationTimestamp': '2999-01-01T00:00:00Z'}}))")
+    config = yaml.safe_load(exec_kubeconfig("c", f"http://127.0.0.1:{server.server_port}", None, {
+        "command": sys.executable, "args": ["-c", plugin], "env": [{"name": "CALLS", "value": str(calls)}],
+        "provideClusterInfo": True, "interactiveMode": "Never"}))
+    try:
+        api = HttpApi(config)
+        assert api.request("GET", "/api/v1/nodes/n1")["metadata"]["name"] == "n1"
+        with pytest.raises(ApiError) as missing:
+            api.request("GET", "/api/v1/nodes/n2")
+        assert missing.value.status == 404
+    finally:
+        server.shutdown()
+    assert [header for _, _, header in seen] == ["Bearer k8s-aws-v1.abc"] * 2
+    assert calls.read_text() == "x"  # one token for both requests, until it expires

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
 import os
 import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from typing import Any, Protocol
 
 import yaml
