@@ -215,7 +215,7 @@ def test_the_http_api_authenticates_with_the_kubeconfigs_credential_plugin_once_
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args: object) -> None:
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class names it)
             pass
 
     server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
