@@ -5,7 +5,7 @@ STACK ?= local
 BASE ?= origin/main
 BIN := $(VENV)/bin
 
-.PHONY: install synth synth-all diff test bench clean
+.PHONY: install synth synth-all diff test bench clean ci-stacks deployable changed-stacks verify review
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mlplatform needs Python 3.11 or newer (set PYTHON=python3.11)")'
@@ -28,6 +28,26 @@ synth-all: $(BIN)/.installed
 ## What `pulumi preview` would show for the working tree against BASE (default origin/main), offline.
 diff: $(BIN)/.installed
 	$(BIN)/python -m synth.diff --base $(BASE)
+
+## The stacks CI previews and deploys, with their runner labels, as GitHub Actions outputs.
+ci-stacks: $(BIN)/.installed
+	@$(BIN)/python -m synth.delivery stacks
+
+## Refuse to deploy STACK while its file holds documentation placeholders or no CI-usable secrets provider.
+deployable: $(BIN)/.installed
+	$(BIN)/python -m synth.delivery deployable $(STACK)
+
+## The stacks a pull request changes (PREVIEW=file written by `make review`), as a GitHub Actions output.
+changed-stacks: $(BIN)/.installed
+	@$(BIN)/python -m synth.delivery changed $(PREVIEW)
+
+## After `pulumi up`: a one-GPU pod per GPU pool, from zero nodes, its metrics and alerts; a table of timings.
+verify: $(BIN)/.installed
+	$(BIN)/python -m verify $(STACK)
+
+## The pull-request comment: replacements and deletions, GPU capacity and quota changes, policies first.
+review: $(BIN)/.installed
+	@$(BIN)/python -m synth.review --base $(BASE)
 
 ## Run the whole test suite.
 test: $(BIN)/.installed

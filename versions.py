@@ -64,6 +64,9 @@ KUEUE_IMAGE_TAG = "v0.19.2"
 CHARTS: tuple[Chart, ...] = (NVIDIA_DEVICE_PLUGIN, FAKE_GPU_OPERATOR, KUBE_PROMETHEUS_STACK, DCGM_EXPORTER,
                              KARPENTER, KARPENTER_CRD, EFA_DEVICE_PLUGIN, KUEUE)
 
+# The image of `make verify`'s GPU pod: CUDA's smallest (base) image; nvidia-smi comes from the node's driver.
+VERIFY_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-base-ubuntu24.04"
+
 # EKS managed add-ons per Kubernetes minor version: each add-on release is built for (and offered on) the
 # minors `aws eks describe-addon-versions --kubernetes-version` lists, so a cluster may only run a minor
 # with an entry here (config refuses the others). Add a minor's entry before moving a cluster to it.

@@ -67,6 +67,7 @@ LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 
 AwsRegion = Annotated[str, matching(r"[a-z]{2}(-gov)?-[a-z]+-\d", "an AWS region such as us-east-1 or eu-west-2")]
 RoleArn = Annotated[str, matching(r"arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]+",
                                   "an IAM role ARN such as arn:aws:iam::123456789012:role/platform-admins")]
+SecurityGroupId = Annotated[str, matching(r"sg-[0-9a-f]{8,17}", "a security group ID such as sg-0123456789abcdef0")]
 SubnetId = Annotated[str, matching(r"subnet-[0-9a-f]{8,17}", "a subnet ID such as subnet-0123456789abcdef0")]
 CapacityReservationId = Annotated[str, matching(r"cr-[0-9a-z]+", "a capacity reservation ID such as "
                                                                   "cr-0123456789abcdef0")]
@@ -145,8 +146,18 @@ class EksNetwork(Model):
 
 
 class EksEndpoint(Model):
+    """How the Kubernetes API is reached: publicly from named CIDRs, or only from inside the network."""
+
     # CIDRs that may reach the public API endpoint; none means the endpoint is private (reach it from the VPC).
     public_access_cidrs: list[Cidr] = []
+    # Who inside the network reaches the private endpoint (self-hosted runners, a VPN's subnet): the cluster
+    # security group admits only itself, so each of these gets an HTTPS rule on it.
+    private_access_security_group_ids: list[SecurityGroupId] = []
+    private_access_cidrs: list[Cidr] = []
+
+    @property
+    def public(self) -> bool:
+        return bool(self.public_access_cidrs)
 
 
 class EksSystemPool(Model):

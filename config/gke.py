@@ -169,8 +169,11 @@ class GkeClusterConfig(GpuPools, Model):
     kubernetes_version: KubernetesVersion = KUBERNETES_VERSION
     release_channel: Literal["RAPID", "REGULAR", "STABLE"] = "REGULAR"
     network: GkeNetwork = GkeNetwork()
-    # Networks that may reach the control plane; required in prod.
+    # Networks that may reach the control plane's IP endpoint; required in prod unless dnsEndpoint is on.
     master_authorized_networks: list[AuthorizedNetwork] = []
+    # GKE's DNS-based control-plane endpoint: reached from anywhere, authorized by IAM alone (no IP allow-list,
+    # so it suits hosted CI runners); the IP endpoint then admits only masterAuthorizedNetworks, if any.
+    dns_endpoint: bool = False
     system_pool: GkeSystemPool = GkeSystemPool()
     gpu_pools: list[GkeGpuPool] = []
 
@@ -191,7 +194,7 @@ class GkeClusterConfig(GpuPools, Model):
         for zone in self.zones + [z for pool in self.gpu_pools for z in pool.zones or []]:
             if not re.fullmatch(rf"{re.escape(self.region)}-[a-z]", zone):
                 raise ValueError(f"zone {zone!r} is not a zone of {self.region} (such as {self.region}-a)")
-        if self.environment == "prod" and not self.master_authorized_networks:
+        if self.environment == "prod" and not (self.master_authorized_networks or self.dns_endpoint):
             raise ValueError("masterAuthorizedNetworks: a prod cluster needs the networks that may reach its "
-                             "control plane, such as [{cidr: 203.0.113.0/24, name: office}]")
+                             "control plane, such as [{cidr: 203.0.113.0/24, name: office}], or dnsEndpoint: true")
         return self

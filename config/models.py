@@ -27,6 +27,7 @@ from config.base import (
     positive_quantity,
     unique_names,
 )
+from config.delivery import Deployer
 from config.eks import EksClusterConfig
 from config.gke import GkeClusterConfig
 
@@ -270,6 +271,8 @@ class PlatformConfig(Model):
     monitoring: MonitoringConfig = MonitoringConfig()
     capacity: CapacityConfig = CapacityConfig()
     teams: list[Team] = []
+    # Where CI previews and deploys the stack from (config/delivery.py).
+    deployer: Deployer = Deployer()
 
     @field_validator("monitoring")
     @classmethod
@@ -310,6 +313,8 @@ class TeamStackConfig(Model):
     # The team whose budget (teams[].quota with ownStack in the platform stack) the namespaces share.
     team: DnsLabel
     namespaces: list[Team] = Field(min_length=1)
+    # Where CI previews and deploys the stack from: it must reach the platform's Kubernetes API too.
+    deployer: Deployer = Deployer()
 
     @model_validator(mode="after")
     def _namespaces_belong_to_the_team(self) -> TeamStackConfig:

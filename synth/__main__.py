@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from config.errors import ConfigError
-from synth import PROJECT_DIR, synthesize
+from synth import PROJECT_DIR, delivery, synthesize
 from synth.checks import check, enforcement_levels
 from synth.output import write
 from synth.summary import summarize
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         levels = enforcement_levels(args.policy_config)
         synthesis = synthesize(args.stack)
+        synthesis.warnings.extend(delivery.check(args.stack))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

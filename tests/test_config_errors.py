@@ -21,7 +21,7 @@ QUOTA = {"requests": {"cpu": "4", "memory": "16Gi"}}
 BAD_INPUTS = {
     "misspelled top-level key": (
         {"cluster": KIND, "teems": []},
-        "mlplatform:teems", "unknown key; valid keys here: capacity, cluster, monitoring, teams"),
+        "mlplatform:teems", "unknown key; valid keys here: capacity, cluster, deployer, monitoring, teams"),
     "misspelled nested key": (
         {"cluster": KIND, "teams": [{"name": "a", "qouta": QUOTA}]},
         "mlplatform:teams[0].qouta",

@@ -54,9 +54,17 @@ def test_control_plane_encrypts_secrets_logs_and_uses_access_entries(dev):
 
 def test_dev_endpoint_is_public_only_to_listed_networks_and_prod_is_private(dev, prod):
     assert one(dev, "aws:eks/cluster:Cluster").inputs["vpcConfig"]["endpointPublicAccess"] is True
-    assert one(dev, "aws:eks/cluster:Cluster").inputs["vpcConfig"]["publicAccessCidrs"] == ["203.0.113.0/24"]
+    assert one(dev, "aws:eks/cluster:Cluster").inputs["vpcConfig"]["publicAccessCidrs"] == ["203.0.113.0/24",
+                                                                                       "198.51.100.16/28"]
     prod_vpc = one(prod, "aws:eks/cluster:Cluster").inputs["vpcConfig"]
     assert prod_vpc["endpointPublicAccess"] is False and prod_vpc["endpointPrivateAccess"] is True
+
+
+def test_prod_admits_its_ci_runners_security_group_to_the_private_endpoint(prod):
+    (rule,) = prod.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    assert rule.inputs["referencedSecurityGroupId"] == "sg-0123456789abcdef0"
+    assert (rule.inputs["fromPort"], rule.inputs["toPort"]) == (443, 443)
+    assert rule.parent.endswith("mlplatform:cluster:EksCluster::ml-prod")
 
 
 def test_admin_roles_get_cluster_admin_through_access_entries(prod):
@@ -79,6 +87,15 @@ def test_the_creator_gets_no_implicit_entry_so_listing_the_ci_role_cannot_collid
     (provider,) = prod.of_type("pulumi:providers:kubernetes")
     associations = {a.urn for a in prod.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")}
     assert len(associations) == 2 and associations <= set(provider.depends_on)
+
+
+def test_a_deployer_inside_the_network_keeps_its_way_to_the_api_until_everything_on_the_cluster_is_gone(prod):
+    # prod deploys through its private endpoint, admitted by an HTTPS rule on the cluster security group: the
+    # provider waits for the rule, so nothing is installed before it exists and a destroy deletes it last.
+    rules = {r.urn for r in prod.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+             if "-api-from-" in r.name}
+    (provider,) = prod.of_type("pulumi:providers:kubernetes")
+    assert rules and rules <= set(provider.depends_on)
 
 
 def test_an_eks_stack_must_name_the_role_that_deploys_it():

@@ -7,13 +7,17 @@ import pulumi_kubernetes as k8s
 import yaml
 
 
-def exec_kubeconfig(name: str, server: str, certificate_authority: str, user_exec: dict[str, object]) -> str:
+def exec_kubeconfig(name: str, server: str, certificate_authority: str | None,
+                    user_exec: dict[str, object]) -> str:
     """A kubeconfig whose user runs a credential plugin (aws eks get-token, gke-gcloud-auth-plugin): it
-    authenticates as whoever runs it and holds no credentials itself."""
+    authenticates as whoever runs it and holds no credentials itself. Without a certificate authority the
+    server's certificate is checked against the system's trusted CAs."""
+    cluster: dict[str, str] = {"server": server}
+    if certificate_authority is not None:
+        cluster["certificate-authority-data"] = certificate_authority
     return yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": name,
-        "clusters": [{"name": name, "cluster": {"server": server,
-                                                "certificate-authority-data": certificate_authority}}],
+        "clusters": [{"name": name, "cluster": cluster}],
         "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
         "users": [{"name": name, "user": {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1",
                                                    **user_exec}}}],

@@ -50,6 +50,26 @@ def kubeconfig(name: str, region: str, endpoint: str, certificate_authority: str
         "interactiveMode": "Never"})
 
 
+def api_access_rules(name: str, spec: EksClusterConfig, cluster_security_group_id: pulumi.Input[str],
+                     opts: pulumi.ResourceOptions) -> list[aws.vpc.SecurityGroupIngressRule]:
+    """HTTPS to the private endpoint from the named security groups and CIDRs.
+
+    The EKS-created cluster security group admits only its own members (the control plane's ENIs and the
+    nodes), so a runner elsewhere in the network times out on the private endpoint without these. Named by
+    source, not position: reordering the list replaces nothing.
+    """
+    endpoint = spec.endpoint
+    sources: list[tuple[str, str | None, str | None, str | None]] = [
+        (group, group, None, None) for group in endpoint.private_access_security_group_ids]
+    sources += [(block.replace("/", "-").replace(":", "-"), None, None if ":" in block else block,
+                 block if ":" in block else None) for block in endpoint.private_access_cidrs]
+    return [aws.vpc.SecurityGroupIngressRule(
+        f"{name}-api-from-{label}", security_group_id=cluster_security_group_id, ip_protocol="tcp",
+        from_port=443, to_port=443, referenced_security_group_id=group, cidr_ipv4=ipv4, cidr_ipv6=ipv6,
+        description=f"Kubernetes API of {spec.name} for deploys from inside the network", opts=opts)
+        for label, group, ipv4, ipv6 in sources]
+
+
 def eks_gpu_pools(spec: EksClusterConfig) -> tuple[GpuPool, ...]:
     return tuple(
         platform_gpu_pool(pool.name, pool.accelerator, gpus_per_node=pool.shape.gpus, min_nodes=0,
@@ -134,6 +154,7 @@ class EksCluster(pulumi.ComponentResource):
         security_group_tag = aws.ec2.Tag(f"{name}-cluster-sg-discovery",
                                          resource_id=cluster.vpc_config.cluster_security_group_id,
                                          key=DISCOVERY_TAG, value=spec.name, opts=child)
+        api_access = api_access_rules(name, spec, cluster.vpc_config.cluster_security_group_id, child)
 
         admin_access: list[pulumi.Resource] = []
         for index, role_arn in enumerate(spec.admin_role_arns):
@@ -210,10 +231,11 @@ class EksCluster(pulumi.ComponentResource):
         config = pulumi.Output.secret(pulumi.Output.all(cluster.name, cluster.endpoint,
                                                         cluster.certificate_authority.data).apply(
             lambda values: kubeconfig(values[0], spec.region, values[1], values[2])))
-        # With no creator entry, the stack reaches the API through its admin entries: wait for them too. And
+        # With no creator entry, the stack reaches the API through its admin entries, and a deployer inside
+        # the network through the HTTPS rules: wait for both, so a destroy also keeps them to the end. And
         # everything installed depends on the EBS CSI driver, so a destroy deletes volumes while it can.
         provider = explicit_provider(self, name, config, ready=[
-            system_nodes, coredns, vpc_cni, pod_identity_agent, ebs_csi, *admin_access])
+            system_nodes, coredns, vpc_cni, pod_identity_agent, ebs_csi, *admin_access, *api_access])
 
         k8s.storage.v1.StorageClass(
             f"{name}-gp3",

@@ -7,8 +7,12 @@ our pools declare the same taint so that the handle stays true.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pulumi
 import pulumi_gcp as gcp
+from pulumi.output import UNKNOWN, Unknown
 
 from components.cluster import exec_kubeconfig, explicit_provider
 from components.handle import POOL_LABEL, SYSTEM_POOL, Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
@@ -22,10 +26,30 @@ CLOUD_TAINT_EFFECT = {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_N
                       "NoExecute": "NO_EXECUTE"}
 
 
-def kubeconfig(name: str, endpoint: str, certificate_authority: str) -> str:
+def kubeconfig(name: str, endpoint: str, certificate_authority: str | None) -> str:
     return exec_kubeconfig(name, f"https://{endpoint}", certificate_authority, {
         "command": "gke-gcloud-auth-plugin", "provideClusterInfo": True, "interactiveMode": "Never",
         "installHint": "Install gke-gcloud-auth-plugin: gcloud components install gke-gcloud-auth-plugin"})
+
+
+def _dns_endpoint(endpoints: Mapping[str, Any] | None) -> str | Unknown:
+    # The host name exists once GKE has made the endpoint: until then (a preview) it is unknown, and so is
+    # the kubeconfig built from it.
+    dns = (endpoints or {}).get("dns_endpoint_config") or {}
+    return dns.get("endpoint") or UNKNOWN
+
+
+def api_kubeconfig(spec: GkeClusterConfig, cluster: gcp.container.Cluster) -> pulumi.Output[str]:
+    """The kubeconfig `pulumi up` and `kubectl` use: through the DNS endpoint when it is on.
+
+    The DNS endpoint serves a certificate of a public CA, so the kubeconfig carries no CA of its own there
+    (as `gcloud container clusters get-credentials --dns-endpoint` writes it).
+    """
+    if spec.dns_endpoint:
+        endpoint = cluster.control_plane_endpoints_config.apply(_dns_endpoint)
+        return pulumi.Output.all(cluster.name, endpoint).apply(lambda values: kubeconfig(values[0], values[1], None))
+    return pulumi.Output.all(cluster.name, cluster.endpoint, cluster.master_auth.cluster_ca_certificate).apply(
+        lambda values: kubeconfig(*values))
 
 
 def guest_accelerator(pool: GkeGpuPool) -> gcp.container.NodePoolNodeConfigGuestAcceleratorArgs:
@@ -110,9 +134,15 @@ class GkeCluster(pulumi.ComponentResource):
             private_cluster_config=gcp.container.ClusterPrivateClusterConfigArgs(
                 enable_private_nodes=True, enable_private_endpoint=False,
                 master_ipv4_cidr_block=spec.network.master_cidr),
+            # With the DNS endpoint on, authorized networks stay on even when empty: the IP endpoint is then
+            # closed to the internet, and the DNS endpoint (IAM only) is the way in.
             master_authorized_networks_config=gcp.container.ClusterMasterAuthorizedNetworksConfigArgs(
                 cidr_blocks=[gcp.container.ClusterMasterAuthorizedNetworksConfigCidrBlockArgs(
-                    cidr_block=n.cidr, display_name=n.name) for n in authorized]) if authorized else None,
+                    cidr_block=n.cidr, display_name=n.name) for n in authorized])
+            if authorized or spec.dns_endpoint else None,
+            control_plane_endpoints_config=gcp.container.ClusterControlPlaneEndpointsConfigArgs(
+                dns_endpoint_config=gcp.container.ClusterControlPlaneEndpointsConfigDnsEndpointConfigArgs(
+                    allow_external_traffic=True)) if spec.dns_endpoint else None,
             # Dataplane V2 enforces NetworkPolicies: the teams' default-deny depends on it.
             datapath_provider="ADVANCED_DATAPATH",
             deletion_protection=prod,
@@ -161,9 +191,7 @@ class GkeCluster(pulumi.ComponentResource):
                     **node_config),
                 opts=child))
 
-        config = pulumi.Output.secret(pulumi.Output.all(cluster.name, cluster.endpoint,
-                                                        cluster.master_auth.cluster_ca_certificate).apply(
-            lambda values: kubeconfig(*values)))
+        config = pulumi.Output.secret(api_kubeconfig(spec, cluster))
         provider = explicit_provider(self, name, config, ready=node_pools)
 
         self.handle = ClusterHandle(

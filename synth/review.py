@@ -1,0 +1,134 @@
+"""`make review BASE=<git rev>`: the pull-request comment, leading with what a reviewer must not miss.
+
+Per stack, first: resources to replace or delete (in red), GPU capacity and team quota changes, chart version
+bumps, and the policy results of the new code; then, folded, the whole offline preview (`make diff`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from synth import PROJECT_DIR, delivery, synthesize
+from synth.checks import check
+from synth.diff import StackDiff, _export, _synthesize_tree, plan_diff  # noqa: PLC2701 (one module's helpers)
+from synth.output import HELM_RELEASE
+
+CHANGED_MARKER = "<!-- changed stacks: "
+
+
+def _pools(plan: dict[str, Any]) -> dict[str, int]:
+    return {pool["name"]: pool["schedulableGpus"] for pool in plan.get("outputs", {}).get("gpuPools", [])}
+
+
+def _quotas(plan: dict[str, Any]) -> dict[str, int]:
+    return {name: team["gpus"] for name, team in plan.get("outputs", {}).get("teams", {}).items()}
+
+
+def _changes(before: dict[str, int], after: dict[str, int], what: str) -> list[str]:
+    return [f"{what} {name}: {before.get(name, 'none')} -> {after.get(name, 'none')} GPUs"
+            for name in sorted(before.keys() | after.keys()) if before.get(name) != after.get(name)]
+
+
+def _charts(plan: dict[str, Any]) -> dict[str, str]:
+    return {r["name"]: f"{r['inputs'].get('chart')} {r['inputs'].get('version')}" for r in plan["resources"]
+            if r["type"] == HELM_RELEASE}
+
+
+def capacity_lines(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """GPU capacity per pool, team GPU quotas, and chart versions, where they change."""
+    lines = []
+    old_total = before.get("outputs", {}).get("gpuCapacity")
+    new_total = after.get("outputs", {}).get("gpuCapacity")
+    if old_total != new_total:
+        lines.append(f"GPU capacity: {old_total} -> {new_total} schedulable GPUs")
+    lines += _changes(_pools(before), _pools(after), "GPU pool")
+    lines += _changes(_quotas(before), _quotas(after), "team quota")
+    old_charts, new_charts = _charts(before), _charts(after)
+    lines += [f"chart of {name}: {old_charts[name]} -> {new_charts[name]} (see the rendered objects below)"
+              for name in sorted(old_charts.keys() & new_charts.keys()) if old_charts[name] != new_charts[name]]
+    return lines
+
+
+def red(diff: StackDiff) -> list[str]:
+    """Replacements and deletions as lines a ```diff block shows in red."""
+    return ([f"- REPLACE {old['type']} {old['name']} -> {new['name']}" for old, new in diff.replaced]
+            + [f"- DELETE  {r['type']} {r['name']}" for r in diff.deleted])
+
+
+def policy_lines(stack: str) -> list[str]:
+    violations = check(synthesize(stack))
+    mandatory = [v for v in violations if v.mandatory]
+    return ([f"policies: {len(mandatory)} mandatory and {len(violations) - len(mandatory)} advisory violations"]
+            + [f"  {v}" for v in violations])
+
+
+def stack_section(stack: str, before: dict[str, Any] | str | None, after: dict[str, Any] | str | None) -> list[str]:
+    if isinstance(after, str) or after is None:
+        return [f"### {stack}", "", f"**does not synthesize**: {after}" if after else "removed from the repo", ""]
+    if not isinstance(before, dict):
+        return [f"### {stack}", "", f"new stack: {len(after['resources'])} resources to create", "",
+                *policy_lines(stack), ""]
+    diff = plan_diff(stack, before, after)
+    lines = [f"### {stack}", ""]
+    if removed := red(diff):
+        lines += ["```diff", *removed, "```", ""]
+    lines += [f"- {line}" for line in capacity_lines(before, after)]
+    lines += [f"- {line}" if not line.startswith("  ") else f"  - {line.strip()}" for line in policy_lines(stack)]
+    lines += ["", f"<details><summary>{diff.render().splitlines()[0]}</summary>", "", "```", diff.render(), "```",
+              "", "</details>", ""]
+    return lines
+
+
+def review(base: str, stacks: list[str], head: Path = PROJECT_DIR) -> str:
+    with tempfile.TemporaryDirectory(prefix="mlplatform-review-") as tmp:
+        base_tree = Path(tmp) / "base"
+        _export(base, base_tree)
+        before = _synthesize_tree(base_tree, Path(tmp) / "base-out", stacks)
+        after = _synthesize_tree(head, Path(tmp) / "head-out", stacks)
+    lines = [f"## Offline preview against `{base}`", "",
+             "Replacements and deletions first, then GPU capacity, team quotas, chart bumps and policy results; "
+             "every change is folded under each stack.", ""]
+    changed = {stack for stack in after.keys() & before.keys() if changes(before[stack], after[stack])}
+    for stack in sorted(before.keys() | after.keys()):
+        section = stack_section(stack, before.get(stack), after.get(stack))
+        platform = platform_of(stack, head)
+        if platform in changed:
+            section[2:2] = [f"> Previewed against `{platform}` as deployed: this pull request also changes "
+                            f"`{platform}`, which the team stack sees only once it is deployed.", ""]
+        lines += section
+    # For the workflow (the team previews' note), invisible on the pull request.
+    lines.append(f"{CHANGED_MARKER}{json.dumps(sorted(changed))} -->")
+    return "\n".join(lines)
+
+
+def changes(before: dict[str, Any] | str, after: dict[str, Any] | str) -> bool:
+    """The stack's resources or outputs (what team stacks read) differ."""
+    if isinstance(before, str) or isinstance(after, str):
+        return before != after
+    return not plan_diff("", before, after).empty or before.get("outputs") != after.get("outputs")
+
+
+def platform_of(stack: str, project_dir: Path) -> str | None:
+    """The platform stack a team stack builds on (its short name), or None for a platform stack."""
+    if not (project_dir / f"Pulumi.{stack}.yaml").is_file():
+        return None
+    platform = delivery.read(stack, project_dir).config.get("platformStack")
+    return str(platform).rsplit("/", 1)[-1] if platform else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m synth.review", description=(__doc__ or '').splitlines()[0])
+    parser.add_argument("stacks", nargs="*", help="the stacks to review (default: every stack)")
+    parser.add_argument("--base", required=True, help="the git revision the pull request goes into")
+    args = parser.parse_args(argv)
+    print(review(args.base, args.stacks))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""`make verify`: its objects pass the strict schemas, and its logic runs against recorded API responses.
+
+tests/recorded/verify-dev.json holds, in the API's own shapes, a verify run on dev: both GPU pools scale from
+zero, the pods see their GPUs, the metrics arrive, the rules are loaded. `python -m verify <stack> --record
+<file>` writes the same format from a real cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+import http.server
+import json
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from components.cluster import exec_kubeconfig
+from synth.schema import check_manifests
+from verify.api import ApiError, HttpApi
+from verify.probe import gpu_pod, gpu_resource, namespace
+from verify.run import Verifier, table
+
+RECORDING = json.loads((Path(__file__).parent / "recorded" / "verify-dev.json").read_text())
+
+
+class ReplayedApi:
+    """Answers each (method, path) with its recorded responses in order; a call nobody recorded fails.
+
+    A GET past its last recorded response gets that one again: polling an object that does not change.
+    """
+
+    def __init__(self, exchanges: list[dict[str, Any]]) -> None:
+        self.queues: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for exchange in exchanges:
+            self.queues.setdefault((exchange["method"], exchange["path"]), []).append(exchange)
+        self.calls: list[tuple[str, str]] = []
+        self.bodies: list[dict[str, Any]] = []
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        self.calls.append((method, path))
+        if body is not None:
+            self.bodies.append(body)
+        queue = self.queues.get((method, path))
+        assert queue, f"no recorded response left for {method} {path}"
+        exchange = queue[0] if method == "GET" and len(queue) == 1 else queue.pop(0)
+        if exchange["status"] >= 400:
+            raise ApiError(exchange["status"], str(exchange["body"]))
+        return exchange["body"]
+
+    def unused(self) -> list[tuple[str, str]]:
+        return [key for key, queue in self.queues.items() for _ in queue[1 if key[0] == "GET" else 0:]]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def verifier(api: ReplayedApi, outputs: dict[str, Any] | None = None, **options: Any) -> Verifier:
+    clock = Clock()
+    return Verifier(api, outputs or RECORDING["outputs"], run_id=RECORDING["runId"], clock=clock,
+                    sleep=clock.sleep, poll=10, **options)
+
+
+def exchanges_with(change: Any) -> list[dict[str, Any]]:
+    exchanges = copy.deepcopy(RECORDING["exchanges"])
+    change(exchanges)
+    return exchanges
+
+
+def test_the_objects_verify_creates_pass_the_strict_schemas(local_synth):
+    (l4, a10g) = RECORDING["outputs"]["gpuPools"]
+    renamed = l4 | {"name": "shared", "sharing": {"timeSlicing": {"replicas": 4, "renameByDefault": True}}}
+    pools = [l4, a10g, renamed, *local_synth.outputs["gpuPools"]]
+    report = check_manifests([namespace(), *(gpu_pod(pool, "a1b2c3") for pool in pools if gpu_resource(pool))])
+    assert not report.errors and not report.unchecked, report.errors + report.unchecked
+    assert len(report.checked) == 1 + len(pools)
+
+
+def test_a_gpu_pod_lands_only_on_its_pool_holds_one_gpu_and_meets_restricted_pod_security():
+    (l4, _) = RECORDING["outputs"]["gpuPools"]
+    pod = gpu_pod(l4, "x")
+    assert pod["spec"]["nodeSelector"] == {"mlplatform.io/pool": "l4"}
+    assert pod["spec"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "present",
+                                           "effect": "NoSchedule"}]
+    (container,) = pod["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert namespace()["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_shared_gpus_are_asked_for_by_their_resource_and_mixed_mig_pools_are_skipped_by_name():
+    (l4, _) = RECORDING["outputs"]["gpuPools"]
+    assert gpu_resource(l4) == "nvidia.com/gpu"  # time-slicing without renaming: shares are nvidia.com/gpu
+    assert gpu_resource(l4 | {"sharing": {"timeSlicing": {"replicas": 2, "renameByDefault": True}}}) == \
+        "nvidia.com/gpu.shared"
+    assert gpu_resource(l4 | {"sharing": {"migStrategy": "mixed"}}) is None
+    outputs = RECORDING["outputs"] | {"gpuPools": [l4 | {"name": "h100", "sharing": {"migStrategy": "mixed"}}]}
+    api = ReplayedApi([e for e in RECORDING["exchanges"] if e["path"] == "/api/v1/namespaces"
+                       or e["path"].endswith(("/rules", "/namespaces/mlplatform-verify"))])
+    (result,), _ = verifier(api, outputs).run()
+    assert result.skipped.startswith("mixed MIG") and result.ok and not result.pod
+
+
+def test_a_run_on_dev_scales_each_pool_from_zero_and_reports_its_timings():
+    api = ReplayedApi(RECORDING["exchanges"])
+    results, rule_problems = verifier(api).run()
+    assert not api.unused()  # every recorded response was asked for: cleanup included
+    assert api.calls[-1] == ("DELETE", "/api/v1/namespaces/mlplatform-verify")
+    assert rule_problems == []  # Watchdog fires by design and is not one of ours
+    l4, a10g = results
+    assert (l4.pool, l4.node, l4.new_node, l4.ok) == ("l4", "ip-10-20-3-17.ec2.internal", True, True)
+    assert (l4.scale_up_s, l4.scheduled_s, l4.finished_s) == (209, 220, 231)
+    assert l4.gpu_seen == "GPU 0: NVIDIA L4"
+    assert l4.metrics_s == 10  # one poll after the node came up
+    assert (a10g.scale_up_s, a10g.gpu_seen, a10g.metrics_s) == (300, "GPU 0: NVIDIA A10G", 0)
+    printed = table(results, rule_problems)
+    assert printed.splitlines()[1].split()[:6] == ["l4", "ip-10-20-3-17.ec2.internal", "yes", "209s", "220s", "231s"]
+    assert printed.endswith("alert rules: all loaded, none firing")
+
+
+def test_a_node_outside_the_pool_a_blind_pod_and_a_firing_alert_are_each_reported():
+    def break_things(exchanges: list[dict[str, Any]]) -> None:
+        for exchange in exchanges:
+            if exchange["path"] == "/api/v1/nodes/ip-10-20-3-17.ec2.internal":
+                exchange["body"]["metadata"]["labels"]["mlplatform.io/pool"] = "system"
+            elif exchange["path"].endswith("gpu-a10g-x4-a1b2c3/log"):
+                exchange["body"] = "NVIDIA_VISIBLE_DEVICES=\nnvidia-smi: absent\n"
+            elif exchange["path"].endswith("/rules"):
+                rules = exchange["body"]["data"]["groups"][1]["rules"]
+                rules[1]["state"] = "firing"
+                del rules[2]
+
+    api = ReplayedApi(exchanges_with(break_things))
+    results, rule_problems = verifier(api).run()
+    assert results[0].problems == ["node ip-10-20-3-17.ec2.internal is not in pool l4: {'mlplatform.io/pool': "
+                                   "'system'}"]
+    assert results[1].problems[0].startswith("the pod saw no GPU")
+    assert rule_problems == ["GpuTemperatureHigh is not loaded", "GpuXidError is firing"]
+    assert "FAILED: node ip-10-20-3-17.ec2.internal is not in pool l4" in table(results, rule_problems)
+
+
+def test_metrics_that_never_arrive_fail_the_pool_after_the_metrics_timeout():
+    def no_metrics(exchanges: list[dict[str, Any]]) -> None:
+        for exchange in exchanges:
+            if "/query?" in exchange["path"]:
+                exchange["body"]["data"]["result"] = []
+
+    api = ReplayedApi(exchanges_with(no_metrics))
+    results, _ = verifier(api, metrics_timeout=60).run()
+    assert results[0].problems == ["no GPU metrics of ip-10-20-3-17.ec2.internal in Prometheus after 60s"]
+    assert results[0].finished_s == 231  # the pod itself was fine
+
+
+def test_a_pool_that_never_gets_a_node_times_out_and_is_still_cleaned_up():
+    pending = next(e for e in RECORDING["exchanges"] if e["method"] == "GET" and e["path"].endswith("gpu-l4-a1b2c3"))
+    outputs = RECORDING["outputs"] | {"gpuPools": RECORDING["outputs"]["gpuPools"][:1]}
+    exchanges = [e for e in RECORDING["exchanges"] if e["method"] in ("POST", "DELETE") and "a10g" not in json.dumps(e)]
+    exchanges.append(pending)
+    exchanges += [e for e in RECORDING["exchanges"] if e["path"].endswith("/rules")]
+    api = ReplayedApi(exchanges)
+    (result,), _ = verifier(api, outputs, timeout=30).run()
+    assert result.problems == ["not finished after 30s: no node came up"]
+    assert api.calls.count(("GET", "/api/v1/namespaces/mlplatform-verify/pods/gpu-l4-a1b2c3")) == 5  # 0s to 40s
+    assert ("DELETE", "/api/v1/namespaces/mlplatform-verify/pods/gpu-l4-a1b2c3") in api.calls
+    assert not api.unused()
+
+
+def test_a_failed_api_call_still_cleans_up():
+    exchanges = exchanges_with(lambda ex: ex.insert(3, {"method": "GET", "path": ex[3]["path"], "status": 403,
+                                                        "body": "forbidden"}))
+    api = ReplayedApi(exchanges)
+    with pytest.raises(ApiError):
+        verifier(api).run()
+    assert api.calls[-1] == ("DELETE", "/api/v1/namespaces/mlplatform-verify")
+
+
+def test_on_kind_the_fake_gpu_the_device_plugin_allocated_is_what_the_pod_sees():
+    def fake_gpus(exchanges: list[dict[str, Any]]) -> None:
+        for exchange in exchanges:
+            if exchange["path"].endswith("/log"):
+                exchange["body"] = "NVIDIA_VISIBLE_DEVICES=GPU-fake-0\nnvidia-smi: absent\n"
+
+    outputs = RECORDING["outputs"] | {"cloud": "kind"}
+    results, _ = verifier(ReplayedApi(exchanges_with(fake_gpus)), outputs).run()
+    assert [r.gpu_seen for r in results] == ["fake GPU GPU-fake-0", "fake GPU GPU-fake-0"]
+    assert all(r.ok for r in results)
+    # Where GPUs are real, a pod that could not run nvidia-smi saw no GPU.
+    results, _ = verifier(ReplayedApi(exchanges_with(fake_gpus))).run()
+    assert not any(r.ok for r in results)
+
+
+def test_the_http_api_authenticates_with_the_kubeconfigs_credential_plugin_once_per_token(tmp_path):
+    """The same kubeconfig shape the stacks export (an exec plugin, no stored credentials), against a local server."""
+    seen: list[tuple[str, str, str | None]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            seen.append(("GET", self.path, self.headers.get("Authorization")))
+            body = json.dumps({"kind": "Node", "metadata": {"name": "n1"}}).encode()
+            status = 200 if self.path == "/api/v1/nodes/n1" else 404
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class names it)
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    calls = tmp_path / "plugin-calls"
+    plugin = ("import json, os, pathlib; p = pathlib.Path(os.environ['CALLS']); "
+              "p.write_text(p.read_text() + 'x' if p.exists() else 'x'); "
+              "assert json.loads(os.environ['KUBERNETES_EXEC_INFO'])['spec']['cluster']['server']; "
+              "print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1beta1', 'kind': 'ExecCredential', "
+              "'status': {'token': 'k8s-aws-v1.abc', 'expirationTimestamp': '2999-01-01T00:00:00Z'}}))")
+    config = yaml.safe_load(exec_kubeconfig("c", f"http://127.0.0.1:{server.server_port}", None, {
+        "command": sys.executable, "args": ["-c", plugin], "env": [{"name": "CALLS", "value": str(calls)}],
+        "provideClusterInfo": True, "interactiveMode": "Never"}))
+    try:
+        api = HttpApi(config)
+        assert api.request("GET", "/api/v1/nodes/n1")["metadata"]["name"] == "n1"
+        with pytest.raises(ApiError) as missing:
+            api.request("GET", "/api/v1/nodes/n2")
+        assert missing.value.status == 404
+    finally:
+        server.shutdown()
+    assert [header for _, _, header in seen] == ["Bearer k8s-aws-v1.abc"] * 2
+    assert calls.read_text() == "x"  # one token for both requests, until it expires

@@ -1,0 +1,104 @@
+"""The Kubernetes API as `make verify` uses it: JSON requests by path, nothing else.
+
+`HttpApi` talks to a real API server with a kubeconfig whose user runs a credential plugin (the platform's
+kubeconfigs: `aws eks get-token`, `gke-gcloud-auth-plugin`); tests give the same calls recorded responses.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime
+from typing import Any, Protocol
+
+import yaml
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+class Api(Protocol):
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """The response's JSON (or text, for logs); ApiError on an HTTP error status."""
+        ...
+
+
+class HttpApi:
+    """Plain HTTPS to the API server of the kubeconfig's current context."""
+
+    def __init__(self, kubeconfig: dict[str, Any]) -> None:
+        context_name = kubeconfig["current-context"]
+        context = next(c["context"] for c in kubeconfig["contexts"] if c["name"] == context_name)
+        cluster = next(c["cluster"] for c in kubeconfig["clusters"] if c["name"] == context["cluster"])
+        self._user = next(u["user"] for u in kubeconfig["users"] if u["name"] == context["user"])
+        self._cluster = cluster
+        self._server = cluster["server"].rstrip("/")
+        self._tls = ssl.create_default_context()
+        if "certificate-authority-data" in cluster:
+            # Without it (GKE's DNS endpoint) the server's certificate is a public CA's.
+            self._tls.load_verify_locations(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+        self._token: tuple[str, float] | None = None
+
+    def _bearer(self) -> str:
+        if self._token and self._token[1] > time.time() + 60:
+            return self._token[0]
+        plugin = self._user["exec"]
+        env = {**os.environ, **{e["name"]: e["value"] for e in plugin.get("env") or []}}
+        if plugin.get("provideClusterInfo"):
+            # What client-go hands such a plugin (gke-gcloud-auth-plugin reads it).
+            cluster = {"server": self._server} | {key: value for key, value in self._cluster.items()
+                                                   if key == "certificate-authority-data"}
+            env["KUBERNETES_EXEC_INFO"] = json.dumps({"apiVersion": plugin["apiVersion"], "kind": "ExecCredential",
+                                                      "spec": {"interactive": False, "cluster": cluster}})
+        result = subprocess.run([plugin["command"], *plugin.get("args", [])], env=env, capture_output=True,
+                                text=True, check=True)
+        status = json.loads(result.stdout)["status"]
+        expiry = status.get("expirationTimestamp")
+        expires = datetime.fromisoformat(expiry.replace("Z", "+00:00")).timestamp() if expiry else time.time() + 300
+        self._token = (status["token"], expires)
+        return status["token"]
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self._server}{path}", data=data, method=method, headers={
+            "Authorization": f"Bearer {self._bearer()}", "Accept": "application/json",
+            **({"Content-Type": "application/json"} if data else {})})
+        try:
+            with urllib.request.urlopen(request, context=self._tls, timeout=60) as response:
+                text = response.read().decode()
+        except urllib.error.HTTPError as exc:
+            raise ApiError(exc.code, exc.read().decode(errors="replace")[:500]) from None
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+
+
+def load_kubeconfig(text: str) -> dict[str, Any]:
+    return yaml.safe_load(text)
+
+
+class RecordingApi:
+    """Another Api, with every exchange kept: `python -m verify --record` saves them for the tests to replay."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self.exchanges: list[dict[str, Any]] = []
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            response = self.api.request(method, path, body)
+        except ApiError as exc:
+            self.exchanges.append({"method": method, "path": path, "status": exc.status, "body": str(exc)})
+            raise
+        self.exchanges.append({"method": method, "path": path, "status": 200, "body": response})
+        return response

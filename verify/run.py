@@ -1,0 +1,221 @@
+"""The checks of `make verify`, against an Api (a real API server, or recorded responses in the tests)."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from components.monitoring import GPU_METRICS_JOB, RELEASE, gpu_alert_rules
+from verify.api import Api, ApiError
+from verify.probe import NAMESPACE, gpu_pod, gpu_resource, namespace
+
+# kube-prometheus-stack names Prometheus's service <release>-prometheus, on port 9090.
+PROMETHEUS_SERVICE = f"{RELEASE}-prometheus:9090"
+# What `nvidia-smi -L` prints per GPU it sees.
+NVIDIA_SMI_GPU = re.compile(r"^GPU \d+: .+", re.MULTILINE)
+# What the device plugin hands the container: the GPUs it allocated.
+VISIBLE_DEVICES = re.compile(r"^NVIDIA_VISIBLE_DEVICES=(\S+)", re.MULTILINE)
+
+
+def _time(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def _seconds(start: str, end: str | None) -> float | None:
+    return (_time(end) - _time(start)).total_seconds() if end else None
+
+
+def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    return next((c for c in obj.get("status", {}).get("conditions") or [] if c["type"] == kind
+                 and c["status"] == "True"), None)
+
+
+@dataclass
+class PoolResult:
+    pool: str
+    pod: str = ""
+    node: str = ""
+    # The node came up for this pod (the pool scaled from what it had), rather than being there already.
+    new_node: bool = False
+    # From the pod's creation: its node Ready (new nodes only), the pod bound to it, the pod finished.
+    scale_up_s: float | None = None
+    scheduled_s: float | None = None
+    finished_s: float | None = None
+    gpu_seen: str = ""
+    # From the pod's binding until the node's GPU metrics were in Prometheus.
+    metrics_s: float | None = None
+    skipped: str = ""
+    problems: list[str] = field(default_factory=list)
+    done: bool = False
+    metrics_since: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _fmt(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.0f}s"
+
+
+def table(results: list[PoolResult], rule_problems: list[str]) -> str:
+    rows = [("pool", "node", "from zero", "scale-up", "scheduled", "finished", "GPU seen", "metrics", "result")]
+    for r in results:
+        verdict = "skipped: " + r.skipped if r.skipped else ("ok" if r.ok else "FAILED: " + "; ".join(r.problems))
+        rows.append((r.pool, r.node or "-", "yes" if r.new_node else "no", _fmt(r.scale_up_s), _fmt(r.scheduled_s),
+                     _fmt(r.finished_s), r.gpu_seen or "-", _fmt(r.metrics_s), verdict))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths)) + "  " + row[-1] for row in rows]
+    lines.append("alert rules: " + ("all loaded, none firing" if not rule_problems else "; ".join(rule_problems)))
+    return "\n".join(lines)
+
+
+class Verifier:
+    def __init__(self, api: Api, outputs: dict[str, Any], *, run_id: str, timeout: float = 1800,
+                 metrics_timeout: float = 300, poll: float = 10, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.api = api
+        self.outputs = outputs
+        self.run_id = run_id
+        self.timeout = timeout
+        self.metrics_timeout = metrics_timeout
+        self.poll = poll
+        self.clock = clock
+        self.sleep = sleep
+        self.fake_gpus = outputs.get("cloud") == "kind"
+        self.prometheus = (f"/api/v1/namespaces/{outputs['monitoringNamespace']}/services/{PROMETHEUS_SERVICE}"
+                           "/proxy/api/v1")
+
+    # ---- the steps ----
+
+    def _start(self, pool: dict[str, Any]) -> PoolResult:
+        result = PoolResult(pool["name"])
+        if gpu_resource(pool) is None:
+            result.skipped = "mixed MIG advertises a resource per profile; request one of those to check it"
+            result.done = True
+            return result
+        manifest = gpu_pod(pool, self.run_id)
+        result.pod = manifest["metadata"]["name"]
+        self.api.request("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", manifest)
+        return result
+
+    def _follow(self, pool: dict[str, Any], result: PoolResult) -> None:
+        pod = self.api.request("GET", f"/api/v1/namespaces/{NAMESPACE}/pods/{result.pod}")
+        created = pod["metadata"]["creationTimestamp"]
+        node_name = pod["spec"].get("nodeName")
+        if node_name and not result.node:
+            result.node = node_name
+            scheduled = _condition(pod, "PodScheduled")
+            result.scheduled_s = _seconds(created, scheduled["lastTransitionTime"] if scheduled else None)
+            self._check_node(pool, result, created)
+            result.metrics_since = self.clock()
+        if result.node and result.metrics_s is None and result.metrics_since is not None:
+            self._check_metrics(result)
+        phase = pod.get("status", {}).get("phase")
+        if phase == "Succeeded":
+            terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+            result.finished_s = _seconds(created, terminated["finishedAt"])
+            self._check_log(result)
+        elif phase == "Failed":
+            result.problems.append(f"the pod failed: {pod['status'].get('reason') or pod['status'].get('message')}")
+        if phase in ("Succeeded", "Failed") and (result.metrics_s is not None or result.metrics_since is None):
+            result.done = True
+
+    def _check_node(self, pool: dict[str, Any], result: PoolResult, pod_created: str) -> None:
+        node = self.api.request("GET", f"/api/v1/nodes/{result.node}")
+        labels = node["metadata"].get("labels", {})
+        wrong = {key: labels.get(key) for key, value in pool["labels"].items() if labels.get(key) != value}
+        if wrong:
+            result.problems.append(f"node {result.node} is not in pool {pool['name']}: {wrong}")
+        resource = gpu_resource(pool) or ""
+        if not int(node.get("status", {}).get("allocatable", {}).get(resource, "0")):
+            result.problems.append(f"node {result.node} advertises no {resource}")
+        result.new_node = _time(node["metadata"]["creationTimestamp"]) >= _time(pod_created)
+        ready = _condition(node, "Ready")
+        if result.new_node:
+            result.scale_up_s = _seconds(pod_created, ready["lastTransitionTime"] if ready else None)
+
+    def _check_log(self, result: PoolResult) -> None:
+        log = str(self.api.request("GET", f"/api/v1/namespaces/{NAMESPACE}/pods/{result.pod}/log"))
+        gpus = NVIDIA_SMI_GPU.findall(log)
+        allocated = VISIBLE_DEVICES.search(log)
+        if gpus:
+            result.gpu_seen = gpus[0].split(" (UUID")[0]
+        elif self.fake_gpus and allocated:
+            # kind's fake GPUs have no driver: the device plugin's allocation is what there is to see.
+            result.gpu_seen = f"fake GPU {allocated.group(1)}"
+        else:
+            result.problems.append(f"the pod saw no GPU: {log.strip()[-200:]!r}")
+
+    def _query(self, promql: str) -> list[dict[str, Any]]:
+        response = self.api.request("GET", f"{self.prometheus}/query?{urllib.parse.urlencode({'query': promql})}")
+        return response["data"]["result"]
+
+    def _check_metrics(self, result: PoolResult) -> None:
+        assert result.metrics_since is not None
+        # dcgm-exporter reports the node it runs on (NODE_NAME, set by its chart) as Hostname.
+        if self._query(f'DCGM_FI_DEV_GPU_UTIL{{job="{GPU_METRICS_JOB}",Hostname="{result.node}"}}'):
+            result.metrics_s = self.clock() - result.metrics_since
+        elif self.clock() - result.metrics_since > self.metrics_timeout:
+            result.problems.append(f"no GPU metrics of {result.node} in Prometheus after {self.metrics_timeout:.0f}s")
+            result.metrics_since = None
+
+    def check_rules(self) -> list[str]:
+        """Every platform alert rule loaded and healthy, none of them firing."""
+        rules = {rule["name"]: rule for group in self.api.request("GET", f"{self.prometheus}/rules")["data"]["groups"]
+                 for rule in group["rules"] if rule.get("type") == "alerting"}
+        expected = [rule["alert"] for rule in gpu_alert_rules(None)]
+        problems = [f"{name} is not loaded" for name in expected if name not in rules]
+        problems += [f"{name} is unhealthy: {rule.get('lastError', '')}" for name, rule in rules.items()
+                     if name in expected and rule.get("health") != "ok"]
+        problems += [f"{name} is firing" for name, rule in rules.items()
+                     if name in expected and rule.get("state") == "firing"]
+        return problems
+
+    def cleanup(self, results: list[PoolResult]) -> None:
+        for result in results:
+            if result.pod:
+                self._delete(f"/api/v1/namespaces/{NAMESPACE}/pods/{result.pod}")
+        self._delete(f"/api/v1/namespaces/{NAMESPACE}")
+
+    def _delete(self, path: str) -> None:
+        try:
+            self.api.request("DELETE", path)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
+    # ---- the whole run ----
+
+    def run(self) -> tuple[list[PoolResult], list[str]]:
+        try:
+            self.api.request("POST", "/api/v1/namespaces", namespace())
+        except ApiError as exc:
+            if exc.status != 409:  # left by an interrupted run: reuse it
+                raise
+        pools = self.outputs["gpuPools"]
+        results: list[PoolResult] = []
+        try:
+            results = [self._start(pool) for pool in pools]
+            deadline = self.clock() + self.timeout
+            while True:
+                for pool, result in zip(pools, results):
+                    if not result.done:
+                        self._follow(pool, result)
+                if all(r.done for r in results):
+                    break
+                if self.clock() > deadline:
+                    for result in results:
+                        if not result.done:
+                            result.problems.append(f"not finished after {self.timeout:.0f}s"
+                                                   + ("" if result.node else ": no node came up"))
+                    break
+                self.sleep(self.poll)
+            return results, self.check_rules()
+        finally:
+            self.cleanup(results)
