@@ -1,0 +1,61 @@
+"""Evaluating Kubernetes CEL offline with cel-python (celpy): admission policies and CRD validation rules.
+
+Only what the expressions here use is bound: `object`, `namespaceObject`, `variables` (each evaluated in order,
+as the API server does, seeing the ones before it) for a ValidatingAdmissionPolicy, and `self` for a CRD rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import celpy
+
+_ENV = celpy.Environment()
+
+
+@lru_cache(maxsize=None)
+def compiled(expression: str) -> celpy.Runner:
+    return _ENV.program(_ENV.compile(expression))
+
+
+def evaluate(expression: str, activation: dict[str, Any]) -> Any:
+    result = compiled(expression).evaluate(activation)
+    if isinstance(result, celpy.CELEvalError):
+        raise result
+    return result
+
+
+@dataclass(frozen=True)
+class Decision:
+    # The messages of the failed validations, in order; empty when the object is admitted.
+    failures: tuple[str, ...]
+
+    @property
+    def allowed(self) -> bool:
+        return not self.failures
+
+
+def admit(policy: dict[str, Any], obj: dict[str, Any], namespace: dict[str, Any]) -> Decision:
+    """A ValidatingAdmissionPolicy's decision on creating `obj` in `namespace`. An expression that errors fails
+    the test (the policies' failurePolicy is Fail, so on a real cluster the request would be refused)."""
+    spec = policy["spec"]
+    activation: dict[str, Any] = {"object": celpy.json_to_cel(obj), "namespaceObject": celpy.json_to_cel(namespace)}
+    variables: dict[str, Any] = {}
+    for variable in spec.get("variables", []):
+        activation["variables"] = celpy.json_to_cel(variables) if not variables else _cel_map(variables)
+        variables[variable["name"]] = evaluate(variable["expression"], activation)
+    activation["variables"] = _cel_map(variables)
+    failures = []
+    for validation in spec["validations"]:
+        if not evaluate(validation["expression"], activation):
+            message = validation.get("message", "")
+            if validation.get("messageExpression"):
+                message = str(evaluate(validation["messageExpression"], activation))
+            failures.append(message)
+    return Decision(tuple(failures))
+
+
+def _cel_map(values: dict[str, Any]) -> celpy.celtypes.MapType:
+    return celpy.celtypes.MapType({celpy.celtypes.StringType(k): v for k, v in values.items()})
