@@ -51,7 +51,7 @@ def _set_secrets_aside(raw: dict[str, Any], stack: str) -> None:
 
 def check_gpu_capacity(config: PlatformConfig, stack: str) -> list[str]:
     """Error when the teams' guarantees exceed the GPU pools' capacity; a warning if overcommit is allowed."""
-    capacity = config.cluster.gpu_capacity()
+    capacity = sum(pool.capacity for pool in pool_shapes(config.cluster))
     if config.team_gpus <= capacity:
         return []
     numbers = (f"the teams' guaranteed GPUs add up to {config.team_gpus} GPUs but the GPU pools hold at most "
@@ -114,6 +114,15 @@ def check_queues(config: PlatformConfig, stack: str) -> list[str]:
                               "to true.")
         warnings.append(f"{PROJECT}:{key}: {problem} Overcommitted, as {PROJECT}:capacity.allowOvercommit allows.")
 
+    for pool, shape in layout.pools.items():
+        guaranteed = sum(share.guarantee.get(pool, 0) for share in layout.teams.values())
+        if guaranteed > shape.capacity:
+            refuse("teams", f"the teams' queues guarantee {guaranteed} GPUs of pool {pool!r}, which "
+                   f"holds at most {shape.capacity}.", "Lower teams[].queue guarantees, add capacity")
+        if not guaranteed and config.teams:
+            warnings.append(f"{PROJECT}:teams: no team's queue is guaranteed GPUs of pool {pool!r}, so no queue can "
+                            "admit work there (queues borrow only what a guarantee lends); give a team a guarantee "
+                            "in it (teams[].queue.gpus).")
     for index, team in enumerate(config.teams):
         where = f"{file}: {PROJECT}:teams[{index}]"
         share = layout.teams[team.name]
@@ -127,22 +136,17 @@ def check_queues(config: PlatformConfig, stack: str) -> list[str]:
         admissible = layout.largest_job(team.name)
         if admissible < wanted:
             reach = ", ".join(f"{pool} {layout.reach(team.name, pool)}" for pool in share.pools)
-            refuse(f"teams[{index}].queue", f"a job of {admissible + 1} GPUs on one node is within the team's quota.gpus "
-                   f"({share.ceiling}) and a node of some pool holds it, but no pool can ever admit it: at most "
+            refuse(f"teams[{index}].queue", f"a job of {admissible + 1} GPUs on one node is within the team's "
+                   f"quota.gpus ({share.ceiling}) and a node of some pool holds it, but no pool can ever admit it: at most "
                    f"{reach} GPUs (guarantee there plus what the cohort lends).",
                    f"Guarantee the team up to {wanted} GPUs in one pool (queue.gpus), lower quota.gpus to "
                    f"{admissible}")
-        guaranteed = layout.largest_node_within(team.name, share.guaranteed)
+        guaranteed = layout.largest_node_within(team.name, share.guaranteed, guaranteed_only=True)
         if layout.largest_job(team.name, guaranteed_only=True) < guaranteed:
-            warnings.append(f"teams[{index}].queue: the team is guaranteed {share.guaranteed} GPUs, but split "
+            warnings.append(f"{PROJECT}:teams[{index}].queue: the team is guaranteed {share.guaranteed} GPUs, but split "
                             f"over pools ({', '.join(f'{p} {n}' for p, n in share.guarantee.items())}) so that a "
                             f"{guaranteed}-GPU job fits none of its guaranteed parts: it runs only on borrowed "
                             "GPUs, which their owners reclaim.")
-    for pool, shape in layout.pools.items():
-        guaranteed = sum(share.guarantee.get(pool, 0) for share in layout.teams.values())
-        if guaranteed > shape.capacity:
-            refuse("teams", f"the teams' queues guarantee {guaranteed} GPUs of pool {pool!r}, which "
-                   f"holds at most {shape.capacity}.", "Lower teams[].queue guarantees, add capacity")
     return warnings
 
 

@@ -81,9 +81,12 @@ class QueueLayout:
         return max((min(self.pools[p].node_gpus, share.guarantee.get(p, 0) if guaranteed_only else self.reach(team, p))
                     for p in share.pools), default=0)
 
-    def largest_node_within(self, team: str, limit: int) -> int:
-        """The largest one-node request, up to `limit`, that some pool the team may use has a node for."""
-        return min(limit, max((self.pools[p].node_gpus for p in self.teams[team].pools), default=0))
+    def largest_node_within(self, team: str, limit: int, *, guaranteed_only: bool = False) -> int:
+        """The largest one-node request, up to `limit`, that some pool the team may use (where it is
+        guaranteed GPUs) has a node for."""
+        share = self.teams[team]
+        pools = share.guarantee if guaranteed_only else share.pools
+        return min(limit, max((self.pools[p].node_gpus for p in pools), default=0))
 
 
 def _place(guarantee: int, free: dict[str, int], allowed: Sequence[str]) -> dict[str, int]:
@@ -136,9 +139,12 @@ def pool_shapes(cluster: GpuPools) -> list[PoolShape]:
     """The GPU pools of a cluster config as the queues see them."""
     shapes = []
     for pool in cluster.gpu_pools:  # type: ignore[attr-defined]
-        capacity = pool.gpu_capacity()
+        resource = gpu_resource(pool.sharing)
+        # Renamed shares are not nvidia.com/gpu, which gpu_capacity counts: each GPU is `replicas` of them.
+        renamed = pool.sharing.time_slicing.replicas if resource == SHARED_GPU_RESOURCE else 1
+        capacity = pool.gpu_capacity() * renamed
         # kind's stand-in pools have a fixed number of nodes, the others a largest size.
         nodes = getattr(pool, "max_nodes", None) or getattr(pool, "nodes", 0)
         shapes.append(PoolShape(name=pool.name, capacity=capacity, node_gpus=capacity // nodes if nodes else 0,
-                                resource=gpu_resource(pool.sharing)))
+                                resource=resource))
     return shapes
