@@ -137,16 +137,16 @@ def check_queues(config: PlatformConfig, stack: str) -> list[str]:
         if admissible < wanted:
             reach = ", ".join(f"{pool} {layout.reach(team.name, pool)}" for pool in share.pools)
             refuse(f"teams[{index}].queue", f"a job of {admissible + 1} GPUs on one node is within the team's "
-                   f"quota.gpus ({share.ceiling}) and a node of some pool holds it, but no pool can ever admit it: at most "
-                   f"{reach} GPUs (guarantee there plus what the cohort lends).",
+                   f"quota.gpus ({share.ceiling}) and a node of some pool holds it, but no pool can ever admit it: "
+                   f"at most {reach} GPUs (guarantee there plus what the cohort lends).",
                    f"Guarantee the team up to {wanted} GPUs in one pool (queue.gpus), lower quota.gpus to "
                    f"{admissible}")
         guaranteed = layout.largest_node_within(team.name, share.guaranteed, guaranteed_only=True)
         if layout.largest_job(team.name, guaranteed_only=True) < guaranteed:
-            warnings.append(f"{PROJECT}:teams[{index}].queue: the team is guaranteed {share.guaranteed} GPUs, but split "
-                            f"over pools ({', '.join(f'{p} {n}' for p, n in share.guarantee.items())}) so that a "
-                            f"{guaranteed}-GPU job fits none of its guaranteed parts: it runs only on borrowed "
-                            "GPUs, which their owners reclaim.")
+            parts = ", ".join(f"{pool} {gpus}" for pool, gpus in share.guarantee.items())
+            warnings.append(f"{PROJECT}:teams[{index}].queue: the team is guaranteed {share.guaranteed} GPUs, "
+                            f"but split over pools ({parts}) so that a {guaranteed}-GPU job fits none of its "
+                            "guaranteed parts: it runs only on borrowed GPUs, which their owners reclaim.")
     return warnings
 
 

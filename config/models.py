@@ -338,6 +338,9 @@ class TeamStackConfig(Model):
                                  f"'{self.team}-', so that teams cannot take each other's namespaces")
             if namespace.own_stack:
                 raise ValueError(f"namespaces[{index}].ownStack belongs in the platform stack's teams, not here")
+            if namespace.queue != TeamQueue():
+                raise ValueError(f"namespaces[{index}].queue: the team's queue (guarantee, cohort, pools) is set in "
+                                 "the platform stack's teams; its namespaces share it, so remove queue here")
         return self
 
     @property

@@ -38,8 +38,9 @@ def _platform_stack(outputs: dict) -> list[str]:
                  "idle GPUs of its cohort up to its ceiling")
     for name, team in sorted(teams.items()):
         pools = ", ".join(f"{pool} {gpus}" for pool, gpus in team["guarantee"].items()) or "none"
+        own_stack = " (its own stack)" if team.get("ownStack") else ""
         lines.append(f"  {name:<24} {team['guaranteedGpus']} GPU guaranteed ({pools}), ceiling {team['gpus']} GPU, "
-                     f"cpu {team['cpu']}, memory {team['memory']}" + (" (its own stack)" if team.get("ownStack") else ""))
+                     f"cpu {team['cpu']}, memory {team['memory']}{own_stack}")
     return lines
 
 

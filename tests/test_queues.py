@@ -233,7 +233,8 @@ def test_a_pool_dedicated_to_a_team_is_in_no_other_teams_queue():
 
 
 def cluster_queues_of_every_stack() -> list[dict[str, Any]]:
-    return [q for stack in ("local", "dev", "prod", "gcp-dev") for q in kueue(synthesize(stack), "ClusterQueue").values()]
+    return [queue for stack in ("local", "dev", "prod", "gcp-dev")
+            for queue in kueue(synthesize(stack), "ClusterQueue").values()]
 
 
 def test_kueue_objects_validate_against_their_crds_schemas_and_cel_rules(shared, upstream):
@@ -306,10 +307,9 @@ def test_a_split_guarantee_that_only_borrowing_can_join_is_a_warning():
     synthesis = synth_with(cluster={"cloud": "kind", "gpuPools": ADMISSIBILITY_POOLS},
                            teams=[team(name, 3, gpus={"left": 1, "right": 1}) for name in ("a", "b")])
     assert synthesis.warnings == [
-        "mlplatform:teams[0].queue: the team is guaranteed 2 GPUs, but split over pools (left 1, right 1) so that a 2-GPU job "
-        "fits none of its guaranteed parts: it runs only on borrowed GPUs, which their owners reclaim.",
-        "mlplatform:teams[1].queue: the team is guaranteed 2 GPUs, but split over pools (left 1, right 1) so that a 2-GPU job "
-        "fits none of its guaranteed parts: it runs only on borrowed GPUs, which their owners reclaim."]
+        f"mlplatform:teams[{index}].queue: the team is guaranteed 2 GPUs, but split over pools (left 1, right 1) so "
+        "that a 2-GPU job fits none of its guaranteed parts: it runs only on borrowed GPUs, which their owners "
+        "reclaim." for index in (0, 1)]
 
 
 def test_every_stack_in_the_repo_lets_each_team_borrow():
@@ -337,3 +337,10 @@ def test_bad_queue_config(teams, message):
     with pytest.raises(ConfigError) as caught:
         synth_with(cluster={"cloud": "kind", "gpuPools": POOLS}, teams=teams)
     assert message in str(caught.value), str(caught.value)
+
+
+def test_a_team_stacks_namespaces_share_the_queue_the_platform_sets():
+    namespace = team("vision-dev", 1, guaranteedGpus=1)
+    with pytest.raises(ConfigError, match=r"namespaces\[0\]\.queue: the team's queue \(guarantee, cohort, pools\) is "
+                                          "set in the platform stack's teams"):
+        synth_with(platformStack="organization/mlplatform/local", team="vision", namespaces=[namespace])

@@ -59,7 +59,8 @@ def test_quota_caps_cpu_memory_gpus_pods_and_storage():
     assert quota["metadata"]["namespace"] == "vision"
     assert quota["spec"]["hard"] == {
         "requests.cpu": "16", "requests.memory": "64Gi", "limits.cpu": "32", "limits.memory": "64Gi",
-        "requests.nvidia.com/gpu": "4", "requests.nvidia.com/gpu.shared": "4", "pods": "40", "persistentvolumeclaims": "5", "requests.storage": "2Ti",
+        "requests.nvidia.com/gpu": "4", "requests.nvidia.com/gpu.shared": "4", "pods": "40",
+        "persistentvolumeclaims": "5", "requests.storage": "2Ti",
     }
 
 
