@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
-import yaml
 import pulumi_kubernetes as k8s
+import yaml
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.gpu import ML_PRIORITY_CLASSES

@@ -96,6 +96,7 @@ def crd_rule_failures(schema: dict[str, Any], value: Any, path: str = "") -> lis
     return failures
 
 
+@lru_cache(maxsize=None)
 def crd_schema(crd_file: Path, version: str) -> dict[str, Any]:
     """The openAPIV3Schema of one version of a CRD file, as written (not made strict)."""
     crd = yaml.safe_load(crd_file.read_text())

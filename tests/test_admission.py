@@ -8,12 +8,11 @@ from typing import Any
 
 import pytest
 
-from synth import synthesize
 from synth.engine import Synthesis
 from synth.output import helm_releases
 from synth.schema import check_manifests
 from tests.cel import admit
-from tests.conftest import synth_with
+from tests.conftest import PLATFORM_STACKS, stack_config, synth_with
 
 POOLS = [{"name": "t4", "gpusPerNode": 4}, {"name": "a100", "accelerator": "nvidia-a100-80gb", "gpusPerNode": 2}]
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
@@ -202,8 +201,8 @@ def _actions(synthesis: Synthesis) -> set[tuple[str, ...]]:
 
 def test_warn_and_audit_on_dev_like_stacks_deny_in_prod_configurable(synthesis):
     assert _actions(synthesis) == {("Warn", "Audit")}
-    assert _actions(synthesize("dev")) == {("Warn", "Audit")}
-    assert _actions(synthesize("prod")) == {("Deny", "Audit")}
+    assert {stack: stack_config(stack).admission_enforcement for stack in PLATFORM_STACKS} == {
+        "local": "warn", "dev": "warn", "gcp-dev": "warn", "prod": "deny"}
     assert _actions(synth_with(cluster={"cloud": "kind"}, admission={"enforcement": "deny"})) == {("Deny", "Audit")}
 
 

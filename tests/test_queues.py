@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from components.gpu import ML_PRIORITY_CLASSES
-from components.queues import KUEUE_FRAMEWORKS
+from components.queues import KUEUE_FRAMEWORKS, cluster_queue
+from config.queues import pool_shapes, queue_layout
 from config.errors import ConfigError
 from synth import synthesize
 from synth.engine import Synthesis
@@ -18,7 +19,7 @@ from synth.output import helm_releases
 from synth.schema import check_manifests
 from tests.cel import crd_violations
 from tests.chart_values import chart_values, unknown_keys
-from tests.conftest import synth_with
+from tests.conftest import PLATFORM_STACKS, stack_config, synth_with
 from versions import KUEUE, KUEUE_IMAGE_TAG
 
 # One node of each: a job of up to 4 GPUs fits t4, up to 2 fits a100.
@@ -191,7 +192,7 @@ def test_local_queues_wait_for_kueue(shared):
     assert all(release.urn in r.depends_on for r in shared.resources if r.inputs.get("kind") == "LocalQueue")
 
 
-def test_team_stack_namespaces_share_their_teams_queue():
+def test_team_stack_namespaces_share_their_teams_queue(local_synth):
     vision = synthesize("team-vision")
     queues = local_queues(vision)
     assert set(queues) == {(ns, q) for ns in ("vision-dev", "vision-serving") for q in ("vision", "default")}
@@ -199,7 +200,7 @@ def test_team_stack_namespaces_share_their_teams_queue():
     labels = [r.inputs["metadata"]["labels"]["mlplatform.io/team"]
               for r in vision.of_type("kubernetes:core/v1:Namespace")]
     assert labels == ["vision", "vision"]
-    assert "vision" in kueue(synthesize("local"), "ClusterQueue")
+    assert "vision" in kueue(local_synth, "ClusterQueue")
 
 
 def test_renamed_time_sliced_shares_are_queued_and_quota_d():
@@ -232,11 +233,6 @@ def test_a_pool_dedicated_to_a_team_is_in_no_other_teams_queue():
     assert list(gpu_flavors(queues["web"])) == ["t4"]
 
 
-def cluster_queues_of_every_stack() -> list[dict[str, Any]]:
-    return [queue for stack in ("local", "dev", "prod", "gcp-dev")
-            for queue in kueue(synthesize(stack), "ClusterQueue").values()]
-
-
 def test_kueue_objects_validate_against_their_crds_schemas_and_cel_rules(shared, upstream):
     objects = [o for kind in ("ResourceFlavor", "ClusterQueue", "WorkloadPriorityClass")
                for o in kueue(shared, kind).values()] + list(local_queues(shared).values())
@@ -267,14 +263,19 @@ def test_the_crd_cel_rules_are_really_evaluated(shared, upstream):
 
 def test_every_stacks_cluster_queues_pass_the_crd_cel_rules(upstream):
     crd = upstream / "kueue" / "crds" / "kueue.x-k8s.io_clusterqueues.yaml"
-    for queue in cluster_queues_of_every_stack():
-        assert crd_violations(crd, "v1beta2", queue) == [], queue["metadata"]["name"]
+    for stack in PLATFORM_STACKS:
+        config = stack_config(stack)
+        layout = queue_layout(pool_shapes(config.cluster), config.teams)
+        for team in config.teams:
+            queue = {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue", "metadata": {"name": team.name},
+                     "spec": cluster_queue(layout.teams[team.name], layout, team, team_label=team.name)}
+            assert crd_violations(crd, "v1beta2", queue) == [], (stack, team.name)
+            assert check_manifests([queue], upstream_dir=upstream).errors == [], (stack, team.name)
 
 
 def test_kueue_values_exist_in_its_chart(shared, upstream):
     values = kueue_release(shared)["values"]
-    assert unknown_keys(values, chart_values(upstream, "kueue"), free_form={
-        "controllerManager.nodeSelector", "controllerManager.podDisruptionBudget"}) == []
+    assert unknown_keys(values, chart_values(upstream, "kueue"), free_form={"controllerManager.nodeSelector"}) == []
     # The frameworks are the chart's own default list.
     chart = yaml.safe_load(chart_values(upstream, "kueue")["managerConfig"]["controllerManagerConfigYaml"])
     assert list(KUEUE_FRAMEWORKS) == chart["integrations"]["frameworks"]
@@ -312,10 +313,11 @@ def test_a_split_guarantee_that_only_borrowing_can_join_is_a_warning():
         "reclaim." for index in (0, 1)]
 
 
-def test_every_stack_in_the_repo_lets_each_team_borrow():
-    for stack in ("local", "dev", "prod", "gcp-dev"):
-        teams = synthesize(stack).outputs["teams"]
-        assert any(t["gpus"] > t["guaranteedGpus"] for t in teams.values()), stack
+def test_every_stack_in_the_repo_lets_a_team_borrow():
+    for stack in PLATFORM_STACKS:
+        config = stack_config(stack)
+        layout = queue_layout(pool_shapes(config.cluster), config.teams)
+        assert any(share.borrowing for share in layout.teams.values()), stack
 
 
 @pytest.mark.parametrize("teams, message", [
