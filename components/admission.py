@@ -121,8 +121,9 @@ def team_policies(layout: QueueLayout) -> list[Policy]:
             f"GPU work in a team namespace goes through the team's Kueue queue: label it {QUEUE_LABEL}: "
             f"<team> (or leave the label off for the namespace's {DEFAULT_LOCAL_QUEUE!r} queue), or run it as a "
             "Job whose pods the queue admits.",
+            # string(): a messageExpression must be typed string, and variables are dyn.
             f"'GPU work in a team namespace goes through the team\\'s Kueue queue: label it {QUEUE_LABEL}: ' + "
-            f"variables.team + ' (or leave the label off for the namespace\\'s {DEFAULT_LOCAL_QUEUE} queue), "
+            f"string(variables.team) + ' (or leave the label off for the namespace\\'s {DEFAULT_LOCAL_QUEUE} queue), "
             "or run it as a Job whose pods the queue admits.'"),)),
         Policy("team-pools-only", (
             Check("!has(variables.spec.nodeName)",
