@@ -68,7 +68,8 @@ def policy_variables(layout: QueueLayout, system_node_selector: Mapping[str, str
     for pool in layout.pools.values():
         largest[pool.resource] = max(largest[pool.resource], pool.node_gpus)
     return [
-        ("spec", "object.kind == 'Pod' ? object.spec : object.spec.template.spec"),
+        # A Job's pods are its template's; told apart by shape, which needs no apiVersion or kind in the object.
+        ("spec", "has(object.spec.template) ? object.spec.template.spec : object.spec"),
         ("containers", "variables.spec.containers + "
                        "(has(variables.spec.initContainers) ? variables.spec.initContainers : [])"),
         ("gpuContainers", "variables.containers.filter(c, has(c.resources) && "
@@ -113,8 +114,8 @@ def team_policies(layout: QueueLayout) -> list[Policy]:
             "are never shared beyond what they advertise: set the GPUs in resources.limits (requests then "
             "default to them), or make requests equal limits."),)),
         Policy("gpu-work-through-team-queue", (Check(
-            "!variables.requestsGpu || "
-            "(object.kind == 'Pod' && has(object.metadata.ownerReferences) && "
+            # What a controller owns (a Job's pods, a JobSet's Jobs) went through the queue as its owner.
+            "!variables.requestsGpu || (has(object.metadata.ownerReferences) && "
             "object.metadata.ownerReferences.exists(o, has(o.controller) && o.controller)) || "
             f"({_cel(QUEUE_LABEL)} in variables.labels && variables.labels[{_cel(QUEUE_LABEL)}] in "
             f"[variables.team, {_cel(DEFAULT_LOCAL_QUEUE)}])",

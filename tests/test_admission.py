@@ -59,17 +59,17 @@ def pod(*, gpus: int | None = 1, requests: dict[str, Any] | None = None, labels:
 
 
 def job(of: dict[str, Any]) -> dict[str, Any]:
-    """The pod's spec as a Job's template, the Job carrying the pod's labels."""
+    """The pod's spec as a Job's template, the Job carrying the pod's labels and owners."""
     return {"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": "train", "namespace": "research", "labels": of["metadata"]["labels"]},
+            "metadata": {key: value for key, value in of["metadata"].items() if key != "name"} | {"name": "train"},
             "spec": {"template": {"spec": of["spec"] | {"restartPolicy": "Never"}}}}
 
 
-def owned(of: dict[str, Any]) -> dict[str, Any]:
-    """The pod as a Job's controller creates it: owned by the job, without the queue label."""
+def owned(of: dict[str, Any], owner: tuple[str, str] = ("batch/v1", "Job")) -> dict[str, Any]:
+    """The object as its owner's controller creates it (by default a Job's pod), without the queue label."""
     created = copy.deepcopy(of)
     created["metadata"]["labels"] = {"batch.kubernetes.io/job-name": "train"}
-    created["metadata"]["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": "train",
+    created["metadata"]["ownerReferences"] = [{"apiVersion": owner[0], "kind": owner[1], "name": "train",
                                                "uid": "7c7a2b7e-0000-4000-8000-000000000001", "controller": True}]
     return created
 
@@ -116,6 +116,8 @@ TABLE: list[tuple[str, str, dict[str, Any], str, bool]] = [
     ("gpu-work-through-team-queue", "GPU job without a queue", job(pod(labels={})), "research", False),
     ("gpu-work-through-team-queue", "GPU job with the team's queue", job(pod()), "research", True),
     ("gpu-work-through-team-queue", "pod created by a job", owned(pod()), "research", True),
+    ("gpu-work-through-team-queue", "job created by a JobSet", owned(job(pod()), ("jobset.x-k8s.io/v1alpha2", "JobSet")),
+     "research", True),
     ("gpu-work-through-team-queue", "CPU pod without a queue", CPU_POD, "research", True),
     ("team-pools-only", "own dedicated pool", pod(nodeSelector={"mlplatform.io/pool": "a100"}), "research", True),
     ("team-pools-only", "a shared pool", pod(nodeSelector={"mlplatform.io/pool": "t4"}), "web", True),
