@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from config.base import GpuPools, GpuSharing
 from config.models import Team
@@ -62,10 +63,19 @@ class QueueLayout:
     # Pools only one team may use: pool -> team.
     dedicated: dict[str, str]
 
+    @cached_property
+    def _lent(self) -> dict[tuple[str, str], int]:
+        """GPUs each cohort lends per pool, summed once: a thousand teams would otherwise sum a million times."""
+        lent: dict[tuple[str, str], int] = {}
+        for share in self.teams.values():
+            for pool, amount in share.lending.items():
+                lent[(share.cohort, pool)] = lent.get((share.cohort, pool), 0) + amount
+        return lent
+
     def lendable(self, cohort: str, pool: str, *, besides: str) -> int:
         """GPUs of `pool` the other teams of a cohort lend while idle."""
-        return sum(share.lending.get(pool, 0) for share in self.teams.values()
-                   if share.cohort == cohort and share.name != besides)
+        own = self.teams[besides]
+        return self._lent.get((cohort, pool), 0) - (own.lending.get(pool, 0) if own.cohort == cohort else 0)
 
     def reach(self, team: str, pool: str) -> int:
         """The most GPUs of `pool` a team's queue can be admitted with when its cohort is idle."""
