@@ -224,3 +224,12 @@ def test_team_editors_may_declare_monitors_and_prometheus_finds_them(synthesis):
     assert prometheus["serviceMonitorSelectorNilUsesHelmValues"] is False
     assert prometheus["podMonitorSelectorNilUsesHelmValues"] is False
     assert not prometheus.get("serviceMonitorNamespaceSelector") and not prometheus.get("podMonitorNamespaceSelector")
+
+
+def test_every_child_is_parented_named_after_the_component_and_uses_the_clusters_provider(synthesis):
+    (component,) = synthesis.of_type("mlplatform:admission:TeamAdmission")
+    children = synthesis.children_of(component.urn)
+    # a policy and its binding for each of six policies, and two aggregated ClusterRoles
+    assert len(children) == 14
+    providers = {r.urn for r in synthesis.of_type("pulumi:providers:kubernetes")}
+    assert all(child.name.startswith("admission-") and child.provider in providers for child in children)
