@@ -1,7 +1,8 @@
 """Fair sharing of GPUs between teams with Kueue: a ClusterQueue per team in a cohort that lends idle GPUs.
 
-A ResourceQuota caps what a team holds; Kueue queues its jobs and, while other teams leave GPUs idle, lets
-it borrow them up to that cap, preempting the borrower when the owner needs them back.
+A team is guaranteed some GPUs (held against pool capacity) and capped at a ceiling (its ResourceQuota): Kueue
+queues its jobs, lends its idle guarantee to the cohort, lets it borrow idle GPUs up to its ceiling, and
+preempts borrowers when an owner wants its guarantee back.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
+import yaml
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.gpu import ML_PRIORITY_CLASSES
@@ -18,11 +20,37 @@ from components.kube import KubernetesObject, helm_release, platform_namespace
 from components.team import TEAM_LABEL
 from versions import KUEUE, KUEUE_IMAGE, KUEUE_IMAGE_TAG
 from config.models import KUEUE_NAMESPACE, Team
+from config.queues import QueueLayout, TeamShare
 
 KUEUE_API = "kueue.x-k8s.io/v1beta2"
 CPU_FLAVOR = "default"
 # Borrowers may preempt only best-effort work of other teams; owners always reclaim what they lent.
 BEST_EFFORT_PRIORITY = min(p.value for p in ML_PRIORITY_CLASSES)
+
+
+# Kueue's frameworks (the chart's default list): their jobs are queued wherever Kueue manages jobs.
+KUEUE_FRAMEWORKS = ("batch/job", "kubeflow.org/mpijob", "ray.io/rayjob", "ray.io/rayservice", "ray.io/raycluster",
+                    "jobset.x-k8s.io/jobset", "workload.codeflare.dev/appwrapper", "trainer.kubeflow.org/trainjob",
+                    "pod", "deployment", "statefulset", "leaderworkerset.x-k8s.io/leaderworkerset")
+# Team namespaces, and only they: their jobs go through Kueue even without a queue name, and Kueue's
+# fail-closed pod, deployment and statefulset webhooks cover nothing else (the chart gives every job webhook
+# this selector, see its templates/webhook/manifests.yaml), so a Kueue outage never blocks the platform's own
+# pods (GPU agents, monitoring, kube-system).
+TEAM_NAMESPACES = {"matchExpressions": [{"key": TEAM_LABEL, "operator": "Exists"}]}
+
+
+def kueue_manager_config() -> dict[str, Any]:
+    """Kueue's Configuration (config.kueue.x-k8s.io/v1beta2). What it leaves out takes Kueue's defaults
+    (apis/config/v1beta2/defaults.go at v0.19.2): ports, leader election, waitForPodsReady (30 minutes)."""
+    return {
+        "apiVersion": "config.kueue.x-k8s.io/v1beta2",
+        "kind": "Configuration",
+        # A job without kueue.x-k8s.io/queue-name in a team namespace is still Kueue's: it gets the namespace's
+        # `default` LocalQueue (the team's queue), so leaving the label off bypasses nothing.
+        "manageJobsWithoutQueueName": True,
+        "managedJobsNamespaceSelector": TEAM_NAMESPACES,
+        "integrations": {"frameworks": list(KUEUE_FRAMEWORKS)},
+    }
 
 
 def kueue_values(cluster: ClusterHandle) -> dict[str, Any]:
@@ -31,7 +59,16 @@ def kueue_values(cluster: ClusterHandle) -> dict[str, Any]:
             "manager": {"image": {"repository": KUEUE_IMAGE, "tag": KUEUE_IMAGE_TAG, "pullPolicy": "IfNotPresent"},
                         "priorityClassName": "system-cluster-critical"},
             "nodeSelector": dict(cluster.system_node_selector),
+            # Its webhooks fail closed in team namespaces: one restart or drained node must not stop admissions.
+            # Both replicas serve the webhooks; leader election picks the one that runs the controllers.
+            "replicas": 2,
+            "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
+            "topologySpreadConstraints": [{
+                "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "kueue",
+                                                  "control-plane": "controller-manager"}}}],
         },
+        "managerConfig": {"controllerManagerConfigYaml": yaml.safe_dump(kueue_manager_config(), sort_keys=False)},
         # Its metrics, scraped by the platform's Prometheus through the chart's ServiceMonitor.
         "enablePrometheus": True,
     }
@@ -42,30 +79,38 @@ def gpu_flavor(pool: GpuPool) -> dict[str, Any]:
     return {"nodeLabels": {POOL_LABEL: pool.name}, "tolerations": gpu_tolerations((pool,))}
 
 
-def cluster_queue(team: Team, capacities: dict[str, int], *, team_label: str) -> dict[str, Any]:
-    nominal = team.nominal_gpus(capacities)
-    borrowing = team.quota.gpus - sum(nominal.values())
+def cluster_queue(share: TeamShare, layout: QueueLayout, team: Team, *, team_label: str) -> dict[str, Any]:
+    """A team's ClusterQueue: CPU and memory at its quota; per pool it may use, its guarantee there (lent while
+    idle up to its lending limit) and borrowing of idle GPUs up to its ceiling."""
     groups: list[dict[str, Any]] = [{
         "coveredResources": ["cpu", "memory"],
         "flavors": [{"name": CPU_FLAVOR, "resources": [
             {"name": "cpu", "nominalQuota": team.quota.requests.cpu},
             {"name": "memory", "nominalQuota": team.quota.requests.memory}]}],
     }]
-    if nominal:
-        def gpu_resource(pool: str) -> dict[str, Any]:
-            resource: dict[str, Any] = {"name": "nvidia.com/gpu", "nominalQuota": nominal[pool],
-                                        "borrowingLimit": borrowing}
-            if team.queue.lending_limit is not None:
-                resource["lendingLimit"] = min(team.queue.lending_limit, nominal[pool])
-            return resource
-        groups.append({"coveredResources": ["nvidia.com/gpu"],
-                       "flavors": [{"name": pool, "resources": [gpu_resource(pool)]} for pool in nominal]})
+    # Every flavor of a group lists every resource the group covers (a CEL rule of the CRD): a pool's own GPU
+    # resource carries its numbers, the others' zero.
+    resources = sorted({layout.pools[pool].resource for pool in share.pools})
+
+    def gpu_resource(pool: str, resource: str) -> dict[str, Any]:
+        if resource != layout.pools[pool].resource:
+            return {"name": resource, "nominalQuota": 0, "borrowingLimit": 0, "lendingLimit": 0}
+        return {"name": resource, "nominalQuota": share.guarantee.get(pool, 0), "borrowingLimit": share.borrowing,
+                "lendingLimit": share.lending.get(pool, 0)}
+
+    if share.pools:
+        groups.append({"coveredResources": resources, "flavors": [
+            {"name": pool, "resources": [gpu_resource(pool, r) for r in resources]} for pool in share.pools]})
     return {
-        "cohortName": team.queue.cohort,
+        "cohortName": share.cohort,
         "namespaceSelector": {"matchLabels": {TEAM_LABEL: team_label}},
         "queueingStrategy": "BestEffortFIFO",
         "resourceGroups": groups,
+        # Flavors are listed the team's guaranteed pools first; a job tries every pool where its guarantee
+        # has room before it borrows or preempts in one.
+        "flavorFungibility": {"whenCanBorrow": "TryNextFlavor", "whenCanPreempt": "TryNextFlavor"},
         "preemption": {
+            # An owner gets lent GPUs back at once: borrowers in its cohort are preempted, whatever their priority.
             "reclaimWithinCohort": "Any",
             "borrowWithinCohort": {"policy": "LowerPriority", "maxPriorityThreshold": BEST_EFFORT_PRIORITY},
             "withinClusterQueue": "LowerPriority",
@@ -76,7 +121,7 @@ def cluster_queue(team: Team, capacities: dict[str, int], *, team_label: str) ->
 class Queues(pulumi.ComponentResource):
     release: k8s.helm.v3.Release
 
-    def __init__(self, name: str, cluster: ClusterHandle, teams: list[Team], *, capacities: dict[str, int],
+    def __init__(self, name: str, cluster: ClusterHandle, teams: list[Team], *, layout: QueueLayout,
                  after: list[pulumi.Resource], opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:queues:Queues", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
@@ -102,6 +147,6 @@ class Queues(pulumi.ComponentResource):
             k8s.apiextensions.CustomResource(
                 f"{name}-{team.name}", api_version=KUEUE_API, kind="ClusterQueue",
                 metadata=ObjectMetaArgs(name=team.name),
-                spec=cluster_queue(team, capacities, team_label=team.name),
+                spec=cluster_queue(layout.teams[team.name], layout, team, team_label=team.name),
                 opts=pulumi.ResourceOptions.merge(after_crds, pulumi.ResourceOptions(depends_on=flavors)))
         self.register_outputs({"clusterQueues": [team.name for team in teams]})

@@ -11,9 +11,12 @@ from pulumi_kubernetes.rbac.v1 import RoleRefArgs, SubjectArgs
 
 from components.kube import pod_security_labels
 from config.models import Team
+from config.queues import GPU_RESOURCE, SHARED_GPU_RESOURCE
 
 TEAM_LABEL = "mlplatform.io/team"
-GPU_QUOTA_KEY = "requests.nvidia.com/gpu"
+GPU_QUOTA_KEY = f"requests.{GPU_RESOURCE}"
+# Kueue gives a job without a queue name the namespace's LocalQueue of this name (Kueue's default LocalQueue).
+DEFAULT_LOCAL_QUEUE = "default"
 
 
 def quota_hard(team: Team) -> dict[str, str]:
@@ -25,7 +28,9 @@ def quota_hard(team: Team) -> dict[str, str]:
         "limits.cpu": quota.effective_limits.cpu,
         "limits.memory": quota.effective_limits.memory,
         # Extended resources are quota'd on requests only: Kubernetes requires their limits to equal requests.
+        # The ceiling holds whichever way a pool advertises its GPUs (time-sliced shares renamed or not).
         GPU_QUOTA_KEY: str(quota.gpus),
+        f"requests.{SHARED_GPU_RESOURCE}": str(quota.gpus),
         "pods": str(quota.pods),
         "persistentvolumeclaims": str(quota.persistent_volume_claims),
         "requests.storage": quota.storage,
@@ -84,6 +89,11 @@ class TeamNamespace(pulumi.ComponentResource):
             )
 
         all_pods = LabelSelectorArgs()
+
+        def namespace_peer(namespace: str) -> NetworkPolicyPeerArgs:
+            return NetworkPolicyPeerArgs(namespace_selector=LabelSelectorArgs(
+                match_labels={"kubernetes.io/metadata.name": namespace}))
+
         def ingress_from(peer: NetworkPolicyPeerArgs) -> list[NetworkPolicyIngressRuleArgs]:
             return [NetworkPolicyIngressRuleArgs(from_=[peer])]
 
@@ -91,9 +101,11 @@ class TeamNamespace(pulumi.ComponentResource):
         policies = {
             "default-deny-ingress": [],
             "allow-same-namespace": ingress_from(NetworkPolicyPeerArgs(pod_selector=all_pods)),
-            "allow-from-monitoring": ingress_from(NetworkPolicyPeerArgs(namespace_selector=LabelSelectorArgs(
-                match_labels={"kubernetes.io/metadata.name": monitoring_namespace}))),
+            "allow-from-monitoring": ingress_from(namespace_peer(monitoring_namespace)),
         }
+        if team.ingress_controller_namespace:
+            # A serving namespace takes traffic through the cluster's ingress controller, and from nowhere else.
+            policies["allow-from-ingress-controller"] = ingress_from(namespace_peer(team.ingress_controller_namespace))
         for policy_name, ingress in policies.items():
             k8s.networking.v1.NetworkPolicy(
                 f"{name}-{policy_name}",
@@ -103,11 +115,12 @@ class TeamNamespace(pulumi.ComponentResource):
             )
 
         # The team's queue in its namespace, named after the team: jobs ask for it by the label
-        # kueue.x-k8s.io/queue-name: <team>.
-        k8s.apiextensions.CustomResource(
-            f"{name}-queue", api_version="kueue.x-k8s.io/v1beta2", kind="LocalQueue", metadata=metadata(owner),
-            spec={"clusterQueue": owner},
-            opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=queue_after or [])))
+        # kueue.x-k8s.io/queue-name: <team>. Jobs without the label get the `default` one, the same queue.
+        after_kueue = pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=queue_after or []))
+        for resource_name, queue_name in ((f"{name}-queue", owner), (f"{name}-default-queue", DEFAULT_LOCAL_QUEUE)):
+            k8s.apiextensions.CustomResource(
+                resource_name, api_version="kueue.x-k8s.io/v1beta2", kind="LocalQueue", metadata=metadata(queue_name),
+                spec={"clusterQueue": owner}, opts=after_kueue)
 
         self.namespace = namespace.metadata.name
         self.register_outputs({"namespace": self.namespace})

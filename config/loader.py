@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from config.errors import PROJECT, ConfigError, format_validation_error, stack_file
 from config.models import PlatformConfig, TeamStackConfig
+from config.queues import pool_shapes, queue_layout
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -49,55 +50,103 @@ def _set_secrets_aside(raw: dict[str, Any], stack: str) -> None:
 
 
 def check_gpu_capacity(config: PlatformConfig, stack: str) -> list[str]:
-    """Error when the teams' GPU quotas exceed the GPU pools' capacity; a warning if overcommit is allowed."""
-    capacity = config.cluster.gpu_capacity()
+    """Error when the teams' guarantees exceed the GPU pools' capacity; a warning if overcommit is allowed."""
+    capacity = sum(pool.capacity for pool in pool_shapes(config.cluster))
     if config.team_gpus <= capacity:
         return []
-    numbers = (f"the teams' GPU quotas add up to {config.team_gpus} GPUs but the GPU pools hold at most "
+    numbers = (f"the teams' guaranteed GPUs add up to {config.team_gpus} GPUs but the GPU pools hold at most "
                f"{capacity}")
     if config.capacity.allow_overcommit:
         return [f"{numbers}: overcommitted, as mlplatform:capacity.allowOvercommit allows; not every team can "
-                "use its whole GPU quota at once."]
+                "use its whole guarantee at once."]
     raise ConfigError(
-        f"{stack_file(stack)}: {PROJECT}:teams: {numbers}. Lower teams[].quota.gpus, add GPU pool capacity, "
-        f"or set {PROJECT}:capacity.allowOvercommit to true to accept that not every quota can be met at once."
+        f"{stack_file(stack)}: {PROJECT}:teams: {numbers}. Lower teams[].queue.guaranteedGpus (or quota.gpus), add "
+        f"GPU pool capacity, or set {PROJECT}:capacity.allowOvercommit to true to accept that not every guarantee "
+        "can be met at once."
     )
 
 
-def check_queues(config: PlatformConfig, stack: str) -> list[str]:
-    """The teams' Kueue queues against the GPU pools, their quotas and their cohorts."""
-    file = stack_file(stack)
-    capacity = config.cluster.pool_capacities()
-    pools = list(capacity)
-    warnings: list[str] = []
+def _refuse_uncounted_gpu_resources(config: PlatformConfig, file: str) -> None:
+    for index, pool in enumerate(config.cluster.gpu_pools):
+        if pool.sharing.mig_strategy == "mixed":
+            raise ConfigError(
+                f"{file}: {PROJECT}:cluster.gpuPools[{index}].sharing.migStrategy: mixed advertises one resource "
+                "per MIG profile (nvidia.com/mig-1g.10gb, ...) in numbers that depend on how each node is "
+                "partitioned, so the teams' ResourceQuotas and Kueue queues could not count them and pods asking "
+                "for them would escape both. Use single (every GPU cut the same way, counted as nvidia.com/gpu) "
+                "or none.")
+
+
+def _check_pools_named(config: PlatformConfig, file: str) -> None:
+    pools = config.cluster.gpu_pool_names()
+    owners: dict[str, str] = {}
     for index, team in enumerate(config.teams):
         where = f"{file}: {PROJECT}:teams[{index}].queue"
-        for pool in (team.queue.gpus or {}):
-            if pool not in pools:
-                raise ConfigError(f"{where}.gpus.{pool}: no GPU pool is named {pool!r}; the pools are: "
-                                  f"{', '.join(pools) or 'none'}.")
-        nominal = sum(team.nominal_gpus(capacity).values())
-        if nominal > team.quota.gpus:
-            raise ConfigError(f"{where}.gpus: {nominal} guaranteed GPUs, more than the team's quota.gpus "
-                              f"({team.quota.gpus}), which caps what its pods may hold; raise the quota or lower "
-                              "these.")
-        borrowing = team.quota.gpus - nominal
-        lendable = sum(other.queue.lending_limit if other.queue.lending_limit is not None
-                       else sum(other.nominal_gpus(capacity).values())
-                       for other in config.teams if other is not team and other.queue.cohort == team.queue.cohort)
-        if borrowing > lendable:
-            raise ConfigError(f"{where}: the team may borrow up to {borrowing} GPUs (quota.gpus {team.quota.gpus} "
-                              f"minus {nominal} guaranteed), but its cohort {team.queue.cohort!r} can lend at most "
-                              f"{lendable}; guarantee more of the quota, or lower it.")
-    for pool in pools:
-        guaranteed = sum(team.nominal_gpus(capacity)[pool] for team in config.teams)
-        if guaranteed > capacity[pool]:
-            numbers = f"the teams' queues guarantee {guaranteed} GPUs of pool {pool!r}, which holds at most " \
-                      f"{capacity[pool]}"
-            if not config.capacity.allow_overcommit:
-                raise ConfigError(f"{file}: {PROJECT}:teams: {numbers}. Lower teams[].queue.gpus, add capacity, or "
-                                  f"set {PROJECT}:capacity.allowOvercommit to true.")
-            warnings.append(f"{numbers}: overcommitted, as mlplatform:capacity.allowOvercommit allows.")
+        for key, named in (("gpus", list(team.queue.gpus or {})), ("dedicatedPools", team.queue.dedicated_pools)):
+            for pool in named:
+                if pool not in pools:
+                    raise ConfigError(f"{where}.{key}.{pool}: no GPU pool is named {pool!r}; the pools are: "
+                                      f"{', '.join(pools) or 'none'}.")
+        for pool in team.queue.dedicated_pools:
+            if pool in owners:
+                raise ConfigError(f"{where}.dedicatedPools: pool {pool!r} is already dedicated to team "
+                                  f"{owners[pool]!r}; a pool is dedicated to one team at most.")
+            owners[pool] = team.name
+    for index, team in enumerate(config.teams):
+        for pool in team.queue.gpus or {}:
+            if owners.get(pool, team.name) != team.name:
+                raise ConfigError(f"{file}: {PROJECT}:teams[{index}].queue.gpus.{pool}: pool {pool!r} is dedicated "
+                                  f"to team {owners[pool]!r}; guarantee this team GPUs of another pool.")
+
+
+def check_queues(config: PlatformConfig, stack: str) -> list[str]:
+    """The teams' Kueue queues against the GPU pools, their ceilings and their cohorts."""
+    file = stack_file(stack)
+    _refuse_uncounted_gpu_resources(config, file)
+    _check_pools_named(config, file)
+    layout = queue_layout(pool_shapes(config.cluster), config.teams)
+    overcommit = config.capacity.allow_overcommit
+    warnings: list[str] = []
+
+    def refuse(key: str, problem: str, fix: str) -> None:
+        if not overcommit:
+            raise ConfigError(f"{file}: {PROJECT}:{key}: {problem} {fix}, or set {PROJECT}:capacity.allowOvercommit "
+                              "to true.")
+        warnings.append(f"{PROJECT}:{key}: {problem} Overcommitted, as {PROJECT}:capacity.allowOvercommit allows.")
+
+    for pool, shape in layout.pools.items():
+        guaranteed = sum(share.guarantee.get(pool, 0) for share in layout.teams.values())
+        if guaranteed > shape.capacity:
+            refuse("teams", f"the teams' queues guarantee {guaranteed} GPUs of pool {pool!r}, which "
+                   f"holds at most {shape.capacity}.", "Lower teams[].queue guarantees, add capacity")
+        if not guaranteed and config.teams:
+            warnings.append(f"{PROJECT}:teams: no team's queue is guaranteed GPUs of pool {pool!r}, so no queue can "
+                            "admit work there (queues borrow only what a guarantee lends); give a team a guarantee "
+                            "in it (teams[].queue.gpus).")
+    for index, team in enumerate(config.teams):
+        where = f"{file}: {PROJECT}:teams[{index}]"
+        share = layout.teams[team.name]
+        lendable = sum(layout.lendable(share.cohort, pool, besides=team.name) for pool in share.pools)
+        if share.borrowing > lendable:
+            raise ConfigError(f"{where}.queue: the team may borrow up to {share.borrowing} GPUs (quota.gpus "
+                              f"{team.quota.gpus} minus {share.guaranteed} guaranteed), but its cohort "
+                              f"{share.cohort!r} can lend it at most {lendable}; guarantee more of the quota, or "
+                              "lower it.")
+        wanted = layout.largest_node_within(team.name, share.ceiling)
+        admissible = layout.largest_job(team.name)
+        if admissible < wanted:
+            reach = ", ".join(f"{pool} {layout.reach(team.name, pool)}" for pool in share.pools)
+            refuse(f"teams[{index}].queue", f"a job of {admissible + 1} GPUs on one node is within the team's "
+                   f"quota.gpus ({share.ceiling}) and a node of some pool holds it, but no pool can ever admit it: "
+                   f"at most {reach} GPUs (guarantee there plus what the cohort lends).",
+                   f"Guarantee the team up to {wanted} GPUs in one pool (queue.gpus), lower quota.gpus to "
+                   f"{admissible}")
+        guaranteed = layout.largest_node_within(team.name, share.guaranteed, guaranteed_only=True)
+        if layout.largest_job(team.name, guaranteed_only=True) < guaranteed:
+            parts = ", ".join(f"{pool} {gpus}" for pool, gpus in share.guarantee.items())
+            warnings.append(f"{PROJECT}:teams[{index}].queue: the team is guaranteed {share.guaranteed} GPUs, "
+                            f"but split over pools ({parts}) so that a {guaranteed}-GPU job fits none of its "
+                            "guaranteed parts: it runs only on borrowed GPUs, which their owners reclaim.")
     return warnings
 
 

@@ -39,6 +39,8 @@ class TeamQuota(Model):
     requests: CpuMemory
     # Defaults to `requests`: a team may not burst beyond what it reserved.
     limits: CpuMemory | None = None
+    # The team's GPU ceiling: the most GPUs its pods may hold at once, its guarantee (queue) plus what it
+    # borrows from idle GPUs of its cohort. Counted in the pools' units (time-slicing shares, MIG slices).
     gpus: int = Field(default=0, ge=0)
     pods: int = Field(default=100, ge=1)
     persistent_volume_claims: int = Field(default=20, ge=0)
@@ -90,28 +92,32 @@ def team_namespace(value: str) -> str:
     return value
 
 
-def proportional_split(total: int, weights: dict[str, int]) -> dict[str, int]:
-    """`total` split in proportion to `weights`, in whole numbers (largest remainders get the leftovers)."""
-    weight = sum(weights.values())
-    if not weight:
-        return {key: 0 for key in weights}
-    shares = {key: total * w / weight for key, w in weights.items()}
-    split = {key: int(share) for key, share in shares.items()}
-    for key in sorted(shares, key=lambda k: shares[k] - split[k], reverse=True)[:total - sum(split.values())]:
-        split[key] += 1
-    return split
-
-
 class TeamQueue(Model):
-    """The team's Kueue ClusterQueue: its guaranteed GPUs per pool, in a cohort that lends idle GPUs around."""
+    """The team's Kueue ClusterQueue: its guarantee, in a cohort whose teams borrow each other's idle GPUs.
+
+    The guarantee (Kueue's nominal quota) is held against pool capacity, and lent to the cohort while idle; the
+    ceiling is the team's `quota.gpus`, reached by borrowing. An owner reclaims lent GPUs by preemption.
+    """
 
     # Teams in one cohort borrow each other's idle GPUs.
     cohort: DnsLabel = "platform"
-    # Guaranteed GPUs per GPU pool; by default the team's GPU quota spread over the pools in proportion to
-    # their size. What the quota allows beyond them, the team may borrow from its cohort while it is idle.
+    # GPUs the team is guaranteed (default: its whole quota.gpus, so it borrows nothing but still lends);
+    # the platform puts them in one pool where one has room.
+    guaranteed_gpus: int | None = Field(default=None, ge=0)
+    # Or the guarantee per GPU pool, placed by hand.
     gpus: dict[str, Annotated[int, Field(ge=0)]] | None = None
-    # GPUs of its guaranteed share the team lends to its cohort while idle (default: all of them).
+    # GPUs of its guarantee, per pool, the team lends to its cohort while idle (default: all of them).
     lending_limit: int | None = Field(default=None, ge=0)
+    # Pools only this team may use: no other team's queue admits work there, and admission refuses pods of
+    # other teams that select them.
+    dedicated_pools: list[DnsLabel] = []
+
+    @model_validator(mode="after")
+    def _one_way_to_give_the_guarantee(self) -> TeamQueue:
+        if self.gpus is not None and self.guaranteed_gpus is not None:
+            raise ValueError("both gpus and guaranteedGpus are set; give the guarantee as a total (guaranteedGpus, "
+                             "placed by the platform) or per pool (gpus), not both")
+        return self
 
 
 class Team(Model):
@@ -125,12 +131,23 @@ class Team(Model):
     # that the team stack's namespaces must fit in.
     own_stack: bool = False
     queue: TeamQueue = TeamQueue()
+    # The namespace of the cluster's ingress controller (such as ingress-nginx), for a serving namespace that
+    # takes traffic through it; otherwise ingress from outside the namespace stays denied.
+    ingress_controller_namespace: DnsLabel | None = None
 
-    def nominal_gpus(self, capacities: dict[str, int]) -> dict[str, int]:
-        """The team's guaranteed GPUs per pool (every pool named, zero where it has none)."""
+    @property
+    def guaranteed_gpus(self) -> int:
         if self.queue.gpus is not None:
-            return {pool: self.queue.gpus.get(pool, 0) for pool in capacities}
-        return proportional_split(self.quota.gpus, capacities)
+            return sum(self.queue.gpus.values())
+        return self.quota.gpus if self.queue.guaranteed_gpus is None else self.queue.guaranteed_gpus
+
+    @model_validator(mode="after")
+    def _guarantee_within_ceiling(self) -> Team:
+        where = "queue.gpus" if self.queue.gpus is not None else "queue.guaranteedGpus"
+        if self.guaranteed_gpus > self.quota.gpus:
+            raise ValueError(f"{where}: {self.guaranteed_gpus} guaranteed GPUs, more than the team's quota.gpus "
+                             f"({self.quota.gpus}), its ceiling; raise quota.gpus or guarantee less")
+        return self
 
     @model_validator(mode="after")
     def _defaults_fit_quota(self) -> Team:
@@ -261,6 +278,14 @@ class MonitoringConfig(Model):
     gpu_prices: dict[PoolName, Annotated[float, Field(gt=0)]] = {}
 
 
+class AdmissionConfig(Model):
+    """The platform's admission policies in team namespaces (ValidatingAdmissionPolicies)."""
+
+    # deny: violations are refused (and audited); warn: the user is warned and the request audited.
+    # Default: deny in a prod environment, warn everywhere else.
+    enforcement: Literal["deny", "warn"] | None = None
+
+
 class CapacityConfig(Model):
     # Allow the teams' GPU quotas to add up to more than the GPU pools can hold (a warning, not an error).
     allow_overcommit: bool = False
@@ -270,6 +295,7 @@ class PlatformConfig(Model):
     cluster: ClusterConfig
     monitoring: MonitoringConfig = MonitoringConfig()
     capacity: CapacityConfig = CapacityConfig()
+    admission: AdmissionConfig = AdmissionConfig()
     teams: list[Team] = []
     # Where CI previews and deploys the stack from (config/delivery.py).
     deployer: Deployer = Deployer()
@@ -286,6 +312,12 @@ class PlatformConfig(Model):
                                      f"{', '.join(pools) or 'none'}")
         return monitoring
 
+    @property
+    def admission_enforcement(self) -> Literal["deny", "warn"]:
+        if self.admission.enforcement is not None:
+            return self.admission.enforcement
+        return "deny" if getattr(self.cluster, "environment", "dev") == "prod" else "warn"
+
     @field_validator("teams")
     @classmethod
     def _teams_are_distinct(cls, teams: list[Team], info: ValidationInfo) -> list[Team]:
@@ -298,7 +330,8 @@ class PlatformConfig(Model):
 
     @property
     def team_gpus(self) -> int:
-        return sum(team.quota.gpus for team in self.teams)
+        """The teams' guaranteed GPUs: what the pools must hold (ceilings are reached by borrowing)."""
+        return sum(team.guaranteed_gpus for team in self.teams)
 
 
 StackName = Annotated[str, matching(r"(([\w.-]+/)?[\w.-]+/)?[\w.-]+",
@@ -325,6 +358,9 @@ class TeamStackConfig(Model):
                                  f"'{self.team}-', so that teams cannot take each other's namespaces")
             if namespace.own_stack:
                 raise ValueError(f"namespaces[{index}].ownStack belongs in the platform stack's teams, not here")
+            if namespace.queue != TeamQueue():
+                raise ValueError(f"namespaces[{index}].queue: the team's queue (guarantee, cohort, pools) is set in "
+                                 "the platform stack's teams; its namespaces share it, so remove queue here")
         return self
 
     @property

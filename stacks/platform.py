@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pulumi
 
+from components.admission import TeamAdmission
 from components.gpu import GpuEnablement
 from components.handle import ClusterHandle
 from components.monitoring import Monitoring
@@ -12,6 +13,7 @@ from components.team import TeamNamespace
 from config import load_platform_config
 from config.errors import PROJECT
 from config.models import PlatformConfig
+from config.queues import pool_shapes, queue_layout
 
 
 def build_cluster(config: PlatformConfig) -> ClusterHandle:
@@ -32,12 +34,13 @@ def build_cluster(config: PlatformConfig) -> ClusterHandle:
 
 def build(config: PlatformConfig) -> None:
     cluster = build_cluster(config)
+    layout = queue_layout(pool_shapes(config.cluster), config.teams)
     gpu = GpuEnablement("gpu", cluster)
     monitoring = Monitoring("monitoring", cluster, config.monitoring,
                             grafana_admin_password=pulumi.Config(PROJECT).get_secret("grafanaAdminPassword"),
                             device_plugin=gpu.device_plugin, gpu_metrics=gpu.gpu_metrics)
-    queues = Queues("queues", cluster, config.teams, capacities=config.cluster.pool_capacities(),
-                    after=[monitoring.stack])
+    queues = Queues("queues", cluster, config.teams, layout=layout, after=[monitoring.stack])
+    TeamAdmission("admission", cluster, layout, enforcement=config.admission_enforcement)
     for team in config.teams:
         if not team.own_stack:
             TeamNamespace(f"team-{team.name}", team, cluster.provider,
@@ -52,7 +55,10 @@ def build(config: PlatformConfig) -> None:
     pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
     pulumi.export("monitoringNamespace", config.monitoring.namespace)
     # Each team's budget; a team with its own stack fits its namespaces in it.
+    # `gpus` is the team's ceiling (its ResourceQuota), `guaranteedGpus` what its queue is guaranteed.
     pulumi.export("teams", {team.name: {"namespace": team.name, "gpus": team.quota.gpus,
+                                        "guaranteedGpus": layout.teams[team.name].guaranteed,
+                                        "guarantee": layout.teams[team.name].guarantee,
                                         "cpu": team.quota.requests.cpu, "memory": team.quota.requests.memory,
                                         "ownStack": team.own_stack}
                             for team in config.teams})

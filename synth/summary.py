@@ -33,11 +33,14 @@ def _platform_stack(outputs: dict) -> list[str]:
                      f"x {pool['gpusPerNode']} GPU, {'spot' if pool['spot'] else 'on-demand'}, "
                      f"taints {', '.join(pool['taints'])}, sharing {_sharing(pool['sharing'])}")
     teams = outputs.get("teams", {})
-    quota_gpus = sum(team["gpus"] for team in teams.values())
-    lines.append(f"Team GPU quotas: {quota_gpus} of {outputs.get('gpuCapacity', 0)} GPUs")
+    guaranteed = sum(team["guaranteedGpus"] for team in teams.values())
+    lines.append(f"Team GPUs guaranteed: {guaranteed} of {outputs.get('gpuCapacity', 0)} GPUs; each team may borrow "
+                 "idle GPUs of its cohort up to its ceiling")
     for name, team in sorted(teams.items()):
-        lines.append(f"  {name:<24} {team['gpus']} GPU, cpu {team['cpu']}, memory {team['memory']}"
-                     + (" (its own stack)" if team.get("ownStack") else ""))
+        pools = ", ".join(f"{pool} {gpus}" for pool, gpus in team["guarantee"].items()) or "none"
+        own_stack = " (its own stack)" if team.get("ownStack") else ""
+        lines.append(f"  {name:<24} {team['guaranteedGpus']} GPU guaranteed ({pools}), ceiling {team['gpus']} GPU, "
+                     f"cpu {team['cpu']}, memory {team['memory']}{own_stack}")
     return lines
 
 

@@ -9,9 +9,11 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 import pytest
+import yaml
 
 from components.handle import Capabilities, ClusterHandle, GpuPool
-from synth import synthesize
+from config.models import PlatformConfig
+from synth import PROJECT_DIR, synthesize
 from synth.engine import Synthesis, run_program
 from synth.schema import UPSTREAM_DIR
 
@@ -48,6 +50,15 @@ def cluster_handle(pools: tuple[GpuPool, ...] = (), **capabilities: bool) -> Clu
 @pytest.fixture(scope="session")
 def local_synth() -> Synthesis:
     return synthesize("local")
+
+
+PLATFORM_STACKS = ("local", "dev", "prod", "gcp-dev")
+
+
+def stack_config(stack: str) -> PlatformConfig:
+    """A platform stack file's validated config, without synthesizing it (for checks of config alone)."""
+    config = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]
+    return PlatformConfig.model_validate({key.removeprefix("mlplatform:"): value for key, value in config.items()})
 
 
 @pytest.fixture

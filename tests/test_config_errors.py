@@ -21,11 +21,12 @@ QUOTA = {"requests": {"cpu": "4", "memory": "16Gi"}}
 BAD_INPUTS = {
     "misspelled top-level key": (
         {"cluster": KIND, "teems": []},
-        "mlplatform:teems", "unknown key; valid keys here: capacity, cluster, deployer, monitoring, teams"),
+        "mlplatform:teems", "unknown key; valid keys here: admission, capacity, cluster, deployer, monitoring, teams"),
     "misspelled nested key": (
         {"cluster": KIND, "teams": [{"name": "a", "qouta": QUOTA}]},
         "mlplatform:teams[0].qouta",
-        "unknown key; valid keys here: containerDefaults, groups, name, ownStack, podSecurity, queue, quota"),
+        "unknown key; valid keys here: containerDefaults, groups, ingressControllerNamespace, name, ownStack, "
+        "podSecurity, queue, quota"),
     "unknown key inside a cluster": (
         {"cluster": {"cloud": "kind", "gpuPools": [{"name": "t4", "nodez": 2}]}},
         "mlplatform:cluster.gpuPools[0].nodez", "valid keys here: accelerator, gpusPerNode, name, nodes"),

@@ -18,8 +18,9 @@ def test_a_quota_change_is_an_update_of_that_input():
     after = plan(synth_with(cluster=KIND, teams=[team("research", gpus=0)]))
     diff = plan_diff("test", before, after)
     assert [(r["name"], paths) for r, paths in diff.updated] == [
-        ("queues-research", ["spec.resourceGroups[1].flavors[0].resources[0].nominalQuota"]),
-        ("team-research-quota", ["spec.hard.requests.nvidia.com/gpu"])]
+        ("queues-research", ["spec.resourceGroups[1].flavors[0].resources[0].lendingLimit",
+                             "spec.resourceGroups[1].flavors[0].resources[0].nominalQuota"]),
+        ("team-research-quota", ["spec.hard.requests.nvidia.com/gpu", "spec.hard.requests.nvidia.com/gpu.shared"])]
     assert not (diff.created or diff.replaced or diff.deleted)
     expected = "~  update   kubernetes:core/v1:ResourceQuota  team-research-quota: spec.hard.requests.nvidia.com/gpu"
     assert expected in diff.render()

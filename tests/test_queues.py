@@ -1,50 +1,131 @@
-"""Kueue: a ClusterQueue per team in a cohort, flavors per GPU pool, LocalQueues teams can find."""
+"""Kueue: per team a guarantee and a ceiling in a cohort that lends idle GPUs, gating of team namespaces, and a
+controller whose webhooks cannot block the platform; checked against Kueue 0.19's CRDs, CEL rules and chart."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+import yaml
 
 from components.gpu import ML_PRIORITY_CLASSES
-from versions import KUEUE, KUEUE_IMAGE_TAG
+from components.queues import KUEUE_FRAMEWORKS, cluster_queue
+from config.queues import pool_shapes, queue_layout
 from config.errors import ConfigError
 from synth import synthesize
 from synth.engine import Synthesis
 from synth.output import helm_releases
 from synth.schema import check_manifests
+from tests.cel import crd_violations
 from tests.chart_values import chart_values, unknown_keys
-from tests.conftest import synth_with
+from tests.conftest import PLATFORM_STACKS, stack_config, synth_with
+from versions import KUEUE, KUEUE_IMAGE_TAG
 
+# One node of each: a job of up to 4 GPUs fits t4, up to 2 fits a100.
 POOLS = [{"name": "t4", "gpusPerNode": 4}, {"name": "a100", "accelerator": "nvidia-a100-80gb", "gpusPerNode": 2}]
+KUEUE_CHART = "charts/kueue-0.19.2"
 
 
 def kueue(synthesis: Synthesis, kind: str) -> dict[str, dict[str, Any]]:
     return {r.inputs["metadata"]["name"]: r.inputs for r in synthesis.resources
-            if r.inputs.get("kind") == kind and r.inputs.get("apiVersion") == "kueue.x-k8s.io/v1beta2"}
+            if r.inputs.get("kind") == kind and r.inputs.get("apiVersion") == "kueue.x-k8s.io/v1beta2"
+            and kind != "LocalQueue"}
+
+
+def local_queues(synthesis: Synthesis) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(r.inputs["metadata"]["namespace"], r.inputs["metadata"]["name"]): r.inputs
+            for r in synthesis.resources if r.inputs.get("kind") == "LocalQueue"}
 
 
 def team(name: str, quota_gpus: int, **queue: Any) -> dict[str, Any]:
     return {"name": name, "quota": {"requests": {"cpu": "8", "memory": "32Gi"}, "gpus": quota_gpus}, "queue": queue}
 
 
+def gpu_flavors(queue: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """pool -> resource -> its numbers, of a ClusterQueue's GPU resource group."""
+    (group,) = [g for g in queue["spec"]["resourceGroups"] if g["coveredResources"] != ["cpu", "memory"]]
+    return {f["name"]: {r["name"]: r for r in f["resources"]} for f in group["flavors"]}
+
+
+def kueue_release(synthesis: Synthesis) -> dict[str, Any]:
+    (release,) = [r for r in helm_releases(synthesis) if r.inputs["name"] == "kueue"]
+    return release.inputs
+
+
 @pytest.fixture(scope="module")
 def shared() -> Synthesis:
     return synth_with(cluster={"cloud": "kind", "gpuPools": POOLS}, teams=[
-        team("research", 3, gpus={"t4": 2}, lendingLimit=1),
+        # Guaranteed 2 on t4, may reach 4 by borrowing; lends at most 1 of its own.
+        team("research", 4, gpus={"t4": 2}, lendingLimit=1),
+        # Guaranteed its whole quota (the default), placed by the platform.
         team("inference", 2),
         team("sandbox", 1, cohort="sandbox")])
 
 
 def test_kueue_is_pinned_on_the_system_pool_and_scraped(shared):
-    (release,) = [r for r in helm_releases(shared) if r.inputs["name"] == "kueue"]
-    assert release.inputs["version"] == KUEUE.version and release.inputs["namespace"] == "kueue-system"
-    values = release.inputs["values"]
+    release = kueue_release(shared)
+    assert release["version"] == KUEUE.version and release["namespace"] == "kueue-system"
+    values = release["values"]
     assert values["controllerManager"]["manager"]["image"]["tag"] == KUEUE_IMAGE_TAG
     assert values["controllerManager"]["nodeSelector"] == {"mlplatform.io/pool": "system"}
     assert values["enablePrometheus"] is True
     monitoring = next(r for r in helm_releases(shared) if r.inputs["name"] == "kube-prometheus-stack")
-    assert monitoring.urn in release.depends_on  # its ServiceMonitor needs the CRD
+    assert monitoring.urn in next(r for r in helm_releases(shared) if r.inputs["name"] == "kueue").depends_on
+
+
+def test_controller_survives_one_restart(shared):
+    manager = kueue_release(shared)["values"]["controllerManager"]
+    assert manager["replicas"] == 2
+    assert manager["podDisruptionBudget"] == {"enabled": True, "minAvailable": 1}
+    (spread,) = manager["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname" and spread["whenUnsatisfiable"] == "ScheduleAnyway"
+
+
+def manager_config(synthesis: Synthesis) -> dict[str, Any]:
+    return yaml.safe_load(kueue_release(synthesis)["values"]["managerConfig"]["controllerManagerConfigYaml"])
+
+
+def test_jobs_without_a_queue_name_in_team_namespaces_still_go_through_kueue(shared):
+    config = manager_config(shared)
+    assert config["apiVersion"] == "config.kueue.x-k8s.io/v1beta2" and config["kind"] == "Configuration"
+    assert config["manageJobsWithoutQueueName"] is True
+    assert config["managedJobsNamespaceSelector"] == {
+        "matchExpressions": [{"key": "mlplatform.io/team", "operator": "Exists"}]}
+    assert {"batch/job", "pod", "deployment", "statefulset"} <= set(config["integrations"]["frameworks"])
+    # ... into the team's queue: Kueue gives an unlabelled job the namespace's LocalQueue named `default`.
+    queues = local_queues(shared)
+    for namespace in ("research", "inference", "sandbox"):
+        assert queues[(namespace, namespace)]["spec"] == {"clusterQueue": namespace}
+        assert queues[(namespace, "default")]["spec"] == {"clusterQueue": namespace}
+
+
+def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels and matchExpressions) against a namespace's labels."""
+    def requirement(expression: dict[str, Any]) -> bool:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        return {"Exists": key in labels, "DoesNotExist": key not in labels, "In": labels.get(key) in values,
+                "NotIn": labels.get(key) not in values}[operator]
+    return (all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+            and all(requirement(e) for e in selector.get("matchExpressions", [])))
+
+
+def test_kueue_webhooks_cover_team_namespaces_and_no_platform_namespace(shared, upstream):
+    # The chart gives every job, pod, deployment and statefulset webhook the managedJobsNamespaceSelector of
+    # the manager config when it has one (templates/webhook/manifests.yaml); without it, all but two namespaces.
+    template = (upstream / KUEUE_CHART / "templates" / "webhook" / "manifests.yaml").read_text()
+    webhooks = re.findall(r"name: ([mv](?:pod|deployment|statefulset|job)\.kb\.io)\n(?:.*\n){0,6}?"
+                          r"\s+namespaceSelector:\n\s+\{\{- if \(hasKey \$managerConfig "
+                          r"\"managedJobsNamespaceSelector\"\) \}\}", template)
+    assert sorted(webhooks) == ["mdeployment.kb.io", "mjob.kb.io", "mpod.kb.io", "mstatefulset.kb.io",
+                                "vdeployment.kb.io", "vjob.kb.io", "vpod.kb.io", "vstatefulset.kb.io"]
+    selector = manager_config(shared)["managedJobsNamespaceSelector"]
+    namespaces = {r.inputs["metadata"]["name"]: r.inputs["metadata"].get("labels", {})
+                  for r in shared.of_type("kubernetes:core/v1:Namespace")}
+    namespaces["kube-system"] = {"kubernetes.io/metadata.name": "kube-system"}
+    covered = {name for name, labels in namespaces.items() if _matches(selector, labels)}
+    assert covered == {"research", "inference", "sandbox"}
+    assert {"kube-system", "monitoring", "kueue-system", "gpu-operator"} <= set(namespaces) - covered
 
 
 def test_flavors_carry_each_pools_label_and_toleration(shared):
@@ -55,45 +136,50 @@ def test_flavors_carry_each_pools_label_and_toleration(shared):
     assert flavors["default"]["spec"] == {}
 
 
-def test_each_team_gets_a_cluster_queue_with_guarantees_borrowing_and_lending(shared):
-    queues = kueue(shared, "ClusterQueue")
-    research = queues["research"]["spec"]
-    assert research["cohortName"] == "platform"
-    assert research["namespaceSelector"] == {"matchLabels": {"mlplatform.io/team": "research"}}
-    gpu_group = research["resourceGroups"][1]
-    assert gpu_group["coveredResources"] == ["nvidia.com/gpu"]
-    resources = {f["name"]: f["resources"][0] for f in gpu_group["flavors"]}
-    # 2 guaranteed of a 3-GPU quota: it may borrow 1 more from its cohort, and lends at most 1 of its own.
-    assert resources["t4"] == {"name": "nvidia.com/gpu", "nominalQuota": 2, "borrowingLimit": 1, "lendingLimit": 1}
-    # No guarantee on the a100 pool, but it can still borrow there.
-    assert resources["a100"] == {"name": "nvidia.com/gpu", "nominalQuota": 0, "borrowingLimit": 1, "lendingLimit": 0}
-    cpu = {r["name"]: r["nominalQuota"] for r in research["resourceGroups"][0]["flavors"][0]["resources"]}
+def test_a_team_is_guaranteed_some_gpus_and_borrows_idle_ones_up_to_its_ceiling(shared):
+    research = kueue(shared, "ClusterQueue")["research"]
+    assert research["spec"]["cohortName"] == "platform"
+    assert research["spec"]["namespaceSelector"] == {"matchLabels": {"mlplatform.io/team": "research"}}
+    flavors = gpu_flavors(research)
+    # Guaranteed 2 on t4 (1 of them lent while idle); may borrow 2 more (ceiling 4) in either pool.
+    assert flavors["t4"]["nvidia.com/gpu"] == {"name": "nvidia.com/gpu", "nominalQuota": 2, "borrowingLimit": 2,
+                                               "lendingLimit": 1}
+    assert flavors["a100"]["nvidia.com/gpu"] == {"name": "nvidia.com/gpu", "nominalQuota": 0, "borrowingLimit": 2,
+                                                 "lendingLimit": 0}
+    # The guaranteed pool first, and a job tries every pool where the guarantee has room before borrowing.
+    assert list(flavors) == ["t4", "a100"]
+    assert research["spec"]["flavorFungibility"] == {"whenCanBorrow": "TryNextFlavor",
+                                                     "whenCanPreempt": "TryNextFlavor"}
+    cpu = {r["name"]: r["nominalQuota"] for r in research["spec"]["resourceGroups"][0]["flavors"][0]["resources"]}
     assert cpu == {"cpu": "8", "memory": "32Gi"}
-    assert queues["sandbox"]["spec"]["cohortName"] == "sandbox"
+    assert kueue(shared, "ClusterQueue")["sandbox"]["spec"]["cohortName"] == "sandbox"
+    # The namespace's ResourceQuota sits at the ceiling, so it does not stop the borrowing.
+    quota = next(r.inputs for r in shared.of_type("kubernetes:core/v1:ResourceQuota")
+                 if r.inputs["metadata"]["namespace"] == "research")
+    assert quota["spec"]["hard"]["requests.nvidia.com/gpu"] == "4"
 
 
-def test_default_guarantee_is_the_quota_spread_over_the_pools_by_size(shared):
-    # inference: 2 GPUs over t4 (4 GPUs) and a100 (2 GPUs), in proportion.
-    flavors = kueue(shared, "ClusterQueue")["inference"]["spec"]["resourceGroups"][1]["flavors"]
-    assert {f["name"]: f["resources"][0]["nominalQuota"] for f in flavors} == {"t4": 1, "a100": 1}
-    assert all(f["resources"][0]["borrowingLimit"] == 0 for f in flavors)
+def test_default_guarantee_is_the_whole_quota_in_one_pool_with_room(shared):
+    # inference's 2 GPUs are not split 1 + 1 over the pools (which would strand a 2-GPU job): t4 has room.
+    flavors = gpu_flavors(kueue(shared, "ClusterQueue")["inference"])
+    assert {pool: r["nvidia.com/gpu"]["nominalQuota"] for pool, r in flavors.items()} == {"t4": 2, "a100": 0}
+    assert all(r["nvidia.com/gpu"]["borrowingLimit"] == 0 for r in flavors.values())
+    assert flavors["t4"]["nvidia.com/gpu"]["lendingLimit"] == 2  # lends all of it while idle
+    # sandbox's guarantee goes where room is left.
+    sandbox = gpu_flavors(kueue(shared, "ClusterQueue")["sandbox"])
+    assert {pool: r["nvidia.com/gpu"]["nominalQuota"] for pool, r in sandbox.items()} == {"a100": 1, "t4": 0}
 
 
-def test_preemption_reclaims_lent_gpus_and_borrowers_preempt_only_best_effort_work(shared):
+def test_owners_reclaim_lent_gpus_and_borrowers_preempt_only_best_effort_work(shared):
     preemption = kueue(shared, "ClusterQueue")["research"]["spec"]["preemption"]
     best_effort = min(p.value for p in ML_PRIORITY_CLASSES)
     assert preemption == {"reclaimWithinCohort": "Any", "withinClusterQueue": "LowerPriority",
                           "borrowWithinCohort": {"policy": "LowerPriority", "maxPriorityThreshold": best_effort}}
 
 
-def test_local_queue_in_each_team_namespace_is_named_after_the_team(shared):
-    local = {r.inputs["metadata"]["namespace"]: r.inputs for r in shared.resources
-             if r.inputs.get("kind") == "LocalQueue"}
-    assert {ns: q["metadata"]["name"] for ns, q in local.items()} == {
-        "research": "research", "inference": "inference", "sandbox": "sandbox"}
-    assert local["research"]["spec"] == {"clusterQueue": "research"}
-    (release,) = [r for r in helm_releases(shared) if r.inputs["name"] == "kueue"]
-    assert all(release.urn in r.depends_on for r in shared.resources if r.inputs.get("kind") == "LocalQueue")
+def test_summary_and_outputs_say_both_numbers_per_team(shared):
+    research = shared.outputs["teams"]["research"]
+    assert (research["guaranteedGpus"], research["gpus"], research["guarantee"]) == (2, 4, {"t4": 2})
 
 
 def test_workload_priority_classes_match_the_pod_priority_classes(shared):
@@ -101,43 +187,162 @@ def test_workload_priority_classes_match_the_pod_priority_classes(shared):
     assert {name: c["value"] for name, c in classes.items()} == {p.name: p.value for p in ML_PRIORITY_CLASSES}
 
 
-def test_team_stack_namespaces_share_their_teams_queue():
+def test_local_queues_wait_for_kueue(shared):
+    release = next(r for r in helm_releases(shared) if r.inputs["name"] == "kueue")
+    assert all(release.urn in r.depends_on for r in shared.resources if r.inputs.get("kind") == "LocalQueue")
+
+
+def test_team_stack_namespaces_share_their_teams_queue(local_synth):
     vision = synthesize("team-vision")
-    queues = {r.inputs["metadata"]["namespace"]: r.inputs for r in vision.resources
-              if r.inputs.get("kind") == "LocalQueue"}
-    assert set(queues) == {"vision-dev", "vision-serving"}
+    queues = local_queues(vision)
+    assert set(queues) == {(ns, q) for ns in ("vision-dev", "vision-serving") for q in ("vision", "default")}
     assert all(q["spec"] == {"clusterQueue": "vision"} for q in queues.values())
     labels = [r.inputs["metadata"]["labels"]["mlplatform.io/team"]
               for r in vision.of_type("kubernetes:core/v1:Namespace")]
     assert labels == ["vision", "vision"]
-    assert "vision" in kueue(synthesize("local"), "ClusterQueue")
+    assert "vision" in kueue(local_synth, "ClusterQueue")
 
 
-def test_kueue_objects_validate_against_their_crds(shared, upstream):
-    objects = [o for kind in ("ResourceFlavor", "ClusterQueue", "LocalQueue", "WorkloadPriorityClass")
-               for o in (kueue(shared, kind).values() if kind != "LocalQueue" else
-                         [r.inputs for r in shared.resources if r.inputs.get("kind") == "LocalQueue"])]
+def test_renamed_time_sliced_shares_are_queued_and_quota_d():
+    synthesis = synth_with(cluster={"cloud": "kind", "gpuPools": [
+        {"name": "t4", "gpusPerNode": 2},
+        {"name": "shared", "sharing": {"timeSlicing": {"replicas": 4, "renameByDefault": True}}}]},
+        teams=[team("a", 2), team("b", 4, gpus={"shared": 4})])
+    flavors = gpu_flavors(kueue(synthesis, "ClusterQueue")["b"])
+    assert flavors["shared"]["nvidia.com/gpu.shared"]["nominalQuota"] == 4
+    assert flavors["shared"]["nvidia.com/gpu"] == {"name": "nvidia.com/gpu", "nominalQuota": 0,
+                                                   "borrowingLimit": 0, "lendingLimit": 0}
+    assert flavors["t4"]["nvidia.com/gpu.shared"]["nominalQuota"] == 0
+    hard = next(r.inputs for r in synthesis.of_type("kubernetes:core/v1:ResourceQuota")
+                if r.inputs["metadata"]["namespace"] == "b")["spec"]["hard"]
+    assert hard["requests.nvidia.com/gpu.shared"] == hard["requests.nvidia.com/gpu"] == "4"
+
+
+def test_mixed_mig_is_refused_because_no_quota_could_count_it():
+    with pytest.raises(ConfigError, match=r"mlplatform:cluster\.gpuPools\[0\]\.sharing\.migStrategy: mixed "
+                                          r"advertises one resource per MIG profile"):
+        synth_with(cluster={"cloud": "kind", "gpuPools": [
+            {"name": "a100", "accelerator": "nvidia-a100-80gb", "sharing": {"migStrategy": "mixed"}}]})
+
+
+def test_a_pool_dedicated_to_a_team_is_in_no_other_teams_queue():
+    synthesis = synth_with(cluster={"cloud": "kind", "gpuPools": POOLS},
+                           teams=[team("research", 2, gpus={"a100": 2}, dedicatedPools=["a100"]), team("web", 2)])
+    queues = kueue(synthesis, "ClusterQueue")
+    assert list(gpu_flavors(queues["research"])) == ["a100", "t4"]
+    assert list(gpu_flavors(queues["web"])) == ["t4"]
+
+
+def test_kueue_objects_validate_against_their_crds_schemas_and_cel_rules(shared, upstream):
+    objects = [o for kind in ("ResourceFlavor", "ClusterQueue", "WorkloadPriorityClass")
+               for o in kueue(shared, kind).values()] + list(local_queues(shared).values())
     report = check_manifests(objects, upstream_dir=upstream)
     assert report.errors == [] and report.unchecked == [] and len(report.checked) == len(objects)
+    crds = upstream / "kueue" / "crds"
+    plural = {"ClusterQueue": "clusterqueues", "LocalQueue": "localqueues", "ResourceFlavor": "resourceflavors",
+              "WorkloadPriorityClass": "workloadpriorityclasses"}
+    for obj in objects:
+        crd = crds / f"kueue.x-k8s.io_{plural[obj['kind']]}.yaml"
+        assert crd_violations(crd, "v1beta2", obj) == [], obj["metadata"]["name"]
+
+
+def test_the_crd_cel_rules_are_really_evaluated(shared, upstream):
+    """The rules catch what they should, so an empty list above means something."""
+    crd = upstream / "kueue" / "crds" / "kueue.x-k8s.io_clusterqueues.yaml"
+    research = kueue(shared, "ClusterQueue")["research"]
+    broken = yaml.safe_load(yaml.safe_dump(research))
+    del broken["spec"]["cohortName"]
+    broken["spec"]["resourceGroups"][1]["flavors"][0]["resources"].pop()
+    broken["spec"]["flavorFungibility"] = {"preference": "BorrowingOverPreemption", "whenCanBorrow": "MayStopSearch"}
+    assert crd_violations(crd, "v1beta2", broken) == [
+        "spec: borrowingLimit must be nil when cohort is empty",
+        "spec.flavorFungibility: preference can only be set when both whenCanBorrow and whenCanPreempt are "
+        "TryNextFlavor",
+        "spec.resourceGroups[1]: flavors must have the same number of resources as the coveredResources"]
+
+
+def test_every_stacks_cluster_queues_pass_the_crd_cel_rules(upstream):
+    crd = upstream / "kueue" / "crds" / "kueue.x-k8s.io_clusterqueues.yaml"
+    for stack in PLATFORM_STACKS:
+        config = stack_config(stack)
+        layout = queue_layout(pool_shapes(config.cluster), config.teams)
+        for team in config.teams:
+            queue = {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue", "metadata": {"name": team.name},
+                     "spec": cluster_queue(layout.teams[team.name], layout, team, team_label=team.name)}
+            assert crd_violations(crd, "v1beta2", queue) == [], (stack, team.name)
+            assert check_manifests([queue], upstream_dir=upstream).errors == [], (stack, team.name)
 
 
 def test_kueue_values_exist_in_its_chart(shared, upstream):
-    (release,) = [r for r in helm_releases(shared) if r.inputs["name"] == "kueue"]
-    assert unknown_keys(release.inputs["values"], chart_values(upstream, "kueue"),
-                        free_form={"controllerManager.nodeSelector"}) == []
+    values = kueue_release(shared)["values"]
+    assert unknown_keys(values, chart_values(upstream, "kueue"), free_form={"controllerManager.nodeSelector"}) == []
+    # The frameworks are the chart's own default list.
+    chart = yaml.safe_load(chart_values(upstream, "kueue")["managerConfig"]["controllerManagerConfigYaml"])
+    assert list(KUEUE_FRAMEWORKS) == chart["integrations"]["frameworks"]
+
+
+ADMISSIBILITY_POOLS = [{"name": "left", "gpusPerNode": 2}, {"name": "right", "gpusPerNode": 2}]
+
+
+def test_a_guarantee_split_over_pools_that_strands_a_job_is_refused():
+    # The issue's case: 1 + 1 guaranteed over two pools of 2-GPU nodes, and nobody lends the second GPU.
+    teams = [team("a", 2, gpus={"left": 1, "right": 1}), team("b", 2, gpus={"left": 1, "right": 1}, lendingLimit=0)]
+    with pytest.raises(ConfigError, match=re.escape(
+            "mlplatform:teams[0].queue: a job of 2 GPUs on one node is within the team's quota.gpus (2) and a node "
+            "of some pool holds it, but no pool can ever admit it: at most left 1, right 1 GPUs")):
+        synth_with(cluster={"cloud": "kind", "gpuPools": ADMISSIBILITY_POOLS}, teams=teams)
+    warned = synth_with(cluster={"cloud": "kind", "gpuPools": ADMISSIBILITY_POOLS}, teams=teams,
+                        capacity={"allowOvercommit": True})
+    assert any(w.startswith("mlplatform:teams[0].queue: a job of 2 GPUs") for w in warned.warnings)
+
+
+def test_the_same_quotas_placed_by_the_platform_strand_nothing():
+    synthesis = synth_with(cluster={"cloud": "kind", "gpuPools": ADMISSIBILITY_POOLS}, teams=[team("a", 2),
+                                                                                                team("b", 2)])
+    assert synthesis.warnings == []
+    guarantees = {name: t["guarantee"] for name, t in synthesis.outputs["teams"].items()}
+    assert guarantees == {"a": {"left": 2}, "b": {"right": 2}}
+
+
+def test_a_split_guarantee_that_only_borrowing_can_join_is_a_warning():
+    synthesis = synth_with(cluster={"cloud": "kind", "gpuPools": ADMISSIBILITY_POOLS},
+                           teams=[team(name, 3, gpus={"left": 1, "right": 1}) for name in ("a", "b")])
+    assert synthesis.warnings == [
+        f"mlplatform:teams[{index}].queue: the team is guaranteed 2 GPUs, but split over pools (left 1, right 1) so "
+        "that a 2-GPU job fits none of its guaranteed parts: it runs only on borrowed GPUs, which their owners "
+        "reclaim." for index in (0, 1)]
+
+
+def test_every_stack_in_the_repo_lets_a_team_borrow():
+    for stack in PLATFORM_STACKS:
+        config = stack_config(stack)
+        layout = queue_layout(pool_shapes(config.cluster), config.teams)
+        assert any(share.borrowing for share in layout.teams.values()), stack
 
 
 @pytest.mark.parametrize("teams, message", [
     ([team("a", 2, gpus={"v100": 1})], "mlplatform:teams[0].queue.gpus.v100: no GPU pool is named 'v100'; the pools "
                                        "are: t4, a100"),
-    ([team("a", 2, gpus={"t4": 3})], "mlplatform:teams[0].queue.gpus: 3 guaranteed GPUs, more than the team's "
-                                     "quota.gpus (2)"),
+    ([team("a", 2, gpus={"t4": 3})], "mlplatform:teams[0]: queue.gpus: 3 guaranteed GPUs, more than the team's "
+                                     "quota.gpus (2), its ceiling"),
+    ([team("a", 3, guaranteedGpus=1, gpus={"t4": 1})], "mlplatform:teams[0].queue: both gpus and guaranteedGpus"),
     ([team("a", 3, gpus={"t4": 0}), team("b", 1, lendingLimit=1)],
      "mlplatform:teams[0].queue: the team may borrow up to 3 GPUs (quota.gpus 3 minus 0 guaranteed), but its cohort "
-     "'platform' can lend at most 1"),
+     "'platform' can lend it at most 1"),
     ([team("a", 3, gpus={"a100": 3})], "the teams' queues guarantee 3 GPUs of pool 'a100', which holds at most 2"),
+    ([team("a", 1, dedicatedPools=["a100"]), team("b", 1, dedicatedPools=["a100"])],
+     "mlplatform:teams[1].queue.dedicatedPools: pool 'a100' is already dedicated to team 'a'"),
+    ([team("a", 1, dedicatedPools=["a100"]), team("b", 1, gpus={"a100": 1})],
+     "mlplatform:teams[1].queue.gpus.a100: pool 'a100' is dedicated to team 'a'"),
 ])
 def test_bad_queue_config(teams, message):
     with pytest.raises(ConfigError) as caught:
         synth_with(cluster={"cloud": "kind", "gpuPools": POOLS}, teams=teams)
     assert message in str(caught.value), str(caught.value)
+
+
+def test_a_team_stacks_namespaces_share_the_queue_the_platform_sets():
+    namespace = team("vision-dev", 1, guaranteedGpus=1)
+    with pytest.raises(ConfigError, match=r"namespaces\[0\]\.queue: the team's queue \(guarantee, cohort, pools\) is "
+                                          "set in the platform stack's teams"):
+        synth_with(platformStack="organization/mlplatform/local", team="vision", namespaces=[namespace])

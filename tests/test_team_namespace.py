@@ -16,6 +16,7 @@ TEAM = Team.model_validate({
     "containerDefaults": {"requests": {"cpu": "200m", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
     "groups": {"edit": ["vision-devs", "vision-leads"], "view": ["auditors"]},
     "podSecurity": "restricted",
+    "ingressControllerNamespace": "ingress-nginx",
 })
 
 
@@ -36,7 +37,8 @@ def test_every_child_is_parented_named_after_the_component_and_uses_the_given_pr
     (component,) = synthesis.of_type("mlplatform:team:TeamNamespace")
     (provider,) = synthesis.of_type("pulumi:providers:kubernetes")
     children = synthesis.children_of(component.urn)
-    assert len(children) == 9
+    # namespace, quota, limits, 2 role bindings, 4 network policies, 2 local queues
+    assert len(children) == 11
     for child in children:
         assert child.name.startswith("team-vision-")
         assert child.provider == provider.urn
@@ -57,7 +59,8 @@ def test_quota_caps_cpu_memory_gpus_pods_and_storage():
     assert quota["metadata"]["namespace"] == "vision"
     assert quota["spec"]["hard"] == {
         "requests.cpu": "16", "requests.memory": "64Gi", "limits.cpu": "32", "limits.memory": "64Gi",
-        "requests.nvidia.com/gpu": "4", "pods": "40", "persistentvolumeclaims": "5", "requests.storage": "2Ti",
+        "requests.nvidia.com/gpu": "4", "requests.nvidia.com/gpu.shared": "4", "pods": "40",
+        "persistentvolumeclaims": "5", "requests.storage": "2Ti",
     }
 
 
@@ -87,7 +90,7 @@ def test_no_role_binding_without_groups():
     assert _synth(team).of_type("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding") == []
 
 
-def test_ingress_is_denied_except_from_the_namespace_itself_and_monitoring():
+def test_ingress_is_denied_except_from_the_namespace_itself_monitoring_and_the_ingress_controller():
     synthesis = _synth()
     deny = _manifest(synthesis, "NetworkPolicy", "default-deny-ingress")["spec"]
     assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"] and deny["ingress"] == []
@@ -96,3 +99,19 @@ def test_ingress_is_denied_except_from_the_namespace_itself_and_monitoring():
     monitoring = _manifest(synthesis, "NetworkPolicy", "allow-from-monitoring")["spec"]
     assert monitoring["ingress"] == [{"from": [{"namespaceSelector": {
         "matchLabels": {"kubernetes.io/metadata.name": "observability"}}}]}]
+    controller = _manifest(synthesis, "NetworkPolicy", "allow-from-ingress-controller")["spec"]
+    assert controller["ingress"] == [{"from": [{"namespaceSelector": {
+        "matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]}]
+
+
+def test_no_ingress_from_the_ingress_controller_unless_the_team_asks():
+    team = TEAM.model_copy(update={"ingress_controller_namespace": None})
+    policies = {r.inputs["metadata"]["name"] for r in _synth(team).of_type(
+        "kubernetes:networking.k8s.io/v1:NetworkPolicy")}
+    assert policies == {"default-deny-ingress", "allow-same-namespace", "allow-from-monitoring"}
+
+
+def test_jobs_without_a_queue_name_land_in_the_teams_queue():
+    queues = {r.inputs["metadata"]["name"]: r.inputs["spec"] for r in _synth().resources
+              if r.inputs.get("kind") == "LocalQueue"}
+    assert queues == {"vision": {"clusterQueue": "vision"}, "default": {"clusterQueue": "vision"}}

@@ -32,8 +32,8 @@ def namespace(name: str, gpus: int = 0, cpu: str = "1", memory: str = "4Gi") -> 
 def test_platform_exports_what_teams_need(vision):
     platform = synthesize("local").outputs
     assert platform["kubeconfig"] == SECRET
-    assert platform["teams"]["vision"] == {"namespace": "vision", "gpus": 2, "cpu": "8", "memory": "32Gi",
-                                           "ownStack": True}
+    assert platform["teams"]["vision"] == {"namespace": "vision", "gpus": 2, "guaranteedGpus": 2,
+                                           "guarantee": {"t4": 2}, "cpu": "8", "memory": "32Gi", "ownStack": True}
     assert platform["gpuPools"][0]["taints"] == ["nvidia.com/gpu=present:NoSchedule"]
     assert platform["monitoringNamespace"] == "monitoring"
 
