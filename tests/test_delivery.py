@@ -29,7 +29,7 @@ IN_VPC = Deployer.model_validate({"runner": ["self-hosted", "ml"], "securityGrou
 def eks(**endpoint: Any) -> EksClusterConfig:
     return EksClusterConfig.model_validate({
         "cloud": "aws", "name": "ml", "region": "eu-west-1", "availabilityZones": ["eu-west-1a", "eu-west-1b"],
-        "endpoint": endpoint})
+        "adminRoleArns": ["arn:aws:iam::210987654321:role/deployer"], "endpoint": endpoint})
 
 
 def gke(**overrides: Any) -> GkeClusterConfig:

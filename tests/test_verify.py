@@ -138,9 +138,9 @@ def test_a_node_outside_the_pool_a_blind_pod_and_a_firing_alert_are_each_reporte
             elif exchange["path"].endswith("gpu-a10g-x4-a1b2c3/log"):
                 exchange["body"] = "NVIDIA_VISIBLE_DEVICES=\nnvidia-smi: absent\n"
             elif exchange["path"].endswith("/rules"):
-                rules = exchange["body"]["data"]["groups"][1]["rules"]
-                rules[1]["state"] = "firing"
-                del rules[2]
+                (group,) = [g for g in exchange["body"]["data"]["groups"] if g["name"] == "mlplatform-gpu"]
+                group["rules"] = [r | {"state": "firing"} if r["name"] == "GpuXidError" else r
+                                  for r in group["rules"] if r["name"] != "GpuTemperatureHigh"]
 
     api = ReplayedApi(exchanges_with(break_things))
     results, rule_problems = verifier(api).run()
