@@ -10,7 +10,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from versions import KUBERNETES_VERSION, SUPPORTED_KUBERNETES
-from config.base import DnsLabel, GpuPools, GpuSharing, Model, PoolName, check_mig, matching, unique_names
+from config.base import (Cidr, DnsLabel, GpuPools, GpuSharing, Model, PoolName, check_access_cidrs, check_mig,
+                         matching, unique_items, unique_names)
 from config.gpus import GPU_MODELS, GpuModel
 
 
@@ -62,20 +63,12 @@ def _minor(version: str) -> tuple[int, int]:
 
 def supported_kubernetes(value: str) -> str:
     low, high = SUPPORTED_KUBERNETES
-    if not re.match(r"^\d+\.\d+$", value) or not _minor(low) <= _minor(value) <= _minor(high):
+    if not re.fullmatch(r"[0-9]+\.[0-9]+", value) or not _minor(low) <= _minor(value) <= _minor(high):
         raise ValueError(f"Kubernetes {value!r} is outside the supported window: give a minor version from "
                          f"{low} to {high}, such as {KUBERNETES_VERSION}")
     return value
 
 
-def cidr(value: str) -> str:
-    try:
-        return str(ipaddress.ip_network(value, strict=True))
-    except ValueError as exc:
-        raise ValueError(f"{value!r} is not a valid CIDR block such as 10.0.0.0/16 ({exc})") from None
-
-
-Cidr = Annotated[str, AfterValidator(cidr)]
 KubernetesVersion = Annotated[str, AfterValidator(supported_kubernetes)]
 
 
@@ -86,8 +79,8 @@ class EksNetwork(Model):
     # One NAT gateway for all zones (cheaper) or one per zone (an outage of one zone cannot cut egress).
     nat_gateways: Literal["single", "perZone"] = "single"
     # Existing subnets instead of a new VPC: nodes in the private ones, load balancers in the public ones.
-    private_subnet_ids: list[SubnetId] = []
-    public_subnet_ids: list[SubnetId] = []
+    private_subnet_ids: Annotated[list[SubnetId], unique_items("subnet")] = []
+    public_subnet_ids: Annotated[list[SubnetId], unique_items("subnet")] = []
 
     @field_validator("vpc_cidr")
     @classmethod
@@ -104,7 +97,8 @@ class EksNetwork(Model):
 
 class EksEndpoint(Model):
     # CIDRs that may reach the public API endpoint; none means the endpoint is private (reach it from the VPC).
-    public_access_cidrs: list[Cidr] = []
+    # EKS takes at most 40 (Amazon EKS service quotas: public endpoint access CIDR ranges per cluster).
+    public_access_cidrs: Annotated[list[Cidr], unique_items("CIDR"), Field(max_length=40)] = []
 
 
 class EksSystemPool(Model):
@@ -114,19 +108,14 @@ class EksSystemPool(Model):
     min_nodes: int = Field(default=2, ge=1)
     max_nodes: int = Field(default=4, ge=1)
 
-    @model_validator(mode="after")
-    def _max_not_below_min(self) -> EksSystemPool:
-        if self.max_nodes < self.min_nodes:
-            raise ValueError(f"maxNodes ({self.max_nodes}) is below minNodes ({self.min_nodes})")
-        return self
-
 
 class EksGpuPool(Model):
     """A Karpenter NodePool of GPU instances that scales from zero."""
 
     name: PoolName
-    instance_types: list[str] = Field(min_length=1)
-    capacity_types: list[Literal["spot", "on-demand"]] = Field(default=["on-demand"], min_length=1)
+    instance_types: Annotated[list[str], unique_items("instance type")] = Field(min_length=1)
+    capacity_types: Annotated[list[Literal["spot", "on-demand"]], unique_items("capacity type")] = Field(
+        default=["on-demand"], min_length=1)
     # The pool's largest size; its nvidia.com/gpu limit is this many nodes' GPUs.
     max_nodes: int = Field(ge=1, le=1000)
     # Room for CUDA images and datasets on the root volume.
@@ -166,18 +155,27 @@ class EksGpuPool(Model):
         return self.max_nodes * self.shape.gpus * self.sharing.shares_per_gpu
 
 
+# The longest name the EKS components derive from the cluster name is a Karpenter EventBridge rule that Pulumi
+# autonames `<name>-karpenter-spot-interruption-<7 random>`; the IAM roles are shorter (`<name>-karpenter-
+# controller-<7>`). EventBridge rule and IAM role names are at most 64 characters (AWS EventBridge PutRule and
+# IAM CreateRole API limits), so a cluster name is at most 64 - 36 = 28. tests/test_bad_input.py checks every
+# derived name of a cluster at this length against those limits.
+EKS_NAME_MAX = 28
+EksClusterName = Annotated[DnsLabel, Field(max_length=EKS_NAME_MAX)]
+
+
 class EksClusterConfig(GpuPools, Model):
     cloud: Literal["aws"]
-    name: DnsLabel
+    name: EksClusterName
     # prod: the control plane, system nodes and KMS key are protected, and the API is never open to the world.
     environment: Literal["dev", "prod"] = "dev"
     region: AwsRegion
-    availability_zones: list[str]
+    availability_zones: Annotated[list[str], unique_items("availability zone")]
     kubernetes_version: KubernetesVersion = KUBERNETES_VERSION
     network: EksNetwork = EksNetwork()
     endpoint: EksEndpoint = EksEndpoint()
     # IAM roles that administer the cluster (EKS access entries with the cluster admin policy).
-    admin_role_arns: list[RoleArn] = []
+    admin_role_arns: Annotated[list[RoleArn], unique_items("role")] = []
     system_pool: EksSystemPool = EksSystemPool()
     gpu_pools: list[EksGpuPool] = []
 
@@ -199,13 +197,14 @@ class EksClusterConfig(GpuPools, Model):
     @model_validator(mode="after")
     def _consistent(self) -> EksClusterConfig:
         for zone in self.availability_zones:
-            if not (zone.startswith(self.region) and re.match(r"^[a-z]$", zone[len(self.region):])):
+            if not (zone.startswith(self.region) and re.fullmatch(r"[a-z]", zone[len(self.region):])):
                 raise ValueError(f"availabilityZones: {zone!r} is not a zone of {self.region} (such as "
                                  f"{self.region}a)")
         if self.network.existing and len(self.network.private_subnet_ids) < 2:
             raise ValueError("network.privateSubnetIds: give at least two private subnets, in different zones")
-        if self.environment == "prod" and "0.0.0.0/0" in self.endpoint.public_access_cidrs:
-            raise ValueError("endpoint.publicAccessCidrs: a prod cluster's API endpoint may not be open to "
-                             "0.0.0.0/0; list the networks that administer it, or leave the list empty for a "
-                             "private endpoint")
+        try:
+            check_access_cidrs(self.endpoint.public_access_cidrs, self.environment)
+        except ValueError as exc:
+            raise ValueError(f"endpoint.publicAccessCidrs: {exc}, or leave the list empty for a private "
+                             "endpoint") from None
         return self
