@@ -26,15 +26,15 @@ def _unwrap_annotation(annotation: Any) -> Any:
     return annotation
 
 
-def _model_for(members: list[Any], value: dict[str, Any]) -> type[BaseModel] | None:
-    """The member of a union of models whose Literal tag field (such as cloud) holds the value's tag."""
+def _model_for(members: list[Any], value: dict[str, Any]) -> tuple[type[BaseModel], str] | None:
+    """The member of a union of models whose Literal tag field (such as cloud) holds the value's tag, and the tag."""
     for member in members:
         if not (isinstance(member, type) and issubclass(member, BaseModel)):
             continue
         for name, field in member.model_fields.items():
-            if typing.get_origin(field.annotation) is Literal and value.get(field.alias or name) in typing.get_args(
-                    field.annotation):
-                return member
+            tag = value.get(field.alias or name)
+            if typing.get_origin(field.annotation) is Literal and tag in typing.get_args(field.annotation):
+                return member, str(tag)
     return None
 
 
@@ -48,9 +48,11 @@ def scalar_mistakes(annotation: Any, value: Any, loc: tuple[Any, ...] = ()) -> I
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         members = [a for a in typing.get_args(annotation) if a is not type(None)]
-        member = members[0] if len(members) == 1 else (_model_for(members, value) if isinstance(value, dict) else None)
-        if member is not None:
-            yield from scalar_mistakes(member, value, loc)
+        if len(members) == 1:
+            yield from scalar_mistakes(members[0], value, loc)
+        elif isinstance(value, dict) and (tagged := _model_for(members, value)):
+            # As pydantic does, the location names the union's tag (config.errors reads it so).
+            yield from scalar_mistakes(tagged[0], value, (*loc, tagged[1]))
     elif isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(value, dict):
         fields = {field.alias or name: field for name, field in annotation.model_fields.items()}
         for key, item in value.items():
@@ -272,7 +274,8 @@ def check_access_cidrs(cidrs: list[str], environment: str) -> None:
     if _WORLD in networks:
         raise ValueError(f"a prod cluster's API endpoint may not be open to the world, and {', '.join(cidrs)} cover "
                          "every IPv4 address: list the networks that administer the cluster (office, VPN, CI)")
-    public = sum(net.num_addresses for net in networks if not net.is_private)
+    # is_global: not wholly inside private, shared (100.64.0.0/10) or reserved space.
+    public = sum(net.num_addresses for net in networks if net.is_global)
     if public > PROD_PUBLIC_ADDRESSES:
         raise ValueError(f"a prod cluster's API endpoint may not be open to broad public ranges, and "
                          f"{', '.join(cidrs)} cover {public:,} public addresses, more than a /16 ({PROD_PUBLIC_ADDRESSES:,}) "

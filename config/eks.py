@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 
 from versions import KUBERNETES_VERSION, SUPPORTED_KUBERNETES
 from config.base import (Cidr, DnsLabel, GpuPools, GpuSharing, Model, PoolName, check_access_cidrs, check_mig,
@@ -63,7 +64,7 @@ def _minor(version: str) -> tuple[int, int]:
 
 def supported_kubernetes(value: str) -> str:
     low, high = SUPPORTED_KUBERNETES
-    if not re.fullmatch(r"[0-9]+\.[0-9]+", value) or not _minor(low) <= _minor(value) <= _minor(high):
+    if not re.fullmatch(r"[1-9][0-9]*\.(0|[1-9][0-9]*)", value) or not _minor(low) <= _minor(value) <= _minor(high):
         raise ValueError(f"Kubernetes {value!r} is outside the supported window: give a minor version from "
                          f"{low} to {high}, such as {KUBERNETES_VERSION}")
     return value
@@ -89,6 +90,18 @@ class EksNetwork(Model):
             raise ValueError(f"{value} leaves no room for a private and a public subnet per zone: use a prefix "
                              "from /16 to /20")
         return value
+
+    @model_validator(mode="after")
+    def _one_kind_of_network(self) -> EksNetwork:
+        if self.public_subnet_ids and not self.private_subnet_ids:
+            raise ValueError("publicSubnetIds without privateSubnetIds: give the existing VPC's private subnets "
+                             "(where nodes run) too, or leave both out for a new VPC")
+        # Set alongside existing subnets, these would be silently unused.
+        if unused := [to_camel(name) for name in ("vpc_cidr", "nat_gateways") if name in self.model_fields_set]:
+            if self.private_subnet_ids:
+                raise ValueError(f"{' and '.join(unused)} shape a new VPC, and privateSubnetIds use an existing "
+                                 "one: remove one or the other")
+        return self
 
     @property
     def existing(self) -> bool:
@@ -161,7 +174,9 @@ class EksGpuPool(Model):
 # IAM CreateRole API limits), so a cluster name is at most 64 - 36 = 28. tests/test_bad_input.py checks every
 # derived name of a cluster at this length against those limits.
 EKS_NAME_MAX = 28
-EksClusterName = Annotated[DnsLabel, Field(max_length=EKS_NAME_MAX)]
+EksClusterName = Annotated[DnsLabel, matching(rf".{{1,{EKS_NAME_MAX}}}", f"an EKS cluster name of at most {EKS_NAME_MAX} "
+                                              "characters: longer, the names derived from it (such as its Karpenter "
+                                              "EventBridge rules and IAM roles) would break AWS's 64-character limit")]
 
 
 class EksClusterConfig(GpuPools, Model):

@@ -62,6 +62,9 @@ def _walk(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, type[BaseMo
     current: Any = root
     holder: type[BaseModel] | None = None
     for part in loc:
+        if part == "[key]":  # pydantic locates a bad mapping key by this after the key
+            path += " (the key)"
+            continue
         current = _unwrap(current)
         origin = typing.get_origin(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
@@ -105,10 +108,11 @@ def _describe(error: dict[str, Any], holder: type[BaseModel] | None) -> str:
     given = error.get("input")
     if kind == "string_type" and isinstance(given, (bool, int, float)):
         # YAML reads unquoted 1.30 as the number 1.3, and yes/no/on/off as booleans: the text is gone.
-        written = str(given).lower() if isinstance(given, bool) else given
-        return (f"expected text, got {_yaml_value(given)}: YAML reads an unquoted {written} as a "
-                f"{'boolean' if isinstance(given, bool) else 'number'}; write the value in quotes as you mean it, "
-                'such as "1.30" or "no"')
+        example = f'{error["loc"][-1]}: "{("yes" if given else "no") if isinstance(given, bool) else given}"'
+        reads = ("yes, no, on, off, true and false as booleans" if isinstance(given, bool)
+                 else "unquoted numbers as numbers (1.30 as 1.3)")
+        return (f"expected text, got {_yaml_value(given)}: YAML reads {reads}; quote the value as you mean it, "
+                f"such as {example}")
     if kind in ("dict_type", "model_type", "model_attributes_type"):
         return f"expected a mapping (key: value), got {_yaml_value(given)}"
     if kind == "list_type":

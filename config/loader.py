@@ -58,10 +58,10 @@ def _check_namespace(key: str, source: str) -> None:
     like_ours = (namespace.lower() == PROJECT or
                  difflib.SequenceMatcher(None, namespace.lower(), PROJECT).ratio() >= 0.6)
     guess = f"{PROJECT}:{name}" if colon else f"{PROJECT}:{key.split('_', 1)[-1]}"
-    hint = (f"did you mean {guess}? " if like_ours else "") + \
+    hint = (f"Did you mean {guess}? " if like_ours else "") + \
         f"Keys of this project are written {PROJECT}:<key> (or <key> alone); other namespaces read here: " \
         f"{', '.join(OTHER_NAMESPACES)}"
-    raise ConfigError(f"{source}: {key}: a key nothing in this project reads, so it would be silently ignored; "
+    raise ConfigError(f"{source}: {key}: a key nothing in this project reads, so it would be silently ignored. "
                       f"{hint}.")
 
 

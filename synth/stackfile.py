@@ -88,7 +88,7 @@ def _yaml_type(value: Any) -> str:
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     if not isinstance(exc, yaml.MarkedYAMLError):
-        return str(exc)
+        return " ".join(str(exc).split())
     # The context mark is where the broken construct starts, which is where people need to look.
     mark = exc.context_mark or exc.problem_mark
     where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
