@@ -298,12 +298,12 @@ def check_disjoint(ranges: dict[str, str]) -> None:
 # apimachinery validation: a label key is an optional DNS subdomain prefix (<= 253) and '/', then a name of at
 # most 63 characters; a value is empty or such a name.
 _LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 def label_key(value: str) -> str:
     prefix, slash, name = value.rpartition("/")
-    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+    if slash and (not prefix or len(prefix) > 253 or not DNS_SUBDOMAIN.fullmatch(prefix)):
         raise ValueError(f"label key {value!r}: the prefix before '/' must be a DNS subdomain such as example.com")
     if len(name) > 63 or not _LABEL_NAME.fullmatch(name):
         raise ValueError(f"label key {value!r} is not a Kubernetes label key: a name of at most 63 letters, digits, "

@@ -53,6 +53,9 @@ AwsRegion = Annotated[str, matching(r"[a-z]{2}(-gov)?-[a-z]+-\d", "an AWS region
 RoleArn = Annotated[str, matching(r"arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]+",
                                   "an IAM role ARN such as arn:aws:iam::123456789012:role/platform-admins")]
 SubnetId = Annotated[str, matching(r"subnet-[0-9a-f]{8,17}", "a subnet ID such as subnet-0123456789abcdef0")]
+# EC2 instance types: a family (letters, digits, '-' as in m7i-flex or u-6tb1), '.', a size.
+InstanceType = Annotated[str, matching(r"[a-z][-a-z0-9]*[0-9][-a-z0-9]*\.[a-z0-9]+",
+                                       "an EC2 instance type such as m7i.large or m7i-flex.xlarge")]
 KarpenterDuration = Annotated[str, matching(r"([0-9]+(s|m|h))+|Never", "a Karpenter duration such as 30s, 10m, 1h "
                                                                       "or Never")]
 
@@ -117,7 +120,7 @@ class EksEndpoint(Model):
 class EksSystemPool(Model):
     """The managed node group where the platform's own controllers run (on-demand)."""
 
-    instance_type: str = "m7i.large"
+    instance_type: InstanceType = "m7i.large"
     min_nodes: int = Field(default=2, ge=1)
     max_nodes: int = Field(default=4, ge=1)
 

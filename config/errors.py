@@ -111,18 +111,19 @@ def _describe(error: dict[str, Any], holder: type[BaseModel] | None) -> str:
         example = f'{error["loc"][-1]}: "{("yes" if given else "no") if isinstance(given, bool) else given}"'
         reads = ("yes, no, on, off, true and false as booleans" if isinstance(given, bool)
                  else "unquoted numbers as numbers (1.30 as 1.3)")
-        return (f"expected text, got {_yaml_value(given)}: YAML reads {reads}; quote the value as you mean it, "
+        return (f"expected text, got {yaml_value(given)}: YAML reads {reads}; quote the value as you mean it, "
                 f"such as {example}")
     if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return f"expected a mapping (key: value), got {_yaml_value(given)}"
+        return f"expected a mapping (key: value), got {yaml_value(given)}"
     if kind == "list_type":
-        return f"expected a list ([a, b] or lines starting with -), got {_yaml_value(given)}"
+        return f"expected a list ([a, b] or lines starting with -), got {yaml_value(given)}"
     if kind != "value_error" and isinstance(given, (str, int, float, bool)):
-        message += f" (got {_yaml_value(given)})"
+        message += f" (got {yaml_value(given)})"
     return message
 
 
-def _yaml_value(value: Any) -> str:
+def yaml_value(value: Any) -> str:
+    """A value as YAML gave it, in words: "the number 1.3", "the boolean true", "a list"."""
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
     if isinstance(value, (int, float)):

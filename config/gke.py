@@ -42,6 +42,9 @@ N1_ACCELERATORS = {"nvidia-tesla-t4": (1, 2, 4), "nvidia-tesla-v100": (1, 2, 4, 
 
 GcpProject = Annotated[str, matching(r"[a-z][a-z0-9-]{4,28}[a-z0-9]",
                                      "a Google Cloud project ID (6 to 30 lowercase letters, digits, hyphens)")]
+# Compute Engine machine types: a series, then its parts (e2-standard-4, n2d-highmem-8, custom-4-16384).
+MachineType = Annotated[str, matching(r"[a-z][a-z0-9]*(-[a-z0-9]+)+",
+                                      "a Compute Engine machine type such as e2-standard-4")]
 GcpRegion = Annotated[str, matching(r"[a-z]+-[a-z]+\d+", "a Google Cloud region such as us-central1 or europe-west4")]
 
 
@@ -111,7 +114,7 @@ class AuthorizedNetwork(Model):
 
 
 class GkeSystemPool(Model):
-    machine_type: str = "e2-standard-4"
+    machine_type: MachineType = "e2-standard-4"
     min_nodes: int = Field(default=1, ge=1)
     max_nodes: int = Field(default=3, ge=1)
 

@@ -102,13 +102,18 @@ SECRET_KEYS = {"grafanaAdminPassword": "Grafana's admin password (generated when
 
 def _set_secrets_aside(raw: dict[str, Any], stack: str) -> None:
     _environment("PULUMI_CONFIG_SECRET_KEYS", list)
-    for key in SECRET_KEYS:
-        if key not in raw:
-            continue
-        if not is_config_secret(f"{PROJECT}:{key}"):
-            raise ConfigError(f"{stack_file(stack)}: {PROJECT}:{key}: a secret stored in plain text. Remove it and "
-                              f"run `pulumi config set --secret {key}` so that it is stored encrypted.")
-        del raw[key]
+    for key in list(raw):
+        secret = is_config_secret(f"{PROJECT}:{key}")
+        if key in SECRET_KEYS:
+            if not secret:
+                raise ConfigError(f"{stack_file(stack)}: {PROJECT}:{key}: a secret stored in plain text. Remove it "
+                                  f"and run `pulumi config set --secret {key}` so that it is stored encrypted.")
+            del raw[key]
+        elif secret:
+            # The models hold plain values: a secret here would end up unencrypted in the state and outputs.
+            raise ConfigError(f"{stack_file(stack)}: {PROJECT}:{key}: stored as a secret (secure:), but it is "
+                              f"not one; only {', '.join(SECRET_KEYS)} may be. Set it in plain text "
+                              f"(pulumi config set {key} ...).")
 
 
 def check_gpu_capacity(config: PlatformConfig, stack: str) -> list[str]:

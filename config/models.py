@@ -17,6 +17,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator, mod
 from config.base import (
     Accelerator,
     CpuMemory,
+    DNS_SUBDOMAIN,
     DnsLabel,
     GpuPools,
     GpuSharing,
@@ -273,7 +274,6 @@ ClusterConfig = Annotated[Union[KindClusterConfig, ExistingClusterConfig, EksClu
 # ---- the platform stack ---------------------------------------------------------------------------------
 
 _DURATION = re.compile(r"([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 def prometheus_duration(value: str) -> str:
@@ -284,7 +284,7 @@ def prometheus_duration(value: str) -> str:
 
 
 def storage_class_name(value: str) -> str:
-    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
+    if len(value) > 253 or not DNS_SUBDOMAIN.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid StorageClass name: use lowercase letters, digits, '-' and '.', "
                          "starting and ending with a letter or digit, at most 253 characters (e.g. gp3, premium-rwo)")
     return value

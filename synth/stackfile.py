@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from config.errors import PROJECT, ConfigError, stack_file
+from config.errors import PROJECT, ConfigError, stack_file, yaml_value
 from synth.engine import SECRET
 
 # Top-level keys of a stack file the Pulumi CLI knows (pulumi/pkg/workspace ProjectStack).
@@ -39,7 +39,7 @@ class _StrictLoader(yaml.SafeLoader):
                 key = self.construct_object(key_node, deep=True)
                 if not isinstance(key, str):
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"the key {key_node.value!r} is read as {_yaml_type(key)}, not as text; keys are "
+                        None, None, f"the key {key_node.value!r} is read as {yaml_value(key)}, not as text; keys are "
                         f"text: quote it (\"{key_node.value}\")", key_node.start_mark)
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
@@ -74,16 +74,6 @@ for _tag, _method in (("timestamp", _StrictLoader.construct_yaml_timestamp),
                       ("omap", _StrictLoader.construct_yaml_omap),
                       ("pairs", _StrictLoader.construct_yaml_omap)):
     _StrictLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _method)
-
-
-def _yaml_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return f"the boolean {str(value).lower()}"
-    if value is None:
-        return "null"
-    if isinstance(value, (int, float)):
-        return f"the number {value}"
-    return f"a {type(value).__name__}"
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -177,7 +167,7 @@ def stack_config(path: Path) -> dict[str, Any]:
     if document is None:
         document = {}
     if not isinstance(document, dict):
-        raise ConfigError(f"{path.name}: the file holds {_yaml_type(document)} at the top; a stack file is a "
+        raise ConfigError(f"{path.name}: the file holds {yaml_value(document)} at the top; a stack file is a "
                           f"mapping whose `config:` key holds the settings ({EXAMPLE}).")
     for key in document:
         if key not in STACK_FILE_KEYS:
@@ -187,7 +177,7 @@ def stack_config(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path.name}: no `config:` section; the stack's settings go under it ({EXAMPLE}).")
     config = document["config"]
     if not isinstance(config, dict):
-        raise ConfigError(f"{path.name}: config: expected a mapping of keys to values, got {_yaml_type(config)}.")
+        raise ConfigError(f"{path.name}: config: expected a mapping of keys to values, got {yaml_value(config)}.")
     return config
 
 

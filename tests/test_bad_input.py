@@ -24,8 +24,10 @@ from config.base import check_access_cidrs, check_disjoint, label_key, label_val
 from config.eks import EKS_NAME_MAX
 from config.errors import ConfigError
 from config.gke import GKE_NAME_MAX
+from config.models import TeamStackConfig
 from config.quantity import parse_quantity
 from stacks import main as program
+from stacks.team import check_namespaces_free
 from synth import PROJECT_DIR, synthesize
 from synth.engine import RecordingMonitor, run_program
 from synth.stackfile import read_stack_config
@@ -88,6 +90,7 @@ def refused(run_synth: RunSynth, content: str | bytes, *fragments: str) -> str:
     ("- config\n", ["holds a list at the top", "config:"]),
     ("", ["no `config:` section"]),
     ("confg:\n  mlplatform:cluster: {cloud: kind}\n", ["confg: not a key of a stack file"]),
+    (KIND + "  mlplatform:teams: {secure: AAAA}\n", ["mlplatform:teams: stored as a secret (secure:), but it is not"]),
 ])
 def test_sections_never_vanish(run_synth, content, fragments):
     stderr = refused(run_synth, content, *fragments)
@@ -145,13 +148,28 @@ def test_a_team_stack_that_names_itself_or_a_team_stack(run_synth):
     assert "Pulumi..yaml" not in stderr
 
 
-@pytest.mark.parametrize("environment, fragment", [
-    ("not json", "PULUMI_CONFIG (environment variable): not JSON"),
-    ("[1, 2]", "PULUMI_CONFIG (environment variable): holds list, not a JSON object"),
+@pytest.mark.parametrize("variable, value, fragment", [
+    ("PULUMI_CONFIG", "not json", "PULUMI_CONFIG (environment variable): not JSON"),
+    ("PULUMI_CONFIG", "[1, 2]", "PULUMI_CONFIG (environment variable): holds list, not a JSON object"),
+    ("PULUMI_CONFIG_SECRET_KEYS", "{", "PULUMI_CONFIG_SECRET_KEYS (environment variable): not JSON"),
 ])
-def test_pulumi_config_that_is_not_json(run_synth, monkeypatch, environment, fragment):
-    monkeypatch.setenv("PULUMI_CONFIG", environment)
+def test_pulumi_config_that_is_not_json(run_synth, monkeypatch, variable, value, fragment):
+    monkeypatch.setenv(variable, value)
     refused(run_synth, KIND, fragment)
+
+
+def test_a_team_stack_namespace_the_platform_stack_already_has():
+    config = TeamStackConfig.model_validate({
+        "platformStack": "organization/mlplatform/local", "team": "a",
+        "namespaces": [{"name": "a", "quota": {"requests": {"cpu": "1", "memory": "1Gi"}}},
+                       {"name": "a-b", "quota": {"requests": {"cpu": "1", "memory": "1Gi"}}}]})
+    budgets = {"a": {"namespace": "a", "ownStack": True}, "a-b": {"namespace": "a-b", "ownStack": False}}
+    with pytest.raises(ConfigError, match=r"^Pulumi\.t\.yaml: mlplatform:namespaces\[1\]\.name: 'a-b' is team a-b's "
+                                          r"namespace in the platform stack organization/mlplatform/local"):
+        check_namespaces_free(config, budgets, "monitoring", "t")
+    check_namespaces_free(config, {"a": budgets["a"]}, "monitoring", "t")
+    with pytest.raises(ConfigError, match="'a' is the platform's monitoring namespace"):
+        check_namespaces_free(config, {}, "a", "t")
 
 
 # ---- 3. whole strings -----------------------------------------------------------------------------------
@@ -218,6 +236,9 @@ def test_one_rule_for_who_reaches_a_control_plane():
                                                                           "10.10.0.0/20 overlaps podsCidr"),
     (GCP % ("ml", "dev", "[]") + "    systemPool: {minNodes: 4, maxNodes: 2}\n", "mlplatform:cluster.systemPool: "
                                                                                "maxNodes (2) is below minNodes (4)"),
+    ((AWS % ("dev", "[]")) + "    systemPool: {instanceType: m7i large}\n", "mlplatform:cluster.systemPool."
+                                                                            "instanceType: 'm7i large' is not an EC2"),
+    (GCP % ("ml", "dev", "[]") + "    systemPool: {machineType: E2}\n", "'E2' is not a Compute Engine machine type"),
     ("config:\n  mlplatform:cluster: {cloud: existing, name: x, kubeconfig: Pulumi.yaml, systemNodeLabels: "
      "{'bad key!': v}}\n", "systemNodeLabels.bad key! (the key): label key 'bad key!' is not a Kubernetes label key"),
 ])
