@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import uuid
@@ -66,6 +67,8 @@ def run_synth(capsys: pytest.CaptureFixture[str]) -> Iterator[RunSynth]:
     yield run
     for path in written:
         path.unlink(missing_ok=True)
+        # A run that wrongly succeeded wrote its output where a user's run would.
+        shutil.rmtree(PROJECT_DIR / "out" / path.name[len("Pulumi."):-len(".yaml")], ignore_errors=True)
 
 
 def refused(run_synth: RunSynth, content: str | bytes, *fragments: str) -> str:
