@@ -24,7 +24,7 @@ def _decode(value: Any) -> Any:
         return value
     try:
         decoded = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what a stack file may be
         return value
     return decoded if isinstance(decoded, (dict, list)) else value
 
@@ -42,7 +42,7 @@ def _environment(name: str, kind: type[dict] | type[list]) -> Any:
     what = "a JSON object of config keys to values" if kind is dict else "a JSON list of config keys"
     try:
         value = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ConfigError(f"{name} (environment variable): not JSON ({exc}); the Pulumi CLI sets it to {what}. "
                           f"Unset it (unset {name}) or correct it.") from None
     if not isinstance(value, kind):
