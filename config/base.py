@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from typing import Annotated, Literal
+import types
+import typing
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -12,16 +16,81 @@ from config.gpus import GPU_MODELS, known_accelerator
 from config.quantity import non_negative_quantity, parse_quantity
 
 
+# Pulumi hands numbers to providers as 64-bit floats, exact up to 2**53.
+MAX_EXACT_INT = 2**53
+
+
+def _unwrap_annotation(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+def _model_for(members: list[Any], value: dict[str, Any]) -> tuple[type[BaseModel], str] | None:
+    """The member of a union of models whose Literal tag field (such as cloud) holds the value's tag, and the tag."""
+    for member in members:
+        if not (isinstance(member, type) and issubclass(member, BaseModel)):
+            continue
+        for name, field in member.model_fields.items():
+            tag = value.get(field.alias or name)
+            if typing.get_origin(field.annotation) is Literal and tag in typing.get_args(field.annotation):
+                return member, str(tag)
+    return None
+
+
+def scalar_mistakes(annotation: Any, value: Any, loc: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str]]:
+    """Where YAML gave a boolean for a number or a number for a boolean, walking the raw config along the models.
+
+    pydantic would convert them (`gpus: true` would become 1, `spot: 1` true), so they are found before it runs.
+    Also integers too large to reach a cloud intact.
+    """
+    annotation = _unwrap_annotation(annotation)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) == 1:
+            yield from scalar_mistakes(members[0], value, loc)
+        elif isinstance(value, dict) and (tagged := _model_for(members, value)):
+            # As pydantic does, the location names the union's tag (config.errors reads it so).
+            yield from scalar_mistakes(tagged[0], value, (*loc, tagged[1]))
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(value, dict):
+        fields = {field.alias or name: field for name, field in annotation.model_fields.items()}
+        for key, item in value.items():
+            if key in fields:
+                yield from scalar_mistakes(fields[key].annotation, item, (*loc, key))
+    elif origin is list and isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from scalar_mistakes(typing.get_args(annotation)[0], item, (*loc, index))
+    elif origin is dict and isinstance(value, dict):
+        for key, item in value.items():
+            yield from scalar_mistakes(typing.get_args(annotation)[1], item, (*loc, key))
+    elif annotation in (int, float) and isinstance(value, bool):
+        yield loc, f"expected a number, got the boolean {str(value).lower()}; write a number such as 1"
+    elif annotation is bool and isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield loc, f"expected true or false, got the number {value}"
+    elif annotation in (int, float) and isinstance(value, int) and abs(value) > MAX_EXACT_INT:
+        yield loc, f"{value} is too large: Pulumi passes numbers as 64-bit floats, exact up to 2^53"
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, frozen=True)
 
+    @model_validator(mode="after")
+    def _max_not_below_min(self) -> Model:
+        # Every pool of every cloud that has both bounds: the cloud APIs refuse a maximum below the minimum.
+        low, high = getattr(self, "min_nodes", None), getattr(self, "max_nodes", None)
+        if isinstance(low, int) and isinstance(high, int) and high < low:
+            raise ValueError(f"maxNodes ({high}) is below minNodes ({low}); maxNodes must be at least minNodes")
+        return self
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 def matching(pattern: str, what: str) -> AfterValidator:
-    """A validator that takes strings matching `pattern` and otherwise says the value is not `what`."""
-    compiled = re.compile(pattern)
+    """A validator that takes strings wholly matching `pattern` (ASCII classes) and otherwise says the value is
+    not `what`."""
+    compiled = re.compile(pattern, re.ASCII)
 
     def check(value: str) -> str:
         if not compiled.fullmatch(value):
@@ -32,7 +101,7 @@ def matching(pattern: str, what: str) -> AfterValidator:
 
 
 def dns_label(value: str) -> str:
-    if len(value) > 63 or not _DNS_LABEL.match(value):
+    if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid Kubernetes name (RFC 1123 label): use at most 63 lowercase letters, "
             "digits and '-', starting and ending with a letter or digit"
@@ -120,17 +189,10 @@ class SharedGpus(Model):
 
 
 class ScalingGpuPool(SharedGpus):
-    """A GPU pool that scales between minNodes and maxNodes."""
+    """A GPU pool that scales between minNodes and maxNodes (Model checks that max is not below min)."""
 
     min_nodes: int = Field(default=0, ge=0)
     max_nodes: int = Field(ge=0)
-
-    @model_validator(mode="after")
-    def _max_not_below_min(self) -> ScalingGpuPool:
-        if self.max_nodes < self.min_nodes:
-            raise ValueError(f"maxNodes ({self.max_nodes}) is below minNodes ({self.min_nodes}); "
-                             "maxNodes must be at least minNodes")
-        return self
 
 
 def not_system(value: str) -> str:
@@ -163,3 +225,110 @@ def positive_quantity(value: str) -> str:
     if parse_quantity(value) <= 0:
         raise ValueError(f"{value!r} must be more than zero")
     return value
+
+
+def unique_items(what: str) -> AfterValidator:
+    """A list validator: each item once (a zone, a subnet, a role listed twice is a mistake or a duplicate
+    resource at `pulumi up`)."""
+
+    def check(items: list[Any]) -> list[Any]:
+        seen: dict[Any, int] = {}
+        for index, item in enumerate(items):
+            if item in seen:
+                raise ValueError(f"{what} {item!r} is listed twice (at [{seen[item]}] and [{index}]); list it once")
+            seen[item] = index
+        return items
+
+    return AfterValidator(check)
+
+
+# ---- networks -------------------------------------------------------------------------------------------
+
+def ipv4_cidr(value: str) -> str:
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a valid CIDR block such as 10.0.0.0/16 ({exc})") from None
+    if network.version != 4:
+        raise ValueError(f"{value!r} is an IPv6 block; an IPv4 CIDR block such as 10.0.0.0/16 belongs here")
+    return str(network)
+
+
+Cidr = Annotated[str, AfterValidator(ipv4_cidr)]
+
+# In prod, public ranges that may reach a control plane add up to at most this many addresses (a /16): an office,
+# a VPN, CI runners; more is the internet, however it is written.
+PROD_PUBLIC_ADDRESSES = 2**16
+_WORLD = ipaddress.IPv4Network("0.0.0.0/0")
+
+
+def check_access_cidrs(cidrs: list[str], environment: str) -> None:
+    """The one rule for who may reach a control plane (EKS publicAccessCidrs, GKE masterAuthorizedNetworks).
+
+    Judged by the addresses the CIDRs cover, not by how they are written: 0.0.0.0/1 with 128.0.0.0/1 is the
+    world. In prod the world is refused, and so are public ranges broader than a /16 in all.
+    """
+    networks = list(ipaddress.collapse_addresses(ipaddress.IPv4Network(cidr) for cidr in cidrs))
+    if environment != "prod":
+        return
+    if _WORLD in networks:
+        raise ValueError(f"a prod cluster's API endpoint may not be open to the world, and {', '.join(cidrs)} cover "
+                         "every IPv4 address: list the networks that administer the cluster (office, VPN, CI)")
+    # is_global: not wholly inside private, shared (100.64.0.0/10) or reserved space.
+    public = sum(net.num_addresses for net in networks if net.is_global)
+    if public > PROD_PUBLIC_ADDRESSES:
+        raise ValueError(f"a prod cluster's API endpoint may not be open to broad public ranges, and "
+                         f"{', '.join(cidrs)} cover {public:,} public addresses, more than a /16 ({PROD_PUBLIC_ADDRESSES:,}) "
+                         "in all: list the networks that administer the cluster (office, VPN, CI)")
+
+
+def check_disjoint(ranges: dict[str, str]) -> None:
+    """ValueError naming the first two of these named CIDR ranges that overlap: the clouds refuse overlapping
+    node, pod, service and control-plane ranges, since routes to one would capture the other."""
+    named = [(name, ipaddress.ip_network(cidr)) for name, cidr in ranges.items()]
+    for index, (name, network) in enumerate(named):
+        for other, other_network in named[index + 1:]:
+            if network.overlaps(other_network):
+                raise ValueError(f"{name} {network} overlaps {other} {other_network}; give each range its own "
+                                 "addresses")
+
+
+# ---- Kubernetes names -----------------------------------------------------------------------------------
+
+# apimachinery validation: a label key is an optional DNS subdomain prefix (<= 253) and '/', then a name of at
+# most 63 characters; a value is empty or such a name.
+_LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def label_key(value: str) -> str:
+    prefix, slash, name = value.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not DNS_SUBDOMAIN.fullmatch(prefix)):
+        raise ValueError(f"label key {value!r}: the prefix before '/' must be a DNS subdomain such as example.com")
+    if len(name) > 63 or not _LABEL_NAME.fullmatch(name):
+        raise ValueError(f"label key {value!r} is not a Kubernetes label key: a name of at most 63 letters, digits, "
+                         "'-', '_' and '.', starting and ending with a letter or digit, optionally after a "
+                         "prefix/ such as mlplatform.io/pool")
+    return value
+
+
+def label_value(value: str) -> str:
+    if value and (len(value) > 63 or not _LABEL_NAME.fullmatch(value)):
+        raise ValueError(f"label value {value!r} is not a Kubernetes label value: empty, or at most 63 letters, "
+                         "digits, '-', '_' and '.', starting and ending with a letter or digit (quote values "
+                         "such as \"true\" or \"2024-01-01\")")
+    return value
+
+
+Labels = dict[Annotated[str, AfterValidator(label_key)], Annotated[str, AfterValidator(label_value)]]
+
+
+def group_name(value: str) -> str:
+    # Kubernetes takes any non-empty group name, and compares it exactly: spaces at either end never match.
+    if not value or value != value.strip() or any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ValueError(f"{value!r} is not a group name: give the group as the identity provider names it, "
+                         "non-empty, without spaces at either end or control characters")
+    return value
+
+
+GroupName = Annotated[str, AfterValidator(group_name)]

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 
 from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, KUBERNETES_VERSION, SUPPORTED_KUBERNETES
-from config.base import DnsLabel, GpuPools, GpuSharing, Model, PoolName, check_mig, matching, unique_names
+from config.base import (Cidr, DnsLabel, GpuPools, GpuSharing, Model, PoolName, check_access_cidrs, check_mig,
+                         matching, unique_items, unique_names)
 from config.gpus import GPU_MODELS, GpuModel
 
 
@@ -71,6 +73,9 @@ SecurityGroupId = Annotated[str, matching(r"sg-[0-9a-f]{8,17}", "a security grou
 SubnetId = Annotated[str, matching(r"subnet-[0-9a-f]{8,17}", "a subnet ID such as subnet-0123456789abcdef0")]
 CapacityReservationId = Annotated[str, matching(r"cr-[0-9a-z]+", "a capacity reservation ID such as "
                                                                   "cr-0123456789abcdef0")]
+# EC2 instance types: a family (letters, digits, '-' as in m7i-flex or u-6tb1), '.', a size.
+InstanceType = Annotated[str, matching(r"[a-z][-a-z0-9]*[0-9][-a-z0-9]*\.[a-z0-9]+",
+                                       "an EC2 instance type such as m7i.large or m7i-flex.xlarge")]
 KarpenterDuration = Annotated[str, matching(r"([0-9]+(s|m|h))+|Never", "a Karpenter duration such as 30s, 10m, 1h "
                                                                       "or Never")]
 
@@ -82,7 +87,7 @@ def _minor(version: str) -> tuple[int, int]:
 
 def supported_kubernetes(value: str) -> str:
     low, high = SUPPORTED_KUBERNETES
-    if not re.match(r"^\d+\.\d+$", value) or not _minor(low) <= _minor(value) <= _minor(high):
+    if not re.fullmatch(r"[1-9][0-9]*\.(0|[1-9][0-9]*)", value) or not _minor(low) <= _minor(value) <= _minor(high):
         raise ValueError(f"Kubernetes {value!r} is outside the supported window: give a minor version from "
                          f"{low} to {high}, such as {KUBERNETES_VERSION}")
     return value
@@ -105,14 +110,6 @@ def log_retention(value: int) -> int:
     return value
 
 
-def cidr(value: str) -> str:
-    try:
-        return str(ipaddress.ip_network(value, strict=True))
-    except ValueError as exc:
-        raise ValueError(f"{value!r} is not a valid CIDR block such as 10.0.0.0/16 ({exc})") from None
-
-
-Cidr = Annotated[str, AfterValidator(cidr)]
 KubernetesVersion = Annotated[str, AfterValidator(supported_kubernetes)]
 EksKubernetesVersion = Annotated[KubernetesVersion, AfterValidator(pinned_on_eks)]
 LogRetentionDays = Annotated[int, AfterValidator(log_retention)]
@@ -125,8 +122,8 @@ class EksNetwork(Model):
     # One NAT gateway for all zones (cheaper) or one per zone (an outage of one zone cannot cut egress).
     nat_gateways: Literal["single", "perZone"] = "single"
     # Existing subnets instead of a new VPC: nodes in the private ones, load balancers in the public ones.
-    private_subnet_ids: list[SubnetId] = []
-    public_subnet_ids: list[SubnetId] = []
+    private_subnet_ids: Annotated[list[SubnetId], unique_items("subnet")] = []
+    public_subnet_ids: Annotated[list[SubnetId], unique_items("subnet")] = []
     # ECR (api, dkr), EKS Pod Identity (eks-auth) and STS interface endpoints in the new VPC, so that image
     # pulls and credentials skip the NAT gateway (about $7 a month each per zone, against NAT's per-GB
     # charge). The S3 gateway endpoint, which ECR's image layers come from, is free and always there.
@@ -140,6 +137,18 @@ class EksNetwork(Model):
                              "from /16 to /20")
         return value
 
+    @model_validator(mode="after")
+    def _one_kind_of_network(self) -> EksNetwork:
+        if self.public_subnet_ids and not self.private_subnet_ids:
+            raise ValueError("publicSubnetIds without privateSubnetIds: give the existing VPC's private subnets "
+                             "(where nodes run) too, or leave both out for a new VPC")
+        # Set alongside existing subnets, these would be silently unused.
+        if unused := [to_camel(name) for name in ("vpc_cidr", "nat_gateways") if name in self.model_fields_set]:
+            if self.private_subnet_ids:
+                raise ValueError(f"{' and '.join(unused)} shape a new VPC, and privateSubnetIds use an existing "
+                                 "one: remove one or the other")
+        return self
+
     @property
     def existing(self) -> bool:
         return bool(self.private_subnet_ids)
@@ -149,11 +158,12 @@ class EksEndpoint(Model):
     """How the Kubernetes API is reached: publicly from named CIDRs, or only from inside the network."""
 
     # CIDRs that may reach the public API endpoint; none means the endpoint is private (reach it from the VPC).
-    public_access_cidrs: list[Cidr] = []
+    # EKS takes at most 40 (Amazon EKS service quotas: public endpoint access CIDR ranges per cluster).
+    public_access_cidrs: Annotated[list[Cidr], unique_items("CIDR"), Field(max_length=40)] = []
     # Who inside the network reaches the private endpoint (self-hosted runners, a VPN's subnet): the cluster
     # security group admits only itself, so each of these gets an HTTPS rule on it.
-    private_access_security_group_ids: list[SecurityGroupId] = []
-    private_access_cidrs: list[Cidr] = []
+    private_access_security_group_ids: Annotated[list[SecurityGroupId], unique_items("security group")] = []
+    private_access_cidrs: Annotated[list[Cidr], unique_items("CIDR")] = []
 
     @property
     def public(self) -> bool:
@@ -164,26 +174,22 @@ class EksSystemPool(Model):
     """Where the platform's own controllers run (on-demand): a managed node group of minNodes, and up to
     maxNodes with the nodes Karpenter adds while system pods are pending."""
 
-    instance_type: str = "m7i.large"
+    instance_type: InstanceType = "m7i.large"
     min_nodes: int = Field(default=2, ge=1)
     max_nodes: int = Field(default=4, ge=1)
-
-    @model_validator(mode="after")
-    def _max_not_below_min(self) -> EksSystemPool:
-        if self.max_nodes < self.min_nodes:
-            raise ValueError(f"maxNodes ({self.max_nodes}) is below minNodes ({self.min_nodes})")
-        return self
 
 
 class EksGpuPool(Model):
     """A Karpenter NodePool of GPU instances that scales from zero."""
 
     name: PoolName
-    instance_types: list[str] = Field(min_length=1)
+    instance_types: Annotated[list[str], unique_items("instance type")] = Field(min_length=1)
     # "reserved": the On-Demand Capacity Reservations or Capacity Blocks in capacityReservationIds, which
     # Karpenter fills first (Karpenter's "Utilizing ODCRs and Capacity Blocks" task; Capacity Blocks from v1.6).
-    capacity_types: list[Literal["spot", "on-demand", "reserved"]] = Field(default=["on-demand"], min_length=1)
-    capacity_reservation_ids: list[CapacityReservationId] = Field(default=[], max_length=30)
+    capacity_types: Annotated[list[Literal["spot", "on-demand", "reserved"]], unique_items("capacity type")] = Field(
+        default=["on-demand"], min_length=1)
+    capacity_reservation_ids: Annotated[list[CapacityReservationId], unique_items("capacity reservation")] = Field(
+        default=[], max_length=30)
     # The pool's largest size; its nvidia.com/gpu limit is this many nodes' GPUs.
     max_nodes: int = Field(ge=1, le=1000)
     # Room for CUDA images and datasets on the root volume.
@@ -241,19 +247,30 @@ class EksGpuPool(Model):
         return self.max_nodes * self.shape.gpus * self.sharing.shares_per_gpu
 
 
+# The longest name the EKS components derive from the cluster name is a Karpenter EventBridge rule that Pulumi
+# autonames `<name>-karpenter-spot-interruption-<7 random>`; the IAM roles are shorter (`<name>-karpenter-
+# controller-<7>`). EventBridge rule and IAM role names are at most 64 characters (AWS EventBridge PutRule and
+# IAM CreateRole API limits), so a cluster name is at most 64 - 36 = 28. tests/test_bad_input.py checks every
+# derived name of a cluster at this length against those limits.
+EKS_NAME_MAX = 28
+EksClusterName = Annotated[DnsLabel, matching(rf".{{1,{EKS_NAME_MAX}}}", f"an EKS cluster name of at most {EKS_NAME_MAX} "
+                                              "characters: longer, the names derived from it (such as its Karpenter "
+                                              "EventBridge rules and IAM roles) would break AWS's 64-character limit")]
+
+
 class EksClusterConfig(GpuPools, Model):
     cloud: Literal["aws"]
-    name: DnsLabel
+    name: EksClusterName
     # prod: the control plane, system nodes and KMS key are protected, and the API is never open to the world.
     environment: Literal["dev", "prod"] = "dev"
     region: AwsRegion
-    availability_zones: list[str]
+    availability_zones: Annotated[list[str], unique_items("availability zone")]
     kubernetes_version: EksKubernetesVersion = KUBERNETES_VERSION
     network: EksNetwork = EksNetwork()
     endpoint: EksEndpoint = EksEndpoint()
     # IAM roles that administer the cluster (EKS access entries with the cluster admin policy). The role that
     # runs `pulumi up` must be one of them: the cluster grants its creator nothing by itself.
-    admin_role_arns: list[RoleArn] = Field(min_length=1)
+    admin_role_arns: Annotated[list[RoleArn], unique_items("role")] = Field(min_length=1)
     system_pool: EksSystemPool = EksSystemPool()
     gpu_pools: list[EksGpuPool] = []
     # Days the control plane's logs are kept in CloudWatch.
@@ -283,13 +300,14 @@ class EksClusterConfig(GpuPools, Model):
     @model_validator(mode="after")
     def _consistent(self) -> EksClusterConfig:
         for zone in self.availability_zones:
-            if not (zone.startswith(self.region) and re.match(r"^[a-z]$", zone[len(self.region):])):
+            if not (zone.startswith(self.region) and re.fullmatch(r"[a-z]", zone[len(self.region):])):
                 raise ValueError(f"availabilityZones: {zone!r} is not a zone of {self.region} (such as "
                                  f"{self.region}a)")
         if self.network.existing and len(self.network.private_subnet_ids) < 2:
             raise ValueError("network.privateSubnetIds: give at least two private subnets, in different zones")
-        if self.environment == "prod" and "0.0.0.0/0" in self.endpoint.public_access_cidrs:
-            raise ValueError("endpoint.publicAccessCidrs: a prod cluster's API endpoint may not be open to "
-                             "0.0.0.0/0; list the networks that administer it, or leave the list empty for a "
-                             "private endpoint")
+        try:
+            check_access_cidrs(self.endpoint.public_access_cidrs, self.environment)
+        except ValueError as exc:
+            raise ValueError(f"endpoint.publicAccessCidrs: {exc}, or leave the list empty for a private "
+                             "endpoint") from None
         return self

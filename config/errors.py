@@ -62,6 +62,9 @@ def _walk(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, type[BaseMo
     current: Any = root
     holder: type[BaseModel] | None = None
     for part in loc:
+        if part == "[key]":  # pydantic locates a bad mapping key by this after the key
+            path += " (the key)"
+            continue
         current = _unwrap(current)
         origin = typing.get_origin(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
@@ -103,14 +106,51 @@ def _describe(error: dict[str, Any], holder: type[BaseModel] | None) -> str:
         return f"missing key {ctx['discriminator']}, which says which kind of cluster this is"
     message = error["msg"].removeprefix("Value error, ")
     given = error.get("input")
+    if kind == "string_type" and isinstance(given, (bool, int, float)):
+        # YAML reads unquoted 1.30 as the number 1.3, and yes/no/on/off as booleans: the text is gone.
+        example = f'{error["loc"][-1]}: "{("yes" if given else "no") if isinstance(given, bool) else given}"'
+        reads = ("yes, no, on, off, true and false as booleans" if isinstance(given, bool)
+                 else "unquoted numbers as numbers (1.30 as 1.3)")
+        return (f"expected text, got {yaml_value(given)}: YAML reads {reads}; quote the value as you mean it, "
+                f"such as {example}")
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"expected a mapping (key: value), got {yaml_value(given)}"
+    if kind == "list_type":
+        return f"expected a list ([a, b] or lines starting with -), got {yaml_value(given)}"
     if kind != "value_error" and isinstance(given, (str, int, float, bool)):
-        message += f" (got {given!r})"
+        message += f" (got {yaml_value(given)})"
     return message
 
 
-def format_validation_error(exc: ValidationError, stack: str, root: type[BaseModel]) -> str:
+def yaml_value(value: Any) -> str:
+    """A value as YAML gave it, in words: "the number 1.3", "the boolean true", "a list"."""
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 80 else repr(value[:77] + "...")
+    if value is None:
+        return "nothing (null)"
+    return "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) else type(value).__name__
+
+
+def format_problems(problems: list[tuple[tuple[Any, ...], str]], stack: str, root: type[BaseModel],
+                    sources: dict[str, str] | None = None) -> str:
+    """One line per problem: where its top-level key came from (the stack file unless `sources` says otherwise),
+    its key path as written in YAML, and the message."""
     lines = []
-    for error in exc.errors(include_url=False):
-        path, holder = _walk(root, tuple(error["loc"]))
-        lines.append(f"{stack_file(stack)}: {path}: {_describe(error, holder)}.")
+    for loc, message in problems:
+        path, _ = _walk(root, loc)
+        source = (sources or {}).get(str(loc[0]) if loc else "", stack_file(stack))
+        lines.append(f"{source}: {path}: {message}.")
     return "\n".join(lines)
+
+
+def format_validation_error(exc: ValidationError, stack: str, root: type[BaseModel],
+                            sources: dict[str, str] | None = None) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        problems.append((loc, _describe(error, _walk(root, loc)[1])))
+    return format_problems(problems, stack, root, sources)

@@ -9,8 +9,9 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from versions import KUBERNETES_VERSION
-from config.base import DnsLabel, GpuPools, GpuSharing, Model, PoolName, check_mig, matching, unique_names
-from config.eks import Cidr, KubernetesVersion
+from config.base import (Cidr, DnsLabel, GpuPools, GpuSharing, Model, PoolName, check_access_cidrs, check_disjoint,
+                         check_mig, matching, unique_items, unique_names)
+from config.eks import KubernetesVersion
 from config.gpus import GPU_MODELS
 
 
@@ -41,7 +42,24 @@ N1_ACCELERATORS = {"nvidia-tesla-t4": (1, 2, 4), "nvidia-tesla-v100": (1, 2, 4, 
 
 GcpProject = Annotated[str, matching(r"[a-z][a-z0-9-]{4,28}[a-z0-9]",
                                      "a Google Cloud project ID (6 to 30 lowercase letters, digits, hyphens)")]
+# Compute Engine machine types: a series, then its parts (e2-standard-4, n2d-highmem-8, custom-4-16384).
+MachineType = Annotated[str, matching(r"[a-z][a-z0-9]*(-[a-z0-9]+)+",
+                                      "a Compute Engine machine type such as e2-standard-4")]
 GcpRegion = Annotated[str, matching(r"[a-z]+-[a-z]+\d+", "a Google Cloud region such as us-central1 or europe-west4")]
+
+
+# GKE cluster names are 1-40 lowercase letters, digits and '-', starting with a letter (GKE API, Cluster.name);
+# the node service account's ID `<name>-nodes` must be 6-30 characters of the same, starting with a letter (IAM
+# API, serviceAccounts.create accountId). components/cluster/gke.py cuts that ID at 30 characters, which for
+# longer names can end it in '-' or give two clusters of a project one account: so at most 30 - 6 = 24.
+GKE_NAME_MAX = 24
+GkeClusterName = Annotated[str, matching(rf"[a-z]([-a-z0-9]{{0,{GKE_NAME_MAX - 2}}}[a-z0-9])?",
+                                         f"a GKE cluster name: at most {GKE_NAME_MAX} lowercase letters, digits "
+                                         "and '-', starting with a letter and ending with a letter or digit (its "
+                                         "node service account is <name>-nodes, at most 30 characters)")]
+# Node pool names: at most 40 lowercase letters, digits and '-', starting with a letter (GKE API, NodePool.name).
+GkePoolName = Annotated[PoolName, matching(r"[a-z][-a-z0-9]{0,39}",
+                                           "a GKE node pool name: at most 40 characters, starting with a letter")]
 
 
 def machine_gpus(machine_type: str, accelerator: str | None, gpus: int | None) -> tuple[str, int]:
@@ -83,6 +101,12 @@ class GkeNetwork(Model):
             raise ValueError(f"{value} must be a /28: GKE gives the control plane exactly that")
         return value
 
+    @model_validator(mode="after")
+    def _ranges_apart(self) -> GkeNetwork:
+        check_disjoint({"subnetCidr": self.subnet_cidr, "podsCidr": self.pods_cidr,
+                        "servicesCidr": self.services_cidr, "masterCidr": self.master_cidr})
+        return self
+
 
 class AuthorizedNetwork(Model):
     cidr: Cidr
@@ -90,7 +114,7 @@ class AuthorizedNetwork(Model):
 
 
 class GkeSystemPool(Model):
-    machine_type: str = "e2-standard-4"
+    machine_type: MachineType = "e2-standard-4"
     min_nodes: int = Field(default=1, ge=1)
     max_nodes: int = Field(default=3, ge=1)
 
@@ -98,13 +122,13 @@ class GkeSystemPool(Model):
 class GkeGpuPool(Model):
     """A GKE node pool with GPUs that scales from zero."""
 
-    name: PoolName
+    name: GkePoolName
     machine_type: str
     # Needed only for N1 machines, which carry the GPUs given to them.
     accelerator: str | None = None
     gpus_per_node: int | None = None
     # Zones of the cluster's region the pool's nodes go to (the cluster's zones when not given).
-    zones: list[str] | None = None
+    zones: Annotated[list[str], unique_items("zone")] | None = None
     max_nodes: int = Field(ge=1, le=1000)
     spot: bool = False
     disk_size_gb: int = Field(default=200, ge=50, le=65536)
@@ -160,17 +184,18 @@ class GkeGpuPool(Model):
 
 class GkeClusterConfig(GpuPools, Model):
     cloud: Literal["gcp"]
-    name: DnsLabel
+    name: GkeClusterName
     environment: Literal["dev", "prod"] = "dev"
     project: GcpProject
     region: GcpRegion
     # The zones of the region the cluster's nodes go to.
-    zones: list[str]
+    zones: Annotated[list[str], unique_items("zone")]
     kubernetes_version: KubernetesVersion = KUBERNETES_VERSION
     release_channel: Literal["RAPID", "REGULAR", "STABLE"] = "REGULAR"
     network: GkeNetwork = GkeNetwork()
     # Networks that may reach the control plane's IP endpoint; required in prod unless dnsEndpoint is on.
-    master_authorized_networks: list[AuthorizedNetwork] = []
+    # GKE takes at most 50 (GKE docs, authorized networks: "up to 50 CIDR ranges").
+    master_authorized_networks: list[AuthorizedNetwork] = Field(default=[], max_length=50)
     # GKE's DNS-based control-plane endpoint: reached from anywhere, authorized by IAM alone (no IP allow-list,
     # so it suits hosted CI runners); the IP endpoint then admits only masterAuthorizedNetworks, if any.
     dns_endpoint: bool = False
@@ -197,4 +222,10 @@ class GkeClusterConfig(GpuPools, Model):
         if self.environment == "prod" and not (self.master_authorized_networks or self.dns_endpoint):
             raise ValueError("masterAuthorizedNetworks: a prod cluster needs the networks that may reach its "
                              "control plane, such as [{cidr: 203.0.113.0/24, name: office}], or dnsEndpoint: true")
+        cidrs = [network.cidr for network in self.master_authorized_networks]
+        try:
+            unique_items("CIDR").func(cidrs)
+            check_access_cidrs(cidrs, self.environment)
+        except ValueError as exc:
+            raise ValueError(f"masterAuthorizedNetworks: {exc}") from None
         return self

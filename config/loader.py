@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 from typing import Any, TypeVar
 
 import pulumi
-from pulumi.runtime.config import CONFIG, get_config_env, is_config_secret
+from pulumi.runtime.config import CONFIG, is_config_secret
 from pydantic import BaseModel, ValidationError
 
-from config.errors import PROJECT, ConfigError, format_validation_error, stack_file
+from config.base import scalar_mistakes
+from config.errors import PROJECT, ConfigError, format_problems, format_validation_error, stack_file
 from config.models import PlatformConfig, TeamStackConfig
 from config.queues import pool_shapes, queue_layout
 
@@ -22,16 +25,75 @@ def _decode(value: Any) -> Any:
         return value
     try:
         decoded = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what a stack file may be
         return value
     return decoded if isinstance(decoded, (dict, list)) else value
 
 
+# Namespaces of config keys besides the project's own: Pulumi's, and those of the providers the program uses.
+OTHER_NAMESPACES = ("pulumi", "aws", "gcp", "kubernetes", "random", "command")
+ENVIRONMENT = "PULUMI_CONFIG"
+
+
+def _environment(name: str, kind: type[dict] | type[list]) -> Any:
+    """A JSON variable the Pulumi CLI sets for the program; ConfigError naming it when it is not that JSON."""
+    text = os.environ.get(name)
+    if text is None:
+        return kind()
+    what = "a JSON object of config keys to values" if kind is dict else "a JSON list of config keys"
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"{name} (environment variable): not JSON ({exc}); the Pulumi CLI sets it to {what}. "
+                          f"Unset it (unset {name}) or correct it.") from None
+    if not isinstance(value, kind):
+        raise ConfigError(f"{name} (environment variable): holds {type(value).__name__}, not {what}. Unset it "
+                          f"(unset {name}) or correct it.")
+    return value
+
+
+def _check_namespace(key: str, source: str) -> None:
+    namespace, colon, name = key.partition(":")
+    if colon and (namespace == PROJECT or namespace in OTHER_NAMESPACES):
+        return
+    like_ours = (namespace.lower() == PROJECT or
+                 difflib.SequenceMatcher(None, namespace.lower(), PROJECT).ratio() >= 0.6)
+    guess = f"{PROJECT}:{name}" if colon else f"{PROJECT}:{key.split('_', 1)[-1]}"
+    hint = (f"Did you mean {guess}? " if like_ours else "") + \
+        f"Keys of this project are written {PROJECT}:<key> (or <key> alone); other namespaces read here: " \
+        f"{', '.join(OTHER_NAMESPACES)}"
+    raise ConfigError(f"{source}: {key}: a key nothing in this project reads, so it would be silently ignored. "
+                      f"{hint}.")
+
+
+def config_sources(stack: str) -> dict[str, tuple[Any, str]]:
+    """Every config key of the running stack, with its value and where it came from.
+
+    The synth sets the stack file's config in-process; the Pulumi CLI hands it over in PULUMI_CONFIG. A key
+    that is in PULUMI_CONFIG while the stack file's config was set in-process comes from the environment, and
+    messages say so.
+    """
+    in_process = CONFIG.get()
+    env_label = f"{stack_file(stack)} (as passed in {ENVIRONMENT})" if not in_process else \
+        f"{ENVIRONMENT} (environment variable, not {stack_file(stack)})"
+    sources = {key: (value, env_label) for key, value in _environment(ENVIRONMENT, dict).items()}
+    sources |= {key: (value, stack_file(stack)) for key, value in in_process.items()}
+    for key, (_, source) in sources.items():
+        _check_namespace(key, source)
+    return sources
+
+
 def project_config() -> dict[str, Any]:
     """Every `mlplatform:` key of the running stack, whether set by the CLI (environment) or in-process."""
-    merged = {**get_config_env(), **CONFIG.get()}
     prefix = f"{PROJECT}:"
-    return {key.removeprefix(prefix): _decode(value) for key, value in merged.items() if key.startswith(prefix)}
+    return {key.removeprefix(prefix): _decode(value)
+            for key, (value, _) in config_sources(pulumi.get_stack()).items() if key.startswith(prefix)}
+
+
+def _project_sources(stack: str) -> dict[str, str]:
+    prefix = f"{PROJECT}:"
+    return {key.removeprefix(prefix): source for key, (_, source) in config_sources(stack).items()
+            if key.startswith(prefix)}
 
 
 # Keys that may only hold secrets. They are read as secret Outputs (pulumi.Config.get_secret) where they are
@@ -40,13 +102,19 @@ SECRET_KEYS = {"grafanaAdminPassword": "Grafana's admin password (generated when
 
 
 def _set_secrets_aside(raw: dict[str, Any], stack: str) -> None:
-    for key in SECRET_KEYS:
-        if key not in raw:
-            continue
-        if not is_config_secret(f"{PROJECT}:{key}"):
-            raise ConfigError(f"{stack_file(stack)}: {PROJECT}:{key}: a secret stored in plain text. Remove it and "
-                              f"run `pulumi config set --secret {key}` so that it is stored encrypted.")
-        del raw[key]
+    _environment("PULUMI_CONFIG_SECRET_KEYS", list)
+    for key in list(raw):
+        secret = is_config_secret(f"{PROJECT}:{key}")
+        if key in SECRET_KEYS:
+            if not secret:
+                raise ConfigError(f"{stack_file(stack)}: {PROJECT}:{key}: a secret stored in plain text. Remove it "
+                                  f"and run `pulumi config set --secret {key}` so that it is stored encrypted.")
+            del raw[key]
+        elif secret:
+            # The models hold plain values: a secret here would end up unencrypted in the state and outputs.
+            raise ConfigError(f"{stack_file(stack)}: {PROJECT}:{key}: stored as a secret (secure:), but it is "
+                              f"not one; only {', '.join(SECRET_KEYS)} may be. Set it in plain text "
+                              f"(pulumi config set {key} ...).")
 
 
 def check_gpu_capacity(config: PlatformConfig, stack: str) -> list[str]:
@@ -159,10 +227,12 @@ def _validated(model: type[ModelT]) -> ModelT:
     stack = pulumi.get_stack()
     raw = project_config()
     _set_secrets_aside(raw, stack)
+    if mistakes := list(scalar_mistakes(model, raw)):
+        raise ConfigError(format_problems(mistakes, stack, model, _project_sources(stack)))
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, stack, model)) from None
+        raise ConfigError(format_validation_error(exc, stack, model, _project_sources(stack))) from None
 
 
 def load_platform_config() -> tuple[PlatformConfig, list[str]]:

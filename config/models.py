@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import yaml
 from typing import Annotated, Literal, Union
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
@@ -15,6 +17,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator, mod
 from config.base import (
     Accelerator,
     CpuMemory,
+    DNS_SUBDOMAIN,
     DnsLabel,
     GpuPools,
     GpuSharing,
@@ -25,6 +28,9 @@ from config.base import (
     SharedGpus,
     matching,
     positive_quantity,
+    GroupName,
+    Labels,
+    unique_items,
     unique_names,
 )
 from config.delivery import Deployer
@@ -73,22 +79,29 @@ class ContainerDefaults(Model):
 class TeamGroups(Model):
     """Groups of the cluster's identity provider bound to the built-in `edit` and `view` ClusterRoles."""
 
-    edit: list[str] = []
-    view: list[str] = []
+    edit: Annotated[list[GroupName], unique_items("group")] = []
+    view: Annotated[list[GroupName], unique_items("group")] = []
 
 
-_RESERVED_NAMESPACES = {"default", "kube-system", "kube-public", "kube-node-lease"}
-# Namespaces the platform installs its own agents into; a team cannot have them.
+# Namespaces the cluster itself owns: Kubernetes' own (kube-* is reserved for it), kind's volume provisioner,
+# and those GKE manages (gke-managed-*, managed Prometheus).
+_RESERVED_NAMESPACES = {"default", "local-path-storage", "gmp-system", "gmp-public"}
+_RESERVED_PREFIXES = ("kube-", "gke-managed-")
+# Namespaces the platform installs its own agents into; neither a team nor monitoring can have them.
 DEVICE_PLUGIN_NAMESPACE = "nvidia-device-plugin"
 FAKE_GPU_NAMESPACE = "gpu-operator"
 KUEUE_NAMESPACE = "kueue-system"
+PLATFORM_NAMESPACES = (DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, KUEUE_NAMESPACE)
 
 
-def team_namespace(value: str) -> str:
-    if value in _RESERVED_NAMESPACES or value.startswith("kube-"):
-        raise ValueError(f"{value!r} is a namespace Kubernetes reserves; choose another team name")
-    if value in (DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, KUEUE_NAMESPACE):
-        raise ValueError(f"{value!r} is a namespace of the platform's GPU agents; choose another team name")
+def own_namespace(value: str) -> str:
+    """A namespace for a team or for monitoring: not one that the cluster or the platform's agents own."""
+    if value in _RESERVED_NAMESPACES or value.startswith(_RESERVED_PREFIXES):
+        raise ValueError(f"{value!r} is a namespace the cluster owns (default, kube-*, local-path-storage, "
+                         "gke-managed-*, gmp-*); choose another name")
+    if value in PLATFORM_NAMESPACES:
+        raise ValueError(f"{value!r} is a namespace of the platform's own agents ({', '.join(PLATFORM_NAMESPACES)}); "
+                         "choose another name")
     return value
 
 
@@ -121,7 +134,7 @@ class TeamQueue(Model):
 
 
 class Team(Model):
-    name: Annotated[DnsLabel, AfterValidator(team_namespace)]
+    name: Annotated[DnsLabel, AfterValidator(own_namespace)]
     quota: TeamQuota
     container_defaults: ContainerDefaults = ContainerDefaults()
     groups: TeamGroups = TeamGroups()
@@ -199,16 +212,40 @@ class ExistingGpuPool(ScalingGpuPool):
     gpus_per_node: int = Field(ge=1, le=16)
     spot: bool = False
     # Labels that select this pool's nodes; by default the platform's own pool labels.
-    node_labels: dict[str, str] | None = None
+    node_labels: Labels | None = None
 
     def gpu_capacity(self) -> int:
         return self.max_nodes * self.gpus_per_node * self.sharing.shares_per_gpu
 
 
 def _kubeconfig_file(value: str) -> str:
-    if not Path(value).expanduser().is_file():
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # ~user of no such user, or no home directory to expand ~ to
+        raise ValueError(f"{value!r} cannot be expanded: no home directory for its ~; give the kubeconfig's full "
+                         "path") from None
+    try:
+        text = path.read_text(encoding="utf-8") if path.is_file() else None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"the kubeconfig at {value!r} cannot be read ({exc}); give a readable kubeconfig") from None
+    if text is None:
         raise ValueError(f"no kubeconfig file at {value!r}; give the path of a kubeconfig for this cluster")
+    if not isinstance(_kubeconfig_document(text), dict):
+        raise ValueError(f"{value!r} is not a kubeconfig (a YAML mapping with clusters, users and contexts)")
     return value
+
+
+def _kubeconfig_document(text: str) -> object:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+
+
+def kubeconfig_contexts(path: str) -> list[str]:
+    document = _kubeconfig_document(Path(path).expanduser().read_text(encoding="utf-8"))
+    contexts = document.get("contexts") if isinstance(document, dict) else None
+    return [entry["name"] for entry in contexts or [] if isinstance(entry, dict) and isinstance(entry.get("name"), str)]
 
 
 class ExistingClusterConfig(GpuPools, Model):
@@ -222,10 +259,17 @@ class ExistingClusterConfig(GpuPools, Model):
     gpu_drivers_installed: bool = True
     device_plugin_installed: bool = False
     # Labels of the nodes where platform controllers should run; empty means any node without a taint.
-    system_node_labels: dict[str, str] = {}
+    system_node_labels: Labels = {}
     # Whether PersistentVolumeClaims get durable volumes (a default StorageClass exists).
     persistent_volumes: bool = True
     gpu_pools: list[ExistingGpuPool] = []
+
+    @model_validator(mode="after")
+    def _context_in_kubeconfig(self) -> ExistingClusterConfig:
+        if self.context is not None and self.context not in (contexts := kubeconfig_contexts(self.kubeconfig)):
+            raise ValueError(f"context: {self.context!r} is not a context of {self.kubeconfig}; its contexts: "
+                             f"{', '.join(contexts) or 'none'}")
+        return self
 
     @field_validator("gpu_pools")
     @classmethod
@@ -246,26 +290,25 @@ ClusterConfig = Annotated[Union[KindClusterConfig, ExistingClusterConfig, EksClu
 
 # ---- the platform stack ---------------------------------------------------------------------------------
 
-_DURATION = re.compile(r"^(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DURATION = re.compile(r"([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?")
 
 
 def prometheus_duration(value: str) -> str:
-    if not value or not _DURATION.match(value) or not re.search(r"[1-9]", value):
+    if not value or not _DURATION.fullmatch(value) or not re.search(r"[1-9]", value):
         raise ValueError(f"{value!r} is not a Prometheus duration; use units y, w, d, h, m, s, ms in that order, "
                          "such as 15d, 12h or 2w3d")
     return value
 
 
 def storage_class_name(value: str) -> str:
-    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+    if len(value) > 253 or not DNS_SUBDOMAIN.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid StorageClass name: use lowercase letters, digits, '-' and '.', "
                          "starting and ending with a letter or digit, at most 253 characters (e.g. gp3, premium-rwo)")
     return value
 
 
 class MonitoringConfig(Model):
-    namespace: DnsLabel = "monitoring"
+    namespace: Annotated[DnsLabel, AfterValidator(own_namespace)] = "monitoring"
     # How long Prometheus keeps samples.
     retention: Annotated[str, AfterValidator(prometheus_duration)] = "15d"
     # Prometheus's volume, where the cluster keeps volumes (not on kind, whose volumes die with it).

@@ -21,6 +21,20 @@ def _amount(value: Decimal, unit: str) -> str:
     return format(value.normalize(), "f") + ("Gi" if unit == "memory" else "")
 
 
+def check_namespaces_free(config: TeamStackConfig, budgets: dict[str, Any], monitoring_namespace: str,
+                          stack: str) -> None:
+    """ConfigError when a namespace is one the platform stack already has (another team's, monitoring's): two
+    stacks would own one namespace, and the second `pulumi up` would fail or take it over."""
+    taken = {budget.get("namespace", name): f"team {name}'s" for name, budget in budgets.items()
+             if name != config.team and not budget.get("ownStack")}
+    taken[monitoring_namespace] = "the platform's monitoring"
+    for index, namespace in enumerate(config.namespaces):
+        if namespace.name in taken:
+            raise ConfigError(f"{stack_file(stack)}: {PROJECT}:namespaces[{index}].name: {namespace.name!r} is "
+                              f"{taken[namespace.name]} namespace in the platform stack {config.platform_stack}; "
+                              "choose another name.")
+
+
 def check_budget(config: TeamStackConfig, budgets: dict[str, Any], stack: str) -> None:
     """ConfigError unless the namespaces' quotas fit in the team's budget; the message names both numbers."""
     where = f"{stack_file(stack)}: {PROJECT}:namespaces"
@@ -53,6 +67,7 @@ def main() -> None:
         budgets, monitoring_namespace = outputs
         # Checked before any namespace is declared: an over-budget stack creates nothing.
         check_budget(config, budgets, stack)
+        check_namespaces_free(config, budgets, monitoring_namespace, stack)
         for namespace in config.namespaces:
             TeamNamespace(f"team-{namespace.name}", namespace, platform.provider,
                           monitoring_namespace=monitoring_namespace, owner=config.team)

@@ -1,13 +1,16 @@
 """`python -m synth <stack>`: synthesize a stack offline into out/<stack>/ and print a summary.
 
 Exit status: 0 when the stack synthesized and broke no mandatory rule; 1 when it broke one (the output is
-still written, to look at); 2 on bad configuration (a message, never a traceback).
+still written, to look at); 2 on bad configuration or environment (a message naming the file and key, never a
+traceback, nothing written); 3 on an internal error, a bug in mlplatform (with the traceback to report).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import traceback
 from pathlib import Path
 
 from config.errors import ConfigError
@@ -15,6 +18,10 @@ from synth import PROJECT_DIR, delivery, synthesize
 from synth.checks import check, enforcement_levels
 from synth.output import write
 from synth.summary import summarize
+
+OK, POLICY_VIOLATION, BAD_INPUT, BUG = 0, 1, 2, 3
+# What the Pulumi CLI accepts as a stack's name (and keeps the stack file inside the project).
+_STACK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,19 +31,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy-config", type=Path, default=None,
                         help="rule enforcement levels, as for `pulumi preview --policy-pack-config`")
     args = parser.parse_args(argv)
-    out_dir = args.out or PROJECT_DIR / "out" / args.stack
     try:
-        levels = enforcement_levels(args.policy_config)
-        synthesis = synthesize(args.stack)
-        synthesis.warnings.extend(delivery.check(args.stack))
+        return _run(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return BAD_INPUT
+    except Exception:  # noqa: BLE001 (anything else is ours to fix, and says so)
+        traceback.print_exc()
+        print("error: internal error: this is a bug in mlplatform, not a mistake in the stack file; please report "
+              "it with the traceback above.", file=sys.stderr)
+        return BUG
+
+
+def _run(args: argparse.Namespace) -> int:
+    if not _STACK_NAME.fullmatch(args.stack) or set(args.stack) == {"."}:
+        raise ConfigError(f"{args.stack!r} is not a stack name: use letters, digits, '-', '_' and '.' (at most "
+                          "100), the <name> of a Pulumi.<name>.yaml")
+    out_dir = args.out or PROJECT_DIR / "out" / args.stack
+    levels = enforcement_levels(args.policy_config)
+    # Everything is checked and synthesized before anything is written: bad input leaves out/ untouched.
+    synthesis = synthesize(args.stack)
+    synthesis.warnings.extend(delivery.check(args.stack))
     write(synthesis, out_dir)
     violations = check(synthesis, levels)
     shown = out_dir.relative_to(PROJECT_DIR) if out_dir.is_relative_to(PROJECT_DIR) else out_dir
     print(summarize(synthesis, shown, violations))
-    return 1 if any(v.mandatory for v in violations) else 0
+    return POLICY_VIOLATION if any(v.mandatory for v in violations) else OK
 
 
 if __name__ == "__main__":

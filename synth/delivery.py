@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from config.delivery import Deployer
@@ -30,7 +29,7 @@ from config.errors import PROJECT, ConfigError, format_validation_error, stack_f
 from config.gke import GkeClusterConfig
 from config.models import ClusterConfig, PlatformConfig, TeamStackConfig
 from synth import PROJECT_DIR
-from synth.stackfile import available_stacks
+from synth.stackfile import available_stacks, load_yaml_file
 
 # The clouds whose stacks CI deploys; kind and existing clusters live on someone's machine.
 CI_CLOUDS = ("aws", "gcp")
@@ -59,10 +58,12 @@ class StackFile:
 
     @property
     def config(self) -> dict[str, Any]:
-        """The project's keys without their namespace; secure values left out (the program reads them)."""
+        """The project's keys without their namespace; secure values and other namespaces' keys (aws:region)
+        left out, as the program reads them."""
         config = self.document.get("config") or {}
         return {key.removeprefix(f"{PROJECT}:"): value for key, value in config.items()
-                if not (isinstance(value, dict) and set(value) == {"secure"})}
+                if (key.startswith(f"{PROJECT}:") or ":" not in key)
+                and not (isinstance(value, dict) and set(value) == {"secure"})}
 
     @property
     def secrets_provider(self) -> str:
@@ -79,12 +80,8 @@ class CiStack:
 
 
 def read(stack: str, project_dir: Path = PROJECT_DIR) -> StackFile:
-    path = project_dir / stack_file(stack)
-    try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path.name}: cannot read the stack file: {exc}") from None
-    return StackFile(stack, document)
+    # Read as strictly as the synth reads it (duplicate keys, aliases, encodings): one reader for stack files.
+    return StackFile(stack, load_yaml_file(project_dir / stack_file(stack)) or {})
 
 
 def validated(file: StackFile) -> PlatformConfig | TeamStackConfig:

@@ -9,6 +9,7 @@ cluster's kubeconfig) stays unknown, and shows so in the output.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,8 +123,23 @@ class RecordingMonitor(MockMonitor):
         self.recorded: list[Resource] = []
         self.stack_outputs: dict[str, Any] = {}
         self._stack_urn = ""
+        self.thread_loops: list[asyncio.AbstractEventLoop] = []
+
+    def _thread_loop(self) -> None:
+        """Give the calling thread an event loop that run_program closes.
+
+        The SDK calls the monitor from its executor's threads, and the mock monitor makes each such thread an
+        event loop of its own (pulumi.runtime.sync_await._ensure_event_loop) that nothing ever closes.
+        """
+        try:
+            asyncio.get_event_loop_policy().get_event_loop()
+        except RuntimeError:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self.thread_loops.append(loop)
 
     def RegisterResource(self, request):  # noqa: N802 (the engine's gRPC method name)
+        self._thread_loop()
         response = super().RegisterResource(request)
         if request.type == STACK_TYPE:
             self._stack_urn = response.urn
@@ -142,6 +158,7 @@ class RecordingMonitor(MockMonitor):
         return response
 
     def ReadResource(self, request):  # noqa: N802
+        self._thread_loop()
         response = super().ReadResource(request)
         self.recorded.append(Resource(
             urn=response.urn, type=request.type, name=request.name, parent=request.parent or None, custom=True,
@@ -164,6 +181,28 @@ class _WarningCollector(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
+
+
+def _close_loops(loop: asyncio.AbstractEventLoop, monitor: RecordingMonitor) -> None:
+    """Cancel what the program left pending (a failed run leaves Output tasks behind), stop the executor threads
+    the SDK registers resources from, and close their event loops and the run's own.
+
+    Left open, those loops are only collected while the interpreter shuts down, in whichever thread, and their
+    __del__ then runs against half-torn-down modules: "Exception ignored in: <function BaseEventLoop.__del__>"
+    after a run that succeeded.
+    """
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.run_until_complete(loop.shutdown_default_executor())
+    for thread_loop in monitor.thread_loops:
+        thread_loop.close()
+    monitor.thread_loops.clear()
+    loop.close()
+    asyncio.set_event_loop(None)
 
 
 def run_program(program: Callable[[], None], *, project: str, stack: str, config: dict[str, str],
@@ -194,7 +233,14 @@ def run_program(program: Callable[[], None], *, project: str, stack: str, config
         callbacks=None,
     ))
     set_all_config(dict(config), list(secret_keys or []))
-    _sync_await(run_in_stack(program))
+    # The SDK awaits on the thread's current event loop; a loop of our own, closed after the run, leaves
+    # nothing for the interpreter to finalize at exit (see _close_loops).
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        _sync_await(run_in_stack(program))
+    finally:
+        _close_loops(loop, monitor)
 
     return Synthesis(project=project, stack=stack, resources=sorted(monitor.recorded, key=lambda r: r.urn),
                      outputs=monitor.stack_outputs, warnings=collector.messages)

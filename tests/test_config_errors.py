@@ -53,7 +53,7 @@ BAD_INPUTS = {
         "mlplatform:teams[0].name", "not a valid Kubernetes name (RFC 1123 label)"),
     "team name Kubernetes reserves": (
         {"cluster": KIND, "teams": [team("kube-system")]},
-        "mlplatform:teams[0].name", "a namespace Kubernetes reserves"),
+        "mlplatform:teams[0].name", "a namespace the cluster owns"),
     "team in the monitoring namespace": (
         {"cluster": KIND, "teams": [team("monitoring")]},
         "mlplatform:teams", "share the platform's monitoring namespace"),

@@ -11,7 +11,7 @@ from tests.conftest import run_component
 
 def test_existing_cluster_handle(tmp_path):
     kubeconfig = tmp_path / "config"
-    kubeconfig.write_text("apiVersion: v1\nkind: Config\ncurrent-context: lab\n")
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\ncurrent-context: lab\ncontexts: [{name: lab-admin}]\n")
     spec = ExistingClusterConfig.model_validate({
         "cloud": "existing", "name": "lab", "kubeconfig": str(kubeconfig), "context": "lab-admin",
         "devicePluginInstalled": True, "systemNodeLabels": {"node-role": "infra"},
