@@ -17,6 +17,7 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.handle import POOL_LABEL, ClusterHandle, GpuPool, gpu_node_affinity, gpu_tolerations
 from components.kube import DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
+from components import sizing
 from versions import FAKE_GPU_OPERATOR, NVIDIA_DEVICE_PLUGIN
 from config.gpus import GPU_MODELS
 from config.models import DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, GpuSharing
@@ -70,7 +71,7 @@ def device_plugin_values(pools: tuple[GpuPool, ...]) -> dict[str, Any]:
         "affinity": gpu_node_affinity(pools),
         "tolerations": gpu_tolerations(pools),
         "priorityClassName": "system-node-critical",
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "resources": sizing.DEVICE_PLUGIN.resources(),
     }
 
 
@@ -87,7 +88,9 @@ def fake_gpu_operator_values(pools: tuple[GpuPool, ...]) -> dict[str, Any]:
     }
     mig_strategies = {pool.sharing.mig_strategy for pool in pools}
     return {"topology": {"nodePoolLabelKey": POOL_LABEL, "nodePools": node_pools,
-                         "migStrategy": mig_strategies.pop() if mig_strategies else "none"}}
+                         "migStrategy": mig_strategies.pop() if mig_strategies else "none"},
+            # The one component whose chart sets no resources (its template reads this key).
+            "migFaker": {"resources": sizing.FAKE_GPU_COMPONENT.resources()}}
 
 
 class GpuEnablement(pulumi.ComponentResource):

@@ -12,6 +12,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
+from components import sizing
 from components.gpu import ML_PRIORITY_CLASSES
 from components.handle import POOL_LABEL, ClusterHandle, GpuPool, gpu_tolerations
 from components.kube import KubernetesObject, helm_release, platform_namespace
@@ -29,7 +30,8 @@ def kueue_values(cluster: ClusterHandle) -> dict[str, Any]:
     return {
         "controllerManager": {
             "manager": {"image": {"repository": KUEUE_IMAGE, "tag": KUEUE_IMAGE_TAG, "pullPolicy": "IfNotPresent"},
-                        "priorityClassName": "system-cluster-critical"},
+                        "priorityClassName": "system-cluster-critical",
+                        "resources": sizing.KUEUE_MANAGER.resources()},
             "nodeSelector": dict(cluster.system_node_selector),
         },
         # Its metrics, scraped by the platform's Prometheus through the chart's ServiceMonitor.

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from config.errors import ConfigError
 from synth import PROJECT_DIR, synthesize
-from synth.checks import check, enforcement_levels
+from synth.applied import check_applied
+from synth.checks import check, check_rendered, enforcement_levels
 from synth.output import write
 from synth.render import render_stack
 from synth.summary import summarize
@@ -34,10 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rendering = render_stack(synthesis)
     write(synthesis, out_dir, rendering)
-    violations = check(synthesis, levels)
+    violations = check(synthesis, levels) + check_rendered(rendering, synthesis.stack, levels)
+    applied = check_applied(synthesis, rendering)
     shown = out_dir.relative_to(PROJECT_DIR) if out_dir.is_relative_to(PROJECT_DIR) else out_dir
-    print(summarize(synthesis, shown, violations, rendering))
-    return 1 if any(v.mandatory for v in violations) else 0
+    print(summarize(synthesis, shown, violations, rendering, applied))
+    return 1 if any(v.mandatory for v in violations) or applied.broken else 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from policies.rules import RESOURCE_RULES, STACK_RULES
+from synth.applied import AppliedReport
 from synth.checks import Violation
 from synth.engine import Synthesis
 from synth.output import helm_releases, manifests
@@ -61,7 +62,7 @@ def _rendering(rendering: Rendering) -> list[str]:
 
 
 def summarize(synthesis: Synthesis, out_dir: Path, violations: list[Violation],
-              rendering: Rendering | None = None) -> str:
+              rendering: Rendering | None = None, applied: AppliedReport | None = None) -> str:
     outputs = synthesis.outputs
     kind = f"team stack of {outputs['team']}" if "team" in outputs else f"{outputs.get('cloud', '?')} cluster"
     lines = [f"Stack {synthesis.stack}: {kind} {outputs.get('clusterName', '?')!r}, "
@@ -73,6 +74,7 @@ def summarize(synthesis: Synthesis, out_dir: Path, violations: list[Violation],
         lines.append(f"  {count:4d}  {type_}")
 
     lines += _rendering(rendering) if rendering is not None else []
+    lines += applied.summary() if applied is not None else []
     lines += _team_stack(outputs) if "team" in outputs else _platform_stack(outputs)
     lines.append("Warnings:" if synthesis.warnings else "Warnings: none")
     lines += [f"  {warning}" for warning in synthesis.warnings]

@@ -14,6 +14,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
+from components import sizing
 from components.cluster.aws_network import DISCOVERY_TAG
 from components.handle import POOL_LABEL, SYSTEM_POOL, GpuPool
 from components.kube import helm_release
@@ -141,8 +142,7 @@ class Karpenter(pulumi.ComponentResource):
                 "serviceAccount": {"name": SERVICE_ACCOUNT},
                 # Karpenter must not run on nodes it manages: on the system pool, which it does not.
                 "nodeSelector": {"kubernetes.io/os": "linux", POOL_LABEL: SYSTEM_POOL},
-                "controller": {"resources": {"requests": {"cpu": "500m", "memory": "512Mi"},
-                                             "limits": {"memory": "1Gi"}}},
+                "controller": {"resources": sizing.KARPENTER_CONTROLLER.resources()},
             },
             opts=pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[identity])),
         )
