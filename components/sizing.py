@@ -19,6 +19,11 @@ class Size:
     memory: str
     memory_limit: str
 
+    def limit_range_item(self) -> dict[str, Any]:
+        """A LimitRange entry that gives this size to every container in its namespace that sets none."""
+        return {"type": "Container", "defaultRequest": {"cpu": self.cpu, "memory": self.memory},
+                "default": {"memory": self.memory_limit}}
+
     def resources(self) -> dict[str, Any]:
         """The container's `resources` as charts and pod specs take them."""
         return {"requests": {"cpu": self.cpu, "memory": self.memory}, "limits": {"memory": self.memory_limit}}
@@ -49,6 +54,10 @@ KARPENTER_CONTROLLER = Size("500m", "512Mi", "1Gi")
 # `resources`), the DCGM exporter (the chart's own defaults: memory grows with GPUs per node).
 DEVICE_PLUGIN = Size("50m", "64Mi", "256Mi")
 DCGM_EXPORTER = Size("100m", "128Mi", "512Mi")
+
+# Containers a chart gives no `resources` key for (the device plugin's config manager, init and sidecar; the
+# fake operator's hostpath-init) get this from their namespace's LimitRange default.
+UNSIZED_AGENT_CONTAINER = Size("10m", "32Mi", "64Mi")
 
 # Run:ai's fake GPU operator on kind: its components' own chart defaults, and the two it leaves unsized.
 FAKE_GPU_COMPONENT = Size("100m", "100Mi", "200Mi")
