@@ -12,7 +12,7 @@ from pathlib import Path
 
 from config.errors import ConfigError
 from synth import PROJECT_DIR, synthesize
-from synth.applied import check_applied
+from synth.applied import applied_objects, check_applied
 from synth.checks import check, check_rendered, enforcement_levels
 from synth.output import write
 from synth.render import render_stack
@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: out/<stack>)")
     parser.add_argument("--policy-config", type=Path, default=None,
                         help="rule enforcement levels, as for `pulumi preview --policy-pack-config`")
+    parser.add_argument("--checkov", action="store_true",
+                        help="also run checkov (its own virtualenv: make checkov-venv) over everything applied")
     args = parser.parse_args(argv)
     out_dir = args.out or PROJECT_DIR / "out" / args.stack
     try:
@@ -39,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     applied = check_applied(synthesis, rendering)
     shown = out_dir.relative_to(PROJECT_DIR) if out_dir.is_relative_to(PROJECT_DIR) else out_dir
     print(summarize(synthesis, shown, violations, rendering, applied))
+    if args.checkov:
+        from synth.checkov import run_checkov
+
+        print("\n".join(run_checkov(applied_objects(synthesis, rendering)).summary()))
     return 1 if any(v.mandatory for v in violations) or applied.broken else 0
 
 

@@ -164,3 +164,25 @@ def test_grafana_reads_no_secret_through_the_api(stack) -> None:
         assert role is not None, f"{binding['metadata']['name']} binds a role the stack does not declare"
         granted += [resource for rule in role["rules"] for resource in rule.get("resources", [])]
     assert "configmaps" in granted and "secrets" not in granted
+
+
+def test_every_karpenter_value_we_set_takes_effect_in_the_1_14_1_chart() -> None:
+    """The values are checked against what Karpenter's own 1.14.1 chart renders from them, not against a
+    values.yaml that may be from another commit: each one must reach the controller's Deployment."""
+    if not render.charts_available():
+        pytest.skip(f"needs the charts in one of {render.chart_dirs()} (../shared/upstream/charts): absent")
+    synthesis, rendering = synthesize("dev"), stack_rendering("dev")
+    _needs(rendering, "karpenter")
+    release = next(r for r in synthesis.of_type("kubernetes:helm.sh/v3:Release") if r.inputs["name"] == "karpenter")
+    values = release.inputs["values"]
+    (deployment,) = [o for o in rendering.releases["karpenter"].objects if o["kind"] == "Deployment"]
+    spec = deployment["spec"]["template"]["spec"]
+    (controller,) = spec["containers"]
+    env = {item["name"]: item.get("value") for item in controller["env"]}
+    assert rendering.releases["karpenter"].chart.version == "1.14.1"
+    assert env["CLUSTER_NAME"] == values["settings"]["clusterName"]
+    assert env["INTERRUPTION_QUEUE"] == values["settings"]["interruptionQueue"]
+    assert spec["serviceAccountName"] == values["serviceAccount"]["name"]
+    assert spec["nodeSelector"] == values["nodeSelector"]
+    assert controller["resources"] == values["controller"]["resources"]
+    assert set(values) == {"settings", "serviceAccount", "nodeSelector", "controller"}, "a new value: check it here"
