@@ -15,8 +15,8 @@ API, for the synth and for tests (stable; other branches build on it):
   `Rendering.unavailable` maps a release name to why its chart could not be had and how to get it (the rest
   still renders); `Rendering.objects()` is every object of every release.
 - `rendered_objects(synthesis) -> dict[str, list[dict]]`: release name -> its objects.
-- `stack_rendering(stack) -> Rendering`: the stack file's synthesis and rendering, cached per process, for
-  tests that only need what a stack renders.
+- `stack_rendering(stack) -> Rendering` and `stack_synthesis(stack) -> Synthesis`: a stack file's rendering
+  and the synthesis it renders, cached per process, for tests.
 - `charts_available()`: whether the chart directory is there at all (tests skip by name where not).
 
 Every object carries the annotations `mlplatform.io/helm-release` (`<namespace>/<release>`),
@@ -444,7 +444,7 @@ def render_stack(synthesis: Synthesis) -> Rendering:
 
 def clear_caches() -> None:
     """Forget loaded charts and renders (after the chart folders change, as in tests)."""
-    for cached in (_load, _render_cached, _templated_crds, _traits, _chart_crds, stack_rendering):
+    for cached in (_load, _render_cached, _templated_crds, _traits, _chart_crds, stack_rendering, stack_synthesis):
         cached.cache_clear()
 
 
@@ -454,8 +454,14 @@ def rendered_objects(synthesis: Synthesis) -> dict[str, list[dict[str, Any]]]:
 
 
 @cache
-def stack_rendering(stack: str) -> Rendering:
-    """A stack file's rendering, once per process (tests share it); do not change the objects."""
+def stack_synthesis(stack: str) -> Synthesis:
+    """A stack file's synthesis, once per process (tests share it); do not change it."""
     from synth import synthesize
 
-    return render_stack(synthesize(stack))
+    return synthesize(stack)
+
+
+@cache
+def stack_rendering(stack: str) -> Rendering:
+    """A stack file's rendering, once per process (tests share it); do not change the objects."""
+    return render_stack(stack_synthesis(stack))

@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 
-from synth import PROJECT_DIR, render, synthesize
+from synth import PROJECT_DIR, render
 from synth.applied import (_pod_spec, applied_objects, check_cel, check_placement, check_schemas, crds_of, origin)
 from synth.checks import check_rendered
 from synth.engine import Synthesis
 from synth.output import manifests
-from synth.render import Rendering, stack_rendering
+from synth.render import Rendering, stack_rendering, stack_synthesis
 from synth.stackfile import available_stacks
+from tests.conftest import synth_with
 
 PLATFORM_STACKS = [stack for stack in available_stacks(PROJECT_DIR) if not stack.startswith("team-")]
 
@@ -22,7 +23,7 @@ PLATFORM_STACKS = [stack for stack in available_stacks(PROJECT_DIR) if not stack
 def stack(request: pytest.FixtureRequest) -> tuple[Synthesis, Rendering]:
     if not render.charts_available():
         pytest.skip(f"needs the charts in one of {render.chart_dirs()} (../shared/upstream/charts): absent")
-    return synthesize(request.param), stack_rendering(request.param)
+    return stack_synthesis(request.param), stack_rendering(request.param)
 
 
 def _needs(rendering: Rendering, *releases: str) -> None:
@@ -33,6 +34,7 @@ def _needs(rendering: Rendering, *releases: str) -> None:
 
 def test_every_applied_object_passes_its_strict_schema(stack) -> None:
     synthesis, rendering = stack
+    _needs(rendering, *rendering.unavailable)  # the CRDs of a chart not rendered are missing
     report = check_schemas(synthesis, rendering)
     assert report.errors == []
     # A custom resource whose CRD the stack does not install would be refused by the API server.
@@ -133,7 +135,25 @@ MISSING_TARGETS = {
 
 
 def test_no_default_alert_or_scrape_whose_target_cannot_exist(stack) -> None:
-    synthesis, rendering = stack
+    _assert_no_doomed_alerts(*stack)
+
+
+def test_an_existing_cluster_has_no_doomed_alert_and_its_own_system_nodes(tmp_path) -> None:
+    if not render.charts_available():
+        pytest.skip(f"needs the charts in one of {render.chart_dirs()} (../shared/upstream/charts): absent")
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\ncurrent-context: lab\n")
+    synthesis = synth_with(cluster={
+        "cloud": "existing", "name": "lab", "kubeconfig": str(kubeconfig), "context": "lab",
+        "systemNodeLabels": {"node-role": "infra"},
+        "gpuPools": [{"name": "l4", "accelerator": "nvidia-l4", "gpusPerNode": 1, "maxNodes": 2}]})
+    rendering = render.render_stack(synthesis)
+    _assert_no_doomed_alerts(synthesis, rendering)
+    report = check_placement(synthesis, rendering)
+    assert report.checked and [p for p in report.problems if "node-role" in p] == []
+
+
+def _assert_no_doomed_alerts(synthesis: Synthesis, rendering: Rendering) -> None:
     _needs(rendering, "kube-prometheus-stack")
     missing = MISSING_TARGETS[synthesis.outputs["cloud"]]
     jobs = "|".join(sorted(missing))
@@ -171,7 +191,7 @@ def test_every_karpenter_value_we_set_takes_effect_in_the_1_14_1_chart() -> None
     values.yaml that may be from another commit: each one must reach the controller's Deployment."""
     if not render.charts_available():
         pytest.skip(f"needs the charts in one of {render.chart_dirs()} (../shared/upstream/charts): absent")
-    synthesis, rendering = synthesize("dev"), stack_rendering("dev")
+    synthesis, rendering = stack_synthesis("dev"), stack_rendering("dev")
     _needs(rendering, "karpenter")
     release = next(r for r in synthesis.of_type("kubernetes:helm.sh/v3:Release") if r.inputs["name"] == "karpenter")
     values = release.inputs["values"]
