@@ -260,7 +260,8 @@ def _documents(text: str, source: str) -> Iterable[tuple[str, dict[str, Any]]]:
 
 @cache
 def _render_cached(name: str, version: str, repository: str | None, release: str, namespace: str,
-                   values_json: str, kube_version: str, api_versions: tuple[str, ...]) -> str:
+                   values_json: str, kube_version: str, api_versions: tuple[str, ...],
+                   skip_crds: bool = False) -> str:
     """The release's objects as JSON text: (source, object) pairs, manifest, hooks and CRDs."""
     from helm_python import _native
 
@@ -284,8 +285,9 @@ def _render_cached(name: str, version: str, repository: str | None, release: str
                         .replace(" ", "").split(",")) - {""}
             if hooks and not hooks <= _TEST_HOOKS:
                 objects.append((source, document))
+    # A Release with skipCrds installs none of the crds/ folders (another release or chart owns them).
     objects += [(source, crd) for source, crd in _chart_crds(name, version, repository)
-                if _source_enabled(source, enabled)]
+                if _source_enabled(source, enabled) and not skip_crds]
     return json.dumps(objects)
 
 
@@ -394,7 +396,7 @@ def render_stack(synthesis: Synthesis) -> Rendering:
         namespace = str(release.inputs.get("namespace") or "default")
         values = json.dumps(release.inputs.get("values") or {}, sort_keys=True)
         return json.loads(_render_cached(chart.name, chart.version, chart.repository, name, namespace, values,
-                                         kube, api_versions))
+                                         kube, api_versions, bool(release.inputs.get("skipCrds"))))
 
     def templated_crds(release: Resource) -> list[dict[str, Any]]:
         chart = chart_of(release)
@@ -413,7 +415,8 @@ def render_stack(synthesis: Synthesis) -> Rendering:
         try:
             _load(chart.name, chart.version, chart.repository)  # first, as the renders below are cached
             traits = _traits(chart.name, chart.version, chart.repository)
-            crds += [crd for _, crd in _chart_crds(chart.name, chart.version, chart.repository)]
+            if not release.inputs.get("skipCrds"):
+                crds += [crd for _, crd in _chart_crds(chart.name, chart.version, chart.repository)]
             if not traits.asks_api_versions:
                 first[release.name] = render(release, ())
                 crds += [document for _, document in first[release.name]]

@@ -94,3 +94,14 @@ def test_rendered_objects_are_written_per_release(local: Rendering, tmp_path) ->
         files = sorted((tmp_path / "rendered" / name).glob("*.json"))
         assert len(files) == len(release.objects)
         assert json.loads(files[0].read_text())["metadata"]["annotations"][RELEASE_ANNOTATION].endswith(name)
+
+
+def test_a_release_that_skips_crds_renders_none_of_its_crds_folders(local_synth: Synthesis, local: Rendering) -> None:
+    import dataclasses
+
+    _needs(local, "kube-prometheus-stack")
+    resources = [dataclasses.replace(r, inputs={**r.inputs, "skipCrds": True})
+                 if r.inputs.get("name") == "kube-prometheus-stack" else r for r in local_synth.resources]
+    rendering = render_stack(dataclasses.replace(local_synth, resources=resources))
+    kinds = {obj["kind"] for obj in rendering.releases["kube-prometheus-stack"].objects}
+    assert "CustomResourceDefinition" not in kinds and "Deployment" in kinds
