@@ -4,8 +4,10 @@ VENV ?= .venv
 STACK ?= local
 BASE ?= origin/main
 BIN := $(VENV)/bin
+CHECKOV_VENV ?= .venv-checkov
 
-.PHONY: install synth synth-all diff test bench clean ci-stacks deployable changed-stacks verify review
+.PHONY: install checkov-venv synth checkov synth-all diff test bench clean ci-stacks deployable changed-stacks \
+	verify review
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mlplatform needs Python 3.11 or newer (set PYTHON=python3.11)")'
@@ -15,6 +17,18 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 
 ## Set up .venv with the pinned requirements (the other targets do it when needed).
 install: $(BIN)/.installed
+
+$(CHECKOV_VENV)/bin/checkov: requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $@
+
+## Set up checkov in its own virtualenv (.venv-checkov), for `make checkov` and the tests.
+checkov-venv: $(CHECKOV_VENV)/bin/checkov
+
+## Synthesize STACK and run checkov over everything it applies (counts per chart in the summary).
+checkov: $(BIN)/.installed $(CHECKOV_VENV)/bin/checkov
+	$(BIN)/python -m synth $(STACK) --checkov
 
 ## Synthesize STACK (default: local) offline into out/STACK/: manifests, Helm values, plan.json.
 synth: $(BIN)/.installed
@@ -50,7 +64,7 @@ review: $(BIN)/.installed
 	@$(BIN)/python -m synth.review --base $(BASE)
 
 ## Run the whole test suite.
-test: $(BIN)/.installed
+test: $(BIN)/.installed $(CHECKOV_VENV)/bin/checkov
 	$(BIN)/python -m pytest
 
 ## Time the synth of 10, 100 and 1000 teams against a bare program registering the same resources.
@@ -58,4 +72,4 @@ bench: $(BIN)/.installed
 	$(BIN)/python -m synth.bench
 
 clean:
-	rm -rf out .bench
+	rm -rf out .bench $(CHECKOV_VENV)

@@ -17,6 +17,7 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.handle import POOL_LABEL, ClusterHandle, GpuPool, gpu_node_affinity, gpu_tolerations
 from components.kube import DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
+from components import sizing
 from versions import FAKE_GPU_OPERATOR, NVIDIA_DEVICE_PLUGIN
 from config.gpus import GPU_MODELS
 from config.models import DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, GpuSharing
@@ -70,7 +71,7 @@ def device_plugin_values(pools: tuple[GpuPool, ...]) -> dict[str, Any]:
         "affinity": gpu_node_affinity(pools),
         "tolerations": gpu_tolerations(pools),
         "priorityClassName": "system-node-critical",
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "resources": sizing.DEVICE_PLUGIN.resources(),
     }
 
 
@@ -87,7 +88,18 @@ def fake_gpu_operator_values(pools: tuple[GpuPool, ...]) -> dict[str, Any]:
     }
     mig_strategies = {pool.sharing.mig_strategy for pool in pools}
     return {"topology": {"nodePoolLabelKey": POOL_LABEL, "nodePools": node_pools,
-                         "migStrategy": mig_strategies.pop() if mig_strategies else "none"}}
+                         "migStrategy": mig_strategies.pop() if mig_strategies else "none"},
+            # The one component whose chart sets no resources (its template reads this key).
+            "migFaker": {"resources": sizing.FAKE_GPU_COMPONENT.resources()}}
+
+
+def _size_unsized_containers(name: str, namespace: k8s.core.v1.Namespace,
+                              opts: pulumi.ResourceOptions) -> k8s.core.v1.LimitRange:
+    """The charts leave some agent containers without requests or limits, with no value to set them."""
+    return k8s.core.v1.LimitRange(
+        name, metadata=ObjectMetaArgs(name="container-defaults", namespace=namespace.metadata.name),
+        spec={"limits": [sizing.UNSIZED_AGENT_CONTAINER.limit_range_item()]},
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[namespace])))
 
 
 class GpuEnablement(pulumi.ComponentResource):
@@ -117,19 +129,24 @@ class GpuEnablement(pulumi.ComponentResource):
         elif not cluster.capabilities.physical_gpus:
             namespace = platform_namespace(f"{name}-fake-gpu-namespace", FAKE_GPU_NAMESPACE,
                                            component="gpu", pod_security="privileged", opts=child)
+            # Pods are admitted after their namespace's defaults exist.
+            sized = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[
+                _size_unsized_containers(f"{name}-fake-gpu-container-defaults", namespace, child)]))
             self.release = helm_release(f"{name}-fake-gpu-operator", chart=FAKE_GPU_OPERATOR,
                                         namespace=namespace,
                                         values=fake_gpu_operator_values(pools), release_name="fake-gpu-operator",
-                                        opts=child)
+                                        opts=sized)
             self.device_plugin = DaemonSetRef(FAKE_GPU_NAMESPACE, "device-plugin")
             self.gpu_metrics = FAKE_GPU_METRICS
         else:
             # The plugin mounts the kubelet's device-plugin socket directory from the host.
             namespace = platform_namespace(f"{name}-device-plugin-namespace", DEVICE_PLUGIN_NAMESPACE,
                                            component="gpu", pod_security="privileged", opts=child)
+            sized = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[
+                _size_unsized_containers(f"{name}-device-plugin-container-defaults", namespace, child)]))
             self.release = helm_release(f"{name}-device-plugin", chart=NVIDIA_DEVICE_PLUGIN,
                                         namespace=namespace, values=device_plugin_values(pools),
-                                        release_name="nvidia-device-plugin", opts=child)
+                                        release_name="nvidia-device-plugin", opts=sized)
             # The chart names its DaemonSet after the release when the release name contains the chart's.
             self.device_plugin = DaemonSetRef(DEVICE_PLUGIN_NAMESPACE, "nvidia-device-plugin")
         self.register_outputs({"priorityClasses": [p.name for p in ML_PRIORITY_CLASSES]})

@@ -17,6 +17,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
+from components import sizing
 from components.gpu_rules import GPU_METRICS_JOB, gpu_rule_groups, node_label_allowlist
 from components.handle import ClusterHandle, GpuPool, gpu_node_affinity, gpu_tolerations
 from components.kube import DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
@@ -33,12 +34,40 @@ GRAFANA_ADMIN_SECRET = "grafana-admin"
 GRAFANA_ADMIN_USER = "admin"
 
 
+# The control-plane parts kube-prometheus-stack scrapes, per cloud: only those that run where Prometheus can
+# reach their metrics. Turning one off drops its ServiceMonitor and its default alerts with it, so that a
+# healthy new cluster has no alert firing forever.
+# - aws: EKS runs the scheduler, controller manager and etcd out of reach (docs.aws.amazon.com/eks, "Fetch
+#   control plane raw metrics"); its kube-proxy add-on serves metrics on 127.0.0.1:10249 only (the add-on's
+#   KubeProxyConfiguration), so its target would be down (TargetDown); CoreDNS serves :9153.
+# - gcp: GKE hides the control plane; Dataplane V2 (components/cluster/gke.py) replaces kube-proxy; DNS is
+#   kube-dns (with its metrics sidecar), not CoreDNS.
+# - kind: kubeadm's etcd serves metrics on 127.0.0.1:2381 and kube-proxy on 127.0.0.1:10249, both out of
+#   Prometheus's reach; kind binds the scheduler and controller manager to all addresses.
+# - existing: nothing is known about the control plane: scrape only what every cluster has.
+CONTROL_PLANE_SCRAPES: dict[str, dict[str, bool]] = {
+    "aws": {"kubeControllerManager": False, "kubeScheduler": False, "kubeEtcd": False, "kubeProxy": False,
+            "coreDns": True, "kubeDns": False},
+    "gcp": {"kubeControllerManager": False, "kubeScheduler": False, "kubeEtcd": False, "kubeProxy": False,
+            "coreDns": False, "kubeDns": True},
+    "kind": {"kubeControllerManager": True, "kubeScheduler": True, "kubeEtcd": False, "kubeProxy": False,
+             "coreDns": True, "kubeDns": False},
+    "existing": {"kubeControllerManager": False, "kubeScheduler": False, "kubeEtcd": False, "kubeProxy": False,
+                 "coreDns": True, "kubeDns": False},
+}
+# Grafana's dashboard sidecar reads ConfigMaps in every namespace, and nothing else: the chart's own
+# ClusterRole would also let it read every Secret of the cluster (charts/grafana templates/clusterrole.yaml).
+GRAFANA_DASHBOARDS_ROLE = "mlplatform-grafana-dashboards"
+
+
 def kube_prometheus_stack_values(cluster: ClusterHandle, settings: MonitoringConfig) -> dict[str, Any]:
     system = dict(cluster.system_node_selector)
+    memory_limit = parse_quantity(settings.prometheus_requests.memory) * sizing.PROMETHEUS_MEMORY_LIMIT_FACTOR
     prometheus: dict[str, Any] = {
         "retention": settings.retention,
         "resources": {"requests": {"cpu": settings.prometheus_requests.cpu,
-                                   "memory": settings.prometheus_requests.memory}},
+                                   "memory": settings.prometheus_requests.memory},
+                      "limits": {"memory": f"{int(memory_limit / 2**20)}Mi"}},
         "nodeSelector": system,
         # Discover monitors and rules in every namespace, whoever made them, not only this release's.
         "serviceMonitorSelectorNilUsesHelmValues": False,
@@ -55,21 +84,38 @@ def kube_prometheus_stack_values(cluster: ClusterHandle, settings: MonitoringCon
         # Stop short of a full disk: Prometheus then deletes old blocks instead of failing to write.
         gib = parse_quantity(settings.storage_size) / 2**30
         prometheus["retentionSize"] = f"{int(gib * Decimal('0.85'))}GB"
+    scrapes = CONTROL_PLANE_SCRAPES.get(cluster.cloud, CONTROL_PLANE_SCRAPES["existing"])
     return {
         "crds": {"enabled": True},
-        "prometheusOperator": {"nodeSelector": system},
+        "prometheusOperator": {
+            "nodeSelector": system,
+            "resources": sizing.PROMETHEUS_OPERATOR.resources(),
+            "prometheusConfigReloader": {"resources": sizing.CONFIG_RELOADER.resources()},
+            # The Jobs that make and patch the webhook's certificate run on the system pool too.
+            "admissionWebhooks": {"patch": {"nodeSelector": system,
+                                            "resources": sizing.ADMISSION_JOB.resources()}},
+        },
         "prometheus": {"prometheusSpec": prometheus},
-        "alertmanager": {"enabled": True, "alertmanagerSpec": {"nodeSelector": system}},
+        "alertmanager": {"enabled": True, "alertmanagerSpec": {"nodeSelector": system,
+                                                               "resources": sizing.ALERTMANAGER.resources()}},
         "grafana": {
             "enabled": True,
             "nodeSelector": system,
+            "resources": sizing.GRAFANA.resources(),
             "admin": {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
-            "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard", "labelValue": "1",
-                                       "searchNamespace": "ALL"}},
+            "rbac": {"useExistingClusterRole": GRAFANA_DASHBOARDS_ROLE},
+            "sidecar": {"resources": sizing.GRAFANA_SIDECAR.resources(),
+                        "dashboards": {"enabled": True, "label": "grafana_dashboard", "labelValue": "1",
+                                       "searchNamespace": "ALL", "resource": "configmap"},
+                        "datasources": {"resource": "configmap"}},
         },
         # The GPU usage rules and alerts tell a node's pool by its labels (components/gpu_rules.py).
-        "kube-state-metrics": {"nodeSelector": system,
+        "kube-state-metrics": {"nodeSelector": system, "resources": sizing.KUBE_STATE_METRICS.resources(),
                                "metricLabelsAllowlist": node_label_allowlist(cluster.gpu_pools)},
+        # node-exporter is no GPU agent: on the system pool, without the chart's tolerate-every-taint default.
+        "prometheus-node-exporter": {"nodeSelector": system, "tolerations": [],
+                                     "resources": sizing.NODE_EXPORTER.resources()},
+        **{part: {"enabled": enabled} for part, enabled in scrapes.items()},
     }
 
 
@@ -82,6 +128,7 @@ def dcgm_exporter_values(pools: tuple[GpuPool, ...], driver_host_path: str | Non
         "priorityClassName": "system-node-critical",
         # Replaces the chart's exporter-metrics-config-map, which its default arguments (-f) read.
         "customMetrics": DCGM_COUNTERS.read_text(),
+        "resources": sizing.DCGM_EXPORTER.resources(),
     }
     if driver_host_path:
         # The driver is not on the node's usual paths (GKE): mount it where NVIDIA's tools look for it.
@@ -145,11 +192,18 @@ class Monitoring(pulumi.ComponentResource):
                          "admin-password": pulumi.Output.secret(grafana_admin_password)},
             opts=in_namespace,
         )
+        dashboards_role = k8s.rbac.v1.ClusterRole(
+            f"{name}-grafana-dashboards",
+            metadata=ObjectMetaArgs(name=GRAFANA_DASHBOARDS_ROLE),
+            rules=[k8s.rbac.v1.PolicyRuleArgs(api_groups=[""], resources=["configmaps"],
+                                              verbs=["get", "list", "watch"])],
+            opts=child,
+        )
         self.stack = stack = helm_release(f"{name}-kube-prometheus-stack", chart=KUBE_PROMETHEUS_STACK,
                              namespace=namespace, values=kube_prometheus_stack_values(cluster, settings),
                              release_name=RELEASE,
                              opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
-                                 depends_on=[admin_secret])))
+                                 depends_on=[admin_secret, dashboards_role])))
         # ServiceMonitors and PrometheusRules are custom resources: their CRDs come with the chart.
         after_crds = pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[stack]))
 

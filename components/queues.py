@@ -14,6 +14,7 @@ import pulumi_kubernetes as k8s
 import yaml
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
+from components import sizing
 from components.gpu import ML_PRIORITY_CLASSES
 from components.handle import POOL_LABEL, ClusterHandle, GpuPool, gpu_tolerations
 from components.kube import KubernetesObject, helm_release, platform_namespace
@@ -57,7 +58,8 @@ def kueue_values(cluster: ClusterHandle) -> dict[str, Any]:
     return {
         "controllerManager": {
             "manager": {"image": {"repository": KUEUE_IMAGE, "tag": KUEUE_IMAGE_TAG, "pullPolicy": "IfNotPresent"},
-                        "priorityClassName": "system-cluster-critical"},
+                        "priorityClassName": "system-cluster-critical",
+                        "resources": sizing.KUEUE_MANAGER.resources()},
             "nodeSelector": dict(cluster.system_node_selector),
             # Its webhooks fail closed in team namespaces: one restart or drained node must not stop admissions.
             # Both replicas serve the webhooks; leader election picks the one that runs the controllers.

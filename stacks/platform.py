@@ -51,6 +51,8 @@ def build(config: PlatformConfig) -> None:
     pulumi.export("kubeconfig", cluster.kubeconfig)
     pulumi.export("gpuPools", [pool.describe() for pool in cluster.gpu_pools])
     pulumi.export("gpuCapacity", cluster.gpu_capacity)
+    # The labels of the system pool's nodes, where every platform controller runs.
+    pulumi.export("systemNodeSelector", dict(cluster.system_node_selector))
     pulumi.export("grafana", monitoring.grafana)
     pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
     pulumi.export("monitoringNamespace", config.monitoring.namespace)

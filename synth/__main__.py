@@ -15,8 +15,10 @@ from pathlib import Path
 
 from config.errors import ConfigError
 from synth import PROJECT_DIR, delivery, synthesize
-from synth.checks import check, enforcement_levels
+from synth.applied import applied_objects, check_applied
+from synth.checks import check, check_rendered, enforcement_levels
 from synth.output import write
+from synth.render import render_stack
 from synth.summary import summarize
 
 OK, POLICY_VIOLATION, BAD_INPUT, BUG = 0, 1, 2, 3
@@ -30,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: out/<stack>)")
     parser.add_argument("--policy-config", type=Path, default=None,
                         help="rule enforcement levels, as for `pulumi preview --policy-pack-config`")
+    parser.add_argument("--checkov", action="store_true",
+                        help="also run checkov (its own virtualenv: make checkov-venv) over everything applied")
     args = parser.parse_args(argv)
     try:
         return _run(args)
@@ -52,11 +56,17 @@ def _run(args: argparse.Namespace) -> int:
     # Everything is checked and synthesized before anything is written: bad input leaves out/ untouched.
     synthesis = synthesize(args.stack)
     synthesis.warnings.extend(delivery.check(args.stack))
-    write(synthesis, out_dir)
-    violations = check(synthesis, levels)
+    rendering = render_stack(synthesis)
+    write(synthesis, out_dir, rendering)
+    violations = check(synthesis, levels) + check_rendered(rendering, synthesis.stack, levels)
+    applied = check_applied(synthesis, rendering)
     shown = out_dir.relative_to(PROJECT_DIR) if out_dir.is_relative_to(PROJECT_DIR) else out_dir
-    print(summarize(synthesis, shown, violations))
-    return POLICY_VIOLATION if any(v.mandatory for v in violations) else OK
+    print(summarize(synthesis, shown, violations, rendering, applied))
+    if args.checkov:
+        from synth.checkov import run_checkov
+
+        print("\n".join(run_checkov(applied_objects(synthesis, rendering)).summary()))
+    return POLICY_VIOLATION if any(v.mandatory for v in violations) or applied.broken else OK
 
 
 if __name__ == "__main__":

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from config.errors import ConfigError
-from policies.rules import MANDATORY, RESOURCE_RULES, STACK_RULES, UNKNOWN, Resource, Rule
+from policies.rules import GPU_AGENT_CHARTS, MANDATORY, RESOURCE_RULES, STACK_RULES, UNKNOWN, Resource, Rule
 from synth.engine import UNKNOWN as UNKNOWN_TEXT
 from synth.engine import Synthesis
+from synth.render import CHART_ANNOTATION, RELEASE_ANNOTATION, Rendering
 
 
 @dataclass(frozen=True)
@@ -70,4 +71,31 @@ def check(synthesis: Synthesis, levels: dict[str, str] | None = None) -> list[Vi
     violations += [Violation(rule, level(rule), urn, message)
                    for rule in STACK_RULES if level(rule) != "disabled"
                    for urn, message in rule.check(resources)]
+    return violations
+
+
+def _resource_type(obj: dict[str, Any]) -> str:
+    api_version = str(obj.get("apiVersion", ""))
+    return f"kubernetes:{api_version if '/' in api_version else 'core/' + api_version}:{obj.get('kind')}"
+
+
+def check_rendered(rendering: Rendering, stack: str, levels: dict[str, str] | None = None) -> list[Violation]:
+    """The resource rules over every object the Helm releases render: a `pulumi preview` with the policy pack
+    sees only a Release's inputs, so this is where the charts' own workloads are judged. The per-node GPU
+    agents' charts may tolerate the GPU taint, as their Releases may."""
+    levels = levels or {}
+    violations = []
+    for obj in rendering.objects():
+        annotations = obj["metadata"]["annotations"]
+        chart = annotations[CHART_ANNOTATION].rsplit("-", 1)[0]
+        metadata = obj["metadata"]
+        where = (f"{annotations[RELEASE_ANNOTATION].split('/')[-1]} ({annotations[CHART_ANNOTATION]}): "
+                 f"{obj.get('kind')} {metadata.get('namespace') or '_cluster'}/{metadata.get('name')}")
+        for rule in RESOURCE_RULES:
+            level = levels.get(rule.name, levels.get("all", rule.enforcement))
+            if level == "disabled" or (rule.name == "only-gpu-agents-tolerate-gpu-taint"
+                                       and chart in GPU_AGENT_CHARTS):
+                continue
+            violations += [Violation(rule, level, where, message)
+                           for message in rule.check(_resource_type(obj), obj, stack)]
     return violations

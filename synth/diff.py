@@ -114,6 +114,30 @@ def _synthesize_tree(tree: Path, out: Path, stacks: list[str]) -> dict[str, dict
     return plans
 
 
+def rendered_objects_in(out: Path) -> dict[str, dict[str, Any]]:
+    """`<release>/<file>` -> object, for every object the synth rendered into out/<stack>/rendered/."""
+    return {f"{path.parent.name}/{path.stem}": json.loads(path.read_text())
+            for path in sorted((out / "rendered").glob("*/*.json"))}
+
+
+def rendered_diff(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> list[str]:
+    """What changes in the objects the Helm releases apply: a chart bump shows its Deployments, RBAC and CRDs."""
+    def name(key: str, obj: dict[str, Any]) -> str:
+        release, _, _ = key.partition("/")
+        metadata = obj.get("metadata") or {}
+        return f"{release}: {obj.get('kind')} {metadata.get('namespace') or '_cluster'}/{metadata.get('name')}"
+
+    lines = [f"  +  create   {name(key, after[key])}" for key in sorted(after.keys() - before.keys())]
+    for key in sorted(before.keys() & after.keys()):
+        if paths := changed_paths(before[key], after[key]):
+            shown = ", ".join(paths[:6]) + (f" and {len(paths) - 6} more" if len(paths) > 6 else "")
+            lines.append(f"  ~  update   {name(key, after[key])}: {shown}")
+    lines += [f"  -  delete   {name(key, before[key])}" for key in sorted(before.keys() - after.keys())]
+    if not lines:
+        return []
+    return [f"  Rendered by its Helm releases: {len(lines)} objects change"] + ["  " + line for line in lines]
+
+
 def _export(rev: str, into: Path) -> None:
     archive = subprocess.run(["git", "archive", "--format=tar", rev], cwd=PROJECT_DIR, capture_output=True,
                              check=True).stdout
@@ -127,6 +151,8 @@ def diff_revisions(base: str, stacks: list[str], head: Path = PROJECT_DIR) -> st
         _export(base, base_tree)
         before = _synthesize_tree(base_tree, Path(tmp) / "base-out", stacks)
         after = _synthesize_tree(head, Path(tmp) / "head-out", stacks)
+        rendered = {stack: (rendered_objects_in(Path(tmp) / "base-out" / stack),
+                            rendered_objects_in(Path(tmp) / "head-out" / stack)) for stack in after}
     sections = [f"Offline preview of the working tree against {base}:"]
     for stack in sorted(before.keys() | after.keys()):
         old, new = before.get(stack), after.get(stack)
@@ -141,6 +167,8 @@ def diff_revisions(base: str, stacks: list[str], head: Path = PROJECT_DIR) -> st
                             "resources")
         else:
             sections.append(plan_diff(stack, old, new).render())
+        if stack in rendered and not isinstance(new, str):
+            sections += rendered_diff(*rendered[stack])
     return "\n".join(sections)
 
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import kubernetes_validate
 import yaml
 
 from versions import KUBERNETES_VERSION
@@ -68,40 +69,78 @@ def _strict(schema: Any) -> Any:
     return schema
 
 
-@cache
-def crd_schemas(upstream_dir: Path = UPSTREAM_DIR) -> dict[tuple[str, str], dict[str, Any]]:
-    """(apiVersion, kind) -> strict openAPIV3Schema, for every CRD under upstream_dir/*/crds/."""
+def schemas_of(crds: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> strict openAPIV3Schema of each version of the given CRDs."""
     schemas: dict[tuple[str, str], dict[str, Any]] = {}
-    for path in sorted(upstream_dir.glob("*/crds/*.yaml")):
-        for crd in yaml.safe_load_all(path.read_text()):
-            if not crd or crd.get("kind") != "CustomResourceDefinition":
-                continue
-            spec = crd["spec"]
-            for version in spec["versions"]:
-                schema = version.get("schema", {}).get("openAPIV3Schema")
-                if schema:
-                    api_version = f"{spec['group']}/{version['name']}"
-                    schemas[(api_version, spec["names"]["kind"])] = _strict(copy.deepcopy(schema))
+    for crd in crds:
+        if not crd or crd.get("kind") != "CustomResourceDefinition":
+            continue
+        spec = crd["spec"]
+        for version in spec["versions"]:
+            schema = version.get("schema", {}).get("openAPIV3Schema")
+            if schema:
+                api_version = f"{spec['group']}/{version['name']}"
+                schemas[(api_version, spec["names"]["kind"])] = _strict(schema)  # _strict copies
     return schemas
 
 
+@cache
+def crd_schemas(upstream_dir: Path = UPSTREAM_DIR) -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> strict openAPIV3Schema, for every CRD under upstream_dir/*/crds/."""
+    return schemas_of(crd for path in sorted(upstream_dir.glob("*/crds/*.yaml"))
+                      for crd in yaml.safe_load_all(path.read_text()))
+
+
+@cache
+def _definitions(folder: str, kubernetes_version: str) -> Any:
+    from kubernetes_validate import utils
+    from referencing import Resource
+
+    return Resource.from_contents(utils.schema_contents(f"{folder}/_definitions.json", kubernetes_version))
+
+
+@cache
+def _built_in_validator(api_version: str, kind: str, kubernetes_version: str) -> jsonschema.Validator | None:
+    """kubernetes-validate's strict schema for the kind, as its `validate` builds it, but built once per kind:
+    `validate` re-reads the large shared definitions on every call, seconds over a rendered chart."""
+    from kubernetes_validate import utils
+    from referencing import Registry, Resource
+
+    version = [v for v in utils.all_versions() if utils.major_minor(v) <= utils.major_minor(kubernetes_version)][-1]
+    folder = f"kubernetes-json-schema/v{version}-local-strict"
+    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    try:
+        schema = utils.schema_contents(f"{folder}/{kind.lower()}-{group_version}.json", kubernetes_version)
+    except FileNotFoundError:
+        return None
+    registry = _definitions(folder, kubernetes_version) @ (Resource.from_contents(schema) @ Registry())
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
+
+
 def check_manifests(manifests: list[dict[str, Any]], *, kubernetes_version: str = KUBERNETES_VERSION,
-                    upstream_dir: Path = UPSTREAM_DIR) -> SchemaReport:
+                    upstream_dir: Path = UPSTREAM_DIR,
+                    custom: dict[tuple[str, str], dict[str, Any]] | None = None) -> SchemaReport:
+    """Each manifest against its schema; custom resources against `custom` (the CRDs the stack installs) if
+    given, else the upstream CRDs."""
     report = SchemaReport()
-    custom = crd_schemas(upstream_dir) if upstream_dir.is_dir() else {}
+    custom_validators: dict[int, jsonschema.Validator] = {}
+    if custom is None:
+        custom = crd_schemas(upstream_dir) if upstream_dir.is_dir() else {}
     for manifest in map(known_fields, manifests):
         name = describe(manifest)
         schema = custom.get((manifest.get("apiVersion"), manifest.get("kind")))
-        try:
-            if schema is not None:
-                # Not jsonschema.validate: CRDs use Go regex syntax (such as a mid-pattern "(?i)") that the
-                # meta-schema check would reject although the API server accepts it.
-                jsonschema.Draft7Validator(schema).validate(manifest)
-            else:
-                kubernetes_validate.validate(manifest, kubernetes_version, strict=True)
-        except kubernetes_validate.SchemaNotFoundError:
+        validator = _built_in_validator(str(manifest.get("apiVersion")), str(manifest.get("kind")),
+                                        kubernetes_version) if schema is None else None
+        if schema is None and validator is None:
             report.unchecked.append(name)
             continue
+        try:
+            if validator is None:
+                # Not jsonschema.validate: CRDs use Go regex syntax (such as a mid-pattern "(?i)") that the
+                # meta-schema check would reject although the API server accepts it.
+                validator = custom_validators.get(id(schema)) or custom_validators.setdefault(
+                    id(schema), jsonschema.Draft7Validator(schema))
+            validator.validate(manifest)
         except jsonschema.ValidationError as exc:
             path = ".".join(str(part) for part in exc.absolute_path) or "(top level)"
             report.errors.append(f"{name}: {path}: {exc.message}")

@@ -71,3 +71,31 @@ def test_make_diff_on_two_real_revisions(tmp_path: Path):
                             capture_output=True, text=True, check=True)
     assert "Stack local: 0 to create, 1 to update, 0 to replace, 0 to delete" in result.stdout
     assert "team-research-quota: spec.hard.requests.storage" in result.stdout
+
+
+def test_rendered_objects_that_change_are_shown_with_their_paths(tmp_path: Path):
+    import copy
+
+    import pytest
+
+    from synth import render
+    from synth.diff import rendered_diff, rendered_objects_in
+    from synth.output import write_rendering
+
+    if not render.charts_available():
+        pytest.skip(f"needs the charts in one of {render.chart_dirs()} (../shared/upstream/charts): absent")
+    rendering = render.stack_rendering("local")
+    if "kueue" in rendering.unavailable:
+        pytest.skip(f"chart of release kueue unavailable: {rendering.unavailable['kueue']}")
+    write_rendering(rendering, tmp_path / "before")
+    bumped = copy.deepcopy(rendering)
+    objects = bumped.releases["kueue"].objects
+    deployment = next(obj for obj in objects if obj["kind"] == "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["image"] = "registry.k8s.io/kueue/kueue:v0.20.0"
+    objects.remove(next(obj for obj in objects if obj["kind"] == "ClusterRole"))
+    write_rendering(bumped, tmp_path / "after")
+    lines = rendered_diff(rendered_objects_in(tmp_path / "before"), rendered_objects_in(tmp_path / "after"))
+    assert lines[0] == "  Rendered by its Helm releases: 2 objects change"
+    assert any("~  update   kueue: Deployment kueue-system/kueue-controller-manager: "
+               "spec.template.spec.containers[0].image" in line for line in lines)
+    assert any("-  delete   kueue: ClusterRole _cluster/" in line for line in lines)

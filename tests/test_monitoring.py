@@ -19,6 +19,7 @@ from policies.rules import only_gpu_agents_tolerate_the_gpu_taint
 from synth.engine import SECRET, Resource, Synthesis
 from synth.output import helm_releases
 from synth.schema import check_manifests
+from synth import render
 from tests.chart_values import chart_values, unknown_keys
 from tests.conftest import KIND, cli_config, cluster_handle, run_component, synth_with
 
@@ -104,10 +105,11 @@ def test_kube_prometheus_stack_is_pinned_and_discovers_monitors_everywhere():
     for kind in ("serviceMonitor", "podMonitor", "rule", "probe"):
         assert spec[f"{kind}SelectorNilUsesHelmValues"] is False
     assert spec["retention"] == "30d"
-    assert spec["resources"] == {"requests": {"cpu": "500m", "memory": "2Gi"}}
+    assert spec["resources"] == {"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"memory": "4096Mi"}}
     assert values["alertmanager"]["enabled"] is True
     assert values["grafana"]["sidecar"]["dashboards"] == {"enabled": True, "label": "grafana_dashboard",
-                                                          "labelValue": "1", "searchNamespace": "ALL"}
+                                                          "labelValue": "1", "searchNamespace": "ALL",
+                                                          "resource": "configmap"}
 
 
 def test_prometheus_keeps_its_data_on_a_volume_where_the_cluster_has_durable_ones():
@@ -277,13 +279,19 @@ def test_service_monitor_and_prometheus_rule_match_their_crds(upstream):
 def test_chart_values_exist_in_the_charts(upstream):
     synthesis = monitor()
     stack_values = release(synthesis, "kube-prometheus-stack").inputs["values"]
-    # grafana and kube-state-metrics are subcharts: their nodeSelector is in their own values.yaml, which the
-    # parent's does not repeat.
-    subchart_keys = {"grafana.nodeSelector", "kube-state-metrics.nodeSelector",
-                     "kube-state-metrics.metricLabelsAllowlist"}
+    # grafana, kube-state-metrics and node-exporter are subcharts: keys of theirs that the parent's values.yaml
+    # does not repeat are checked against their own values.yaml where the chart folders have it.
+    subcharts = {"grafana": "12.11.1", "kube-state-metrics": "8.4.0", "prometheus-node-exporter": "4.56.1"}
     unknown = unknown_keys(stack_values, chart_values(upstream, "kube-prometheus-stack"),
                            free_form={"prometheus.prometheusSpec.storageSpec"})
-    assert set(unknown) <= subchart_keys, unknown
+    assert all(key.split(".")[0] in subcharts for key in unknown), unknown
+    for subchart, version in subcharts.items():
+        if (folder := render._find_chart_dir(subchart, version)) is not None:
+            # `enabled` is the parent's switch for the subchart; grafana's values.yaml documents
+            # rbac.useExistingClusterRole in a comment (templates/clusterrolebinding.yaml reads it).
+            keys = unknown_keys(stack_values[subchart], chart_values(folder.parent, folder.name),
+                                free_form={"nodeSelector", "rbac"})
+            assert [key for key in keys if key != "enabled"] == [], subchart
     exporter_values = release(synthesis, "dcgm-exporter").inputs["values"]
     # customMetrics is commented out in the chart's values.yaml; its metrics-configmap.yaml template reads it.
     assert unknown_keys(exporter_values, chart_values(upstream, "dcgm-exporter"), free_form={"affinity"}) == [

@@ -7,6 +7,7 @@ ClusterHandle as kind: GPU enablement, monitoring and teams run on it unchanged.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pulumi
 import pulumi_aws as aws
@@ -15,8 +16,8 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.cluster import exec_kubeconfig, explicit_provider
 from components.cluster.aws_network import DISCOVERY_TAG, AwsNetwork
-from components.cluster.karpenter import (AWS_POLICY, NODE_POLICIES, SYSTEM_DISK_GIB, Karpenter, cost_tags,
-                                          pod_identity_trust)
+from components.cluster.karpenter import (AWS_POLICY, EFA_LABEL, NODE_POLICIES, SYSTEM_DISK_GIB, Karpenter,
+                                          cost_tags, pod_identity_trust)
 from components.handle import POOL_LABEL, SYSTEM_POOL, Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
 from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, EKS_SYSTEM_AMI_TYPE
 from config.eks import EksClusterConfig
@@ -71,11 +72,14 @@ def api_access_rules(name: str, spec: EksClusterConfig, cluster_security_group_i
 
 
 def eks_gpu_pools(spec: EksClusterConfig) -> tuple[GpuPool, ...]:
-    return tuple(
-        platform_gpu_pool(pool.name, pool.accelerator, gpus_per_node=pool.shape.gpus, min_nodes=0,
-                          max_nodes=pool.max_nodes, spot="spot" in pool.capacity_types, sharing=pool.sharing)
-        for pool in spec.gpu_pools
-    )
+    pools = []
+    for pool in spec.gpu_pools:
+        gpu_pool = platform_gpu_pool(pool.name, pool.accelerator, gpus_per_node=pool.shape.gpus, min_nodes=0,
+                                     max_nodes=pool.max_nodes, spot="spot" in pool.capacity_types,
+                                     sharing=pool.sharing)
+        # EFA pools' nodes carry the label the EFA device plugin selects on: the handle says what nodes carry.
+        pools.append(replace(gpu_pool, labels={**gpu_pool.labels, EFA_LABEL: "true"}) if pool.efa else gpu_pool)
+    return tuple(pools)
 
 
 class EksCluster(pulumi.ComponentResource):

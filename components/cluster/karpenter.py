@@ -20,6 +20,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
+from components import sizing
 from components.cluster.aws_network import DISCOVERY_TAG, AwsNetwork
 from components.cluster.karpenter_iam import controller_policy, queue_policy
 from components.handle import GPU_TAINT, POOL_LABEL, SYSTEM_POOL, GpuPool
@@ -87,7 +88,7 @@ class KarpenterPool:
 def gpu_karpenter_pool(pool: EksGpuPool, gpu_pool: GpuPool) -> KarpenterPool:
     return KarpenterPool(
         name=pool.name, instance_types=pool.instance_types, capacity_types=pool.capacity_types,
-        labels=dict(gpu_pool.labels) | ({EFA_LABEL: "true"} if pool.efa else {}),
+        labels=dict(gpu_pool.labels),
         taints=[{"key": t.key, "value": t.value, "effect": t.effect} for t in gpu_pool.taints],
         limits={"nvidia.com/gpu": pool.max_nodes * pool.shape.gpus},
         disruption={"consolidationPolicy": "WhenEmpty", "consolidateAfter": pool.consolidate_after},
@@ -216,8 +217,7 @@ class Karpenter(pulumi.ComponentResource):
                 # On the system pool's node group: the chart's default affinity (karpenter.sh/nodepool
                 # DoesNotExist, kept) keeps it off the system nodes it adds itself.
                 "nodeSelector": {"kubernetes.io/os": "linux", POOL_LABEL: SYSTEM_POOL},
-                "controller": {"resources": {"requests": {"cpu": "500m", "memory": "512Mi"},
-                                             "limits": {"memory": "1Gi"}}},
+                "controller": {"resources": sizing.KARPENTER_CONTROLLER.resources()},
             },
             opts=pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[crds, *rights])),
         )
@@ -240,7 +240,11 @@ class Karpenter(pulumi.ComponentResource):
             # vpc.amazonaws.com/efa (EKS User Guide, "Manage EFA devices"); this plugin advertises them.
             helm_release(f"{name}-efa-device-plugin", chart=EFA_DEVICE_PLUGIN, namespace=NAMESPACE,
                          release_name="aws-efa-k8s-device-plugin",
+                         # The chart's required affinity lists EFA instance types by name; our EFA pools' nodes
+                         # carry EFA_LABEL, so select on it instead (the chart ANDs its own NotIn auto-mode).
                          values={"nodeSelector": {EFA_LABEL: "true"},
+                                 "supportedInstanceLabels": {"keys": [EFA_LABEL], "values": ["true"]},
+                                 "resources": sizing.EFA_DEVICE_PLUGIN.resources(),
                                  "tolerations": [{"key": GPU_TAINT.key, "operator": "Exists",
                                                   "effect": GPU_TAINT.effect}]},
                          opts=on_cluster)

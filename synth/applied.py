@@ -1,0 +1,390 @@
+"""Checks over everything a stack applies: its own objects and every object its Helm releases render.
+
+- schemas: built-in objects against kubernetes-validate's strict schemas for the pinned Kubernetes version,
+  custom resources against the CRDs the stack itself installs (`check_schemas`);
+- the CRDs' own CEL rules (`x-kubernetes-validations`), evaluated with cel-python for every custom resource,
+  naming each rule it cannot evaluate (`check_cel`);
+- placement: every workload that is not a per-node GPU agent pinned to the system pool by its own
+  nodeSelector, every GPU agent able to land on every GPU pool, and every workload that can land nowhere,
+  with why (`check_placement`).
+
+The pod-spec policy rules run over the rendered objects in `synth.checks.check_rendered`.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+from config.quantity import parse_quantity
+from components.cluster.kind import SIMULATED_GPU_NODE_LABELS
+from components.handle import POOL_LABEL, SYSTEM_POOL
+from policies.rules import GPU_AGENT_CHARTS
+from synth.engine import Synthesis
+from synth.output import manifests
+from synth.render import CHART_ANNOTATION, RELEASE_ANNOTATION, Rendering
+from synth.schema import SchemaReport, check_manifests, describe, known_fields, schemas_of
+
+WORKLOAD_KINDS = frozenset({"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"})
+# Pods the Prometheus operator makes from these custom resources; their spec carries the pod's placement.
+OPERATOR_POD_KINDS = frozenset({("monitoring.coreos.com", "Prometheus"), ("monitoring.coreos.com", "Alertmanager")})
+
+
+def crds_of(rendering: Rendering, own: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    return [obj for obj in [*rendering.objects(), *(own or [])] if obj.get("kind") == "CustomResourceDefinition"]
+
+
+def applied_objects(synthesis: Synthesis, rendering: Rendering) -> list[dict[str, Any]]:
+    """Everything `pulumi up` applies to the cluster: the stack's own objects, then the charts'."""
+    return [*manifests(synthesis), *rendering.objects()]
+
+
+def origin(obj: Mapping[str, Any]) -> str:
+    """`<release> (<chart>)` for a rendered object, `stack` for one the program declares itself."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    release = annotations.get(RELEASE_ANNOTATION)
+    return f"{release.split('/')[-1]} ({annotations[CHART_ANNOTATION]})" if release else "stack"
+
+
+def chart_of_object(obj: Mapping[str, Any]) -> str | None:
+    chart = ((obj.get("metadata") or {}).get("annotations") or {}).get(CHART_ANNOTATION)
+    return chart.rsplit("-", 1)[0] if isinstance(chart, str) else None
+
+
+# ---- schemas ----------------------------------------------------------------------------------------------
+def check_schemas(synthesis: Synthesis, rendering: Rendering) -> SchemaReport:
+    objects = applied_objects(synthesis, rendering)
+    return check_manifests(objects, custom=schemas_of(crds_of(rendering, manifests(synthesis))))
+
+
+# ---- CEL --------------------------------------------------------------------------------------------------
+@dataclass
+class CelReport:
+    evaluated: int = 0
+    failures: list[str] = field(default_factory=list)
+    # Rules cel-python cannot evaluate (a Kubernetes CEL library function it lacks), each with the reason.
+    unevaluated: list[str] = field(default_factory=list)
+    # Transition rules (`oldSelf`): the API server evaluates them on updates only, never on create.
+    update_only: int = 0
+
+
+def _validations(schema: Any, value: Any, path: str) -> Iterator[tuple[str, dict[str, Any], Any]]:
+    """(path, rule, the value it judges as `self`) for every x-kubernetes-validations rule that applies."""
+    if not isinstance(schema, dict) or value is None:
+        return
+    for rule in schema.get("x-kubernetes-validations") or []:
+        yield path, rule, value
+    properties = schema.get("properties") or {}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            sub = properties.get(key, schema.get("additionalProperties") if key not in properties else None)
+            yield from _validations(sub, item, f"{path}.{key}")
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _validations(schema.get("items"), item, f"{path}[{index}]")
+
+
+def _kubernetes_functions() -> dict[str, Any]:
+    """The Kubernetes CEL library functions our CRDs' rules use that cel-python lacks (k8s.io/apiserver
+    pkg/cel/library: strings `split`, regex `find`); any other missing one leaves its rule named unevaluated."""
+    from celpy import celtypes
+
+    def split(text: Any, separator: Any) -> Any:
+        return celtypes.ListType([celtypes.StringType(part) for part in str(text).split(str(separator))])
+
+    def find(text: Any, pattern: Any) -> Any:
+        match = re.search(str(pattern), str(text))
+        return celtypes.StringType(match.group(0) if match else "")
+
+    return {"split": split, "find": find}
+
+
+@cache
+def _program(rule: str) -> Any:
+    import celpy
+
+    environment = celpy.Environment()
+    return environment.program(environment.compile(rule), functions=_kubernetes_functions())
+
+
+def check_cel(objects: list[dict[str, Any]], crds: list[dict[str, Any]]) -> CelReport:
+    import celpy
+
+    schemas: dict[tuple[str, str], dict[str, Any]] = {}
+    for crd in crds:
+        spec = crd["spec"]
+        for version in spec["versions"]:
+            if (schema := (version.get("schema") or {}).get("openAPIV3Schema")) is not None:
+                schemas[(f"{spec['group']}/{version['name']}", spec["names"]["kind"])] = schema
+    report = CelReport()
+    unevaluable: set[str] = set()
+    for obj in map(known_fields, objects):
+        schema = schemas.get((obj.get("apiVersion"), obj.get("kind")))
+        if schema is None:
+            continue
+        for path, rule, value in _validations(schema, obj, ""):
+            expression = rule["rule"]
+            if "oldSelf" in expression:
+                report.update_only += 1
+                continue
+            where = f"{describe(obj)} {path or '(top level)'}"
+            try:
+                result = _program(expression).evaluate({"self": celpy.json_to_cel(copy.deepcopy(value))})
+            except Exception as exc:  # noqa: BLE001 (cel-python raises many kinds; each is reported by rule)
+                result = exc
+            if isinstance(result, Exception):
+                if expression not in unevaluable:
+                    unevaluable.add(expression)
+                    report.unevaluated.append(f"{expression!r} ({where}): {type(result).__name__}: {result}")
+                continue
+            report.evaluated += 1
+            if result is not True and not (hasattr(result, "__bool__") and bool(result) and
+                                           type(result).__name__ == "BoolType"):
+                message = rule.get("message") or rule.get("messageExpression") or expression
+                report.failures.append(f"{where}: {message} (rule {expression!r})")
+    return report
+
+
+# ---- placement --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    labels: Mapping[str, str]
+    taints: tuple[tuple[str, str, str], ...]  # (key, value, effect)
+
+
+@dataclass
+class PlacementReport:
+    checked: int = 0
+    problems: list[str] = field(default_factory=list)
+    # Workloads that can land on no pool of the cluster, with why.
+    unplaceable: list[str] = field(default_factory=list)
+
+
+# Labels the kubelet puts on every node (kubernetes.io/docs/reference/labels-annotations-taints).
+WELL_KNOWN_NODE_LABELS = {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
+
+
+def pools_of(synthesis: Synthesis) -> tuple[Pool, dict[str, str], list[Pool]]:
+    """The system pool (with the selector platform workloads must carry) and the GPU pools of the stack, with
+    the labels their nodes carry."""
+    outputs = synthesis.outputs
+    selector = dict(outputs.get("systemNodeSelector") or {POOL_LABEL: SYSTEM_POOL})
+    # kind's stand-in GPU nodes carry the labels the fake GPU operator's agents select.
+    extra = SIMULATED_GPU_NODE_LABELS if outputs.get("cloud") == "kind" else {}
+    gpu_pools = []
+    for pool in outputs.get("gpuPools") or []:
+        taints = []
+        for taint in pool.get("taints") or []:
+            key_value, _, effect = str(taint).rpartition(":")
+            key, _, value = key_value.partition("=")
+            taints.append((key, value, effect))
+        gpu_pools.append(Pool(pool["name"], WELL_KNOWN_NODE_LABELS | dict(pool.get("labels") or {}) | extra,
+                              tuple(taints)))
+    return Pool("system", WELL_KNOWN_NODE_LABELS | selector, ()), selector, gpu_pools
+
+
+def _pod_spec(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    kind = obj.get("kind")
+    group = str(obj.get("apiVersion", "")).rpartition("/")[0]
+    spec = obj.get("spec") or {}
+    if (group, kind) in OPERATOR_POD_KINDS:
+        return spec
+    if kind not in WORKLOAD_KINDS:
+        return None
+    if kind == "Pod":
+        return spec
+    if kind == "CronJob":
+        return ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template", {}).get("spec")
+    return (spec.get("template") or {}).get("spec")
+
+
+def _expression_holds(expression: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    key, operator, values = expression.get("key"), expression.get("operator"), expression.get("values") or []
+    if operator == "In":
+        return labels.get(key) in values
+    if operator == "NotIn":
+        return labels.get(key) not in values
+    if operator == "Exists":
+        return key in labels
+    if operator == "DoesNotExist":
+        return key not in labels
+    return False  # Gt/Lt on labels we do not set
+
+
+def _tolerates(tolerations: list[Any], taint: tuple[str, str, str]) -> bool:
+    key, value, effect = taint
+    for toleration in tolerations:
+        if not isinstance(toleration, dict) or toleration.get("effect") not in (None, "", effect):
+            continue
+        operator = toleration.get("operator") or "Equal"
+        if not toleration.get("key") and operator == "Exists":
+            return True
+        if toleration.get("key") == key and (operator == "Exists" or toleration.get("value", "") == value):
+            return True
+    return False
+
+
+def why_not(spec: Mapping[str, Any], pool: Pool) -> str | None:
+    """Why the pod cannot land on a node of the pool (the labels and taints the platform gives it), or None."""
+    selector = spec.get("nodeSelector") or {}
+    mismatched = {key: value for key, value in selector.items() if pool.labels.get(key) != value}
+    if mismatched:
+        return f"its nodeSelector {mismatched} matches no {pool.name} node"
+    terms = ((((spec.get("affinity") or {}).get("nodeAffinity") or {})
+              .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms"))
+    if terms and not any(all(_expression_holds(e, pool.labels) for e in term.get("matchExpressions") or [])
+                         for term in terms):
+        return f"its required node affinity matches no {pool.name} node"
+    for taint in pool.taints:
+        if taint[2] in ("NoSchedule", "NoExecute") and not _tolerates(spec.get("tolerations") or [], taint):
+            return f"it does not tolerate the {pool.name} taint {taint[0]}={taint[1]}:{taint[2]}"
+    return None
+
+
+def is_gpu_agent(obj: Mapping[str, Any]) -> bool:
+    """A per-node GPU agent: a DaemonSet of one of the GPU agent charts."""
+    return obj.get("kind") == "DaemonSet" and chart_of_object(obj) in GPU_AGENT_CHARTS
+
+
+# GPU agents of a feature some GPU pools have, by the node label those pools carry (components/cluster/
+# karpenter.py labels EFA pools' nodes).
+FEATURE_AGENT_LABELS = {"aws-efa-k8s-device-plugin": "mlplatform.io/efa"}
+
+
+def check_placement(synthesis: Synthesis, rendering: Rendering) -> PlacementReport:
+    report = PlacementReport()
+    system, selector, gpu_pools = pools_of(synthesis)
+    if "gpuPools" not in synthesis.outputs:
+        return report  # a team stack: its cluster's pools are another stack's
+    for obj in applied_objects(synthesis, rendering):
+        spec = _pod_spec(obj)
+        if spec is None or (obj.get("spec") or {}).get("replicas") == 0:
+            continue  # not a workload, or one that runs no pod (the fake operator's gpu-operator placeholder)
+        report.checked += 1
+        name = f"{origin(obj)}: {obj['kind']} {obj['metadata'].get('namespace', '')}/{obj['metadata']['name']}"
+        reasons = {pool.name: why_not(spec, pool) for pool in (system, *gpu_pools)}
+        if all(reasons.values()):
+            report.unplaceable.append(f"{name} can land on no pool: " + "; ".join(
+                f"{pool}: {why}" for pool, why in reasons.items()))
+            continue
+        if is_gpu_agent(obj):
+            # An agent of a feature only some pools have (EFA) must reach the pools whose nodes carry it.
+            feature = FEATURE_AGENT_LABELS.get(chart_of_object(obj) or "")
+            served = [pool for pool in gpu_pools if feature is None or feature in pool.labels]
+            report.problems += [f"{name} is a GPU agent but cannot run on GPU pool {pool.name}: {reasons[pool.name]}"
+                                for pool in served if reasons[pool.name]]
+            continue
+        own = spec.get("nodeSelector") or {}
+        if any(own.get(key) != value for key, value in selector.items()):
+            report.problems.append(f"{name} has no nodeSelector {selector}: it runs wherever a node is untainted, "
+                                   "not on the system pool by choice")
+    return report
+
+
+# ---- all of them ------------------------------------------------------------------------------------------
+@dataclass
+class AppliedReport:
+    schemas: SchemaReport
+    cel: CelReport
+    placement: PlacementReport
+    requests: dict[str, PoolRequests]
+
+    @property
+    def broken(self) -> bool:
+        """What the API server would refuse: a schema error or a failed CEL rule."""
+        return bool(self.schemas.errors or self.cel.failures)
+
+    def summary(self) -> list[str]:
+        lines = [f"Applied objects: {len(self.schemas.checked)} pass their strict schemas, "
+                 f"{len(self.schemas.errors)} fail, {len(self.schemas.unchecked)} have no schema; CEL rules of "
+                 f"their CRDs: {self.cel.evaluated} hold, {len(self.cel.failures)} fail, "
+                 f"{len(self.cel.unevaluated)} cannot be evaluated offline, {self.cel.update_only} apply to "
+                 "updates only"]
+        lines += [f"  schema: {error}" for error in self.schemas.errors]
+        lines += [f"  no schema: {name}" for name in self.schemas.unchecked]
+        lines += [f"  CEL: {failure}" for failure in self.cel.failures]
+        lines += [f"  CEL not evaluated: {rule}" for rule in self.cel.unevaluated]
+        lines.append(f"Placement: {self.placement.checked} workloads, {len(self.placement.problems)} problems, "
+                     f"{len(self.placement.unplaceable)} can land nowhere")
+        lines += [f"  {problem}" for problem in self.placement.problems + self.placement.unplaceable]
+        if self.requests:
+            lines.append("Requests per pool (long-running platform pods):")
+            lines += [f"  {pool:<12} {requests}" for pool, requests in self.requests.items()]
+        return lines
+
+
+def check_applied(synthesis: Synthesis, rendering: Rendering) -> AppliedReport:
+    own = manifests(synthesis)
+    return AppliedReport(check_schemas(synthesis, rendering),
+                         check_cel(applied_objects(synthesis, rendering), crds_of(rendering, own)),
+                         check_placement(synthesis, rendering), requests_per_pool(synthesis, rendering))
+
+
+# ---- requests per pool ------------------------------------------------------------------------------------
+@dataclass
+class PoolRequests:
+    """What the platform's long-running pods request of a pool: pods placed once (Deployments, StatefulSets,
+    the operator's Prometheus and Alertmanager), and DaemonSet pods on every node of the pool."""
+
+    cpu: Decimal = Decimal(0)
+    memory: Decimal = Decimal(0)
+    pods: int = 0
+    per_node_cpu: Decimal = Decimal(0)
+    per_node_memory: Decimal = Decimal(0)
+
+    def __str__(self) -> str:
+        return (f"cpu {_cores(self.cpu)}, memory {_mebibytes(self.memory)} for {self.pods} pods; "
+                f"per node (DaemonSets) cpu {_cores(self.per_node_cpu)}, memory {_mebibytes(self.per_node_memory)}")
+
+
+def _cores(value: Decimal) -> str:
+    return f"{value.normalize():f}"
+
+
+def _mebibytes(value: Decimal) -> str:
+    return f"{int(value / 2**20)}Mi"
+
+
+def _pod_requests(obj: Mapping[str, Any], spec: Mapping[str, Any]) -> tuple[Decimal, Decimal]:
+    group = str(obj.get("apiVersion", "")).rpartition("/")[0]
+    if (group, obj.get("kind")) in OPERATOR_POD_KINDS:
+        containers: list[Any] = [{"resources": spec.get("resources") or {}}]
+    else:
+        containers = list(spec.get("containers") or [])
+    cpu = memory = Decimal(0)
+    for container in containers:
+        requests = (container.get("resources") or {}).get("requests") or {}
+        cpu += parse_quantity(str(requests.get("cpu", "0")))
+        memory += parse_quantity(str(requests.get("memory", "0")))
+    return cpu, memory
+
+
+def requests_per_pool(synthesis: Synthesis, rendering: Rendering) -> dict[str, PoolRequests]:
+    if "gpuPools" not in synthesis.outputs:
+        return {}
+    system, _, gpu_pools = pools_of(synthesis)
+    totals = {pool.name: PoolRequests() for pool in (system, *gpu_pools)}
+    for obj in applied_objects(synthesis, rendering):
+        spec = _pod_spec(obj)
+        if spec is None or obj.get("kind") in ("Job", "CronJob", "Pod"):
+            continue  # Jobs (the charts' hooks) come and go
+        replicas = (obj.get("spec") or {}).get("replicas", 1)
+        if not isinstance(replicas, int) or replicas == 0:
+            continue
+        cpu, memory = _pod_requests(obj, spec)
+        pools = [pool for pool in (system, *gpu_pools) if why_not(spec, pool) is None]
+        if obj.get("kind") == "DaemonSet":
+            for pool in pools:
+                totals[pool.name].per_node_cpu += cpu
+                totals[pool.name].per_node_memory += memory
+        elif pools:
+            total = totals[pools[0].name]
+            total.cpu, total.memory, total.pods = total.cpu + cpu * replicas, total.memory + memory * replicas, \
+                total.pods + replicas
+    return totals
