@@ -58,6 +58,14 @@ KUEUE_IMAGE_TAG = "v0.19.2"
 CHARTS: tuple[Chart, ...] = (NVIDIA_DEVICE_PLUGIN, FAKE_GPU_OPERATOR, KUBE_PROMETHEUS_STACK, DCGM_EXPORTER,
                              KARPENTER, KUEUE)
 
+# The pod ports on which the API server calls each chart's admission webhooks and aggregated APIs, at the pins
+# above. A private cluster's control plane reaches nodes only on the ports a firewall opens (GKE opens 443 and
+# 10250), so the GKE cluster opens these; tests check them against the charts' webhook Services.
+WEBHOOK_PORTS: dict[str, tuple[int, ...]] = {
+    KUEUE.name: (9443, 8082),  # the webhook server, and the visibility API's APIService
+    KUBE_PROMETHEUS_STACK.name: (10250,),  # prometheus-operator's admission webhook, served by the operator
+}
+
 # EKS managed add-ons for KUBERNETES_VERSION: each release is built for a Kubernetes minor version.
 EKS_ADDON_VERSIONS = {
     "vpc-cni": "v1.21.1-eksbuild.1",

@@ -16,7 +16,7 @@ import yaml
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.handle import POOL_LABEL, ClusterHandle, GpuPool, gpu_node_affinity, gpu_tolerations
-from components.kube import DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
+from components.kube import SYSTEM_NODE_CRITICAL, DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
 from versions import FAKE_GPU_OPERATOR, NVIDIA_DEVICE_PLUGIN
 from config.gpus import GPU_MODELS
 from config.models import DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, GpuSharing
@@ -69,7 +69,7 @@ def device_plugin_values(pools: tuple[GpuPool, ...]) -> dict[str, Any]:
                    "default": UNSHARED_CONFIG},
         "affinity": gpu_node_affinity(pools),
         "tolerations": gpu_tolerations(pools),
-        "priorityClassName": "system-node-critical",
+        "priorityClassName": SYSTEM_NODE_CRITICAL,
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
     }
 
@@ -126,7 +126,8 @@ class GpuEnablement(pulumi.ComponentResource):
         else:
             # The plugin mounts the kubelet's device-plugin socket directory from the host.
             namespace = platform_namespace(f"{name}-device-plugin-namespace", DEVICE_PLUGIN_NAMESPACE,
-                                           component="gpu", pod_security="privileged", opts=child)
+                                           component="gpu", pod_security="privileged", opts=child,
+                                           critical_priority_classes=[SYSTEM_NODE_CRITICAL])
             self.release = helm_release(f"{name}-device-plugin", chart=NVIDIA_DEVICE_PLUGIN,
                                         namespace=namespace, values=device_plugin_values(pools),
                                         release_name="nvidia-device-plugin", opts=child)
