@@ -37,6 +37,8 @@ GPU_MACHINES: dict[str, GpuMachine] = {
     **_fixed("nvidia-h100-mega-80gb", {"megagpu-8g": 8}, "a3"),
     **_fixed("nvidia-h200-141gb", {"ultragpu-8g": 8}, "a3"),
 }
+# GKE's bound on maxSharedClientsPerGpu (GKE's GPU time-sharing docs).
+GKE_MAX_SHARED_CLIENTS = 48
 # N1 machines take attached GPUs: T4 in ones, twos or fours, V100 up to eight.
 N1_ACCELERATORS = {"nvidia-tesla-t4": (1, 2, 4), "nvidia-tesla-v100": (1, 2, 4, 8)}
 
@@ -222,6 +224,9 @@ class GkeGpuPool(Model):
         if slicing is not None and (slicing.rename_by_default or not slicing.fail_requests_greater_than_one):
             raise ValueError("GKE time-sharing advertises shares as nvidia.com/gpu and refuses requests of more than "
                              "one: leave renameByDefault and failRequestsGreaterThanOne at their defaults")
+        if slicing is not None and slicing.replicas > GKE_MAX_SHARED_CLIENTS:
+            raise ValueError(f"GKE time-shares a GPU between at most {GKE_MAX_SHARED_CLIENTS} pods "
+                             f"(maxSharedClientsPerGpu); got replicas {slicing.replicas}")
         if self.sharing.mig_strategy == "mixed":
             raise ValueError("GKE cuts every GPU of a node pool into one partition size: use migStrategy single "
                              "with migPartitionSize, or a pool per partition size")

@@ -17,7 +17,9 @@ from components.handle import POOL_LABEL, SYSTEM_POOL, Capabilities, ClusterHand
 from config.gke import GkeClusterConfig, GkeGpuPool, GkeMaintenance, node_settings
 from versions import WEBHOOK_PORTS
 
-NODE_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter", "roles/monitoring.viewer",
+# GKE's role for node accounts (logs, metrics, autoscaler metrics), as the terraform module grants it (sa.tf),
+# the metrics and metadata writers it also grants, and reading images from Artifact Registry.
+NODE_ROLES = ("roles/container.defaultNodeServiceAccount", "roles/monitoring.metricWriter",
               "roles/stackdriver.resourceMetadata.writer", "roles/artifactregistry.reader")
 # Where GKE puts NVIDIA's driver on a GPU node, for agents (the DCGM exporter) that read the GPUs directly.
 GKE_DRIVER_PATH = "/home/kubernetes/bin/nvidia"
