@@ -74,10 +74,11 @@ def _zones(region: str, letters: str) -> frozenset[str]:
 
 
 # Which zones offer which accelerator, for the regions this platform supports GPU pools in. A pool in a zone
-# without its GPU is created but never gets a node. Sources: for A2 and A3 (A100, H100, H200) the machine
-# types' zones as `gcloud compute machine-types list` reports them (skypilot-org/skypilot-catalog,
-# catalogs/v8/gcp/vms.csv, 2026); for L4, T4 and V100 Google's "GPU regions and zones availability" page.
-# A region not in this table has no GPU pools here until someone adds it from the same sources.
+# without its GPU is created but never gets a node. Source: Compute Engine's own listings (`gcloud compute
+# accelerator-types list` and `machine-types list`) as collected in skypilot-org/skypilot-catalog,
+# catalogs/v8/gcp/vms.csv (2026): the A2/A3/G2 machine types' zones, and the N1-attached T4 and V100; they
+# agree with Google's "GPU regions and zones availability" page. A region not in this table has no GPU pools
+# here until someone adds it from the same sources (`gcloud compute accelerator-types list --filter=zone:<region>`).
 GPU_ZONES: dict[str, dict[str, frozenset[str]]] = {
     "us-central1": {
         "nvidia-tesla-t4": _zones("us-central1", "abcf"),
