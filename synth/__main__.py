@@ -14,6 +14,7 @@ from config.errors import ConfigError
 from synth import PROJECT_DIR, synthesize
 from synth.checks import check, enforcement_levels
 from synth.output import write
+from synth.render import render_stack
 from synth.summary import summarize
 
 
@@ -31,10 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    write(synthesis, out_dir)
+    rendering = render_stack(synthesis)
+    write(synthesis, out_dir, rendering)
     violations = check(synthesis, levels)
     shown = out_dir.relative_to(PROJECT_DIR) if out_dir.is_relative_to(PROJECT_DIR) else out_dir
-    print(summarize(synthesis, shown, violations))
+    print(summarize(synthesis, shown, violations, rendering))
     return 1 if any(v.mandatory for v in violations) else 0
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from synth.engine import Resource, Synthesis
+
+if TYPE_CHECKING:
+    from synth.render import Rendering
 
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 
@@ -51,7 +54,25 @@ def _dump_yaml(document: Any) -> str:
     return yaml.safe_dump(document, sort_keys=True, default_flow_style=False)
 
 
-def write(synthesis: Synthesis, out_dir: Path) -> None:
+def write_rendering(rendering: Rendering, out_dir: Path) -> None:
+    """rendered/<release>/<namespace>__<kind>__<name>.json: each object a Helm release creates.
+
+    JSON (which is YAML too), because emitting the charts' large CRDs as YAML takes seconds per stack."""
+    for name, release in sorted(rendering.releases.items()):
+        folder = out_dir / "rendered" / name
+        folder.mkdir(parents=True)
+        for manifest in release.objects:
+            stem = manifest_filename(manifest).removesuffix(".yaml")
+            target = folder / f"{stem}.json"
+            # A hook may share its name and kind with a manifest object (it replaces it while the hook runs).
+            suffix = 2
+            while target.exists():
+                target = folder / f"{stem}.{suffix}.json"
+                suffix += 1
+            target.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def write(synthesis: Synthesis, out_dir: Path, rendering: Rendering | None = None) -> None:
     """Replace out_dir with the synthesis: the same program and config always give the same bytes."""
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -67,4 +88,6 @@ def write(synthesis: Synthesis, out_dir: Path) -> None:
         (out_dir / "helm").mkdir()
     for release in releases:
         (out_dir / "helm" / f"{release.name}.yaml").write_text(_dump_yaml(release.inputs))
+    if rendering is not None:
+        write_rendering(rendering, out_dir)
     (out_dir / "plan.json").write_text(json.dumps(plan(synthesis), indent=2, sort_keys=True) + "\n")

@@ -9,6 +9,7 @@ from policies.rules import RESOURCE_RULES, STACK_RULES
 from synth.checks import Violation
 from synth.engine import Synthesis
 from synth.output import helm_releases, manifests
+from synth.render import HOOK_ANNOTATION, Rendering
 
 
 def _sharing(sharing: dict) -> str:
@@ -41,7 +42,26 @@ def _platform_stack(outputs: dict) -> list[str]:
     return lines
 
 
-def summarize(synthesis: Synthesis, out_dir: Path, violations: list[Violation]) -> str:
+def _rendering(rendering: Rendering) -> list[str]:
+    if not rendering.releases and not rendering.unavailable:
+        return []
+    total = len(rendering.objects())
+    lines = [f"Helm releases rendered offline for Kubernetes {rendering.kubernetes_version}: {total} objects "
+             "(rendered/)"]
+    for name, release in sorted(rendering.releases.items()):
+        kinds = Counter(obj["kind"] for obj in release.objects)
+        hooks = sum(HOOK_ANNOTATION in (obj["metadata"].get("annotations") or {}) for obj in release.objects)
+        workloads = sum(kinds[kind] for kind in ("Deployment", "DaemonSet", "StatefulSet", "Job", "CronJob"))
+        chart = f"{release.chart.name}-{release.chart.version}"
+        lines.append(f"  {name:<24} {chart:<30} {len(release.objects):4d} "
+                     f"objects: {workloads} workloads, {kinds['CustomResourceDefinition']} CRDs, {hooks} hooks")
+    for name, why in sorted(rendering.unavailable.items()):
+        lines.append(f"  {name:<24} NOT RENDERED: {why}")
+    return lines
+
+
+def summarize(synthesis: Synthesis, out_dir: Path, violations: list[Violation],
+              rendering: Rendering | None = None) -> str:
     outputs = synthesis.outputs
     kind = f"team stack of {outputs['team']}" if "team" in outputs else f"{outputs.get('cloud', '?')} cluster"
     lines = [f"Stack {synthesis.stack}: {kind} {outputs.get('clusterName', '?')!r}, "
@@ -52,6 +72,7 @@ def summarize(synthesis: Synthesis, out_dir: Path, violations: list[Violation]) 
     for type_, count in sorted(Counter(r.type for r in synthesis.resources).items()):
         lines.append(f"  {count:4d}  {type_}")
 
+    lines += _rendering(rendering) if rendering is not None else []
     lines += _team_stack(outputs) if "team" in outputs else _platform_stack(outputs)
     lines.append("Warnings:" if synthesis.warnings else "Warnings: none")
     lines += [f"  {warning}" for warning in synthesis.warnings]
