@@ -15,10 +15,11 @@ from components.monitoring import dcgm_exporter_values
 from config.errors import ConfigError
 from config.gke import GkeClusterConfig
 from config.gpus import GPU_MODELS
-from versions import CHARTS, DCGM_EXPORTER, KUBE_PROMETHEUS_STACK, KUEUE, WEBHOOK_PORTS
+from versions import CHARTS, WEBHOOK_PORTS
 from synth import synthesize
 from synth.engine import Synthesis
 from synth.output import helm_releases
+from synth.render import charts_available, render_stack
 from tests.conftest import synth_with
 
 
@@ -174,50 +175,75 @@ def test_every_chart_with_a_webhook_or_aggregated_api_has_its_ports_opened(upstr
         assert bool(serves_api) == (chart.name in WEBHOOK_PORTS), chart.name
 
 
-def test_the_opened_ports_are_the_ports_the_charts_webhooks_listen_on(upstream):
-    """Read from the charts at their pins (their webhook Services' target ports and the operator's
-    containerPort); rendered through Helm once the offline renderer lands."""
-    kueue = upstream / "charts" / f"{KUEUE.name}-{KUEUE.version}"
-    kueue_values = yaml.safe_load((kueue / "values.yaml").read_text())
-    visibility = re.findall(r"targetPort: (\d+)", (kueue / "templates/visibility/service.yaml").read_text())
-    manager = (kueue / "templates/manager/manager.yaml").read_text()
-    kueue_ports = {int(p["targetPort"]) for p in kueue_values["webhookService"]["ports"]} | set(map(int, visibility))
-    assert all(f"containerPort: {port}" in manager for port in kueue_ports)
-    assert set(WEBHOOK_PORTS[KUEUE.name]) == kueue_ports
-
-    stack = upstream / "charts" / f"{KUBE_PROMETHEUS_STACK.name}-{KUBE_PROMETHEUS_STACK.version}"
-    operator = yaml.safe_load((stack / "values.yaml").read_text())["prometheusOperator"]
-    assert operator["admissionWebhooks"]["enabled"] and not operator["admissionWebhooks"]["deployment"]["enabled"]
-    assert operator["tls"]["enabled"]  # the operator itself serves the webhook, on its TLS port
-    assert WEBHOOK_PORTS[KUBE_PROMETHEUS_STACK.name] == (operator["tls"]["internalPort"],)
+def _pods_port(objects: list[dict[str, Any]], namespace: str, selector: dict[str, str], target: int | str) -> int:
+    """The container port a Service's targetPort reaches: a number, or a port name in the selected pods."""
+    if isinstance(target, int) or str(target).isdigit():
+        return int(target)
+    ports = {port["containerPort"]
+             for obj in objects if obj["kind"] in ("Deployment", "DaemonSet", "StatefulSet")
+             and obj["metadata"].get("namespace") == namespace
+             and selector.items() <= obj["spec"]["template"]["metadata"].get("labels", {}).items()
+             for container in obj["spec"]["template"]["spec"]["containers"]
+             for port in container.get("ports", []) if port.get("name") == target}
+    (port,) = ports
+    return port
 
 
-def _priority_classes(values: Any) -> set[str]:
-    """priorityClassName values that a chart's pods get, skipping parts of the chart that are switched off."""
-    if isinstance(values, list):
-        return set().union(*map(_priority_classes, values)) if values else set()
-    if not isinstance(values, dict) or values.get("enabled") is False:
-        return set()
-    found = {values["priorityClassName"]} if values.get("priorityClassName") else set()
-    return found.union(*(_priority_classes(v) for k, v in values.items() if k != "priorityClassName"))
+def webhook_pod_ports(objects: list[dict[str, Any]]) -> dict[str, int]:
+    """Every admission webhook and aggregated API the objects declare, and the pod port the API server calls."""
+    services = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in objects if o["kind"] == "Service"}
+    called: dict[str, int] = {}
+    for obj in objects:
+        if obj["kind"] in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+            refs = [(f"{obj['metadata']['name']}/{hook['name']}", hook["clientConfig"]["service"])
+                    for hook in obj["webhooks"]]
+        elif obj["kind"] == "APIService" and obj["spec"].get("service"):
+            refs = [(obj["metadata"]["name"], obj["spec"]["service"])]
+        else:
+            continue
+        for what, ref in refs:
+            service = services[(ref["namespace"], ref["name"])]
+            (port,) = [p for p in service["spec"]["ports"] if p["port"] == ref.get("port", 443)]
+            called[what] = _pods_port(objects, ref["namespace"], service["spec"]["selector"],
+                                      port.get("targetPort", port["port"]))
+    return called
 
 
-def _merged(theirs: Any, ours: Any) -> Any:
-    if isinstance(theirs, dict) and isinstance(ours, dict):
-        return {key: _merged(theirs.get(key), ours[key]) if key in ours else theirs[key]
-                for key in theirs.keys() | ours.keys()}
-    return ours
+def test_every_webhook_port_in_the_rendered_charts_of_gcp_dev_is_open(gcp_dev):
+    """Helm's own render of every chart gcp-dev installs (synth/render.py): each webhook's and aggregated API's
+    Service, followed to the pod port behind it, is open from the control plane."""
+    if not charts_available():
+        pytest.skip("needs the charts (../shared/upstream/charts or $MLPLATFORM_CHARTS): absent")
+    rendering = render_stack(gcp_dev)
+    assert not rendering.unavailable
+    called = webhook_pod_ports(rendering.objects())
+    assert {"v1beta1.visibility.kueue.x-k8s.io", "kube-prometheus-stack-admission/prometheusrulemutate.monitoring.coreos.com"} <= set(called)
+    (rule,) = gcp_dev.of_type("gcp:compute/firewall:Firewall")
+    (allowed,) = rule.inputs["allows"]
+    opened = {int(port) for port in allowed["ports"]}
+    assert {what: port for what, port in called.items() if port not in opened} == {}
 
 
-def critical_classes_by_namespace(synthesis: Synthesis, upstream: Path) -> dict[str, set[str]]:
+def _pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
+    if obj["kind"] in ("Deployment", "DaemonSet", "StatefulSet", "Job", "ReplicaSet"):
+        return obj["spec"]["template"]["spec"]
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return obj["spec"] if obj["kind"] == "Pod" else None
+
+
+def critical_pods(synthesis: Synthesis) -> dict[str, set[str]]:
+    """Namespace -> the system-*-critical classes of the pods the stack's charts (rendered by Helm) run there;
+    kube-system may always run them."""
+    if not charts_available():
+        pytest.skip("needs the charts (../shared/upstream/charts or $MLPLATFORM_CHARTS): absent")
     used: dict[str, set[str]] = {}
-    for release in helm_releases(synthesis):
-        chart_dir = upstream / "charts" / f"{release.inputs['chart'].rsplit('/', 1)[-1]}-{release.inputs['version']}"
-        values = _merged(yaml.safe_load((chart_dir / "values.yaml").read_text()), release.inputs["values"])
-        critical = {c for c in _priority_classes(values) if c.startswith("system-")}
-        used.setdefault(release.inputs["namespace"], set()).update(critical)
-    # kube-system may always run them.
-    return {namespace: classes for namespace, classes in used.items() if classes and namespace != "kube-system"}
+    for obj in render_stack(synthesis).objects():
+        spec = _pod_spec(obj)
+        namespace = obj["metadata"].get("namespace")
+        if spec and str(spec.get("priorityClassName", "")).startswith("system-") and namespace != "kube-system":
+            used.setdefault(namespace, set()).add(spec["priorityClassName"])
+    return used
 
 
 def allowed_critical_classes(synthesis: Synthesis) -> dict[str, set[str]]:
@@ -229,9 +255,9 @@ def allowed_critical_classes(synthesis: Synthesis) -> dict[str, set[str]]:
     return allowed
 
 
-def test_critical_priority_pods_outside_kube_system_have_a_quota_that_admits_them(gcp_dev, upstream):
+def test_critical_priority_pods_outside_kube_system_have_a_quota_that_admits_them(gcp_dev):
     """GKE refuses system-*-critical pods outside kube-system unless a ResourceQuota there allows the class."""
-    used = critical_classes_by_namespace(gcp_dev, upstream)
+    used = critical_pods(gcp_dev)
     # Which pods use which class on GKE: Kueue's controller is cluster-critical, the DCGM exporter node-critical.
     assert used == {"kueue-system": {"system-cluster-critical"}, "monitoring": {"system-node-critical"}}
     allowed = allowed_critical_classes(gcp_dev)
@@ -242,25 +268,29 @@ def test_critical_priority_pods_outside_kube_system_have_a_quota_that_admits_the
     assert int(quota.inputs["spec"]["hard"]["pods"]) >= 1000  # a permission, not a cap on DaemonSet pods
 
 
-def test_kind_admits_its_critical_pods_too(local_synth, upstream):
-    used = critical_classes_by_namespace(local_synth, upstream)
+def test_kind_admits_its_critical_pods_too(local_synth):
+    used = critical_pods(local_synth)
     allowed = allowed_critical_classes(local_synth)
     assert used and all(classes <= allowed.get(namespace, set()) for namespace, classes in used.items())
 
 
 # ---- What is created also works ---------------------------------------------------------------------------
 
-def test_the_dcgm_exporter_sees_gpus_and_maps_them_to_pods_on_gke(gcp_dev, upstream):
-    charts = {r.inputs["chart"]: r.inputs["values"] for r in helm_releases(gcp_dev)}
-    exporter = charts["dcgm-exporter"]
-    env = {e["name"]: e["value"] for e in exporter["extraEnv"]}
+def test_the_dcgm_exporter_sees_gpus_and_maps_them_to_pods_on_gke(gcp_dev):
+    """As Google's own DCGM manifest (GoogleCloudPlatform/prometheus-engine, examples/nvidia-dcgm) runs it."""
+    if not charts_available():
+        pytest.skip("needs the charts (../shared/upstream/charts or $MLPLATFORM_CHARTS): absent")
+    (daemonset,) = [o for o in render_stack(gcp_dev).releases["dcgm-exporter"].objects if o["kind"] == "DaemonSet"]
+    (exporter,) = daemonset["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in exporter["env"]}
+    assert env["DCGM_EXPORTER_KUBERNETES"] == "true"
     assert env["DCGM_EXPORTER_KUBERNETES_GPU_ID_TYPE"] == "device-name"
     assert env["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib64"
-    # Helm merges our securityContext into the chart's: the result must be privileged and admissible.
-    chart = yaml.safe_load((upstream / "charts" / f"{DCGM_EXPORTER.name}-{DCGM_EXPORTER.version}" /
-                            "values.yaml").read_text())
-    context = _merged(chart["securityContext"], exporter["securityContext"])
-    assert context["privileged"] is True and context["allowPrivilegeEscalation"] is not False
+    # The API server refuses privileged beside allowPrivilegeEscalation: false (the chart's default).
+    context = exporter["securityContext"]
+    assert context["privileged"] is True and context.get("allowPrivilegeEscalation") is not False
+    mounts = {m["mountPath"] for m in exporter["volumeMounts"]}
+    assert {"/usr/local/nvidia", "/var/lib/kubelet/pod-resources"} <= mounts
 
 
 def test_the_exporter_is_privileged_only_where_the_cluster_says_so():
