@@ -19,7 +19,7 @@ from versions import CHARTS, WEBHOOK_PORTS
 from synth import synthesize
 from synth.engine import Synthesis
 from synth.output import helm_releases
-from synth.render import charts_available, render_stack
+from synth.render import charts_available, stack_rendering
 from tests.conftest import synth_with
 
 
@@ -214,7 +214,7 @@ def test_every_webhook_port_in_the_rendered_charts_of_gcp_dev_is_open(gcp_dev):
     Service, followed to the pod port behind it, is open from the control plane."""
     if not charts_available():
         pytest.skip("needs the charts (../shared/upstream/charts or $MLPLATFORM_CHARTS): absent")
-    rendering = render_stack(gcp_dev)
+    rendering = stack_rendering("gcp-dev")  # shared with the other tests of rendered stacks
     assert not rendering.unavailable
     called = webhook_pod_ports(rendering.objects())
     assert {"v1beta1.visibility.kueue.x-k8s.io", "kube-prometheus-stack-admission/prometheusrulemutate.monitoring.coreos.com"} <= set(called)
@@ -232,13 +232,13 @@ def _pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
     return obj["spec"] if obj["kind"] == "Pod" else None
 
 
-def critical_pods(synthesis: Synthesis) -> dict[str, set[str]]:
+def critical_pods(stack: str) -> dict[str, set[str]]:
     """Namespace -> the system-*-critical classes of the pods the stack's charts (rendered by Helm) run there;
     kube-system may always run them."""
     if not charts_available():
         pytest.skip("needs the charts (../shared/upstream/charts or $MLPLATFORM_CHARTS): absent")
     used: dict[str, set[str]] = {}
-    for obj in render_stack(synthesis).objects():
+    for obj in stack_rendering(stack).objects():
         spec = _pod_spec(obj)
         namespace = obj["metadata"].get("namespace")
         if spec and str(spec.get("priorityClassName", "")).startswith("system-") and namespace != "kube-system":
@@ -257,7 +257,7 @@ def allowed_critical_classes(synthesis: Synthesis) -> dict[str, set[str]]:
 
 def test_critical_priority_pods_outside_kube_system_have_a_quota_that_admits_them(gcp_dev):
     """GKE refuses system-*-critical pods outside kube-system unless a ResourceQuota there allows the class."""
-    used = critical_pods(gcp_dev)
+    used = critical_pods("gcp-dev")
     # Which pods use which class on GKE: Kueue's controller is cluster-critical, the DCGM exporter node-critical.
     assert used == {"kueue-system": {"system-cluster-critical"}, "monitoring": {"system-node-critical"}}
     allowed = allowed_critical_classes(gcp_dev)
@@ -269,7 +269,7 @@ def test_critical_priority_pods_outside_kube_system_have_a_quota_that_admits_the
 
 
 def test_kind_admits_its_critical_pods_too(local_synth):
-    used = critical_pods(local_synth)
+    used = critical_pods("local")
     allowed = allowed_critical_classes(local_synth)
     assert used and all(classes <= allowed.get(namespace, set()) for namespace, classes in used.items())
 
@@ -280,7 +280,7 @@ def test_the_dcgm_exporter_sees_gpus_and_maps_them_to_pods_on_gke(gcp_dev):
     """As Google's own DCGM manifest (GoogleCloudPlatform/prometheus-engine, examples/nvidia-dcgm) runs it."""
     if not charts_available():
         pytest.skip("needs the charts (../shared/upstream/charts or $MLPLATFORM_CHARTS): absent")
-    (daemonset,) = [o for o in render_stack(gcp_dev).releases["dcgm-exporter"].objects if o["kind"] == "DaemonSet"]
+    (daemonset,) = [o for o in stack_rendering("gcp-dev").releases["dcgm-exporter"].objects if o["kind"] == "DaemonSet"]
     (exporter,) = daemonset["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in exporter["env"]}
     assert env["DCGM_EXPORTER_KUBERNETES"] == "true"
