@@ -71,6 +71,27 @@ def guest_accelerator(pool: GkeGpuPool) -> gcp.container.NodePoolNodeConfigGuest
     )
 
 
+def node_config(account: pulumi.Input[str], *, machine_type: str, labels: dict[str, str],
+                guest_accelerators: list[gcp.container.NodePoolNodeConfigGuestAcceleratorArgs] | None = None,
+                spot: bool | None = None, disk_size_gb: int | None = None, disk_type: str | None = None,
+                gvnic: gcp.container.NodePoolNodeConfigGvnicArgs | None = None,
+                ephemeral_storage_local_ssd_config:
+                gcp.container.NodePoolNodeConfigEphemeralStorageLocalSsdConfigArgs | None = None,
+                taints: list[gcp.container.NodePoolNodeConfigTaintArgs] | None = None,
+                ) -> gcp.container.NodePoolNodeConfigArgs:
+    """A node pool's nodes: the platform's node account, shielded, with Workload Identity's metadata server."""
+    return gcp.container.NodePoolNodeConfigArgs(
+        machine_type=machine_type, labels=labels, guest_accelerators=guest_accelerators, spot=spot,
+        disk_size_gb=disk_size_gb, disk_type=disk_type, gvnic=gvnic,
+        ephemeral_storage_local_ssd_config=ephemeral_storage_local_ssd_config, taints=taints,
+        service_account=account, oauth_scopes=[CLOUD_PLATFORM_SCOPE],
+        shielded_instance_config=gcp.container.NodePoolNodeConfigShieldedInstanceConfigArgs(
+            enable_secure_boot=True, enable_integrity_monitoring=True),
+        # Pods get Google credentials from Workload Identity, never from the node's account.
+        workload_metadata_config=gcp.container.NodePoolNodeConfigWorkloadMetadataConfigArgs(mode="GKE_METADATA"),
+    )
+
+
 def gke_gpu_pools(spec: GkeClusterConfig) -> tuple[GpuPool, ...]:
     return tuple(
         platform_gpu_pool(pool.name, pool.accelerator_type, gpus_per_node=pool.gpus, min_nodes=0,
@@ -145,15 +166,6 @@ class GkeCluster(pulumi.ComponentResource):
             member=f"serviceAccount:service-{spec.project_number}@container-engine-robot.iam.gserviceaccount.com",
             opts=child)
 
-        node_config = {
-            "service_account": nodes_account.email,
-            "oauth_scopes": [CLOUD_PLATFORM_SCOPE],
-            "shielded_instance_config": gcp.container.NodePoolNodeConfigShieldedInstanceConfigArgs(
-                enable_secure_boot=True, enable_integrity_monitoring=True),
-            # Pods get Google credentials from Workload Identity, never from the node's account.
-            "workload_metadata_config": gcp.container.NodePoolNodeConfigWorkloadMetadataConfigArgs(
-                mode="GKE_METADATA"),
-        }
         authorized = spec.master_authorized_networks
         cluster = gcp.container.Cluster(
             f"{name}-cluster",
@@ -207,13 +219,13 @@ class GkeCluster(pulumi.ComponentResource):
             autoscaling=gcp.container.NodePoolAutoscalingArgs(total_min_node_count=spec.system_pool.min_nodes,
                                                               total_max_node_count=spec.system_pool.max_nodes),
             initial_node_count=1, management=management,
-            node_config=gcp.container.NodePoolNodeConfigArgs(machine_type=spec.system_pool.machine_type,
-                                                             labels={POOL_LABEL: SYSTEM_POOL}, **node_config),
+            node_config=node_config(nodes_account.email, machine_type=spec.system_pool.machine_type,
+                                    labels={POOL_LABEL: SYSTEM_POOL}),
             opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(
                 ignore_changes=["initialNodeCount"], depends_on=node_roles)))
 
         gpu_pools = gke_gpu_pools(spec)
-        node_pools = [system]
+        node_pools: list[pulumi.Resource] = [system]
         for pool, gpu_pool in zip(spec.gpu_pools, gpu_pools, strict=True):
             settings = node_settings(pool.machine_type)
             node_pools.append(gcp.container.NodePool(
@@ -223,7 +235,8 @@ class GkeCluster(pulumi.ComponentResource):
                                                                   total_max_node_count=pool.max_nodes,
                                                                   location_policy="ANY"),
                 initial_node_count=0, management=management,
-                node_config=gcp.container.NodePoolNodeConfigArgs(
+                node_config=node_config(
+                    nodes_account.email,
                     machine_type=pool.machine_type,
                     guest_accelerators=[guest_accelerator(pool)],
                     spot=pool.spot,
@@ -236,8 +249,7 @@ class GkeCluster(pulumi.ComponentResource):
                     labels=dict(gpu_pool.labels),
                     taints=[gcp.container.NodePoolNodeConfigTaintArgs(key=t.key, value=t.value,
                                                                       effect=CLOUD_TAINT_EFFECT[t.effect])
-                            for t in gpu_pool.taints],
-                    **node_config),
+                            for t in gpu_pool.taints]),
                 # The autoscaler owns the size: a resize is not drift, and replacing the pool for it would
                 # kill running jobs (the terraform module ignores initial_node_count on every pool).
                 opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
