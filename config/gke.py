@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from versions import KUBERNETES_VERSION
 from config.base import DnsLabel, GpuPools, GpuSharing, Model, PoolName, check_mig, matching, unique_names
@@ -37,6 +37,8 @@ GPU_MACHINES: dict[str, GpuMachine] = {
     **_fixed("nvidia-h100-mega-80gb", {"megagpu-8g": 8}, "a3"),
     **_fixed("nvidia-h200-141gb", {"ultragpu-8g": 8}, "a3"),
 }
+# The pool GKE creates with every cluster; the cluster removes it once created.
+DEFAULT_POOL = "default-pool"
 # GKE's bound on maxSharedClientsPerGpu (GKE's GPU time-sharing docs).
 GKE_MAX_SHARED_CLIENTS = 48
 # N1 machines take attached GPUs: T4 in ones, twos or fours, V100 up to eight.
@@ -133,10 +135,17 @@ GkeClusterName = Annotated[DnsLabel, matching(r"[a-z][-a-z0-9]{0,22}[a-z0-9]|[a-
                                               "a GKE cluster name here: at most 24 lowercase letters, digits and "
                                               "'-', starting with a letter (the nodes' service account ID is the "
                                               "name and '-nodes', at most 30 characters)")]
+def _not_default_pool(value: str) -> str:
+    if value == DEFAULT_POOL:
+        raise ValueError(f"{DEFAULT_POOL!r} is GKE's temporary first pool, which the cluster creates and removes; "
+                         "give the GPU pool another name")
+    return value
+
+
 # GKE node pool names are at most 40 characters.
 GkePoolName = Annotated[PoolName, matching(r"[a-z][-a-z0-9]{0,38}[a-z0-9]|[a-z]",
                                            "a GKE node pool name: at most 40 lowercase letters, digits and '-', "
-                                           "starting with a letter")]
+                                           "starting with a letter"), AfterValidator(_not_default_pool)]
 # RFC 3339 in UTC, as GKE's maintenance policy takes it.
 UtcTime = Annotated[str, matching(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", "a UTC time such as 2026-01-03T01:00:00Z")]
 

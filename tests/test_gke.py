@@ -418,6 +418,8 @@ def test_nat_logs_errors_and_grows_ports_for_image_pulls(gcp_dev):
     ({"maintenance": {"exclusions": [{"name": "q4", "start": "2026-10-01T00:00:00Z",
                                       "end": "2026-12-01T00:00:00Z"}]}},
      "a NO_UPGRADES exclusion lasts at most 30 days"),
+    ({"gpuPools": [{"name": "default-pool", "machineType": "g2-standard-8", "maxNodes": 1}]},
+     "'default-pool' is GKE's temporary first pool"),
     ({"gpuPools": [{"name": "x", "machineType": "g2-standard-8", "maxNodes": 1,
                     "sharing": {"timeSlicing": {"replicas": 64}}}]},
      "GKE time-shares a GPU between at most 48 pods"),

@@ -14,7 +14,7 @@ import pulumi_random as random
 
 from components.cluster import exec_kubeconfig, explicit_provider
 from components.handle import POOL_LABEL, SYSTEM_POOL, Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
-from config.gke import GkeClusterConfig, GkeGpuPool, GkeMaintenance, node_settings
+from config.gke import DEFAULT_POOL, GkeClusterConfig, GkeGpuPool, GkeMaintenance, node_settings
 from versions import WEBHOOK_PORTS
 
 # GKE's role for node accounts (logs, metrics, autoscaler metrics), as the terraform module grants it (sa.tf),
@@ -182,7 +182,7 @@ class GkeCluster(pulumi.ComponentResource):
             # disable (terraform-google-kubernetes-engine declares it the same way: cluster.tf, default-pool).
             remove_default_node_pool=True,
             node_pools=[gcp.container.ClusterNodePoolArgs(
-                name="default-pool", initial_node_count=1,
+                name=DEFAULT_POOL, initial_node_count=1,
                 node_config=gcp.container.ClusterNodePoolNodeConfigArgs(
                     service_account=nodes_account.email, oauth_scopes=[CLOUD_PLATFORM_SCOPE],
                     shielded_instance_config=gcp.container.ClusterNodePoolNodeConfigShieldedInstanceConfigArgs(
