@@ -16,8 +16,8 @@ import yaml
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.handle import POOL_LABEL, ClusterHandle, GpuPool, gpu_node_affinity, gpu_tolerations
-from components.kube import DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
 from components import sizing
+from components.kube import SYSTEM_NODE_CRITICAL, DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
 from versions import FAKE_GPU_OPERATOR, NVIDIA_DEVICE_PLUGIN
 from config.gpus import GPU_MODELS
 from config.models import DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, GpuSharing
@@ -70,7 +70,7 @@ def device_plugin_values(pools: tuple[GpuPool, ...]) -> dict[str, Any]:
                    "default": UNSHARED_CONFIG},
         "affinity": gpu_node_affinity(pools),
         "tolerations": gpu_tolerations(pools),
-        "priorityClassName": "system-node-critical",
+        "priorityClassName": SYSTEM_NODE_CRITICAL,
         "resources": sizing.DEVICE_PLUGIN.resources(),
     }
 
@@ -141,7 +141,8 @@ class GpuEnablement(pulumi.ComponentResource):
         else:
             # The plugin mounts the kubelet's device-plugin socket directory from the host.
             namespace = platform_namespace(f"{name}-device-plugin-namespace", DEVICE_PLUGIN_NAMESPACE,
-                                           component="gpu", pod_security="privileged", opts=child)
+                                           component="gpu", pod_security="privileged", opts=child,
+                                           critical_priority_classes=[SYSTEM_NODE_CRITICAL])
             sized = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[
                 _size_unsized_containers(f"{name}-device-plugin-container-defaults", namespace, child)]))
             self.release = helm_release(f"{name}-device-plugin", chart=NVIDIA_DEVICE_PLUGIN,

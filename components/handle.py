@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -124,6 +125,12 @@ class Capabilities:
     persistent_volumes: bool
     # Where the node keeps NVIDIA's driver when it is not on the usual paths (GKE), for agents that mount it.
     driver_host_path: str | None = None
+    # How the cloud's device plugin names the GPUs it allocates to pods, in the kubelet's pod-resources API:
+    # NVIDIA's plugin by UUID, GKE's by device name (nvidia0, ...). Agents that map GPUs to pods must match it.
+    gpu_device_ids: Literal["uuid", "device-name"] = "uuid"
+    # Agents that read every GPU of a node (the DCGM exporter) get the devices only by running privileged: no
+    # NVIDIA container runtime hands them in (GKE).
+    gpu_agents_privileged: bool = False
 
 
 @dataclass(frozen=True)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 from pulumi_kubernetes.helm.v3 import RepositoryOptsArgs
+from pulumi_kubernetes.core.v1 import ResourceQuotaSpecArgs, ScopedResourceSelectorRequirementArgs, ScopeSelectorArgs
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from versions import KUBERNETES_VERSION, Chart
 
 PLATFORM_LABEL = "mlplatform.io/component"
+# Kubernetes' own priority classes for agents on every node and for cluster-wide controllers.
+SYSTEM_NODE_CRITICAL = "system-node-critical"
+SYSTEM_CLUSTER_CRITICAL = "system-cluster-critical"
+CRITICAL_PODS = "15000"
 
 
 @dataclass(frozen=True)
@@ -52,14 +58,32 @@ def pod_security_labels(enforce: str, *, warn: str = "restricted") -> dict[str, 
 
 
 def platform_namespace(resource_name: str, name: str, *, component: str, pod_security: str,
-                       opts: pulumi.ResourceOptions) -> k8s.core.v1.Namespace:
-    """A namespace for one of the platform's own components, declared (not left to Helm) so its labels are ours."""
-    return k8s.core.v1.Namespace(
+                       opts: pulumi.ResourceOptions,
+                       critical_priority_classes: Sequence[str] = ()) -> k8s.core.v1.Namespace:
+    """A namespace for one of the platform's own components, declared (not left to Helm) so its labels are ours.
+
+    `critical_priority_classes` are the system-*-critical classes its pods run at. Kubernetes lets a cluster
+    limit those to kube-system unless a ResourceQuota in the namespace allows them ("Limit Priority Class
+    consumption by default"), and GKE does: without the quota, their pods are refused.
+    """
+    namespace = k8s.core.v1.Namespace(
         resource_name,
         metadata=ObjectMetaArgs(name=name, labels={PLATFORM_LABEL: component} | pod_security_labels(
             pod_security, warn=pod_security)),
         opts=opts,
     )
+    if critical_priority_classes:
+        k8s.core.v1.ResourceQuota(
+            f"{resource_name}-critical-pods",
+            metadata=ObjectMetaArgs(name="critical-pods", namespace=name, labels={PLATFORM_LABEL: component}),
+            spec=ResourceQuotaSpecArgs(
+                # A permission more than a limit: as many pods as GKE's largest Standard cluster has nodes.
+                hard={"pods": CRITICAL_PODS},
+                scope_selector=ScopeSelectorArgs(match_expressions=[ScopedResourceSelectorRequirementArgs(
+                    scope_name="PriorityClass", operator="In", values=sorted(critical_priority_classes))])),
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[namespace])),
+        )
+    return namespace
 
 
 def helm_release(resource_name: str, *, chart: Chart, namespace: k8s.core.v1.Namespace | str,

@@ -19,8 +19,8 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components import sizing
 from components.gpu_rules import GPU_METRICS_JOB, gpu_rule_groups, node_label_allowlist
-from components.handle import ClusterHandle, GpuPool, gpu_node_affinity, gpu_tolerations
-from components.kube import DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
+from components.handle import Capabilities, ClusterHandle, GpuPool, gpu_node_affinity, gpu_tolerations
+from components.kube import SYSTEM_NODE_CRITICAL, DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
 from versions import DCGM_EXPORTER, KUBE_PROMETHEUS_STACK
 from config.models import MonitoringConfig
 from config.quantity import parse_quantity
@@ -119,22 +119,32 @@ def kube_prometheus_stack_values(cluster: ClusterHandle, settings: MonitoringCon
     }
 
 
-def dcgm_exporter_values(pools: tuple[GpuPool, ...], driver_host_path: str | None = None) -> dict[str, Any]:
+def dcgm_exporter_values(pools: tuple[GpuPool, ...], capabilities: Capabilities) -> dict[str, Any]:
     values: dict[str, Any] = {
         # Our own ServiceMonitor scrapes it, the same way as the fake exporter on kind.
         "serviceMonitor": {"enabled": False},
         "affinity": gpu_node_affinity(pools),
         "tolerations": gpu_tolerations(pools),
-        "priorityClassName": "system-node-critical",
+        "priorityClassName": SYSTEM_NODE_CRITICAL,
         # Replaces the chart's exporter-metrics-config-map, which its default arguments (-f) read.
         "customMetrics": DCGM_COUNTERS.read_text(),
         "resources": sizing.DCGM_EXPORTER.resources(),
     }
-    if driver_host_path:
+    env: list[dict[str, str]] = []
+    if capabilities.driver_host_path:
         # The driver is not on the node's usual paths (GKE): mount it where NVIDIA's tools look for it.
-        values["extraHostVolumes"] = [{"name": "nvidia-driver", "hostPath": driver_host_path}]
+        values["extraHostVolumes"] = [{"name": "nvidia-driver", "hostPath": capabilities.driver_host_path}]
         values["extraVolumeMounts"] = [{"name": "nvidia-driver", "mountPath": "/usr/local/nvidia", "readOnly": True}]
-        values["extraEnv"] = [{"name": "LD_LIBRARY_PATH", "value": "/usr/local/nvidia/lib64"}]
+        env.append({"name": "LD_LIBRARY_PATH", "value": "/usr/local/nvidia/lib64"})
+    if capabilities.gpu_device_ids == "device-name":
+        # Match the device plugin's IDs in the kubelet's pod-resources API, or no metric names its pod.
+        env.append({"name": "DCGM_EXPORTER_KUBERNETES_GPU_ID_TYPE", "value": "device-name"})
+    if env:
+        values["extraEnv"] = env
+    if capabilities.gpu_agents_privileged:
+        # Merged into the chart's securityContext, whose allowPrivilegeEscalation: false the API server refuses
+        # beside privileged: true.
+        values["securityContext"] = {"privileged": True, "allowPrivilegeEscalation": True}
     return values
 
 
@@ -176,8 +186,10 @@ class Monitoring(pulumi.ComponentResource):
         super().__init__("mlplatform:monitoring:Monitoring", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         # node-exporter and the DCGM exporter read their node's host: the namespace allows privileged pods.
-        namespace = platform_namespace(f"{name}-namespace", settings.namespace, component="monitoring",
-                                       pod_security="privileged", opts=child)
+        installs_dcgm_exporter = bool(cluster.gpu_pools) and gpu_metrics is None
+        namespace = platform_namespace(
+            f"{name}-namespace", settings.namespace, component="monitoring", pod_security="privileged", opts=child,
+            critical_priority_classes=[SYSTEM_NODE_CRITICAL] if installs_dcgm_exporter else [])
         in_namespace = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[namespace]))
 
         if grafana_admin_password is None:
@@ -213,8 +225,7 @@ class Monitoring(pulumi.ComponentResource):
             if source is None:
                 exporters.append(helm_release(f"{name}-dcgm-exporter", chart=DCGM_EXPORTER,
                                               namespace=namespace,
-                                              values=dcgm_exporter_values(cluster.gpu_pools,
-                                                                          cluster.capabilities.driver_host_path),
+                                              values=dcgm_exporter_values(cluster.gpu_pools, cluster.capabilities),
                                               release_name="dcgm-exporter", opts=child))
                 source = GpuMetricsSource(settings.namespace, {"app.kubernetes.io/name": DCGM_EXPORTER.name},
                                           "metrics")

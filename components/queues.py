@@ -17,7 +17,7 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 from components import sizing
 from components.gpu import ML_PRIORITY_CLASSES
 from components.handle import POOL_LABEL, ClusterHandle, GpuPool, gpu_tolerations
-from components.kube import KubernetesObject, helm_release, platform_namespace
+from components.kube import SYSTEM_CLUSTER_CRITICAL, KubernetesObject, helm_release, platform_namespace
 from components.team import TEAM_LABEL
 from versions import KUEUE, KUEUE_IMAGE, KUEUE_IMAGE_TAG
 from config.models import KUEUE_NAMESPACE, Team
@@ -128,7 +128,8 @@ class Queues(pulumi.ComponentResource):
         super().__init__("mlplatform:queues:Queues", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         namespace = platform_namespace(f"{name}-namespace", KUEUE_NAMESPACE, component="queues",
-                                       pod_security="restricted", opts=child)
+                                       pod_security="restricted", opts=child,
+                                       critical_priority_classes=[SYSTEM_CLUSTER_CRITICAL])
         # After the chart that brings the ServiceMonitor CRD its metrics need.
         self.release = helm_release(f"{name}-kueue", chart=KUEUE, namespace=namespace,
                                     values=kueue_values(cluster), release_name="kueue",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from versions import KUBERNETES_VERSION
 from config.base import (Cidr, DnsLabel, GpuPools, GpuSharing, Model, PoolName, check_access_cidrs, check_disjoint,
@@ -37,8 +38,92 @@ GPU_MACHINES: dict[str, GpuMachine] = {
     **_fixed("nvidia-h100-mega-80gb", {"megagpu-8g": 8}, "a3"),
     **_fixed("nvidia-h200-141gb", {"ultragpu-8g": 8}, "a3"),
 }
+# The pool GKE creates with every cluster; the cluster removes it once created.
+DEFAULT_POOL = "default-pool"
+# GKE's bound on maxSharedClientsPerGpu (GKE's GPU time-sharing docs).
+GKE_MAX_SHARED_CLIENTS = 48
 # N1 machines take attached GPUs: T4 in ones, twos or fours, V100 up to eight.
 N1_ACCELERATORS = {"nvidia-tesla-t4": (1, 2, 4), "nvidia-tesla-v100": (1, 2, 4, 8)}
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """What a machine type needs from its node pool beyond the machine type itself."""
+
+    # Google's virtual NIC: A3 machines have no other network interface (GKE docs, "About GPUs": A3 needs gVNIC).
+    gvnic: bool = False
+    # Local SSDs bundled with the machine, given to the node as ephemeral storage: on A3 the machine type
+    # includes them, and a pool that asks for fewer is refused (GKE's A3 guide sets
+    # --ephemeral-storage-local-ssd=count=16 on a3-highgpu-8g and a3-megagpu-8g, 32 on a3-ultragpu-8g).
+    local_ssds: int = 0
+    # The boot disk type: A3 Ultra boots from Hyperdisk only; the others take pd-balanced.
+    disk_type: str = "pd-balanced"
+
+
+# A3 High's smaller shapes carry 2, 4 and 8 of the 16 local SSDs (375 GB each) of a3-highgpu-8g.
+NODE_SETTINGS: dict[str, NodeSettings] = {
+    **{f"a3-highgpu-{gpus}g": NodeSettings(gvnic=True, local_ssds=2 * gpus) for gpus in (1, 2, 4, 8)},
+    "a3-megagpu-8g": NodeSettings(gvnic=True, local_ssds=16),
+    "a3-ultragpu-8g": NodeSettings(gvnic=True, local_ssds=32, disk_type="hyperdisk-balanced"),
+}
+
+
+def node_settings(machine_type: str) -> NodeSettings:
+    return NODE_SETTINGS.get(machine_type, NodeSettings())
+
+
+def _zones(region: str, letters: str) -> frozenset[str]:
+    return frozenset(f"{region}-{letter}" for letter in letters)
+
+
+# Which zones offer which accelerator, for the regions this platform supports GPU pools in. A pool in a zone
+# without its GPU is created but never gets a node. Source: Compute Engine's own listings (`gcloud compute
+# accelerator-types list` and `machine-types list`) as collected in skypilot-org/skypilot-catalog,
+# catalogs/v8/gcp/vms.csv (2026): the A2/A3/G2 machine types' zones, and the N1-attached T4 and V100; they
+# agree with Google's "GPU regions and zones availability" page. A region not in this table has no GPU pools
+# here until someone adds it from the same sources (`gcloud compute accelerator-types list --filter=zone:<region>`).
+GPU_ZONES: dict[str, dict[str, frozenset[str]]] = {
+    "us-central1": {
+        "nvidia-tesla-t4": _zones("us-central1", "abcf"),
+        "nvidia-tesla-v100": _zones("us-central1", "abcf"),
+        "nvidia-l4": _zones("us-central1", "abc"),
+        "nvidia-tesla-a100": _zones("us-central1", "abcf"),
+        "nvidia-a100-80gb": _zones("us-central1", "ac"),
+        "nvidia-h100-80gb": _zones("us-central1", "abc"),
+        "nvidia-h100-mega-80gb": _zones("us-central1", "abc"),
+        "nvidia-h200-141gb": _zones("us-central1", "b"),
+    },
+    "us-east4": {
+        "nvidia-tesla-t4": _zones("us-east4", "abc"),
+        "nvidia-l4": _zones("us-east4", "ac"),
+        "nvidia-a100-80gb": _zones("us-east4", "c"),
+        "nvidia-h100-80gb": _zones("us-east4", "abc"),
+        "nvidia-h100-mega-80gb": _zones("us-east4", "abc"),
+        "nvidia-h200-141gb": _zones("us-east4", "b"),
+    },
+    "europe-west4": {
+        "nvidia-tesla-t4": _zones("europe-west4", "abc"),
+        "nvidia-tesla-v100": _zones("europe-west4", "abc"),
+        "nvidia-l4": _zones("europe-west4", "abc"),
+        "nvidia-tesla-a100": _zones("europe-west4", "ab"),
+        "nvidia-a100-80gb": _zones("europe-west4", "a"),
+        "nvidia-h100-80gb": _zones("europe-west4", "bc"),
+        "nvidia-h100-mega-80gb": _zones("europe-west4", "bc"),
+        "nvidia-h200-141gb": _zones("europe-west4", "a"),
+    },
+}
+
+
+def check_gpu_zones(region: str, accelerator: str, zones: list[str]) -> None:
+    """ValueError unless every zone of a pool offers its accelerator, naming the zones that do."""
+    if region not in GPU_ZONES:
+        raise ValueError(f"no GPU zone table for region {region}: GPU pools can go to {', '.join(GPU_ZONES)} "
+                         "(add the region to GPU_ZONES in config/gke.py from Google's GPU zones page)")
+    offering = GPU_ZONES[region].get(accelerator, frozenset())
+    if missing := [zone for zone in zones if zone not in offering]:
+        where = f"only in {', '.join(sorted(offering))}" if offering else "in no zone"
+        raise ValueError(f"{accelerator} is not offered in {', '.join(missing)}: {region} has it {where}; "
+                         "set the pool's zones to those")
 
 GcpProject = Annotated[str, matching(r"[a-z][a-z0-9-]{4,28}[a-z0-9]",
                                      "a Google Cloud project ID (6 to 30 lowercase letters, digits, hyphens)")]
@@ -46,6 +131,22 @@ GcpProject = Annotated[str, matching(r"[a-z][a-z0-9-]{4,28}[a-z0-9]",
 MachineType = Annotated[str, matching(r"[a-z][a-z0-9]*(-[a-z0-9]+)+",
                                       "a Compute Engine machine type such as e2-standard-4")]
 GcpRegion = Annotated[str, matching(r"[a-z]+-[a-z]+\d+", "a Google Cloud region such as us-central1 or europe-west4")]
+GcpProjectNumber = Annotated[str, matching(r"[1-9][0-9]{5,19}", "a Google Cloud project number (the digits "
+                                                               "`gcloud projects describe` shows)")]
+def _not_default_pool(value: str) -> str:
+    if value == DEFAULT_POOL:
+        raise ValueError(f"{DEFAULT_POOL!r} is GKE's temporary first pool, which the cluster creates and removes; "
+                         "give the GPU pool another name")
+    return value
+
+
+# GKE node pool names: at most 40 lowercase letters, digits and '-', starting with a letter (GKE API,
+# NodePool.name).
+GkePoolName = Annotated[PoolName, matching(r"[a-z][-a-z0-9]{0,38}[a-z0-9]|[a-z]",
+                                           "a GKE node pool name: at most 40 lowercase letters, digits and '-', "
+                                           "starting with a letter"), AfterValidator(_not_default_pool)]
+# RFC 3339 in UTC, as GKE's maintenance policy takes it.
+UtcTime = Annotated[str, matching(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", "a UTC time such as 2026-01-03T01:00:00Z")]
 
 
 # GKE cluster names are 1-40 lowercase letters, digits and '-', starting with a letter (GKE API, Cluster.name);
@@ -57,9 +158,6 @@ GkeClusterName = Annotated[str, matching(rf"[a-z]([-a-z0-9]{{0,{GKE_NAME_MAX - 2
                                          f"a GKE cluster name: at most {GKE_NAME_MAX} lowercase letters, digits "
                                          "and '-', starting with a letter and ending with a letter or digit (its "
                                          "node service account is <name>-nodes, at most 30 characters)")]
-# Node pool names: at most 40 lowercase letters, digits and '-', starting with a letter (GKE API, NodePool.name).
-GkePoolName = Annotated[PoolName, matching(r"[a-z][-a-z0-9]{0,39}",
-                                           "a GKE node pool name: at most 40 characters, starting with a letter")]
 
 
 def machine_gpus(machine_type: str, accelerator: str | None, gpus: int | None) -> tuple[str, int]:
@@ -69,7 +167,7 @@ def machine_gpus(machine_type: str, accelerator: str | None, gpus: int | None) -
             raise ValueError(f"an N1 machine carries the GPUs given to it: set accelerator to one of "
                              f"{', '.join(N1_ACCELERATORS)}")
         counts = N1_ACCELERATORS[accelerator]
-        if gpus not in counts:
+        if gpus is None or gpus not in counts:
             raise ValueError(f"{accelerator} attaches to N1 machines {', '.join(map(str, counts))} at a time; set "
                              f"gpusPerNode to one of those (got {gpus})")
         return accelerator, gpus
@@ -152,6 +250,9 @@ class GkeGpuPool(Model):
         if slicing is not None and (slicing.rename_by_default or not slicing.fail_requests_greater_than_one):
             raise ValueError("GKE time-sharing advertises shares as nvidia.com/gpu and refuses requests of more than "
                              "one: leave renameByDefault and failRequestsGreaterThanOne at their defaults")
+        if slicing is not None and slicing.replicas > GKE_MAX_SHARED_CLIENTS:
+            raise ValueError(f"GKE time-shares a GPU between at most {GKE_MAX_SHARED_CLIENTS} pods "
+                             f"(maxSharedClientsPerGpu); got replicas {slicing.replicas}")
         if self.sharing.mig_strategy == "mixed":
             raise ValueError("GKE cuts every GPU of a node pool into one partition size: use migStrategy single "
                              "with migPartitionSize, or a pool per partition size")
@@ -182,11 +283,54 @@ class GkeGpuPool(Model):
         return self.max_nodes * self.gpus * self.sharing.shares_per_gpu * self.mig_partitions
 
 
+class MaintenanceWindow(Model):
+    """When GKE may upgrade the control plane and nodes: a recurring window (RFC 5545 recurrence)."""
+
+    start: UtcTime = "2026-01-03T01:00:00Z"
+    end: UtcTime = "2026-01-03T09:00:00Z"
+    # Saturdays and Sundays, 01:00 to 09:00 UTC: 16 hours a week, above GKE's minimum of 48 hours in 32 days.
+    recurrence: str = "FREQ=WEEKLY;BYDAY=SA,SU"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MaintenanceWindow:
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end} is not after start {self.start}")
+        return self
+
+
+class MaintenanceExclusion(Model):
+    """A time GKE must not upgrade in (a release freeze, a long training run)."""
+
+    name: DnsLabel
+    start: UtcTime
+    end: UtcTime
+    # NO_UPGRADES stops all upgrades for at most 30 days; the narrower scopes may last longer.
+    scope: Literal["NO_UPGRADES", "NO_MINOR_UPGRADES", "NO_MINOR_OR_NODE_UPGRADES"] = "NO_UPGRADES"
+
+    @model_validator(mode="after")
+    def _bounded(self) -> MaintenanceExclusion:
+        start, end = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (self.start, self.end))
+        if end <= start:
+            raise ValueError(f"end {self.end} is not after start {self.start}")
+        if self.scope == "NO_UPGRADES" and end - start > timedelta(days=30):
+            raise ValueError("a NO_UPGRADES exclusion lasts at most 30 days on GKE: shorten it or use scope "
+                             "NO_MINOR_UPGRADES")
+        return self
+
+
+class GkeMaintenance(Model):
+    window: MaintenanceWindow = MaintenanceWindow()
+    exclusions: list[MaintenanceExclusion] = []
+
+
 class GkeClusterConfig(GpuPools, Model):
     cloud: Literal["gcp"]
     name: GkeClusterName
     environment: Literal["dev", "prod"] = "dev"
     project: GcpProject
+    # The project's number: GKE's service agent, which encrypts Secrets with the cluster's KMS key, is named
+    # after it (service-<number>@container-engine-robot.iam.gserviceaccount.com).
+    project_number: GcpProjectNumber
     region: GcpRegion
     # The zones of the region the cluster's nodes go to.
     zones: Annotated[list[str], unique_items("zone")]
@@ -201,6 +345,7 @@ class GkeClusterConfig(GpuPools, Model):
     dns_endpoint: bool = False
     system_pool: GkeSystemPool = GkeSystemPool()
     gpu_pools: list[GkeGpuPool] = []
+    maintenance: GkeMaintenance = GkeMaintenance()
 
     @field_validator("zones")
     @classmethod
@@ -219,6 +364,11 @@ class GkeClusterConfig(GpuPools, Model):
         for zone in self.zones + [z for pool in self.gpu_pools for z in pool.zones or []]:
             if not re.fullmatch(rf"{re.escape(self.region)}-[a-z]", zone):
                 raise ValueError(f"zone {zone!r} is not a zone of {self.region} (such as {self.region}-a)")
+        for index, pool in enumerate(self.gpu_pools):
+            try:
+                check_gpu_zones(self.region, pool.accelerator_type, pool.zones or self.zones)
+            except ValueError as error:
+                raise ValueError(f"gpuPools[{index}] ({pool.name}): {error}") from None
         if self.environment == "prod" and not (self.master_authorized_networks or self.dns_endpoint):
             raise ValueError("masterAuthorizedNetworks: a prod cluster needs the networks that may reach its "
                              "control plane, such as [{cidr: 203.0.113.0/24, name: office}], or dnsEndpoint: true")

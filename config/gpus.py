@@ -6,7 +6,8 @@ Cloud tables (EKS instance types, GKE machine types) map onto these entries.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -16,13 +17,18 @@ class GpuModel:
     product: str
     memory_gib: int
     mig_capable: bool
-    # MIG partition profiles the GPU can be cut into (compute slices of 7, "g", and memory).
-    mig_profiles: tuple[str, ...] = ()
+    # The MIG profiles the GPU can be cut into, each with how many of them one GPU holds. Not a formula of the
+    # compute slices: memory bounds some profiles too (H100's 1g.20gb takes two of eight memory slices, so four
+    # fit, not seven). The numbers are GKE's own partitioner's (GoogleCloudPlatform/container-engine-accelerators,
+    # partition_gpu/partition_gpu.go, partitionSizeMaxCount), which match NVIDIA's MIG user guide.
+    mig_profiles: Mapping[str, int] = field(default_factory=dict)
 
     def mig_partitions(self, profile: str) -> int:
-        """How many partitions of a profile one GPU holds: its compute slices go 7, 3, 2 or 1 times into 7."""
-        return 7 // int(profile.split("g.")[0])
+        """How many partitions of a profile one GPU holds."""
+        return self.mig_profiles[profile]
 
+
+H100_MIG = {"1g.10gb": 7, "1g.20gb": 4, "2g.20gb": 3, "3g.40gb": 2, "4g.40gb": 1, "7g.80gb": 1}
 
 GPU_MODELS: dict[str, GpuModel] = {m.accelerator: m for m in (
     GpuModel("nvidia-tesla-t4", "Tesla-T4", 16, mig_capable=False),
@@ -31,15 +37,15 @@ GPU_MODELS: dict[str, GpuModel] = {m.accelerator: m for m in (
     GpuModel("nvidia-l4", "NVIDIA-L4", 24, mig_capable=False),
     GpuModel("nvidia-l40s", "NVIDIA-L40S", 48, mig_capable=False),
     GpuModel("nvidia-tesla-a100", "NVIDIA-A100-SXM4-40GB", 40, mig_capable=True,
-             mig_profiles=("1g.5gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb")),
+             mig_profiles={"1g.5gb": 7, "2g.10gb": 3, "3g.20gb": 2, "4g.20gb": 1, "7g.40gb": 1}),
     GpuModel("nvidia-a100-80gb", "NVIDIA-A100-SXM4-80GB", 80, mig_capable=True,
-             mig_profiles=("1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb")),
+             mig_profiles={"1g.10gb": 7, "2g.20gb": 3, "3g.40gb": 2, "4g.40gb": 1, "7g.80gb": 1}),
     GpuModel("nvidia-h100-80gb", "NVIDIA-H100-80GB-HBM3", 80, mig_capable=True,
-             mig_profiles=("1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb")),
+             mig_profiles=H100_MIG),
     GpuModel("nvidia-h100-mega-80gb", "NVIDIA-H100-80GB-HBM3", 80, mig_capable=True,
-             mig_profiles=("1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb")),
+             mig_profiles=H100_MIG),
     GpuModel("nvidia-h200-141gb", "NVIDIA-H200", 141, mig_capable=True,
-             mig_profiles=("1g.18gb", "1g.35gb", "2g.35gb", "3g.71gb", "4g.71gb", "7g.141gb")),
+             mig_profiles={"1g.18gb": 7, "1g.35gb": 4, "2g.35gb": 3, "3g.71gb": 2, "4g.71gb": 1, "7g.141gb": 1}),
 )}
 
 

@@ -373,6 +373,9 @@ def gke_cluster_is_hardened(resource_type: str, props: Props, stack: str) -> lis
         violations.append("Workload Identity is off: set workloadIdentityConfig.workloadPool to <project>.svc.id.goog")
     if props.get("enableShieldedNodes") is False:
         violations.append("shielded nodes are off: set enableShieldedNodes")
+    state = _get(props, "databaseEncryption", "state")
+    if state is not UNKNOWN and state != "ENCRYPTED":
+        violations.append("Secrets are not encrypted with a KMS key: set databaseEncryption (state ENCRYPTED, keyName)")
     private = _get(props, "privateClusterConfig", "enablePrivateNodes")
     if is_prod(stack) and private is not True and private is not UNKNOWN:
         violations.append("a prod cluster's nodes have public IPs: set privateClusterConfig.enablePrivateNodes")
@@ -442,7 +445,7 @@ RESOURCE_RULES: tuple[ResourceRule, ...] = (
                  "EKS: Secrets encrypted with KMS, control plane logging on, no prod API endpoint open to the world.",
                  MANDATORY, eks_control_plane_is_hardened),
     ResourceRule("gke-cluster-hardened",
-                 "GKE: Workload Identity, shielded nodes, and private nodes in prod.",
+                 "GKE: Workload Identity, shielded nodes, Secrets encrypted with KMS, and private nodes in prod.",
                  MANDATORY, gke_cluster_is_hardened),
 )
 

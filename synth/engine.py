@@ -70,11 +70,14 @@ class Resource:
     protect: bool
     depends_on: tuple[str, ...]
     inputs: dict[str, Any]
+    # Input paths a `pulumi up` leaves alone once the resource exists (the autoscaler's node counts).
+    ignore_changes: tuple[str, ...] = ()
 
     def as_plan_entry(self) -> dict[str, Any]:
         return {"urn": self.urn, "type": self.type, "name": self.name, "parent": self.parent,
                 "custom": self.custom, "provider": self.provider, "protect": self.protect,
-                "dependsOn": sorted(self.depends_on), "inputs": self.inputs}
+                "dependsOn": sorted(self.depends_on), "ignoreChanges": sorted(self.ignore_changes),
+                "inputs": self.inputs}
 
 
 @dataclass
@@ -154,6 +157,7 @@ class RecordingMonitor(MockMonitor):
             protect=bool(request.protect),
             depends_on=tuple(sorted(set(request.dependencies))),
             inputs=redact(rpc.deserialize_properties(request.object, keep_unknowns=True)),
+            ignore_changes=tuple(request.ignoreChanges),
         ))
         return response
 

@@ -109,7 +109,9 @@ def test_missing_kubeconfig_of_an_existing_cluster(tmp_path):
 def test_overcommit_allowed_is_a_warning_with_both_numbers():
     synthesis = synth_with(cluster=KIND, capacity={"allowOvercommit": True}, teams=[team("a", 2), team("b", 2)])
     assert any("add up to 4 GPUs but the GPU pools hold at most 1" in w for w in synthesis.warnings)
-    assert len(synthesis.of_type("kubernetes:core/v1:ResourceQuota")) == 2
+    quotas = synthesis.of_type("kubernetes:core/v1:ResourceQuota")
+    assert sorted(q.inputs["metadata"]["namespace"] for q in quotas if q.inputs["metadata"]["namespace"] in ("a", "b")) \
+        == ["a", "b"]
 
 
 def _project_with(tmp_path: Path, stack_text: str) -> Path:

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from components.cluster.gke import kubeconfig
+from components.cluster.gke import gke_gpu_pools, kubeconfig
+from components.handle import Capabilities
+from components.monitoring import dcgm_exporter_values
 from config.errors import ConfigError
+from config.gke import GkeClusterConfig
+from config.gpus import GPU_MODELS
+from versions import CHARTS, WEBHOOK_PORTS
 from synth import synthesize
 from synth.engine import Synthesis
 from synth.output import helm_releases
+from synth.render import charts_available, stack_rendering
 from tests.conftest import synth_with
 
 
@@ -30,7 +38,8 @@ def node_pools(synthesis: Synthesis) -> dict[str, dict[str, Any]]:
 
 
 def gke_cluster(**overrides: Any) -> dict[str, Any]:
-    return {"cloud": "gcp", "name": "ml", "project": "my-project-1", "region": "europe-west4",
+    return {"cloud": "gcp", "name": "ml", "project": "my-project-1", "projectNumber": "123456789012",
+            "region": "europe-west4",
             "zones": ["europe-west4-a", "europe-west4-b"],
             "gpuPools": [{"name": "l4", "machineType": "g2-standard-8", "maxNodes": 2}]} | overrides
 
@@ -132,6 +141,292 @@ def test_prod_is_protected():
     ({"project": "X"}, "mlplatform:cluster.project: 'X' is not a Google Cloud project ID"),
 ])
 def test_bad_gke_config(overrides, message):
+    with pytest.raises(ConfigError) as caught:
+        synth_with(cluster=gke_cluster(**overrides))
+    assert message in str(caught.value), str(caught.value)
+
+
+# ---- A `pulumi up` that succeeds on a private cluster -------------------------------------------------------
+
+def nodes_account_urn(synthesis: Synthesis) -> str:
+    (account,) = synthesis.of_type("gcp:serviceaccount/account:Account")
+    return account.urn
+
+
+def test_the_control_plane_reaches_every_webhook_port_on_the_nodes(gcp_dev):
+    (rule,) = gcp_dev.of_type("gcp:compute/firewall:Firewall")
+    assert rule.inputs["direction"] == "INGRESS"
+    assert rule.inputs["sourceRanges"] == ["172.16.0.32/28"]  # the control plane's range, nothing else
+    assert nodes_account_urn(gcp_dev) in rule.depends_on and rule.inputs["targetServiceAccounts"]
+    (allowed,) = rule.inputs["allows"]
+    assert allowed["protocol"] == "tcp"
+    assert {int(port) for port in allowed["ports"]} >= {9443, 8082, 10250}
+
+
+def _templates(chart_dir: Path) -> str:
+    return "\n".join(path.read_text() for path in sorted(chart_dir.rglob("templates/**/*.yaml")))
+
+
+def test_every_chart_with_a_webhook_or_aggregated_api_has_its_ports_opened(upstream):
+    """The next chart with a webhook cannot slip past the firewall rule: its ports must be in WEBHOOK_PORTS."""
+    for chart in CHARTS:
+        templates = _templates(upstream / "charts" / f"{chart.name}-{chart.version}")
+        serves_api = re.search(r"kind: (Validating|Mutating)WebhookConfiguration|kind: APIService", templates)
+        assert bool(serves_api) == (chart.name in WEBHOOK_PORTS), chart.name
+
+
+def _pods_port(objects: list[dict[str, Any]], namespace: str, selector: dict[str, str], target: int | str) -> int:
+    """The container port a Service's targetPort reaches: a number, or a port name in the selected pods."""
+    if isinstance(target, int) or str(target).isdigit():
+        return int(target)
+    ports = {port["containerPort"]
+             for obj in objects if obj["kind"] in ("Deployment", "DaemonSet", "StatefulSet")
+             and obj["metadata"].get("namespace") == namespace
+             and selector.items() <= obj["spec"]["template"]["metadata"].get("labels", {}).items()
+             for container in obj["spec"]["template"]["spec"]["containers"]
+             for port in container.get("ports", []) if port.get("name") == target}
+    (port,) = ports
+    return port
+
+
+def webhook_pod_ports(objects: list[dict[str, Any]]) -> dict[str, int]:
+    """Every admission webhook and aggregated API the objects declare, and the pod port the API server calls."""
+    services = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in objects if o["kind"] == "Service"}
+    called: dict[str, int] = {}
+    for obj in objects:
+        if obj["kind"] in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+            refs = [(f"{obj['metadata']['name']}/{hook['name']}", hook["clientConfig"]["service"])
+                    for hook in obj["webhooks"]]
+        elif obj["kind"] == "APIService" and obj["spec"].get("service"):
+            refs = [(obj["metadata"]["name"], obj["spec"]["service"])]
+        else:
+            continue
+        for what, ref in refs:
+            service = services[(ref["namespace"], ref["name"])]
+            (port,) = [p for p in service["spec"]["ports"] if p["port"] == ref.get("port", 443)]
+            called[what] = _pods_port(objects, ref["namespace"], service["spec"]["selector"],
+                                      port.get("targetPort", port["port"]))
+    return called
+
+
+def test_every_webhook_port_in_the_rendered_charts_of_gcp_dev_is_open(gcp_dev):
+    """Helm's own render of every chart gcp-dev installs (synth/render.py): each webhook's and aggregated API's
+    Service, followed to the pod port behind it, is open from the control plane."""
+    if not charts_available():
+        pytest.skip("needs the charts (../shared/upstream/charts or $MLPLATFORM_CHARTS): absent")
+    rendering = stack_rendering("gcp-dev")  # shared with the other tests of rendered stacks
+    assert not rendering.unavailable
+    called = webhook_pod_ports(rendering.objects())
+    assert {"v1beta1.visibility.kueue.x-k8s.io", "kube-prometheus-stack-admission/prometheusrulemutate.monitoring.coreos.com"} <= set(called)
+    (rule,) = gcp_dev.of_type("gcp:compute/firewall:Firewall")
+    (allowed,) = rule.inputs["allows"]
+    opened = {int(port) for port in allowed["ports"]}
+    assert {what: port for what, port in called.items() if port not in opened} == {}
+
+
+def _pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
+    if obj["kind"] in ("Deployment", "DaemonSet", "StatefulSet", "Job", "ReplicaSet"):
+        return obj["spec"]["template"]["spec"]
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return obj["spec"] if obj["kind"] == "Pod" else None
+
+
+def critical_pods(stack: str) -> dict[str, set[str]]:
+    """Namespace -> the system-*-critical classes of the pods the stack's charts (rendered by Helm) run there;
+    kube-system may always run them."""
+    if not charts_available():
+        pytest.skip("needs the charts (../shared/upstream/charts or $MLPLATFORM_CHARTS): absent")
+    used: dict[str, set[str]] = {}
+    for obj in stack_rendering(stack).objects():
+        spec = _pod_spec(obj)
+        namespace = obj["metadata"].get("namespace")
+        if spec and str(spec.get("priorityClassName", "")).startswith("system-") and namespace != "kube-system":
+            used.setdefault(namespace, set()).add(spec["priorityClassName"])
+    return used
+
+
+def allowed_critical_classes(synthesis: Synthesis) -> dict[str, set[str]]:
+    allowed: dict[str, set[str]] = {}
+    for quota in synthesis.of_type("kubernetes:core/v1:ResourceQuota"):
+        for requirement in quota.inputs["spec"].get("scopeSelector", {}).get("matchExpressions", []):
+            if requirement["scopeName"] == "PriorityClass" and requirement["operator"] == "In":
+                allowed.setdefault(quota.inputs["metadata"]["namespace"], set()).update(requirement["values"])
+    return allowed
+
+
+def test_critical_priority_pods_outside_kube_system_have_a_quota_that_admits_them(gcp_dev):
+    """GKE refuses system-*-critical pods outside kube-system unless a ResourceQuota there allows the class."""
+    used = critical_pods("gcp-dev")
+    # Which pods use which class on GKE: Kueue's controller is cluster-critical, the DCGM exporter node-critical.
+    assert used == {"kueue-system": {"system-cluster-critical"}, "monitoring": {"system-node-critical"}}
+    allowed = allowed_critical_classes(gcp_dev)
+    for namespace, classes in used.items():
+        assert classes <= allowed.get(namespace, set()), namespace
+    (quota,) = [q for q in gcp_dev.of_type("kubernetes:core/v1:ResourceQuota")
+                if q.inputs["metadata"]["namespace"] == "monitoring"]
+    assert int(quota.inputs["spec"]["hard"]["pods"]) >= 1000  # a permission, not a cap on DaemonSet pods
+
+
+def test_kind_admits_its_critical_pods_too(local_synth):
+    used = critical_pods("local")
+    allowed = allowed_critical_classes(local_synth)
+    assert used and all(classes <= allowed.get(namespace, set()) for namespace, classes in used.items())
+
+
+# ---- What is created also works ---------------------------------------------------------------------------
+
+def test_the_dcgm_exporter_sees_gpus_and_maps_them_to_pods_on_gke(gcp_dev):
+    """As Google's own DCGM manifest (GoogleCloudPlatform/prometheus-engine, examples/nvidia-dcgm) runs it."""
+    if not charts_available():
+        pytest.skip("needs the charts (../shared/upstream/charts or $MLPLATFORM_CHARTS): absent")
+    (daemonset,) = [o for o in stack_rendering("gcp-dev").releases["dcgm-exporter"].objects if o["kind"] == "DaemonSet"]
+    (exporter,) = daemonset["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in exporter["env"]}
+    assert env["DCGM_EXPORTER_KUBERNETES"] == "true"
+    assert env["DCGM_EXPORTER_KUBERNETES_GPU_ID_TYPE"] == "device-name"
+    assert env["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib64"
+    # The API server refuses privileged beside allowPrivilegeEscalation: false (the chart's default).
+    context = exporter["securityContext"]
+    assert context["privileged"] is True and context.get("allowPrivilegeEscalation") is not False
+    mounts = {m["mountPath"] for m in exporter["volumeMounts"]}
+    assert {"/usr/local/nvidia", "/var/lib/kubelet/pod-resources"} <= mounts
+
+
+def test_the_exporter_is_privileged_only_where_the_cluster_says_so():
+    pool = gke_gpu_pools(GkeClusterConfig.model_validate(gke_cluster()))
+    plain = dcgm_exporter_values(pool, Capabilities(gpu_drivers=True, device_plugin=False, physical_gpus=True,
+                                                    persistent_volumes=True))
+    assert "securityContext" not in plain and "extraEnv" not in plain
+
+
+def test_the_temporary_default_pool_runs_as_the_node_account(gcp_dev):
+    cluster = cluster_inputs(gcp_dev)
+    (default_pool,) = cluster["nodePools"]
+    assert default_pool["name"] == "default-pool" and cluster["removeDefaultNodePool"] is True
+    node_config = default_pool["nodeConfig"]
+    assert node_config["serviceAccount"] and node_config["oauthScopes"] == [
+        "https://www.googleapis.com/auth/cloud-platform"]
+    (resource,) = gcp_dev.of_type("gcp:container/cluster:Cluster")
+    assert nodes_account_urn(gcp_dev) in resource.depends_on
+    assert {"nodePools", "initialNodeCount"} <= set(resource.ignore_changes)
+
+
+def test_kubeconfig_uses_application_default_credentials():
+    config = yaml.safe_load(kubeconfig("ml", "10.0.0.2", "Q0E="))
+    assert config["users"][0]["user"]["exec"]["args"] == ["--use_application_default_credentials"]
+
+
+def test_every_pool_leaves_its_node_count_to_the_autoscaler(gcp_dev):
+    pools = gcp_dev.of_type("gcp:container/nodePool:NodePool")
+    assert len(pools) == 4
+    assert all("initialNodeCount" in pool.ignore_changes for pool in pools)
+
+
+def test_node_pools_come_after_the_node_accounts_roles(gcp_dev):
+    roles = {m.urn for m in gcp_dev.of_type("gcp:projects/iAMMember:IAMMember")}
+    assert len(roles) == 4
+    for pool in gcp_dev.of_type("gcp:container/nodePool:NodePool"):
+        assert roles <= set(pool.depends_on), pool.name
+
+
+# ---- Correctness of what config accepts -------------------------------------------------------------------
+
+@pytest.mark.parametrize("machine, partition, per_gpu", [
+    ("a2-highgpu-1g", "1g.5gb", 7), ("a2-highgpu-1g", "2g.10gb", 3), ("a2-ultragpu-1g", "3g.40gb", 2),
+    ("a3-highgpu-8g", "1g.10gb", 7), ("a3-highgpu-8g", "1g.20gb", 4), ("a3-highgpu-8g", "4g.40gb", 1),
+    ("a3-ultragpu-8g", "1g.18gb", 7), ("a3-ultragpu-8g", "1g.35gb", 4), ("a3-ultragpu-8g", "2g.35gb", 3),
+])
+def test_mig_slices_per_gpu_are_the_gpus_own(machine, partition, per_gpu):
+    """GKE's partitioner (container-engine-accelerators, partition_gpu.go): memory bounds the 1g profiles of
+    H100 and H200 with more memory to four per GPU, not seven."""
+    region = "us-central1"
+    zone = {"a2-ultragpu-1g": "us-central1-a", "a3-ultragpu-8g": "us-central1-b"}.get(machine, "us-central1-a")
+    spec = GkeClusterConfig.model_validate(gke_cluster(region=region, zones=[zone], gpuPools=[{
+        "name": "mig", "machineType": machine, "maxNodes": 2, "sharing": {"migStrategy": "single"},
+        "migPartitionSize": partition}]))
+    (pool,) = spec.gpu_pools
+    assert pool.mig_partitions == per_gpu
+    assert pool.gpu_capacity() == 2 * pool.gpus * per_gpu
+
+
+def test_memory_bounds_the_small_profiles_of_h100_and_h200():
+    assert GPU_MODELS["nvidia-h100-80gb"].mig_partitions("1g.20gb") == 4
+    assert GPU_MODELS["nvidia-h200-141gb"].mig_partitions("1g.35gb") == 4
+    assert GPU_MODELS["nvidia-h200-141gb"].mig_partitions("2g.35gb") == 3
+
+
+def test_a3_machines_get_gvnic_their_local_ssds_and_disk_type():
+    synthesis = synth_with(cluster=gke_cluster(region="us-central1", zones=["us-central1-b"], gpuPools=[
+        {"name": "h100", "machineType": "a3-highgpu-8g", "maxNodes": 1},
+        {"name": "h200", "machineType": "a3-ultragpu-8g", "maxNodes": 1},
+        {"name": "l4", "machineType": "g2-standard-8", "maxNodes": 1}]))
+    pools = node_pools(synthesis)
+    h100, h200, l4 = (pools[name]["nodeConfig"] for name in ("h100", "h200", "l4"))
+    assert h100["gvnic"] == {"enabled": True} and h100["ephemeralStorageLocalSsdConfig"] == {"localSsdCount": 16}
+    assert h100["diskType"] == "pd-balanced"
+    assert h200["ephemeralStorageLocalSsdConfig"] == {"localSsdCount": 32}
+    assert h200["diskType"] == "hyperdisk-balanced" and h200["gvnic"] == {"enabled": True}
+    assert "gvnic" not in l4 and "ephemeralStorageLocalSsdConfig" not in l4
+
+
+def test_secrets_are_encrypted_with_a_rotated_key_gke_may_use(gcp_dev):
+    cluster = cluster_inputs(gcp_dev)
+    (key,) = gcp_dev.of_type("gcp:kms/cryptoKey:CryptoKey")
+    assert cluster["databaseEncryption"]["state"] == "ENCRYPTED"
+    (resource,) = gcp_dev.of_type("gcp:container/cluster:Cluster")
+    assert key.urn in resource.depends_on and key.inputs["rotationPeriod"] == "7776000s"
+    (grant,) = gcp_dev.of_type("gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember")
+    assert grant.inputs["member"] == \
+        "serviceAccount:service-123456789012@container-engine-robot.iam.gserviceaccount.com"
+    assert grant.inputs["role"] == "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+    # GKE checks it may use the key when it creates the cluster.
+    assert grant.urn in resource.depends_on
+    (ring,) = gcp_dev.of_type("gcp:kms/keyRing:KeyRing")
+    assert ring.inputs["location"] == "us-central1"  # the cluster's own location, as GKE requires
+
+
+def test_upgrades_happen_in_the_maintenance_window_and_not_in_exclusions(gcp_dev):
+    policy = cluster_inputs(gcp_dev)["maintenancePolicy"]
+    assert policy["recurringWindow"]["recurrence"] == "FREQ=WEEKLY;BYDAY=SA,SU"
+    (exclusion,) = policy["maintenanceExclusions"]
+    assert exclusion["exclusionName"] == "year-end-freeze"
+    assert exclusion["exclusionOptions"] == {"scope": "NO_UPGRADES"}
+
+
+def test_nat_logs_errors_and_grows_ports_for_image_pulls(gcp_dev):
+    (nat,) = gcp_dev.of_type("gcp:compute/routerNat:RouterNat")
+    assert nat.inputs["logConfig"] == {"enable": True, "filter": "ERRORS_ONLY"}
+    assert nat.inputs["enableDynamicPortAllocation"] is True
+    assert nat.inputs["minPortsPerVm"] >= 1024 and nat.inputs["maxPortsPerVm"] == 65536
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"name": "a-cluster-name-of-25-char"}, "mlplatform:cluster.name: 'a-cluster-name-of-25-char' is not a GKE "
+                                            "cluster name: at most 24"),
+    ({"gpuPools": [{"name": "p" * 41, "machineType": "g2-standard-8", "maxNodes": 1}]},
+     "is not a GKE node pool name: at most 40"),
+    ({"region": "us-central1", "zones": ["us-central1-b"],
+      "gpuPools": [{"name": "x", "machineType": "a2-ultragpu-1g", "maxNodes": 1}]},
+     "gpuPools[0] (x): nvidia-a100-80gb is not offered in us-central1-b: us-central1 has it only in "
+     "us-central1-a, us-central1-c"),
+    ({"region": "us-east4", "zones": ["us-east4-a"],
+      "gpuPools": [{"name": "x", "machineType": "n1-standard-8", "accelerator": "nvidia-tesla-v100",
+                    "gpusPerNode": 1, "maxNodes": 1}]},
+     "nvidia-tesla-v100 is not offered in us-east4-a: us-east4 has it in no zone"),
+    ({"region": "asia-south2", "zones": ["asia-south2-a"]}, "no GPU zone table for region asia-south2"),
+    ({"maintenance": {"exclusions": [{"name": "q4", "start": "2026-10-01T00:00:00Z",
+                                      "end": "2026-12-01T00:00:00Z"}]}},
+     "a NO_UPGRADES exclusion lasts at most 30 days"),
+    ({"gpuPools": [{"name": "default-pool", "machineType": "g2-standard-8", "maxNodes": 1}]},
+     "'default-pool' is GKE's temporary first pool"),
+    ({"gpuPools": [{"name": "x", "machineType": "g2-standard-8", "maxNodes": 1,
+                    "sharing": {"timeSlicing": {"replicas": 64}}}]},
+     "GKE time-shares a GPU between at most 48 pods"),
+    ({"projectNumber": "my-project"}, "mlplatform:cluster.projectNumber: 'my-project' is not a Google Cloud "
+                                      "project number"),
+])
+def test_config_gke_refuses(overrides, message):
     with pytest.raises(ConfigError) as caught:
         synth_with(cluster=gke_cluster(**overrides))
     assert message in str(caught.value), str(caught.value)

@@ -122,10 +122,14 @@ CASES = {
     ],
     "gke-cluster-hardened": [
         (rules.GKE_CLUSTER, {"workloadIdentityConfig": {"workloadPool": "p.svc.id.goog"},
-                             "enableShieldedNodes": True, "privateClusterConfig": {"enablePrivateNodes": True}},
+                             "enableShieldedNodes": True, "privateClusterConfig": {"enablePrivateNodes": True},
+                             "databaseEncryption": {"state": "ENCRYPTED", "keyName": "k"}},
          "gcp-prod", 0),
-        (rules.GKE_CLUSTER, {"enableShieldedNodes": False}, "gcp-prod", 3),
-        (rules.GKE_CLUSTER, {"workloadIdentityConfig": {"workloadPool": "p.svc.id.goog"}}, "gcp-dev", 0),
+        (rules.GKE_CLUSTER, {"enableShieldedNodes": False}, "gcp-prod", 4),
+        (rules.GKE_CLUSTER, {"workloadIdentityConfig": {"workloadPool": "p.svc.id.goog"},
+                             "databaseEncryption": {"state": "ENCRYPTED", "keyName": "k"}}, "gcp-dev", 0),
+        (rules.GKE_CLUSTER, {"workloadIdentityConfig": {"workloadPool": "p.svc.id.goog"},
+                             "databaseEncryption": {"state": "DECRYPTED"}}, "gcp-dev", 1),
     ],
 }
 RULES = {rule.name: rule for rule in rules.RESOURCE_RULES}

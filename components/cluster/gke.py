@@ -14,21 +14,32 @@ import pulumi
 import pulumi_gcp as gcp
 from pulumi.output import UNKNOWN, Unknown
 
+import pulumi_random as random
+
 from components.cluster import exec_kubeconfig, explicit_provider
 from components.handle import POOL_LABEL, SYSTEM_POOL, Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
-from config.gke import GkeClusterConfig, GkeGpuPool
+from config.gke import DEFAULT_POOL, GkeClusterConfig, GkeGpuPool, GkeMaintenance, node_settings
+from versions import WEBHOOK_PORTS
 
-NODE_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter", "roles/monitoring.viewer",
+# GKE's role for node accounts (logs, metrics, autoscaler metrics), as the terraform module grants it (sa.tf),
+# the metrics and metadata writers it also grants, and reading images from Artifact Registry.
+NODE_ROLES = ("roles/container.defaultNodeServiceAccount", "roles/monitoring.metricWriter",
               "roles/stackdriver.resourceMetadata.writer", "roles/artifactregistry.reader")
 # Where GKE puts NVIDIA's driver on a GPU node, for agents (the DCGM exporter) that read the GPUs directly.
 GKE_DRIVER_PATH = "/home/kubernetes/bin/nvidia"
 CLOUD_TAINT_EFFECT = {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_NO_SCHEDULE",
                       "NoExecute": "NO_EXECUTE"}
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+# Rotated every 90 days; old versions stay to decrypt what they encrypted.
+KMS_ROTATION = "7776000s"
 
 
 def kubeconfig(name: str, endpoint: str, certificate_authority: str | None) -> str:
+    # Application default credentials: the same identity the Pulumi providers use (a CI job's workload
+    # identity, or `gcloud auth application-default login`), not whichever account gcloud is logged in as.
     return exec_kubeconfig(name, f"https://{endpoint}", certificate_authority, {
-        "command": "gke-gcloud-auth-plugin", "provideClusterInfo": True, "interactiveMode": "Never",
+        "command": "gke-gcloud-auth-plugin", "args": ["--use_application_default_credentials"],
+        "provideClusterInfo": True, "interactiveMode": "Never",
         "installHint": "Install gke-gcloud-auth-plugin: gcloud components install gke-gcloud-auth-plugin"})
 
 
@@ -52,6 +63,23 @@ def api_kubeconfig(spec: GkeClusterConfig, cluster: gcp.container.Cluster) -> pu
         lambda values: kubeconfig(*values))
 
 
+def webhook_ports() -> list[str]:
+    """Every port a chart the platform installs serves an admission webhook or aggregated API on."""
+    return [str(port) for port in sorted({port for ports in WEBHOOK_PORTS.values() for port in ports})]
+
+
+def maintenance_policy(maintenance: GkeMaintenance) -> gcp.container.ClusterMaintenancePolicyArgs:
+    window = maintenance.window
+    return gcp.container.ClusterMaintenancePolicyArgs(
+        recurring_window=gcp.container.ClusterMaintenancePolicyRecurringWindowArgs(
+            start_time=window.start, end_time=window.end, recurrence=window.recurrence),
+        maintenance_exclusions=[gcp.container.ClusterMaintenancePolicyMaintenanceExclusionArgs(
+            exclusion_name=exclusion.name, start_time=exclusion.start, end_time=exclusion.end,
+            exclusion_options=gcp.container.ClusterMaintenancePolicyMaintenanceExclusionExclusionOptionsArgs(
+                scope=exclusion.scope)) for exclusion in maintenance.exclusions],
+    )
+
+
 def guest_accelerator(pool: GkeGpuPool) -> gcp.container.NodePoolNodeConfigGuestAcceleratorArgs:
     """The pool's GPUs, with GKE's own driver installation and its GPU sharing or MIG partitioning."""
     slicing = pool.sharing.time_slicing
@@ -64,6 +92,27 @@ def guest_accelerator(pool: GkeGpuPool) -> gcp.container.NodePoolNodeConfigGuest
         gpu_sharing_config=gcp.container.NodePoolNodeConfigGuestAcceleratorGpuSharingConfigArgs(
             gpu_sharing_strategy="TIME_SHARING", max_shared_clients_per_gpu=slicing.replicas) if slicing else None,
         gpu_partition_size=pool.mig_partition_size,
+    )
+
+
+def node_config(account: pulumi.Input[str], *, machine_type: str, labels: dict[str, str],
+                guest_accelerators: list[gcp.container.NodePoolNodeConfigGuestAcceleratorArgs] | None = None,
+                spot: bool | None = None, disk_size_gb: int | None = None, disk_type: str | None = None,
+                gvnic: gcp.container.NodePoolNodeConfigGvnicArgs | None = None,
+                ephemeral_storage_local_ssd_config:
+                gcp.container.NodePoolNodeConfigEphemeralStorageLocalSsdConfigArgs | None = None,
+                taints: list[gcp.container.NodePoolNodeConfigTaintArgs] | None = None,
+                ) -> gcp.container.NodePoolNodeConfigArgs:
+    """A node pool's nodes: the platform's node account, shielded, with Workload Identity's metadata server."""
+    return gcp.container.NodePoolNodeConfigArgs(
+        machine_type=machine_type, labels=labels, guest_accelerators=guest_accelerators, spot=spot,
+        disk_size_gb=disk_size_gb, disk_type=disk_type, gvnic=gvnic,
+        ephemeral_storage_local_ssd_config=ephemeral_storage_local_ssd_config, taints=taints,
+        service_account=account, oauth_scopes=[CLOUD_PLATFORM_SCOPE],
+        shielded_instance_config=gcp.container.NodePoolNodeConfigShieldedInstanceConfigArgs(
+            enable_secure_boot=True, enable_integrity_monitoring=True),
+        # Pods get Google credentials from Workload Identity, never from the node's account.
+        workload_metadata_config=gcp.container.NodePoolNodeConfigWorkloadMetadataConfigArgs(mode="GKE_METADATA"),
     )
 
 
@@ -101,16 +150,45 @@ class GkeCluster(pulumi.ComponentResource):
         # Private nodes have no public addresses: they reach registries and APIs through Cloud NAT.
         router = gcp.compute.Router(f"{name}-router", name=spec.name, network=network.id, region=spec.region,
                                     opts=child)
-        gcp.compute.RouterNat(f"{name}-nat", name=spec.name, router=router.name, region=spec.region,
-                              nat_ip_allocate_option="AUTO_ONLY",
-                              source_subnetwork_ip_ranges_to_nat="ALL_SUBNETWORKS_ALL_IP_RANGES", opts=child)
+        gcp.compute.RouterNat(
+            f"{name}-nat", name=spec.name, router=router.name, region=spec.region,
+            nat_ip_allocate_option="AUTO_ONLY", source_subnetwork_ip_ranges_to_nat="ALL_SUBNETWORKS_ALL_IP_RANGES",
+            # GPU nodes pull images of many GB over many connections at once: each node's ports grow on demand
+            # (from 1024 up to a whole address) instead of a fixed 64, and NAT adds addresses as needed.
+            enable_dynamic_port_allocation=True, enable_endpoint_independent_mapping=False,
+            min_ports_per_vm=1024, max_ports_per_vm=65536,
+            # Dropped connections (ports or addresses exhausted) are logged; successful ones are not.
+            log_config=gcp.compute.RouterNatLogConfigArgs(enable=True, filter="ERRORS_ONLY"),
+            opts=child)
 
-        nodes_account = gcp.serviceaccount.Account(f"{name}-nodes", account_id=f"{spec.name}-nodes"[:30],
+        nodes_account = gcp.serviceaccount.Account(f"{name}-nodes", account_id=f"{spec.name}-nodes",
                                                    display_name=f"Nodes of {spec.name}", opts=child)
-        for role in NODE_ROLES:
-            gcp.projects.IAMMember(f"{name}-nodes-{role.split('/')[1]}", project=spec.project, role=role,
-                                   member=nodes_account.email.apply(lambda email: f"serviceAccount:{email}"),
-                                   opts=child)
+        nodes_member = nodes_account.email.apply(lambda email: f"serviceAccount:{email}")
+        node_roles = [gcp.projects.IAMMember(f"{name}-nodes-{role.split('/')[1]}", project=spec.project,
+                                             role=role, member=nodes_member, opts=child)
+                      for role in NODE_ROLES]
+
+        # The control plane calls admission webhooks and aggregated APIs on the pods' own ports; GKE's own rule
+        # opens only 443 and 10250 to private nodes (terraform-google-kubernetes-engine's private-cluster
+        # module adds the same rule: firewall.tf, master_webhooks).
+        gcp.compute.Firewall(
+            f"{name}-webhooks", name=f"{spec.name}-master-webhooks", network=network.id, direction="INGRESS",
+            description="The GKE control plane reaches the platform's admission webhooks and aggregated APIs",
+            source_ranges=[spec.network.master_cidr], target_service_accounts=[nodes_account.email],
+            allows=[gcp.compute.FirewallAllowArgs(protocol="tcp", ports=webhook_ports())],
+            opts=child)
+
+        # Secrets in etcd are encrypted with a key of ours (application-layer secrets encryption), which GKE's
+        # service agent may use. Key rings cannot be deleted: a suffix lets a destroyed stack be created again.
+        suffix = random.RandomId(f"{name}-keyring-suffix", byte_length=3, opts=pulumi.ResourceOptions(parent=self))
+        key_ring = gcp.kms.KeyRing(f"{name}-keyring", name=suffix.hex.apply(lambda hex_: f"{spec.name}-{hex_}"),
+                                   location=spec.region, opts=kept)
+        secrets_key = gcp.kms.CryptoKey(f"{name}-secrets-key", name="kubernetes-secrets", key_ring=key_ring.id,
+                                        purpose="ENCRYPT_DECRYPT", rotation_period=KMS_ROTATION, opts=kept)
+        gke_agent = gcp.kms.CryptoKeyIAMMember(
+            f"{name}-secrets-key-gke", crypto_key_id=secrets_key.id, role="roles/cloudkms.cryptoKeyEncrypterDecrypter",
+            member=f"serviceAccount:service-{spec.project_number}@container-engine-robot.iam.gserviceaccount.com",
+            opts=child)
 
         authorized = spec.master_authorized_networks
         cluster = gcp.container.Cluster(
@@ -123,14 +201,26 @@ class GkeCluster(pulumi.ComponentResource):
             networking_mode="VPC_NATIVE",
             ip_allocation_policy=gcp.container.ClusterIpAllocationPolicyArgs(
                 cluster_secondary_range_name="pods", services_secondary_range_name="services"),
-            # The default pool goes at once; the managed pools below replace it.
+            # The default pool goes at once; the managed pools below replace it. While it lives it runs as the
+            # platform's node account, not the Compute Engine default account, which organisations often
+            # disable (terraform-google-kubernetes-engine declares it the same way: cluster.tf, default-pool).
             remove_default_node_pool=True,
-            initial_node_count=1,
+            node_pools=[gcp.container.ClusterNodePoolArgs(
+                name=DEFAULT_POOL, initial_node_count=1,
+                node_config=gcp.container.ClusterNodePoolNodeConfigArgs(
+                    service_account=nodes_account.email, oauth_scopes=[CLOUD_PLATFORM_SCOPE],
+                    shielded_instance_config=gcp.container.ClusterNodePoolNodeConfigShieldedInstanceConfigArgs(
+                        enable_secure_boot=True, enable_integrity_monitoring=True),
+                    workload_metadata_config=gcp.container.ClusterNodePoolNodeConfigWorkloadMetadataConfigArgs(
+                        mode="GKE_METADATA")))],
             min_master_version=spec.kubernetes_version,
             release_channel=gcp.container.ClusterReleaseChannelArgs(channel=spec.release_channel),
+            maintenance_policy=maintenance_policy(spec.maintenance),
             workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(
                 workload_pool=f"{spec.project}.svc.id.goog"),
             enable_shielded_nodes=True,
+            database_encryption=gcp.container.ClusterDatabaseEncryptionArgs(state="ENCRYPTED",
+                                                                            key_name=secrets_key.id),
             private_cluster_config=gcp.container.ClusterPrivateClusterConfigArgs(
                 enable_private_nodes=True, enable_private_endpoint=False,
                 master_ipv4_cidr_block=spec.network.master_cidr),
@@ -146,31 +236,28 @@ class GkeCluster(pulumi.ComponentResource):
             # Dataplane V2 enforces NetworkPolicies: the teams' default-deny depends on it.
             datapath_provider="ADVANCED_DATAPATH",
             deletion_protection=prod,
-            opts=kept,
+            # The default pool exists only at creation (as in the terraform module's lifecycle block); a cluster
+            # created before it was declared must not be replaced for it.
+            opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(
+                ignore_changes=["nodePools", "initialNodeCount"], depends_on=[gke_agent, *node_roles])),
         )
 
-        node_config = {
-            "service_account": nodes_account.email,
-            "oauth_scopes": ["https://www.googleapis.com/auth/cloud-platform"],
-            "shielded_instance_config": gcp.container.NodePoolNodeConfigShieldedInstanceConfigArgs(
-                enable_secure_boot=True, enable_integrity_monitoring=True),
-            # Pods get Google credentials from Workload Identity, never from the node's account.
-            "workload_metadata_config": gcp.container.NodePoolNodeConfigWorkloadMetadataConfigArgs(
-                mode="GKE_METADATA"),
-        }
+        # Pools come after their account's roles: nodes that boot without them cannot write logs or pull images.
         management = gcp.container.NodePoolManagementArgs(auto_repair=True, auto_upgrade=True)
         system = gcp.container.NodePool(
             f"{name}-system", name="system", cluster=cluster.id, location=spec.region,
             autoscaling=gcp.container.NodePoolAutoscalingArgs(total_min_node_count=spec.system_pool.min_nodes,
                                                               total_max_node_count=spec.system_pool.max_nodes),
             initial_node_count=1, management=management,
-            node_config=gcp.container.NodePoolNodeConfigArgs(machine_type=spec.system_pool.machine_type,
-                                                             labels={POOL_LABEL: SYSTEM_POOL}, **node_config),
-            opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(ignore_changes=["initialNodeCount"])))
+            node_config=node_config(nodes_account.email, machine_type=spec.system_pool.machine_type,
+                                    labels={POOL_LABEL: SYSTEM_POOL}),
+            opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(
+                ignore_changes=["initialNodeCount"], depends_on=node_roles)))
 
         gpu_pools = gke_gpu_pools(spec)
-        node_pools = [system]
+        node_pools: list[pulumi.Resource] = [system]
         for pool, gpu_pool in zip(spec.gpu_pools, gpu_pools, strict=True):
+            settings = node_settings(pool.machine_type)
             node_pools.append(gcp.container.NodePool(
                 f"{name}-{pool.name}", name=pool.name, cluster=cluster.id, location=spec.region,
                 node_locations=pool.zones or spec.zones,
@@ -178,18 +265,25 @@ class GkeCluster(pulumi.ComponentResource):
                                                                   total_max_node_count=pool.max_nodes,
                                                                   location_policy="ANY"),
                 initial_node_count=0, management=management,
-                node_config=gcp.container.NodePoolNodeConfigArgs(
+                node_config=node_config(
+                    nodes_account.email,
                     machine_type=pool.machine_type,
                     guest_accelerators=[guest_accelerator(pool)],
                     spot=pool.spot,
                     disk_size_gb=pool.disk_size_gb,
-                    disk_type="pd-balanced",
+                    disk_type=settings.disk_type,
+                    gvnic=gcp.container.NodePoolNodeConfigGvnicArgs(enabled=True) if settings.gvnic else None,
+                    ephemeral_storage_local_ssd_config=(
+                        gcp.container.NodePoolNodeConfigEphemeralStorageLocalSsdConfigArgs(
+                            local_ssd_count=settings.local_ssds) if settings.local_ssds else None),
                     labels=dict(gpu_pool.labels),
                     taints=[gcp.container.NodePoolNodeConfigTaintArgs(key=t.key, value=t.value,
                                                                       effect=CLOUD_TAINT_EFFECT[t.effect])
-                            for t in gpu_pool.taints],
-                    **node_config),
-                opts=child))
+                            for t in gpu_pool.taints]),
+                # The autoscaler owns the size: a resize is not drift, and replacing the pool for it would
+                # kill running jobs (the terraform module ignores initial_node_count on every pool).
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+                    ignore_changes=["initialNodeCount"], depends_on=node_roles))))
 
         config = pulumi.Output.secret(api_kubeconfig(spec, cluster))
         provider = explicit_provider(self, name, config, ready=node_pools)
@@ -199,8 +293,12 @@ class GkeCluster(pulumi.ComponentResource):
             cloud="gcp",
             provider=provider,
             kubeconfig=config,
+            # GKE's device plugin names GPUs by device, and its nodes have no NVIDIA container runtime (Google's
+            # DCGM exporter manifest, GoogleCloudPlatform/prometheus-engine examples/nvidia-dcgm, runs
+            # privileged with DCGM_EXPORTER_KUBERNETES_GPU_ID_TYPE=device-name).
             capabilities=Capabilities(gpu_drivers=True, device_plugin=True, physical_gpus=True,
-                                      persistent_volumes=True, driver_host_path=GKE_DRIVER_PATH),
+                                      persistent_volumes=True, driver_host_path=GKE_DRIVER_PATH,
+                                      gpu_device_ids="device-name", gpu_agents_privileged=True),
             gpu_pools=gpu_pools,
         )
         self.register_outputs({"clusterName": cluster.name, "endpoint": cluster.endpoint})
