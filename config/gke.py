@@ -51,7 +51,7 @@ def machine_gpus(machine_type: str, accelerator: str | None, gpus: int | None) -
             raise ValueError(f"an N1 machine carries the GPUs given to it: set accelerator to one of "
                              f"{', '.join(N1_ACCELERATORS)}")
         counts = N1_ACCELERATORS[accelerator]
-        if gpus not in counts:
+        if gpus is None or gpus not in counts:
             raise ValueError(f"{accelerator} attaches to N1 machines {', '.join(map(str, counts))} at a time; set "
                              f"gpusPerNode to one of those (got {gpus})")
         return accelerator, gpus

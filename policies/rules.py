@@ -338,7 +338,8 @@ def kubernetes_version_is_supported(resource_type: str, props: Props, stack: str
     field = {EKS_CLUSTER: "version", GKE_CLUSTER: "minMasterVersion"}.get(resource_type)
     version = _minor(props.get(field)) if field else None
     low, high = (_minor(v) for v in SUPPORTED_KUBERNETES)
-    if version is None or low <= version <= high:
+    assert low and high, f"SUPPORTED_KUBERNETES must name two minor versions, not {SUPPORTED_KUBERNETES}"
+    if field is None or version is None or low <= version <= high:
         return []
     return [f"Kubernetes {props[field]} is outside the supported window {SUPPORTED_KUBERNETES[0]} to "
             f"{SUPPORTED_KUBERNETES[1]}: upgrade one minor version at a time"]

@@ -18,7 +18,7 @@ from synth.summary import summarize
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m synth", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m synth", description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("stack", nargs="?", default="local", help="the stack to synthesize (default: local)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: out/<stack>)")
     parser.add_argument("--policy-config", type=Path, default=None,

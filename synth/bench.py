@@ -71,9 +71,11 @@ def _replay(entries: list[dict[str, Any]]) -> None:
         if urn in made:
             return made[urn]
         entry = by_urn[urn]
+        provider = make(entry["provider"]) if entry["provider"] else None
+        assert provider is None or isinstance(provider, pulumi.ProviderResource)
         opts = pulumi.ResourceOptions(
             parent=make(entry["parent"]) if entry["parent"] else None,
-            provider=make(entry["provider"]) if entry["provider"] else None,
+            provider=provider,
             depends_on=[dep for d in entry["dependsOn"] if (dep := make(d)) is not None],
         )
         if entry["custom"]:
@@ -116,7 +118,7 @@ def _measure(kind: str, teams: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m synth.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m synth.bench", description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--child", nargs=2, metavar=("KIND", "TEAMS"), help=argparse.SUPPRESS)
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="team counts to run")
     args = parser.parse_args()

@@ -182,7 +182,7 @@ def run_program(program: Callable[[], None], *, project: str, stack: str, config
 
     # Each run starts from a clean runtime, so that one process can synthesize many stacks.
     ROOT.set(None)
-    SETTINGS.outputs.clear()
+    SETTINGS.outputs.clear()  # pyright: ignore[reportAttributeAccessIssue] (the SDK's untyped context property)
     configure(MockSettings(
         monitor=monitor,
         monitor_features=set(monitor.GetDeploymentInfo(None).supportedFeatures),
