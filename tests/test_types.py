@@ -47,14 +47,16 @@ def test_the_project_type_checks_with_zero_errors():
 
 
 def test_a_misspelt_key_in_a_nested_resource_argument_is_a_type_error(tmp_path):
+    # The SDK's TypedDicts spell keys as its Args classes do (snake_case) and translate them to the API's names.
     (tmp_path / "pyrightconfig.json").write_text(json.dumps({"typeCheckingMode": "standard"}))
     (tmp_path / "program.py").write_text(
         "import pulumi_kubernetes as k8s\n"
-        "\n"
         'k8s.core.v1.ConfigMap("right", metadata={"name": "a", "namespace": "b"}, data={"k": "v"})\n'
         'k8s.core.v1.ConfigMap("wrong", metadata={"name": "a", "namepsace": "b"}, data={"k": "v"})\n'
-        'k8s.apps.v1.Deployment("deep", spec={"selector": {"matchLabels": {"app": "a"}}, "template": {\n'
-        '    "spec": {"containers": [{"name": "a", "image": "a:1", "imagePullPolcy": "Always"}]}}})\n')
+        'k8s.apps.v1.Deployment("right", spec={"selector": {"match_labels": {"app": "a"}}, "template": {\n'
+        '    "spec": {"containers": [{"name": "a", "image": "a:1", "image_pull_policy": "Always"}]}}})\n'
+        'k8s.apps.v1.Deployment("wrong", spec={"selector": {"match_labels": {"app": "a"}}, "template": {\n'
+        '    "spec": {"containers": [{"name": "a", "image": "a:1", "image_pull_polcy": "Always"}]}}})\n')
     errors = _errors(_start(cwd=tmp_path))
-    assert sorted(e["range"]["start"]["line"] + 1 for e in errors) == [4, 5], _show(errors)
+    assert sorted(e["range"]["start"]["line"] + 1 for e in errors) == [3, 6], _show(errors)
     assert all("ArgsDict" in e["message"] for e in errors), _show(errors)
