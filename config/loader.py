@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any, TypeVar
 
 import pulumi
@@ -70,6 +71,13 @@ def check_queues(config: PlatformConfig, stack: str) -> list[str]:
     capacity = config.cluster.pool_capacities()
     pools = list(capacity)
     warnings: list[str] = []
+    # What each team lends its cohort, summed per cohort once: summing the others for every team took time
+    # quadratic in the teams.
+    lends = [team.queue.lending_limit if team.queue.lending_limit is not None
+             else sum(team.nominal_gpus(capacity).values()) for team in config.teams]
+    cohort_lends = Counter[str]()
+    for team, lent in zip(config.teams, lends):
+        cohort_lends[team.queue.cohort] += lent
     for index, team in enumerate(config.teams):
         where = f"{file}: {PROJECT}:teams[{index}].queue"
         for pool in (team.queue.gpus or {}):
@@ -82,9 +90,7 @@ def check_queues(config: PlatformConfig, stack: str) -> list[str]:
                               f"({team.quota.gpus}), which caps what its pods may hold; raise the quota or lower "
                               "these.")
         borrowing = team.quota.gpus - nominal
-        lendable = sum(other.queue.lending_limit if other.queue.lending_limit is not None
-                       else sum(other.nominal_gpus(capacity).values())
-                       for other in config.teams if other is not team and other.queue.cohort == team.queue.cohort)
+        lendable = cohort_lends[team.queue.cohort] - lends[index]
         if borrowing > lendable:
             raise ConfigError(f"{where}: the team may borrow up to {borrowing} GPUs (quota.gpus {team.quota.gpus} "
                               f"minus {nominal} guaranteed), but its cohort {team.queue.cohort!r} can lend at most "

@@ -383,8 +383,15 @@ def gke_cluster_is_hardened(resource_type: str, props: Props, stack: str) -> lis
 
 def team_namespaces_have_guardrails(resources: list[Resource]) -> list[tuple[str, str]]:
     """Every team namespace has a GPU/CPU/memory quota, a LimitRange and a default-deny ingress policy."""
+    # Indexed once: scanning every resource for each namespace took time quadratic in the teams.
+    by_place: dict[tuple[str, str], list[Props]] = {}
+    for r in resources:
+        kind, namespace = r.props.get("kind"), _namespace(r.props)
+        if isinstance(kind, str) and isinstance(namespace, str):
+            by_place.setdefault((kind, namespace), []).append(r.props)
+
     def in_namespace(kind: str, namespace: str) -> list[Props]:
-        return [r.props for r in resources if r.props.get("kind") == kind and _namespace(r.props) == namespace]
+        return by_place.get((kind, namespace), [])
 
     violations = []
     for resource in resources:
