@@ -1,8 +1,12 @@
 """`make bench`: how the synth scales with the number of teams, and what our own code costs on top of Pulumi.
 
-For 10, 100 and 1000 teams it runs, each in a fresh process: the real platform program, then a bare
-program that registers exactly the resources the real one did (same SDK classes, names, parents, providers
-and inputs) with no config validation and no components' code. The difference is our overhead.
+For 10, 100 and 1000 teams it runs, each in a fresh process: the real platform program through our engine
+stand-in, then what `make synth` does with it (files, policy checks, summary); a bare program that registers
+exactly the resources the real one did (same SDK classes, names, parents, providers and inputs) with no
+config validation and no components' code, through our engine; and the same bare program under the SDK's
+own mocks (`pulumi.runtime.set_mocks`, a Mocks that echoes inputs), which is the floor: what the SDK alone
+costs for these resources. Times are CPU seconds of the process (all its threads), so that other work on
+the machine does not skew them; on an idle machine the wall clock is within a few percent.
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ import time
 from typing import Any
 
 import pulumi
+from pulumi.runtime.mocks import MockMonitor, MockResourceArgs, Mocks
 
 from synth import PROJECT_DIR, synthesize
+from synth.checks import check
 from synth.engine import run_program
-from synth.output import plan
+from synth.output import plan, write
+from synth.summary import summarize
 
 SIZES = (10, 100, 1000)
 WORK_DIR = PROJECT_DIR / ".bench"
@@ -92,23 +99,49 @@ def _replay(entries: list[dict[str, Any]]) -> None:
         make(entry["urn"])
 
 
+class _EchoMocks(Mocks):
+    """The mocks of the SDK's testing guide: every resource's outputs are its inputs."""
+
+    def new_resource(self, args: MockResourceArgs) -> tuple[str, dict]:
+        return (f"{args.name}-id" if args.custom else "", args.inputs)
+
+    def call(self, args: Any) -> tuple[dict, None]:
+        raise RuntimeError(f"the bench program calls no provider function, yet called {args.token}")
+
+
+def _under_sdk_mocks(entries: list[dict[str, Any]]) -> int:
+    """Replay the plan under the SDK's own mocks and test runner, as a project's unit tests would; the count."""
+    monitor = MockMonitor(_EchoMocks())
+    pulumi.runtime.set_mocks(monitor.mocks, project="mlplatform", stack="bench", preview=True, monitor=monitor)
+    pulumi.runtime.test(lambda: _replay(entries))()
+    return len(monitor.get_registered_resources())
+
+
 def _child(kind: str, teams: int) -> dict[str, Any]:
     plan_file = WORK_DIR / f"plan-{teams}.json"
-    # Imports are paid once per process, not per resource: both programs start with them done.
+    # Imports are paid once per process, not per resource: every program starts with them done.
     import stacks.platform  # noqa: F401
-    start = time.perf_counter()
+    entries = [] if kind == "real" else json.loads(plan_file.read_text())["resources"]
+    result: dict[str, Any] = {}
+    start = time.process_time()
     if kind == "real":
         synthesis = synthesize("bench", config=bench_config(teams))
-        seconds = time.perf_counter() - start
+        result["seconds"] = time.process_time() - start
+        result["resources"] = len(synthesis.resources)
+        start = time.process_time()
+        out_dir = WORK_DIR / f"out-{teams}"
+        write(synthesis, out_dir)
+        summarize(synthesis, out_dir, check(synthesis))
+        result["output_seconds"] = time.process_time() - start
         plan_file.write_text(json.dumps(plan(synthesis)))
-        count = len(synthesis.resources)
+    elif kind == "bare":
+        synthesis = run_program(lambda: _replay(entries), project="mlplatform", stack="bench", config={})
+        result["seconds"] = time.process_time() - start
+        result["resources"] = len(synthesis.resources)
     else:
-        entries = json.loads(plan_file.read_text())["resources"]
-        start = time.perf_counter()
-        count = len(run_program(lambda: _replay(entries), project="mlplatform", stack="bench", config={}).resources)
-        seconds = time.perf_counter() - start
-    return {"seconds": seconds, "resources": count,
-            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        result["resources"] = _under_sdk_mocks(entries)
+        result["seconds"] = time.process_time() - start
+    return result | {"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def _measure(kind: str, teams: int) -> dict[str, Any]:
@@ -127,16 +160,19 @@ def main() -> None:
         print(json.dumps(_child(args.child[0], int(args.child[1]))))
         return
 
-    print(f"{'teams':>6} {'resources':>9} {'synth s':>8} {'bare s':>7} {'ratio':>6} {'ms/res':>7} "
-          f"{'bare ms/res':>11} {'peak MiB':>9}")
+    print(f"{'':16} {'CPU seconds':^31} {'CPU ms per resource':^31}")
+    print(f"{'teams':>6} {'resources':>9} {'synth':>7} {'output':>7} {'bare':>7} {'sdk':>7} "
+          f"{'synth':>7} {'output':>7} {'bare':>7} {'sdk':>7} {'synth/sdk':>9} {'peak MiB':>8}")
     for teams in args.sizes:
-        real = _measure("real", teams)
-        bare = _measure("bare", teams)
-        if bare["resources"] != real["resources"]:
-            raise SystemExit(f"the bare program registered {bare['resources']} resources, not {real['resources']}")
-        print(f"{teams:>6} {real['resources']:>9} {real['seconds']:>8.2f} {bare['seconds']:>7.2f} "
-              f"{real['seconds'] / bare['seconds']:>6.2f} {1000 * real['seconds'] / real['resources']:>7.2f} "
-              f"{1000 * bare['seconds'] / bare['resources']:>11.2f} {real['peak_mib']:>9.0f}")
+        real, bare, sdk = (_measure(kind, teams) for kind in ("real", "bare", "sdk"))
+        for other in (bare, sdk):
+            if other["resources"] != real["resources"]:
+                raise SystemExit(f"a bare program registered {other['resources']} resources, not {real['resources']}")
+        count = real["resources"]
+        seconds = (real["seconds"], real["output_seconds"], bare["seconds"], sdk["seconds"])
+        print(f"{teams:>6} {count:>9} " + " ".join(f"{s:>7.2f}" for s in seconds) + " "
+              + " ".join(f"{1000 * s / count:>7.2f}" for s in seconds)
+              + f" {real['seconds'] / sdk['seconds']:>9.2f} {real['peak_mib']:>8.0f}", flush=True)
 
 
 if __name__ == "__main__":
