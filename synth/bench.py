@@ -5,13 +5,15 @@ stand-in, then what `make synth` does with it (files, policy checks, summary); a
 exactly the resources the real one did (same SDK classes, names, parents, providers and inputs) with no
 config validation and no components' code, through our engine; and the same bare program under the SDK's
 own mocks (`pulumi.runtime.set_mocks`, a Mocks that echoes inputs), which is the floor: what the SDK alone
-costs for these resources. Times are CPU seconds of the process (all its threads), so that other work on
-the machine does not skew them; on an idle machine the wall clock is within a few percent.
+costs for these resources, once as the SDK leaves Python's cyclic collector (on) and once with it paused as
+our engine pauses it. Times are CPU seconds of the process (all its threads), so that other work on the
+machine skews them less than it would the wall clock.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import json
 import re
@@ -139,6 +141,8 @@ def _child(kind: str, teams: int) -> dict[str, Any]:
         result["seconds"] = time.process_time() - start
         result["resources"] = len(synthesis.resources)
     else:
+        if kind == "sdk-nogc":
+            gc.disable()
         result["resources"] = _under_sdk_mocks(entries)
         result["seconds"] = time.process_time() - start
     return result | {"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -160,19 +164,21 @@ def main() -> None:
         print(json.dumps(_child(args.child[0], int(args.child[1]))))
         return
 
-    print(f"{'':16} {'CPU seconds':^31} {'CPU ms per resource':^31}")
-    print(f"{'teams':>6} {'resources':>9} {'synth':>7} {'output':>7} {'bare':>7} {'sdk':>7} "
-          f"{'synth':>7} {'output':>7} {'bare':>7} {'sdk':>7} {'synth/sdk':>9} {'peak MiB':>8}")
+    kinds = ("real", "bare", "sdk", "sdk-nogc")
+    print(f"{'':25} {'CPU ms per resource':^41} {'synth / floor':^15}")
+    print(f"{'teams':>6} {'resources':>9} {'synth s':>7} {'synth':>7} {'output':>7} {'bare':>7} {'sdk':>7} "
+          f"{'sdk-nogc':>8} {'sdk':>7} {'sdk-nogc':>8} {'peak MiB':>8}")
     for teams in args.sizes:
-        real, bare, sdk = (_measure(kind, teams) for kind in ("real", "bare", "sdk"))
-        for other in (bare, sdk):
-            if other["resources"] != real["resources"]:
-                raise SystemExit(f"a bare program registered {other['resources']} resources, not {real['resources']}")
+        real, bare, sdk, sdk_nogc = (_measure(kind, teams) for kind in kinds)
         count = real["resources"]
-        seconds = (real["seconds"], real["output_seconds"], bare["seconds"], sdk["seconds"])
-        print(f"{teams:>6} {count:>9} " + " ".join(f"{s:>7.2f}" for s in seconds) + " "
-              + " ".join(f"{1000 * s / count:>7.2f}" for s in seconds)
-              + f" {real['seconds'] / sdk['seconds']:>9.2f} {real['peak_mib']:>8.0f}", flush=True)
+        for kind, other in zip(kinds[1:], (bare, sdk, sdk_nogc)):
+            if other["resources"] != count:
+                raise SystemExit(f"the {kind} program registered {other['resources']} resources, not {count}")
+        per_resource = [1000 * s / count for s in (real["seconds"], real["output_seconds"], bare["seconds"],
+                                                   sdk["seconds"], sdk_nogc["seconds"])]
+        print(f"{teams:>6} {count:>9} {real['seconds']:>7.1f} " + " ".join(f"{ms:>7.2f}" for ms in per_resource[:4])
+              + f" {per_resource[4]:>8.2f} {real['seconds'] / sdk['seconds']:>7.2f} "
+              f"{real['seconds'] / sdk_nogc['seconds']:>8.2f} {real['peak_mib']:>8.0f}", flush=True)
 
 
 if __name__ == "__main__":
