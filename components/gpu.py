@@ -98,7 +98,7 @@ def _size_unsized_containers(name: str, namespace: k8s.core.v1.Namespace,
     """The charts leave some agent containers without requests or limits, with no value to set them."""
     return k8s.core.v1.LimitRange(
         name, metadata=ObjectMetaArgs(name="container-defaults", namespace=namespace.metadata.name),
-        spec={"limits": [sizing.UNSIZED_AGENT_CONTAINER.limit_range_item()]},
+        spec=k8s.core.v1.LimitRangeSpecArgs(limits=[sizing.UNSIZED_AGENT_CONTAINER.limit_range_item()]),
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[namespace])))
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pulumi_kubernetes.core.v1 import LimitRangeItemArgs
+
 
 @dataclass(frozen=True)
 class Size:
@@ -19,10 +21,10 @@ class Size:
     memory: str
     memory_limit: str
 
-    def limit_range_item(self) -> dict[str, Any]:
+    def limit_range_item(self) -> LimitRangeItemArgs:
         """A LimitRange entry that gives this size to every container in its namespace that sets none."""
-        return {"type": "Container", "defaultRequest": {"cpu": self.cpu, "memory": self.memory},
-                "default": {"memory": self.memory_limit}}
+        return LimitRangeItemArgs(type="Container", default_request={"cpu": self.cpu, "memory": self.memory},
+                                  default={"memory": self.memory_limit})
 
     def resources(self) -> dict[str, Any]:
         """The container's `resources` as charts and pod specs take them."""

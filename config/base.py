@@ -227,19 +227,20 @@ def positive_quantity(value: str) -> str:
     return value
 
 
+def check_unique(items: list[Any], what: str) -> list[Any]:
+    """Each item once (a zone, a subnet, a role listed twice is a mistake or a duplicate resource at
+    `pulumi up`)."""
+    seen: dict[Any, int] = {}
+    for index, item in enumerate(items):
+        if item in seen:
+            raise ValueError(f"{what} {item!r} is listed twice (at [{seen[item]}] and [{index}]); list it once")
+        seen[item] = index
+    return items
+
+
 def unique_items(what: str) -> AfterValidator:
-    """A list validator: each item once (a zone, a subnet, a role listed twice is a mistake or a duplicate
-    resource at `pulumi up`)."""
-
-    def check(items: list[Any]) -> list[Any]:
-        seen: dict[Any, int] = {}
-        for index, item in enumerate(items):
-            if item in seen:
-                raise ValueError(f"{what} {item!r} is listed twice (at [{seen[item]}] and [{index}]); list it once")
-            seen[item] = index
-        return items
-
-    return AfterValidator(check)
+    """A list validator: see check_unique."""
+    return AfterValidator(lambda items: check_unique(items, what))
 
 
 # ---- networks -------------------------------------------------------------------------------------------

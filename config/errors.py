@@ -13,6 +13,7 @@ from typing import Any
 
 import pulumi
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 PROJECT = "mlplatform"
 
@@ -93,7 +94,7 @@ def _valid_keys(model: type[BaseModel] | None) -> str:
     return "; valid keys here: " + ", ".join(keys)
 
 
-def _describe(error: dict[str, Any], holder: type[BaseModel] | None) -> str:
+def _describe(error: ErrorDetails, holder: type[BaseModel] | None) -> str:
     kind = error["type"]
     ctx = error.get("ctx", {})
     if kind == "extra_forbidden":

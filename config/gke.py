@@ -11,7 +11,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from versions import KUBERNETES_VERSION
 from config.base import (Cidr, DnsLabel, GpuPools, GpuSharing, Model, PoolName, check_access_cidrs, check_disjoint,
-                         check_mig, matching, unique_items, unique_names)
+                         check_mig, check_unique, matching, unique_items, unique_names)
 from config.eks import KubernetesVersion
 from config.gpus import GPU_MODELS
 
@@ -374,7 +374,7 @@ class GkeClusterConfig(GpuPools, Model):
                              "control plane, such as [{cidr: 203.0.113.0/24, name: office}], or dnsEndpoint: true")
         cidrs = [network.cidr for network in self.master_authorized_networks]
         try:
-            unique_items("CIDR").func(cidrs)
+            check_unique(cidrs, "CIDR")
             check_access_cidrs(cidrs, self.environment)
         except ValueError as exc:
             raise ValueError(f"masterAuthorizedNetworks: {exc}") from None

@@ -6,10 +6,11 @@ Building the policies starts nothing; only constructing the PolicyPack (in __mai
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from pulumi_policy import (
     EnforcementLevel,
+    Policy,
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
@@ -42,10 +43,8 @@ def plain(value: Any) -> Any:
     The proxy raises on touching an unknown value, and the SDK then skips the whole policy for the
     resource; the rules would rather check everything that is known.
     """
-    if isinstance(value, Mapping) and not isinstance(value, dict):
-        value = value["__target"]
-    elif isinstance(value, Sequence) and not isinstance(value, (list, str)):
-        value = value["__target"]
+    if isinstance(value, (Mapping, Sequence)) and not isinstance(value, (dict, list, str)):
+        value = cast(Any, value)["__target"]  # the proxies hand out what they wrap under this key
     if isinstance(value, dict):
         return {key: plain(item) for key, item in value.items()}
     if isinstance(value, list):
@@ -78,5 +77,5 @@ def stack_policy(rule: rules.StackRule) -> StackValidationPolicy:
                                  enforcement_level=_LEVELS[rule.enforcement], validate=validate)
 
 
-def policies() -> list[ResourceValidationPolicy | StackValidationPolicy]:
+def policies() -> list[Policy]:
     return [*map(resource_policy, rules.RESOURCE_RULES), *map(stack_policy, rules.STACK_RULES)]

@@ -339,7 +339,8 @@ def kubernetes_version_is_supported(resource_type: str, props: Props, stack: str
     field = {EKS_CLUSTER: "version", GKE_CLUSTER: "minMasterVersion"}.get(resource_type)
     version = _minor(props.get(field)) if field else None
     low, high = (_minor(v) for v in SUPPORTED_KUBERNETES)
-    if version is None or low <= version <= high:
+    assert low and high, f"SUPPORTED_KUBERNETES must name two minor versions, not {SUPPORTED_KUBERNETES}"
+    if field is None or version is None or low <= version <= high:
         return []
     return [f"Kubernetes {props[field]} is outside the supported window {SUPPORTED_KUBERNETES[0]} to "
             f"{SUPPORTED_KUBERNETES[1]}: upgrade one minor version at a time"]
@@ -386,8 +387,15 @@ def gke_cluster_is_hardened(resource_type: str, props: Props, stack: str) -> lis
 
 def team_namespaces_have_guardrails(resources: list[Resource]) -> list[tuple[str, str]]:
     """Every team namespace has a GPU/CPU/memory quota, a LimitRange and a default-deny ingress policy."""
+    # Indexed once: scanning every resource for each namespace took time quadratic in the teams.
+    by_place: dict[tuple[str, str], list[Props]] = {}
+    for r in resources:
+        kind, namespace = r.props.get("kind"), _namespace(r.props)
+        if isinstance(kind, str) and isinstance(namespace, str):
+            by_place.setdefault((kind, namespace), []).append(r.props)
+
     def in_namespace(kind: str, namespace: str) -> list[Props]:
-        return [r.props for r in resources if r.props.get("kind") == kind and _namespace(r.props) == namespace]
+        return by_place.get((kind, namespace), [])
 
     violations = []
     for resource in resources:

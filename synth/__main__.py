@@ -27,7 +27,7 @@ _STACK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m synth", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m synth", description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("stack", nargs="?", default="local", help="the stack to synthesize (default: local)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: out/<stack>)")
     parser.add_argument("--policy-config", type=Path, default=None,

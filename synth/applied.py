@@ -113,7 +113,7 @@ def _program(rule: str) -> Any:
 
 
 def check_cel(objects: list[dict[str, Any]], crds: list[dict[str, Any]]) -> CelReport:
-    import celpy
+    from celpy.adapter import json_to_cel
 
     schemas: dict[tuple[str, str], dict[str, Any]] = {}
     for crd in crds:
@@ -134,7 +134,7 @@ def check_cel(objects: list[dict[str, Any]], crds: list[dict[str, Any]]) -> CelR
                 continue
             where = f"{describe(obj)} {path or '(top level)'}"
             try:
-                result = _program(expression).evaluate({"self": celpy.json_to_cel(copy.deepcopy(value))})
+                result = _program(expression).evaluate({"self": json_to_cel(copy.deepcopy(value))})
             except Exception as exc:  # noqa: BLE001 (cel-python raises many kinds; each is reported by rule)
                 result = exc
             if isinstance(result, Exception):
@@ -205,7 +205,7 @@ def _pod_spec(obj: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _expression_holds(expression: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    key, operator, values = expression.get("key"), expression.get("operator"), expression.get("values") or []
+    key, operator, values = str(expression.get("key")), expression.get("operator"), expression.get("values") or []
     if operator == "In":
         return labels.get(key) in values
     if operator == "NotIn":

@@ -158,10 +158,10 @@ def diff_revisions(base: str, stacks: list[str], head: Path = PROJECT_DIR) -> st
         old, new = before.get(stack), after.get(stack)
         if isinstance(new, str):
             sections.append(f"Stack {stack}: does not synthesize: {new}")
-        elif old is None:
-            sections.append(f"Stack {stack}: new stack, {len(new['resources'])} resources to create")
         elif new is None:
             sections.append(f"Stack {stack}: removed from the repo (its resources stay until `pulumi destroy`)")
+        elif old is None:
+            sections.append(f"Stack {stack}: new stack, {len(new['resources'])} resources to create")
         elif isinstance(old, str):
             sections.append(f"Stack {stack}: did not synthesize at {base} ({old}); now {len(new['resources'])} "
                             "resources")
@@ -173,7 +173,7 @@ def diff_revisions(base: str, stacks: list[str], head: Path = PROJECT_DIR) -> st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m synth.diff", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m synth.diff", description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("stacks", nargs="*", help="the stacks to compare (default: every stack in either tree)")
     parser.add_argument("--base", help="the git revision to compare the working tree with")
     parser.add_argument("--plans", nargs=2, type=Path, metavar=("BEFORE", "AFTER"),

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import jsonschema.validators
 import yaml
 
 from versions import KUBERNETES_VERSION
@@ -136,6 +137,7 @@ def check_manifests(manifests: list[dict[str, Any]], *, kubernetes_version: str 
             continue
         try:
             if validator is None:
+                assert schema is not None  # an object with neither was reported unchecked above
                 # Not jsonschema.validate: CRDs use Go regex syntax (such as a mid-pattern "(?i)") that the
                 # meta-schema check would reject although the API server accepts it.
                 validator = custom_validators.get(id(schema)) or custom_validators.setdefault(

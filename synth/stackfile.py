@@ -30,7 +30,7 @@ EXAMPLE = f"config: {{{PROJECT}:cluster: {{cloud: kind}}}}"
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses what is not plain data, and keys given twice in one mapping."""
 
-    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, yaml.MappingNode):
             seen: dict[Any, yaml.Node] = {}
             for key_node, _ in node.value:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pulumi
 import pulumi_kubernetes as k8s
 import yaml
@@ -25,10 +27,12 @@ def exec_kubeconfig(name: str, server: str, certificate_authority: str | None,
 
 
 def explicit_provider(cluster: pulumi.ComponentResource, name: str, kubeconfig: pulumi.Input[str],
-                      ready: list[pulumi.Resource] | None = None, **settings: object) -> k8s.Provider:
+                      ready: Sequence[pulumi.Resource] | None = None, *, context: str | None = None,
+                      delete_unreachable: bool | None = None) -> k8s.Provider:
     """The Kubernetes provider every resource on this cluster goes through; the default one is never used.
 
     `ready` is what must exist before anything is installed (nodes to run it, the network add-ons).
     """
-    return k8s.Provider(f"{name}-k8s", kubeconfig=kubeconfig, enable_server_side_apply=True,
-                        opts=pulumi.ResourceOptions(parent=cluster, depends_on=ready or []), **settings)
+    return k8s.Provider(f"{name}-k8s", kubeconfig=kubeconfig, enable_server_side_apply=True, context=context,
+                        delete_unreachable=delete_unreachable,
+                        opts=pulumi.ResourceOptions(parent=cluster, depends_on=ready or []))

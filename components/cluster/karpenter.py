@@ -87,7 +87,7 @@ class KarpenterPool:
 
 def gpu_karpenter_pool(pool: EksGpuPool, gpu_pool: GpuPool) -> KarpenterPool:
     return KarpenterPool(
-        name=pool.name, instance_types=pool.instance_types, capacity_types=pool.capacity_types,
+        name=pool.name, instance_types=pool.instance_types, capacity_types=list(pool.capacity_types),
         labels=dict(gpu_pool.labels),
         taints=[{"key": t.key, "value": t.value, "effect": t.effect} for t in gpu_pool.taints],
         limits={"nvidia.com/gpu": pool.max_nodes * pool.shape.gpus},
