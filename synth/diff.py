@@ -145,7 +145,17 @@ def _export(rev: str, into: Path) -> None:
         tar.extractall(into, filter="data")
 
 
-def diff_revisions(base: str, stacks: list[str], head: Path = PROJECT_DIR) -> str:
+@dataclass(frozen=True)
+class Revisions:
+    """Each stack's plan (or why it did not synthesize) at the base revision and in the working tree, and the
+    objects its Helm releases render at both."""
+
+    before: dict[str, dict[str, Any] | str]
+    after: dict[str, dict[str, Any] | str]
+    rendered: dict[str, tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]]
+
+
+def synthesize_revisions(base: str, stacks: list[str], head: Path = PROJECT_DIR) -> Revisions:
     with tempfile.TemporaryDirectory(prefix="mlplatform-diff-") as tmp:
         base_tree = Path(tmp) / "base"
         _export(base, base_tree)
@@ -153,6 +163,12 @@ def diff_revisions(base: str, stacks: list[str], head: Path = PROJECT_DIR) -> st
         after = _synthesize_tree(head, Path(tmp) / "head-out", stacks)
         rendered = {stack: (rendered_objects_in(Path(tmp) / "base-out" / stack),
                             rendered_objects_in(Path(tmp) / "head-out" / stack)) for stack in after}
+    return Revisions(before, after, rendered)
+
+
+def diff_revisions(base: str, stacks: list[str], head: Path = PROJECT_DIR) -> str:
+    revisions = synthesize_revisions(base, stacks, head)
+    before, after, rendered = revisions.before, revisions.after, revisions.rendered
     sections = [f"Offline preview of the working tree against {base}:"]
     for stack in sorted(before.keys() | after.keys()):
         old, new = before.get(stack), after.get(stack)

@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from synth import PROJECT_DIR, delivery, synthesize
 from synth.checks import check
-from synth.diff import StackDiff, _export, _synthesize_tree, plan_diff  # noqa: PLC2701 (one module's helpers)
+from synth.diff import StackDiff, plan_diff, rendered_diff, synthesize_revisions
 from synth.output import HELM_RELEASE
 
 CHANGED_MARKER = "<!-- changed stacks: "
@@ -67,7 +66,11 @@ def policy_lines(stack: str) -> list[str]:
             + [f"  {v}" for v in violations])
 
 
-def stack_section(stack: str, before: dict[str, Any] | str | None, after: dict[str, Any] | str | None) -> list[str]:
+Rendered = tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]
+
+
+def stack_section(stack: str, before: dict[str, Any] | str | None, after: dict[str, Any] | str | None,
+                  rendered: Rendered | None = None) -> list[str]:
     if isinstance(after, str) or after is None:
         return [f"### {stack}", "", f"**does not synthesize**: {after}" if after else "removed from the repo", ""]
     if not isinstance(before, dict):
@@ -81,21 +84,22 @@ def stack_section(stack: str, before: dict[str, Any] | str | None, after: dict[s
     lines += [f"- {line}" if not line.startswith("  ") else f"  - {line.strip()}" for line in policy_lines(stack)]
     lines += ["", f"<details><summary>{diff.render().splitlines()[0]}</summary>", "", "```", diff.render(), "```",
               "", "</details>", ""]
+    # What a chart bump (or new values) changes in the objects the releases apply.
+    if rendered and (objects := rendered_diff(*rendered)):
+        lines += [f"<details><summary>{objects[0].strip()}</summary>", "", "```", *objects, "```", "",
+                  "</details>", ""]
     return lines
 
 
 def review(base: str, stacks: list[str], head: Path = PROJECT_DIR) -> str:
-    with tempfile.TemporaryDirectory(prefix="mlplatform-review-") as tmp:
-        base_tree = Path(tmp) / "base"
-        _export(base, base_tree)
-        before = _synthesize_tree(base_tree, Path(tmp) / "base-out", stacks)
-        after = _synthesize_tree(head, Path(tmp) / "head-out", stacks)
+    revisions = synthesize_revisions(base, stacks, head)
+    before, after = revisions.before, revisions.after
     lines = [f"## Offline preview against `{base}`", "",
              "Replacements and deletions first, then GPU capacity, team quotas, chart bumps and policy results; "
              "every change is folded under each stack.", ""]
     changed = {stack for stack in after.keys() & before.keys() if changes(before[stack], after[stack])}
     for stack in sorted(before.keys() | after.keys()):
-        section = stack_section(stack, before.get(stack), after.get(stack))
+        section = stack_section(stack, before.get(stack), after.get(stack), revisions.rendered.get(stack))
         platform = platform_of(stack, head)
         if platform in changed:
             section[2:2] = [f"> Previewed against `{platform}` as deployed: this pull request also changes "

@@ -78,12 +78,12 @@ def aws_cluster(**overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def eks_dev() -> Synthesis:
+def dev() -> Synthesis:
     return synthesize("dev")
 
 
 @pytest.fixture(scope="session")
-def eks_prod() -> Synthesis:
+def prod() -> Synthesis:
     return synthesize("prod")
 
 

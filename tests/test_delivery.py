@@ -244,8 +244,15 @@ def test_the_pull_request_comment_leads_with_replacements_deletions_capacity_quo
     after = plan({"l4": 8, "a10g": 8}, {"research": 8}, [
         resource("ml-cluster-2", name="ml"),
         resource("karpenter", type_=helm, chart="oci://x/karpenter", version="1.15.0")])
-    lines = review.stack_section("dev", before, after)
+    deployment = {"kind": "Deployment", "metadata": {"namespace": "kube-system", "name": "karpenter"},
+                  "spec": {"replicas": 2}}
+    rendered = ({"karpenter/deployment": deployment},
+                {"karpenter/deployment": deployment | {"spec": {"replicas": 3}}})
+    lines = review.stack_section("dev", before, after, rendered)
     lead = lines[:lines.index(next(line for line in lines if line.startswith("<details>")))]
+    # The chart bump's effect on what the release applies, folded below the lead.
+    assert "<details><summary>Rendered by its Helm releases: 1 objects change</summary>" in lines
+    assert any("update   karpenter: Deployment kube-system/karpenter" in line for line in lines)
     assert lead[:5] == ["### dev", "", "```diff", "- REPLACE aws:eks/cluster:Cluster ml-cluster -> ml-cluster-2",
                         "- DELETE  kueue:Queue old-queue"]
     assert "- GPU capacity: 12 -> 16 schedulable GPUs" in lead
@@ -264,13 +271,14 @@ def test_the_comment_reports_the_policy_results_of_the_new_code():
 
 def test_a_team_stacks_section_says_when_the_pull_request_also_changes_its_platform(monkeypatch, tmp_path):
     from synth import review
+    from synth.diff import Revisions
 
-    def fake_tree(tree: Path, out: Path, stacks: list[str]) -> dict[str, Any]:
-        dev_capacity = 12 if tree.name == "base" else 16
-        return {"dev": plan({"l4": dev_capacity}, {}, []), "team-vision": plan({}, {}, [])}
+    def revisions(base: str, stacks: list[str], head: Path) -> Revisions:
+        before, after = ({"dev": plan({"l4": capacity}, {}, []), "team-vision": plan({}, {}, [])}
+                         for capacity in (12, 16))
+        return Revisions(before, after, {})
 
-    monkeypatch.setattr(review, "_export", lambda base, into: None)
-    monkeypatch.setattr(review, "_synthesize_tree", fake_tree)
+    monkeypatch.setattr(review, "synthesize_revisions", revisions)
     monkeypatch.setattr(review, "policy_lines", lambda stack: [])
     text = review.review("origin/main", [])
     team = text[text.index("### team-vision"):]

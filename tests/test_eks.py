@@ -19,16 +19,6 @@ from tests.chart_values import chart_values, unknown_keys
 from tests.conftest import aws_cluster, synth_with
 
 
-@pytest.fixture
-def dev(eks_dev: Synthesis) -> Synthesis:
-    return eks_dev
-
-
-@pytest.fixture
-def prod(eks_prod: Synthesis) -> Synthesis:
-    return eks_prod
-
-
 def one(synthesis: Synthesis, type_: str) -> Resource:
     (found,) = synthesis.of_type(type_)
     return found

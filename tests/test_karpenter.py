@@ -19,16 +19,6 @@ QUEUE = "arn:aws:sqs:us-east-1:111122223333:ml-prod-karpenter"
 OWNED = {"aws:ResourceTag/kubernetes.io/cluster/ml-prod": "owned"}
 
 
-@pytest.fixture
-def dev(eks_dev: Synthesis) -> Synthesis:
-    return eks_dev
-
-
-@pytest.fixture
-def prod(eks_prod: Synthesis) -> Synthesis:
-    return eks_prod
-
-
 def statements() -> dict[str, dict[str, Any]]:
     return {s["Sid"]: s for s in json.loads(controller_policy(CLUSTER_ARN, NODE_ROLE, QUEUE))["Statement"]}
 
