@@ -145,3 +145,16 @@ def test_drift_detection_refreshes_every_stack_ci_deploys_and_keeps_one_issue_pe
     assert 'title="Drift in stack $STACK"' in script
     for command in ("gh issue create", "gh issue comment", "gh issue close"):
         assert command in script
+
+
+@pytest.mark.parametrize("name", ["deploy-stack.yml", "preview-stack.yml", "drift.yml"])
+def test_gcp_stacks_get_the_auth_plugin_their_kubeconfig_runs_before_pulumi(name):
+    # components/cluster/gke.py's kubeconfig execs gke-gcloud-auth-plugin: without it every Kubernetes resource
+    # of a gcp stack fails in CI.
+    (steps,) = [job["steps"] for job in workflow(name)["jobs"].values()
+                if any(s.get("uses", "").startswith("google-github-actions/auth@") for s in job.get("steps", []))]
+    plugin = next(i for i, s in enumerate(steps) if s.get("uses", "").startswith(
+        "google-github-actions/setup-gcloud@") and "gke-gcloud-auth-plugin" in s["with"]["install_components"])
+    runs_pulumi = [i for i, s in enumerate(steps) if s.get("with", {}).get("command") in ("up", "preview")
+                   or "pulumi preview" in s.get("run", "")]
+    assert runs_pulumi and plugin < min(runs_pulumi)
