@@ -84,6 +84,9 @@ def kube_prometheus_stack_values(cluster: ClusterHandle, settings: MonitoringCon
         # Stop short of a full disk: Prometheus then deletes old blocks instead of failing to write.
         gib = parse_quantity(settings.storage_size) / 2**30
         prometheus["retentionSize"] = f"{int(gib * Decimal('0.85'))}GB"
+        # A StatefulSet keeps its claims when deleted (Kubernetes' default, Retain), so `pulumi destroy` would
+        # leave the volume billing with no owner. The data is bounded by retention anyway; scaling keeps it.
+        prometheus["persistentVolumeClaimRetentionPolicy"] = {"whenDeleted": "Delete", "whenScaled": "Retain"}
     scrapes = CONTROL_PLANE_SCRAPES.get(cluster.cloud, CONTROL_PLANE_SCRAPES["existing"])
     return {
         "crds": {"enabled": True},

@@ -118,6 +118,8 @@ def test_prometheus_keeps_its_data_on_a_volume_where_the_cluster_has_durable_one
     assert claim == {"accessModes": ["ReadWriteOnce"], "storageClassName": "gp3",
                      "resources": {"requests": {"storage": "200Gi"}}}
     assert spec["retentionSize"] == "170GB"  # 85% of the volume: old data goes before the disk fills
+    # A destroy deletes the volume with the StatefulSet instead of leaving it billing.
+    assert spec["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Delete", "whenScaled": "Retain"}
 
 
 def test_no_persistence_on_kind():
