@@ -8,6 +8,7 @@ see. This module imports nothing from the project, so that the policy pack can l
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -346,6 +347,19 @@ def kubernetes_version_is_supported(resource_type: str, props: Props, stack: str
             f"{SUPPORTED_KUBERNETES[1]}: upgrade one minor version at a time"]
 
 
+def open_to_world(cidrs: list[Any]) -> bool:
+    """The CIDRs together cover every IPv4 address, however written (0.0.0.0/1 with 128.0.0.0/1 is the world);
+    the same judgement as config's check_access_cidrs, which the pack cannot import (it has its own venv)."""
+    networks = []
+    for cidr in cidrs:
+        try:
+            networks.append(ipaddress.ip_network(cidr, strict=False))
+        except (TypeError, ValueError):
+            continue  # unknown during a preview, or not a CIDR (the cloud API refuses it itself)
+    ipv4 = ipaddress.collapse_addresses(n for n in networks if isinstance(n, ipaddress.IPv4Network))
+    return ipaddress.IPv4Network("0.0.0.0/0") in list(ipv4) or any(n.prefixlen == 0 for n in networks)
+
+
 def eks_control_plane_is_hardened(resource_type: str, props: Props, stack: str) -> list[str]:
     if resource_type != EKS_CLUSTER:
         return []
@@ -359,7 +373,7 @@ def eks_control_plane_is_hardened(resource_type: str, props: Props, stack: str) 
     public = _get(props, "vpcConfig", "endpointPublicAccess")
     cidrs = _get(props, "vpcConfig", "publicAccessCidrs")
     if is_prod(stack) and public is not False and public is not UNKNOWN and cidrs is not UNKNOWN and (
-            not _items(cidrs) or "0.0.0.0/0" in _items(cidrs)):
+            not _items(cidrs) or open_to_world(_items(cidrs))):
         violations.append("a prod cluster's API endpoint is open to the whole internet: make it private, or "
                           "list the CIDRs allowed to reach it in publicAccessCidrs")
     return violations
@@ -380,6 +394,14 @@ def gke_cluster_is_hardened(resource_type: str, props: Props, stack: str) -> lis
     private = _get(props, "privateClusterConfig", "enablePrivateNodes")
     if is_prod(stack) and private is not True and private is not UNKNOWN:
         violations.append("a prod cluster's nodes have public IPs: set privateClusterConfig.enablePrivateNodes")
+    # No authorized networks at all leaves the IP endpoint open to every address, as does a world-wide list.
+    authorized = props.get("masterAuthorizedNetworksConfig")
+    blocks = [] if authorized is None else _get(authorized, "cidrBlocks")
+    if is_prod(stack) and authorized is not UNKNOWN and blocks is not UNKNOWN and (
+            authorized is None or open_to_world([_get(b, "cidrBlock") for b in _items(blocks)])):
+        violations.append("a prod cluster's API endpoint is open to the whole internet: list the networks allowed "
+                          "to reach it in masterAuthorizedNetworksConfig, or use the DNS-based endpoint with "
+                          "authorized networks on and empty")
     return violations
 
 
