@@ -16,6 +16,7 @@ from config.models import PlatformConfig
 from synth import PROJECT_DIR, synthesize
 from synth.engine import Synthesis, run_program
 from synth.schema import UPSTREAM_DIR
+from synth.render import stack_synthesis
 
 KIND = {"cloud": "kind"}
 
@@ -49,7 +50,7 @@ def cluster_handle(pools: tuple[GpuPool, ...] = (), **capabilities: bool) -> Clu
 
 @pytest.fixture(scope="session")
 def local_synth() -> Synthesis:
-    return synthesize("local")
+    return stack_synthesis("local")
 
 
 PLATFORM_STACKS = ("local", "dev", "prod", "gcp-dev")
@@ -79,12 +80,12 @@ def aws_cluster(**overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def dev() -> Synthesis:
-    return synthesize("dev")
+    return stack_synthesis("dev")
 
 
 @pytest.fixture(scope="session")
 def prod() -> Synthesis:
-    return synthesize("prod")
+    return stack_synthesis("prod")
 
 
 @pytest.fixture(scope="session")

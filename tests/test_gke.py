@@ -16,16 +16,15 @@ from config.errors import ConfigError
 from config.gke import GkeClusterConfig
 from config.gpus import GPU_MODELS
 from versions import CHARTS, WEBHOOK_PORTS
-from synth import synthesize
 from synth.engine import Synthesis
 from synth.output import helm_releases
-from synth.render import charts_available, stack_rendering
+from synth.render import charts_available, stack_rendering, stack_synthesis
 from tests.conftest import synth_with
 
 
 @pytest.fixture(scope="module")
 def gcp_dev() -> Synthesis:
-    return synthesize("gcp-dev")
+    return stack_synthesis("gcp-dev")
 
 
 def cluster_inputs(synthesis: Synthesis) -> dict[str, Any]:

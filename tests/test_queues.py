@@ -13,13 +13,13 @@ from components.gpu import ML_PRIORITY_CLASSES
 from components.queues import KUEUE_FRAMEWORKS, cluster_queue
 from config.queues import pool_shapes, queue_layout
 from config.errors import ConfigError
-from synth import synthesize
 from synth.engine import Synthesis
 from synth.output import helm_releases
 from synth.schema import check_manifests
 from tests.cel import crd_violations
 from tests.chart_values import chart_values, unknown_keys
 from tests.conftest import PLATFORM_STACKS, stack_config, synth_with
+from synth.render import stack_synthesis
 from versions import KUEUE, KUEUE_IMAGE_TAG
 
 # One node of each: a job of up to 4 GPUs fits t4, up to 2 fits a100.
@@ -193,7 +193,7 @@ def test_local_queues_wait_for_kueue(shared):
 
 
 def test_team_stack_namespaces_share_their_teams_queue(local_synth):
-    vision = synthesize("team-vision")
+    vision = stack_synthesis("team-vision")
     queues = local_queues(vision)
     assert set(queues) == {(ns, q) for ns in ("vision-dev", "vision-serving") for q in ("vision", "default")}
     assert all(q["spec"] == {"clusterQueue": "vision"} for q in queues.values())

@@ -15,6 +15,7 @@ from synth.checks import check
 from synth.output import manifests, write
 from synth.schema import check_manifests
 from synth.stackfile import available_stacks
+from synth.render import stack_synthesis
 
 STACKS = available_stacks(PROJECT_DIR)
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -22,7 +23,8 @@ SNAPSHOTS = Path(__file__).parent / "snapshots"
 
 @pytest.fixture(scope="module", params=STACKS)
 def stack(request):
-    return synthesize(request.param)
+    # Shared with the other tests of the process; the determinism test below synthesizes afresh.
+    return stack_synthesis(request.param)
 
 
 def test_the_repo_has_the_default_local_stack():

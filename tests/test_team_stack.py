@@ -6,20 +6,20 @@ import pytest
 
 from config.errors import ConfigError
 from stacks import main
-from synth import synthesize
 from synth.engine import SECRET, RecordingMonitor, Synthesis, run_program
 from tests.conftest import KIND, cli_config, synth_with, team
+from synth.render import stack_synthesis
 
 PLATFORM = "organization/mlplatform/local"
 
 
 @pytest.fixture(scope="module")
 def vision() -> Synthesis:
-    return synthesize("team-vision")
+    return stack_synthesis("team-vision")
 
 
 def team_stack(namespaces: list[dict], team_name: str = "vision", monitor: RecordingMonitor | None = None) -> Synthesis:
-    platform = synthesize("local")
+    platform = stack_synthesis("local")
     return run_program(main, project="mlplatform", stack="team-test",
                        config=cli_config(platformStack=PLATFORM, team=team_name, namespaces=namespaces),
                        stack_references={PLATFORM: platform.outputs}, monitor=monitor)
@@ -30,7 +30,7 @@ def namespace(name: str, gpus: int = 0, cpu: str = "1", memory: str = "4Gi") -> 
 
 
 def test_platform_exports_what_teams_need(vision):
-    platform = synthesize("local").outputs
+    platform = stack_synthesis("local").outputs
     assert platform["kubeconfig"] == SECRET
     assert platform["teams"]["vision"] == {"namespace": "vision", "gpus": 2, "guaranteedGpus": 2,
                                            "guarantee": {"t4": 2}, "cpu": "8", "memory": "32Gi", "ownStack": True}
@@ -39,7 +39,7 @@ def test_platform_exports_what_teams_need(vision):
 
 
 def test_the_platform_leaves_a_team_with_its_own_stack_to_that_stack():
-    names = {r.inputs["metadata"]["name"] for r in synthesize("local").of_type("kubernetes:core/v1:Namespace")}
+    names = {r.inputs["metadata"]["name"] for r in stack_synthesis("local").of_type("kubernetes:core/v1:Namespace")}
     assert "vision" not in names and {"research", "inference"} <= names
 
 
@@ -67,7 +67,7 @@ def test_team_stack_reads_the_platform_stack_and_creates_its_namespaces_through_
      "the namespaces ask for 40Gi memory in all, but team vision's budget on organization/mlplatform/local is 32Gi"),
 ])
 def test_a_request_over_budget_names_both_numbers_and_creates_nothing(namespaces, message):
-    monitor = RecordingMonitor({PLATFORM: synthesize("local").outputs})
+    monitor = RecordingMonitor({PLATFORM: stack_synthesis("local").outputs})
     with pytest.raises(ConfigError) as caught:
         team_stack(namespaces, monitor=monitor)
     assert str(caught.value).startswith("Pulumi.team-test.yaml: mlplatform:namespaces: ")
