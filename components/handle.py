@@ -111,6 +111,10 @@ def platform_gpu_pool(name: str, accelerator: str, *, gpus_per_node: int, min_no
                    sharing=sharing, mig_partitions=mig_partitions)
 
 
+# Parts of the control plane and cluster DNS that serve metrics a Prometheus inside the cluster may scrape.
+ControlPlanePart = Literal["scheduler", "controller-manager", "etcd", "kube-proxy", "coredns", "kube-dns"]
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What the cluster brings by itself, so that platform components install only what is missing."""
@@ -131,6 +135,9 @@ class Capabilities:
     # Agents that read every GPU of a node (the DCGM exporter) get the devices only by running privileged: no
     # NVIDIA container runtime hands them in (GKE).
     gpu_agents_privileged: bool = False
+    # What of the control plane and cluster DNS Prometheus can reach on this cluster; nothing else is scraped,
+    # so that no alert fires forever for a target that cannot exist. By default what every cluster has.
+    scrapeable: frozenset[ControlPlanePart] = frozenset({"coredns"})
 
 
 @dataclass(frozen=True)

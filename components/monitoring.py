@@ -19,7 +19,7 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components import sizing
 from components.gpu_rules import GPU_METRICS_JOB, gpu_rule_groups, node_label_allowlist
-from components.handle import Capabilities, ClusterHandle, GpuPool, gpu_node_affinity, gpu_tolerations
+from components.handle import Capabilities, ClusterHandle, ControlPlanePart, GpuPool, gpu_node_affinity, gpu_tolerations
 from components.kube import SYSTEM_NODE_CRITICAL, DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
 from versions import DCGM_EXPORTER, KUBE_PROMETHEUS_STACK
 from config.models import MonitoringConfig
@@ -34,27 +34,11 @@ GRAFANA_ADMIN_SECRET = "grafana-admin"
 GRAFANA_ADMIN_USER = "admin"
 
 
-# The control-plane parts kube-prometheus-stack scrapes, per cloud: only those that run where Prometheus can
-# reach their metrics. Turning one off drops its ServiceMonitor and its default alerts with it, so that a
-# healthy new cluster has no alert firing forever.
-# - aws: EKS runs the scheduler, controller manager and etcd out of reach (docs.aws.amazon.com/eks, "Fetch
-#   control plane raw metrics"); its kube-proxy add-on serves metrics on 127.0.0.1:10249 only (the add-on's
-#   KubeProxyConfiguration), so its target would be down (TargetDown); CoreDNS serves :9153.
-# - gcp: GKE hides the control plane; Dataplane V2 (components/cluster/gke.py) replaces kube-proxy; DNS is
-#   kube-dns (with its metrics sidecar), not CoreDNS.
-# - kind: kubeadm's etcd serves metrics on 127.0.0.1:2381 and kube-proxy on 127.0.0.1:10249, both out of
-#   Prometheus's reach; kind binds the scheduler and controller manager to all addresses.
-# - existing: nothing is known about the control plane: scrape only what every cluster has.
-CONTROL_PLANE_SCRAPES: dict[str, dict[str, bool]] = {
-    "aws": {"kubeControllerManager": False, "kubeScheduler": False, "kubeEtcd": False, "kubeProxy": False,
-            "coreDns": True, "kubeDns": False},
-    "gcp": {"kubeControllerManager": False, "kubeScheduler": False, "kubeEtcd": False, "kubeProxy": False,
-            "coreDns": False, "kubeDns": True},
-    "kind": {"kubeControllerManager": True, "kubeScheduler": True, "kubeEtcd": False, "kubeProxy": False,
-             "coreDns": True, "kubeDns": False},
-    "existing": {"kubeControllerManager": False, "kubeScheduler": False, "kubeEtcd": False, "kubeProxy": False,
-                 "coreDns": True, "kubeDns": False},
-}
+# kube-prometheus-stack's switch for each control-plane part: off drops its ServiceMonitor and default alerts
+# with it. Only what the cluster says Prometheus can reach is on (Capabilities.scrapeable).
+CONTROL_PLANE_VALUES: dict[ControlPlanePart, str] = {
+    "controller-manager": "kubeControllerManager", "scheduler": "kubeScheduler", "etcd": "kubeEtcd",
+    "kube-proxy": "kubeProxy", "coredns": "coreDns", "kube-dns": "kubeDns"}
 # Grafana's dashboard sidecar reads ConfigMaps in every namespace, and nothing else: the chart's own
 # ClusterRole would also let it read every Secret of the cluster (charts/grafana templates/clusterrole.yaml).
 GRAFANA_DASHBOARDS_ROLE = "mlplatform-grafana-dashboards"
@@ -87,7 +71,7 @@ def kube_prometheus_stack_values(cluster: ClusterHandle, settings: MonitoringCon
         # A StatefulSet keeps its claims when deleted (Kubernetes' default, Retain), so `pulumi destroy` would
         # leave the volume billing with no owner. The data is bounded by retention anyway; scaling keeps it.
         prometheus["persistentVolumeClaimRetentionPolicy"] = {"whenDeleted": "Delete", "whenScaled": "Retain"}
-    scrapes = CONTROL_PLANE_SCRAPES.get(cluster.cloud, CONTROL_PLANE_SCRAPES["existing"])
+    scrapeable = cluster.capabilities.scrapeable
     return {
         "crds": {"enabled": True},
         "prometheusOperator": {
@@ -118,7 +102,7 @@ def kube_prometheus_stack_values(cluster: ClusterHandle, settings: MonitoringCon
         # node-exporter is no GPU agent: on the system pool, without the chart's tolerate-every-taint default.
         "prometheus-node-exporter": {"nodeSelector": system, "tolerations": [],
                                      "resources": sizing.NODE_EXPORTER.resources()},
-        **{part: {"enabled": enabled} for part, enabled in scrapes.items()},
+        **{key: {"enabled": part in scrapeable} for part, key in CONTROL_PLANE_VALUES.items()},
     }
 
 

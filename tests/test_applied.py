@@ -124,8 +124,8 @@ def test_every_platform_container_has_requests_and_a_memory_limit(stack) -> None
     assert unsized == []
 
 
-# Control-plane targets that cannot exist per cloud, by the clouds' own docs (see CONTROL_PLANE_SCRAPES in
-# components/monitoring.py for the sources); the jobs kube-prometheus-stack gives them.
+# Control-plane targets that cannot exist per cloud, by the clouds' own docs (see each cluster module's
+# Capabilities.scrapeable for the sources); the jobs kube-prometheus-stack gives them.
 MISSING_TARGETS = {
     "aws": {"kube-scheduler", "kube-controller-manager", "kube-etcd", "kube-proxy"},
     "gcp": {"kube-scheduler", "kube-controller-manager", "kube-etcd", "kube-proxy", "coredns"},

@@ -263,8 +263,11 @@ class EksCluster(pulumi.ComponentResource):
             provider=provider,
             kubeconfig=config,
             # The accelerated AL2023 AMI has NVIDIA's drivers; the device plugin is ours to install.
+            # EKS runs the scheduler, controller manager and etcd out of reach (EKS User Guide, "Fetch control
+            # plane raw metrics"), and its kube-proxy add-on serves metrics on 127.0.0.1:10249 only (the add-on's
+            # KubeProxyConfiguration): of the control plane, only CoreDNS (:9153) can be scraped.
             capabilities=Capabilities(gpu_drivers=True, device_plugin=False, physical_gpus=True,
-                                      persistent_volumes=True),
+                                      persistent_volumes=True, scrapeable=frozenset({"coredns"})),
             gpu_pools=gpu_pools,
         )
         self.register_outputs({"clusterName": cluster.name, "endpoint": cluster.endpoint})

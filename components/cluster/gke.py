@@ -298,7 +298,10 @@ class GkeCluster(pulumi.ComponentResource):
             # privileged with DCGM_EXPORTER_KUBERNETES_GPU_ID_TYPE=device-name).
             capabilities=Capabilities(gpu_drivers=True, device_plugin=True, physical_gpus=True,
                                       persistent_volumes=True, driver_host_path=GKE_DRIVER_PATH,
-                                      gpu_device_ids="device-name", gpu_agents_privileged=True),
+                                      gpu_device_ids="device-name", gpu_agents_privileged=True,
+                                      # GKE hides the control plane, Dataplane V2 replaces kube-proxy, and DNS
+                                      # is kube-dns (with its metrics sidecar), not CoreDNS.
+                                      scrapeable=frozenset({"kube-dns"})),
             gpu_pools=gpu_pools,
         )
         self.register_outputs({"clusterName": cluster.name, "endpoint": cluster.endpoint})

@@ -94,8 +94,11 @@ class KindCluster(pulumi.ComponentResource):
             provider=provider,
             kubeconfig=kubeconfig,
             # kind's local-path volumes live and die with the laptop cluster.
+            # kind binds the scheduler and controller manager to all addresses; kubeadm's etcd (127.0.0.1:2381)
+            # and kube-proxy (127.0.0.1:10249) serve metrics on loopback only.
             capabilities=Capabilities(gpu_drivers=False, device_plugin=False, physical_gpus=False,
-                                      persistent_volumes=False),
+                                      persistent_volumes=False,
+                                      scrapeable=frozenset({"scheduler", "controller-manager", "coredns"})),
             gpu_pools=kind_gpu_pools(spec),
         )
         self.register_outputs({"kubeconfig": kubeconfig})
