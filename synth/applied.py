@@ -105,16 +105,43 @@ def _kubernetes_functions() -> dict[str, Any]:
 
 
 @cache
-def _program(rule: str) -> Any:
+def cel_program(rule: str) -> Any:
+    """A compiled CEL expression, with the Kubernetes library functions cel-python lacks."""
     import celpy
 
     environment = celpy.Environment()
     return environment.program(environment.compile(rule), functions=_kubernetes_functions())
 
 
-def check_cel(objects: list[dict[str, Any]], crds: list[dict[str, Any]]) -> CelReport:
+def with_defaults(schema: Mapping[str, Any], value: Any) -> Any:
+    """The value with its schema's defaults filled in: the API server defaults an object before it validates."""
+    if isinstance(value, dict):
+        properties = schema.get("properties") or {}
+        filled = {key: copy.deepcopy(sub["default"]) for key, sub in properties.items()
+                  if "default" in sub and key not in value}
+        return {key: with_defaults(properties.get(key) or {}, item) for key, item in (value | filled).items()}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [with_defaults(schema["items"], item) for item in value]
+    return value
+
+
+def create_rule_results(schema: Mapping[str, Any], obj: Any) -> Iterator[tuple[str, dict[str, Any], bool | Exception]]:
+    """(path, rule, whether it holds, or why it could not be evaluated) for every x-kubernetes-validations rule a
+    create meets, over the object defaulted as the API server defaults it. Transition rules (oldSelf) apply
+    to updates only and are left out."""
     from celpy.adapter import json_to_cel
 
+    for path, rule, value in _validations(schema, with_defaults(schema, obj), ""):
+        if "oldSelf" in rule["rule"]:
+            continue
+        try:
+            result = cel_program(rule["rule"]).evaluate({"self": json_to_cel(copy.deepcopy(value))})
+        except Exception as exc:  # noqa: BLE001 (cel-python raises many kinds; each is reported by rule)
+            result = exc
+        yield path, rule, result if isinstance(result, Exception) else bool(result)
+
+
+def check_cel(objects: list[dict[str, Any]], crds: list[dict[str, Any]]) -> CelReport:
     schemas: dict[tuple[str, str], dict[str, Any]] = {}
     for crd in crds:
         spec = crd["spec"]
@@ -127,24 +154,17 @@ def check_cel(objects: list[dict[str, Any]], crds: list[dict[str, Any]]) -> CelR
         schema = schemas.get((obj.get("apiVersion"), obj.get("kind")))
         if schema is None:
             continue
-        for path, rule, value in _validations(schema, obj, ""):
+        report.update_only += sum("oldSelf" in rule["rule"] for _, rule, _ in _validations(schema, obj, ""))
+        for path, rule, result in create_rule_results(schema, obj):
             expression = rule["rule"]
-            if "oldSelf" in expression:
-                report.update_only += 1
-                continue
             where = f"{describe(obj)} {path or '(top level)'}"
-            try:
-                result = _program(expression).evaluate({"self": json_to_cel(copy.deepcopy(value))})
-            except Exception as exc:  # noqa: BLE001 (cel-python raises many kinds; each is reported by rule)
-                result = exc
             if isinstance(result, Exception):
                 if expression not in unevaluable:
                     unevaluable.add(expression)
                     report.unevaluated.append(f"{expression!r} ({where}): {type(result).__name__}: {result}")
                 continue
             report.evaluated += 1
-            if result is not True and not (hasattr(result, "__bool__") and bool(result) and
-                                           type(result).__name__ == "BoolType"):
+            if not result:
                 message = rule.get("message") or rule.get("messageExpression") or expression
                 report.failures.append(f"{where}: {message} (rule {expression!r})")
     return report

@@ -206,3 +206,16 @@ def test_every_karpenter_value_we_set_takes_effect_in_the_1_14_1_chart() -> None
     assert spec["nodeSelector"] == values["nodeSelector"]
     assert controller["resources"] == values["controller"]["resources"]
     assert set(values) == {"settings", "serviceAccount", "nodeSelector", "controller"}, "a new value: check it here"
+
+
+def test_crd_rules_judge_the_object_as_the_api_server_defaults_it() -> None:
+    # The API server fills a CRD's defaults before it validates: a rule reading a defaulted field holds.
+    crd = {"spec": {"group": "example.io", "names": {"kind": "Widget"}, "versions": [{"name": "v1", "schema": {
+        "openAPIV3Schema": {"type": "object", "properties": {"spec": {
+            "type": "object", "properties": {"mode": {"type": "string", "default": "fast"}},
+            "x-kubernetes-validations": [{"rule": "self.mode == 'fast'", "message": "mode must be fast"}]}}}}}]}}
+    widget = {"apiVersion": "example.io/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {}}
+    report = check_cel([widget], [crd])
+    assert (report.evaluated, report.failures, report.unevaluated) == (1, [], [])
+    slow = check_cel([widget | {"spec": {"mode": "slow"}}], [crd])
+    assert slow.failures == ["example.io/v1 Widget w .spec: mode must be fast (rule \"self.mode == 'fast'\")"]
