@@ -25,9 +25,8 @@ from pulumi_kubernetes.admissionregistration.v1 import (
 from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, LabelSelectorRequirementArgs, ObjectMetaArgs
 from pulumi_kubernetes.rbac.v1 import PolicyRuleArgs
 
-from components.gpu import ML_PRIORITY_CLASSES
-from components.handle import GPU_TAINT, POOL_LABEL, ClusterHandle
-from components.team import DEFAULT_LOCAL_QUEUE, TEAM_LABEL
+from core.vocabulary import DEFAULT_LOCAL_QUEUE, GPU_TAINT, ML_PRIORITY_CLASSES, POOL_LABEL, TEAM_LABEL
+from core.handle import ClusterHandle
 from config.queues import QueueLayout
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"

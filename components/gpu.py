@@ -7,7 +7,6 @@ no GPUs, Run:ai's fake GPU operator makes the stand-in nodes advertise simulated
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -15,12 +14,14 @@ import pulumi_kubernetes as k8s
 import yaml
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
-from components.handle import POOL_LABEL, ClusterHandle, GpuPool, gpu_node_affinity, gpu_tolerations
+from core.handle import ClusterHandle, GpuPool, gpu_node_affinity, gpu_tolerations
+from core.vocabulary import (DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, ML_PRIORITY_CLASSES, POOL_LABEL,
+                             SYSTEM_NODE_CRITICAL)
 from components import sizing
-from components.kube import SYSTEM_NODE_CRITICAL, DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
+from components.kube import DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
 from versions import FAKE_GPU_OPERATOR, NVIDIA_DEVICE_PLUGIN
-from config.gpus import GPU_MODELS
-from config.models import DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, GpuSharing
+from core.gpus import GPU_MODELS
+from core.fields import GpuSharing
 
 # The fake GPU operator's exporter: simulated GPU metrics under DCGM's names, on the stand-in GPU nodes.
 FAKE_GPU_METRICS = GpuMetricsSource(FAKE_GPU_NAMESPACE, {"app": "nvidia-dcgm-exporter"}, "gpu-metrics")
@@ -28,23 +29,6 @@ FAKE_GPU_METRICS = GpuMetricsSource(FAKE_GPU_NAMESPACE, {"app": "nvidia-dcgm-exp
 UNSHARED_CONFIG = "unshared"
 
 
-@dataclass(frozen=True)
-class MlPriorityClass:
-    name: str
-    value: int
-    preemption_policy: str
-    description: str
-
-
-# Serving preempts training, training preempts best-effort work, and best-effort work never preempts.
-ML_PRIORITY_CLASSES = (
-    MlPriorityClass("ml-serving", 100_000, "PreemptLowerPriority",
-                    "Online inference: may preempt training when GPUs run short."),
-    MlPriorityClass("ml-training", 10_000, "PreemptLowerPriority",
-                    "Training and fine-tuning that should not be interrupted lightly; may preempt best-effort work."),
-    MlPriorityClass("ml-training-preemptible", 1_000, "Never",
-                    "Best-effort training (sweeps, experiments): waits for capacity and is preempted first."),
-)
 
 
 def device_plugin_config(sharing: GpuSharing) -> dict[str, Any]:

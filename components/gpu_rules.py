@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from components.handle import GpuPool
+from core.handle import GpuPool
 from components.kube import DaemonSetRef
 
 # The scrape job every GPU metric carries, whichever exporter serves it.

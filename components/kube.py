@@ -13,11 +13,8 @@ from pulumi_kubernetes.core.v1 import ResourceQuotaSpecArgs, ScopedResourceSelec
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from versions import KUBERNETES_VERSION, Chart
+from core.vocabulary import PLATFORM_LABEL
 
-PLATFORM_LABEL = "mlplatform.io/component"
-# Kubernetes' own priority classes for agents on every node and for cluster-wide controllers.
-SYSTEM_NODE_CRITICAL = "system-node-critical"
-SYSTEM_CLUSTER_CRITICAL = "system-cluster-critical"
 CRITICAL_PODS = "15000"
 
 

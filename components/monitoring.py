@@ -19,11 +19,12 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components import sizing
 from components.gpu_rules import GPU_METRICS_JOB, gpu_rule_groups, node_label_allowlist
-from components.handle import Capabilities, ClusterHandle, ControlPlanePart, GpuPool, gpu_node_affinity, gpu_tolerations
-from components.kube import SYSTEM_NODE_CRITICAL, DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
+from core.handle import Capabilities, ClusterHandle, ControlPlanePart, GpuPool, gpu_node_affinity, gpu_tolerations
+from components.kube import DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
+from core.vocabulary import SYSTEM_NODE_CRITICAL
 from versions import DCGM_EXPORTER, KUBE_PROMETHEUS_STACK
 from config.models import MonitoringConfig
-from config.quantity import parse_quantity
+from core.quantity import parse_quantity
 
 DASHBOARDS = Path(__file__).parent / "dashboards"
 # The fields dcgm-exporter serves: the chart's defaults and those the GPU alerts need.

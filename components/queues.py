@@ -15,15 +15,14 @@ import yaml
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components import sizing
-from components.gpu import ML_PRIORITY_CLASSES
-from components.handle import POOL_LABEL, ClusterHandle, GpuPool, gpu_tolerations
-from components.kube import SYSTEM_CLUSTER_CRITICAL, KubernetesObject, helm_release, platform_namespace
-from components.team import TEAM_LABEL
+from core.vocabulary import (KUEUE_API, KUEUE_NAMESPACE, ML_PRIORITY_CLASSES, POOL_LABEL, SYSTEM_CLUSTER_CRITICAL,
+                             TEAM_LABEL)
+from core.handle import ClusterHandle, GpuPool, gpu_tolerations
+from components.kube import KubernetesObject, helm_release, platform_namespace
 from versions import KUEUE, KUEUE_IMAGE, KUEUE_IMAGE_TAG
-from config.models import KUEUE_NAMESPACE, Team
+from config.models import Team
 from config.queues import QueueLayout, TeamShare
 
-KUEUE_API = "kueue.x-k8s.io/v1beta2"
 CPU_FLAVOR = "default"
 # Borrowers may preempt only best-effort work of other teams; owners always reclaim what they lent.
 BEST_EFFORT_PRIORITY = min(p.value for p in ML_PRIORITY_CLASSES)

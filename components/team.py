@@ -11,12 +11,9 @@ from pulumi_kubernetes.rbac.v1 import RoleRefArgs, SubjectArgs
 
 from components.kube import pod_security_labels
 from config.models import Team
-from config.queues import GPU_RESOURCE, SHARED_GPU_RESOURCE
+from core.vocabulary import DEFAULT_LOCAL_QUEUE, GPU_RESOURCE, SHARED_GPU_RESOURCE, TEAM_LABEL
 
-TEAM_LABEL = "mlplatform.io/team"
 GPU_QUOTA_KEY = f"requests.{GPU_RESOURCE}"
-# Kueue gives a job without a queue name the namespace's LocalQueue of this name (Kueue's default LocalQueue).
-DEFAULT_LOCAL_QUEUE = "default"
 
 
 def quota_hard(team: Team) -> dict[str, str]:

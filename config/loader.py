@@ -5,13 +5,15 @@ from __future__ import annotations
 import difflib
 import json
 import os
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import pulumi
 from pulumi.runtime.config import CONFIG, is_config_secret
 from pydantic import BaseModel, ValidationError
 
-from config.base import scalar_mistakes
+from clouds import PROVIDER_NAMESPACES
+from core.fields import scalar_mistakes
 from config.errors import PROJECT, ConfigError, format_problems, format_validation_error, stack_file
 from config.models import PlatformConfig, TeamStackConfig
 from config.queues import pool_shapes, queue_layout
@@ -30,8 +32,9 @@ def _decode(value: Any) -> Any:
     return decoded if isinstance(decoded, (dict, list)) else value
 
 
-# Namespaces of config keys besides the project's own: Pulumi's, and those of the providers the program uses.
-OTHER_NAMESPACES = ("pulumi", "aws", "gcp", "kubernetes", "random", "command")
+# Namespaces of config keys besides the project's own: Pulumi's, and those of the providers the program uses
+# (every cloud's, from the registry, and the platform's own).
+OTHER_NAMESPACES = ("pulumi", "kubernetes", "random", *PROVIDER_NAMESPACES)
 ENVIRONMENT = "PULUMI_CONFIG"
 
 
@@ -218,21 +221,37 @@ def check_queues(config: PlatformConfig, stack: str) -> list[str]:
     return warnings
 
 
-def is_team_stack() -> bool:
+def is_team_config(raw: Mapping[str, Any]) -> bool:
     """A stack that names a platform stack is a team's stack; every other stack is a platform stack."""
-    return "platformStack" in project_config()
+    return "platformStack" in raw
+
+
+def is_team_stack() -> bool:
+    return is_team_config(project_config())
+
+
+def validate(raw: dict[str, Any], stack: str, model: type[ModelT],
+             sources: dict[str, str] | None = None) -> ModelT:
+    """The one route from a stack's `mlplatform:` keys to a model: scalars as strict as YAML is loose (no
+    `true` where a number belongs), then the model; ConfigError naming the file and key path otherwise."""
+    if mistakes := list(scalar_mistakes(model, raw)):
+        raise ConfigError(format_problems(mistakes, stack, model, sources))
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, stack, model, sources)) from None
+
+
+def validate_stack(raw: dict[str, Any], stack: str,
+                   sources: dict[str, str] | None = None) -> PlatformConfig | TeamStackConfig:
+    return validate(raw, stack, TeamStackConfig if is_team_config(raw) else PlatformConfig, sources)
 
 
 def _validated(model: type[ModelT]) -> ModelT:
     stack = pulumi.get_stack()
     raw = project_config()
     _set_secrets_aside(raw, stack)
-    if mistakes := list(scalar_mistakes(model, raw)):
-        raise ConfigError(format_problems(mistakes, stack, model, _project_sources(stack)))
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, stack, model, _project_sources(stack))) from None
+    return validate(raw, stack, model, _project_sources(stack))
 
 
 def load_platform_config() -> tuple[PlatformConfig, list[str]]:

@@ -7,35 +7,15 @@ Every default lives in these models. Unknown keys are errors, so a typo never si
 from __future__ import annotations
 
 import re
-from pathlib import Path
-
-import yaml
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-from config.base import (
-    Accelerator,
-    CpuMemory,
-    DNS_SUBDOMAIN,
-    DnsLabel,
-    GpuPools,
-    GpuSharing,
-    Model,
-    PoolName,
-    Quantity,
-    ScalingGpuPool,
-    SharedGpus,
-    matching,
-    positive_quantity,
-    GroupName,
-    Labels,
-    unique_items,
-    unique_names,
-)
-from config.delivery import Deployer
-from config.eks import EksClusterConfig
-from config.gke import GkeClusterConfig
+from core.fields import (DNS_SUBDOMAIN, CpuMemory, DnsLabel, GroupName, Model, PoolName, Quantity, matching,
+                         positive_quantity, unique_items, unique_names)
+from core.deployer import Deployer
+from clouds import ClusterConfig
+from core.vocabulary import DEFAULT_MONITORING_NAMESPACE, PLATFORM_NAMESPACES
 
 # ---- teams ----------------------------------------------------------------------------------------------
 
@@ -88,10 +68,6 @@ class TeamGroups(Model):
 _RESERVED_NAMESPACES = {"default", "local-path-storage", "gmp-system", "gmp-public"}
 _RESERVED_PREFIXES = ("kube-", "gke-managed-")
 # Namespaces the platform installs its own agents into; neither a team nor monitoring can have them.
-DEVICE_PLUGIN_NAMESPACE = "nvidia-device-plugin"
-FAKE_GPU_NAMESPACE = "gpu-operator"
-KUEUE_NAMESPACE = "kueue-system"
-PLATFORM_NAMESPACES = (DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, KUEUE_NAMESPACE)
 
 
 def own_namespace(value: str) -> str:
@@ -173,121 +149,6 @@ class Team(Model):
 
 # ---- clusters -------------------------------------------------------------------------------------------
 
-class KindGpuPool(SharedGpus):
-    """Workers of a kind cluster that stand in for a GPU pool: labelled and tainted like the clouds' pools."""
-
-    name: PoolName
-    accelerator: Accelerator = "nvidia-tesla-t4"
-    # GPUs each stand-in node advertises (simulated: kind has no GPUs).
-    gpus_per_node: int = Field(default=1, ge=1, le=8)
-    # kind cannot autoscale: this many workers exist from the start.
-    nodes: int = Field(default=1, ge=1, le=4)
-
-    def gpu_capacity(self) -> int:
-        return self.nodes * self.gpus_per_node * self.sharing.shares_per_gpu
-
-
-class KindClusterConfig(GpuPools, Model):
-    cloud: Literal["kind"]
-    name: DnsLabel = "mlplatform"
-    system_nodes: int = Field(default=1, ge=1, le=3)
-    gpu_pools: list[KindGpuPool] = [KindGpuPool(name="gpu")]
-
-    @field_validator("gpu_pools")
-    @classmethod
-    def _unique_pools(cls, pools: list[KindGpuPool]) -> list[KindGpuPool]:
-        strategies = {pool.sharing.mig_strategy for pool in pools}
-        if len(strategies) > 1:
-            raise ValueError(f"the pools ask for different MIG strategies ({', '.join(sorted(strategies))}); kind's "
-                             "simulated GPUs have one MIG strategy for the whole cluster, so give every pool the same")
-        return unique_names(pools, "GPU pool")
-
-
-
-class ExistingGpuPool(ScalingGpuPool):
-    """A GPU pool that already exists: its nodes must carry the GPU taint and these labels."""
-
-    name: PoolName
-    accelerator: Accelerator
-    gpus_per_node: int = Field(ge=1, le=16)
-    spot: bool = False
-    # Labels that select this pool's nodes; by default the platform's own pool labels.
-    node_labels: Labels | None = None
-
-    def gpu_capacity(self) -> int:
-        return self.max_nodes * self.gpus_per_node * self.sharing.shares_per_gpu
-
-
-def _kubeconfig_file(value: str) -> str:
-    try:
-        path = Path(value).expanduser()
-    except RuntimeError:  # ~user of no such user, or no home directory to expand ~ to
-        raise ValueError(f"{value!r} cannot be expanded: no home directory for its ~; give the kubeconfig's full "
-                         "path") from None
-    try:
-        text = path.read_text(encoding="utf-8") if path.is_file() else None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"the kubeconfig at {value!r} cannot be read ({exc}); give a readable kubeconfig") from None
-    if text is None:
-        raise ValueError(f"no kubeconfig file at {value!r}; give the path of a kubeconfig for this cluster")
-    if not isinstance(_kubeconfig_document(text), dict):
-        raise ValueError(f"{value!r} is not a kubeconfig (a YAML mapping with clusters, users and contexts)")
-    return value
-
-
-def _kubeconfig_document(text: str) -> object:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return None
-
-
-def kubeconfig_contexts(path: str) -> list[str]:
-    document = _kubeconfig_document(Path(path).expanduser().read_text(encoding="utf-8"))
-    contexts = document.get("contexts") if isinstance(document, dict) else None
-    return [entry["name"] for entry in contexts or [] if isinstance(entry, dict) and isinstance(entry.get("name"), str)]
-
-
-class ExistingClusterConfig(GpuPools, Model):
-    """A cluster the platform does not create, reached through a kubeconfig file."""
-
-    cloud: Literal["existing"]
-    name: DnsLabel
-    kubeconfig: Annotated[str, AfterValidator(_kubeconfig_file)] = "~/.kube/config"
-    context: str | None = None
-    # What the cluster's nodes already have, so that the platform does not install it twice.
-    gpu_drivers_installed: bool = True
-    device_plugin_installed: bool = False
-    # Labels of the nodes where platform controllers should run; empty means any node without a taint.
-    system_node_labels: Labels = {}
-    # Whether PersistentVolumeClaims get durable volumes (a default StorageClass exists).
-    persistent_volumes: bool = True
-    gpu_pools: list[ExistingGpuPool] = []
-
-    @model_validator(mode="after")
-    def _context_in_kubeconfig(self) -> ExistingClusterConfig:
-        if self.context is not None and self.context not in (contexts := kubeconfig_contexts(self.kubeconfig)):
-            raise ValueError(f"context: {self.context!r} is not a context of {self.kubeconfig}; its contexts: "
-                             f"{', '.join(contexts) or 'none'}")
-        return self
-
-    @field_validator("gpu_pools")
-    @classmethod
-    def _unique_pools(cls, pools: list[ExistingGpuPool], info: ValidationInfo) -> list[ExistingGpuPool]:
-        if info.data.get("device_plugin_installed"):
-            for index, pool in enumerate(pools):
-                if pool.sharing != GpuSharing():
-                    raise ValueError(f"[{index}].sharing: this cluster runs its own device plugin "
-                                     "(devicePluginInstalled), so the platform cannot configure GPU sharing; "
-                                     "configure it in that device plugin and remove sharing here")
-        return unique_names(pools, "GPU pool")
-
-
-
-ClusterConfig = Annotated[Union[KindClusterConfig, ExistingClusterConfig, EksClusterConfig, GkeClusterConfig],
-                          Field(discriminator="cloud")]
-
-
 # ---- the platform stack ---------------------------------------------------------------------------------
 
 _DURATION = re.compile(r"([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?")
@@ -308,7 +169,7 @@ def storage_class_name(value: str) -> str:
 
 
 class MonitoringConfig(Model):
-    namespace: Annotated[DnsLabel, AfterValidator(own_namespace)] = "monitoring"
+    namespace: Annotated[DnsLabel, AfterValidator(own_namespace)] = DEFAULT_MONITORING_NAMESPACE
     # How long Prometheus keeps samples.
     retention: Annotated[str, AfterValidator(prometheus_duration)] = "15d"
     # Prometheus's volume, where the cluster keeps volumes (not on kind, whose volumes die with it).
@@ -340,7 +201,7 @@ class PlatformConfig(Model):
     capacity: CapacityConfig = CapacityConfig()
     admission: AdmissionConfig = AdmissionConfig()
     teams: list[Team] = []
-    # Where CI previews and deploys the stack from (config/delivery.py).
+    # Where CI previews and deploys the stack from (core/deployer.py).
     deployer: Deployer = Deployer()
 
     @field_validator("monitoring")

@@ -11,12 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from config.base import GpuPools, GpuSharing
+from core.fields import GpuPools, GpuSharing
 from config.models import Team
+from core.vocabulary import GPU_RESOURCE, SHARED_GPU_RESOURCE
 
-GPU_RESOURCE = "nvidia.com/gpu"
-# What NVIDIA's device plugin advertises time-sliced shares as, with renameByDefault.
-SHARED_GPU_RESOURCE = "nvidia.com/gpu.shared"
 
 
 def gpu_resource(sharing: GpuSharing) -> str:

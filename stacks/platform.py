@@ -6,7 +6,6 @@ import pulumi
 
 from components.admission import TeamAdmission
 from components.gpu import GpuEnablement
-from components.handle import ClusterHandle
 from components.monitoring import Monitoring
 from components.queues import Queues
 from components.team import TeamNamespace
@@ -16,24 +15,8 @@ from config.models import PlatformConfig
 from config.queues import pool_shapes, queue_layout
 
 
-def build_cluster(config: PlatformConfig) -> ClusterHandle:
-    # Cluster modules are imported only for their own cloud: nothing else needs their SDK.
-    spec = config.cluster
-    if spec.cloud == "kind":
-        from components.cluster.kind import KindCluster
-        return KindCluster(spec.name, spec).handle
-    if spec.cloud == "aws":
-        from components.cluster.eks import EksCluster
-        return EksCluster(spec.name, spec).handle
-    if spec.cloud == "gcp":
-        from components.cluster.gke import GkeCluster
-        return GkeCluster(spec.name, spec).handle
-    from components.cluster.existing import ExistingCluster
-    return ExistingCluster(spec.name, spec).handle
-
-
 def build(config: PlatformConfig) -> None:
-    cluster = build_cluster(config)
+    cluster = config.cluster.build()
     layout = queue_layout(pool_shapes(config.cluster), config.teams)
     gpu = GpuEnablement("gpu", cluster)
     monitoring = Monitoring("monitoring", cluster, config.monitoring,

@@ -7,13 +7,13 @@ from typing import Any
 
 import pulumi
 
-from components.cluster.platform_stack import PlatformStackCluster
+from components.platform_stack import PlatformStackCluster
 from components.team import TeamNamespace
 from config import ConfigError
 from config.errors import PROJECT, stack_file
 from config.loader import load_team_config
 from config.models import TeamStackConfig
-from config.quantity import parse_quantity
+from core.quantity import parse_quantity
 
 
 def _amount(value: Decimal, unit: str) -> str:

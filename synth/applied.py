@@ -21,9 +21,8 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from config.quantity import parse_quantity
-from components.cluster.kind import SIMULATED_GPU_NODE_LABELS
-from components.handle import POOL_LABEL, SYSTEM_POOL
+from core.quantity import parse_quantity
+from core.vocabulary import EFA_LABEL, POOL_LABEL, SIMULATED_GPU_NODE_LABELS, SYSTEM_POOL
 from policies.rules import GPU_AGENT_CHARTS
 from synth.engine import Synthesis
 from synth.output import manifests
@@ -272,9 +271,9 @@ def is_gpu_agent(obj: Mapping[str, Any]) -> bool:
     return obj.get("kind") == "DaemonSet" and chart_of_object(obj) in GPU_AGENT_CHARTS
 
 
-# GPU agents of a feature some GPU pools have, by the node label those pools carry (components/cluster/
-# karpenter.py labels EFA pools' nodes).
-FEATURE_AGENT_LABELS = {"aws-efa-k8s-device-plugin": "mlplatform.io/efa"}
+# GPU agents of a feature some GPU pools have, by the node label those pools carry (EFA pools' nodes carry
+# EFA_LABEL).
+FEATURE_AGENT_LABELS = {"aws-efa-k8s-device-plugin": EFA_LABEL}
 
 
 def check_placement(synthesis: Synthesis, rendering: Rendering) -> PlacementReport:

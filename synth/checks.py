@@ -9,8 +9,7 @@ from typing import Any
 
 from config.errors import ConfigError
 from policies.rules import GPU_AGENT_CHARTS, MANDATORY, RESOURCE_RULES, STACK_RULES, UNKNOWN, Resource, Rule
-from synth.engine import UNKNOWN as UNKNOWN_TEXT
-from synth.engine import Synthesis
+from synth.engine import Synthesis, UNKNOWN as UNKNOWN_TEXT
 from synth.render import CHART_ANNOTATION, RELEASE_ANNOTATION, Rendering
 
 

@@ -21,18 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from config.delivery import Deployer
-from config.eks import EksClusterConfig
-from config.errors import PROJECT, ConfigError, format_validation_error, stack_file
-from config.gke import GkeClusterConfig
-from config.models import ClusterConfig, PlatformConfig, TeamStackConfig
+from config.errors import PROJECT, ConfigError, stack_file
+from config.loader import validate_stack
+from config.models import PlatformConfig, TeamStackConfig
+from core.fields import inside
 from synth import PROJECT_DIR
 from synth.stackfile import available_stacks, load_yaml_file
 
-# The clouds whose stacks CI deploys; kind and existing clusters live on someone's machine.
-CI_CLOUDS = ("aws", "gcp")
 # Secrets providers whose key CI reaches with the cloud credentials it already has.
 CLOUD_SECRETS_PROVIDERS = ("awskms://", "gcpkms://")
 
@@ -85,89 +80,14 @@ def read(stack: str, project_dir: Path = PROJECT_DIR) -> StackFile:
 
 
 def validated(file: StackFile) -> PlatformConfig | TeamStackConfig:
-    model = TeamStackConfig if "platformStack" in file.config else PlatformConfig
-    try:
-        return model.model_validate(file.config)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, file.name, model)) from None
+    # The same route as the program's: what `pulumi up` would refuse is refused here too.
+    return validate_stack(dict(file.config), file.name)
 
 
 def _platform_of(config: TeamStackConfig, project_dir: Path) -> PlatformConfig:
     platform = validated(read(config.platform_stack_name, project_dir))
     assert isinstance(platform, PlatformConfig), "a team stack's platform stack is a platform stack"
     return platform
-
-
-# ---- reaching the Kubernetes API ------------------------------------------------------------------------
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def _inside(network: Network, block: Network) -> bool:
-    if isinstance(network, ipaddress.IPv4Network) and isinstance(block, ipaddress.IPv4Network):
-        return network.subnet_of(block)
-    if isinstance(network, ipaddress.IPv6Network) and isinstance(block, ipaddress.IPv6Network):
-        return network.subnet_of(block)
-    return False
-
-
-def _within(sources: list[str], blocks: list[str]) -> bool:
-    """Every source network lies inside one of the blocks."""
-    networks = [ipaddress.ip_network(b) for b in blocks]
-    return all(any(_inside(source, block) for block in networks) for source in map(ipaddress.ip_network, sources))
-
-
-def _describe(deployer: Deployer) -> str:
-    origin = (f"from {', '.join(deployer.source_cidrs)}" if deployer.source_cidrs
-              else "from addresses that change run to run")
-    groups = f" in security groups {', '.join(deployer.security_group_ids)}" if deployer.security_group_ids else ""
-    return f"the deployer (runner {', '.join(deployer.runner)}, {origin}{groups})"
-
-
-def _eks(cluster: EksClusterConfig, deployer: Deployer) -> str | None:
-    endpoint = cluster.endpoint
-    # Unknown sources (a hosted runner) could be anywhere: only an endpoint open to the world admits them.
-    sources = deployer.source_cidrs or ["0.0.0.0/0"]
-    if endpoint.public and _within(sources, endpoint.public_access_cidrs):
-        return None
-    # The private endpoint resolves inside the VPC only, so it needs a runner there (or routed to it).
-    inside = not deployer.hosted
-    if inside and set(deployer.security_group_ids) & set(endpoint.private_access_security_group_ids):
-        return None
-    if inside and deployer.source_cidrs and _within(deployer.source_cidrs, endpoint.private_access_cidrs):
-        return None
-    admitted = (f"public to {', '.join(endpoint.public_access_cidrs)}" if endpoint.public else "not public")
-    private = ", ".join([*endpoint.private_access_security_group_ids, *endpoint.private_access_cidrs]) or "nobody"
-    return (f"{_describe(deployer)} cannot reach the Kubernetes API of {cluster.name}: its endpoint is "
-            f"{admitted}, and inside the VPC admits {private}. Either run the deploy on a self-hosted runner in "
-            "the network (deployer.runner with the self-hosted label) and name its security group in both "
-            "cluster.endpoint.privateAccessSecurityGroupIds and deployer.securityGroupIds (or its subnet in "
-            "cluster.endpoint.privateAccessCidrs and deployer.sourceCidrs), or give a runner with static "
-            "egress addresses and list them in both cluster.endpoint.publicAccessCidrs and deployer.sourceCidrs")
-
-
-def _gke(cluster: GkeClusterConfig, deployer: Deployer) -> str | None:
-    authorized = [network.cidr for network in cluster.master_authorized_networks]
-    # The DNS endpoint admits any caller Google's IAM lets in; without authorized networks the IP endpoint
-    # admits anyone (and prod requires one of the two).
-    if cluster.dns_endpoint or not authorized or _within(deployer.source_cidrs or ["0.0.0.0/0"], authorized):
-        return None
-    return (f"{_describe(deployer)} cannot reach the Kubernetes API of {cluster.name}: its control plane admits "
-            f"only the authorized networks {', '.join(authorized)}. Set cluster.dnsEndpoint: true (reached by "
-            "IAM, from any runner), or list the runner's static egress in both cluster.masterAuthorizedNetworks "
-            "and deployer.sourceCidrs")
-
-
-def unreachable(cluster: ClusterConfig, deployer: Deployer) -> str | None:
-    """Why `deployer` cannot reach the cluster's Kubernetes API, or None when it can.
-
-    kind and existing clusters are reached from the machine that has their kubeconfig; nothing to check.
-    """
-    if isinstance(cluster, EksClusterConfig):
-        return _eks(cluster, deployer)
-    if isinstance(cluster, GkeClusterConfig):
-        return _gke(cluster, deployer)
-    return None
 
 
 # ---- placeholders ---------------------------------------------------------------------------------------
@@ -186,7 +106,7 @@ def _documentation_address(text: str) -> bool:
         network = ipaddress.ip_network(text, strict=False)
     except ValueError:
         return False
-    return any(_inside(network, doc) for doc in DOCUMENTATION_NETWORKS)
+    return any(inside(network, doc) for doc in DOCUMENTATION_NETWORKS)
 
 
 def placeholders(file: StackFile) -> list[str]:
@@ -234,12 +154,13 @@ def ci_stacks(project_dir: Path = PROJECT_DIR) -> list[CiStack]:
     teams: list[CiStack] = []
     for name in available_stacks(project_dir):
         config = validated(read(name, project_dir))
+        # CI operates the clouds whose stacks it can decrypt; kind and existing clusters live on someone's machine.
         if isinstance(config, PlatformConfig):
-            if config.cluster.cloud in CI_CLOUDS:
+            if config.cluster.ci_secrets_providers:
                 platforms.append(CiStack(name, config.deployer.runner, config.cluster.cloud))
         else:
             platform = _platform_of(config, project_dir)
-            if platform.cluster.cloud in CI_CLOUDS:
+            if platform.cluster.ci_secrets_providers:
                 teams.append(CiStack(name, config.deployer.runner, platform.cluster.cloud,
                                      config.platform_stack_name))
     return platforms + teams
@@ -255,7 +176,7 @@ def check(stack: str, project_dir: Path = PROJECT_DIR) -> list[str]:
     file = read(stack, project_dir)
     config = validated(file)
     cluster = _platform_of(config, project_dir).cluster if isinstance(config, TeamStackConfig) else config.cluster
-    if reason := unreachable(cluster, config.deployer):
+    if reason := cluster.unreachable_by(config.deployer):
         raise ConfigError(f"{stack_file(stack)}: {PROJECT}:deployer: {reason}.")
     found = placeholders(file)
     return [f"{len(found)} documentation placeholder(s) to replace before a deploy:", *found] if found else []

@@ -11,7 +11,7 @@ import pulumi_kubernetes as k8s
 import pytest
 import yaml
 
-from components.handle import Capabilities, ClusterHandle, GpuPool
+from core.handle import Capabilities, ClusterHandle, GpuPool
 from config.models import PlatformConfig
 from synth import PROJECT_DIR, synthesize
 from synth.engine import Synthesis, run_program

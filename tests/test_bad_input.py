@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 
 import synth.__main__ as entry
-from config.base import check_access_cidrs, check_disjoint, label_key, label_value
-from config.eks import EKS_NAME_MAX
+from core.fields import check_access_cidrs, check_disjoint, label_key, label_value
+from clouds.eks.config import EKS_NAME_MAX
 from config.errors import ConfigError
-from config.gke import GKE_NAME_MAX
+from clouds.gke.config import GKE_NAME_MAX
 from config.models import TeamStackConfig
-from config.quantity import parse_quantity
+from core.quantity import parse_quantity
 from stacks import main as program
 from stacks.team import check_namespaces_free
 from synth import PROJECT_DIR, synthesize

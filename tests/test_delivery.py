@@ -10,13 +10,12 @@ import pytest
 import yaml
 from pulumi.output import UNKNOWN
 
-from components.cluster.eks import api_access_rules
-from components.cluster.gke import GkeCluster, kubeconfig
-from components.cluster.gke import _dns_endpoint as gke_dns_endpoint
-from config.delivery import Deployer
-from config.eks import EksClusterConfig
+from clouds.eks.cluster import api_access_rules
+from clouds.gke.cluster import GkeCluster, _dns_endpoint as gke_dns_endpoint, kubeconfig
+from core.deployer import Deployer
+from clouds.eks.config import EksClusterConfig
 from config.errors import ConfigError
-from config.gke import GkeClusterConfig
+from clouds.gke.config import GkeClusterConfig
 from synth import PROJECT_DIR, delivery
 from tests.conftest import run_component
 
@@ -57,7 +56,7 @@ def gke(**overrides: Any) -> GkeClusterConfig:
     (gke(masterAuthorizedNetworks=[{"cidr": "100.64.1.0/24", "name": "ci"}], dnsEndpoint=True), HOSTED, True),
 ])
 def test_reachability_of_the_kubernetes_api_per_cloud(cluster, deployer, reachable):
-    reason = delivery.unreachable(cluster, deployer)
+    reason = cluster.unreachable_by(deployer)
     assert (reason is None) is reachable, reason
     if reason:
         assert "cannot reach the Kubernetes API of ml" in reason and "deployer." in reason

@@ -8,9 +8,10 @@ import pytest
 import yaml
 
 from components.gpu import GpuEnablement
-from components.handle import GPU_TAINT, GpuPool, gpu_pool_labels
+from core.handle import GpuPool, gpu_pool_labels
+from core.vocabulary import GPU_TAINT
 from config.errors import ConfigError
-from config.models import GpuSharing
+from core.fields import GpuSharing
 from policies.rules import only_gpu_agents_tolerate_the_gpu_taint
 from synth.engine import Resource, Synthesis
 from synth.output import helm_releases

@@ -20,9 +20,9 @@ import pytest
 import yaml
 
 from components.gpu_rules import advertised_gpus_per_node, gpu_rule_groups
-from components.handle import GpuPool, gpu_pool_labels
+from core.handle import GpuPool, gpu_pool_labels
 from components.monitoring import DASHBOARDS
-from config.base import GpuSharing
+from core.fields import GpuSharing
 from synth.engine import Synthesis
 from tests.test_monitoring import custom_resource, monitor
 

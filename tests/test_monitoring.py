@@ -9,7 +9,8 @@ import re
 import promql_parser
 import pytest
 
-from components.handle import GPU_TAINT, GpuPool, gpu_pool_labels
+from core.handle import GpuPool, gpu_pool_labels
+from core.vocabulary import GPU_TAINT
 from components.kube import DaemonSetRef
 from components.gpu_rules import gpu_alert_rules
 from components.monitoring import DASHBOARDS, DCGM_COUNTERS, Monitoring, gpu_metrics_metric_relabelings

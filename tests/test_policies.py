@@ -17,9 +17,10 @@ from pulumi_policy.proxy import (
     unknown_checking_proxy,
 )
 
-from versions import DCGM_EXPORTER, EFA_DEVICE_PLUGIN, FAKE_GPU_OPERATOR, KUBERNETES_VERSION, NVIDIA_DEVICE_PLUGIN, SUPPORTED_KUBERNETES
+from versions import (DCGM_EXPORTER, EFA_DEVICE_PLUGIN, FAKE_GPU_OPERATOR, KUBERNETES_VERSION, NVIDIA_DEVICE_PLUGIN,
+                      SUPPORTED_KUBERNETES)
 from config.errors import ConfigError
-from config.models import DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE
+from core.vocabulary import DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE
 from policies import pack, rules
 from synth import PROJECT_DIR
 from synth.checks import check, enforcement_levels

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from config.quantity import non_negative_quantity, parse_quantity
+from core.quantity import non_negative_quantity, parse_quantity
 
 
 @pytest.mark.parametrize("text, value", [

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.gpu import ML_PRIORITY_CLASSES
+from core.vocabulary import ML_PRIORITY_CLASSES
 from components.queues import KUEUE_FRAMEWORKS, cluster_queue
 from config.queues import pool_shapes, queue_layout
 from config.errors import ConfigError

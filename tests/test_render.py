@@ -7,11 +7,10 @@ import json
 
 import pytest
 
-from synth import render
+from synth import PROJECT_DIR, render
 from synth.engine import Synthesis
 from synth.render import (CHART_ANNOTATION, HOOK_ANNOTATION, RELEASE_ANNOTATION, Rendering, render_stack,
                           stack_rendering)
-from synth import PROJECT_DIR
 from synth.stackfile import available_stacks
 from synth.summary import summarize
 from versions import KUBE_PROMETHEUS_STACK

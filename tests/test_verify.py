@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.cluster import exec_kubeconfig
+from core.provider import exec_kubeconfig
 from synth.schema import check_manifests
 from verify.api import ApiError, HttpApi
 from verify.probe import gpu_pod, gpu_resource, namespace

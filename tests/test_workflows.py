@@ -149,7 +149,7 @@ def test_drift_detection_refreshes_every_stack_ci_deploys_and_keeps_one_issue_pe
 
 @pytest.mark.parametrize("name", ["deploy-stack.yml", "preview-stack.yml", "drift.yml"])
 def test_gcp_stacks_get_the_auth_plugin_their_kubeconfig_runs_before_pulumi(name):
-    # components/cluster/gke.py's kubeconfig execs gke-gcloud-auth-plugin: without it every Kubernetes resource
+    # clouds/gke/cluster.py's kubeconfig execs gke-gcloud-auth-plugin: without it every Kubernetes resource
     # of a gcp stack fails in CI.
     (steps,) = [job["steps"] for job in workflow(name)["jobs"].values()
                 if any(s.get("uses", "").startswith("google-github-actions/auth@") for s in job.get("steps", []))]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.handle import POOL_LABEL
+from core.vocabulary import POOL_LABEL
 from versions import VERIFY_IMAGE
 
 NAMESPACE = "mlplatform-verify"

@@ -12,8 +12,10 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from config.gpus import GPU_MODELS, known_accelerator
-from config.quantity import non_negative_quantity, parse_quantity
+from versions import KUBERNETES_VERSION, SUPPORTED_KUBERNETES
+
+from core.gpus import GPU_MODELS, known_accelerator
+from core.quantity import non_negative_quantity, parse_quantity
 
 
 # Pulumi hands numbers to providers as 64-bit floats, exact up to 2**53.
@@ -333,3 +335,42 @@ def group_name(value: str) -> str:
 
 
 GroupName = Annotated[str, AfterValidator(group_name)]
+
+
+# Security groups appear in the deployer's settings as well as in AWS clusters'.
+SecurityGroupId = Annotated[str, matching(r"sg-[0-9a-f]{8,17}", "a security group ID such as sg-0123456789abcdef0")]
+
+
+def kubernetes_minor(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+def supported_kubernetes(value: str) -> str:
+    low, high = SUPPORTED_KUBERNETES
+    if not re.fullmatch(r"[1-9][0-9]*\.(0|[1-9][0-9]*)", value) or not kubernetes_minor(low) <= kubernetes_minor(value) <= kubernetes_minor(high):
+        raise ValueError(f"Kubernetes {value!r} is outside the supported window: give a minor version from "
+                         f"{low} to {high}, such as {KUBERNETES_VERSION}")
+    return value
+
+
+KubernetesVersion = Annotated[str, AfterValidator(supported_kubernetes)]
+
+
+# ---- CIDR math ------------------------------------------------------------------------------------------
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def inside(network: Network, block: Network) -> bool:
+    if isinstance(network, ipaddress.IPv4Network) and isinstance(block, ipaddress.IPv4Network):
+        return network.subnet_of(block)
+    if isinstance(network, ipaddress.IPv6Network) and isinstance(block, ipaddress.IPv6Network):
+        return network.subnet_of(block)
+    return False
+
+
+def within(sources: list[str], blocks: list[str]) -> bool:
+    """Every source network lies inside one of the blocks."""
+    networks = [ipaddress.ip_network(b) for b in blocks]
+    return all(any(inside(source, block) for block in networks) for source in map(ipaddress.ip_network, sources))

@@ -11,7 +11,7 @@ import ipaddress
 import pulumi
 import pulumi_aws as aws
 
-from config.eks import EksClusterConfig
+from clouds.eks.config import EksClusterConfig
 
 # Karpenter finds the subnets of a VPC we create, and the cluster's security group, by this tag.
 DISCOVERY_TAG = "karpenter.sh/discovery"

@@ -16,9 +16,10 @@ from pulumi.output import UNKNOWN, Unknown
 
 import pulumi_random as random
 
-from components.cluster import exec_kubeconfig, explicit_provider
-from components.handle import POOL_LABEL, SYSTEM_POOL, Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
-from config.gke import DEFAULT_POOL, GkeClusterConfig, GkeGpuPool, GkeMaintenance, node_settings
+from core.provider import exec_kubeconfig, explicit_provider
+from core.handle import Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
+from core.vocabulary import POOL_LABEL, SYSTEM_POOL
+from clouds.gke.config import DEFAULT_POOL, GkeClusterConfig, GkeGpuPool, GkeMaintenance, node_settings
 from versions import WEBHOOK_PORTS
 
 # GKE's role for node accounts (logs, metrics, autoscaler metrics), as the terraform module grants it (sa.tf),

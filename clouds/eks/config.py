@@ -5,15 +5,19 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, ClassVar, Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, KUBERNETES_VERSION, SUPPORTED_KUBERNETES
-from config.base import (Cidr, DnsLabel, GpuPools, GpuSharing, Model, PoolName, check_access_cidrs, check_mig,
-                         matching, unique_items, unique_names)
-from config.gpus import GPU_MODELS, GpuModel
+from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, KUBERNETES_VERSION
+from core.deployer import Deployer
+from core.fields import (Cidr, DnsLabel, GpuPools, GpuSharing, KubernetesVersion, Model, PoolName, SecurityGroupId,
+                         check_access_cidrs, check_mig, kubernetes_minor, matching, unique_items, unique_names)
+from core.gpus import GPU_MODELS, GpuModel
+
+if TYPE_CHECKING:
+    from core.handle import ClusterHandle
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,6 @@ LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 
 AwsRegion = Annotated[str, matching(r"[a-z]{2}(-gov)?-[a-z]+-\d", "an AWS region such as us-east-1 or eu-west-2")]
 RoleArn = Annotated[str, matching(r"arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]+",
                                   "an IAM role ARN such as arn:aws:iam::123456789012:role/platform-admins")]
-SecurityGroupId = Annotated[str, matching(r"sg-[0-9a-f]{8,17}", "a security group ID such as sg-0123456789abcdef0")]
 SubnetId = Annotated[str, matching(r"subnet-[0-9a-f]{8,17}", "a subnet ID such as subnet-0123456789abcdef0")]
 CapacityReservationId = Annotated[str, matching(r"cr-[0-9a-z]+", "a capacity reservation ID such as "
                                                                   "cr-0123456789abcdef0")]
@@ -80,22 +83,9 @@ KarpenterDuration = Annotated[str, matching(r"([0-9]+(s|m|h))+|Never", "a Karpen
                                                                       "or Never")]
 
 
-def _minor(version: str) -> tuple[int, int]:
-    major, minor = version.split(".")[:2]
-    return int(major), int(minor)
-
-
-def supported_kubernetes(value: str) -> str:
-    low, high = SUPPORTED_KUBERNETES
-    if not re.fullmatch(r"[1-9][0-9]*\.(0|[1-9][0-9]*)", value) or not _minor(low) <= _minor(value) <= _minor(high):
-        raise ValueError(f"Kubernetes {value!r} is outside the supported window: give a minor version from "
-                         f"{low} to {high}, such as {KUBERNETES_VERSION}")
-    return value
-
-
 def pinned_on_eks(value: str) -> str:
     """EKS add-ons and the system AMI are built per minor: only a minor versions.py pins them for will do."""
-    pinned = sorted(set(EKS_ADDON_VERSIONS) & set(EKS_SYSTEM_AMI_RELEASES), key=_minor)
+    pinned = sorted(set(EKS_ADDON_VERSIONS) & set(EKS_SYSTEM_AMI_RELEASES), key=kubernetes_minor)
     if value not in pinned:
         raise ValueError(f"Kubernetes {value} has no pinned EKS add-on versions and system AMI release in "
                          f"versions.py (EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES); on EKS give one of "
@@ -110,7 +100,6 @@ def log_retention(value: int) -> int:
     return value
 
 
-KubernetesVersion = Annotated[str, AfterValidator(supported_kubernetes)]
 EksKubernetesVersion = Annotated[KubernetesVersion, AfterValidator(pinned_on_eks)]
 LogRetentionDays = Annotated[int, AfterValidator(log_retention)]
 
@@ -260,6 +249,20 @@ EksClusterName = Annotated[DnsLabel, matching(rf".{{1,{EKS_NAME_MAX}}}", f"an EK
 
 class EksClusterConfig(GpuPools, Model):
     cloud: Literal["aws"]
+    # The cloud contract (clouds/__init__.py): the config namespaces its stacks may set, and the secrets
+    # providers CI decrypts its stacks with (none: CI never deploys this cloud's stacks).
+    provider_namespaces: ClassVar[tuple[str, ...]] = ("aws",)
+    ci_secrets_providers: ClassVar[tuple[str, ...]] = ("awskms://",)
+
+    def build(self) -> ClusterHandle:
+        from clouds.eks.cluster import EksCluster  # only this cloud's stacks load its SDK
+        return EksCluster(self.name, self).handle
+
+    def unreachable_by(self, deployer: Deployer) -> str | None:
+        """An EKS cluster's API admits a deployer by its endpoint's public CIDRs or, inside the VPC, by its security groups."""
+        from clouds.eks.reachability import unreachable
+        return unreachable(self, deployer)
+
     name: EksClusterName
     # prod: the control plane, system nodes and KMS key are protected, and the API is never open to the world.
     environment: Literal["dev", "prod"] = "dev"

@@ -5,15 +5,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, ClassVar, Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from versions import KUBERNETES_VERSION
-from config.base import (Cidr, DnsLabel, GpuPools, GpuSharing, Model, PoolName, check_access_cidrs, check_disjoint,
-                         check_mig, check_unique, matching, unique_items, unique_names)
-from config.eks import KubernetesVersion
-from config.gpus import GPU_MODELS
+from core.deployer import Deployer
+from core.fields import (Cidr, DnsLabel, GpuPools, GpuSharing, KubernetesVersion, Model, PoolName, check_access_cidrs,
+                         check_disjoint, check_mig, check_unique, matching, unique_items, unique_names)
+from core.gpus import GPU_MODELS
+
+if TYPE_CHECKING:
+    from core.handle import ClusterHandle
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ def check_gpu_zones(region: str, accelerator: str, zones: list[str]) -> None:
     """ValueError unless every zone of a pool offers its accelerator, naming the zones that do."""
     if region not in GPU_ZONES:
         raise ValueError(f"no GPU zone table for region {region}: GPU pools can go to {', '.join(GPU_ZONES)} "
-                         "(add the region to GPU_ZONES in config/gke.py from Google's GPU zones page)")
+                         "(add the region to GPU_ZONES in clouds/gke/config.py from Google's GPU zones page)")
     offering = GPU_ZONES[region].get(accelerator, frozenset())
     if missing := [zone for zone in zones if zone not in offering]:
         where = f"only in {', '.join(sorted(offering))}" if offering else "in no zone"
@@ -151,7 +154,7 @@ UtcTime = Annotated[str, matching(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", "a UT
 
 # GKE cluster names are 1-40 lowercase letters, digits and '-', starting with a letter (GKE API, Cluster.name);
 # the node service account's ID `<name>-nodes` must be 6-30 characters of the same, starting with a letter (IAM
-# API, serviceAccounts.create accountId). components/cluster/gke.py cuts that ID at 30 characters, which for
+# API, serviceAccounts.create accountId). clouds/gke/cluster.py cuts that ID at 30 characters, which for
 # longer names can end it in '-' or give two clusters of a project one account: so at most 30 - 6 = 24.
 GKE_NAME_MAX = 24
 GkeClusterName = Annotated[str, matching(rf"[a-z]([-a-z0-9]{{0,{GKE_NAME_MAX - 2}}}[a-z0-9])?",
@@ -325,6 +328,20 @@ class GkeMaintenance(Model):
 
 class GkeClusterConfig(GpuPools, Model):
     cloud: Literal["gcp"]
+    # The cloud contract (clouds/__init__.py): the config namespaces its stacks may set, and the secrets
+    # providers CI decrypts its stacks with (none: CI never deploys this cloud's stacks).
+    provider_namespaces: ClassVar[tuple[str, ...]] = ("gcp",)
+    ci_secrets_providers: ClassVar[tuple[str, ...]] = ("gcpkms://",)
+
+    def build(self) -> ClusterHandle:
+        from clouds.gke.cluster import GkeCluster  # only this cloud's stacks load its SDK
+        return GkeCluster(self.name, self).handle
+
+    def unreachable_by(self, deployer: Deployer) -> str | None:
+        """A GKE cluster's API admits a deployer by IAM (the DNS endpoint) or by its authorized networks."""
+        from clouds.gke.reachability import unreachable
+        return unreachable(self, deployer)
+
     name: GkeClusterName
     environment: Literal["dev", "prod"] = "dev"
     project: GcpProject

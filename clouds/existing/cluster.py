@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pulumi
 
-from components.cluster import explicit_provider
-from components.handle import GPU_TAINT, Capabilities, ClusterHandle, GpuPool, gpu_pool_labels
-from config.models import ExistingClusterConfig
+from core.provider import explicit_provider
+from core.handle import Capabilities, ClusterHandle, GpuPool, gpu_pool_labels
+from core.vocabulary import GPU_TAINT
+from clouds.existing.config import ExistingClusterConfig
 
 
 class ExistingCluster(pulumi.ComponentResource):

@@ -14,13 +14,13 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
-from components.cluster import exec_kubeconfig, explicit_provider
-from components.cluster.aws_network import DISCOVERY_TAG, AwsNetwork
-from components.cluster.karpenter import (AWS_POLICY, EFA_LABEL, NODE_POLICIES, SYSTEM_DISK_GIB, Karpenter,
-                                          cost_tags, pod_identity_trust)
-from components.handle import POOL_LABEL, SYSTEM_POOL, Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
+from core.provider import exec_kubeconfig, explicit_provider
+from clouds.eks.network import DISCOVERY_TAG, AwsNetwork
+from clouds.eks.karpenter import AWS_POLICY, NODE_POLICIES, SYSTEM_DISK_GIB, Karpenter, cost_tags, pod_identity_trust
+from core.vocabulary import EFA_LABEL, POOL_LABEL, SYSTEM_POOL
+from core.handle import Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
 from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, EKS_SYSTEM_AMI_TYPE
-from config.eks import EksClusterConfig
+from clouds.eks.config import EksClusterConfig
 
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]

@@ -13,34 +13,10 @@ from typing import Literal
 import pulumi
 import pulumi_kubernetes as k8s
 
-from config.models import GpuSharing
+from core.fields import GpuSharing
+from core.vocabulary import (ACCELERATOR_LABEL, DEVICE_PLUGIN_CONFIG_LABEL, GPU_PRESENT_LABEL, GPU_TAINT, POOL_LABEL,
+                             SYSTEM_POOL, Taint)
 
-# Node labels every GPU pool carries on every cloud, so that workloads and agents select pools the same way.
-POOL_LABEL = "mlplatform.io/pool"
-ACCELERATOR_LABEL = "mlplatform.io/accelerator"
-GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
-# NVIDIA's device plugin picks its per-node config by this label; we name each pool's config after the pool.
-DEVICE_PLUGIN_CONFIG_LABEL = "nvidia.com/device-plugin.config"
-
-SYSTEM_POOL = "system"
-
-
-@dataclass(frozen=True)
-class Taint:
-    key: str
-    value: str
-    effect: str
-
-    def __str__(self) -> str:
-        return f"{self.key}={self.value}:{self.effect}"
-
-    def toleration(self) -> dict[str, str]:
-        """The pod toleration that matches exactly this taint."""
-        return {"key": self.key, "operator": "Equal", "value": self.value, "effect": self.effect}
-
-
-# The taint of every GPU node: only pods that ask for a GPU pool (and per-node GPU agents) land there.
-GPU_TAINT = Taint(key="nvidia.com/gpu", value="present", effect="NoSchedule")
 
 
 def gpu_pool_labels(pool: str, accelerator: str) -> dict[str, str]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from components.cluster.karpenter_iam import controller_policy, queue_policy
+from clouds.eks.karpenter_iam import controller_policy, queue_policy
 from synth.engine import Resource, Synthesis
 from versions import EFA_DEVICE_PLUGIN, KARPENTER, KARPENTER_CRD
 

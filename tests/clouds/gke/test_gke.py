@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 import yaml
 
-from components.cluster.gke import gke_gpu_pools, kubeconfig
-from components.handle import Capabilities
+from clouds.gke.cluster import gke_gpu_pools, kubeconfig
+from core.handle import Capabilities
 from components.monitoring import dcgm_exporter_values
 from config.errors import ConfigError
-from config.gke import GkeClusterConfig
-from config.gpus import GPU_MODELS
+from clouds.gke.config import GkeClusterConfig
+from core.gpus import GPU_MODELS
 from versions import CHARTS, WEBHOOK_PORTS
 from synth.engine import Synthesis
 from synth.output import helm_releases

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import yaml
 
-from components.cluster.kind import KindCluster
-from components.handle import ClusterHandle
+from clouds.kind.cluster import KindCluster
+from core.handle import ClusterHandle
 from versions import KIND_NODE_IMAGE
-from config.models import KindClusterConfig
+from clouds.kind.config import KindClusterConfig
 from synth.engine import SECRET
 from tests.conftest import run_component
 

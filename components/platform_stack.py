@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pulumi
 
-from components.cluster import explicit_provider
+from core.provider import explicit_provider
 
 
 class PlatformStackCluster(pulumi.ComponentResource):

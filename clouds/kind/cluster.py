@@ -6,18 +6,11 @@ import pulumi
 import yaml
 from pulumi_command import local
 
-from components.cluster import explicit_provider
-from components.handle import (
-    GPU_TAINT,
-    POOL_LABEL,
-    SYSTEM_POOL,
-    Capabilities,
-    ClusterHandle,
-    GpuPool,
-    platform_gpu_pool,
-)
+from core.provider import explicit_provider
+from core.handle import Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
+from core.vocabulary import GPU_TAINT, POOL_LABEL, SIMULATED_GPU_NODE_LABELS, SYSTEM_POOL
 from versions import KIND_NODE_IMAGE
-from config.models import KindClusterConfig
+from clouds.kind.config import KindClusterConfig
 
 
 class _BlockStyleDumper(yaml.SafeDumper):
@@ -40,9 +33,6 @@ def _taint_patch() -> str:
     return yaml.safe_dump(join, sort_keys=False)
 
 
-# The fake GPU operator runs its device plugin and metrics exporter only on nodes labelled so.
-SIMULATED_GPU_NODE_LABELS = {"nvidia.com/gpu.deploy.device-plugin": "true",
-                             "nvidia.com/gpu.deploy.dcgm-exporter": "true"}
 
 
 def kind_gpu_pools(spec: KindClusterConfig) -> tuple[GpuPool, ...]:

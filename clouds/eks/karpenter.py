@@ -21,16 +21,16 @@ import pulumi_kubernetes as k8s
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components import sizing
-from components.cluster.aws_network import DISCOVERY_TAG, AwsNetwork
-from components.cluster.karpenter_iam import controller_policy, queue_policy
-from components.handle import GPU_TAINT, POOL_LABEL, SYSTEM_POOL, GpuPool
+from clouds.eks.network import DISCOVERY_TAG, AwsNetwork
+from clouds.eks.karpenter_iam import controller_policy, queue_policy
+from core.handle import GpuPool
+from core.vocabulary import EFA_LABEL, GPU_TAINT, POOL_LABEL, SYSTEM_POOL
 from components.kube import helm_release
 from versions import EFA_DEVICE_PLUGIN, EKS_AMI_ALIAS, KARPENTER, KARPENTER_CRD
-from config.eks import GPU_INSTANCES, EksClusterConfig, EksGpuPool
+from clouds.eks.config import GPU_INSTANCES, EksClusterConfig, EksGpuPool
 
 NAMESPACE = "kube-system"
 # On the nodes of pools with `efa: true`, for the EFA device plugin and for pods that need EFA.
-EFA_LABEL = "mlplatform.io/efa"
 # The root volume of system nodes, the managed node group's and Karpenter's alike.
 SYSTEM_DISK_GIB = 50
 SERVICE_ACCOUNT = "karpenter"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from components.cluster.existing import ExistingCluster
-from components.handle import ClusterHandle
-from config.models import ExistingClusterConfig
+from clouds.existing.cluster import ExistingCluster
+from core.handle import ClusterHandle
+from clouds.existing.config import ExistingClusterConfig
 from synth.engine import SECRET
 from tests.conftest import run_component
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from components.cluster.aws_network import subnet_cidrs
-from components.cluster.eks import kubeconfig
+from clouds.eks.network import subnet_cidrs
+from clouds.eks.cluster import kubeconfig
 from versions import EKS_ADDON_VERSIONS, EKS_AMI_ALIAS, EKS_SYSTEM_AMI_RELEASES, KARPENTER
 from config.errors import ConfigError
 from synth import PROJECT_DIR
@@ -120,7 +120,7 @@ def test_control_plane_logs_go_to_our_log_group_with_a_retention(dev, prod):
 
 
 def test_the_secrets_key_lets_the_cluster_role_use_it_and_has_an_alias(dev):
-    from components.cluster.eks import secrets_key_policy
+    from clouds.eks.cluster import secrets_key_policy
     role = "arn:aws:iam::111122223333:role/ml-dev-cluster-1234"
     by_sid = {s["Sid"]: s for s in json.loads(secrets_key_policy(role))["Statement"]}
     assert by_sid["AccountAdministers"]["Principal"] == {"AWS": "arn:aws:iam::111122223333:root"}

@@ -10,8 +10,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from config.base import Model
-from config.eks import Cidr, SecurityGroupId
+from core.fields import Cidr, Model, SecurityGroupId
 
 # GitHub-hosted: its egress addresses change from run to run, so it reaches only an API open to anyone who
 # authenticates (GKE's DNS endpoint) or to 0.0.0.0/0.
@@ -47,3 +46,9 @@ class Deployer(Model):
     @property
     def hosted(self) -> bool:
         return "self-hosted" not in self.runner
+
+    def describe(self) -> str:
+        origin = (f"from {', '.join(self.source_cidrs)}" if self.source_cidrs
+                  else "from addresses that change run to run")
+        groups = f" in security groups {', '.join(self.security_group_ids)}" if self.security_group_ids else ""
+        return f"the deployer (runner {', '.join(self.runner)}, {origin}{groups})"

@@ -1,0 +1,85 @@
+"""Every name the platform shares between its parts: node labels and taints, resource names, namespaces,
+priority classes and API groups. One home, so that a component, a cloud, the synth, `make verify` and the
+policy pack's pinned copies (tests/test_policies.py) can never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Node labels every GPU pool carries on every cloud, so that workloads and agents select pools the same way.
+POOL_LABEL = "mlplatform.io/pool"
+ACCELERATOR_LABEL = "mlplatform.io/accelerator"
+GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
+# NVIDIA's device plugin picks its per-node config by this label; we name each pool's config after the pool.
+DEVICE_PLUGIN_CONFIG_LABEL = "nvidia.com/device-plugin.config"
+
+SYSTEM_POOL = "system"
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str
+    effect: str
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}:{self.effect}"
+
+    def toleration(self) -> dict[str, str]:
+        """The pod toleration that matches exactly this taint."""
+        return {"key": self.key, "operator": "Equal", "value": self.value, "effect": self.effect}
+
+
+# The taint of every GPU node: only pods that ask for a GPU pool (and per-node GPU agents) land there.
+GPU_TAINT = Taint(key="nvidia.com/gpu", value="present", effect="NoSchedule")
+
+# The fake GPU operator runs its device plugin and metrics exporter only on nodes labelled so.
+SIMULATED_GPU_NODE_LABELS = {"nvidia.com/gpu.deploy.device-plugin": "true",
+                             "nvidia.com/gpu.deploy.dcgm-exporter": "true"}
+
+PLATFORM_LABEL = "mlplatform.io/component"
+# Kubernetes' own priority classes for agents on every node and for cluster-wide controllers.
+SYSTEM_NODE_CRITICAL = "system-node-critical"
+SYSTEM_CLUSTER_CRITICAL = "system-cluster-critical"
+
+TEAM_LABEL = "mlplatform.io/team"
+
+# Kueue gives a job without a queue name the namespace's LocalQueue of this name (Kueue's default LocalQueue).
+DEFAULT_LOCAL_QUEUE = "default"
+
+GPU_RESOURCE = "nvidia.com/gpu"
+# What NVIDIA's device plugin advertises time-sliced shares as, with renameByDefault.
+SHARED_GPU_RESOURCE = "nvidia.com/gpu.shared"
+
+DEVICE_PLUGIN_NAMESPACE = "nvidia-device-plugin"
+FAKE_GPU_NAMESPACE = "gpu-operator"
+KUEUE_NAMESPACE = "kueue-system"
+PLATFORM_NAMESPACES = (DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, KUEUE_NAMESPACE)
+
+KUEUE_API = "kueue.x-k8s.io/v1beta2"
+
+@dataclass(frozen=True)
+class MlPriorityClass:
+    name: str
+    value: int
+    preemption_policy: str
+    description: str
+
+
+# Serving preempts training, training preempts best-effort work, and best-effort work never preempts.
+ML_PRIORITY_CLASSES = (
+    MlPriorityClass("ml-serving", 100_000, "PreemptLowerPriority",
+                    "Online inference: may preempt training when GPUs run short."),
+    MlPriorityClass("ml-training", 10_000, "PreemptLowerPriority",
+                    "Training and fine-tuning that should not be interrupted lightly; may preempt best-effort work."),
+    MlPriorityClass("ml-training-preemptible", 1_000, "Never",
+                    "Best-effort training (sweeps, experiments): waits for capacity and is preempted first."),
+)
+
+EFA_LABEL = "mlplatform.io/efa"
+
+# The namespace monitoring goes to unless a stack names another (monitoring.namespace).
+DEFAULT_MONITORING_NAMESPACE = "monitoring"
+# Where the platform's node agents run besides monitoring, which may reach into their node.
+KUBE_SYSTEM_NAMESPACE = "kube-system"
