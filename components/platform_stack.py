@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pulumi
 
+from core import outputs
 from core.provider import explicit_provider
 
 
@@ -12,9 +13,9 @@ class PlatformStackCluster(pulumi.ComponentResource):
         super().__init__("mlplatform:cluster:PlatformStackCluster", name, None, opts)
         reference = pulumi.StackReference(f"{name}-outputs", stack_name=platform_stack,
                                           opts=pulumi.ResourceOptions(parent=self))
-        self.provider = explicit_provider(self, name, reference.require_output("kubeconfig"))
-        self.cluster_name = reference.require_output("clusterName")
+        self.provider = explicit_provider(self, name, reference.require_output(outputs.KUBECONFIG))
+        self.cluster_name = reference.require_output(outputs.CLUSTER_NAME)
         # Every team's budget and where monitoring runs, as the platform stack exported them.
-        self.budgets = reference.require_output("teams")
-        self.monitoring_namespace = reference.require_output("monitoringNamespace")
+        self.budgets = reference.require_output(outputs.TEAMS)
+        self.monitoring_namespace = reference.require_output(outputs.MONITORING_NAMESPACE)
         self.register_outputs({"clusterName": self.cluster_name})

@@ -14,6 +14,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from core.fields import GpuSharing
+from versions import KUBERNETES_VERSION
 from core.vocabulary import (ACCELERATOR_LABEL, DEVICE_PLUGIN_CONFIG_LABEL, GPU_PRESENT_LABEL, GPU_TAINT, POOL_LABEL,
                              SYSTEM_POOL, Taint)
 
@@ -126,6 +127,9 @@ class ClusterHandle:
     gpu_pools: tuple[GpuPool, ...] = ()
     # Where the platform's own controllers run: never on GPU nodes.
     system_node_selector: Mapping[str, str] = field(default_factory=lambda: {POOL_LABEL: SYSTEM_POOL})
+    # The control plane's minor version (what charts are rendered for); clusters the platform does not version
+    # run the pinned one.
+    kubernetes_version: str = KUBERNETES_VERSION
 
     @property
     def gpu_capacity(self) -> int:

@@ -32,8 +32,11 @@ TEAM_LABEL = "mlplatform.io/team"
 # Per-node GPU agents: the only workloads that belong on GPU nodes without asking for a GPU.
 GPU_AGENT_CHARTS = frozenset({"nvidia-device-plugin", "fake-gpu-operator", "dcgm-exporter",
                               "aws-efa-k8s-device-plugin"})
-# Namespaces of the platform's own node agents, which may read their host (device plugins, exporters).
-PLATFORM_AGENT_NAMESPACES = frozenset({"kube-system", "nvidia-device-plugin", "gpu-operator", "monitoring"})
+# Namespaces of the platform's own node agents, which may read their host (device plugins, exporters), besides
+# the stack's monitoring namespace (node-exporter, DCGM's exporter), which a stack may name (monitoring.namespace).
+NODE_AGENT_NAMESPACES = frozenset({"kube-system", "nvidia-device-plugin", "gpu-operator"})
+DEFAULT_MONITORING_NAMESPACE = "monitoring"
+PLATFORM_AGENT_NAMESPACES = NODE_AGENT_NAMESPACES | {DEFAULT_MONITORING_NAMESPACE}
 # Kubernetes minor versions the platform supports (the clouds' standard support, at the time of writing).
 SUPPORTED_KUBERNETES = ("1.33", "1.36")
 # EC2 instance families with NVIDIA GPUs.
@@ -42,6 +45,7 @@ GPU_AMI_TYPES = frozenset({"AL2_x86_64_GPU", "AL2023_x86_64_NVIDIA", "AL2023_ARM
                            "BOTTLEROCKET_x86_64_NVIDIA", "BOTTLEROCKET_ARM_64_NVIDIA"})
 
 Props = dict[str, Any]
+HOST_ACCESS_RULE = "no-host-access-outside-platform-agents"
 
 
 class _Unknown:
@@ -286,24 +290,32 @@ def images_and_charts_are_pinned(resource_type: str, props: Props, stack: str) -
     return violations
 
 
-def no_host_access_outside_platform_agents(resource_type: str, props: Props, stack: str) -> list[str]:
-    namespace = _namespace(props)
-    if namespace is UNKNOWN or namespace in PLATFORM_AGENT_NAMESPACES:
-        return []
-    violations = []
-    for spec_path, spec in pod_specs(resource_type, props):
-        for flag in ("hostNetwork", "hostPID", "hostIPC"):
-            if spec.get(flag) is True:
-                violations.append(f"{spec_path}.{flag} is on")
-        for index, volume in enumerate(_items(spec.get("volumes"))):
-            if isinstance(volume, dict) and "hostPath" in volume:
-                violations.append(f"{spec_path}.volumes[{index}] mounts a hostPath")
-        for where, container in _containers(spec):
-            if _get(container, "securityContext", "privileged") is True:
-                violations.append(f"{spec_path}.{where} is privileged")
-    agents = ", ".join(sorted(PLATFORM_AGENT_NAMESPACES))
-    return [f"{v}: only the platform's node agents, in {agents}, may reach into their node; run without it"
-            for v in violations]
+def no_host_access_outside(agent_namespaces: frozenset[str]) -> Callable[[str, Props, str], list[str]]:
+    """The host-access rule for a stack whose node agents run in `agent_namespaces`."""
+    agents = ", ".join(sorted(agent_namespaces))
+
+    def check(resource_type: str, props: Props, stack: str) -> list[str]:
+        namespace = _namespace(props)
+        if namespace is UNKNOWN or namespace in agent_namespaces:
+            return []
+        violations = []
+        for spec_path, spec in pod_specs(resource_type, props):
+            for flag in ("hostNetwork", "hostPID", "hostIPC"):
+                if spec.get(flag) is True:
+                    violations.append(f"{spec_path}.{flag} is on")
+            for index, volume in enumerate(_items(spec.get("volumes"))):
+                if isinstance(volume, dict) and "hostPath" in volume:
+                    violations.append(f"{spec_path}.volumes[{index}] mounts a hostPath")
+            for where, container in _containers(spec):
+                if _get(container, "securityContext", "privileged") is True:
+                    violations.append(f"{spec_path}.{where} is privileged")
+        return [f"{v}: only the platform's node agents, in {agents}, may reach into their node; run without it"
+                for v in violations]
+
+    return check
+
+
+no_host_access_outside_platform_agents = no_host_access_outside(PLATFORM_AGENT_NAMESPACES)
 
 
 _SECRET_KEY = re.compile(r"(^|[-_.])(password|passwd|secret|token|api[-_]?key|client[-_]?secret|secret[-_]?key|"
@@ -459,7 +471,7 @@ RESOURCE_RULES: tuple[ResourceRule, ...] = (
                  "Every container image has a release tag or digest (never latest) and every Helm release an "
                  "exact chart version.",
                  MANDATORY, images_and_charts_are_pinned),
-    ResourceRule("no-host-access-outside-platform-agents",
+    ResourceRule(HOST_ACCESS_RULE,
                  "No privileged container, host network, host PID/IPC or hostPath volume outside the platform's "
                  "agent namespaces.",
                  MANDATORY, no_host_access_outside_platform_agents),
@@ -478,6 +490,19 @@ RESOURCE_RULES: tuple[ResourceRule, ...] = (
                  "GKE: Workload Identity, shielded nodes, Secrets encrypted with KMS, and private nodes in prod.",
                  MANDATORY, gke_cluster_is_hardened),
 )
+
+
+
+def resource_rules(monitoring_namespace: str = DEFAULT_MONITORING_NAMESPACE) -> tuple[ResourceRule, ...]:
+    """The resource rules for a stack whose monitoring runs in `monitoring_namespace`: its node exporters are
+    platform agents wherever the stack puts them. (A CrossGuard preview sees Helm releases, not the workloads
+    they render, so the pack's default matters only for workloads a stack declares itself.)"""
+    if monitoring_namespace == DEFAULT_MONITORING_NAMESPACE:
+        return RESOURCE_RULES
+    check = no_host_access_outside(NODE_AGENT_NAMESPACES | {monitoring_namespace})
+    return tuple(ResourceRule(r.name, r.description, r.enforcement, check) if r.name == HOST_ACCESS_RULE else r
+                 for r in RESOURCE_RULES)
+
 
 STACK_RULES: tuple[StackRule, ...] = (
     StackRule("team-namespaces-have-guardrails",

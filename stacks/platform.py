@@ -13,6 +13,7 @@ from config import load_platform_config
 from config.errors import PROJECT
 from config.models import PlatformConfig
 from config.queues import pool_shapes, queue_layout
+from core.outputs import TeamBudget, export_platform
 
 
 def build(config: PlatformConfig) -> None:
@@ -29,24 +30,18 @@ def build(config: PlatformConfig) -> None:
             TeamNamespace(f"team-{team.name}", team, cluster.provider,
                           monitoring_namespace=config.monitoring.namespace, queue_after=[queues.release])
 
-    pulumi.export("cloud", cluster.cloud)
-    pulumi.export("clusterName", cluster.name)
-    pulumi.export("kubeconfig", cluster.kubeconfig)
-    pulumi.export("gpuPools", [pool.describe() for pool in cluster.gpu_pools])
-    pulumi.export("gpuCapacity", cluster.gpu_capacity)
-    # The labels of the system pool's nodes, where every platform controller runs.
-    pulumi.export("systemNodeSelector", dict(cluster.system_node_selector))
-    pulumi.export("grafana", monitoring.grafana)
-    pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
-    pulumi.export("monitoringNamespace", config.monitoring.namespace)
-    # Each team's budget; a team with its own stack fits its namespaces in it.
-    # `gpus` is the team's ceiling (its ResourceQuota), `guaranteedGpus` what its queue is guaranteed.
-    pulumi.export("teams", {team.name: {"namespace": team.name, "gpus": team.quota.gpus,
-                                        "guaranteedGpus": layout.teams[team.name].guaranteed,
-                                        "guarantee": layout.teams[team.name].guarantee,
-                                        "cpu": team.quota.requests.cpu, "memory": team.quota.requests.memory,
-                                        "ownStack": team.own_stack}
-                            for team in config.teams})
+    export_platform(
+        cloud=cluster.cloud, cluster_name=cluster.name, kubeconfig=cluster.kubeconfig,
+        kubernetes_version=cluster.kubernetes_version,
+        gpu_pools=[pool.describe() for pool in cluster.gpu_pools], gpu_capacity=cluster.gpu_capacity,
+        system_node_selector=cluster.system_node_selector, grafana=monitoring.grafana,
+        grafana_admin_password=monitoring.grafana_admin_password, monitoring_namespace=config.monitoring.namespace,
+        # `gpus` is the team's ceiling (its ResourceQuota), `guaranteed_gpus` what its queue is guaranteed.
+        teams={team.name: TeamBudget(namespace=team.name, gpus=team.quota.gpus,
+                                     guaranteed_gpus=layout.teams[team.name].guaranteed,
+                                     guarantee=layout.teams[team.name].guarantee, cpu=team.quota.requests.cpu,
+                                     memory=team.quota.requests.memory, own_stack=team.own_stack)
+               for team in config.teams})
 
 
 def main() -> None:

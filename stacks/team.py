@@ -13,6 +13,7 @@ from config import ConfigError
 from config.errors import PROJECT, stack_file
 from config.loader import load_team_config
 from config.models import TeamStackConfig
+from core.outputs import export_team
 from core.quantity import parse_quantity
 
 
@@ -74,7 +75,5 @@ def main() -> None:
         return [namespace.name for namespace in config.namespaces]
 
     created = pulumi.Output.all(platform.budgets, platform.monitoring_namespace).apply(namespaces)
-    pulumi.export("team", config.team)
-    pulumi.export("namespaces", created)
-    pulumi.export("clusterName", platform.cluster_name)
-    pulumi.export("budget", platform.budgets.apply(lambda budgets: budgets.get(config.team)))
+    export_team(team=config.team, namespaces=created, cluster_name=platform.cluster_name,
+                budget=platform.budgets.apply(lambda budgets: budgets.get(config.team)))

@@ -14,11 +14,9 @@ import traceback
 from pathlib import Path
 
 from config.errors import ConfigError
-from synth import PROJECT_DIR, delivery, synthesize
-from synth.applied import applied_objects, check_applied
-from synth.checks import check, check_rendered, enforcement_levels
-from synth.output import write
-from synth.render import render_stack
+from synth import PROJECT_DIR, pipeline
+from synth.applied import applied_objects
+from synth.checks import enforcement_levels
 from synth.summary import summarize
 
 OK, POLICY_VIOLATION, BAD_INPUT, BUG = 0, 1, 2, 3
@@ -54,19 +52,14 @@ def _run(args: argparse.Namespace) -> int:
     out_dir = args.out or PROJECT_DIR / "out" / args.stack
     levels = enforcement_levels(args.policy_config)
     # Everything is checked and synthesized before anything is written: bad input leaves out/ untouched.
-    synthesis = synthesize(args.stack)
-    synthesis.warnings.extend(delivery.check(args.stack))
-    rendering = render_stack(synthesis)
-    write(synthesis, out_dir, rendering)
-    violations = check(synthesis, levels) + check_rendered(rendering, synthesis.stack, levels)
-    applied = check_applied(synthesis, rendering)
+    result = pipeline.run(args.stack, levels=levels, out_dir=out_dir)
     shown = out_dir.relative_to(PROJECT_DIR) if out_dir.is_relative_to(PROJECT_DIR) else out_dir
-    print(summarize(synthesis, shown, violations, rendering, applied))
+    print(summarize(result.synthesis, shown, result.violations, result.rendering, result.applied))
     if args.checkov:
         from synth.checkov import run_checkov
 
-        print("\n".join(run_checkov(applied_objects(synthesis, rendering)).summary()))
-    return POLICY_VIOLATION if any(v.mandatory for v in violations) or applied.broken else OK
+        print("\n".join(run_checkov(applied_objects(result.synthesis, result.rendering)).summary()))
+    return POLICY_VIOLATION if result.failed else OK
 
 
 if __name__ == "__main__":

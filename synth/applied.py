@@ -21,11 +21,11 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
+from core.outputs import PlatformOutputs, is_platform
 from core.quantity import parse_quantity
-from core.vocabulary import EFA_LABEL, POOL_LABEL, SIMULATED_GPU_NODE_LABELS, SYSTEM_POOL
+from core.vocabulary import EFA_LABEL, SIMULATED_GPU_NODE_LABELS
 from policies.rules import GPU_AGENT_CHARTS
 from synth.engine import Synthesis
-from synth.output import manifests
 from synth.render import CHART_ANNOTATION, RELEASE_ANNOTATION, Rendering
 from synth.schema import SchemaReport, check_manifests, describe, known_fields, schemas_of
 
@@ -40,7 +40,7 @@ def crds_of(rendering: Rendering, own: list[dict[str, Any]] | None = None) -> li
 
 def applied_objects(synthesis: Synthesis, rendering: Rendering) -> list[dict[str, Any]]:
     """Everything `pulumi up` applies to the cluster: the stack's own objects, then the charts'."""
-    return [*manifests(synthesis), *rendering.objects()]
+    return [*synthesis.manifests(), *rendering.objects()]
 
 
 def origin(obj: Mapping[str, Any]) -> str:
@@ -58,7 +58,7 @@ def chart_of_object(obj: Mapping[str, Any]) -> str | None:
 # ---- schemas ----------------------------------------------------------------------------------------------
 def check_schemas(synthesis: Synthesis, rendering: Rendering) -> SchemaReport:
     objects = applied_objects(synthesis, rendering)
-    return check_manifests(objects, custom=schemas_of(crds_of(rendering, manifests(synthesis))))
+    return check_manifests(objects, custom=schemas_of(crds_of(rendering, synthesis.manifests())))
 
 
 # ---- CEL --------------------------------------------------------------------------------------------------
@@ -192,19 +192,18 @@ WELL_KNOWN_NODE_LABELS = {"kubernetes.io/os": "linux", "kubernetes.io/arch": "am
 def pools_of(synthesis: Synthesis) -> tuple[Pool, dict[str, str], list[Pool]]:
     """The system pool (with the selector platform workloads must carry) and the GPU pools of the stack, with
     the labels their nodes carry."""
-    outputs = synthesis.outputs
-    selector = dict(outputs.get("systemNodeSelector") or {POOL_LABEL: SYSTEM_POOL})
+    outputs = PlatformOutputs.read(synthesis.outputs)
+    selector = dict(outputs.system_node_selector)
     # kind's stand-in GPU nodes carry the labels the fake GPU operator's agents select.
-    extra = SIMULATED_GPU_NODE_LABELS if outputs.get("cloud") == "kind" else {}
+    extra = SIMULATED_GPU_NODE_LABELS if outputs.cloud == "kind" else {}
     gpu_pools = []
-    for pool in outputs.get("gpuPools") or []:
+    for pool in outputs.gpu_pools:
         taints = []
-        for taint in pool.get("taints") or []:
-            key_value, _, effect = str(taint).rpartition(":")
+        for taint in pool.taints:
+            key_value, _, effect = taint.rpartition(":")
             key, _, value = key_value.partition("=")
             taints.append((key, value, effect))
-        gpu_pools.append(Pool(pool["name"], WELL_KNOWN_NODE_LABELS | dict(pool.get("labels") or {}) | extra,
-                              tuple(taints)))
+        gpu_pools.append(Pool(pool.name, WELL_KNOWN_NODE_LABELS | dict(pool.labels) | extra, tuple(taints)))
     return Pool("system", WELL_KNOWN_NODE_LABELS | selector, ()), selector, gpu_pools
 
 
@@ -279,7 +278,7 @@ FEATURE_AGENT_LABELS = {"aws-efa-k8s-device-plugin": EFA_LABEL}
 def check_placement(synthesis: Synthesis, rendering: Rendering) -> PlacementReport:
     report = PlacementReport()
     system, selector, gpu_pools = pools_of(synthesis)
-    if "gpuPools" not in synthesis.outputs:
+    if not is_platform(synthesis.outputs):
         return report  # a team stack: its cluster's pools are another stack's
     for obj in applied_objects(synthesis, rendering):
         spec = _pod_spec(obj)
@@ -339,7 +338,7 @@ class AppliedReport:
 
 
 def check_applied(synthesis: Synthesis, rendering: Rendering) -> AppliedReport:
-    own = manifests(synthesis)
+    own = synthesis.manifests()
     return AppliedReport(check_schemas(synthesis, rendering),
                          check_cel(applied_objects(synthesis, rendering), crds_of(rendering, own)),
                          check_placement(synthesis, rendering), requests_per_pool(synthesis, rendering))
@@ -385,7 +384,7 @@ def _pod_requests(obj: Mapping[str, Any], spec: Mapping[str, Any]) -> tuple[Deci
 
 
 def requests_per_pool(synthesis: Synthesis, rendering: Rendering) -> dict[str, PoolRequests]:
-    if "gpuPools" not in synthesis.outputs:
+    if not is_platform(synthesis.outputs):
         return {}
     system, _, gpu_pools = pools_of(synthesis)
     totals = {pool.name: PoolRequests() for pool in (system, *gpu_pools)}

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from config.errors import ConfigError
-from policies.rules import GPU_AGENT_CHARTS, MANDATORY, RESOURCE_RULES, STACK_RULES, UNKNOWN, Resource, Rule
+from core.outputs import PlatformOutputs
+from policies.rules import (GPU_AGENT_CHARTS, MANDATORY, RESOURCE_RULES, STACK_RULES, UNKNOWN, Resource, ResourceRule,
+                            Rule, resource_rules)
 from synth.engine import Synthesis, UNKNOWN as UNKNOWN_TEXT
 from synth.render import CHART_ANNOTATION, RELEASE_ANNOTATION, Rendering
 
@@ -56,6 +58,11 @@ def enforcement_levels(path: Path | None) -> dict[str, str]:
     return levels
 
 
+def _rules(synthesis: Synthesis) -> tuple[ResourceRule, ...]:
+    """The resource rules as they apply to this stack (its monitoring namespace holds node agents)."""
+    return resource_rules(PlatformOutputs.read(synthesis.outputs).monitoring_namespace)
+
+
 def check(synthesis: Synthesis, levels: dict[str, str] | None = None) -> list[Violation]:
     levels = levels or {}
     resources = [Resource(r.type, r.urn, _with_unknowns(r.inputs)) for r in synthesis.resources if r.custom]
@@ -64,7 +71,7 @@ def check(synthesis: Synthesis, levels: dict[str, str] | None = None) -> list[Vi
         return levels.get(rule.name, levels.get("all", rule.enforcement))
 
     violations = [Violation(rule, level(rule), resource.urn, message)
-                  for rule in RESOURCE_RULES if level(rule) != "disabled"
+                  for rule in _rules(synthesis) if level(rule) != "disabled"
                   for resource in resources
                   for message in rule.check(resource.type, resource.props, synthesis.stack)]
     violations += [Violation(rule, level(rule), urn, message)
@@ -78,7 +85,8 @@ def _resource_type(obj: dict[str, Any]) -> str:
     return f"kubernetes:{api_version if '/' in api_version else 'core/' + api_version}:{obj.get('kind')}"
 
 
-def check_rendered(rendering: Rendering, stack: str, levels: dict[str, str] | None = None) -> list[Violation]:
+def check_rendered(rendering: Rendering, synthesis: Synthesis,
+                   levels: dict[str, str] | None = None) -> list[Violation]:
     """The resource rules over every object the Helm releases render: a `pulumi preview` with the policy pack
     sees only a Release's inputs, so this is where the charts' own workloads are judged. The per-node GPU
     agents' charts may tolerate the GPU taint, as their Releases may."""
@@ -90,11 +98,11 @@ def check_rendered(rendering: Rendering, stack: str, levels: dict[str, str] | No
         metadata = obj["metadata"]
         where = (f"{annotations[RELEASE_ANNOTATION].split('/')[-1]} ({annotations[CHART_ANNOTATION]}): "
                  f"{obj.get('kind')} {metadata.get('namespace') or '_cluster'}/{metadata.get('name')}")
-        for rule in RESOURCE_RULES:
+        for rule in _rules(synthesis):
             level = levels.get(rule.name, levels.get("all", rule.enforcement))
             if level == "disabled" or (rule.name == "only-gpu-agents-tolerate-gpu-taint"
                                        and chart in GPU_AGENT_CHARTS):
                 continue
             violations += [Violation(rule, level, where, message)
-                           for message in rule.check(_resource_type(obj), obj, stack)]
+                           for message in rule.check(_resource_type(obj), obj, synthesis.stack)]
     return violations

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from synth import PROJECT_DIR
+from synth.pipeline import CHECKS_FILE
 from synth.stackfile import available_stacks
 
 
@@ -153,6 +154,13 @@ class Revisions:
     before: dict[str, dict[str, Any] | str]
     after: dict[str, dict[str, Any] | str]
     rendered: dict[str, tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]]
+    # What the synth's checks found in the working tree, per stack (synth/pipeline.py writes it).
+    checks: dict[str, dict[str, Any]]
+
+
+def checks_in(out: Path) -> dict[str, Any]:
+    path = out / CHECKS_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def synthesize_revisions(base: str, stacks: list[str], head: Path = PROJECT_DIR) -> Revisions:
@@ -163,7 +171,8 @@ def synthesize_revisions(base: str, stacks: list[str], head: Path = PROJECT_DIR)
         after = _synthesize_tree(head, Path(tmp) / "head-out", stacks)
         rendered = {stack: (rendered_objects_in(Path(tmp) / "base-out" / stack),
                             rendered_objects_in(Path(tmp) / "head-out" / stack)) for stack in after}
-    return Revisions(before, after, rendered)
+        checks = {stack: checks_in(Path(tmp) / "head-out" / stack) for stack in after}
+    return Revisions(before, after, rendered, checks)
 
 
 def diff_revisions(base: str, stacks: list[str], head: Path = PROJECT_DIR) -> str:

@@ -60,6 +60,9 @@ def _urn_of_reference(reference: str) -> str | None:
     return reference.rsplit("::", 1)[0] if reference else None
 
 
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+
+
 @dataclass(frozen=True)
 class Resource:
     urn: str
@@ -73,6 +76,12 @@ class Resource:
     inputs: dict[str, Any]
     # Input paths a `pulumi up` leaves alone once the resource exists (the autoscaler's node counts).
     ignore_changes: tuple[str, ...] = ()
+
+    @property
+    def manifest(self) -> bool:
+        """Whether the resource applies a Kubernetes object (not a provider, Helm release or component)."""
+        return (self.custom and self.type.startswith("kubernetes:") and "apiVersion" in self.inputs
+                and "kind" in self.inputs)
 
     def as_plan_entry(self) -> dict[str, Any]:
         return {"urn": self.urn, "type": self.type, "name": self.name, "parent": self.parent,
@@ -91,6 +100,14 @@ class Synthesis:
 
     def of_type(self, type_: str) -> list[Resource]:
         return [r for r in self.resources if r.type == type_]
+
+    def manifests(self) -> list[dict[str, Any]]:
+        """Every Kubernetes object the stack applies itself, as it would be applied."""
+        return [r.inputs for r in self.resources if r.manifest]
+
+    def releases(self) -> list[Resource]:
+        """Every Helm release the stack installs."""
+        return self.of_type(HELM_RELEASE)
 
     def by_urn(self, urn: str) -> Resource:
         return next(r for r in self.resources if r.urn == urn)

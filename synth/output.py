@@ -5,35 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
-from synth.engine import Resource, Synthesis
-
-if TYPE_CHECKING:
-    from synth.render import Rendering
-
-HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
-
-
-def manifest_of(resource: Resource) -> dict[str, Any] | None:
-    """The Kubernetes object a resource applies, or None if it is not one (providers, Helm, components)."""
-    inputs = resource.inputs
-    if not resource.custom or not resource.type.startswith("kubernetes:"):
-        return None
-    if "apiVersion" not in inputs or "kind" not in inputs:
-        return None
-    return inputs
-
-
-def manifests(synthesis: Synthesis) -> list[dict[str, Any]]:
-    return [m for r in synthesis.resources if (m := manifest_of(r)) is not None]
-
-
-def helm_releases(synthesis: Synthesis) -> list[Resource]:
-    return synthesis.of_type(HELM_RELEASE)
-
+from synth.engine import Synthesis
+from synth.render import Rendering
 
 def manifest_filename(manifest: dict[str, Any]) -> str:
     metadata = manifest.get("metadata", {})
@@ -77,13 +54,13 @@ def write(synthesis: Synthesis, out_dir: Path, rendering: Rendering | None = Non
     if out_dir.exists():
         shutil.rmtree(out_dir)
     (out_dir / "manifests").mkdir(parents=True)
-    for manifest in manifests(synthesis):
+    for manifest in synthesis.manifests():
         target = out_dir / "manifests" / manifest_filename(manifest)
         if target.exists():
             # Two resources applying one object fight over it on every update.
             raise ValueError(f"two resources declare the same Kubernetes object {target.stem}")
         target.write_text(_dump_yaml(manifest))
-    releases = helm_releases(synthesis)
+    releases = synthesis.releases()
     if releases:
         (out_dir / "helm").mkdir()
     for release in releases:

@@ -51,10 +51,10 @@ from typing import Any
 
 import yaml
 
+from core.outputs import PlatformOutputs
 from synth.engine import Resource, Synthesis
-from synth.output import helm_releases
 from synth.schema import UPSTREAM_DIR
-from versions import CHARTS, KUBERNETES_VERSION, Chart
+from versions import CHARTS, Chart
 
 CHARTS_ENV = "MLPLATFORM_CHARTS"
 PULL_ENV = "MLPLATFORM_PULL_CHARTS"
@@ -348,12 +348,7 @@ def chart_of(release: Resource) -> Chart:
 
 def kubernetes_version(synthesis: Synthesis) -> str:
     """The cluster's Kubernetes version, as `helm template --kube-version` takes it."""
-    for resource in synthesis.resources:
-        version = resource.inputs.get("version") if resource.type == "aws:eks/cluster:Cluster" else \
-            resource.inputs.get("minMasterVersion") if resource.type == "gcp:container/cluster:Cluster" else None
-        if isinstance(version, str) and re.fullmatch(r"\d+\.\d+", version):
-            return f"v{version}.0"
-    return f"v{KUBERNETES_VERSION}.0"
+    return f"v{PlatformOutputs.read(synthesis.outputs).kubernetes_version}.0"
 
 
 def _crd_api_versions(documents: Iterable[dict[str, Any]]) -> set[str]:
@@ -389,7 +384,7 @@ def render_stack(synthesis: Synthesis) -> Rendering:
     charts' CRDs add (the cluster after `pulumi up`, when a chart's `.Capabilities` checks see them)."""
     kube = kubernetes_version(synthesis)
     rendering = Rendering(kubernetes_version=kube)
-    releases = helm_releases(synthesis)
+    releases = synthesis.releases()
 
     def render(release: Resource, api_versions: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
         chart = chart_of(release)

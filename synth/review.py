@@ -12,20 +12,27 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from synth import PROJECT_DIR, delivery, synthesize
-from synth.checks import check
+from core.outputs import PlatformOutputs, is_platform
+from synth import PROJECT_DIR, delivery
 from synth.diff import StackDiff, plan_diff, rendered_diff, synthesize_revisions
-from synth.output import HELM_RELEASE
+from synth.engine import HELM_RELEASE
 
 CHANGED_MARKER = "<!-- changed stacks: "
 
 
+def _outputs(plan: dict[str, Any]) -> PlatformOutputs | None:
+    outputs = plan.get("outputs", {})
+    return PlatformOutputs.read(outputs) if is_platform(outputs) else None
+
+
 def _pools(plan: dict[str, Any]) -> dict[str, int]:
-    return {pool["name"]: pool["schedulableGpus"] for pool in plan.get("outputs", {}).get("gpuPools", [])}
+    outputs = _outputs(plan)
+    return {pool.name: pool.schedulable_gpus for pool in outputs.gpu_pools} if outputs else {}
 
 
 def _quotas(plan: dict[str, Any]) -> dict[str, int]:
-    return {name: team["gpus"] for name, team in plan.get("outputs", {}).get("teams", {}).items()}
+    outputs = _outputs(plan)
+    return {name: team.gpus for name, team in outputs.teams.items()} if outputs else {}
 
 
 def _changes(before: dict[str, int], after: dict[str, int], what: str) -> list[str]:
@@ -41,8 +48,8 @@ def _charts(plan: dict[str, Any]) -> dict[str, str]:
 def capacity_lines(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     """GPU capacity per pool, team GPU quotas, and chart versions, where they change."""
     lines = []
-    old_total = before.get("outputs", {}).get("gpuCapacity")
-    new_total = after.get("outputs", {}).get("gpuCapacity")
+    old, new = _outputs(before), _outputs(after)
+    old_total, new_total = old and old.gpu_capacity, new and new.gpu_capacity
     if old_total != new_total:
         lines.append(f"GPU capacity: {old_total} -> {new_total} schedulable GPUs")
     lines += _changes(_pools(before), _pools(after), "GPU pool")
@@ -59,29 +66,32 @@ def red(diff: StackDiff) -> list[str]:
             + [f"- DELETE  {r['type']} {r['name']}" for r in diff.deleted])
 
 
-def policy_lines(stack: str) -> list[str]:
-    violations = check(synthesize(stack))
-    mandatory = [v for v in violations if v.mandatory]
-    return ([f"policies: {len(mandatory)} mandatory and {len(violations) - len(mandatory)} advisory violations"]
-            + [f"  {v}" for v in violations])
+def policy_lines(checks: dict[str, Any]) -> list[str]:
+    """What `make synth` found, as its pipeline wrote it: the rules over our objects and the rendered ones."""
+    if not checks:
+        return ["policies: not checked (the synth wrote no results)"]
+    lines = [f"policies: {checks['mandatory']} mandatory and {checks['advisory']} advisory violations"]
+    if checks.get("broken"):
+        lines.append("applied objects: some fail their schema or a CRD's rule (see `make synth`)")
+    return lines + [f"  {v}" for v in checks["violations"]]
 
 
 Rendered = tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]
 
 
 def stack_section(stack: str, before: dict[str, Any] | str | None, after: dict[str, Any] | str | None,
-                  rendered: Rendered | None = None) -> list[str]:
+                  rendered: Rendered | None = None, checks: dict[str, Any] | None = None) -> list[str]:
     if isinstance(after, str) or after is None:
         return [f"### {stack}", "", f"**does not synthesize**: {after}" if after else "removed from the repo", ""]
     if not isinstance(before, dict):
         return [f"### {stack}", "", f"new stack: {len(after['resources'])} resources to create", "",
-                *policy_lines(stack), ""]
+                *policy_lines(checks or {}), ""]
     diff = plan_diff(stack, before, after)
     lines = [f"### {stack}", ""]
     if removed := red(diff):
         lines += ["```diff", *removed, "```", ""]
     lines += [f"- {line}" for line in capacity_lines(before, after)]
-    lines += [f"- {line}" if not line.startswith("  ") else f"  - {line.strip()}" for line in policy_lines(stack)]
+    lines += [f"- {line}" if not line.startswith("  ") else f"  - {line.strip()}" for line in policy_lines(checks or {})]
     lines += ["", f"<details><summary>{diff.render().splitlines()[0]}</summary>", "", "```", diff.render(), "```",
               "", "</details>", ""]
     # What a chart bump (or new values) changes in the objects the releases apply.
@@ -99,7 +109,8 @@ def review(base: str, stacks: list[str], head: Path = PROJECT_DIR) -> str:
              "every change is folded under each stack.", ""]
     changed = {stack for stack in after.keys() & before.keys() if changes(before[stack], after[stack])}
     for stack in sorted(before.keys() | after.keys()):
-        section = stack_section(stack, before.get(stack), after.get(stack), revisions.rendered.get(stack))
+        section = stack_section(stack, before.get(stack), after.get(stack), revisions.rendered.get(stack),
+                                revisions.checks.get(stack))
         platform = platform_of(stack, head)
         if platform in changed:
             section[2:2] = [f"> Previewed against `{platform}` as deployed: this pull request also changes "

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from core.outputs import PlatformOutputs, TeamOutputs, is_team
 from policies.rules import RESOURCE_RULES, STACK_RULES
 from synth.applied import AppliedReport
 from synth.checks import Violation
 from synth.engine import Synthesis
-from synth.output import helm_releases, manifests
 from synth.render import HOOK_ANNOTATION, Rendering
 
 
@@ -19,30 +19,30 @@ def _sharing(sharing: dict) -> str:
     return f"MIG {sharing['migStrategy']}" if sharing.get("migStrategy") != "none" else "none"
 
 
-def _team_stack(outputs: dict) -> list[str]:
-    budget = outputs.get("budget") or {}
-    return [f"Team {outputs['team']} on cluster {outputs.get('clusterName')!r}: namespaces "
-            f"{', '.join(outputs.get('namespaces', []))}; budget {budget.get('gpus')} GPU, cpu {budget.get('cpu')}, "
-            f"memory {budget.get('memory')}"]
+def _team_stack(outputs: TeamOutputs) -> list[str]:
+    budget = outputs.budget
+    return [f"Team {outputs.team} on cluster {outputs.cluster_name!r}: namespaces {', '.join(outputs.namespaces)}; "
+            f"budget {budget.gpus if budget else None} GPU, cpu {budget.cpu if budget else None}, "
+            f"memory {budget.memory if budget else None}"]
 
 
-def _platform_stack(outputs: dict) -> list[str]:
+def _platform_stack(outputs: PlatformOutputs) -> list[str]:
     lines = []
-    pools = outputs.get("gpuPools", [])
-    lines.append(f"GPU pools: {len(pools)}, up to {outputs.get('gpuCapacity', 0)} schedulable GPUs")
+    pools = outputs.gpu_pools
+    lines.append(f"GPU pools: {len(pools)}, up to {outputs.gpu_capacity} schedulable GPUs")
     for pool in pools:
-        lines.append(f"  {pool['name']:<12} {pool['accelerator']:<22} {pool['minNodes']}-{pool['maxNodes']} nodes "
-                     f"x {pool['gpusPerNode']} GPU, {'spot' if pool['spot'] else 'on-demand'}, "
-                     f"taints {', '.join(pool['taints'])}, sharing {_sharing(pool['sharing'])}")
-    teams = outputs.get("teams", {})
-    guaranteed = sum(team["guaranteedGpus"] for team in teams.values())
-    lines.append(f"Team GPUs guaranteed: {guaranteed} of {outputs.get('gpuCapacity', 0)} GPUs; each team may borrow "
+        lines.append(f"  {pool.name:<12} {pool.accelerator:<22} {pool.min_nodes}-{pool.max_nodes} nodes "
+                     f"x {pool.gpus_per_node} GPU, {'spot' if pool.spot else 'on-demand'}, "
+                     f"taints {', '.join(pool.taints)}, sharing {_sharing(dict(pool.sharing))}")
+    teams = outputs.teams
+    guaranteed = sum(team.guaranteed_gpus for team in teams.values())
+    lines.append(f"Team GPUs guaranteed: {guaranteed} of {outputs.gpu_capacity} GPUs; each team may borrow "
                  "idle GPUs of its cohort up to its ceiling")
     for name, team in sorted(teams.items()):
-        pools = ", ".join(f"{pool} {gpus}" for pool, gpus in team["guarantee"].items()) or "none"
-        own_stack = " (its own stack)" if team.get("ownStack") else ""
-        lines.append(f"  {name:<24} {team['guaranteedGpus']} GPU guaranteed ({pools}), ceiling {team['gpus']} GPU, "
-                     f"cpu {team['cpu']}, memory {team['memory']}{own_stack}")
+        guarantee = ", ".join(f"{pool} {gpus}" for pool, gpus in team.guarantee.items()) or "none"
+        own_stack = " (its own stack)" if team.own_stack else ""
+        lines.append(f"  {name:<24} {team.guaranteed_gpus} GPU guaranteed ({guarantee}), ceiling {team.gpus} GPU, "
+                     f"cpu {team.cpu}, memory {team.memory}{own_stack}")
     return lines
 
 
@@ -66,11 +66,13 @@ def _rendering(rendering: Rendering) -> list[str]:
 
 def summarize(synthesis: Synthesis, out_dir: Path, violations: list[Violation],
               rendering: Rendering | None = None, applied: AppliedReport | None = None) -> str:
-    outputs = synthesis.outputs
-    kind = f"team stack of {outputs['team']}" if "team" in outputs else f"{outputs.get('cloud', '?')} cluster"
-    lines = [f"Stack {synthesis.stack}: {kind} {outputs.get('clusterName', '?')!r}, "
+    stack_outputs = TeamOutputs.read(synthesis.outputs) if is_team(synthesis.outputs) else \
+        PlatformOutputs.read(synthesis.outputs)
+    kind = (f"team stack of {stack_outputs.team}" if isinstance(stack_outputs, TeamOutputs)
+            else f"{stack_outputs.cloud} cluster")
+    lines = [f"Stack {synthesis.stack}: {kind} {stack_outputs.cluster_name!r}, "
              f"{len(synthesis.resources)} resources, synthesized offline into {out_dir}/",
-             f"  {len(manifests(synthesis))} Kubernetes manifests, {len(helm_releases(synthesis))} Helm releases, "
+             f"  {len(synthesis.manifests())} Kubernetes manifests, {len(synthesis.releases())} Helm releases, "
              "plan.json"]
     lines.append("Resources by type:")
     for type_, count in sorted(Counter(r.type for r in synthesis.resources).items()):
@@ -78,7 +80,8 @@ def summarize(synthesis: Synthesis, out_dir: Path, violations: list[Violation],
 
     lines += _rendering(rendering) if rendering is not None else []
     lines += applied.summary() if applied is not None else []
-    lines += _team_stack(outputs) if "team" in outputs else _platform_stack(outputs)
+    lines += (_team_stack(stack_outputs) if isinstance(stack_outputs, TeamOutputs)
+              else _platform_stack(stack_outputs))
     lines.append("Warnings:" if synthesis.warnings else "Warnings: none")
     lines += [f"  {warning}" for warning in synthesis.warnings]
     mandatory = sum(v.mandatory for v in violations)

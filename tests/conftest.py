@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from core.handle import Capabilities, ClusterHandle, GpuPool
+from config.loader import validate
 from config.models import PlatformConfig
 from synth import PROJECT_DIR, synthesize
 from synth.engine import Synthesis, run_program
@@ -59,7 +60,7 @@ PLATFORM_STACKS = ("local", "dev", "prod", "gcp-dev")
 def stack_config(stack: str) -> PlatformConfig:
     """A platform stack file's validated config, without synthesizing it (for checks of config alone)."""
     config = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]
-    return PlatformConfig.model_validate({key.removeprefix("mlplatform:"): value for key, value in config.items()})
+    return validate({key.removeprefix("mlplatform:"): value for key, value in config.items()}, stack, PlatformConfig)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from synth.engine import Synthesis
-from synth.output import helm_releases
 from synth.schema import check_manifests
 from tests.cel import admit
 from tests.conftest import PLATFORM_STACKS, stack_config, synth_with
@@ -219,7 +218,7 @@ def test_team_editors_may_declare_monitors_and_prometheus_finds_them(synthesis):
     assert roles["mlplatform-monitors-view"]["metadata"]["labels"] == {
         "rbac.authorization.k8s.io/aggregate-to-view": "true"}
     # Prometheus selects monitors of every namespace, not only its own release's.
-    stack = next(r for r in helm_releases(synthesis) if r.inputs["name"] == "kube-prometheus-stack")
+    stack = next(r for r in synthesis.releases() if r.inputs["name"] == "kube-prometheus-stack")
     prometheus = stack.inputs["values"]["prometheus"]["prometheusSpec"]
     assert prometheus["serviceMonitorSelectorNilUsesHelmValues"] is False
     assert prometheus["podMonitorSelectorNilUsesHelmValues"] is False

@@ -11,7 +11,6 @@ from synth import PROJECT_DIR, render
 from synth.applied import (_pod_spec, applied_objects, check_cel, check_placement, check_schemas, crds_of, origin)
 from synth.checks import check_rendered
 from synth.engine import Synthesis
-from synth.output import manifests
 from synth.render import Rendering, stack_rendering, stack_synthesis
 from synth.stackfile import available_stacks
 from tests.conftest import synth_with
@@ -43,25 +42,25 @@ def test_every_applied_object_passes_its_strict_schema(stack) -> None:
 
 def test_custom_resources_keep_the_cel_rules_of_their_crds(stack) -> None:
     synthesis, rendering = stack
-    report = check_cel(applied_objects(synthesis, rendering), crds_of(rendering, manifests(synthesis)))
+    report = check_cel(applied_objects(synthesis, rendering), crds_of(rendering, synthesis.manifests()))
     assert report.failures == []
     assert report.unevaluated == [], "rules cel-python cannot evaluate: add the function or name it here"
 
 
 def test_cel_rules_catch_a_broken_custom_resource(stack) -> None:
     synthesis, rendering = stack
-    crds = crds_of(rendering, manifests(synthesis))
+    crds = crds_of(rendering, synthesis.manifests())
     kinds = {crd["spec"]["names"]["kind"] for crd in crds}
     if "EC2NodeClass" not in kinds:
         pytest.skip("the stack installs no Karpenter CRDs")
-    node_class = next(m for m in manifests(synthesis) if m["kind"] == "EC2NodeClass")
+    node_class = next(m for m in synthesis.manifests() if m["kind"] == "EC2NodeClass")
     broken = {**node_class, "spec": {**node_class["spec"], "amiSelectorTerms": [{"alias": "ubuntu@latest"}]}}
     assert check_cel([broken], crds).failures
 
 
 def test_policy_rules_hold_for_chart_workloads(stack) -> None:
     synthesis, rendering = stack
-    assert [str(v) for v in check_rendered(rendering, synthesis.stack) if v.mandatory] == []
+    assert [str(v) for v in check_rendered(rendering, synthesis) if v.mandatory] == []
 
 
 # Chart workloads the platform cannot pin by the chart's values (the chart has no nodeSelector for them).
@@ -98,7 +97,7 @@ def test_the_admission_jobs_and_node_exporter_are_pinned_to_the_system_pool(stac
 
 
 def _limit_range_defaults(synthesis: Synthesis) -> dict[str, dict[str, Any]]:
-    return {m["metadata"]["namespace"]: item for m in manifests(synthesis) if m["kind"] == "LimitRange"
+    return {m["metadata"]["namespace"]: item for m in synthesis.manifests() if m["kind"] == "LimitRange"
             for item in m["spec"]["limits"] if item["type"] == "Container"}
 
 

@@ -347,10 +347,10 @@ def test_under_the_pulumi_cli_every_key_comes_in_pulumi_config(monkeypatch):
 # ---- exit codes and valid unusual YAML ------------------------------------------------------------------
 
 def test_an_internal_error_exits_3_and_says_it_is_a_bug(run_synth, monkeypatch):
-    def broken(stack: str) -> None:
+    def broken(stack: str, **options: object) -> None:
         raise KeyError("oops")
 
-    monkeypatch.setattr(entry, "synthesize", broken)
+    monkeypatch.setattr(entry.pipeline, "run", broken)
     code, stderr = run_synth(KIND)
     assert code == 3
     assert "Traceback" in stderr and "KeyError: 'oops'" in stderr

@@ -95,7 +95,7 @@ def test_make_synth_exits_2_naming_the_deployer_that_cannot_reach_the_api(tmp_pa
     del dev["config"]["mlplatform:deployer"]
     root = project(tmp_path, {"dev": dev})
     real_check = delivery.check
-    monkeypatch.setattr(cli.delivery, "check", lambda stack: real_check(stack, root))
+    monkeypatch.setattr(delivery, "check", lambda stack, project_dir: real_check(stack, root))
     assert cli.main(["dev", "--out", str(tmp_path / "out")]) == 2
     assert "error: Pulumi.dev.yaml: mlplatform:deployer: the deployer" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # refused before anything is written
@@ -234,8 +234,6 @@ def test_the_pull_request_comment_leads_with_replacements_deletions_capacity_quo
         monkeypatch):
     from synth import review
 
-    monkeypatch.setattr(review, "policy_lines", lambda stack: [
-        "policies: 1 mandatory and 0 advisory violations", "  [mandatory] rule: urn: broken"])
     helm = "kubernetes:helm.sh/v3:Release"
     before = plan({"l4": 8, "a10g": 4}, {"research": 6}, [
         resource("ml-cluster", name="ml"), resource("old-queue", type_="kueue:Queue"),
@@ -247,7 +245,8 @@ def test_the_pull_request_comment_leads_with_replacements_deletions_capacity_quo
                   "spec": {"replicas": 2}}
     rendered = ({"karpenter/deployment": deployment},
                 {"karpenter/deployment": deployment | {"spec": {"replicas": 3}}})
-    lines = review.stack_section("dev", before, after, rendered)
+    checks = {"violations": ["[mandatory] rule: urn: broken"], "mandatory": 1, "advisory": 0, "broken": False}
+    lines = review.stack_section("dev", before, after, rendered, checks)
     lead = lines[:lines.index(next(line for line in lines if line.startswith("<details>")))]
     # The chart bump's effect on what the release applies, folded below the lead.
     assert "<details><summary>Rendered by its Helm releases: 1 objects change</summary>" in lines
@@ -262,10 +261,13 @@ def test_the_pull_request_comment_leads_with_replacements_deletions_capacity_quo
     assert "- policies: 1 mandatory and 0 advisory violations" in lead
 
 
-def test_the_comment_reports_the_policy_results_of_the_new_code():
-    from synth import review
+def test_the_comment_reports_the_policy_results_of_the_new_code(tmp_path):
+    from synth import pipeline, review
+    from synth.diff import checks_in
 
-    assert review.policy_lines("local") == ["policies: 0 mandatory and 0 advisory violations"]
+    pipeline.run("local", out_dir=tmp_path / "local")
+    assert review.policy_lines(checks_in(tmp_path / "local")) == ["policies: 0 mandatory and 0 advisory violations"]
+    assert review.policy_lines({}) == ["policies: not checked (the synth wrote no results)"]
 
 
 def test_a_team_stacks_section_says_when_the_pull_request_also_changes_its_platform(monkeypatch, tmp_path):
@@ -275,10 +277,9 @@ def test_a_team_stacks_section_says_when_the_pull_request_also_changes_its_platf
     def revisions(base: str, stacks: list[str], head: Path) -> Revisions:
         before, after = ({"dev": plan({"l4": capacity}, {}, []), "team-vision": plan({}, {}, [])}
                          for capacity in (12, 16))
-        return Revisions(before, after, {})
+        return Revisions(before, after, {}, {})
 
     monkeypatch.setattr(review, "synthesize_revisions", revisions)
-    monkeypatch.setattr(review, "policy_lines", lambda stack: [])
     text = review.review("origin/main", [])
     team = text[text.index("### team-vision"):]
     assert team.splitlines()[2] == ("> Previewed against `dev` as deployed: this pull request also changes `dev`, "

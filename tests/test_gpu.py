@@ -14,7 +14,6 @@ from config.errors import ConfigError
 from core.fields import GpuSharing
 from policies.rules import only_gpu_agents_tolerate_the_gpu_taint
 from synth.engine import Resource, Synthesis
-from synth.output import helm_releases
 from tests.chart_values import chart_values, unknown_keys
 from tests.conftest import KIND, cluster_handle, run_component, synth_with, team
 
@@ -32,12 +31,12 @@ def enable(pools: tuple[GpuPool, ...], **capabilities: bool) -> Synthesis:
 
 
 def only_release(synthesis: Synthesis) -> Resource:
-    (release,) = helm_releases(synthesis)
+    (release,) = synthesis.releases()
     return release
 
 
 def fake_gpu_operator(synthesis: Synthesis) -> Resource:
-    (release,) = [r for r in helm_releases(synthesis) if r.inputs["chart"].endswith("/fake-gpu-operator")]
+    (release,) = [r for r in synthesis.releases() if r.inputs["chart"].endswith("/fake-gpu-operator")]
     return release
 
 
@@ -63,12 +62,12 @@ def test_nodes_with_drivers_and_no_plugin_get_nvidias_pinned_device_plugin():
 def test_a_cloud_that_runs_its_own_device_plugin_gets_none():
     """GKE installs drivers and its own device plugin: a second plugin would advertise every GPU twice."""
     synthesis = enable(POOLS, device_plugin=True)
-    assert helm_releases(synthesis) == []
+    assert synthesis.releases() == []
     assert len(synthesis.of_type("kubernetes:scheduling.k8s.io/v1:PriorityClass")) == 3
 
 
 def test_no_gpu_pools_no_device_plugin():
-    assert helm_releases(enable(())) == []
+    assert enable(()).releases() == []
 
 
 def test_kind_gets_the_fake_gpu_operator_instead():

@@ -18,7 +18,6 @@ from config.errors import ConfigError
 from config.models import MonitoringConfig
 from policies.rules import only_gpu_agents_tolerate_the_gpu_taint
 from synth.engine import SECRET, Resource, Synthesis
-from synth.output import helm_releases
 from synth.schema import check_manifests
 from synth import render
 from tests.chart_values import chart_values, unknown_keys
@@ -43,7 +42,7 @@ def monitor(pools: tuple[GpuPool, ...] = POOLS, **capabilities: bool) -> Synthes
 
 
 def release(synthesis: Synthesis, chart: str) -> Resource:
-    (found,) = [r for r in helm_releases(synthesis) if r.inputs["chart"] == chart]
+    (found,) = [r for r in synthesis.releases() if r.inputs["chart"] == chart]
     return found
 
 
@@ -184,7 +183,7 @@ def test_real_gpus_get_the_pinned_dcgm_exporter_on_gpu_nodes_only():
 
 def test_kind_scrapes_the_fake_gpu_operators_exporter_the_same_way():
     synthesis = synth_with(cluster=KIND)
-    assert [r.inputs["chart"] for r in helm_releases(synthesis) if "dcgm" in r.inputs["chart"]] == []
+    assert [r.inputs["chart"] for r in synthesis.releases() if "dcgm" in r.inputs["chart"]] == []
     endpoint_of = {}
     for name, synth in (("kind", synthesis), ("real", monitor())):
         monitor_spec = custom_resource(synth, "ServiceMonitor").inputs["spec"]
@@ -244,7 +243,7 @@ def test_free_gpus_name_no_workload_and_held_ones_name_theirs(hostname_label):
 def test_no_gpu_pools_no_gpu_scrape():
     synthesis = monitor(pools=())
     assert [r for r in synthesis.resources if r.inputs.get("kind") == "ServiceMonitor"] == []
-    assert [r.inputs["chart"] for r in helm_releases(synthesis)] == ["kube-prometheus-stack"]
+    assert [r.inputs["chart"] for r in synthesis.releases()] == ["kube-prometheus-stack"]
 
 
 def test_nothing_of_monitoring_but_the_exporter_goes_to_gpu_nodes():

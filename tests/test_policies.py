@@ -20,10 +20,12 @@ from pulumi_policy.proxy import (
 from versions import (DCGM_EXPORTER, EFA_DEVICE_PLUGIN, FAKE_GPU_OPERATOR, KUBERNETES_VERSION, NVIDIA_DEVICE_PLUGIN,
                       SUPPORTED_KUBERNETES)
 from config.errors import ConfigError
-from core.vocabulary import DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE
+from core.vocabulary import (DEFAULT_MONITORING_NAMESPACE, DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, GPU_RESOURCE,
+                             GPU_TAINT, KUBE_SYSTEM_NAMESPACE, TEAM_LABEL)
 from policies import pack, rules
 from synth import PROJECT_DIR
 from synth.checks import check, enforcement_levels
+from synth.engine import HELM_RELEASE
 from tests.conftest import KIND, synth_with, team
 
 RELEASE = rules.HELM_RELEASE
@@ -168,7 +170,13 @@ def test_every_rule_says_how_to_fix_it():
 
 
 def test_the_policies_agree_with_the_platform():
-    assert {DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, "monitoring"} <= rules.PLATFORM_AGENT_NAMESPACES
+    # The pack is standalone (it imports nothing of the project), so its copies of shared names are pinned here,
+    # against core's vocabulary.
+    assert rules.NODE_AGENT_NAMESPACES == {KUBE_SYSTEM_NAMESPACE, DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE}
+    assert rules.DEFAULT_MONITORING_NAMESPACE == DEFAULT_MONITORING_NAMESPACE
+    assert rules.TEAM_LABEL == TEAM_LABEL and rules.GPU_RESOURCE == GPU_RESOURCE
+    assert (rules.GPU_TAINT_KEY, rules.GPU_TAINT_VALUE) == (GPU_TAINT.key, GPU_TAINT.value)
+    assert rules.HELM_RELEASE == HELM_RELEASE
     assert {c.name for c in (NVIDIA_DEVICE_PLUGIN, DCGM_EXPORTER, FAKE_GPU_OPERATOR, EFA_DEVICE_PLUGIN)} == \
         rules.GPU_AGENT_CHARTS
     assert rules.SUPPORTED_KUBERNETES == SUPPORTED_KUBERNETES
@@ -282,7 +290,7 @@ def test_make_synth_fails_on_a_mandatory_violation_and_names_the_rule(monkeypatc
     import synth.__main__ as cli
     broken = synth_with(cluster=KIND, teams=[team("a")])
     broken.resources = [r for r in broken.resources if r.inputs.get("kind") != "NetworkPolicy"]
-    monkeypatch.setattr(cli, "synthesize", lambda stack: broken)
+    monkeypatch.setattr(cli.pipeline, "synthesize", lambda stack, **options: broken)
     assert cli.main(["test", "--out", str(tmp_path / "out")]) == 1
     output = capsys.readouterr().out
     assert "[mandatory] team-namespaces-have-guardrails:" in output

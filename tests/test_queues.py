@@ -14,7 +14,6 @@ from components.queues import KUEUE_FRAMEWORKS, cluster_queue
 from config.queues import pool_shapes, queue_layout
 from config.errors import ConfigError
 from synth.engine import Synthesis
-from synth.output import helm_releases
 from synth.schema import check_manifests
 from tests.cel import crd_violations
 from tests.chart_values import chart_values, unknown_keys
@@ -49,7 +48,7 @@ def gpu_flavors(queue: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def kueue_release(synthesis: Synthesis) -> dict[str, Any]:
-    (release,) = [r for r in helm_releases(synthesis) if r.inputs["name"] == "kueue"]
+    (release,) = [r for r in synthesis.releases() if r.inputs["name"] == "kueue"]
     return release.inputs
 
 
@@ -70,8 +69,8 @@ def test_kueue_is_pinned_on_the_system_pool_and_scraped(shared):
     assert values["controllerManager"]["manager"]["image"]["tag"] == KUEUE_IMAGE_TAG
     assert values["controllerManager"]["nodeSelector"] == {"mlplatform.io/pool": "system"}
     assert values["enablePrometheus"] is True
-    monitoring = next(r for r in helm_releases(shared) if r.inputs["name"] == "kube-prometheus-stack")
-    assert monitoring.urn in next(r for r in helm_releases(shared) if r.inputs["name"] == "kueue").depends_on
+    monitoring = next(r for r in shared.releases() if r.inputs["name"] == "kube-prometheus-stack")
+    assert monitoring.urn in next(r for r in shared.releases() if r.inputs["name"] == "kueue").depends_on
 
 
 def test_controller_survives_one_restart(shared):
@@ -188,7 +187,7 @@ def test_workload_priority_classes_match_the_pod_priority_classes(shared):
 
 
 def test_local_queues_wait_for_kueue(shared):
-    release = next(r for r in helm_releases(shared) if r.inputs["name"] == "kueue")
+    release = next(r for r in shared.releases() if r.inputs["name"] == "kueue")
     assert all(release.urn in r.depends_on for r in shared.resources if r.inputs.get("kind") == "LocalQueue")
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from synth import PROJECT_DIR, synthesize
 from synth.checks import check
-from synth.output import manifests, write
+from synth.output import write
 from synth.schema import check_manifests
 from synth.stackfile import available_stacks
 from synth.render import stack_synthesis
@@ -37,13 +37,13 @@ def _built_in(manifest: dict) -> bool:
 
 
 def test_built_in_objects_pass_strict_schema_validation(stack):
-    report = check_manifests([m for m in manifests(stack) if _built_in(m)])
+    report = check_manifests([m for m in stack.manifests() if _built_in(m)])
     assert report.errors == [] and report.unchecked == []
     assert report.checked
 
 
 def test_every_manifest_passes_its_schema_custom_resources_their_crd(stack, upstream):
-    report = check_manifests(manifests(stack), upstream_dir=upstream)
+    report = check_manifests(stack.manifests(), upstream_dir=upstream)
     assert report.errors == []
     assert report.unchecked == [], "objects with no schema to check them against"
 

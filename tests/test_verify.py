@@ -20,6 +20,7 @@ import yaml
 
 from core.provider import exec_kubeconfig
 from synth.schema import check_manifests
+from core.outputs import PoolOutput
 from verify.api import ApiError, HttpApi
 from verify.probe import gpu_pod, gpu_resource, namespace
 from verify.run import Verifier, table
@@ -81,7 +82,7 @@ def exchanges_with(change: Any) -> list[dict[str, Any]]:
 def test_the_objects_verify_creates_pass_the_strict_schemas(local_synth):
     (l4, a10g) = RECORDING["outputs"]["gpuPools"]
     renamed = l4 | {"name": "shared", "sharing": {"timeSlicing": {"replicas": 4, "renameByDefault": True}}}
-    pools = [l4, a10g, renamed, *local_synth.outputs["gpuPools"]]
+    pools = [PoolOutput.read(p) for p in (l4, a10g, renamed, *local_synth.outputs["gpuPools"])]
     report = check_manifests([namespace(), *(gpu_pod(pool, "a1b2c3") for pool in pools if gpu_resource(pool))])
     assert not report.errors and not report.unchecked, report.errors + report.unchecked
     assert len(report.checked) == 1 + len(pools)
@@ -89,7 +90,7 @@ def test_the_objects_verify_creates_pass_the_strict_schemas(local_synth):
 
 def test_a_gpu_pod_lands_only_on_its_pool_holds_one_gpu_and_meets_restricted_pod_security():
     (l4, _) = RECORDING["outputs"]["gpuPools"]
-    pod = gpu_pod(l4, "x")
+    pod = gpu_pod(PoolOutput.read(l4), "x")
     assert pod["spec"]["nodeSelector"] == {"mlplatform.io/pool": "l4"}
     assert pod["spec"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "present",
                                            "effect": "NoSchedule"}]
@@ -102,10 +103,10 @@ def test_a_gpu_pod_lands_only_on_its_pool_holds_one_gpu_and_meets_restricted_pod
 
 def test_shared_gpus_are_asked_for_by_their_resource_and_mixed_mig_pools_are_skipped_by_name():
     (l4, _) = RECORDING["outputs"]["gpuPools"]
-    assert gpu_resource(l4) == "nvidia.com/gpu"  # time-slicing without renaming: shares are nvidia.com/gpu
-    assert gpu_resource(l4 | {"sharing": {"timeSlicing": {"replicas": 2, "renameByDefault": True}}}) == \
+    assert gpu_resource(PoolOutput.read(l4)) == "nvidia.com/gpu"  # time-slicing without renaming: shares are nvidia.com/gpu
+    assert gpu_resource(PoolOutput.read(l4 | {"sharing": {"timeSlicing": {"replicas": 2, "renameByDefault": True}}})) == \
         "nvidia.com/gpu.shared"
-    assert gpu_resource(l4 | {"sharing": {"migStrategy": "mixed"}}) is None
+    assert gpu_resource(PoolOutput.read(l4 | {"sharing": {"migStrategy": "mixed"}})) is None
     outputs = RECORDING["outputs"] | {"gpuPools": [l4 | {"name": "h100", "sharing": {"migStrategy": "mixed"}}]}
     api = ReplayedApi([e for e in RECORDING["exchanges"] if e["path"] == "/api/v1/namespaces"
                        or e["path"].endswith(("/rules", "/namespaces/mlplatform-verify"))])

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core.outputs import PlatformOutputs, is_platform
 from verify.api import ApiError, HttpApi, RecordingApi, load_kubeconfig
 from verify.run import Verifier, table
 
@@ -32,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", type=Path, help="save every API exchange to this JSON file (test fixtures)")
     args = parser.parse_args(argv)
     outputs = stack_outputs(args.stack)
-    if "gpuPools" not in outputs:
+    if not is_platform(outputs):
         print(f"error: {args.stack} is not a platform stack (it has no gpuPools output)", file=sys.stderr)
         return 2
-    api = RecordingApi(HttpApi(load_kubeconfig(str(outputs["kubeconfig"]))))
+    api = RecordingApi(HttpApi(load_kubeconfig(PlatformOutputs.read(outputs).kubeconfig)))
     try:
         results, rule_problems = Verifier(api, outputs, run_id=secrets.token_hex(3), timeout=args.timeout).run()
     except ApiError as exc:

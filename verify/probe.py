@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.outputs import PoolOutput
 from core.vocabulary import POOL_LABEL
 from versions import VERIFY_IMAGE
 
@@ -17,9 +18,9 @@ PROBE_SCRIPT = ('echo "NVIDIA_VISIBLE_DEVICES=${NVIDIA_VISIBLE_DEVICES:-}"; '
                 'if command -v nvidia-smi >/dev/null; then nvidia-smi -L; else echo "nvidia-smi: absent"; fi')
 
 
-def gpu_resource(pool: dict[str, Any]) -> str | None:
+def gpu_resource(pool: PoolOutput) -> str | None:
     """The extended resource one GPU of this pool is requested by; None where no single name exists."""
-    sharing = pool.get("sharing") or {}
+    sharing = pool.sharing
     if sharing.get("migStrategy") == "mixed":
         return None  # each MIG profile is its own resource (nvidia.com/mig-1g.10gb, ...)
     slicing = sharing.get("timeSlicing") or {}
@@ -39,21 +40,21 @@ def _toleration(taint: str) -> dict[str, str]:
     return {"key": key, "operator": "Equal", "value": value, "effect": effect}
 
 
-def gpu_pod(pool: dict[str, Any], run_id: str) -> dict[str, Any]:
+def gpu_pod(pool: PoolOutput, run_id: str) -> dict[str, Any]:
     """A pod that lands on `pool` only (its labels, its taints tolerated), holds one GPU and exits."""
     resource = gpu_resource(pool)
     if resource is None:
-        raise ValueError(f"pool {pool['name']} advertises one resource per MIG profile; no single GPU to ask for")
+        raise ValueError(f"pool {pool.name} advertises one resource per MIG profile; no single GPU to ask for")
     return {
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": f"gpu-{pool['name']}-{run_id}", "namespace": NAMESPACE,
-                     "labels": {PROBE_LABEL: "true", POOL_LABEL: pool["name"]}},
+        "metadata": {"name": f"gpu-{pool.name}-{run_id}", "namespace": NAMESPACE,
+                     "labels": {PROBE_LABEL: "true", POOL_LABEL: pool.name}},
         "spec": {
             "restartPolicy": "Never",
             "activeDeadlineSeconds": ACTIVE_DEADLINE_SECONDS,
             # The pool label alone, as a team's job picks a pool; the node's other labels are checked after.
-            "nodeSelector": {POOL_LABEL: pool["name"]},
-            "tolerations": [_toleration(taint) for taint in pool["taints"]],
+            "nodeSelector": {POOL_LABEL: pool.name},
+            "tolerations": [_toleration(taint) for taint in pool.taints],
             "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [{
                 "name": "gpu",

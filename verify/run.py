@@ -12,6 +12,7 @@ from typing import Any
 
 from components.gpu_rules import GPU_METRICS_JOB, gpu_alert_rules
 from components.monitoring import RELEASE
+from core.outputs import PlatformOutputs, PoolOutput
 from verify.api import Api, ApiError
 from verify.probe import NAMESPACE, gpu_pod, gpu_resource, namespace
 
@@ -88,14 +89,15 @@ class Verifier:
         self.poll = poll
         self.clock = clock
         self.sleep = sleep
-        self.fake_gpus = outputs.get("cloud") == "kind"
-        self.prometheus = (f"/api/v1/namespaces/{outputs['monitoringNamespace']}/services/{PROMETHEUS_SERVICE}"
+        self.platform = PlatformOutputs.read(outputs)
+        self.fake_gpus = self.platform.cloud == "kind"
+        self.prometheus = (f"/api/v1/namespaces/{self.platform.monitoring_namespace}/services/{PROMETHEUS_SERVICE}"
                            "/proxy/api/v1")
 
     # ---- the steps ----
 
-    def _start(self, pool: dict[str, Any]) -> PoolResult:
-        result = PoolResult(pool["name"])
+    def _start(self, pool: PoolOutput) -> PoolResult:
+        result = PoolResult(pool.name)
         if gpu_resource(pool) is None:
             result.skipped = "mixed MIG advertises a resource per profile; request one of those to check it"
             result.done = True
@@ -105,7 +107,7 @@ class Verifier:
         self.api.request("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", manifest)
         return result
 
-    def _follow(self, pool: dict[str, Any], result: PoolResult) -> None:
+    def _follow(self, pool: PoolOutput, result: PoolResult) -> None:
         pod = self.api.request("GET", f"/api/v1/namespaces/{NAMESPACE}/pods/{result.pod}")
         created = pod["metadata"]["creationTimestamp"]
         node_name = pod["spec"].get("nodeName")
@@ -127,12 +129,12 @@ class Verifier:
         if phase in ("Succeeded", "Failed") and (result.metrics_s is not None or result.metrics_since is None):
             result.done = True
 
-    def _check_node(self, pool: dict[str, Any], result: PoolResult, pod_created: str) -> None:
+    def _check_node(self, pool: PoolOutput, result: PoolResult, pod_created: str) -> None:
         node = self.api.request("GET", f"/api/v1/nodes/{result.node}")
         labels = node["metadata"].get("labels", {})
-        wrong = {key: labels.get(key) for key, value in pool["labels"].items() if labels.get(key) != value}
+        wrong = {key: labels.get(key) for key, value in pool.labels.items() if labels.get(key) != value}
         if wrong:
-            result.problems.append(f"node {result.node} is not in pool {pool['name']}: {wrong}")
+            result.problems.append(f"node {result.node} is not in pool {pool.name}: {wrong}")
         resource = gpu_resource(pool) or ""
         if not int(node.get("status", {}).get("allocatable", {}).get(resource, "0")):
             result.problems.append(f"node {result.node} advertises no {resource}")
@@ -202,7 +204,7 @@ class Verifier:
         except ApiError as exc:
             if exc.status != 409:  # left by an interrupted run: reuse it
                 raise
-        pools = self.outputs["gpuPools"]
+        pools = self.platform.gpu_pools
         results: list[PoolResult] = []
         try:
             results = [self._start(pool) for pool in pools]

@@ -260,6 +260,7 @@ class EksCluster(pulumi.ComponentResource):
         self.handle = ClusterHandle(
             name=spec.name,
             cloud="aws",
+            kubernetes_version=spec.kubernetes_version,
             provider=provider,
             kubeconfig=config,
             # The accelerated AL2023 AMI has NVIDIA's drivers; the device plugin is ours to install.

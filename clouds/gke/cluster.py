@@ -292,6 +292,7 @@ class GkeCluster(pulumi.ComponentResource):
         self.handle = ClusterHandle(
             name=spec.name,
             cloud="gcp",
+            kubernetes_version=spec.kubernetes_version,
             provider=provider,
             kubeconfig=config,
             # GKE's device plugin names GPUs by device, and its nodes have no NVIDIA container runtime (Google's

@@ -17,7 +17,6 @@ from clouds.gke.config import GkeClusterConfig
 from core.gpus import GPU_MODELS
 from versions import CHARTS, WEBHOOK_PORTS
 from synth.engine import Synthesis
-from synth.output import helm_releases
 from synth.render import charts_available, stack_rendering, stack_synthesis
 from tests.conftest import synth_with
 
@@ -96,7 +95,7 @@ def test_capacity_counts_time_shares_and_mig_slices(gcp_dev):
 
 
 def test_gke_runs_its_own_device_plugin_so_none_is_installed(gcp_dev):
-    charts = {r.inputs["chart"]: r.inputs for r in helm_releases(gcp_dev)}
+    charts = {r.inputs["chart"]: r.inputs for r in gcp_dev.releases()}
     assert "nvidia-device-plugin" not in charts and not any("fake" in c for c in charts)
     exporter = charts["dcgm-exporter"]["values"]
     assert exporter["extraHostVolumes"] == [{"name": "nvidia-driver", "hostPath": "/home/kubernetes/bin/nvidia"}]
