@@ -60,6 +60,9 @@ def _urn_of_reference(reference: str) -> str | None:
     return reference.rsplit("::", 1)[0] if reference else None
 
 
+# What a preview shows of a secret that is not known yet: unknown (the SDK puts unknown before secret), or the
+# secret marker once known. Never its plain text.
+NOT_PLAIN = (SECRET, UNKNOWN)
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 
 
