@@ -95,3 +95,72 @@ EKS_SYSTEM_AMI_TYPE = "AL2023_x86_64_STANDARD"
 # lists it for AL2023_x86_64_STANDARD), so that it too changes only in a reviewed bump. v20260714 is the newest
 # release whose 1.34 release version could be read from that CHANGELOG; bump it with EKS_AMI_ALIAS.
 EKS_SYSTEM_AMI_RELEASES: dict[str, str] = {"1.34": "1.34.9-20260714"}
+
+
+# The tools of `make e2e`, each built from its Go module (no release downloads reach this project's machines)
+# into ~/.cache/mlplatform/e2e/bin/<name>-<version>/ by e2e/tools.py, only when missing or when its pin or its
+# wrapper module changes. `wrapper` names a folder under e2e/tools/ whose go.mod requires `module` at `version`
+# (for modules whose own go.mod has replace directives, which `go install module@version` refuses); without
+# one, the tool is `go install`ed as it is.
+@dataclass(frozen=True)
+class GoTool:
+    name: str
+    module: str
+    version: str
+    package: str
+    wrapper: str | None = None
+    # Linker flags, for version strings set with -X that a plain `go build` leaves as placeholders.
+    ldflags: str = ""
+
+
+# The e2e cluster: the newest 1.34 patch the Go module proxy serves; a bump also rewrites the staging modules'
+# versions in e2e/tools/kubernetes/go.mod (v0.34.4 for v1.34.4; its header says how). Built
+# without Kubernetes' own build scripts, the binaries would report v0.0.0-master, which version checks (Helm's
+# kubeVersion, clients' discovery) refuse; the -X flags set what `make release` would.
+E2E_KUBERNETES = "v1.34.4"
+_E2E_KUBE_LDFLAGS = " ".join(
+    f"-X k8s.io/{pkg}.{var}={value}"
+    for pkg in ("component-base/version", "client-go/pkg/version")
+    for var, value in (("gitVersion", E2E_KUBERNETES), ("gitMajor", KUBERNETES_VERSION.split(".")[0]),
+                       ("gitMinor", KUBERNETES_VERSION.split(".")[1]), ("gitTreeState", "clean")))
+
+E2E_TOOLS: tuple[GoTool, ...] = (
+    # Wrapper e2e/tools/kubernetes: k8s.io/kubernetes's go.mod replaces its staging modules with local paths.
+    GoTool("kube-apiserver", "k8s.io/kubernetes", E2E_KUBERNETES, "k8s.io/kubernetes/cmd/kube-apiserver",
+           "kubernetes", _E2E_KUBE_LDFLAGS),
+    GoTool("kube-controller-manager", "k8s.io/kubernetes", E2E_KUBERNETES,
+           "k8s.io/kubernetes/cmd/kube-controller-manager", "kubernetes", _E2E_KUBE_LDFLAGS),
+    GoTool("kube-scheduler", "k8s.io/kubernetes", E2E_KUBERNETES, "k8s.io/kubernetes/cmd/kube-scheduler",
+           "kubernetes", _E2E_KUBE_LDFLAGS),
+    GoTool("kubectl", "k8s.io/kubernetes", E2E_KUBERNETES, "k8s.io/kubernetes/cmd/kubectl", "kubernetes",
+           _E2E_KUBE_LDFLAGS),
+    # The etcd server is the main package at the root of go.etcd.io/etcd/server/v3 (the root module
+    # go.etcd.io/etcd/v3 stops at v3.6.8 on the proxy); newest 3.6 patch. Wrapper: its go.mod has replaces.
+    GoTool("etcd", "go.etcd.io/etcd/server/v3", "v3.6.17", "go.etcd.io/etcd/server/v3", "etcd"),
+    # Newest kwok release: fakes the kubelets of the GPU nodes (nodes Ready, bound pods Running).
+    GoTool("kwok", "sigs.k8s.io/kwok", "v0.8.0", "sigs.k8s.io/kwok/cmd/kwok"),
+    # The controller manager of the Kueue chart's release (KUEUE above), run as a process beside the cluster.
+    GoTool("kueue", "sigs.k8s.io/kueue", KUEUE_IMAGE_TAG, "sigs.k8s.io/kueue/cmd/kueue",
+           ldflags=f"-X sigs.k8s.io/kueue/pkg/version.GitVersion={KUEUE_IMAGE_TAG}"),
+    # promtool of the Prometheus that kube-prometheus-stack 88.5.3 deploys (v3.14.0 = module v0.314.0).
+    # Wrapper: Prometheus's go.mod has replace and exclude directives.
+    GoTool("promtool", "github.com/prometheus/prometheus", "v0.314.0",
+           "github.com/prometheus/prometheus/cmd/promtool", "prometheus",
+           "-X github.com/prometheus/common/version.Version=3.14.0"),
+    # The Pulumi CLI at v3.260.0: the newest release that both PyPI (the SDK) and the Go module proxy (pkg/v3)
+    # serve. Wrapper: pkg/v3's go.mod replaces sdk/v3 with a local path.
+    GoTool("pulumi", "github.com/pulumi/pulumi/pkg/v3", "v3.260.0", "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi",
+           "pulumi", "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v3.260.0"),
+    # Its Python language host: Pulumi's own is not served by the Go module proxy, so e2e/tools/pulumi-language-python
+    # holds a small one on sdk/v3 at the same version, with the SDK's executor script beside it (e2e/tools.py).
+    GoTool("pulumi-language-python", "github.com/pulumi/pulumi/sdk/v3", "v3.260.0",
+           "mlplatform.e2e/tools/pulumi-language-python", "pulumi-language-python",
+           "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v3.260.0"),
+    # The Kubernetes provider v4.25.0 = commit f47bc2d6f199, the only provider/v4 version the proxy serves; the
+    # Python SDK pulumi-kubernetes is pinned to the same release. Wrapper: its go.mod replaces sdk/v4 with a local
+    # path; e2e/tools.py generates the schema it embeds, with its own generate.go.
+    GoTool("pulumi-resource-kubernetes", "github.com/pulumi/pulumi-kubernetes/provider/v4",
+           "v4.0.0-20260115033456-f47bc2d6f199",
+           "github.com/pulumi/pulumi-kubernetes/provider/v4/cmd/pulumi-resource-kubernetes", "pulumi-kubernetes",
+           "-X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=4.25.0"),
+)
