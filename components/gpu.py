@@ -119,6 +119,7 @@ class GpuEnablement(pulumi.ComponentResource):
             self.release = helm_release(f"{name}-fake-gpu-operator", chart=FAKE_GPU_OPERATOR,
                                         namespace=namespace,
                                         values=fake_gpu_operator_values(pools), release_name="fake-gpu-operator",
+                                        local_charts=cluster.local_charts,
                                         opts=sized)
             self.device_plugin = DaemonSetRef(FAKE_GPU_NAMESPACE, "device-plugin")
             self.gpu_metrics = FAKE_GPU_METRICS
@@ -131,7 +132,8 @@ class GpuEnablement(pulumi.ComponentResource):
                 _size_unsized_containers(f"{name}-device-plugin-container-defaults", namespace, child)]))
             self.release = helm_release(f"{name}-device-plugin", chart=NVIDIA_DEVICE_PLUGIN,
                                         namespace=namespace, values=device_plugin_values(pools),
-                                        release_name="nvidia-device-plugin", opts=sized)
+                                        release_name="nvidia-device-plugin", local_charts=cluster.local_charts,
+                                        opts=sized)
             # The chart names its DaemonSet after the release when the release name contains the chart's.
             self.device_plugin = DaemonSetRef(DEVICE_PLUGIN_NAMESPACE, "nvidia-device-plugin")
         self.register_outputs({"priorityClasses": [p.name for p in ML_PRIORITY_CLASSES]})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -85,16 +86,20 @@ def platform_namespace(resource_name: str, name: str, *, component: str, pod_sec
 
 def helm_release(resource_name: str, *, chart: Chart, namespace: k8s.core.v1.Namespace | str,
                  values: dict[str, Any], release_name: str | None = None, skip_crds: bool = False,
-                 opts: pulumi.ResourceOptions) -> k8s.helm.v3.Release:
-    """A Helm release of a pinned chart (`versions.py`), into a namespace the platform owns (or kube-system)."""
+                 local_charts: str | None = None, opts: pulumi.ResourceOptions) -> k8s.helm.v3.Release:
+    """A Helm release of a pinned chart (`versions.py`), into a namespace the platform owns (or kube-system).
+
+    `local_charts` (the ClusterHandle's) is a folder holding the chart at its pin, for clusters that reach no
+    chart repository."""
     owned = isinstance(namespace, k8s.core.v1.Namespace)
+    local = str(Path(local_charts) / f"{chart.name}-{chart.version}") if local_charts else None
     return k8s.helm.v3.Release(
         resource_name,
         name=release_name or resource_name,
         # Helm takes an OCI chart as one reference, a repository chart as a name in a repository.
-        chart=f"{chart.repository}/{chart.name}" if chart.is_oci else chart.name,
+        chart=local or (f"{chart.repository}/{chart.name}" if chart.is_oci else chart.name),
         version=chart.version,
-        repository_opts=None if chart.is_oci else RepositoryOptsArgs(repo=chart.repository),
+        repository_opts=None if chart.is_oci or local else RepositoryOptsArgs(repo=chart.repository),
         namespace=namespace.metadata.name if owned else namespace,
         values=values,
         cleanup_on_fail=True,

@@ -79,9 +79,10 @@ def kube_prometheus_stack_values(cluster: ClusterHandle, settings: MonitoringCon
             "nodeSelector": system,
             "resources": sizing.PROMETHEUS_OPERATOR.resources(),
             "prometheusConfigReloader": {"resources": sizing.CONFIG_RELOADER.resources()},
-            # The Jobs that make and patch the webhook's certificate run on the system pool too.
-            "admissionWebhooks": {"patch": {"nodeSelector": system,
-                                            "resources": sizing.ADMISSION_JOB.resources()}},
+            # The Jobs that make and patch the webhook's certificate run on the system pool too. Where pods do not
+            # really run, no Job makes the certificate and no operator serves the webhook: it is left out.
+            "admissionWebhooks": {"enabled": cluster.capabilities.pods_run,
+                                  "patch": {"nodeSelector": system, "resources": sizing.ADMISSION_JOB.resources()}},
         },
         "prometheus": {"prometheusSpec": prometheus},
         "alertmanager": {"enabled": True, "alertmanagerSpec": {"nodeSelector": system,
@@ -201,7 +202,7 @@ class Monitoring(pulumi.ComponentResource):
         )
         self.stack = stack = helm_release(f"{name}-kube-prometheus-stack", chart=KUBE_PROMETHEUS_STACK,
                              namespace=namespace, values=kube_prometheus_stack_values(cluster, settings),
-                             release_name=RELEASE,
+                             release_name=RELEASE, local_charts=cluster.local_charts,
                              opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
                                  depends_on=[admin_secret, dashboards_role])))
         # ServiceMonitors and PrometheusRules are custom resources: their CRDs come with the chart.
@@ -214,6 +215,7 @@ class Monitoring(pulumi.ComponentResource):
                 exporters.append(helm_release(f"{name}-dcgm-exporter", chart=DCGM_EXPORTER,
                                               namespace=namespace,
                                               values=dcgm_exporter_values(cluster.gpu_pools, cluster.capabilities),
+                                              local_charts=cluster.local_charts,
                                               release_name="dcgm-exporter", opts=child))
                 source = GpuMetricsSource(settings.namespace, {"app.kubernetes.io/name": DCGM_EXPORTER.name},
                                           "metrics")

@@ -132,6 +132,7 @@ class Queues(pulumi.ComponentResource):
         # After the chart that brings the ServiceMonitor CRD its metrics need.
         self.release = helm_release(f"{name}-kueue", chart=KUEUE, namespace=namespace,
                                     values=kueue_values(cluster), release_name="kueue",
+                                    local_charts=cluster.local_charts,
                                     opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=after)))
         after_crds = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.release]))
 

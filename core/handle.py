@@ -115,6 +115,9 @@ class Capabilities:
     # What of the control plane and cluster DNS Prometheus can reach on this cluster; nothing else is scraped,
     # so that no alert fires forever for a target that cannot exist. By default what every cluster has.
     scrapeable: frozenset[ControlPlanePart] = frozenset({"coredns"})
+    # Pods really run. In a loopback test cluster (make e2e) kwok only marks them Running: a chart's Jobs do no
+    # work and its webhooks have no server behind them, so releases leave out what needs them.
+    pods_run: bool = True
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,9 @@ class ClusterHandle:
     # The control plane's minor version (what charts are rendered for); clusters the platform does not version
     # run the pinned one.
     kubernetes_version: str = KUBERNETES_VERSION
+    # A folder of charts (<name>-<version>/ as `helm pull --untar` gives them) to install from instead of their
+    # repositories, for a cluster that reaches none (make e2e's loopback cluster).
+    local_charts: str | None = None
 
     @property
     def gpu_capacity(self) -> int:

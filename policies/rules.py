@@ -115,8 +115,14 @@ def _walk(tree: Any, path: str = "") -> Iterator[tuple[str, str, Any]]:
 
 
 def chart_name(props: Props) -> str:
-    chart = props.get("chart")
-    return chart.rstrip("/").rsplit("/", 1)[-1] if isinstance(chart, str) else ""
+    chart, version = props.get("chart"), props.get("version")
+    if not isinstance(chart, str):
+        return ""
+    name = chart.rstrip("/").rsplit("/", 1)[-1]
+    # A chart installed from a folder is named by it, as `helm pull --untar` names it: <name>-<version>.
+    if isinstance(version, str) and version and name.endswith(f"-{version}"):
+        return name.removesuffix(f"-{version}")
+    return name
 
 
 def is_prod(stack: str) -> bool:

@@ -340,7 +340,9 @@ def chart_of(release: Resource) -> Chart:
     reference = str(release.inputs.get("chart", ""))
     version = str(release.inputs.get("version", ""))
     for chart in CHARTS:
-        if chart.version == version and reference in (chart.name, f"{chart.repository}/{chart.name}"):
+        # By name in its repository, or as a folder named as `helm pull --untar` names it (a local chart).
+        local = reference.rstrip("/").endswith(f"/{chart.name}-{chart.version}")
+        if chart.version == version and (local or reference in (chart.name, f"{chart.repository}/{chart.name}")):
             return chart
     repository = (release.inputs.get("repositoryOpts") or {}).get("repo") or reference.rsplit("/", 1)[0]
     return Chart(reference.rsplit("/", 1)[-1], repository, version)

@@ -20,6 +20,7 @@ class ExistingCluster(pulumi.ComponentResource):
         super().__init__("mlplatform:cluster:ExistingCluster", name, None, opts)
         # The contents, not the path: team stacks read this kubeconfig from the platform stack's outputs.
         kubeconfig = pulumi.Output.secret(Path(spec.kubeconfig).expanduser().read_text())
+        test = spec.loopback_test
         self.handle = ClusterHandle(
             name=spec.name,
             cloud="existing",
@@ -27,7 +28,8 @@ class ExistingCluster(pulumi.ComponentResource):
             kubeconfig=kubeconfig,
             capabilities=Capabilities(gpu_drivers=spec.gpu_drivers_installed,
                                       device_plugin=spec.device_plugin_installed,
-                                      physical_gpus=True, persistent_volumes=spec.persistent_volumes),
+                                      physical_gpus=True, persistent_volumes=spec.persistent_volumes,
+                                      pods_run=test is None),
             gpu_pools=tuple(
                 GpuPool(name=pool.name, accelerator=pool.accelerator, gpus_per_node=pool.gpus_per_node,
                         min_nodes=pool.min_nodes, max_nodes=pool.max_nodes, spot=pool.spot,
@@ -36,5 +38,6 @@ class ExistingCluster(pulumi.ComponentResource):
                 for pool in spec.gpu_pools
             ),
             system_node_selector=spec.system_node_labels,
+            local_charts=test.charts_dir if test else None,
         )
         self.register_outputs({"kubeconfig": kubeconfig})

@@ -60,6 +60,18 @@ def kubeconfig_contexts(path: str) -> list[str]:
     return [entry["name"] for entry in contexts or [] if isinstance(entry, dict) and isinstance(entry.get("name"), str)]
 
 
+class LoopbackTest(Model):
+    """The cluster is `make e2e`'s loopback cluster: what it cannot do that a real one does, in one place.
+
+    Only e2e stacks set it. Everything else runs the production code path."""
+
+    # No chart repository is reachable from it: charts are installed from this folder (<name>-<version>/, as
+    # `helm pull --untar` gives them, such as ../shared/upstream/charts).
+    charts_dir: str
+    # kwok only marks pods Running: charts leave out the webhooks and Jobs that need a pod to do work.
+    pods_run: Literal[False] = False
+
+
 class ExistingClusterConfig(GpuPools, Model):
     """A cluster the platform does not create, reached through a kubeconfig file."""
 
@@ -88,6 +100,7 @@ class ExistingClusterConfig(GpuPools, Model):
     # Whether PersistentVolumeClaims get durable volumes (a default StorageClass exists).
     persistent_volumes: bool = True
     gpu_pools: list[ExistingGpuPool] = []
+    loopback_test: LoopbackTest | None = None
 
     @model_validator(mode="after")
     def _context_in_kubeconfig(self) -> ExistingClusterConfig:

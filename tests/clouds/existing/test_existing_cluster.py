@@ -40,3 +40,30 @@ def test_existing_cluster_handle(tmp_path):
     assert h100.spot and h100.max_gpus == 32
     assert l4.labels == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     assert handle.gpu_capacity == 34
+
+
+def test_a_loopback_test_cluster_installs_charts_from_a_folder_and_leaves_out_what_needs_running_pods(tmp_path):
+    """make e2e's one list of differences: only a stack that sets loopbackTest gets them."""
+    from policies import rules
+    from tests.conftest import synth_with
+
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    cluster = {"cloud": "existing", "name": "lab", "kubeconfig": str(kubeconfig),
+               "gpuPools": [{"name": "a100", "accelerator": "nvidia-tesla-a100", "gpusPerNode": 4, "maxNodes": 1}]}
+    real = synth_with(cluster=cluster)
+    test = synth_with(cluster=cluster | {"loopbackTest": {"chartsDir": "/charts"}})
+    for release in test.releases():
+        inputs = release.inputs
+        assert inputs["chart"] == f"/charts/{rules.chart_name(inputs)}-{inputs['version']}"
+        assert "repositoryOpts" not in inputs
+    assert all("repositoryOpts" in r.inputs or r.inputs["chart"].startswith("oci://") for r in real.releases())
+
+    def operator_webhooks(synthesis):
+        (stack,) = [r for r in synthesis.releases() if r.inputs["name"] == "kube-prometheus-stack"]
+        return stack.inputs["values"]["prometheusOperator"]["admissionWebhooks"]["enabled"]
+
+    assert operator_webhooks(real) is True and operator_webhooks(test) is False
+    # The policy pack still knows each chart by its name, whatever folder it comes from.
+    assert rules.chart_name({"chart": "/charts/nvidia-device-plugin-0.20.0", "version": "0.20.0"}) == \
+        "nvidia-device-plugin"
