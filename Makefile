@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CHECKOV_VENV ?= .venv-checkov
 
 .PHONY: install checkov-venv synth checkov synth-all diff test bench clean ci-stacks deployable changed-stacks \
-	verify review
+	verify review e2e e2e-tools
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mlplatform needs Python 3.11 or newer (set PYTHON=python3.11)")'
@@ -66,6 +66,22 @@ review: $(BIN)/.installed
 ## Run the whole test suite.
 test: $(BIN)/.installed $(CHECKOV_VENV)/bin/checkov
 	$(BIN)/python -m pytest
+
+POLICY_VENV := policies/venv
+
+$(POLICY_VENV)/bin/.installed: policies/requirements.txt
+	test -x $(POLICY_VENV)/bin/python || $(PYTHON) -m venv $(POLICY_VENV)
+	$(POLICY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r policies/requirements.txt
+	touch $@
+
+## Build the e2e tools from their Go modules (cached in ~/.cache/mlplatform/e2e; only what is missing).
+e2e-tools: $(BIN)/.installed
+	$(BIN)/python -m e2e.tools
+
+## The real lifecycle on a loopback cluster (root, Go): preview with the policy pack, up, a no-changes preview,
+## what the API server holds, the real Kueue, the team stack, destroy and nothing left.
+e2e: $(BIN)/.installed $(POLICY_VENV)/bin/.installed e2e-tools
+	$(BIN)/python -m pytest e2e/tests -p no:cacheprovider
 
 ## Time the synth of 10, 100 and 1000 teams against a bare program registering the same resources.
 bench: $(BIN)/.installed
