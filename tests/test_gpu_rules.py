@@ -28,10 +28,21 @@ from tests.test_monitoring import custom_resource, monitor
 
 PROMTOOL_TESTS = Path(__file__).parent / "promtool"
 TEST_FILES = sorted(PROMTOOL_TESTS.glob("*.test.yaml"))
-PROMTOOL = shutil.which("promtool")
+
+
+def _promtool() -> str | None:
+    """promtool of the Prometheus we deploy, as `make e2e-tools` builds it (never built here), else any on PATH."""
+    from e2e.tools import binary_path
+    from versions import E2E_TOOLS
+
+    built = binary_path(next(tool for tool in E2E_TOOLS if tool.name == "promtool"))
+    return str(built) if built.exists() else shutil.which("promtool")
+
+
+PROMTOOL = _promtool()
 needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not found (Debian/Ubuntu package 'prometheus', or any Prometheus release): "
-                             "the promtool rule tests are skipped")
+    PROMTOOL is None, reason="promtool not found: `make e2e-tools` builds the one of the Prometheus we deploy (or "
+                             "put any promtool on PATH); the promtool rule tests are skipped")
 
 
 @functools.cache
