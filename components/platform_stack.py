@@ -13,7 +13,12 @@ class PlatformStackCluster(pulumi.ComponentResource):
         super().__init__("mlplatform:cluster:PlatformStackCluster", name, None, opts)
         reference = pulumi.StackReference(f"{name}-outputs", stack_name=platform_stack,
                                           opts=pulumi.ResourceOptions(parent=self))
-        self.provider = explicit_provider(self, name, reference.require_output(outputs.KUBECONFIG))
+        # The platform's cluster, by the identity its provider carries (its name, for a platform deployed before
+        # it exported one): a new kubeconfig for the same cluster replaces nothing.
+        identity = pulumi.Output.all(reference.get_output(outputs.CLUSTER_IDENTITY),
+                                     reference.require_output(outputs.CLUSTER_NAME)).apply(
+            lambda ids: str(ids[0] or ids[1]))
+        self.provider = explicit_provider(self, name, reference.require_output(outputs.KUBECONFIG), identity=identity)
         self.cluster_name = reference.require_output(outputs.CLUSTER_NAME)
         # Every team's budget and where monitoring runs, as the platform stack exported them.
         self.budgets = reference.require_output(outputs.TEAMS)

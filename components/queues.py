@@ -37,6 +37,10 @@ KUEUE_FRAMEWORKS = ("batch/job", "kubeflow.org/mpijob", "ray.io/rayjob", "ray.io
 # this selector, see its templates/webhook/manifests.yaml), so a Kueue outage never blocks the platform's own
 # pods (GPU agents, monitoring, kube-system).
 TEAM_NAMESPACES = {"matchExpressions": [{"key": TEAM_LABEL, "operator": "Exists"}]}
+# Node-level resources Kueue leaves out of quota (a prefix match): Kueue 0.19 otherwise never admits a workload
+# asking for a resource no ClusterQueue covers, such as an EFA interface, scratch disk or huge pages. The
+# scheduler and kubelet account for them per node; they are not what teams share.
+UNQUEUED_RESOURCE_PREFIXES = ("vpc.amazonaws.com/", "ephemeral-storage", "hugepages-")
 
 
 def kueue_manager_config() -> dict[str, Any]:
@@ -50,6 +54,7 @@ def kueue_manager_config() -> dict[str, Any]:
         "manageJobsWithoutQueueName": True,
         "managedJobsNamespaceSelector": TEAM_NAMESPACES,
         "integrations": {"frameworks": list(KUEUE_FRAMEWORKS)},
+        "resources": {"excludeResourcePrefixes": list(UNQUEUED_RESOURCE_PREFIXES)},
     }
 
 
@@ -94,10 +99,12 @@ def cluster_queue(share: TeamShare, layout: QueueLayout, team: Team, *, team_lab
     resources = sorted({layout.pools[pool].resource for pool in share.pools})
 
     def gpu_resource(pool: str, resource: str) -> dict[str, Any]:
+        # Quantities as strings, the form the API server stores and returns them in: an int here would differ
+        # from what the provider reads back, and every preview after `up` would propose an update.
         if resource != layout.pools[pool].resource:
-            return {"name": resource, "nominalQuota": 0, "borrowingLimit": 0, "lendingLimit": 0}
-        return {"name": resource, "nominalQuota": share.guarantee.get(pool, 0), "borrowingLimit": share.borrowing,
-                "lendingLimit": share.lending.get(pool, 0)}
+            return {"name": resource, "nominalQuota": "0", "borrowingLimit": "0", "lendingLimit": "0"}
+        return {"name": resource, "nominalQuota": str(share.guarantee.get(pool, 0)),
+                "borrowingLimit": str(share.borrowing), "lendingLimit": str(share.lending.get(pool, 0))}
 
     if share.pools:
         groups.append({"coveredResources": resources, "flavors": [

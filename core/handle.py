@@ -136,6 +136,9 @@ class ClusterHandle:
     # A folder of charts (<name>-<version>/ as `helm pull --untar` gives them) to install from instead of their
     # repositories, for a cluster that reaches none (make e2e's loopback cluster).
     local_charts: str | None = None
+    # What the cluster is, whatever its endpoint or CA: the Kubernetes provider's cluster_identifier (see
+    # core/provider.py), exported for team stacks' providers.
+    identity: pulumi.Input[str] = ""
 
     @property
     def gpu_capacity(self) -> int:

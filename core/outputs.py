@@ -18,6 +18,7 @@ from versions import KUBERNETES_VERSION as PINNED_KUBERNETES
 
 CLOUD = "cloud"
 CLUSTER_NAME = "clusterName"
+CLUSTER_IDENTITY = "clusterIdentity"
 KUBECONFIG = "kubeconfig"
 KUBERNETES_VERSION = "kubernetesVersion"
 GPU_POOLS = "gpuPools"
@@ -26,6 +27,8 @@ SYSTEM_NODE_SELECTOR = "systemNodeSelector"
 GRAFANA = "grafana"
 GRAFANA_ADMIN_PASSWORD = "grafanaAdminPassword"
 MONITORING_NAMESPACE = "monitoringNamespace"
+# Whether pods really run on the cluster (false on make e2e's loopback cluster): what `make verify` can judge.
+PODS_RUN = "podsRun"
 TEAMS = "teams"
 # A team stack's own.
 TEAM = "team"
@@ -91,6 +94,8 @@ class PlatformOutputs:
     monitoring_namespace: str
     teams: Mapping[str, TeamBudget]
     kubernetes_version: str = PINNED_KUBERNETES
+    # A stack deployed before it exported this ran on a real cluster.
+    pods_run: bool = True
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
     @staticmethod
@@ -102,7 +107,8 @@ class PlatformOutputs:
             system_node_selector=dict(outputs.get(SYSTEM_NODE_SELECTOR) or {POOL_LABEL: SYSTEM_POOL}),
             monitoring_namespace=str(outputs.get(MONITORING_NAMESPACE) or DEFAULT_MONITORING_NAMESPACE),
             teams={name: TeamBudget.read(team) for name, team in (outputs.get(TEAMS) or {}).items()},
-            kubernetes_version=str(outputs.get(KUBERNETES_VERSION) or PINNED_KUBERNETES), raw=outputs)
+            kubernetes_version=str(outputs.get(KUBERNETES_VERSION) or PINNED_KUBERNETES),
+            pods_run=outputs.get(PODS_RUN) is not False, raw=outputs)
 
     @property
     def kubeconfig(self) -> str:
@@ -131,13 +137,15 @@ def is_team(outputs: Mapping[str, Any]) -> bool:
     return TEAM in outputs
 
 
-def export_platform(*, cloud: str, cluster_name: pulumi.Input[str], kubeconfig: pulumi.Input[str],
+def export_platform(*, cloud: str, cluster_name: pulumi.Input[str], cluster_identity: pulumi.Input[str],
+                    kubeconfig: pulumi.Input[str],
                     kubernetes_version: str,
                     gpu_pools: list[dict[str, Any]], gpu_capacity: int, system_node_selector: Mapping[str, str],
                     grafana: pulumi.Input[Any], grafana_admin_password: pulumi.Input[str], monitoring_namespace: str,
-                    teams: Mapping[str, TeamBudget]) -> None:
+                    teams: Mapping[str, TeamBudget], pods_run: bool = True) -> None:
     pulumi.export(CLOUD, cloud)
     pulumi.export(CLUSTER_NAME, cluster_name)
+    pulumi.export(CLUSTER_IDENTITY, cluster_identity)
     pulumi.export(KUBECONFIG, kubeconfig)
     pulumi.export(KUBERNETES_VERSION, kubernetes_version)
     pulumi.export(GPU_POOLS, gpu_pools)
@@ -147,6 +155,7 @@ def export_platform(*, cloud: str, cluster_name: pulumi.Input[str], kubeconfig: 
     pulumi.export(GRAFANA, grafana)
     pulumi.export(GRAFANA_ADMIN_PASSWORD, grafana_admin_password)
     pulumi.export(MONITORING_NAMESPACE, monitoring_namespace)
+    pulumi.export(PODS_RUN, pods_run)
     # Each team's budget; a team with its own stack fits its namespaces in it.
     pulumi.export(TEAMS, {name: budget.export() for name, budget in teams.items()})
 

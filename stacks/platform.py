@@ -31,7 +31,8 @@ def build(config: PlatformConfig) -> None:
                           monitoring_namespace=config.monitoring.namespace, queue_after=[queues.release])
 
     export_platform(
-        cloud=cluster.cloud, cluster_name=cluster.name, kubeconfig=cluster.kubeconfig,
+        cloud=cluster.cloud, cluster_name=cluster.name, cluster_identity=cluster.identity,
+        kubeconfig=cluster.kubeconfig,
         kubernetes_version=cluster.kubernetes_version,
         gpu_pools=[pool.describe() for pool in cluster.gpu_pools], gpu_capacity=cluster.gpu_capacity,
         system_node_selector=cluster.system_node_selector, grafana=monitoring.grafana,
@@ -41,7 +42,8 @@ def build(config: PlatformConfig) -> None:
                                      guaranteed_gpus=layout.teams[team.name].guaranteed,
                                      guarantee=layout.teams[team.name].guarantee, cpu=team.quota.requests.cpu,
                                      memory=team.quota.requests.memory, own_stack=team.own_stack)
-               for team in config.teams})
+               for team in config.teams},
+        pods_run=cluster.capabilities.pods_run)
 
 
 def main() -> None:

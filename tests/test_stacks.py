@@ -104,3 +104,17 @@ def test_make_synth_command_writes_the_output_and_a_summary(tmp_path):
     assert "research                 1 GPU guaranteed (t4 1), ceiling 3 GPU" in result.stdout
     assert (tmp_path / "local" / "plan.json").is_file()
     assert any((tmp_path / "local" / "manifests").glob("research__resourcequota__*.yaml"))
+
+
+def test_every_kubernetes_provider_is_tied_to_its_clusters_identity_not_its_kubeconfig(stack):
+    """pulumi-kubernetes replaces a provider without a cluster_identifier, and with it every resource on the
+    cluster, when the kubeconfig's server or CA changes (a DNS endpoint toggled, a CA rotated): each stack's
+    provider names the cluster instead, so only a new cluster replaces it."""
+    (provider,) = stack.of_type("pulumi:providers:kubernetes")
+    identity = provider.inputs.get("clusterIdentifier")
+    assert identity, f"{stack.stack}: the provider has no clusterIdentifier"
+    cloud = stack.outputs.get("cloud")
+    if cloud in ("kind", "existing"):
+        assert identity == f"{cloud}/{stack.outputs['clusterName']}"
+    if "team" not in stack.outputs:  # what team stacks' providers take as their platform's identity
+        assert "clusterIdentity" in stack.outputs

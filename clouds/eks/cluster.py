@@ -239,7 +239,8 @@ class EksCluster(pulumi.ComponentResource):
         # the network through the HTTPS rules: wait for both, so a destroy also keeps them to the end. And
         # everything installed depends on the EBS CSI driver, so a destroy deletes volumes while it can.
         provider = explicit_provider(self, name, config, ready=[
-            system_nodes, coredns, vpc_cni, pod_identity_agent, ebs_csi, *admin_access, *api_access])
+            system_nodes, coredns, vpc_cni, pod_identity_agent, ebs_csi, *admin_access, *api_access],
+            identity=cluster.arn)
 
         k8s.storage.v1.StorageClass(
             f"{name}-gp3",
@@ -258,6 +259,7 @@ class EksCluster(pulumi.ComponentResource):
                   opts=pulumi.ResourceOptions(parent=self, providers=[aws_provider]))
 
         self.handle = ClusterHandle(
+            identity=cluster.arn,
             name=spec.name,
             cloud="aws",
             kubernetes_version=spec.kubernetes_version,

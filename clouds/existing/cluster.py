@@ -22,9 +22,11 @@ class ExistingCluster(pulumi.ComponentResource):
         kubeconfig = pulumi.Output.secret(Path(spec.kubeconfig).expanduser().read_text())
         test = spec.loopback_test
         self.handle = ClusterHandle(
+            identity=f"existing/{spec.name}",
             name=spec.name,
             cloud="existing",
-            provider=explicit_provider(self, name, kubeconfig, context=spec.context),
+            provider=explicit_provider(self, name, kubeconfig, identity=f"existing/{spec.name}",
+                                       context=spec.context),
             kubeconfig=kubeconfig,
             capabilities=Capabilities(gpu_drivers=spec.gpu_drivers_installed,
                                       device_plugin=spec.device_plugin_installed,

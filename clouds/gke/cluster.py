@@ -287,9 +287,10 @@ class GkeCluster(pulumi.ComponentResource):
                     ignore_changes=["initialNodeCount"], depends_on=node_roles))))
 
         config = pulumi.Output.secret(api_kubeconfig(spec, cluster))
-        provider = explicit_provider(self, name, config, ready=node_pools)
+        provider = explicit_provider(self, name, config, ready=node_pools, identity=cluster.id)
 
         self.handle = ClusterHandle(
+            identity=cluster.id,
             name=spec.name,
             cloud="gcp",
             kubernetes_version=spec.kubernetes_version,

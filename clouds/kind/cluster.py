@@ -77,8 +77,10 @@ class KindCluster(pulumi.ComponentResource):
         )
         kubeconfig = pulumi.Output.secret(cluster.stdout)
         # A laptop cluster is often deleted by hand; `pulumi destroy` must still be able to forget it.
-        provider = explicit_provider(self, name, kubeconfig, delete_unreachable=True)
+        provider = explicit_provider(self, name, kubeconfig, identity=f"kind/{spec.name}",
+                                     delete_unreachable=True)
         self.handle = ClusterHandle(
+            identity=f"kind/{spec.name}",
             name=spec.name,
             cloud="kind",
             provider=provider,
