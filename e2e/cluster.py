@@ -26,9 +26,15 @@ How this cluster differs from a real one:
     /etc/hosts (in the private mount namespace that `ip netns exec` makes for it; the machine's own file is
     never touched), which maps the names given to `add_hosts` to 127.0.0.1. A webhook configuration may then
     use `clientConfig.url: https://SVC.NS.svc:PORT/...`, and its certificate still names the Service.
-  * Kueue runs as a process beside the cluster (`start_kueue`), not as the chart's Deployment; the harness
-    copies its webhook Secret into its certificate folder, as the kubelet does for a Secret volume. Its
-    visibility API (an APIService) is off.
+  * Kueue runs as a process beside the cluster; the harness copies its webhook Secret into its certificate
+    folder, as the kubelet does for a Secret volume. Either `start_kueue` installs Kueue's CRDs and webhooks
+    itself, or `emulate_kueue_pods` makes the Kueue chart's Deployment run it: it rewrites the chart's
+    webhook and conversion clients to URLs in the live objects, starts Kueue with the chart's ConfigMap and
+    ServiceAccount, and marks the Deployment's pods Ready (kwok does not) only once Kueue serves; it stops
+    Kueue when the Deployment is deleted or scaled to 0. One process stands for every replica. Kueue's
+    visibility API is off, and the emulation removes the chart's two APIServices for it
+    (v1beta1/v1beta2.visibility.kueue.x-k8s.io): nothing here can serve them, and while they exist unavailable
+    the namespace controller's discovery fails and no namespace deletion finishes.
 """
 
 from __future__ import annotations
@@ -80,6 +86,8 @@ KWOK_STAGES = ("kustomize/stage/node/fast/node-initialize.yaml",
                "kustomize/stage/pod/fast/pod-ready.yaml",
                "kustomize/stage/pod/fast/pod-complete.yaml",
                "kustomize/stage/pod/fast/pod-delete.yaml")
+# The labels of the Kueue chart's controller-manager pods (its kueue.selectorLabels, without the release's).
+KUEUE_POD_LABELS = {"app.kubernetes.io/name": "kueue", "control-plane": "controller-manager"}
 NODE_LEASE_SECONDS = 40  # kwok renews the fake nodes' Leases, as a kubelet does (kwokctl's default)
 STOP_GRACE_SECONDS = 10.0
 WORKDIR_MARKER = ".mlplatform-e2e-cluster"  # a workdir is emptied at start only when it has this file
@@ -92,6 +100,10 @@ class ClusterError(RuntimeError):
 
 class ProcessDied(ClusterError):
     """A process of the cluster has ended; the message has the end of its log."""
+
+
+class BackgroundError(ClusterError):
+    """A background thread of the harness (`emulate_kueue_pods`) failed; the message says how."""
 
 
 class ApiError(ClusterError):
@@ -218,6 +230,12 @@ def has_condition(obj: Mapping[str, Any], kind: str, status: str = "True") -> bo
     return any(c.get("type") == kind and c.get("status") == status for c in conditions)
 
 
+def _warning_text(header: str) -> str:
+    """The text of a Warning header as the API server sends it: `299 - "text"` (RFC 7234, quotes escaped)."""
+    match = re.fullmatch(r'\d{3} \S+ "((?:[^"\\]|\\.)*)"(?: .*)?', header.strip())
+    return re.sub(r"\\(.)", r"\1", match.group(1)) if match else header
+
+
 def _tool_version(name: str) -> tuple[str, str]:
     tool = next(t for t in versions.E2E_TOOLS if t.name == name)
     return tool.module, tool.version
@@ -269,6 +287,9 @@ class LoopbackCluster:
         self._hosts: set[str] = set()
         self._discovery: dict[str, dict[str, tuple[str, bool]]] = {}
         self._ssl: ssl.SSLContext | None = None
+        self._lock = threading.RLock()  # around _processes and _background_errors, which threads change
+        self._background_errors: list[str] = []
+        self._secret_syncs: set[tuple[str, Path]] = set()
 
     # -- lifecycle --
 
@@ -315,10 +336,12 @@ class LoopbackCluster:
 
     def stop(self) -> None:
         """Stop every process (TERM, then KILL after a bound), then delete the namespace. Safe to call twice."""
-        self._stop.set()
+        with self._lock:  # no thread starts a process after this
+            self._stop.set()
+            processes = list(self._processes)
         # Clients first, all at once; then the API server, then etcd, so that none logs the loss of another.
-        storage = [p for p in self._processes if p.name in ("kube-apiserver", "etcd")]
-        clients = [p for p in self._processes if p not in storage]
+        storage = [p for p in processes if p.name in ("kube-apiserver", "etcd")]
+        clients = [p for p in processes if p not in storage]
         for proc in clients:
             if proc.alive():
                 _signal_group(proc.popen.pid, signal.SIGTERM)
@@ -375,7 +398,8 @@ class LoopbackCluster:
             popen = subprocess.Popen(self.netns_argv(argv), stdin=subprocess.DEVNULL, stdout=out,
                                      stderr=subprocess.STDOUT, env=self.env(env), start_new_session=True)
         proc = Process(name, popen, log)
-        self._processes.append(proc)
+        with self._lock:
+            self._processes.append(proc)
         return proc
 
     def in_netns(self, fn: Callable[[], T], timeout: float = 60.0) -> T:
@@ -392,8 +416,14 @@ class LoopbackCluster:
     # -- waiting --
 
     def check_processes(self) -> None:
-        """Raise, with the tail of its log, if a process of the cluster has ended."""
-        for proc in self._processes:
+        """Raise, with the tail of its log, if a process of the cluster has ended; or what a background thread
+        of the harness (`emulate_kueue_pods`) failed with."""
+        with self._lock:
+            errors = list(self._background_errors)
+            processes = list(self._processes)
+        if errors:
+            raise BackgroundError("; ".join(errors))
+        for proc in processes:
             if not proc.alive():
                 raise ProcessDied(f"{proc.name} exited with code {proc.popen.returncode}; the end of "
                                   f"{proc.log}:\n{proc.tail()}")
@@ -413,7 +443,7 @@ class LoopbackCluster:
                 value = probe()
                 if value is not None and value is not False:
                     return value
-            except ProcessDied:
+            except (ProcessDied, BackgroundError):
                 raise
             except ClusterError as exc:
                 last = str(exc)
@@ -473,6 +503,34 @@ class LoopbackCluster:
 
     def delete(self, obj: Mapping[str, Any]) -> Any:
         return self.request("DELETE", self.path_of(obj), {"propagationPolicy": "Background"})
+
+    def request_as(self, method: str, path: str, body: Any = None, *, user: str, groups: Sequence[str] = (),
+                   timeout: float = 30.0) -> tuple[Any, list[str]]:
+        """`request` as USER in GROUPS (the admin impersonates them, so their RBAC applies), with the warnings
+        the API server returned (a Warn admission policy's, Pod Security's warn level): what kubectl shows."""
+        data = None if body is None else json.dumps(body).encode()
+        address = urllib.parse.urlsplit(self.server)
+
+        def call() -> tuple[Any, list[str]]:
+            conn = http.client.HTTPSConnection(address.hostname or "127.0.0.1", address.port, context=self._ssl,
+                                               timeout=timeout)
+            try:
+                # http.client, not urllib: one Impersonate-Group header per group, which a dict of headers cannot.
+                conn.putrequest(method, path)
+                for name, value in [("Content-Type", "application/json"), ("Accept", "application/json"),
+                                    ("Impersonate-User", user), *(("Impersonate-Group", g) for g in groups),
+                                    ("Content-Length", str(len(data or b"")))]:
+                    conn.putheader(name, value)
+                conn.endheaders(data)
+                resp = conn.getresponse()
+                raw, warnings = resp.read(), resp.headers.get_all("Warning") or []
+            finally:
+                conn.close()
+            if resp.status >= 400:
+                raise ApiError(method, path, resp.status, raw.decode(errors="replace"))
+            return (json.loads(raw) if raw else None), [_warning_text(w) for w in warnings]
+
+        return self.in_netns(call, timeout + 5)
 
     def _resource(self, api_version: str, kind: str) -> tuple[str, bool]:
         for refresh in (False, True):
@@ -718,6 +776,12 @@ class LoopbackCluster:
                 stage["spec"]["selector"]["matchExpressions"].append(
                     {"key": f'.metadata.annotations["{COMPLETE_ANNOTATION}"]', "operator": "In",
                      "values": ["true"]})
+            if stage["metadata"]["name"] == "pod-ready":
+                # The Kueue chart's controller-manager pods are made Ready by `emulate_kueue_pods`, when Kueue
+                # serves (their readiness probe), never by kwok. A jq query: labels missing make it "/".
+                stage["spec"]["selector"]["matchExpressions"].append(
+                    {"key": " + \"/\" + ".join(f'.metadata.labels["{k}"]' for k in KUEUE_POD_LABELS),
+                     "operator": "NotIn", "values": ["/".join(KUEUE_POD_LABELS.values())]})
         return stages
 
     def _start_kwok(self) -> None:
@@ -750,84 +814,397 @@ class LoopbackCluster:
 
         Kueue acts as the admin unless `kubeconfig` is given: `service_account_kubeconfig(NS, SA)` makes one
         for the chart's ServiceAccount, so that the chart's RBAC is what Kueue gets.
+
+        Without the chart: to run the chart's own Deployment as Kueue, see `emulate_kueue_pods`.
         """
+        begin = time.monotonic()
+        setup = self._kueue_setup(config_yaml)
+        # What the chart creates before the manager runs: its namespace, the (empty) webhook Secret that the
+        # cert rotator fills, the CRDs and the webhook configurations, whose CA the rotator injects.
+        self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": setup.namespace}})
+        self.apply({"apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": setup.secret, "namespace": setup.namespace}})
+        self.install_crds(url_clients(crds, setup.host, setup.port))
+        for obj in url_clients(webhooks, setup.host, setup.port):
+            self.apply(obj)
+        proc = self._launch_kueue(setup, kubeconfig or self.kubeconfig)
+        webhook_paths = [self.path_of(w) for w in webhooks]
+        crd_paths = [f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{c['metadata']['name']}"
+                     for c in crds if (c.get("spec", {}).get("conversion") or {}).get("strategy") == "Webhook"]
+        self.wait("Kueue serving (/readyz, and its CA injected into its webhook configurations and CRDs)",
+                  lambda: self._kueue_serving(setup, webhook_paths, crd_paths), timeout)
+        self.timings["kueue start"] = time.monotonic() - begin
+        return proc
+
+    def _kueue_setup(self, config_yaml: str) -> _KueueSetup:
+        """Kueue's Configuration as this harness runs it (out of a pod), and where it serves."""
         if "kueue" not in self.tools:
             raise ClusterError("e2e tool kueue missing; build it with `python3 -m e2e.tools kueue`")
-        begin = time.monotonic()
         cfg = yaml.safe_load(config_yaml) or {}
         cert_mgmt = cfg.get("internalCertManagement") or {}
         if cert_mgmt.get("enable") is False:
             # Without it, Kueue 0.19 reads its metrics certificate from the fixed path /etc/kueue/metrics/certs
             # (cmd/kueue/main.go) and exits when that is missing; and the webhook certificates would be ours.
-            raise ClusterError("start_kueue needs internalCertManagement.enable (Kueue's default): with it off, "
+            raise ClusterError("the e2e Kueue needs internalCertManagement.enable (Kueue's default): with it off, "
                                "Kueue wants certificates at /etc/kueue/metrics/certs, which the harness does not "
                                "provide")
         namespace = cfg.get("namespace") or "kueue-system"
         service = cert_mgmt.get("webhookServiceName") or "kueue-webhook-service"
-        secret = cert_mgmt.get("webhookSecretName") or "kueue-webhook-server-cert"
         port = int((cfg.get("webhook") or {}).get("port") or 9443)
-        host = f"{service}.{namespace}.svc"
         cert_dir = self.workdir / "kueue" / "certs"
-        cert_dir.mkdir(parents=True, exist_ok=True)
         cfg.setdefault("webhook", {})["certDir"] = str(cert_dir)
         # In a pod, Kueue reads its namespace from the service-account mount; out of one, it must be told.
         cfg["namespace"] = namespace
-        if (cfg.get("leaderElection") or {}).get("leaderElect"):
+        # Likewise the namespace of its leader-election Lease (leader election is on unless turned off).
+        if (cfg.get("leaderElection") or {}).get("leaderElect") is not False:
+            cfg["leaderElection"] = {**(cfg.get("leaderElection") or {})}
             cfg["leaderElection"].setdefault("resourceNamespace", namespace)
         # The visibility API server is off: the aggregator reaches an APIService only through its Service's
         # cluster IP, which nothing in the namespace answers; and Kueue 0.19 writes its self-signed certificate
         # into the fixed folder /visibility (pkg/visibility/server.go), which would be on this machine's root.
         cfg.setdefault("featureGates", {})["VisibilityOnDemand"] = False
-        config_path = self.workdir / "kueue" / "config.yaml"
-        config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        self.add_hosts(host)
-
-        # What the chart creates before the manager runs: its namespace, the (empty) webhook Secret that the
-        # cert rotator fills, the CRDs and the webhook configurations, whose CA the rotator injects.
-        self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-        self.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret, "namespace": namespace}})
-        self.install_crds(url_clients(crds, host, port))
-        for obj in url_clients(webhooks, host, port):
-            self.apply(obj)
-
         health = (cfg.get("health") or {}).get("healthProbeBindAddress") or ":8081"
-        health_port = int(health.rsplit(":", 1)[1])
-        proc = self.spawn("kueue", [self.tools["kueue"], f"--config={config_path}",
-                                    f"--kubeconfig={kubeconfig or self.kubeconfig}"])
-        self._threads.append(self._sync_secret_to_dir(namespace, secret, cert_dir))
-        self.wait("Kueue /readyz (certificates made and injected, webhook server up)",
-                  lambda: self._http_ok(f"http://127.0.0.1:{health_port}/readyz"), timeout)
-        self.wait("the CA in Kueue's webhook configurations", lambda: all(self._ca_injected(w) for w in webhooks),
-                  timeout)
-        self.timings["kueue start"] = time.monotonic() - begin
+        return _KueueSetup(config=cfg, namespace=namespace, host=f"{service}.{namespace}.svc", port=port,
+                           secret=cert_mgmt.get("webhookSecretName") or "kueue-webhook-server-cert",
+                           cert_dir=cert_dir, health_port=int(health.rsplit(":", 1)[1]))
+
+    def _launch_kueue(self, setup: _KueueSetup, kubeconfig: Path) -> Process:
+        """Start the Kueue process (not waiting for it), and the copying of its webhook Secret into its certDir."""
+        setup.cert_dir.mkdir(parents=True, exist_ok=True)
+        for stale in setup.cert_dir.iterdir():  # a fresh pod has only what its Secret holds now
+            stale.unlink()
+        config_path = self.workdir / "kueue" / "config.yaml"
+        config_path.write_text(yaml.safe_dump(setup.config, sort_keys=False))
+        self.add_hosts(setup.host)
+        with self._lock:
+            if self._stop.is_set():
+                raise ClusterError("the cluster is stopping")
+            proc = self.spawn("kueue", [self.tools["kueue"], f"--config={config_path}", f"--kubeconfig={kubeconfig}"])
+            self._sync_secret_to_dir(setup.namespace, setup.secret, setup.cert_dir)
         return proc
 
-    def _ca_injected(self, webhook_config: Mapping[str, Any]) -> bool:
-        live = self.get(self.path_of(webhook_config))
-        return all(w.get("clientConfig", {}).get("caBundle") for w in live.get("webhooks", []))
+    def _kueue_serving(self, setup: _KueueSetup, webhook_paths: Iterable[str], crd_paths: Iterable[str]) -> bool:
+        """Kueue's /readyz answers (its certificates made, mounted and its webhook server up), and its CA is in
+        every webhook configuration and CRD conversion webhook named."""
+        if not self._http_ok(f"http://127.0.0.1:{setup.health_port}/readyz"):
+            return False
+        for path in webhook_paths:
+            if not all(w.get("clientConfig", {}).get("caBundle") for w in self.get(path).get("webhooks", [])):
+                return False
+        for path in crd_paths:
+            conversion = self.get(path)["spec"].get("conversion") or {}
+            if conversion.get("strategy") == "Webhook" and not conversion["webhook"]["clientConfig"].get("caBundle"):
+                return False
+        return True
 
-    def _sync_secret_to_dir(self, namespace: str, name: str, folder: Path) -> threading.Thread:
-        """What the kubelet does for a Secret volume: keep tls.crt and tls.key of the Secret in `folder`."""
+    def _sync_secret_to_dir(self, namespace: str, name: str, folder: Path) -> None:
+        """What the kubelet does for a Secret volume: keep tls.crt and tls.key of the Secret in `folder`. One
+        thread per folder; it also writes again what a restarted Kueue's emptied folder lost."""
         path = f"/api/v1/namespaces/{namespace}/secrets/{name}"
+        if (path, folder) in self._secret_syncs:
+            return
+        self._secret_syncs.add((path, folder))
 
         def loop() -> None:
-            seen: dict[str, str] = {}
             while not self._stop.wait(0.5):
                 try:
                     data = self.get(path).get("data") or {}
                 except (ClusterError, OSError, RuntimeError):
                     continue
                 for key in ("tls.crt", "tls.key", "ca.crt"):
-                    if key in data and seen.get(key) != data[key]:
-                        tmp = folder / f".{key}.tmp"
-                        tmp.write_bytes(base64.b64decode(data[key]))
-                        tmp.chmod(0o600)
-                        tmp.replace(folder / key)  # atomic: Kueue's cert watcher never reads half a file
-                        seen[key] = data[key]
+                    if key not in data:
+                        continue
+                    content = base64.b64decode(data[key])
+                    target = folder / key
+                    with contextlib.suppress(OSError):
+                        if target.read_bytes() == content:
+                            continue
+                    tmp = folder / f".{key}.tmp"
+                    tmp.write_bytes(content)
+                    tmp.chmod(0o600)
+                    tmp.replace(target)  # atomic: Kueue's cert watcher never reads half a file
 
         thread = threading.Thread(target=loop, name=f"kueue-cert-sync-{self.netns}", daemon=True)
         thread.start()
-        return thread
+        self._threads.append(thread)
+
+    def emulate_kueue_pods(self, namespace: str = "kueue-system", deployment: str = "kueue-controller-manager", *,
+                           release: str = "kueue", timeout: float = 120.0, interval: float = 0.5) -> KueuePods:
+        """Make the Kueue chart's Deployment run the real Kueue, as its pods would in a real cluster.
+
+        Call it before the chart is installed (`pulumi up`, Helm): a background thread (stopped with the
+        cluster) then, once the release's objects are there (its ConfigMap RELEASE-manager-config, its
+        ServiceAccount DEPLOYMENT, its webhook Secret, the Kueue CRDs Established, and its webhook
+        configurations RELEASE-validating/mutating-webhook-configuration):
+          * rewrites in the live objects every `clientConfig.service` of those webhook configurations and of the
+            CRDs' conversion webhooks to `url: https://SVC.NS.svc:PORT/PATH` (this cluster has no Service
+            routing; SVC.NS.svc resolves to 127.0.0.1), each time before Kueue starts and until it serves;
+          * starts the real Kueue with the ConfigMap's configuration (`controller_manager_config.yaml`) and a
+            token of the chart's ServiceAccount, so that the chart's RBAC is what Kueue gets;
+          * marks the Deployment's pods Running and Ready (kwok leaves them Pending: see `_kwok_stages`) only
+            once Kueue's /readyz answers and its CA is in its webhook configurations and conversion webhooks,
+            as the chart's readiness probe would; so the Deployment becomes Available, and Helm's wait ends,
+            only when Kueue serves its webhooks. Pods made later (a rollout) are marked so while Kueue serves;
+            when the ConfigMap changes, Kueue is restarted with the new configuration before they are;
+          * stops Kueue when the Deployment is deleted (helm uninstall), is being deleted or is scaled to 0, as
+            the kubelet would kill the pods; starts it again when the Deployment comes back.
+        One Kueue process stands for all replicas. Returns the thread's state (`KueuePods`), for tests. `timeout` bounds each step once the release's first object
+        has appeared (the objects' arrival, Kueue's start). Whatever fails in the thread is raised by
+        `check_processes()`, and so by `wait()`.
+        """
+        if "kueue" not in self.tools:
+            raise ClusterError("e2e tool kueue missing; build it with `python3 -m e2e.tools kueue`")
+        emulator = KueuePods(self, namespace, deployment, release, timeout, interval)
+        thread = threading.Thread(target=emulator.run, name=f"kueue-pods-{self.netns}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return emulator
+
+    def background_error(self, what: str) -> None:
+        """Record a failure of a background thread; `check_processes()` (and so `wait()`) raises it."""
+        with self._lock:
+            self._background_errors.append(what)
+
+
+@dataclass
+class _KueueSetup:
+    config: dict[str, Any]
+    namespace: str
+    host: str
+    port: int
+    secret: str
+    cert_dir: Path
+    health_port: int
+
+
+# Kueue's CRDs whose conversion webhooks its cert rotator injects (pkg/util/cert/cert.go), and which the chart
+# (templates/crd) gives a conversion webhook by Service.
+KUEUE_CONVERTED_CRDS = ("clusterqueues", "cohorts", "localqueues", "multikueueclusters", "workloads")
+KUEUE_POD_IP_BASE = "10.244.255."  # the pod IPs the emulated Kueue pods get: a corner of POD_CIDR kwok never reaches
+
+
+class KueuePods:
+    """The thread behind `LoopbackCluster.emulate_kueue_pods`: one poll loop, a state of what runs.
+
+    For tests: `proc` (the Kueue Process while one runs), `serving`, and `events`, (time.monotonic(), what)
+    pairs: "kueue started", "kueue serving", "pod NAME ready", "rewrote NAME", "kueue stopped (WHY)".
+    """
+
+    def __init__(self, cluster: LoopbackCluster, namespace: str, deployment: str, release: str, timeout: float,
+                 interval: float) -> None:
+        self.c = cluster
+        self.namespace = namespace
+        self.deployment = deployment
+        self.timeout = timeout
+        self.interval = interval
+        self.configmap = f"/api/v1/namespaces/{namespace}/configmaps/{release}-manager-config"
+        self.deployment_path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}"
+        admission = "/apis/admissionregistration.k8s.io/v1"
+        self.webhook_paths = [f"{admission}/validatingwebhookconfigurations/{release}-validating-webhook-configuration",
+                              f"{admission}/mutatingwebhookconfigurations/{release}-mutating-webhook-configuration"]
+        self.crd_paths = [f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{plural}.kueue.x-k8s.io"
+                          for plural in KUEUE_CONVERTED_CRDS]
+        self.proc: Process | None = None
+        self.setup: _KueueSetup | None = None
+        self.config_text: str | None = None
+        self.serving = False
+        self.started = 0.0
+        self.selector = ""
+        self.pod_ips: dict[str, str] = {}
+        self.events: list[tuple[float, str]] = []  # (monotonic time, what): for tests and timings
+
+    def note(self, what: str) -> None:
+        self.events.append((time.monotonic(), what))
+
+    def first(self, prefix: str) -> float | None:
+        """When the first event starting with `prefix` happened (time.monotonic()), if it has."""
+        return next((t for t, what in list(self.events) if what.startswith(prefix)), None)
+
+    def run(self) -> None:
+        failures: list[str] = []
+        first_seen: float | None = None
+        while not self.c._stop.wait(self.interval):
+            try:
+                first_seen = self.step(first_seen)
+                failures.clear()
+            except ApiError as exc:
+                # A conflict (the cert rotator wrote first) or an object going away mid-step: try again.
+                if exc.status in (404, 409):
+                    continue
+                failures.append(str(exc))
+            except (OSError, TimeoutError, http.client.HTTPException) as exc:
+                failures.append(f"{type(exc).__name__}: {exc}")
+            except ProcessDied as exc:
+                if self.c._stop.is_set():
+                    return
+                self.c.background_error(f"emulate_kueue_pods: {exc}")
+                return
+            except Exception as exc:  # noqa: BLE001 (anything else is a failure to report, not to retry)
+                if self.c._stop.is_set():
+                    return
+                self.c.background_error(f"emulate_kueue_pods: {type(exc).__name__}: {exc}")
+                return
+            if len(failures) * self.interval > self.timeout:
+                self.c.background_error(f"emulate_kueue_pods: failing for {self.timeout:.0f}s: {failures[-1]}")
+                return
+        self.stop_kueue("cluster stopping")
+
+    def get(self, path: str) -> Any | None:
+        try:
+            return self.c.get(path)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def step(self, first_seen: float | None) -> float | None:
+        dep = self.get(self.deployment_path)
+        wanted = (dep is not None and not dep["metadata"].get("deletionTimestamp")
+                  and (dep["spec"].get("replicas", 1) or 0) > 0)
+        if dep is not None:
+            labels = dep["spec"]["selector"].get("matchLabels") or {}
+            self.selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        if not wanted:
+            self.stop_kueue("deployment deleted" if dep is None or dep["metadata"].get("deletionTimestamp")
+                            else "deployment scaled to 0")
+            return None
+        now = time.monotonic()
+        first_seen = first_seen or now
+        cm = self.get(self.configmap)
+        config_text = ((cm or {}).get("data") or {}).get("controller_manager_config.yaml")
+        if self.proc is not None and config_text is not None and config_text != self.config_text:
+            self.stop_kueue("configuration changed")  # a rollout's new pods run the new configuration
+        if self.proc is None:
+            missing = self.missing_objects(config_text)
+            if missing:
+                if now - first_seen > self.timeout:
+                    raise ClusterError(f"the Kueue chart's objects did not all appear within {self.timeout:.0f}s "
+                                       f"of its Deployment: missing {', '.join(missing)}")
+                return first_seen
+            assert config_text is not None
+            self.start_kueue(config_text)
+        assert self.setup is not None and self.proc is not None
+        if not self.serving:
+            self.rewrite_clients()  # until it serves: a CRD or webhook configuration may come late
+            if not self.c._kueue_serving(self.setup, self.webhook_paths, self.crd_paths):
+                if now - self.started > self.timeout:
+                    raise ClusterError(f"Kueue (for the chart's Deployment) did not serve within {self.timeout:.0f}s"
+                                       f" (readyz, CA injected); the end of {self.proc.log}:\n{self.proc.tail()}")
+                return first_seen
+            self.serving = True
+            self.note("kueue serving")
+        self.drop_visibility_apiservices()
+        self.mark_pods_ready()
+        return first_seen
+
+    def drop_visibility_apiservices(self) -> None:
+        """Remove the chart's visibility APIServices, which Kueue serves in a real cluster and nothing can serve
+        here (the aggregator reaches an APIService only through its Service): left unavailable, they would fail
+        the namespace controller's discovery and no namespace deletion would ever finish."""
+        for version in ("v1beta1", "v1beta2"):
+            path = f"/apis/apiregistration.k8s.io/v1/apiservices/{version}.visibility.kueue.x-k8s.io"
+            if self.get(path) is not None:
+                try:
+                    self.c.request("DELETE", path)
+                    self.note(f"removed APIService {version}.visibility.kueue.x-k8s.io")
+                except ApiError as exc:
+                    if exc.status != 404:
+                        raise
+
+    def missing_objects(self, config_text: str | None) -> list[str]:
+        ns = self.namespace
+        missing = [] if config_text is not None else [f"ConfigMap {self.configmap.rsplit('/', 1)[1]} "
+                                                      "(key controller_manager_config.yaml)"]
+        secret = "kueue-webhook-server-cert"
+        if config_text is not None:
+            secret = ((yaml.safe_load(config_text) or {}).get("internalCertManagement") or {}).get(
+                "webhookSecretName") or secret
+        for path, what in ((f"/api/v1/namespaces/{ns}/serviceaccounts/{self.deployment}",
+                            f"ServiceAccount {self.deployment}"),
+                           (f"/api/v1/namespaces/{ns}/secrets/{secret}", f"Secret {secret}"),
+                           *((p, p.rsplit("/", 1)[1]) for p in self.webhook_paths)):
+            if self.get(path) is None:
+                missing.append(what)
+        for path in self.crd_paths:
+            crd = self.get(path)
+            if crd is None or not has_condition(crd, "Established"):
+                missing.append(f"CRD {path.rsplit('/', 1)[1]} (Established)")
+        return missing
+
+    def rewrite_clients(self) -> None:
+        """Every `clientConfig.service` of the webhook configurations and conversion webhooks, made a URL."""
+        assert self.setup is not None
+        for path in [*self.webhook_paths, *self.crd_paths]:
+            live = self.get(path)
+            if live is None:
+                continue
+            rewritten = url_clients([live], self.setup.host, self.setup.port)[0]
+            if rewritten == live:
+                continue
+            # A replace (with resourceVersion: a conflict is retried) takes `service` out whoever owns it.
+            result = self.c.request("PUT", path, rewritten)
+            left = [c for c in _client_configs(result) if "service" in c or "url" not in c]
+            if left:
+                raise ClusterError(f"{path}: clientConfig still not a URL after the rewrite: {left}")
+            self.note(f"rewrote {path.rsplit('/', 1)[1]}")
+
+    def start_kueue(self, config_text: str) -> None:
+        self.setup = self.c._kueue_setup(config_text)
+        if self.setup.namespace != self.namespace:
+            raise ClusterError(f"the chart's Kueue configuration names namespace {self.setup.namespace}, "
+                               f"its Deployment is in {self.namespace}")
+        self.rewrite_clients()  # before Kueue injects its CA into them
+        kubeconfig = self.c.service_account_kubeconfig(self.namespace, self.deployment)
+        self.proc = self.c._launch_kueue(self.setup, kubeconfig)
+        self.config_text = config_text
+        self.serving = False
+        self.started = time.monotonic()
+        self.note("kueue started")
+
+    def stop_kueue(self, why: str) -> None:
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        self.serving = False
+        with self.c._lock:
+            if proc in self.c._processes:
+                self.c._processes.remove(proc)
+        proc.stop()
+        self.note(f"kueue stopped ({why})")
+
+    def mark_pods_ready(self) -> None:
+        """What kwok's pod-ready stage does for other pods, for the bound, not yet Ready pods of the Deployment."""
+        query = urllib.parse.urlencode({"labelSelector": self.selector})
+        pods = self.c.get(f"/api/v1/namespaces/{self.namespace}/pods?{query}")["items"]
+        for pod in pods:
+            meta, spec, status = pod["metadata"], pod["spec"], pod.get("status") or {}
+            if meta.get("deletionTimestamp") or not spec.get("nodeName") or has_condition(pod, "Ready"):
+                continue
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            ip = self.pod_ips.setdefault(meta["uid"], f"{KUEUE_POD_IP_BASE}{len(self.pod_ips) % 254 + 1}")
+            conditions = [{"type": kind, "status": "True", "lastTransitionTime": now}
+                          for kind in ("Initialized", "Ready", "ContainersReady")]
+            conditions += [{"type": gate["conditionType"], "status": "True", "lastTransitionTime": now}
+                           for gate in spec.get("readinessGates") or []]
+            patch = {"status": {
+                "phase": "Running", "startTime": status.get("startTime") or now, "conditions": conditions,
+                "containerStatuses": [{"name": c["name"], "image": c["image"], "imageID": "", "ready": True,
+                                       "started": True, "restartCount": 0,
+                                       "state": {"running": {"startedAt": now}}} for c in spec["containers"]],
+                "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],  # the node's address, as kwok gives it
+                "podIP": ip, "podIPs": [{"ip": ip}]}}
+            # A strategic merge: conditions merge by type (PodScheduled stays).
+            self.c.request("PATCH", f"/api/v1/namespaces/{self.namespace}/pods/{meta['name']}/status", patch,
+                           content_type="application/strategic-merge-patch+json")
+            self.note(f"pod {meta['name']} ready")
+
+
+def _client_configs(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    configs = [w["clientConfig"] for w in obj.get("webhooks", [])]
+    conversion = (obj.get("spec") or {}).get("conversion") or {}
+    if conversion.get("strategy") == "Webhook":
+        configs.append(conversion["webhook"]["clientConfig"])
+    return configs
 
 
 def url_clients(objs: Iterable[Mapping[str, Any]], host: str, port: int) -> list[dict[str, Any]]:

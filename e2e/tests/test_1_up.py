@@ -78,3 +78,22 @@ def test_the_api_server_type_checks_every_admission_policy_without_a_warning(e2e
     warnings = {p["metadata"]["name"]: p["status"]["typeChecking"].get("expressionWarnings")
                 for p in items(e2e, path)}
     assert {name: w for name, w in warnings.items() if w} == {}
+
+
+def test_a_new_api_server_address_replaces_nothing(e2e: Platform):
+    """The same cluster reached by another address (a DNS endpoint toggled, an IP moved) is an update of the
+    provider, never a replacement of it and of every resource on the cluster (clusterIdentifier)."""
+    import json
+
+    kubeconfig = e2e.cluster.kubeconfig
+    original = kubeconfig.read_text()
+    assert "https://127.0.0.1:" in original
+    kubeconfig.write_text(original.replace("https://127.0.0.1:", "https://localhost:"))
+    try:
+        done = e2e.pulumi("preview", "--json", step="preview")
+    finally:
+        kubeconfig.write_text(original)
+    steps = json.loads(done.stdout).get("steps") or []
+    replaced = [s["urn"] for s in steps if s.get("op") in ("replace", "create-replacement", "delete-replaced")]
+    assert replaced == []
+    assert any(s["urn"].endswith("pulumi:providers:kubernetes::e2e-k8s") and s.get("op") == "update" for s in steps)
