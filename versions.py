@@ -132,8 +132,6 @@ E2E_TOOLS: tuple[GoTool, ...] = (
            "k8s.io/kubernetes/cmd/kube-controller-manager", "kubernetes", _E2E_KUBE_LDFLAGS),
     GoTool("kube-scheduler", "k8s.io/kubernetes", E2E_KUBERNETES, "k8s.io/kubernetes/cmd/kube-scheduler",
            "kubernetes", _E2E_KUBE_LDFLAGS),
-    GoTool("kubectl", "k8s.io/kubernetes", E2E_KUBERNETES, "k8s.io/kubernetes/cmd/kubectl", "kubernetes",
-           _E2E_KUBE_LDFLAGS),
     # The etcd server is the main package at the root of go.etcd.io/etcd/server/v3 (the root module
     # go.etcd.io/etcd/v3 stops at v3.6.8 on the proxy); newest 3.6 patch. Wrapper: its go.mod has replaces.
     GoTool("etcd", "go.etcd.io/etcd/server/v3", "v3.6.17", "go.etcd.io/etcd/server/v3", "etcd"),
