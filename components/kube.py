@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ def platform_namespace(resource_name: str, name: str, *, component: str, pod_sec
         opts=opts,
     )
     if critical_priority_classes:
-        k8s.core.v1.ResourceQuota(
+        _GUARD_RAILS[namespace] = k8s.core.v1.ResourceQuota(
             f"{resource_name}-critical-pods",
             metadata=ObjectMetaArgs(name="critical-pods", namespace=name, labels={PLATFORM_LABEL: component}),
             spec=ResourceQuotaSpecArgs(
@@ -82,6 +83,11 @@ def platform_namespace(resource_name: str, name: str, *, component: str, pod_sec
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[namespace])),
         )
     return namespace
+
+
+# What admits the pods of each platform namespace besides the namespace itself (its critical-pods quota): a
+# release into it waits for them, or its pods are refused until the controllers retry.
+_GUARD_RAILS: weakref.WeakKeyDictionary[k8s.core.v1.Namespace, pulumi.Resource] = weakref.WeakKeyDictionary()
 
 
 def helm_release(resource_name: str, *, chart: Chart, namespace: k8s.core.v1.Namespace | str,
@@ -105,5 +111,7 @@ def helm_release(resource_name: str, *, chart: Chart, namespace: k8s.core.v1.Nam
         cleanup_on_fail=True,
         # A chart whose CRDs another release installs (Helm never upgrades a crds/ folder) skips its own.
         skip_crds=skip_crds or None,
-        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[namespace] if owned else [])),
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+            depends_on=[namespace, *([_GUARD_RAILS[namespace]] if namespace in _GUARD_RAILS else [])] if owned
+            else [])),
     )

@@ -118,3 +118,14 @@ def test_every_kubernetes_provider_is_tied_to_its_clusters_identity_not_its_kube
         assert identity == f"{cloud}/{stack.outputs['clusterName']}"
     if "team" not in stack.outputs:  # what team stacks' providers take as their platform's identity
         assert "clusterIdentity" in stack.outputs
+
+
+def test_each_release_waits_for_the_quota_that_admits_its_pods(stack):
+    """GKE admits pods of the system-*-critical classes outside kube-system only under a quota that allows them:
+    a release created before that quota has its pods refused until the controllers retry."""
+    quotas = {r.inputs["metadata"]["namespace"]: r.urn for r in stack.of_type("kubernetes:core/v1:ResourceQuota")
+              if r.inputs["metadata"]["name"] == "critical-pods"}
+    for release in stack.releases():
+        namespace = release.inputs["namespace"]
+        if namespace in quotas:
+            assert quotas[namespace] in release.depends_on, f"{stack.stack}: {release.name}"
