@@ -153,10 +153,14 @@ class Queues(pulumi.ComponentResource):
             KubernetesObject(f"{name}-priority-{priority.name}", api_version=KUEUE_API, kind="WorkloadPriorityClass",
                              name=priority.name, fields={"value": priority.value, "description": priority.description},
                              opts=after_crds)
+        # Team namespaces depend on these (stacks/platform.py): destroy deletes them, and with them their
+        # Workloads, while Kueue still runs to release its finalizers; a ClusterQueue with admitted Workloads
+        # keeps its own finalizer, so deleted first it would never go (issue 23).
+        self.cluster_queues: list[k8s.apiextensions.CustomResource] = []
         for team in teams:
-            k8s.apiextensions.CustomResource(
+            self.cluster_queues.append(k8s.apiextensions.CustomResource(
                 f"{name}-{team.name}", api_version=KUEUE_API, kind="ClusterQueue",
                 metadata=ObjectMetaArgs(name=team.name),
                 spec=cluster_queue(layout.teams[team.name], layout, team, team_label=team.name),
-                opts=pulumi.ResourceOptions.merge(after_crds, pulumi.ResourceOptions(depends_on=flavors)))
+                opts=pulumi.ResourceOptions.merge(after_crds, pulumi.ResourceOptions(depends_on=flavors))))
         self.register_outputs({"clusterQueues": [team.name for team in teams]})

@@ -45,10 +45,12 @@ class TeamNamespace(pulumi.ComponentResource):
         owner = owner or team.name
         labels = {TEAM_LABEL: owner}
 
+        # After Kueue and its ClusterQueues, so that destroy deletes the namespace first: its Workloads go while
+        # Kueue runs to release their finalizers, and then the ClusterQueues, which admitted Workloads hold.
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata=ObjectMetaArgs(name=team.name, labels=labels | pod_security_labels(team.pod_security)),
-            opts=child,
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=queue_after or [])),
         )
         # Every other object lives in the namespace and must wait for it.
         in_namespace = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[namespace]))

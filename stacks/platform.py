@@ -28,7 +28,8 @@ def build(config: PlatformConfig) -> None:
     for team in config.teams:
         if not team.own_stack:
             TeamNamespace(f"team-{team.name}", team, cluster.provider,
-                          monitoring_namespace=config.monitoring.namespace, queue_after=[queues.release])
+                          monitoring_namespace=config.monitoring.namespace,
+                          queue_after=[queues.release, *queues.cluster_queues])
 
     export_platform(
         cloud=cluster.cloud, cluster_name=cluster.name, cluster_identity=cluster.identity,

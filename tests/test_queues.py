@@ -99,6 +99,23 @@ def test_jobs_without_a_queue_name_in_team_namespaces_still_go_through_kueue(sha
         assert queues[(namespace, "default")]["spec"] == {"clusterQueue": namespace}
 
 
+@pytest.mark.parametrize("node_resource", ["vpc.amazonaws.com/efa", "ephemeral-storage", "hugepages-2Mi",
+                                           "hugepages-1Gi"])
+def test_a_gpu_job_asking_for_a_node_level_resource_is_not_refused_by_kueue(shared, node_resource):
+    # Kueue 0.19 (quota check BlockUndeclared, pkg/scheduler/flavorassigner) never admits a workload asking for
+    # a resource that no ClusterQueue covers, except those its Configuration's resources.excludeResourcePrefixes
+    # drops (pkg/workload dropExcludedResources, a plain prefix match). EFA interfaces, scratch disk and huge
+    # pages are node-level resources the scheduler and kubelet account for, not team quota.
+    prefixes = (manager_config(shared).get("resources") or {}).get("excludeResourcePrefixes") or []
+    asked = {"cpu", "memory", "nvidia.com/gpu", node_resource}
+    counted = {r for r in asked if not any(r.startswith(p) for p in prefixes)}
+    covered = {r for group in kueue(shared, "ClusterQueue")["research"]["spec"]["resourceGroups"]
+               for r in group["coveredResources"]}
+    assert counted <= covered
+    # GPUs are never excluded: they are what the queues share.
+    assert not any("nvidia.com/gpu".startswith(p) or "nvidia.com/gpu.shared".startswith(p) for p in prefixes)
+
+
 def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     """A Kubernetes label selector (matchLabels and matchExpressions) against a namespace's labels."""
     def requirement(expression: dict[str, Any]) -> bool:
@@ -141,10 +158,10 @@ def test_a_team_is_guaranteed_some_gpus_and_borrows_idle_ones_up_to_its_ceiling(
     assert research["spec"]["namespaceSelector"] == {"matchLabels": {"mlplatform.io/team": "research"}}
     flavors = gpu_flavors(research)
     # Guaranteed 2 on t4 (1 of them lent while idle); may borrow 2 more (ceiling 4) in either pool.
-    assert flavors["t4"]["nvidia.com/gpu"] == {"name": "nvidia.com/gpu", "nominalQuota": 2, "borrowingLimit": 2,
-                                               "lendingLimit": 1}
-    assert flavors["a100"]["nvidia.com/gpu"] == {"name": "nvidia.com/gpu", "nominalQuota": 0, "borrowingLimit": 2,
-                                                 "lendingLimit": 0}
+    assert flavors["t4"]["nvidia.com/gpu"] == {"name": "nvidia.com/gpu", "nominalQuota": "2", "borrowingLimit": "2",
+                                               "lendingLimit": "1"}
+    assert flavors["a100"]["nvidia.com/gpu"] == {"name": "nvidia.com/gpu", "nominalQuota": "0", "borrowingLimit": "2",
+                                                 "lendingLimit": "0"}
     # The guaranteed pool first, and a job tries every pool where the guarantee has room before borrowing.
     assert list(flavors) == ["t4", "a100"]
     assert research["spec"]["flavorFungibility"] == {"whenCanBorrow": "TryNextFlavor",
@@ -161,12 +178,12 @@ def test_a_team_is_guaranteed_some_gpus_and_borrows_idle_ones_up_to_its_ceiling(
 def test_default_guarantee_is_the_whole_quota_in_one_pool_with_room(shared):
     # inference's 2 GPUs are not split 1 + 1 over the pools (which would strand a 2-GPU job): t4 has room.
     flavors = gpu_flavors(kueue(shared, "ClusterQueue")["inference"])
-    assert {pool: r["nvidia.com/gpu"]["nominalQuota"] for pool, r in flavors.items()} == {"t4": 2, "a100": 0}
-    assert all(r["nvidia.com/gpu"]["borrowingLimit"] == 0 for r in flavors.values())
-    assert flavors["t4"]["nvidia.com/gpu"]["lendingLimit"] == 2  # lends all of it while idle
+    assert {pool: r["nvidia.com/gpu"]["nominalQuota"] for pool, r in flavors.items()} == {"t4": "2", "a100": "0"}
+    assert all(r["nvidia.com/gpu"]["borrowingLimit"] == "0" for r in flavors.values())
+    assert flavors["t4"]["nvidia.com/gpu"]["lendingLimit"] == "2"  # lends all of it while idle
     # sandbox's guarantee goes where room is left.
     sandbox = gpu_flavors(kueue(shared, "ClusterQueue")["sandbox"])
-    assert {pool: r["nvidia.com/gpu"]["nominalQuota"] for pool, r in sandbox.items()} == {"a100": 1, "t4": 0}
+    assert {pool: r["nvidia.com/gpu"]["nominalQuota"] for pool, r in sandbox.items()} == {"a100": "1", "t4": "0"}
 
 
 def test_owners_reclaim_lent_gpus_and_borrowers_preempt_only_best_effort_work(shared):
@@ -191,6 +208,18 @@ def test_local_queues_wait_for_kueue(shared):
     assert all(release.urn in r.depends_on for r in shared.resources if r.inputs.get("kind") == "LocalQueue")
 
 
+def test_destroy_deletes_team_namespaces_before_the_cluster_queues_and_kueue(shared):
+    # Issue 23: destroy deletes a resource only after what depends on it. A ClusterQueue keeps its finalizer
+    # while Workloads are admitted to it, and only the running Kueue releases the Workloads' finalizers: so a
+    # team namespace (its Jobs and Workloads) must go first, then the ClusterQueues, then the Kueue release.
+    release = next(r for r in shared.releases() if r.inputs["name"] == "kueue")
+    queues = [r for r in shared.resources if r.inputs.get("kind") == "ClusterQueue"]
+    assert queues and all(release.urn in q.depends_on for q in queues)
+    namespaces = {r.inputs["metadata"]["name"]: r for r in shared.of_type("kubernetes:core/v1:Namespace")}
+    for team in ("research", "inference", "sandbox"):
+        assert {release.urn, *(q.urn for q in queues)} <= set(namespaces[team].depends_on), team
+
+
 def test_team_stack_namespaces_share_their_teams_queue(local_synth):
     vision = stack_synthesis("team-vision")
     queues = local_queues(vision)
@@ -208,10 +237,10 @@ def test_renamed_time_sliced_shares_are_queued_and_quota_d():
         {"name": "shared", "sharing": {"timeSlicing": {"replicas": 4, "renameByDefault": True}}}]},
         teams=[team("a", 2), team("b", 4, gpus={"shared": 4})])
     flavors = gpu_flavors(kueue(synthesis, "ClusterQueue")["b"])
-    assert flavors["shared"]["nvidia.com/gpu.shared"]["nominalQuota"] == 4
-    assert flavors["shared"]["nvidia.com/gpu"] == {"name": "nvidia.com/gpu", "nominalQuota": 0,
-                                                   "borrowingLimit": 0, "lendingLimit": 0}
-    assert flavors["t4"]["nvidia.com/gpu.shared"]["nominalQuota"] == 0
+    assert flavors["shared"]["nvidia.com/gpu.shared"]["nominalQuota"] == "4"
+    assert flavors["shared"]["nvidia.com/gpu"] == {"name": "nvidia.com/gpu", "nominalQuota": "0",
+                                                   "borrowingLimit": "0", "lendingLimit": "0"}
+    assert flavors["t4"]["nvidia.com/gpu.shared"]["nominalQuota"] == "0"
     hard = next(r.inputs for r in synthesis.of_type("kubernetes:core/v1:ResourceQuota")
                 if r.inputs["metadata"]["namespace"] == "b")["spec"]["hard"]
     assert hard["requests.nvidia.com/gpu.shared"] == hard["requests.nvidia.com/gpu"] == "4"
@@ -345,3 +374,14 @@ def test_a_team_stacks_namespaces_share_the_queue_the_platform_sets():
     with pytest.raises(ConfigError, match=r"namespaces\[0\]\.queue: the team's queue \(guarantee, cohort, pools\) is "
                                           "set in the platform stack's teams"):
         synth_with(platformStack="organization/mlplatform/local", team="vision", namespaces=[namespace])
+
+
+def test_cluster_queue_quantities_are_strings_as_the_api_server_returns_them(shared):
+    # The API server stores a resource.Quantity as a string; an int in the program differs from what the
+    # provider reads back, so every preview after `up` proposed an update (found by make e2e).
+    for queue in kueue(shared, "ClusterQueue").values():
+        for group in queue["spec"]["resourceGroups"]:
+            for flavor in group["flavors"]:
+                for resource in flavor["resources"]:
+                    numbers = {k: v for k, v in resource.items() if k != "name"}
+                    assert all(isinstance(v, str) for v in numbers.values()), resource
