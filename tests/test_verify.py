@@ -20,10 +20,10 @@ import yaml
 
 from core.provider import exec_kubeconfig
 from synth.schema import check_manifests
-from core.outputs import PoolOutput
+from core.outputs import PlatformOutputs, PoolOutput
 from verify.api import ApiError, HttpApi
 from verify.probe import gpu_pod, gpu_resource, namespace
-from verify.run import Verifier, table
+from verify.run import NEEDS_RUNNING_PODS, Verifier, table
 
 RECORDING = json.loads((Path(__file__).parent / "recorded" / "verify-dev.json").read_text())
 
@@ -240,3 +240,54 @@ def test_the_http_api_authenticates_with_the_kubeconfigs_credential_plugin_once_
         server.shutdown()
     assert [header for _, _, header in seen] == ["Bearer k8s-aws-v1.abc"] * 2
     assert calls.read_text() == "x"  # one token for both requests, until it expires
+
+
+def test_where_pods_do_not_run_what_needs_them_is_not_applicable_rather_than_passed(local_synth):
+    # make e2e's loopback cluster: kwok only marks pods Running, no Prometheus runs. The pod's placement is
+    # checked; the GPU it saw, its metrics and the alert rules are reported NOT APPLICABLE, and never asked for.
+    outputs = RECORDING["outputs"] | {"podsRun": False}
+    needs_running_pods = ("/log", "/proxy/")
+    api = ReplayedApi([e for e in RECORDING["exchanges"] if not any(part in e["path"] for part in needs_running_pods)])
+    results, rule_problems = verifier(api, outputs).run()
+    assert not [call for call in api.calls if any(part in call[1] for part in needs_running_pods)]
+    assert rule_problems is None
+    l4, a10g = results
+    assert (l4.node, l4.new_node, l4.scale_up_s, l4.scheduled_s) == ("ip-10-20-3-17.ec2.internal", True, 209, 220)
+    assert all(r.ok and r.not_applicable == NEEDS_RUNNING_PODS and not r.gpu_seen and r.metrics_s is None
+               for r in results), results
+    printed = table(results, rule_problems)
+    assert printed.splitlines()[1].split()[5:9] == ["n/a", "n/a", "n/a", "ok;"]
+    assert "finished, GPU seen, metrics: NOT APPLICABLE (pods do not run on this cluster)" in printed
+    assert printed.endswith("alert rules: NOT APPLICABLE (pods do not run on this cluster): no Prometheus")
+    assert "all loaded" not in printed
+    # Stacks say whether pods run; one deployed before they did ran on a real cluster.
+    assert local_synth.outputs["podsRun"] is True
+    assert PlatformOutputs.read({}).pods_run and not PlatformOutputs.read({"podsRun": False}).pods_run
+
+
+def test_the_http_api_authenticates_with_a_kubeconfigs_token():
+    """An `existing` cluster's kubeconfig as a user writes it: a token, no credential plugin."""
+    seen: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            seen.append(self.headers.get("Authorization"))
+            body = json.dumps({"kind": "Node", "metadata": {"name": "n1"}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class names it)
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = {"current-context": "c", "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+              "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
+              "users": [{"name": "u", "user": {"token": "sa-token"}}]}
+    try:
+        assert HttpApi(config).request("GET", "/api/v1/nodes/n1")["metadata"]["name"] == "n1"
+    finally:
+        server.shutdown()
+    assert seen == ["Bearer sa-token"]

@@ -1,7 +1,8 @@
 """The Kubernetes API as `make verify` uses it: JSON requests by path, nothing else.
 
 `HttpApi` talks to a real API server with a kubeconfig whose user runs a credential plugin (the platform's
-kubeconfigs: `aws eks get-token`, `gke-gcloud-auth-plugin`); tests give the same calls recorded responses.
+kubeconfigs: `aws eks get-token`, `gke-gcloud-auth-plugin`), or, for an `existing` cluster's own kubeconfig, has
+a token or a client certificate; tests give the same calls recorded responses.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import ssl
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -47,6 +49,24 @@ class HttpApi:
             # Without it (GKE's DNS endpoint) the server's certificate is a public CA's.
             self._tls.load_verify_locations(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
         self._token: tuple[str, float] | None = None
+        if "token" in self._user:
+            self._token = (self._user["token"], float("inf"))
+        if "client-certificate-data" in self._user:
+            self._load_client_certificate()
+
+    def _load_client_certificate(self) -> None:
+        # ssl reads a certificate chain only from files: a private folder, gone once it is loaded.
+        with tempfile.TemporaryDirectory() as folder:
+            cert, key = os.path.join(folder, "client.crt"), os.path.join(folder, "client.key")
+            for path, name in ((cert, "client-certificate-data"), (key, "client-key-data")):
+                with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as out:
+                    out.write(base64.b64decode(self._user[name]))
+            self._tls.load_cert_chain(cert, key)
+
+    def _headers(self) -> dict[str, str]:
+        if "exec" in self._user or "token" in self._user:
+            return {"Authorization": f"Bearer {self._bearer()}"}
+        return {}  # the client certificate authenticates
 
     def _bearer(self) -> str:
         if self._token and self._token[1] > time.time() + 60:
@@ -70,7 +90,7 @@ class HttpApi:
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(f"{self._server}{path}", data=data, method=method, headers={
-            "Authorization": f"Bearer {self._bearer()}", "Accept": "application/json",
+            **self._headers(), "Accept": "application/json",
             **({"Content-Type": "application/json"} if data else {})})
         try:
             with urllib.request.urlopen(request, context=self._tls, timeout=60) as response:

@@ -52,6 +52,8 @@ class PoolResult:
     # From the pod's binding until the node's GPU metrics were in Prometheus.
     metrics_s: float | None = None
     skipped: str = ""
+    # What this cluster cannot show (no pod runs: no GPU to see, no metrics), reported as such, never as passed.
+    not_applicable: tuple[str, ...] = ()
     problems: list[str] = field(default_factory=list)
     done: bool = False
     metrics_since: float | None = None
@@ -65,15 +67,27 @@ def _fmt(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.0f}s"
 
 
-def table(results: list[PoolResult], rule_problems: list[str]) -> str:
+NOT_APPLICABLE = "NOT APPLICABLE (pods do not run on this cluster)"
+# The columns a cluster whose pods do not run cannot fill.
+NEEDS_RUNNING_PODS = ("finished", "GPU seen", "metrics")
+
+
+def table(results: list[PoolResult], rule_problems: list[str] | None) -> str:
+    """`rule_problems` None: the alert rules could not be judged here (no Prometheus runs)."""
     rows = [("pool", "node", "from zero", "scale-up", "scheduled", "finished", "GPU seen", "metrics", "result")]
     for r in results:
         verdict = "skipped: " + r.skipped if r.skipped else ("ok" if r.ok else "FAILED: " + "; ".join(r.problems))
+        if r.not_applicable and not r.skipped:
+            verdict += f"; {', '.join(r.not_applicable)}: {NOT_APPLICABLE}"
+        cells = {"finished": _fmt(r.finished_s), "GPU seen": r.gpu_seen or "-", "metrics": _fmt(r.metrics_s)}
+        cells |= {column: "n/a" for column in r.not_applicable}
         rows.append((r.pool, r.node or "-", "yes" if r.new_node else "no", _fmt(r.scale_up_s), _fmt(r.scheduled_s),
-                     _fmt(r.finished_s), r.gpu_seen or "-", _fmt(r.metrics_s), verdict))
+                     cells["finished"], cells["GPU seen"], cells["metrics"], verdict))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths)) + "  " + row[-1] for row in rows]
-    lines.append("alert rules: " + ("all loaded, none firing" if not rule_problems else "; ".join(rule_problems)))
+    rules = (NOT_APPLICABLE + ": no Prometheus" if rule_problems is None
+             else "all loaded, none firing" if not rule_problems else "; ".join(rule_problems))
+    lines.append("alert rules: " + rules)
     return "\n".join(lines)
 
 
@@ -91,6 +105,8 @@ class Verifier:
         self.sleep = sleep
         self.platform = PlatformOutputs.read(outputs)
         self.fake_gpus = self.platform.cloud == "kind"
+        # Where no pod runs (make e2e's loopback cluster) the pod's placement is all there is to check.
+        self.pods_run = self.platform.pods_run
         self.prometheus = (f"/api/v1/namespaces/{self.platform.monitoring_namespace}/services/{PROMETHEUS_SERVICE}"
                            "/proxy/api/v1")
 
@@ -117,6 +133,10 @@ class Verifier:
             result.scheduled_s = _seconds(created, scheduled["lastTransitionTime"] if scheduled else None)
             self._check_node(pool, result, created)
             result.metrics_since = self.clock()
+            if not self.pods_run:
+                result.not_applicable = NEEDS_RUNNING_PODS
+                result.done = True
+                return
         if result.node and result.metrics_s is None and result.metrics_since is not None:
             self._check_metrics(result)
         phase = pod.get("status", {}).get("phase")
@@ -198,7 +218,8 @@ class Verifier:
 
     # ---- the whole run ----
 
-    def run(self) -> tuple[list[PoolResult], list[str]]:
+    def run(self) -> tuple[list[PoolResult], list[str] | None]:
+        """Each pool's result, and the alert rules' problems (None where they cannot be judged: no pod runs)."""
         try:
             self.api.request("POST", "/api/v1/namespaces", namespace())
         except ApiError as exc:
@@ -222,6 +243,6 @@ class Verifier:
                                                    + ("" if result.node else ": no node came up"))
                     break
                 self.sleep(self.poll)
-            return results, self.check_rules()
+            return results, self.check_rules() if self.pods_run else None
         finally:
             self.cleanup(results)
