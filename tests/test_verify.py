@@ -7,11 +7,13 @@ zero, the pods see their GPUs, the metrics arrive, the rules are loaded. `python
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import http.server
 import json
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -202,16 +204,16 @@ def test_on_kind_the_fake_gpu_the_device_plugin_allocated_is_what_the_pod_sees()
     assert not any(r.ok for r in results)
 
 
-def test_the_http_api_authenticates_with_the_kubeconfigs_credential_plugin_once_per_token(tmp_path):
-    """The same kubeconfig shape the stacks export (an exec plugin, no stored credentials), against a local server."""
-    seen: list[tuple[str, str, str | None]] = []
+@contextlib.contextmanager
+def node_api() -> Iterator[tuple[str, list[tuple[str, str | None]]]]:
+    """A local API server that knows one node, n1: its address, and each request's path and Authorization."""
+    seen: list[tuple[str, str | None]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            seen.append(("GET", self.path, self.headers.get("Authorization")))
+            seen.append((self.path, self.headers.get("Authorization")))
             body = json.dumps({"kind": "Node", "metadata": {"name": "n1"}}).encode()
-            status = 200 if self.path == "/api/v1/nodes/n1" else 404
-            self.send_response(status)
+            self.send_response(200 if self.path == "/api/v1/nodes/n1" else 404)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
             self.wfile.write(body)
@@ -221,24 +223,31 @@ def test_the_http_api_authenticates_with_the_kubeconfigs_credential_plugin_once_
 
     server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", seen
+    finally:
+        server.shutdown()
+
+
+
+def test_the_http_api_authenticates_with_the_kubeconfigs_credential_plugin_once_per_token(tmp_path):
+    """The same kubeconfig shape the stacks export (an exec plugin, no stored credentials), against a local server."""
     calls = tmp_path / "plugin-calls"
     plugin = ("import json, os, pathlib; p = pathlib.Path(os.environ['CALLS']); "
               "p.write_text(p.read_text() + 'x' if p.exists() else 'x'); "
               "assert json.loads(os.environ['KUBERNETES_EXEC_INFO'])['spec']['cluster']['server']; "
               "print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1beta1', 'kind': 'ExecCredential', "
               "'status': {'token': 'k8s-aws-v1.abc', 'expirationTimestamp': '2999-01-01T00:00:00Z'}}))")
-    config = yaml.safe_load(exec_kubeconfig("c", f"http://127.0.0.1:{server.server_port}", None, {
-        "command": sys.executable, "args": ["-c", plugin], "env": [{"name": "CALLS", "value": str(calls)}],
-        "provideClusterInfo": True, "interactiveMode": "Never"}))
-    try:
+    with node_api() as (server, seen):
+        config = yaml.safe_load(exec_kubeconfig("c", server, None, {
+            "command": sys.executable, "args": ["-c", plugin], "env": [{"name": "CALLS", "value": str(calls)}],
+            "provideClusterInfo": True, "interactiveMode": "Never"}))
         api = HttpApi(config)
         assert api.request("GET", "/api/v1/nodes/n1")["metadata"]["name"] == "n1"
         with pytest.raises(ApiError) as missing:
             api.request("GET", "/api/v1/nodes/n2")
         assert missing.value.status == 404
-    finally:
-        server.shutdown()
-    assert [header for _, _, header in seen] == ["Bearer k8s-aws-v1.abc"] * 2
+    assert [header for _, header in seen] == ["Bearer k8s-aws-v1.abc"] * 2
     assert calls.read_text() == "x"  # one token for both requests, until it expires
 
 
@@ -267,27 +276,9 @@ def test_where_pods_do_not_run_what_needs_them_is_not_applicable_rather_than_pas
 
 def test_the_http_api_authenticates_with_a_kubeconfigs_token():
     """An `existing` cluster's kubeconfig as a user writes it: a token, no credential plugin."""
-    seen: list[str | None] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            seen.append(self.headers.get("Authorization"))
-            body = json.dumps({"kind": "Node", "metadata": {"name": "n1"}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class names it)
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    config = {"current-context": "c", "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-              "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
-              "users": [{"name": "u", "user": {"token": "sa-token"}}]}
-    try:
+    with node_api() as (server, seen):
+        config = {"current-context": "c", "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                  "clusters": [{"name": "c", "cluster": {"server": server}}],
+                  "users": [{"name": "u", "user": {"token": "sa-token"}}]}
         assert HttpApi(config).request("GET", "/api/v1/nodes/n1")["metadata"]["name"] == "n1"
-    finally:
-        server.shutdown()
-    assert seen == ["Bearer sa-token"]
+    assert seen == [("/api/v1/nodes/n1", "Bearer sa-token")]

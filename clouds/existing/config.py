@@ -63,13 +63,12 @@ def kubeconfig_contexts(path: str) -> list[str]:
 class LoopbackTest(Model):
     """The cluster is `make e2e`'s loopback cluster: what it cannot do that a real one does, in one place.
 
-    Only e2e stacks set it. Everything else runs the production code path."""
+    Only e2e stacks set it. Its pods do not really run (kwok only marks them Running), so charts leave out the
+    webhooks and Jobs that need a pod to do work. Everything else runs the production code path."""
 
     # No chart repository is reachable from it: charts are installed from this folder (<name>-<version>/, as
     # `helm pull --untar` gives them, such as ../shared/upstream/charts).
     charts_dir: str
-    # kwok only marks pods Running: charts leave out the webhooks and Jobs that need a pod to do work.
-    pods_run: Literal[False] = False
 
 
 class ExistingClusterConfig(GpuPools, Model):
