@@ -151,7 +151,7 @@ class GkeCluster(pulumi.ComponentResource):
         # Private nodes have no public addresses: they reach registries and APIs through Cloud NAT.
         router = gcp.compute.Router(f"{name}-router", name=spec.name, network=network.id, region=spec.region,
                                     opts=child)
-        gcp.compute.RouterNat(
+        nat = gcp.compute.RouterNat(
             f"{name}-nat", name=spec.name, router=router.name, region=spec.region,
             nat_ip_allocate_option="AUTO_ONLY", source_subnetwork_ip_ranges_to_nat="ALL_SUBNETWORKS_ALL_IP_RANGES",
             # GPU nodes pull images of many GB over many connections at once: each node's ports grow on demand
@@ -172,7 +172,7 @@ class GkeCluster(pulumi.ComponentResource):
         # The control plane calls admission webhooks and aggregated APIs on the pods' own ports; GKE's own rule
         # opens only 443 and 10250 to private nodes (terraform-google-kubernetes-engine's private-cluster
         # module adds the same rule: firewall.tf, master_webhooks).
-        gcp.compute.Firewall(
+        webhooks = gcp.compute.Firewall(
             f"{name}-webhooks", name=f"{spec.name}-master-webhooks", network=network.id, direction="INGRESS",
             description="The GKE control plane reaches the platform's admission webhooks and aggregated APIs",
             source_ranges=[spec.network.master_cidr], target_service_accounts=[nodes_account.email],
@@ -287,7 +287,11 @@ class GkeCluster(pulumi.ComponentResource):
                     ignore_changes=["initialNodeCount"], depends_on=node_roles))))
 
         config = pulumi.Output.secret(api_kubeconfig(spec, cluster))
-        provider = explicit_provider(self, name, config, ready=node_pools, identity=cluster.id)
+        # Every Kubernetes resource goes through this provider, so it is created after and deleted before what
+        # the provider waits for. Kueue's fail-closed webhook needs the firewall rule (the control plane reaches
+        # it) and its image pulls need NAT: a destroy that removed them in its first wave left the webhook
+        # unreachable, every finalizer update refused and the ClusterQueues undeletable.
+        provider = explicit_provider(self, name, config, ready=[*node_pools, webhooks, nat], identity=cluster.id)
 
         self.handle = ClusterHandle(
             identity=cluster.id,

@@ -430,3 +430,42 @@ def test_config_gke_refuses(overrides, message):
     with pytest.raises(ConfigError) as caught:
         synth_with(cluster=gke_cluster(**overrides))
     assert message in str(caught.value), str(caught.value)
+
+
+# ---- Teardown and provider identity -----------------------------------------------------------------------
+
+def dependencies(synthesis: Synthesis, urn: str) -> set[str]:
+    """Every resource a resource waits for on create, transitively: what it depends on and its provider. A
+    destroy deletes it before every one of them."""
+    by_urn = {r.urn: r for r in synthesis.resources}
+    found: set[str] = set()
+    pending = [urn]
+    while pending:
+        resource = by_urn[pending.pop()]
+        for needed in (*resource.depends_on, *([resource.provider] if resource.provider else [])):
+            if needed not in found:
+                found.add(needed)
+                pending.append(needed)
+    return found
+
+
+def test_every_kubernetes_resource_is_deleted_before_the_webhook_firewall_and_nat(gcp_dev):
+    """Issue 23: Kueue's webhook fails closed. Were the firewall rule (the control plane's way to it) or NAT gone
+    before the ClusterQueues, every finalizer update would be refused and the destroy would never end."""
+    (firewall,) = gcp_dev.of_type("gcp:compute/firewall:Firewall")
+    (nat,) = gcp_dev.of_type("gcp:compute/routerNat:RouterNat")
+    on_cluster = [r for r in gcp_dev.resources if r.custom and r.type.startswith("kubernetes:")
+                  and not r.type.startswith("pulumi:providers:")]
+    assert len(on_cluster) > 50 and any(r.inputs.get("kind") == "ClusterQueue" for r in on_cluster)
+    for resource in on_cluster:
+        assert {firewall.urn, nat.urn} <= dependencies(gcp_dev, resource.urn), resource.urn
+
+
+def test_toggling_the_dns_endpoint_replaces_no_kubernetes_resource():
+    """The reachability message tells users to turn dnsEndpoint on, which changes the kubeconfig's server:
+    the provider is tied to the cluster's identity instead, which pulumi-kubernetes' DiffConfig compares."""
+    providers = [synth_with(cluster=gke_cluster(dnsEndpoint=dns)).of_type("pulumi:providers:kubernetes")[0]
+                 for dns in (False, True)]
+    identities = {p.inputs["clusterIdentifier"] for p in providers}
+    (identity,) = identities
+    assert identity and "ml-cluster" in str(identity)
