@@ -11,13 +11,14 @@ import yaml
 
 from clouds.gke.cluster import gke_gpu_pools, kubeconfig
 from core.handle import Capabilities
-from components.monitoring import dcgm_exporter_values
+from components.monitoring import DCGM_COUNTERS, dcgm_exporter_values
 from config.errors import ConfigError
 from clouds.gke.config import GkeClusterConfig
 from core.gpus import GPU_MODELS
 from versions import CHARTS, WEBHOOK_PORTS
 from synth.engine import Synthesis
-from synth.render import charts_available, stack_rendering, stack_synthesis
+from synth.render import Rendering, charts_available, stack_rendering, stack_synthesis
+from synth.schema import UPSTREAM_DIR
 from tests.conftest import synth_with
 
 
@@ -207,15 +208,28 @@ def webhook_pod_ports(objects: list[dict[str, Any]]) -> dict[str, int]:
     return called
 
 
+def rendered(stack: str) -> Rendering:
+    """Helm's render of every chart a stack installs (shared with the other tests of rendered stacks). Skipped
+    only where ../shared/upstream, which holds the charts, is absent: with it, a chart missing fails the test."""
+    rendering = stack_rendering(stack) if charts_available() else None
+    missing = "no chart folder" if rendering is None else "; ".join(
+        f"{release}: {why}" for release, why in sorted(rendering.unavailable.items()))
+    if missing:
+        if UPSTREAM_DIR.is_dir():
+            pytest.fail(f"{UPSTREAM_DIR} is here but charts {stack} installs are not: {missing}")
+        pytest.skip(f"needs the charts (../shared/upstream/charts or $MLPLATFORM_CHARTS): {missing}")
+    assert rendering is not None
+    return rendering
+
+
+def rendered_release(stack: str, release: str) -> list[dict[str, Any]]:
+    return rendered(stack).releases[release].objects
+
+
 def test_every_webhook_port_in_the_rendered_charts_of_gcp_dev_is_open(gcp_dev):
     """Helm's own render of every chart gcp-dev installs (synth/render.py): each webhook's and aggregated API's
     Service, followed to the pod port behind it, is open from the control plane."""
-    if not charts_available():
-        pytest.skip("needs the charts (../shared/upstream/charts or $MLPLATFORM_CHARTS): absent")
-    rendering = stack_rendering("gcp-dev")  # shared with the other tests of rendered stacks
-    if rendering.unavailable:
-        pytest.skip("needs every chart gcp-dev installs: " + "; ".join(
-            f"{release}: {why}" for release, why in sorted(rendering.unavailable.items())))
+    rendering = rendered("gcp-dev")
     called = webhook_pod_ports(rendering.objects())
     assert {"v1beta1.visibility.kueue.x-k8s.io", "kube-prometheus-stack-admission/prometheusrulemutate.monitoring.coreos.com"} <= set(called)
     (rule,) = gcp_dev.of_type("gcp:compute/firewall:Firewall")
@@ -235,10 +249,8 @@ def _pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
 def critical_pods(stack: str) -> dict[str, set[str]]:
     """Namespace -> the system-*-critical classes of the pods the stack's charts (rendered by Helm) run there;
     kube-system may always run them."""
-    if not charts_available():
-        pytest.skip("needs the charts (../shared/upstream/charts or $MLPLATFORM_CHARTS): absent")
     used: dict[str, set[str]] = {}
-    for obj in stack_rendering(stack).objects():
+    for obj in rendered(stack).objects():
         spec = _pod_spec(obj)
         namespace = obj["metadata"].get("namespace")
         if spec and str(spec.get("priorityClassName", "")).startswith("system-") and namespace != "kube-system":
@@ -278,9 +290,7 @@ def test_kind_admits_its_critical_pods_too(local_synth):
 
 def test_the_dcgm_exporter_sees_gpus_and_maps_them_to_pods_on_gke(gcp_dev):
     """As Google's own DCGM manifest (GoogleCloudPlatform/prometheus-engine, examples/nvidia-dcgm) runs it."""
-    if not charts_available():
-        pytest.skip("needs the charts (../shared/upstream/charts or $MLPLATFORM_CHARTS): absent")
-    (daemonset,) = [o for o in stack_rendering("gcp-dev").releases["dcgm-exporter"].objects if o["kind"] == "DaemonSet"]
+    (daemonset,) = [o for o in rendered_release("gcp-dev", "dcgm-exporter") if o["kind"] == "DaemonSet"]
     (exporter,) = daemonset["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in exporter["env"]}
     assert env["DCGM_EXPORTER_KUBERNETES"] == "true"
@@ -469,3 +479,22 @@ def test_toggling_the_dns_endpoint_replaces_no_kubernetes_resource():
     identities = {p.inputs["clusterIdentifier"] for p in providers}
     (identity,) = identities
     assert identity and "ml-cluster" in str(identity)
+
+
+def test_the_dcgm_exporter_reads_our_counters_on_gke(gcp_dev):
+    """Issue 23: the file given to -f is the chart's ConfigMap holding components/dcgm-counters.csv, not the
+    image's built-in list (which lacks the XID, throttling and row-remap counters our alerts read)."""
+    rendered = rendered_release("gcp-dev", "dcgm-exporter")
+    (daemonset,) = [o for o in rendered if o["kind"] == "DaemonSet"]
+    spec = daemonset["spec"]["template"]["spec"]
+    (exporter,) = spec["containers"]
+    args = exporter["args"]
+    counters_file = args[args.index("-f") + 1]
+    (mount,) = [m for m in exporter["volumeMounts"] if m["mountPath"] == counters_file]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    (item,) = [i for i in volume["configMap"]["items"] if i["path"] == mount["subPath"]]
+    (config_map,) = [o for o in rendered if o["kind"] == "ConfigMap"
+                     and o["metadata"]["name"] == volume["configMap"]["name"]]
+    assert config_map["data"][item["key"]].strip() == DCGM_COUNTERS.read_text().strip()
+    # The driver's mount is there too, beside it.
+    assert "/usr/local/nvidia" in {m["mountPath"] for m in exporter["volumeMounts"]}
