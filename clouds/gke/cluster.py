@@ -20,7 +20,7 @@ from core.provider import exec_kubeconfig, explicit_provider
 from core.handle import Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
 from core.vocabulary import POOL_LABEL, SYSTEM_POOL
 from clouds.gke.config import DEFAULT_POOL, GkeClusterConfig, GkeGpuPool, GkeMaintenance, node_settings
-from versions import WEBHOOK_PORTS
+from core.webhooks import webhook_ports
 
 # GKE's role for node accounts (logs, metrics, autoscaler metrics), as the terraform module grants it (sa.tf),
 # the metrics and metadata writers it also grants, and reading images from Artifact Registry.
@@ -62,11 +62,6 @@ def api_kubeconfig(spec: GkeClusterConfig, cluster: gcp.container.Cluster) -> pu
         return pulumi.Output.all(cluster.name, endpoint).apply(lambda values: kubeconfig(values[0], values[1], None))
     return pulumi.Output.all(cluster.name, cluster.endpoint, cluster.master_auth.cluster_ca_certificate).apply(
         lambda values: kubeconfig(*values))
-
-
-def webhook_ports() -> list[str]:
-    """Every port a chart the platform installs serves an admission webhook or aggregated API on."""
-    return [str(port) for port in sorted({port for ports in WEBHOOK_PORTS.values() for port in ports})]
 
 
 def maintenance_policy(maintenance: GkeMaintenance) -> gcp.container.ClusterMaintenancePolicyArgs:
@@ -169,9 +164,10 @@ class GkeCluster(pulumi.ComponentResource):
                                              role=role, member=nodes_member, opts=child)
                       for role in NODE_ROLES]
 
-        # The control plane calls admission webhooks and aggregated APIs on the pods' own ports; GKE's own rule
-        # opens only 443 and 10250 to private nodes (terraform-google-kubernetes-engine's private-cluster
-        # module adds the same rule: firewall.tf, master_webhooks).
+        # The control plane calls admission webhooks and aggregated APIs on the pods' own ports (those the
+        # charts' renders call, core/webhooks.py); GKE's own rule opens only 443 and 10250 to private nodes
+        # (terraform-google-kubernetes-engine's private-cluster module adds the same rule: firewall.tf,
+        # master_webhooks).
         webhooks = gcp.compute.Firewall(
             f"{name}-webhooks", name=f"{spec.name}-master-webhooks", network=network.id, direction="INGRESS",
             description="The GKE control plane reaches the platform's admission webhooks and aggregated APIs",

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+import json
 from typing import Any
 
 import pytest
@@ -15,10 +14,11 @@ from components.monitoring import DCGM_COUNTERS, dcgm_exporter_values
 from config.errors import ConfigError
 from clouds.gke.config import GkeClusterConfig
 from core.gpus import GPU_MODELS
-from versions import CHARTS, WEBHOOK_PORTS
+from core.webhooks import WEBHOOK_PORTS_FILE, webhook_ports
 from synth.engine import Synthesis
 from synth.render import Rendering, charts_available, stack_rendering, stack_synthesis
 from synth.schema import UPSTREAM_DIR
+from synth.webhooks import derived_webhook_ports, platform_stacks, webhook_pod_ports
 from tests.conftest import synth_with
 
 
@@ -162,50 +162,24 @@ def test_the_control_plane_reaches_every_webhook_port_on_the_nodes(gcp_dev):
     assert {int(port) for port in allowed["ports"]} >= {9443, 8082, 10250}
 
 
-def _templates(chart_dir: Path) -> str:
-    return "\n".join(path.read_text() for path in sorted(chart_dir.rglob("templates/**/*.yaml")))
+def test_webhook_ports_are_those_the_rendered_charts_call():
+    """core/webhook-ports.json is what Helm's render of every platform stack calls: each webhook
+    configuration and APIService followed through its Service to the pod port (`make webhook-ports` writes it).
+    A chart bumped, or a value that moves a webhook, fails here until the file is written again."""
+    for stack in platform_stacks():
+        rendered(stack)  # fails, not skips, where ../shared is here and a chart is not
+    recorded = json.loads(WEBHOOK_PORTS_FILE.read_text())
+    assert recorded == derived_webhook_ports()
+    # Kueue's webhook server and its visibility API's APIService, prometheus-operator's admission webhook.
+    assert recorded["kueue-0.19.2"] == [8082, 9443] and recorded["kube-prometheus-stack-88.5.3"] == [10250]
 
 
-def test_every_chart_with_a_webhook_or_aggregated_api_has_its_ports_opened(upstream):
-    """The next chart with a webhook cannot slip past the firewall rule: its ports must be in WEBHOOK_PORTS."""
-    for chart in CHARTS:
-        templates = _templates(upstream / "charts" / f"{chart.name}-{chart.version}")
-        serves_api = re.search(r"kind: (Validating|Mutating)WebhookConfiguration|kind: APIService", templates)
-        assert bool(serves_api) == (chart.name in WEBHOOK_PORTS), chart.name
-
-
-def _pods_port(objects: list[dict[str, Any]], namespace: str, selector: dict[str, str], target: int | str) -> int:
-    """The container port a Service's targetPort reaches: a number, or a port name in the selected pods."""
-    if isinstance(target, int) or str(target).isdigit():
-        return int(target)
-    ports = {port["containerPort"]
-             for obj in objects if obj["kind"] in ("Deployment", "DaemonSet", "StatefulSet")
-             and obj["metadata"].get("namespace") == namespace
-             and selector.items() <= obj["spec"]["template"]["metadata"].get("labels", {}).items()
-             for container in obj["spec"]["template"]["spec"]["containers"]
-             for port in container.get("ports", []) if port.get("name") == target}
-    (port,) = ports
-    return port
-
-
-def webhook_pod_ports(objects: list[dict[str, Any]]) -> dict[str, int]:
-    """Every admission webhook and aggregated API the objects declare, and the pod port the API server calls."""
-    services = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in objects if o["kind"] == "Service"}
-    called: dict[str, int] = {}
-    for obj in objects:
-        if obj["kind"] in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
-            refs = [(f"{obj['metadata']['name']}/{hook['name']}", hook["clientConfig"]["service"])
-                    for hook in obj["webhooks"]]
-        elif obj["kind"] == "APIService" and obj["spec"].get("service"):
-            refs = [(obj["metadata"]["name"], obj["spec"]["service"])]
-        else:
-            continue
-        for what, ref in refs:
-            service = services[(ref["namespace"], ref["name"])]
-            (port,) = [p for p in service["spec"]["ports"] if p["port"] == ref.get("port", 443)]
-            called[what] = _pods_port(objects, ref["namespace"], service["spec"]["selector"],
-                                      port.get("targetPort", port["port"]))
-    return called
+def test_a_chart_pin_without_recorded_ports_stops_the_program(monkeypatch, tmp_path):
+    ports = tmp_path / "webhook-ports.json"
+    ports.write_text(json.dumps({"kueue-0.19.1": [9443]}))
+    monkeypatch.setattr("core.webhooks.WEBHOOK_PORTS_FILE", ports)
+    with pytest.raises(RuntimeError, match=r"no webhook ports for .*kueue-0.19.2.*run `make webhook-ports`"):
+        webhook_ports()
 
 
 def rendered(stack: str) -> Rendering:
@@ -230,7 +204,7 @@ def test_every_webhook_port_in_the_rendered_charts_of_gcp_dev_is_open(gcp_dev):
     """Helm's own render of every chart gcp-dev installs (synth/render.py): each webhook's and aggregated API's
     Service, followed to the pod port behind it, is open from the control plane."""
     rendering = rendered("gcp-dev")
-    called = webhook_pod_ports(rendering.objects())
+    called = {what: port for what, (_, port) in webhook_pod_ports(rendering.objects()).items()}
     assert {"v1beta1.visibility.kueue.x-k8s.io", "kube-prometheus-stack-admission/prometheusrulemutate.monitoring.coreos.com"} <= set(called)
     (rule,) = gcp_dev.of_type("gcp:compute/firewall:Firewall")
     (allowed,) = rule.inputs["allows"]
