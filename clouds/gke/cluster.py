@@ -31,6 +31,7 @@ GKE_DRIVER_PATH = "/home/kubernetes/bin/nvidia"
 CLOUD_TAINT_EFFECT = {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_NO_SCHEDULE",
                       "NoExecute": "NO_EXECUTE"}
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+GPU_POOL_UPGRADES = gcp.container.NodePoolUpgradeSettingsArgs(strategy="SURGE", max_surge=0, max_unavailable=1)
 # Rotated every 90 days; old versions stay to decrypt what they encrypted.
 KMS_ROTATION = "7776000s"
 
@@ -262,6 +263,10 @@ class GkeCluster(pulumi.ComponentResource):
                                                                   total_max_node_count=pool.max_nodes,
                                                                   location_policy="ANY"),
                 initial_node_count=0, management=management,
+                # An upgrade replaces one node at a time in place, with no extra GPU VM beside it: the GPU quota
+                # is sized at maxNodes x GPUs, and a surge VM above it never comes (cluster-toolkit's
+                # gke-node-pool defaults max_surge 0, max_unavailable 1 the same way: main.tf, upgrade_settings).
+                upgrade_settings=GPU_POOL_UPGRADES,
                 node_config=node_config(
                     nodes_account.email,
                     machine_type=pool.machine_type,

@@ -472,3 +472,11 @@ def test_the_dcgm_exporter_reads_our_counters_on_gke(gcp_dev):
     assert config_map["data"][item["key"]].strip() == DCGM_COUNTERS.read_text().strip()
     # The driver's mount is there too, beside it.
     assert "/usr/local/nvidia" in {m["mountPath"] for m in exporter["volumeMounts"]}
+
+
+def test_gpu_pools_upgrade_in_place_without_a_surge_vm(gcp_dev):
+    """A surge upgrade adds a GPU VM above maxNodes, which a GPU quota sized at maxNodes x GPUs never has:
+    GPU pools replace one node at a time instead (as cluster-toolkit's gke-node-pool does)."""
+    pools = node_pools(gcp_dev)
+    for name in ("l4", "a100", "t4"):
+        assert pools[name]["upgradeSettings"] == {"strategy": "SURGE", "maxSurge": 0, "maxUnavailable": 1}, name
