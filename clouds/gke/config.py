@@ -45,8 +45,18 @@ GPU_MACHINES: dict[str, GpuMachine] = {
 DEFAULT_POOL = "default-pool"
 # GKE's bound on maxSharedClientsPerGpu (GKE's GPU time-sharing docs).
 GKE_MAX_SHARED_CLIENTS = 48
-# N1 machines take attached GPUs: T4 in ones, twos or fours, V100 up to eight.
-N1_ACCELERATORS = {"nvidia-tesla-t4": (1, 2, 4), "nvidia-tesla-v100": (1, 2, 4, 8)}
+# N1 machines take attached GPUs, each count up to a size of machine: GPU count -> (most vCPUs, most memory in
+# GB) of the N1 machine it attaches to. Source: Compute Engine's "GPU machine types" page, N1 table (T4: 48 vCPUs
+# and 312 GB up to two GPUs, 96 and 624 with four; V100: 12 vCPUs and 78 GB per GPU), as skypilot-org/skypilot
+# encodes it (sky/clouds/service_catalog/gcp_catalog.py, _NUM_ACC_TO_MAX_CPU_AND_MEMORY). A larger machine fails
+# at node-pool creation.
+N1_ACCELERATORS: dict[str, dict[int, tuple[int, int]]] = {
+    "nvidia-tesla-t4": {1: (48, 312), 2: (48, 312), 4: (96, 624)},
+    "nvidia-tesla-v100": {1: (12, 78), 2: (24, 156), 4: (48, 312), 8: (96, 624)},
+}
+# Memory per vCPU of the predefined N1 machine types that take GPUs (Compute Engine's general-purpose machine
+# family page: n1-standard 3.75 GB, n1-highmem 6.5 GB, n1-highcpu 0.9 GB per vCPU).
+N1_MEMORY_PER_VCPU = {"standard": 3.75, "highmem": 6.5, "highcpu": 0.9}
 
 
 @dataclass(frozen=True)
@@ -163,16 +173,32 @@ GkeClusterName = Annotated[str, matching(rf"[a-z]([-a-z0-9]{{0,{GKE_NAME_MAX - 2
                                          "node service account is <name>-nodes, at most 30 characters)")]
 
 
+def check_n1_size(machine_type: str, accelerator: str, gpus: int, limits: dict[int, tuple[int, int]]) -> None:
+    """ValueError unless an N1 machine is small enough for its GPUs, naming the count that would take it."""
+    shape = re.fullmatch(r"n1-(standard|highmem|highcpu)-(\d+)", machine_type)
+    if shape is None:
+        raise ValueError(f"{machine_type} takes no GPUs: attach them to n1-standard-*, n1-highmem-* or n1-highcpu-*")
+    vcpus = int(shape.group(2))
+    memory = vcpus * N1_MEMORY_PER_VCPU[shape.group(1)]
+    most_vcpus, most_memory = limits[gpus]
+    if vcpus > most_vcpus or memory > most_memory:
+        enough = [count for count, (cpus, gb) in limits.items() if vcpus <= cpus and memory <= gb]
+        fix = f"attach {enough[0]} GPUs or use a smaller machine" if enough else "use a smaller machine"
+        raise ValueError(f"{gpus} {accelerator} attach to N1 machines of at most {most_vcpus} vCPUs and "
+                         f"{most_memory} GB; {machine_type} has {vcpus} vCPUs and {memory:g} GB: {fix}")
+
+
 def machine_gpus(machine_type: str, accelerator: str | None, gpus: int | None) -> tuple[str, int]:
     """The accelerator and GPU count of a pool's machine type, or ValueError naming what would be valid."""
     if machine_type.startswith("n1-"):
         if accelerator not in N1_ACCELERATORS:
             raise ValueError(f"an N1 machine carries the GPUs given to it: set accelerator to one of "
                              f"{', '.join(N1_ACCELERATORS)}")
-        counts = N1_ACCELERATORS[accelerator]
-        if gpus is None or gpus not in counts:
-            raise ValueError(f"{accelerator} attaches to N1 machines {', '.join(map(str, counts))} at a time; set "
+        limits = N1_ACCELERATORS[accelerator]
+        if gpus is None or gpus not in limits:
+            raise ValueError(f"{accelerator} attaches to N1 machines {', '.join(map(str, limits))} at a time; set "
                              f"gpusPerNode to one of those (got {gpus})")
+        check_n1_size(machine_type, accelerator, gpus, limits)
         return accelerator, gpus
     machine = GPU_MACHINES.get(machine_type)
     if machine is None:

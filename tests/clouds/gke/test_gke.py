@@ -409,6 +409,18 @@ def test_nat_logs_errors_and_grows_ports_for_image_pulls(gcp_dev):
      "GKE time-shares a GPU between at most 48 pods"),
     ({"projectNumber": "my-project"}, "mlplatform:cluster.projectNumber: 'my-project' is not a Google Cloud "
                                       "project number"),
+    # Compute Engine's N1 GPU limits: one V100 attaches to at most 12 vCPUs and 78 GB.
+    ({"gpuPools": [{"name": "x", "machineType": "n1-standard-16", "accelerator": "nvidia-tesla-v100",
+                    "gpusPerNode": 1, "maxNodes": 1}]},
+     "1 nvidia-tesla-v100 attach to N1 machines of at most 12 vCPUs and 78 GB; n1-standard-16 has 16 vCPUs and "
+     "60 GB: attach 2 GPUs or use a smaller machine"),
+    ({"gpuPools": [{"name": "x", "machineType": "n1-highmem-96", "accelerator": "nvidia-tesla-t4",
+                    "gpusPerNode": 2, "maxNodes": 1}]},
+     "2 nvidia-tesla-t4 attach to N1 machines of at most 48 vCPUs and 312 GB; n1-highmem-96 has 96 vCPUs and "
+     "624 GB: attach 4 GPUs"),
+    ({"gpuPools": [{"name": "x", "machineType": "n1-megamem-96", "accelerator": "nvidia-tesla-t4",
+                    "gpusPerNode": 4, "maxNodes": 1}]},
+     "n1-megamem-96 takes no GPUs"),
 ])
 def test_config_gke_refuses(overrides, message):
     with pytest.raises(ConfigError) as caught:
@@ -480,3 +492,13 @@ def test_gpu_pools_upgrade_in_place_without_a_surge_vm(gcp_dev):
     pools = node_pools(gcp_dev)
     for name in ("l4", "a100", "t4"):
         assert pools[name]["upgradeSettings"] == {"strategy": "SURGE", "maxSurge": 0, "maxUnavailable": 1}, name
+
+
+@pytest.mark.parametrize("machine, accelerator, gpus", [
+    ("n1-standard-8", "nvidia-tesla-v100", 1), ("n1-highmem-8", "nvidia-tesla-v100", 1),
+    ("n1-standard-96", "nvidia-tesla-v100", 8), ("n1-standard-48", "nvidia-tesla-t4", 1),
+    ("n1-highmem-96", "nvidia-tesla-t4", 4), ("n1-highcpu-96", "nvidia-tesla-t4", 4)])
+def test_n1_machines_within_their_gpus_limits_are_accepted(machine, accelerator, gpus):
+    spec = GkeClusterConfig.model_validate(gke_cluster(region="us-central1", zones=["us-central1-a"], gpuPools=[{
+        "name": "n1", "machineType": machine, "accelerator": accelerator, "gpusPerNode": gpus, "maxNodes": 1}]))
+    assert spec.gpu_pools[0].gpus == gpus
