@@ -32,6 +32,7 @@ CLOUD_TAINT_EFFECT = {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_N
                       "NoExecute": "NO_EXECUTE"}
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 GPU_POOL_UPGRADES = gcp.container.NodePoolUpgradeSettingsArgs(strategy="SURGE", max_surge=0, max_unavailable=1)
+RESERVATION_KEY = "compute.googleapis.com/reservation-name"
 # Rotated every 90 days; old versions stay to decrypt what they encrypted.
 KMS_ROTATION = "7776000s"
 
@@ -99,12 +100,18 @@ def node_config(account: pulumi.Input[str], *, machine_type: str, labels: dict[s
                 ephemeral_storage_local_ssd_config:
                 gcp.container.NodePoolNodeConfigEphemeralStorageLocalSsdConfigArgs | None = None,
                 taints: list[gcp.container.NodePoolNodeConfigTaintArgs] | None = None,
+                reservation: str | None = None,
                 ) -> gcp.container.NodePoolNodeConfigArgs:
     """A node pool's nodes: the platform's node account, shielded, with Workload Identity's metadata server."""
     return gcp.container.NodePoolNodeConfigArgs(
         machine_type=machine_type, labels=labels, guest_accelerators=guest_accelerators, spot=spot,
         disk_size_gb=disk_size_gb, disk_type=disk_type, gvnic=gvnic,
         ephemeral_storage_local_ssd_config=ephemeral_storage_local_ssd_config, taints=taints,
+        # A specific reservation by name, as cluster-toolkit's gke-node-pool names it (reservation_definitions.tf:
+        # the compute.googleapis.com/reservation-name key).
+        reservation_affinity=gcp.container.NodePoolNodeConfigReservationAffinityArgs(
+            consume_reservation_type="SPECIFIC_RESERVATION", key=RESERVATION_KEY, values=[reservation])
+        if reservation else None,
         service_account=account, oauth_scopes=[CLOUD_PLATFORM_SCOPE],
         shielded_instance_config=gcp.container.NodePoolNodeConfigShieldedInstanceConfigArgs(
             enable_secure_boot=True, enable_integrity_monitoring=True),
@@ -272,6 +279,7 @@ class GkeCluster(pulumi.ComponentResource):
                     machine_type=pool.machine_type,
                     guest_accelerators=[guest_accelerator(pool)],
                     spot=pool.spot,
+                    reservation=pool.reservation,
                     disk_size_gb=pool.disk_size_gb,
                     disk_type=settings.disk_type,
                     gvnic=gcp.container.NodePoolNodeConfigGvnicArgs(enabled=True) if settings.gvnic else None,

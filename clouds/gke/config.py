@@ -41,6 +41,15 @@ GPU_MACHINES: dict[str, GpuMachine] = {
     **_fixed("nvidia-h100-mega-80gb", {"megagpu-8g": 8}, "a3"),
     **_fixed("nvidia-h200-141gb", {"ultragpu-8g": 8}, "a3"),
 }
+# GPU machine types Compute Engine does not sell on demand, and how they can be had instead (Compute Engine's
+# "Accelerator-optimized machine family" page, A3 series, and AI Hypercomputer's "Consumption options"): A3 High
+# with 1, 2 or 4 GPUs as Spot or flex-start VMs only; A3 Mega and A3 Ultra from a reservation, as Spot or
+# flex-start VMs. An on-demand pool of them is created, but never gets a node.
+NOT_ON_DEMAND: dict[str, tuple[str, ...]] = {
+    **{f"a3-highgpu-{gpus}g": ("spot",) for gpus in (1, 2, 4)},
+    "a3-megagpu-8g": ("spot", "reservation"),
+    "a3-ultragpu-8g": ("spot", "reservation"),
+}
 # The pool GKE creates with every cluster; the cluster removes it once created.
 DEFAULT_POOL = "default-pool"
 # GKE's bound on maxSharedClientsPerGpu (GKE's GPU time-sharing docs).
@@ -258,6 +267,9 @@ class GkeGpuPool(Model):
     zones: Annotated[list[str], unique_items("zone")] | None = None
     max_nodes: int = Field(ge=1, le=1000)
     spot: bool = False
+    # A specific Compute Engine reservation of the cluster's project the pool's nodes consume (its machine type
+    # and GPUs, in the pool's zones): capacity bought ahead, for machines not sold on demand.
+    reservation: DnsLabel | None = None
     disk_size_gb: int = Field(default=200, ge=50, le=65536)
     sharing: GpuSharing = GpuSharing()
     # With migStrategy single: the partition every GPU of the pool is cut into, such as 1g.10gb.
@@ -273,6 +285,13 @@ class GkeGpuPool(Model):
     @model_validator(mode="after")
     def _machine_and_sharing(self) -> GkeGpuPool:
         accelerator, _ = machine_gpus(self.machine_type, self.accelerator, self.gpus_per_node)
+        if self.spot and self.reservation:
+            raise ValueError("Spot VMs consume no reservation: set spot or reservation, not both")
+        ways = NOT_ON_DEMAND.get(self.machine_type)
+        if ways and not (self.spot or (self.reservation and "reservation" in ways)):
+            how = "spot: true" + (", or reservation: <name> of a reservation of them" if "reservation" in ways else "")
+            raise ValueError(f"{self.machine_type} is not sold on demand (Spot or flex-start VMs"
+                             f"{', or a reservation' if 'reservation' in ways else ''} only): set {how}")
         check_mig(accelerator, self.sharing)
         slicing = self.sharing.time_slicing
         # GKE shares GPUs its own way; what it cannot do is a config error, not a surprise on the node.

@@ -328,7 +328,7 @@ def test_mig_slices_per_gpu_are_the_gpus_own(machine, partition, per_gpu):
     zone = {"a2-ultragpu-1g": "us-central1-a", "a3-ultragpu-8g": "us-central1-b"}.get(machine, "us-central1-a")
     spec = GkeClusterConfig.model_validate(gke_cluster(region=region, zones=[zone], gpuPools=[{
         "name": "mig", "machineType": machine, "maxNodes": 2, "sharing": {"migStrategy": "single"},
-        "migPartitionSize": partition}]))
+        "migPartitionSize": partition, "spot": machine == "a3-ultragpu-8g"}]))
     (pool,) = spec.gpu_pools
     assert pool.mig_partitions == per_gpu
     assert pool.gpu_capacity() == 2 * pool.gpus * per_gpu
@@ -343,7 +343,7 @@ def test_memory_bounds_the_small_profiles_of_h100_and_h200():
 def test_a3_machines_get_gvnic_their_local_ssds_and_disk_type():
     synthesis = synth_with(cluster=gke_cluster(region="us-central1", zones=["us-central1-b"], gpuPools=[
         {"name": "h100", "machineType": "a3-highgpu-8g", "maxNodes": 1},
-        {"name": "h200", "machineType": "a3-ultragpu-8g", "maxNodes": 1},
+        {"name": "h200", "machineType": "a3-ultragpu-8g", "maxNodes": 1, "reservation": "h200-block"},
         {"name": "l4", "machineType": "g2-standard-8", "maxNodes": 1}]))
     pools = node_pools(synthesis)
     h100, h200, l4 = (pools[name]["nodeConfig"] for name in ("h100", "h200", "l4"))
@@ -352,6 +352,10 @@ def test_a3_machines_get_gvnic_their_local_ssds_and_disk_type():
     assert h200["ephemeralStorageLocalSsdConfig"] == {"localSsdCount": 32}
     assert h200["diskType"] == "hyperdisk-balanced" and h200["gvnic"] == {"enabled": True}
     assert "gvnic" not in l4 and "ephemeralStorageLocalSsdConfig" not in l4
+    assert h200["reservationAffinity"] == {"consumeReservationType": "SPECIFIC_RESERVATION",
+                                           "key": "compute.googleapis.com/reservation-name",
+                                           "values": ["h200-block"]}
+    assert "reservationAffinity" not in h100 and "reservationAffinity" not in l4
 
 
 def test_secrets_are_encrypted_with_a_rotated_key_gke_may_use(gcp_dev):
@@ -409,6 +413,20 @@ def test_nat_logs_errors_and_grows_ports_for_image_pulls(gcp_dev):
      "GKE time-shares a GPU between at most 48 pods"),
     ({"projectNumber": "my-project"}, "mlplatform:cluster.projectNumber: 'my-project' is not a Google Cloud "
                                       "project number"),
+    # A3 High's smaller shapes are Spot or flex-start only; A3 Mega and Ultra need a reservation or Spot.
+    ({"region": "us-central1", "zones": ["us-central1-a"],
+      "gpuPools": [{"name": "x", "machineType": "a3-highgpu-2g", "maxNodes": 1}]},
+     "a3-highgpu-2g is not sold on demand (Spot or flex-start VMs only): set spot: true"),
+    ({"region": "us-central1", "zones": ["us-central1-a"],
+      "gpuPools": [{"name": "x", "machineType": "a3-highgpu-4g", "maxNodes": 1, "reservation": "mine"}]},
+     "a3-highgpu-4g is not sold on demand (Spot or flex-start VMs only): set spot: true"),
+    ({"region": "us-central1", "zones": ["us-central1-a"],
+      "gpuPools": [{"name": "x", "machineType": "a3-megagpu-8g", "maxNodes": 1}]},
+     "a3-megagpu-8g is not sold on demand (Spot or flex-start VMs, or a reservation only): set spot: true, or "
+     "reservation: <name>"),
+    ({"gpuPools": [{"name": "x", "machineType": "g2-standard-8", "maxNodes": 1, "spot": True,
+                    "reservation": "mine"}]},
+     "Spot VMs consume no reservation"),
     # Compute Engine's N1 GPU limits: one V100 attaches to at most 12 vCPUs and 78 GB.
     ({"gpuPools": [{"name": "x", "machineType": "n1-standard-16", "accelerator": "nvidia-tesla-v100",
                     "gpusPerNode": 1, "maxNodes": 1}]},
