@@ -426,6 +426,12 @@ class GkeClusterConfig(GpuPools, Model):
         for zone in self.zones + [z for pool in self.gpu_pools for z in pool.zones or []]:
             if not re.fullmatch(rf"{re.escape(self.region)}-[a-z]", zone):
                 raise ValueError(f"zone {zone!r} is not a zone of {self.region} (such as {self.region}-a)")
+        # A regional pool's initial_node_count is per zone: the system pool starts with one node in each zone,
+        # and a total maximum below that is refused by GKE when the pool is created.
+        if self.system_pool.max_nodes < len(self.zones):
+            raise ValueError(f"systemPool.maxNodes {self.system_pool.max_nodes} is below the {len(self.zones)} nodes "
+                             f"the system pool starts with (one in each of the zones {', '.join(self.zones)}): set "
+                             f"maxNodes to at least {len(self.zones)}, or list fewer zones")
         for index, pool in enumerate(self.gpu_pools):
             try:
                 check_gpu_zones(self.region, pool.accelerator_type, pool.zones or self.zones)

@@ -413,6 +413,9 @@ def test_nat_logs_errors_and_grows_ports_for_image_pulls(gcp_dev):
      "GKE time-shares a GPU between at most 48 pods"),
     ({"projectNumber": "my-project"}, "mlplatform:cluster.projectNumber: 'my-project' is not a Google Cloud "
                                       "project number"),
+    ({"systemPool": {"maxNodes": 1}},
+     "systemPool.maxNodes 1 is below the 2 nodes the system pool starts with (one in each of the zones "
+     "europe-west4-a, europe-west4-b)"),
     # A3 High's smaller shapes are Spot or flex-start only; A3 Mega and Ultra need a reservation or Spot.
     ({"region": "us-central1", "zones": ["us-central1-a"],
       "gpuPools": [{"name": "x", "machineType": "a3-highgpu-2g", "maxNodes": 1}]},
