@@ -8,6 +8,7 @@ our pools declare the same taint so that the handle stays true.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 import pulumi
@@ -66,7 +67,8 @@ def api_kubeconfig(spec: GkeClusterConfig, cluster: gcp.container.Cluster) -> pu
         lambda values: kubeconfig(*values))
 
 
-def maintenance_policy(maintenance: GkeMaintenance) -> gcp.container.ClusterMaintenancePolicyArgs:
+def maintenance_policy(maintenance: GkeMaintenance, now: datetime) -> gcp.container.ClusterMaintenancePolicyArgs:
+    """The window, and the exclusions that have not ended by `now`."""
     window = maintenance.window
     return gcp.container.ClusterMaintenancePolicyArgs(
         recurring_window=gcp.container.ClusterMaintenancePolicyRecurringWindowArgs(
@@ -74,7 +76,7 @@ def maintenance_policy(maintenance: GkeMaintenance) -> gcp.container.ClusterMain
         maintenance_exclusions=[gcp.container.ClusterMaintenancePolicyMaintenanceExclusionArgs(
             exclusion_name=exclusion.name, start_time=exclusion.start, end_time=exclusion.end,
             exclusion_options=gcp.container.ClusterMaintenancePolicyMaintenanceExclusionExclusionOptionsArgs(
-                scope=exclusion.scope)) for exclusion in maintenance.exclusions],
+                scope=exclusion.scope)) for exclusion in maintenance.in_force(now)],
     )
 
 
@@ -135,6 +137,9 @@ class GkeCluster(pulumi.ComponentResource):
     def __init__(self, name: str, spec: GkeClusterConfig, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:cluster:GkeCluster", name, None, opts)
         prod = spec.environment == "prod"
+        now = datetime.now(timezone.utc)
+        for warning in spec.maintenance.ended(now):
+            pulumi.log.warn(warning)
         gcp_provider = gcp.Provider(f"{name}-gcp", project=spec.project, region=spec.region,
                                     default_labels={"mlplatform-cluster": spec.name,
                                                     "mlplatform-environment": spec.environment},
@@ -220,7 +225,7 @@ class GkeCluster(pulumi.ComponentResource):
                         mode="GKE_METADATA")))],
             min_master_version=spec.kubernetes_version,
             release_channel=gcp.container.ClusterReleaseChannelArgs(channel=spec.release_channel),
-            maintenance_policy=maintenance_policy(spec.maintenance),
+            maintenance_policy=maintenance_policy(spec.maintenance, now),
             workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(
                 workload_pool=f"{spec.project}.svc.id.goog"),
             enable_shielded_nodes=True,

@@ -331,6 +331,10 @@ class GkeGpuPool(Model):
         return self.max_nodes * self.gpus * self.sharing.shares_per_gpu * self.mig_partitions
 
 
+def _utc(time: str) -> datetime:
+    return datetime.fromisoformat(time.replace("Z", "+00:00"))
+
+
 class MaintenanceWindow(Model):
     """When GKE may upgrade the control plane and nodes: a recurring window (RFC 5545 recurrence)."""
 
@@ -355,9 +359,13 @@ class MaintenanceExclusion(Model):
     # NO_UPGRADES stops all upgrades for at most 30 days; the narrower scopes may last longer.
     scope: Literal["NO_UPGRADES", "NO_MINOR_UPGRADES", "NO_MINOR_OR_NODE_UPGRADES"] = "NO_UPGRADES"
 
+    @property
+    def ends(self) -> datetime:
+        return _utc(self.end)
+
     @model_validator(mode="after")
     def _bounded(self) -> MaintenanceExclusion:
-        start, end = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (self.start, self.end))
+        start, end = _utc(self.start), self.ends
         if end <= start:
             raise ValueError(f"end {self.end} is not after start {self.start}")
         if self.scope == "NO_UPGRADES" and end - start > timedelta(days=30):
@@ -369,6 +377,17 @@ class MaintenanceExclusion(Model):
 class GkeMaintenance(Model):
     window: MaintenanceWindow = MaintenanceWindow()
     exclusions: list[MaintenanceExclusion] = []
+
+    def in_force(self, now: datetime) -> list[MaintenanceExclusion]:
+        """The exclusions that have not ended by `now`: an ended one protects nothing any more, and GKE refuses
+        an exclusion whose end has passed. They are dropped (with a warning), not refused: a stack file would
+        otherwise turn invalid on a date, with no change by anyone, and every later deploy would fail on it."""
+        return [exclusion for exclusion in self.exclusions if exclusion.ends > now]
+
+    def ended(self, now: datetime) -> list[str]:
+        return [f"mlplatform:cluster.maintenance.exclusions: {exclusion.name} ended {exclusion.end}; it is left "
+                "out of the cluster's maintenance policy (remove it from the stack file)"
+                for exclusion in self.exclusions if exclusion not in self.in_force(now)]
 
 
 class GkeClusterConfig(GpuPools, Model):

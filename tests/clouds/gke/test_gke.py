@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 import yaml
 
-from clouds.gke.cluster import gke_gpu_pools, kubeconfig
+from clouds.gke.cluster import gke_gpu_pools, kubeconfig, maintenance_policy
 from core.handle import Capabilities
 from components.monitoring import DCGM_COUNTERS, dcgm_exporter_values
 from config.errors import ConfigError
@@ -19,7 +20,7 @@ from synth.engine import Synthesis
 from synth.render import Rendering, charts_available, stack_rendering, stack_synthesis
 from synth.schema import UPSTREAM_DIR
 from synth.webhooks import derived_webhook_ports, platform_stacks, webhook_pod_ports
-from tests.conftest import synth_with
+from tests.conftest import stack_config, synth_with
 
 
 @pytest.fixture(scope="module")
@@ -377,9 +378,28 @@ def test_secrets_are_encrypted_with_a_rotated_key_gke_may_use(gcp_dev):
 def test_upgrades_happen_in_the_maintenance_window_and_not_in_exclusions(gcp_dev):
     policy = cluster_inputs(gcp_dev)["maintenancePolicy"]
     assert policy["recurringWindow"]["recurrence"] == "FREQ=WEEKLY;BYDAY=SA,SU"
-    (exclusion,) = policy["maintenanceExclusions"]
-    assert exclusion["exclusionName"] == "year-end-freeze"
-    assert exclusion["exclusionOptions"] == {"scope": "NO_UPGRADES"}
+    # gcp-dev's year-end freeze, as declared on 2026-12-05 (the day is given: the test must not age).
+    maintenance = stack_config("gcp-dev").cluster.maintenance
+    (exclusion,) = maintenance_policy(maintenance, datetime(2026, 12, 5, tzinfo=timezone.utc)).maintenance_exclusions
+    assert exclusion.exclusion_name == "year-end-freeze"
+    assert exclusion.exclusion_options.scope == "NO_UPGRADES"
+
+
+def test_an_ended_maintenance_exclusion_is_dropped_with_a_warning():
+    """GKE refuses an exclusion that has ended, and it protects nothing: it is left out, with a warning, rather
+    than refused, so that a stack file does not turn invalid on a date without anyone changing it."""
+    freeze = {"name": "year-end-freeze", "start": "2026-12-19T00:00:00Z", "end": "2027-01-04T00:00:00Z"}
+    maintenance = GkeClusterConfig.model_validate(gke_cluster(maintenance={"exclusions": [freeze]})).maintenance
+    before, after = (datetime(2026, 12, 5, tzinfo=timezone.utc), datetime(2027, 1, 4, tzinfo=timezone.utc))
+    assert [e.exclusion_name for e in maintenance_policy(maintenance, before).maintenance_exclusions] == [
+        "year-end-freeze"]
+    assert maintenance_policy(maintenance, after).maintenance_exclusions == []
+    assert maintenance.ended(before) == []
+    # A freeze of a past year, whatever day the test runs on: the cluster gets none, and the synth says so.
+    past = {"name": "old-freeze", "start": "2020-12-19T00:00:00Z", "end": "2021-01-04T00:00:00Z"}
+    synthesis = synth_with(cluster=gke_cluster(maintenance={"exclusions": [past]}))
+    assert cluster_inputs(synthesis)["maintenancePolicy"].get("maintenanceExclusions") in (None, [])
+    assert any("old-freeze ended 2021-01-04T00:00:00Z; it is left out" in w for w in synthesis.warnings)
 
 
 def test_nat_logs_errors_and_grows_ports_for_image_pulls(gcp_dev):
