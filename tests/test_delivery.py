@@ -33,7 +33,7 @@ def eks(**endpoint: Any) -> EksClusterConfig:
 
 def gke(**overrides: Any) -> GkeClusterConfig:
     return GkeClusterConfig.model_validate({
-        "cloud": "gcp", "name": "ml", "project": "acme-ml-1", "projectNumber": "210987654321", "region": "europe-west4", "zones": ["europe-west4-a"],
+        "cloud": "gcp", "name": "ml", "project": "acme-ml-1", "region": "europe-west4", "zones": ["europe-west4-a"],
         **overrides})
 
 

@@ -16,6 +16,7 @@ import pulumi_gcp as gcp
 from pulumi.output import UNKNOWN, Unknown
 
 import pulumi_random as random
+from pulumi_command import local
 
 from core.provider import exec_kubeconfig, explicit_provider
 from core.handle import Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
@@ -34,6 +35,7 @@ CLOUD_TAINT_EFFECT = {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_N
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 GPU_POOL_UPGRADES = gcp.container.NodePoolUpgradeSettingsArgs(strategy="SURGE", max_surge=0, max_unavailable=1)
 RESERVATION_KEY = "compute.googleapis.com/reservation-name"
+IAM_PROPAGATION_SECONDS = 180
 # Rotated every 90 days; old versions stay to decrypt what they encrypted.
 KMS_ROTATION = "7776000s"
 
@@ -195,10 +197,19 @@ class GkeCluster(pulumi.ComponentResource):
                                    location=spec.region, opts=kept)
         secrets_key = gcp.kms.CryptoKey(f"{name}-secrets-key", name="kubernetes-secrets", key_ring=key_ring.id,
                                         purpose="ENCRYPT_DECRYPT", rotation_period=KMS_ROTATION, opts=kept)
-        gke_agent = gcp.kms.CryptoKeyIAMMember(
+        # GKE's service agent (service-<project number>@container-engine-robot), as the Service Usage API names
+        # it: never a number typed into the stack file, which a copied stack gets wrong.
+        gke_agent = gcp.projects.ServiceIdentity(f"{name}-gke-agent", project=spec.project,
+                                                 service="container.googleapis.com", opts=child)
+        key_grant = gcp.kms.CryptoKeyIAMMember(
             f"{name}-secrets-key-gke", crypto_key_id=secrets_key.id, role="roles/cloudkms.cryptoKeyEncrypterDecrypter",
-            member=f"serviceAccount:service-{spec.project_number}@container-engine-robot.iam.gserviceaccount.com",
-            opts=child)
+            member=gke_agent.member, opts=child)
+        # GKE checks that its agent may use the key when the cluster is created, and an IAM grant takes effect
+        # across Google Cloud within minutes, not at once (IAM docs, "Access change propagation": typically two
+        # minutes, rarely seven or more): the cluster waits that long after the grant, once.
+        key_grant_propagated = local.Command(
+            f"{name}-secrets-key-gke-propagation", create=f"sleep {IAM_PROPAGATION_SECONDS}",
+            triggers=[key_grant.member], opts=pulumi.ResourceOptions(parent=self, depends_on=[key_grant]))
 
         authorized = spec.master_authorized_networks
         cluster = gcp.container.Cluster(
@@ -249,7 +260,8 @@ class GkeCluster(pulumi.ComponentResource):
             # The default pool exists only at creation (as in the terraform module's lifecycle block); a cluster
             # created before it was declared must not be replaced for it.
             opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(
-                ignore_changes=["nodePools", "initialNodeCount"], depends_on=[gke_agent, *node_roles])),
+                ignore_changes=["nodePools", "initialNodeCount"],
+                depends_on=[key_grant, key_grant_propagated, *node_roles])),
         )
 
         # Pools come after their account's roles: nodes that boot without them cannot write logs or pull images.

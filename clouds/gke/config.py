@@ -153,8 +153,6 @@ GcpProject = Annotated[str, matching(r"[a-z][a-z0-9-]{4,28}[a-z0-9]",
 MachineType = Annotated[str, matching(r"[a-z][a-z0-9]*(-[a-z0-9]+)+",
                                       "a Compute Engine machine type such as e2-standard-4")]
 GcpRegion = Annotated[str, matching(r"[a-z]+-[a-z]+\d+", "a Google Cloud region such as us-central1 or europe-west4")]
-GcpProjectNumber = Annotated[str, matching(r"[1-9][0-9]{5,19}", "a Google Cloud project number (the digits "
-                                                               "`gcloud projects describe` shows)")]
 def _not_default_pool(value: str) -> str:
     if value == DEFAULT_POOL:
         raise ValueError(f"{DEFAULT_POOL!r} is GKE's temporary first pool, which the cluster creates and removes; "
@@ -409,9 +407,6 @@ class GkeClusterConfig(GpuPools, Model):
     name: GkeClusterName
     environment: Literal["dev", "prod"] = "dev"
     project: GcpProject
-    # The project's number: GKE's service agent, which encrypts Secrets with the cluster's KMS key, is named
-    # after it (service-<number>@container-engine-robot.iam.gserviceaccount.com).
-    project_number: GcpProjectNumber
     region: GcpRegion
     # The zones of the region the cluster's nodes go to.
     zones: Annotated[list[str], unique_items("zone")]

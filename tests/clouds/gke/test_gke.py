@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -38,7 +39,7 @@ def node_pools(synthesis: Synthesis) -> dict[str, dict[str, Any]]:
 
 
 def gke_cluster(**overrides: Any) -> dict[str, Any]:
-    return {"cloud": "gcp", "name": "ml", "project": "my-project-1", "projectNumber": "123456789012",
+    return {"cloud": "gcp", "name": "ml", "project": "my-project-1",
             "region": "europe-west4",
             "zones": ["europe-west4-a", "europe-west4-b"],
             "gpuPools": [{"name": "l4", "machineType": "g2-standard-8", "maxNodes": 2}]} | overrides
@@ -366,13 +367,22 @@ def test_secrets_are_encrypted_with_a_rotated_key_gke_may_use(gcp_dev):
     (resource,) = gcp_dev.of_type("gcp:container/cluster:Cluster")
     assert key.urn in resource.depends_on and key.inputs["rotationPeriod"] == "7776000s"
     (grant,) = gcp_dev.of_type("gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember")
-    assert grant.inputs["member"] == \
-        "serviceAccount:service-123456789012@container-engine-robot.iam.gserviceaccount.com"
     assert grant.inputs["role"] == "roles/cloudkms.cryptoKeyEncrypterDecrypter"
-    # GKE checks it may use the key when it creates the cluster.
-    assert grant.urn in resource.depends_on
+    # GKE checks it may use the key when it creates the cluster: the cluster waits for the grant to propagate.
+    (wait,) = [c for c in gcp_dev.of_type("command:local:Command") if grant.urn in c.depends_on]
+    assert re.fullmatch(r"sleep (\d+)", wait.inputs["create"]) and int(wait.inputs["create"].split()[1]) >= 120
+    assert {grant.urn, wait.urn} <= set(resource.depends_on)
     (ring,) = gcp_dev.of_type("gcp:kms/keyRing:KeyRing")
     assert ring.inputs["location"] == "us-central1"  # the cluster's own location, as GKE requires
+
+
+def test_the_key_is_granted_to_gkes_service_agent_as_the_project_names_it(gcp_dev):
+    """Issue 23: the agent was built from a project number typed into the stack file; the Service Usage API's
+    identity of container.googleapis.com in the cluster's project names it instead."""
+    (agent,) = gcp_dev.of_type("gcp:projects/serviceIdentity:ServiceIdentity")
+    assert agent.inputs == {"project": "my-ml-platform-dev", "service": "container.googleapis.com"}
+    (grant,) = gcp_dev.of_type("gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember")
+    assert agent.urn in grant.depends_on
 
 
 def test_upgrades_happen_in_the_maintenance_window_and_not_in_exclusions(gcp_dev):
@@ -431,8 +441,8 @@ def test_nat_logs_errors_and_grows_ports_for_image_pulls(gcp_dev):
     ({"gpuPools": [{"name": "x", "machineType": "g2-standard-8", "maxNodes": 1,
                     "sharing": {"timeSlicing": {"replicas": 64}}}]},
      "GKE time-shares a GPU between at most 48 pods"),
-    ({"projectNumber": "my-project"}, "mlplatform:cluster.projectNumber: 'my-project' is not a Google Cloud "
-                                      "project number"),
+    # The GKE service agent is derived from the project: a number typed into the stack file is not taken.
+    ({"projectNumber": "123456789012"}, "projectNumber"),
     ({"systemPool": {"maxNodes": 1}},
      "systemPool.maxNodes 1 is below the 2 nodes the system pool starts with (one in each of the zones "
      "europe-west4-a, europe-west4-b)"),
