@@ -21,6 +21,7 @@ from pulumi_command import local
 from core.provider import exec_kubeconfig, explicit_provider
 from core.handle import Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
 from core.vocabulary import POOL_LABEL, SYSTEM_POOL
+from verify.released import KUBECONFIG_ENV
 from clouds.gke.config import DEFAULT_POOL, GkeClusterConfig, GkeGpuPool, GkeMaintenance, node_settings
 from core.webhooks import webhook_ports
 
@@ -36,6 +37,9 @@ CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 GPU_POOL_UPGRADES = gcp.container.NodePoolUpgradeSettingsArgs(strategy="SURGE", max_surge=0, max_unavailable=1)
 RESERVATION_KEY = "compute.googleapis.com/reservation-name"
 IAM_PROPAGATION_SECONDS = 180
+# The interpreter the Pulumi CLI runs this program with (Pulumi.yaml: virtualenv .venv), from the project folder
+# where the CLI runs commands.
+PROGRAM_PYTHON = ".venv/bin/python"
 # Rotated every 90 days; old versions stay to decrypt what they encrypted.
 KMS_ROTATION = "7776000s"
 
@@ -313,11 +317,19 @@ class GkeCluster(pulumi.ComponentResource):
                     ignore_changes=["initialNodeCount"], depends_on=node_roles))))
 
         config = pulumi.Output.secret(api_kubeconfig(spec, cluster))
+        # On a destroy, once every Kubernetes resource is gone (Prometheus's StatefulSet and the team namespaces
+        # with their claims), wait until the CSI driver has deleted the disks of their volumes, before the node
+        # pools and the cluster go: the cluster deletes no disk itself, and one left behind bills on, unowned.
+        volumes_released = local.Command(
+            f"{name}-volumes-released", delete=f"{PROGRAM_PYTHON} -m verify.released",
+            environment={KUBECONFIG_ENV: config},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster, *node_pools]))
         # Every Kubernetes resource goes through this provider, so it is created after and deleted before what
         # the provider waits for. Kueue's fail-closed webhook needs the firewall rule (the control plane reaches
         # it) and its image pulls need NAT: a destroy that removed them in its first wave left the webhook
         # unreachable, every finalizer update refused and the ClusterQueues undeletable.
-        provider = explicit_provider(self, name, config, ready=[*node_pools, webhooks, nat], identity=cluster.id)
+        provider = explicit_provider(self, name, config, ready=[*node_pools, webhooks, nat, volumes_released],
+                                     identity=cluster.id)
 
         self.handle = ClusterHandle(
             identity=cluster.id,

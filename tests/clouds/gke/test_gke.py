@@ -553,3 +553,20 @@ def test_n1_machines_within_their_gpus_limits_are_accepted(machine, accelerator,
     spec = GkeClusterConfig.model_validate(gke_cluster(region="us-central1", zones=["us-central1-a"], gpuPools=[{
         "name": "n1", "machineType": machine, "accelerator": accelerator, "gpusPerNode": gpus, "maxNodes": 1}]))
     assert spec.gpu_pools[0].gpus == gpus
+
+
+def test_a_destroy_waits_for_the_clusters_disks_before_the_node_pools_and_cluster_go(gcp_dev):
+    """Issue 23: Prometheus's claim goes with its StatefulSet (whenDeleted: Delete), the teams' with their
+    namespaces, and their disks some time after, deleted by the CSI driver of a cluster that must still run. The
+    wait runs after every Kubernetes resource is deleted and before any node pool or the cluster is."""
+    (wait,) = [c for c in gcp_dev.of_type("command:local:Command") if "verify.released" in c.inputs.get("delete", "")]
+    assert wait.inputs["delete"] == ".venv/bin/python -m verify.released" and "create" not in wait.inputs
+    assert set(wait.inputs["environment"]) == {"MLPLATFORM_KUBECONFIG"}
+    (cluster,) = gcp_dev.of_type("gcp:container/cluster:Cluster")
+    assert {cluster.urn, *(p.urn for p in gcp_dev.of_type("gcp:container/nodePool:NodePool"))} <= set(wait.depends_on)
+    on_cluster = [r for r in gcp_dev.resources if r.custom and r.type.startswith("kubernetes:")
+                  and not r.type.startswith("pulumi:providers:")]
+    assert all(wait.urn in dependencies(gcp_dev, r.urn) for r in on_cluster)
+    # Prometheus's claim is deleted with its StatefulSet, so that the wait can end.
+    values = next(r for r in gcp_dev.releases() if r.inputs["name"] == "kube-prometheus-stack").inputs["values"]
+    assert values["prometheus"]["prometheusSpec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
