@@ -210,7 +210,8 @@ class GkeCluster(pulumi.ComponentResource):
             member=gke_agent.member, opts=child)
         # GKE checks that its agent may use the key when the cluster is created, and an IAM grant takes effect
         # across Google Cloud within minutes, not at once (IAM docs, "Access change propagation": typically two
-        # minutes, rarely seven or more): the cluster waits that long after the grant, once.
+        # minutes, rarely seven or more): the cluster is created three minutes after the grant (once: the wait
+        # runs again only for a new grant).
         key_grant_propagated = local.Command(
             f"{name}-secrets-key-gke-propagation", create=f"sleep {IAM_PROPAGATION_SECONDS}",
             triggers=[key_grant.member], opts=pulumi.ResourceOptions(parent=self, depends_on=[key_grant]))

@@ -385,7 +385,7 @@ class GkeMaintenance(Model):
     def ended(self, now: datetime) -> list[str]:
         return [f"mlplatform:cluster.maintenance.exclusions: {exclusion.name} ended {exclusion.end}; it is left "
                 "out of the cluster's maintenance policy (remove it from the stack file)"
-                for exclusion in self.exclusions if exclusion not in self.in_force(now)]
+                for exclusion in self.exclusions if exclusion.ends <= now]
 
 
 class GkeClusterConfig(GpuPools, Model):
@@ -422,6 +422,14 @@ class GkeClusterConfig(GpuPools, Model):
     system_pool: GkeSystemPool = GkeSystemPool()
     gpu_pools: list[GkeGpuPool] = []
     maintenance: GkeMaintenance = GkeMaintenance()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_project_number(cls, data: object) -> object:
+        if isinstance(data, dict) and "projectNumber" in data:
+            raise ValueError("projectNumber is no longer read: GKE's service agent is named by the project itself "
+                             "(the Service Usage API), never by a typed number; remove the key")
+        return data
 
     @field_validator("zones")
     @classmethod

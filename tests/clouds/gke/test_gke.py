@@ -442,7 +442,8 @@ def test_nat_logs_errors_and_grows_ports_for_image_pulls(gcp_dev):
                     "sharing": {"timeSlicing": {"replicas": 64}}}]},
      "GKE time-shares a GPU between at most 48 pods"),
     # The GKE service agent is derived from the project: a number typed into the stack file is not taken.
-    ({"projectNumber": "123456789012"}, "projectNumber"),
+    ({"projectNumber": "123456789012"}, "mlplatform:cluster: projectNumber is no longer read: GKE's service agent "
+                                        "is named by the project itself"),
     ({"systemPool": {"maxNodes": 1}},
      "systemPool.maxNodes 1 is below the 2 nodes the system pool starts with (one in each of the zones "
      "europe-west4-a, europe-west4-b)"),
