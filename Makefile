@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CHECKOV_VENV ?= .venv-checkov
 
 .PHONY: install checkov-venv synth checkov synth-all diff test bench clean ci-stacks deployable changed-stacks \
-	verify review e2e e2e-tools
+	verify review e2e e2e-tools webhook-ports
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mlplatform needs Python 3.11 or newer (set PYTHON=python3.11)")'
@@ -38,6 +38,10 @@ synth: $(BIN)/.installed
 synth-all: $(BIN)/.installed
 	@set -e; for stack in $$(ls Pulumi.*.yaml | sed -e 's/^Pulumi\.//' -e 's/\.yaml$$//'); do \
 		$(BIN)/python -m synth $$stack; done
+
+## Record the pod ports each pinned chart's webhooks are called on (the GKE firewall's), from Helm's renders.
+webhook-ports: $(BIN)/.installed
+	$(BIN)/python -m synth.webhooks
 
 ## What `pulumi preview` would show for the working tree against BASE (default origin/main), offline.
 diff: $(BIN)/.installed

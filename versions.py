@@ -67,14 +67,6 @@ CHARTS: tuple[Chart, ...] = (NVIDIA_DEVICE_PLUGIN, FAKE_GPU_OPERATOR, KUBE_PROME
 # The image of `make verify`'s GPU pod: CUDA's smallest (base) image; nvidia-smi comes from the node's driver.
 VERIFY_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-base-ubuntu24.04"
 
-# The pod ports on which the API server calls each chart's admission webhooks and aggregated APIs, at the pins
-# above. A private cluster's control plane reaches nodes only on the ports a firewall opens (GKE opens 443 and
-# 10250), so the GKE cluster opens these; tests check them against the charts' webhook Services.
-WEBHOOK_PORTS: dict[str, tuple[int, ...]] = {
-    KUEUE.name: (9443, 8082),  # the webhook server, and the visibility API's APIService
-    KUBE_PROMETHEUS_STACK.name: (10250,),  # prometheus-operator's admission webhook, served by the operator
-}
-
 # EKS managed add-ons per Kubernetes minor version: each add-on release is built for (and offered on) the
 # minors `aws eks describe-addon-versions --kubernetes-version` lists, so a cluster may only run a minor
 # with an entry here (config refuses the others). Add a minor's entry before moving a cluster to it.

@@ -29,6 +29,11 @@ from core.quantity import parse_quantity
 DASHBOARDS = Path(__file__).parent / "dashboards"
 # The fields dcgm-exporter serves: the chart's defaults and those the GPU alerts need.
 DCGM_COUNTERS = Path(__file__).parent / "dcgm-counters.csv"
+# The ConfigMap dcgm-exporter's chart (4.8.2, templates/metrics-configmap.yaml) fills from customMetrics, and
+# where the exporter finds it.
+DCGM_COUNTERS_CONFIGMAP = "exporter-metrics-config-map"
+DCGM_COUNTERS_VOLUME = "exporter-metrics-volume"
+DCGM_COUNTERS_FILE = "/etc/dcgm-exporter/counters.csv"
 RELEASE = "kube-prometheus-stack"
 GRAFANA_SERVICE = f"{RELEASE}-grafana"
 GRAFANA_ADMIN_SECRET = "grafana-admin"
@@ -115,15 +120,24 @@ def dcgm_exporter_values(pools: tuple[GpuPool, ...], capabilities: Capabilities)
         "affinity": gpu_node_affinity(pools),
         "tolerations": gpu_tolerations(pools),
         "priorityClassName": SYSTEM_NODE_CRITICAL,
-        # Replaces the chart's exporter-metrics-config-map, which its default arguments (-f) read.
+        # The chart's exporter-metrics-config-map holds our counters; the exporter reads them from the file its
+        # arguments name (-f), mounted from that ConfigMap. All three are set here, not left to the chart's
+        # defaults: Helm replaces a list value whole, so adding the driver's mount to extraVolumeMounts once
+        # dropped the chart's counters mount, and the exporter read the image's built-in counters instead.
         "customMetrics": DCGM_COUNTERS.read_text(),
+        "arguments": ["-f", DCGM_COUNTERS_FILE],
+        "extraConfigMapVolumes": [{"name": DCGM_COUNTERS_VOLUME, "configMap": {
+            "name": DCGM_COUNTERS_CONFIGMAP, "items": [{"key": "metrics", "path": "counters.csv"}]}}],
+        "extraVolumeMounts": [{"name": DCGM_COUNTERS_VOLUME, "mountPath": DCGM_COUNTERS_FILE,
+                               "subPath": "counters.csv", "readOnly": True}],
         "resources": sizing.DCGM_EXPORTER.resources(),
     }
     env: list[dict[str, str]] = []
     if capabilities.driver_host_path:
         # The driver is not on the node's usual paths (GKE): mount it where NVIDIA's tools look for it.
         values["extraHostVolumes"] = [{"name": "nvidia-driver", "hostPath": capabilities.driver_host_path}]
-        values["extraVolumeMounts"] = [{"name": "nvidia-driver", "mountPath": "/usr/local/nvidia", "readOnly": True}]
+        values["extraVolumeMounts"].append({"name": "nvidia-driver", "mountPath": "/usr/local/nvidia",
+                                            "readOnly": True})
         env.append({"name": "LD_LIBRARY_PATH", "value": "/usr/local/nvidia/lib64"})
     if capabilities.gpu_device_ids == "device-name":
         # Match the device plugin's IDs in the kubelet's pod-resources API, or no metric names its pod.

@@ -6,7 +6,8 @@
   naming each rule it cannot evaluate (`check_cel`);
 - placement: every workload that is not a per-node GPU agent pinned to the system pool by its own
   nodeSelector, every GPU agent able to land on every GPU pool, and every workload that can land nowhere,
-  with why (`check_placement`).
+  with why (`check_placement`);
+- mounts: every pod volume mounted, every file an argument names under a mount (`check_mounts`).
 
 The pod-spec policy rules run over the rendered objects in `synth.checks.check_rendered`.
 """
@@ -305,6 +306,50 @@ def check_placement(synthesis: Synthesis, rendering: Rendering) -> PlacementRepo
     return report
 
 
+# ---- volumes and the files arguments name -----------------------------------------------------------------
+# Volumes an upstream chart declares for a container it leaves out of this workload, with why that is harmless:
+# (chart, kind, workload, volume).
+UNMOUNTED_BY_DESIGN = {
+    # fake-gpu-operator 0.2.0's status-exporter/_helpers.tpl gives the DaemonSet and the template Deployment one
+    # volume list; only the DaemonSet has the init container (hostpath-init) that mounts the script.
+    ("fake-gpu-operator", "Deployment", "nvidia-dcgm-exporter", "hostpath-init-script"),
+}
+# An absolute path in an argument: a whole argument (`-f /etc/x.csv`) or a flag's value (`--config=/x.yaml`).
+_ARGUMENT_PATH = re.compile(r"(?:^|=)(/[^\s,;:=]+)$")
+
+
+def _backed(path: str, mounts: list[str]) -> bool:
+    return any(path == mount or path.startswith(mount.rstrip("/") + "/") for mount in mounts)
+
+
+def check_mounts(objects: list[dict[str, Any]]) -> list[str]:
+    """Every pod volume mounted by some container, and every file path a container's arguments name under one of
+    its mounts: a volume nothing mounts is usually a mount a values list replaced (Helm replaces lists whole),
+    and the program then reads whatever the image holds at that path instead of what we configured."""
+    problems: list[str] = []
+    for obj in objects:
+        spec = _pod_spec(obj)
+        if spec is None or "containers" not in spec:
+            continue  # not a workload, or the operator's Prometheus (whose pods the operator assembles)
+        name = f"{origin(obj)}: {obj['kind']} {obj['metadata'].get('namespace', '')}/{obj['metadata']['name']}"
+        containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+        mounted = {mount["name"] for container in containers for mount in container.get("volumeMounts") or []}
+        for volume in spec.get("volumes") or []:
+            if (volume["name"] not in mounted and (chart_of_object(obj), obj["kind"], obj["metadata"]["name"],
+                                                   volume["name"]) not in UNMOUNTED_BY_DESIGN):
+                problems.append(f"{name}: volume {volume['name']} is mounted by no container")
+        for container in containers:
+            mounts = [mount["mountPath"] for mount in container.get("volumeMounts") or []]
+            # The command's first word is the program, a file of the image.
+            words = [*(container.get("command") or [])[1:], *(container.get("args") or [])]
+            for word in words:
+                match = _ARGUMENT_PATH.search(str(word))
+                if match and not _backed(match.group(1), mounts):
+                    problems.append(f"{name}: container {container['name']} is given {match.group(1)} "
+                                    f"({word}), which none of its mounts holds: it reads the image's own file")
+    return problems
+
+
 # ---- all of them ------------------------------------------------------------------------------------------
 @dataclass
 class AppliedReport:
@@ -312,6 +357,7 @@ class AppliedReport:
     cel: CelReport
     placement: PlacementReport
     requests: dict[str, PoolRequests]
+    mounts: list[str] = field(default_factory=list)
 
     @property
     def broken(self) -> bool:
@@ -331,6 +377,8 @@ class AppliedReport:
         lines.append(f"Placement: {self.placement.checked} workloads, {len(self.placement.problems)} problems, "
                      f"{len(self.placement.unplaceable)} can land nowhere")
         lines += [f"  {problem}" for problem in self.placement.problems + self.placement.unplaceable]
+        lines.append(f"Mounts: {len(self.mounts)} volumes or argument files without a mount")
+        lines += [f"  {problem}" for problem in self.mounts]
         if self.requests:
             lines.append("Requests per pool (long-running platform pods):")
             lines += [f"  {pool:<12} {requests}" for pool, requests in self.requests.items()]
@@ -341,7 +389,8 @@ def check_applied(synthesis: Synthesis, rendering: Rendering) -> AppliedReport:
     own = synthesis.manifests()
     return AppliedReport(check_schemas(synthesis, rendering),
                          check_cel(applied_objects(synthesis, rendering), crds_of(rendering, own)),
-                         check_placement(synthesis, rendering), requests_per_pool(synthesis, rendering))
+                         check_placement(synthesis, rendering), requests_per_pool(synthesis, rendering),
+                         check_mounts(applied_objects(synthesis, rendering)))
 
 
 # ---- requests per pool ------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from synth import PROJECT_DIR, render
-from synth.applied import (_pod_spec, applied_objects, check_cel, check_placement, check_schemas, crds_of, origin)
+from synth.applied import (_pod_spec, applied_objects, check_cel, check_mounts, check_placement, check_schemas, crds_of,
+                           origin)
 from synth.checks import check_rendered
 from synth.engine import Synthesis
 from synth.render import Rendering, stack_rendering, stack_synthesis
@@ -121,6 +122,27 @@ def test_every_platform_container_has_requests_and_a_memory_limit(stack) -> None
             if not ({"cpu", "memory"} <= set(requests) and "memory" in limits):
                 unsized.append(f"{origin(obj)}: {obj['kind']} {obj['metadata']['name']} {container['name']}")
     assert unsized == []
+
+
+def test_every_volume_is_mounted_and_every_file_an_argument_names_is_mounted(stack) -> None:
+    """Issue 23: on GKE the DCGM exporter's counters volume was mounted by nobody (a values list replaced the
+    chart's), so the file its -f names was the image's own, and the alerts on our added counters never fired."""
+    synthesis, rendering = stack
+    assert check_mounts(applied_objects(synthesis, rendering)) == []
+
+
+def test_the_mount_check_finds_a_replaced_mount_list() -> None:
+    # The shape gcp-dev's dcgm-exporter DaemonSet had: the chart's volume, our driver mount only, -f unmounted.
+    exporter = {"name": "exporter", "args": ["-f", "/etc/dcgm-exporter/default-counters.csv"],
+                "volumeMounts": [{"name": "nvidia-driver", "mountPath": "/usr/local/nvidia"}]}
+    daemonset = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "dcgm-exporter"},
+                 "spec": {"template": {"spec": {"containers": [exporter], "volumes": [
+                     {"name": "exporter-metrics-volume", "configMap": {"name": "exporter-metrics-config-map"}},
+                     {"name": "nvidia-driver", "hostPath": {"path": "/home/kubernetes/bin/nvidia"}}]}}}}
+    problems = check_mounts([daemonset])
+    assert len(problems) == 2
+    assert "volume exporter-metrics-volume is mounted by no container" in problems[0]
+    assert "is given /etc/dcgm-exporter/default-counters.csv" in problems[1]
 
 
 # Control-plane targets that cannot exist per cloud, by the clouds' own docs (see each cluster module's

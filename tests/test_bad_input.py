@@ -39,7 +39,7 @@ TEAM = "  mlplatform:teams:\n    - name: a\n      quota: {requests: {cpu: '1', m
 AWS = ("config:\n  mlplatform:cluster:\n    cloud: aws\n    name: ml\n    environment: %s\n    region: us-east-1\n"
        "    availabilityZones: [us-east-1a, us-east-1b]\n    adminRoleArns: ['arn:aws:iam::210987654321:role/deployer']\n"
        "    endpoint: {publicAccessCidrs: %s}\n")
-GCP = ("config:\n  mlplatform:cluster:\n    cloud: gcp\n    name: %s\n    environment: %s\n    project: my-project-x\n    projectNumber: '210987654321'\n"
+GCP = ("config:\n  mlplatform:cluster:\n    cloud: gcp\n    name: %s\n    environment: %s\n    project: my-project-x\n"
        "    region: us-central1\n    zones: [us-central1-a]\n    masterAuthorizedNetworks: %s\n")
 
 
@@ -309,7 +309,7 @@ def test_every_name_derived_from_the_longest_eks_cluster_name_fits_aws():
 
 def test_every_name_derived_from_the_longest_gke_cluster_name_fits_google_cloud():
     name = "a" * GKE_NAME_MAX
-    cluster = {"cloud": "gcp", "name": name, "project": "my-project-x", "projectNumber": "210987654321", "region": "us-central1",
+    cluster = {"cloud": "gcp", "name": name, "project": "my-project-x", "region": "us-central1",
                "zones": ["us-central1-a"]}
     synthesis = synthesize("test", config=cli_config(cluster=cluster))
     (account,) = synthesis.of_type("gcp:serviceaccount/account:Account")

@@ -24,6 +24,8 @@ STATIC_EGRESS = Deployer.model_validate({"runner": "static-egress", "sourceCidrs
 IN_VPC = Deployer.model_validate({"runner": ["self-hosted", "ml"], "securityGroupIds": ["sg-00000000000000aa1"],
                                   "sourceCidrs": ["10.30.64.0/24"]})
 
+IN_GKE_NETWORK = Deployer.model_validate({"runner": ["self-hosted", "ml"], "sourceCidrs": ["10.10.3.0/24"]})
+
 
 def eks(**endpoint: Any) -> EksClusterConfig:
     return EksClusterConfig.model_validate({
@@ -33,7 +35,7 @@ def eks(**endpoint: Any) -> EksClusterConfig:
 
 def gke(**overrides: Any) -> GkeClusterConfig:
     return GkeClusterConfig.model_validate({
-        "cloud": "gcp", "name": "ml", "project": "acme-ml-1", "projectNumber": "210987654321", "region": "europe-west4", "zones": ["europe-west4-a"],
+        "cloud": "gcp", "name": "ml", "project": "acme-ml-1", "region": "europe-west4", "zones": ["europe-west4-a"],
         **overrides})
 
 
@@ -54,12 +56,20 @@ def gke(**overrides: Any) -> GkeClusterConfig:
     (gke(masterAuthorizedNetworks=[{"cidr": "100.64.1.0/24", "name": "ci"}]), HOSTED, False),
     (gke(masterAuthorizedNetworks=[{"cidr": "100.64.1.0/24", "name": "ci"}]), STATIC_EGRESS, True),
     (gke(masterAuthorizedNetworks=[{"cidr": "100.64.1.0/24", "name": "ci"}], dnsEndpoint=True), HOSTED, True),
+    # GKE, a self-hosted runner inside the cluster's own network (its nodes' subnet, 10.10.0.0/20): its requests
+    # to the public address leave through Cloud NAT's allocated addresses, which no authorized network lists,
+    # even one that names the runner's private range (issue 23). The DNS endpoint admits it by IAM.
+    (gke(masterAuthorizedNetworks=[{"cidr": "10.10.0.0/20", "name": "runners"}]), IN_GKE_NETWORK, False),
+    (gke(), IN_GKE_NETWORK, True),  # no authorized networks: the public endpoint admits NAT's addresses too
+    (gke(dnsEndpoint=True), IN_GKE_NETWORK, True),
 ])
 def test_reachability_of_the_kubernetes_api_per_cloud(cluster, deployer, reachable):
     reason = cluster.unreachable_by(deployer)
     assert (reason is None) is reachable, reason
     if reason:
         assert "cannot reach the Kubernetes API of ml" in reason and "deployer." in reason
+    if deployer is IN_GKE_NETWORK and reason:
+        assert "inside the cluster's own network (10.10.3.0/24)" in reason and "through Cloud NAT" in reason
 
 
 def project(tmp_path: Path, stacks: dict[str, dict[str, Any]]) -> Path:

@@ -25,6 +25,7 @@ from synth.schema import check_manifests
 from core.outputs import PlatformOutputs, PoolOutput
 from verify.api import ApiError, HttpApi
 from verify.probe import gpu_pod, gpu_resource, namespace
+from verify.released import deleted_with_the_cluster, wait_released
 from verify.run import NEEDS_RUNNING_PODS, Verifier, table
 
 RECORDING = json.loads((Path(__file__).parent / "recorded" / "verify-dev.json").read_text())
@@ -282,3 +283,46 @@ def test_the_http_api_authenticates_with_a_kubeconfigs_token():
                   "users": [{"name": "u", "user": {"token": "sa-token"}}]}
         assert HttpApi(config).request("GET", "/api/v1/nodes/n1")["metadata"]["name"] == "n1"
     assert seen == [("/api/v1/nodes/n1", "Bearer sa-token")]
+
+
+# ---- verify.released: a destroy waits until the cluster has deleted the disks of its volumes -------------------
+
+
+def volume(name: str, policy: str, claim: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"persistentVolumeReclaimPolicy": policy}
+    if claim:
+        claim_namespace, claim_name = claim.split("/")
+        spec["claimRef"] = {"namespace": claim_namespace, "name": claim_name}
+    return {"metadata": {"name": name}, "spec": spec, "status": {"phase": "Released"}}
+
+
+class Volumes:
+    """The API server's PersistentVolumes, one list per request, as the CSI driver deletes them."""
+
+    def __init__(self, *lists: list[dict[str, Any]]) -> None:
+        self.lists = list(lists)
+        self.paths: list[str] = []
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        self.paths.append(f"{method} {path}")
+        return {"items": self.lists.pop(0) if len(self.lists) > 1 else self.lists[0]}
+
+
+def test_the_wait_ends_once_every_volume_the_cluster_deletes_is_gone():
+    prometheus = volume("pvc-1", "Delete", "monitoring/prometheus-db-0")
+    kept = volume("pv-static", "Retain")  # the cluster never deletes it: nothing to wait for
+    api, clock = Volumes([prometheus, kept], [prometheus, kept], [kept]), Clock()
+    assert wait_released(api, timeout=60, poll=5, clock=clock, sleep=clock.sleep) == []
+    assert api.paths == ["GET /api/v1/persistentvolumes"] * 3 and clock.now == 10
+
+
+def test_the_wait_names_the_volumes_left_when_it_runs_out():
+    api, clock = Volumes([volume("pvc-2", "Delete", "research/data")]), Clock()
+    assert wait_released(api, timeout=30, poll=10, clock=clock, sleep=clock.sleep) == [
+        "pvc-2 (claim research/data, Released)"]
+    assert clock.now == 30
+
+
+def test_only_volumes_with_the_delete_policy_are_the_clusters_to_delete():
+    api = Volumes([volume("a", "Delete", "x/y"), volume("b", "Retain", "x/z")])
+    assert deleted_with_the_cluster(api) == ["a (claim x/y, Released)"]

@@ -8,6 +8,7 @@ our pools declare the same taint so that the handle stays true.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 import pulumi
@@ -15,12 +16,14 @@ import pulumi_gcp as gcp
 from pulumi.output import UNKNOWN, Unknown
 
 import pulumi_random as random
+from pulumi_command import local
 
 from core.provider import exec_kubeconfig, explicit_provider
 from core.handle import Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
 from core.vocabulary import POOL_LABEL, SYSTEM_POOL
+from verify.released import KUBECONFIG_ENV
 from clouds.gke.config import DEFAULT_POOL, GkeClusterConfig, GkeGpuPool, GkeMaintenance, node_settings
-from versions import WEBHOOK_PORTS
+from core.webhooks import webhook_ports
 
 # GKE's role for node accounts (logs, metrics, autoscaler metrics), as the terraform module grants it (sa.tf),
 # the metrics and metadata writers it also grants, and reading images from Artifact Registry.
@@ -31,6 +34,12 @@ GKE_DRIVER_PATH = "/home/kubernetes/bin/nvidia"
 CLOUD_TAINT_EFFECT = {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_NO_SCHEDULE",
                       "NoExecute": "NO_EXECUTE"}
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+GPU_POOL_UPGRADES = gcp.container.NodePoolUpgradeSettingsArgs(strategy="SURGE", max_surge=0, max_unavailable=1)
+RESERVATION_KEY = "compute.googleapis.com/reservation-name"
+IAM_PROPAGATION_SECONDS = 180
+# The interpreter the Pulumi CLI runs this program with (Pulumi.yaml: virtualenv .venv), from the project folder
+# where the CLI runs commands.
+PROGRAM_PYTHON = ".venv/bin/python"
 # Rotated every 90 days; old versions stay to decrypt what they encrypted.
 KMS_ROTATION = "7776000s"
 
@@ -64,12 +73,8 @@ def api_kubeconfig(spec: GkeClusterConfig, cluster: gcp.container.Cluster) -> pu
         lambda values: kubeconfig(*values))
 
 
-def webhook_ports() -> list[str]:
-    """Every port a chart the platform installs serves an admission webhook or aggregated API on."""
-    return [str(port) for port in sorted({port for ports in WEBHOOK_PORTS.values() for port in ports})]
-
-
-def maintenance_policy(maintenance: GkeMaintenance) -> gcp.container.ClusterMaintenancePolicyArgs:
+def maintenance_policy(maintenance: GkeMaintenance, now: datetime) -> gcp.container.ClusterMaintenancePolicyArgs:
+    """The window, and the exclusions that have not ended by `now`."""
     window = maintenance.window
     return gcp.container.ClusterMaintenancePolicyArgs(
         recurring_window=gcp.container.ClusterMaintenancePolicyRecurringWindowArgs(
@@ -77,7 +82,7 @@ def maintenance_policy(maintenance: GkeMaintenance) -> gcp.container.ClusterMain
         maintenance_exclusions=[gcp.container.ClusterMaintenancePolicyMaintenanceExclusionArgs(
             exclusion_name=exclusion.name, start_time=exclusion.start, end_time=exclusion.end,
             exclusion_options=gcp.container.ClusterMaintenancePolicyMaintenanceExclusionExclusionOptionsArgs(
-                scope=exclusion.scope)) for exclusion in maintenance.exclusions],
+                scope=exclusion.scope)) for exclusion in maintenance.in_force(now)],
     )
 
 
@@ -103,12 +108,18 @@ def node_config(account: pulumi.Input[str], *, machine_type: str, labels: dict[s
                 ephemeral_storage_local_ssd_config:
                 gcp.container.NodePoolNodeConfigEphemeralStorageLocalSsdConfigArgs | None = None,
                 taints: list[gcp.container.NodePoolNodeConfigTaintArgs] | None = None,
+                reservation: str | None = None,
                 ) -> gcp.container.NodePoolNodeConfigArgs:
     """A node pool's nodes: the platform's node account, shielded, with Workload Identity's metadata server."""
     return gcp.container.NodePoolNodeConfigArgs(
         machine_type=machine_type, labels=labels, guest_accelerators=guest_accelerators, spot=spot,
         disk_size_gb=disk_size_gb, disk_type=disk_type, gvnic=gvnic,
         ephemeral_storage_local_ssd_config=ephemeral_storage_local_ssd_config, taints=taints,
+        # A specific reservation by name, as cluster-toolkit's gke-node-pool names it (reservation_definitions.tf:
+        # the compute.googleapis.com/reservation-name key).
+        reservation_affinity=gcp.container.NodePoolNodeConfigReservationAffinityArgs(
+            consume_reservation_type="SPECIFIC_RESERVATION", key=RESERVATION_KEY, values=[reservation])
+        if reservation else None,
         service_account=account, oauth_scopes=[CLOUD_PLATFORM_SCOPE],
         shielded_instance_config=gcp.container.NodePoolNodeConfigShieldedInstanceConfigArgs(
             enable_secure_boot=True, enable_integrity_monitoring=True),
@@ -132,6 +143,9 @@ class GkeCluster(pulumi.ComponentResource):
     def __init__(self, name: str, spec: GkeClusterConfig, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:cluster:GkeCluster", name, None, opts)
         prod = spec.environment == "prod"
+        now = datetime.now(timezone.utc)
+        for warning in spec.maintenance.ended(now):
+            pulumi.log.warn(warning)
         gcp_provider = gcp.Provider(f"{name}-gcp", project=spec.project, region=spec.region,
                                     default_labels={"mlplatform-cluster": spec.name,
                                                     "mlplatform-environment": spec.environment},
@@ -151,7 +165,7 @@ class GkeCluster(pulumi.ComponentResource):
         # Private nodes have no public addresses: they reach registries and APIs through Cloud NAT.
         router = gcp.compute.Router(f"{name}-router", name=spec.name, network=network.id, region=spec.region,
                                     opts=child)
-        gcp.compute.RouterNat(
+        nat = gcp.compute.RouterNat(
             f"{name}-nat", name=spec.name, router=router.name, region=spec.region,
             nat_ip_allocate_option="AUTO_ONLY", source_subnetwork_ip_ranges_to_nat="ALL_SUBNETWORKS_ALL_IP_RANGES",
             # GPU nodes pull images of many GB over many connections at once: each node's ports grow on demand
@@ -169,10 +183,11 @@ class GkeCluster(pulumi.ComponentResource):
                                              role=role, member=nodes_member, opts=child)
                       for role in NODE_ROLES]
 
-        # The control plane calls admission webhooks and aggregated APIs on the pods' own ports; GKE's own rule
-        # opens only 443 and 10250 to private nodes (terraform-google-kubernetes-engine's private-cluster
-        # module adds the same rule: firewall.tf, master_webhooks).
-        gcp.compute.Firewall(
+        # The control plane calls admission webhooks and aggregated APIs on the pods' own ports (those the
+        # charts' renders call, core/webhooks.py); GKE's own rule opens only 443 and 10250 to private nodes
+        # (terraform-google-kubernetes-engine's private-cluster module adds the same rule: firewall.tf,
+        # master_webhooks).
+        webhooks = gcp.compute.Firewall(
             f"{name}-webhooks", name=f"{spec.name}-master-webhooks", network=network.id, direction="INGRESS",
             description="The GKE control plane reaches the platform's admission webhooks and aggregated APIs",
             source_ranges=[spec.network.master_cidr], target_service_accounts=[nodes_account.email],
@@ -186,10 +201,20 @@ class GkeCluster(pulumi.ComponentResource):
                                    location=spec.region, opts=kept)
         secrets_key = gcp.kms.CryptoKey(f"{name}-secrets-key", name="kubernetes-secrets", key_ring=key_ring.id,
                                         purpose="ENCRYPT_DECRYPT", rotation_period=KMS_ROTATION, opts=kept)
-        gke_agent = gcp.kms.CryptoKeyIAMMember(
+        # GKE's service agent (service-<project number>@container-engine-robot), as the Service Usage API names
+        # it: never a number typed into the stack file, which a copied stack gets wrong.
+        gke_agent = gcp.projects.ServiceIdentity(f"{name}-gke-agent", project=spec.project,
+                                                 service="container.googleapis.com", opts=child)
+        key_grant = gcp.kms.CryptoKeyIAMMember(
             f"{name}-secrets-key-gke", crypto_key_id=secrets_key.id, role="roles/cloudkms.cryptoKeyEncrypterDecrypter",
-            member=f"serviceAccount:service-{spec.project_number}@container-engine-robot.iam.gserviceaccount.com",
-            opts=child)
+            member=gke_agent.member, opts=child)
+        # GKE checks that its agent may use the key when the cluster is created, and an IAM grant takes effect
+        # across Google Cloud within minutes, not at once (IAM docs, "Access change propagation": typically two
+        # minutes, rarely seven or more): the cluster is created three minutes after the grant (once: the wait
+        # runs again only for a new grant).
+        key_grant_propagated = local.Command(
+            f"{name}-secrets-key-gke-propagation", create=f"sleep {IAM_PROPAGATION_SECONDS}",
+            triggers=[key_grant.member], opts=pulumi.ResourceOptions(parent=self, depends_on=[key_grant]))
 
         authorized = spec.master_authorized_networks
         cluster = gcp.container.Cluster(
@@ -216,7 +241,7 @@ class GkeCluster(pulumi.ComponentResource):
                         mode="GKE_METADATA")))],
             min_master_version=spec.kubernetes_version,
             release_channel=gcp.container.ClusterReleaseChannelArgs(channel=spec.release_channel),
-            maintenance_policy=maintenance_policy(spec.maintenance),
+            maintenance_policy=maintenance_policy(spec.maintenance, now),
             workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(
                 workload_pool=f"{spec.project}.svc.id.goog"),
             enable_shielded_nodes=True,
@@ -240,7 +265,8 @@ class GkeCluster(pulumi.ComponentResource):
             # The default pool exists only at creation (as in the terraform module's lifecycle block); a cluster
             # created before it was declared must not be replaced for it.
             opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(
-                ignore_changes=["nodePools", "initialNodeCount"], depends_on=[gke_agent, *node_roles])),
+                ignore_changes=["nodePools", "initialNodeCount"],
+                depends_on=[key_grant, key_grant_propagated, *node_roles])),
         )
 
         # Pools come after their account's roles: nodes that boot without them cannot write logs or pull images.
@@ -266,11 +292,16 @@ class GkeCluster(pulumi.ComponentResource):
                                                                   total_max_node_count=pool.max_nodes,
                                                                   location_policy="ANY"),
                 initial_node_count=0, management=management,
+                # An upgrade replaces one node at a time in place, with no extra GPU VM beside it: the GPU quota
+                # is sized at maxNodes x GPUs, and a surge VM above it never comes (cluster-toolkit's
+                # gke-node-pool defaults max_surge 0, max_unavailable 1 the same way: main.tf, upgrade_settings).
+                upgrade_settings=GPU_POOL_UPGRADES,
                 node_config=node_config(
                     nodes_account.email,
                     machine_type=pool.machine_type,
                     guest_accelerators=[guest_accelerator(pool)],
                     spot=pool.spot,
+                    reservation=pool.reservation,
                     disk_size_gb=pool.disk_size_gb,
                     disk_type=settings.disk_type,
                     gvnic=gcp.container.NodePoolNodeConfigGvnicArgs(enabled=True) if settings.gvnic else None,
@@ -287,7 +318,19 @@ class GkeCluster(pulumi.ComponentResource):
                     ignore_changes=["initialNodeCount"], depends_on=node_roles))))
 
         config = pulumi.Output.secret(api_kubeconfig(spec, cluster))
-        provider = explicit_provider(self, name, config, ready=node_pools, identity=cluster.id)
+        # On a destroy, once every Kubernetes resource is gone (Prometheus's StatefulSet and the team namespaces
+        # with their claims), wait until the CSI driver has deleted the disks of their volumes, before the node
+        # pools and the cluster go: the cluster deletes no disk itself, and one left behind bills on, unowned.
+        volumes_released = local.Command(
+            f"{name}-volumes-released", delete=f"{PROGRAM_PYTHON} -m verify.released",
+            environment={KUBECONFIG_ENV: config},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster, *node_pools]))
+        # Every Kubernetes resource goes through this provider, so it is created after and deleted before what
+        # the provider waits for. Kueue's fail-closed webhook needs the firewall rule (the control plane reaches
+        # it) and its image pulls need NAT: a destroy that removed them in its first wave left the webhook
+        # unreachable, every finalizer update refused and the ClusterQueues undeletable.
+        provider = explicit_provider(self, name, config, ready=[*node_pools, webhooks, nat, volumes_released],
+                                     identity=cluster.id)
 
         self.handle = ClusterHandle(
             identity=cluster.id,

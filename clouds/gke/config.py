@@ -41,12 +41,31 @@ GPU_MACHINES: dict[str, GpuMachine] = {
     **_fixed("nvidia-h100-mega-80gb", {"megagpu-8g": 8}, "a3"),
     **_fixed("nvidia-h200-141gb", {"ultragpu-8g": 8}, "a3"),
 }
+# GPU machine types Compute Engine does not sell on demand, and how they can be had instead (Compute Engine's
+# "Accelerator-optimized machine family" page, A3 series, and AI Hypercomputer's "Consumption options"): A3 High
+# with 1, 2 or 4 GPUs as Spot or flex-start VMs only; A3 Mega and A3 Ultra from a reservation, as Spot or
+# flex-start VMs. An on-demand pool of them is created, but never gets a node.
+NOT_ON_DEMAND: dict[str, tuple[str, ...]] = {
+    **{f"a3-highgpu-{gpus}g": ("spot",) for gpus in (1, 2, 4)},
+    "a3-megagpu-8g": ("spot", "reservation"),
+    "a3-ultragpu-8g": ("spot", "reservation"),
+}
 # The pool GKE creates with every cluster; the cluster removes it once created.
 DEFAULT_POOL = "default-pool"
 # GKE's bound on maxSharedClientsPerGpu (GKE's GPU time-sharing docs).
 GKE_MAX_SHARED_CLIENTS = 48
-# N1 machines take attached GPUs: T4 in ones, twos or fours, V100 up to eight.
-N1_ACCELERATORS = {"nvidia-tesla-t4": (1, 2, 4), "nvidia-tesla-v100": (1, 2, 4, 8)}
+# N1 machines take attached GPUs, each count up to a size of machine: GPU count -> (most vCPUs, most memory in
+# GB) of the N1 machine it attaches to. Source: Compute Engine's "GPU machine types" page, N1 table (T4: 48 vCPUs
+# and 312 GB up to two GPUs, 96 and 624 with four; V100: 12 vCPUs and 78 GB per GPU), as skypilot-org/skypilot
+# encodes it (sky/clouds/service_catalog/gcp_catalog.py, _NUM_ACC_TO_MAX_CPU_AND_MEMORY). A larger machine fails
+# at node-pool creation.
+N1_ACCELERATORS: dict[str, dict[int, tuple[int, int]]] = {
+    "nvidia-tesla-t4": {1: (48, 312), 2: (48, 312), 4: (96, 624)},
+    "nvidia-tesla-v100": {1: (12, 78), 2: (24, 156), 4: (48, 312), 8: (96, 624)},
+}
+# Memory per vCPU of the predefined N1 machine types that take GPUs (Compute Engine's general-purpose machine
+# family page: n1-standard 3.75 GB, n1-highmem 6.5 GB, n1-highcpu 0.9 GB per vCPU).
+N1_MEMORY_PER_VCPU = {"standard": 3.75, "highmem": 6.5, "highcpu": 0.9}
 
 
 @dataclass(frozen=True)
@@ -134,8 +153,6 @@ GcpProject = Annotated[str, matching(r"[a-z][a-z0-9-]{4,28}[a-z0-9]",
 MachineType = Annotated[str, matching(r"[a-z][a-z0-9]*(-[a-z0-9]+)+",
                                       "a Compute Engine machine type such as e2-standard-4")]
 GcpRegion = Annotated[str, matching(r"[a-z]+-[a-z]+\d+", "a Google Cloud region such as us-central1 or europe-west4")]
-GcpProjectNumber = Annotated[str, matching(r"[1-9][0-9]{5,19}", "a Google Cloud project number (the digits "
-                                                               "`gcloud projects describe` shows)")]
 def _not_default_pool(value: str) -> str:
     if value == DEFAULT_POOL:
         raise ValueError(f"{DEFAULT_POOL!r} is GKE's temporary first pool, which the cluster creates and removes; "
@@ -163,16 +180,32 @@ GkeClusterName = Annotated[str, matching(rf"[a-z]([-a-z0-9]{{0,{GKE_NAME_MAX - 2
                                          "node service account is <name>-nodes, at most 30 characters)")]
 
 
+def check_n1_size(machine_type: str, accelerator: str, gpus: int, limits: dict[int, tuple[int, int]]) -> None:
+    """ValueError unless an N1 machine is small enough for its GPUs, naming the count that would take it."""
+    shape = re.fullmatch(r"n1-(standard|highmem|highcpu)-(\d+)", machine_type)
+    if shape is None:
+        raise ValueError(f"{machine_type} takes no GPUs: attach them to n1-standard-*, n1-highmem-* or n1-highcpu-*")
+    vcpus = int(shape.group(2))
+    memory = vcpus * N1_MEMORY_PER_VCPU[shape.group(1)]
+    most_vcpus, most_memory = limits[gpus]
+    if vcpus > most_vcpus or memory > most_memory:
+        enough = [count for count, (cpus, gb) in limits.items() if vcpus <= cpus and memory <= gb]
+        fix = f"attach {enough[0]} GPUs or use a smaller machine" if enough else "use a smaller machine"
+        raise ValueError(f"{gpus} {accelerator} attach to N1 machines of at most {most_vcpus} vCPUs and "
+                         f"{most_memory} GB; {machine_type} has {vcpus} vCPUs and {memory:g} GB: {fix}")
+
+
 def machine_gpus(machine_type: str, accelerator: str | None, gpus: int | None) -> tuple[str, int]:
     """The accelerator and GPU count of a pool's machine type, or ValueError naming what would be valid."""
     if machine_type.startswith("n1-"):
         if accelerator not in N1_ACCELERATORS:
             raise ValueError(f"an N1 machine carries the GPUs given to it: set accelerator to one of "
                              f"{', '.join(N1_ACCELERATORS)}")
-        counts = N1_ACCELERATORS[accelerator]
-        if gpus is None or gpus not in counts:
-            raise ValueError(f"{accelerator} attaches to N1 machines {', '.join(map(str, counts))} at a time; set "
+        limits = N1_ACCELERATORS[accelerator]
+        if gpus is None or gpus not in limits:
+            raise ValueError(f"{accelerator} attaches to N1 machines {', '.join(map(str, limits))} at a time; set "
                              f"gpusPerNode to one of those (got {gpus})")
+        check_n1_size(machine_type, accelerator, gpus, limits)
         return accelerator, gpus
     machine = GPU_MACHINES.get(machine_type)
     if machine is None:
@@ -232,6 +265,9 @@ class GkeGpuPool(Model):
     zones: Annotated[list[str], unique_items("zone")] | None = None
     max_nodes: int = Field(ge=1, le=1000)
     spot: bool = False
+    # A specific Compute Engine reservation of the cluster's project the pool's nodes consume (its machine type
+    # and GPUs, in the pool's zones): capacity bought ahead, for machines not sold on demand.
+    reservation: DnsLabel | None = None
     disk_size_gb: int = Field(default=200, ge=50, le=65536)
     sharing: GpuSharing = GpuSharing()
     # With migStrategy single: the partition every GPU of the pool is cut into, such as 1g.10gb.
@@ -247,6 +283,13 @@ class GkeGpuPool(Model):
     @model_validator(mode="after")
     def _machine_and_sharing(self) -> GkeGpuPool:
         accelerator, _ = machine_gpus(self.machine_type, self.accelerator, self.gpus_per_node)
+        if self.spot and self.reservation:
+            raise ValueError("Spot VMs consume no reservation: set spot or reservation, not both")
+        ways = NOT_ON_DEMAND.get(self.machine_type)
+        if ways and not (self.spot or (self.reservation and "reservation" in ways)):
+            how = "spot: true" + (", or reservation: <name> of a reservation of them" if "reservation" in ways else "")
+            raise ValueError(f"{self.machine_type} is not sold on demand (Spot or flex-start VMs"
+                             f"{', or a reservation' if 'reservation' in ways else ''} only): set {how}")
         check_mig(accelerator, self.sharing)
         slicing = self.sharing.time_slicing
         # GKE shares GPUs its own way; what it cannot do is a config error, not a surprise on the node.
@@ -286,6 +329,10 @@ class GkeGpuPool(Model):
         return self.max_nodes * self.gpus * self.sharing.shares_per_gpu * self.mig_partitions
 
 
+def _utc(time: str) -> datetime:
+    return datetime.fromisoformat(time.replace("Z", "+00:00"))
+
+
 class MaintenanceWindow(Model):
     """When GKE may upgrade the control plane and nodes: a recurring window (RFC 5545 recurrence)."""
 
@@ -310,9 +357,13 @@ class MaintenanceExclusion(Model):
     # NO_UPGRADES stops all upgrades for at most 30 days; the narrower scopes may last longer.
     scope: Literal["NO_UPGRADES", "NO_MINOR_UPGRADES", "NO_MINOR_OR_NODE_UPGRADES"] = "NO_UPGRADES"
 
+    @property
+    def ends(self) -> datetime:
+        return _utc(self.end)
+
     @model_validator(mode="after")
     def _bounded(self) -> MaintenanceExclusion:
-        start, end = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (self.start, self.end))
+        start, end = _utc(self.start), self.ends
         if end <= start:
             raise ValueError(f"end {self.end} is not after start {self.start}")
         if self.scope == "NO_UPGRADES" and end - start > timedelta(days=30):
@@ -324,6 +375,17 @@ class MaintenanceExclusion(Model):
 class GkeMaintenance(Model):
     window: MaintenanceWindow = MaintenanceWindow()
     exclusions: list[MaintenanceExclusion] = []
+
+    def in_force(self, now: datetime) -> list[MaintenanceExclusion]:
+        """The exclusions that have not ended by `now`: an ended one protects nothing any more, and GKE refuses
+        an exclusion whose end has passed. They are dropped (with a warning), not refused: a stack file would
+        otherwise turn invalid on a date, with no change by anyone, and every later deploy would fail on it."""
+        return [exclusion for exclusion in self.exclusions if exclusion.ends > now]
+
+    def ended(self, now: datetime) -> list[str]:
+        return [f"mlplatform:cluster.maintenance.exclusions: {exclusion.name} ended {exclusion.end}; it is left "
+                "out of the cluster's maintenance policy (remove it from the stack file)"
+                for exclusion in self.exclusions if exclusion.ends <= now]
 
 
 class GkeClusterConfig(GpuPools, Model):
@@ -345,9 +407,6 @@ class GkeClusterConfig(GpuPools, Model):
     name: GkeClusterName
     environment: Literal["dev", "prod"] = "dev"
     project: GcpProject
-    # The project's number: GKE's service agent, which encrypts Secrets with the cluster's KMS key, is named
-    # after it (service-<number>@container-engine-robot.iam.gserviceaccount.com).
-    project_number: GcpProjectNumber
     region: GcpRegion
     # The zones of the region the cluster's nodes go to.
     zones: Annotated[list[str], unique_items("zone")]
@@ -363,6 +422,14 @@ class GkeClusterConfig(GpuPools, Model):
     system_pool: GkeSystemPool = GkeSystemPool()
     gpu_pools: list[GkeGpuPool] = []
     maintenance: GkeMaintenance = GkeMaintenance()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_project_number(cls, data: object) -> object:
+        if isinstance(data, dict) and "projectNumber" in data:
+            raise ValueError("projectNumber is no longer read: GKE's service agent is named by the project itself "
+                             "(the Service Usage API), never by a typed number; remove the key")
+        return data
 
     @field_validator("zones")
     @classmethod
@@ -381,6 +448,12 @@ class GkeClusterConfig(GpuPools, Model):
         for zone in self.zones + [z for pool in self.gpu_pools for z in pool.zones or []]:
             if not re.fullmatch(rf"{re.escape(self.region)}-[a-z]", zone):
                 raise ValueError(f"zone {zone!r} is not a zone of {self.region} (such as {self.region}-a)")
+        # A regional pool's initial_node_count is per zone: the system pool starts with one node in each zone,
+        # and a total maximum below that is refused by GKE when the pool is created.
+        if self.system_pool.max_nodes < len(self.zones):
+            raise ValueError(f"systemPool.maxNodes {self.system_pool.max_nodes} is below the {len(self.zones)} nodes "
+                             f"the system pool starts with (one in each of the zones {', '.join(self.zones)}): set "
+                             f"maxNodes to at least {len(self.zones)}, or list fewer zones")
         for index, pool in enumerate(self.gpu_pools):
             try:
                 check_gpu_zones(self.region, pool.accelerator_type, pool.zones or self.zones)

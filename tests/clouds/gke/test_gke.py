@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import re
-from pathlib import Path
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 import yaml
 
-from clouds.gke.cluster import gke_gpu_pools, kubeconfig
+from clouds.gke.cluster import gke_gpu_pools, kubeconfig, maintenance_policy
 from core.handle import Capabilities
-from components.monitoring import dcgm_exporter_values
+from components.monitoring import DCGM_COUNTERS, dcgm_exporter_values
 from config.errors import ConfigError
 from clouds.gke.config import GkeClusterConfig
 from core.gpus import GPU_MODELS
-from versions import CHARTS, WEBHOOK_PORTS
+from core.webhooks import WEBHOOK_PORTS_FILE, webhook_ports
 from synth.engine import Synthesis
-from synth.render import charts_available, stack_rendering, stack_synthesis
-from tests.conftest import synth_with
+from synth.render import Rendering, charts_available, stack_rendering, stack_synthesis
+from synth.schema import UPSTREAM_DIR
+from synth.webhooks import derived_webhook_ports, platform_stacks, webhook_pod_ports
+from tests.conftest import stack_config, synth_with
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,7 @@ def node_pools(synthesis: Synthesis) -> dict[str, dict[str, Any]]:
 
 
 def gke_cluster(**overrides: Any) -> dict[str, Any]:
-    return {"cloud": "gcp", "name": "ml", "project": "my-project-1", "projectNumber": "123456789012",
+    return {"cloud": "gcp", "name": "ml", "project": "my-project-1",
             "region": "europe-west4",
             "zones": ["europe-west4-a", "europe-west4-b"],
             "gpuPools": [{"name": "l4", "machineType": "g2-standard-8", "maxNodes": 2}]} | overrides
@@ -161,62 +164,49 @@ def test_the_control_plane_reaches_every_webhook_port_on_the_nodes(gcp_dev):
     assert {int(port) for port in allowed["ports"]} >= {9443, 8082, 10250}
 
 
-def _templates(chart_dir: Path) -> str:
-    return "\n".join(path.read_text() for path in sorted(chart_dir.rglob("templates/**/*.yaml")))
+def test_webhook_ports_are_those_the_rendered_charts_call():
+    """core/webhook-ports.json is what Helm's render of every platform stack calls: each webhook
+    configuration and APIService followed through its Service to the pod port (`make webhook-ports` writes it).
+    A chart bumped, or a value that moves a webhook, fails here until the file is written again."""
+    for stack in platform_stacks():
+        rendered(stack)  # fails, not skips, where ../shared is here and a chart is not
+    recorded = json.loads(WEBHOOK_PORTS_FILE.read_text())
+    assert recorded == derived_webhook_ports()
+    # Kueue's webhook server and its visibility API's APIService, prometheus-operator's admission webhook.
+    assert recorded["kueue-0.19.2"] == [8082, 9443] and recorded["kube-prometheus-stack-88.5.3"] == [10250]
 
 
-def test_every_chart_with_a_webhook_or_aggregated_api_has_its_ports_opened(upstream):
-    """The next chart with a webhook cannot slip past the firewall rule: its ports must be in WEBHOOK_PORTS."""
-    for chart in CHARTS:
-        templates = _templates(upstream / "charts" / f"{chart.name}-{chart.version}")
-        serves_api = re.search(r"kind: (Validating|Mutating)WebhookConfiguration|kind: APIService", templates)
-        assert bool(serves_api) == (chart.name in WEBHOOK_PORTS), chart.name
+def test_a_chart_pin_without_recorded_ports_stops_the_program(monkeypatch, tmp_path):
+    ports = tmp_path / "webhook-ports.json"
+    ports.write_text(json.dumps({"kueue-0.19.1": [9443]}))
+    monkeypatch.setattr("core.webhooks.WEBHOOK_PORTS_FILE", ports)
+    with pytest.raises(RuntimeError, match=r"no webhook ports for .*kueue-0.19.2.*run `make webhook-ports`"):
+        webhook_ports()
 
 
-def _pods_port(objects: list[dict[str, Any]], namespace: str, selector: dict[str, str], target: int | str) -> int:
-    """The container port a Service's targetPort reaches: a number, or a port name in the selected pods."""
-    if isinstance(target, int) or str(target).isdigit():
-        return int(target)
-    ports = {port["containerPort"]
-             for obj in objects if obj["kind"] in ("Deployment", "DaemonSet", "StatefulSet")
-             and obj["metadata"].get("namespace") == namespace
-             and selector.items() <= obj["spec"]["template"]["metadata"].get("labels", {}).items()
-             for container in obj["spec"]["template"]["spec"]["containers"]
-             for port in container.get("ports", []) if port.get("name") == target}
-    (port,) = ports
-    return port
+def rendered(stack: str) -> Rendering:
+    """Helm's render of every chart a stack installs (shared with the other tests of rendered stacks). Skipped
+    only where ../shared/upstream, which holds the charts, is absent: with it, a chart missing fails the test."""
+    rendering = stack_rendering(stack) if charts_available() else None
+    missing = "no chart folder" if rendering is None else "; ".join(
+        f"{release}: {why}" for release, why in sorted(rendering.unavailable.items()))
+    if missing:
+        if UPSTREAM_DIR.is_dir():
+            pytest.fail(f"{UPSTREAM_DIR} is here but charts {stack} installs are not: {missing}")
+        pytest.skip(f"needs the charts (../shared/upstream/charts or $MLPLATFORM_CHARTS): {missing}")
+    assert rendering is not None
+    return rendering
 
 
-def webhook_pod_ports(objects: list[dict[str, Any]]) -> dict[str, int]:
-    """Every admission webhook and aggregated API the objects declare, and the pod port the API server calls."""
-    services = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in objects if o["kind"] == "Service"}
-    called: dict[str, int] = {}
-    for obj in objects:
-        if obj["kind"] in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
-            refs = [(f"{obj['metadata']['name']}/{hook['name']}", hook["clientConfig"]["service"])
-                    for hook in obj["webhooks"]]
-        elif obj["kind"] == "APIService" and obj["spec"].get("service"):
-            refs = [(obj["metadata"]["name"], obj["spec"]["service"])]
-        else:
-            continue
-        for what, ref in refs:
-            service = services[(ref["namespace"], ref["name"])]
-            (port,) = [p for p in service["spec"]["ports"] if p["port"] == ref.get("port", 443)]
-            called[what] = _pods_port(objects, ref["namespace"], service["spec"]["selector"],
-                                      port.get("targetPort", port["port"]))
-    return called
+def rendered_release(stack: str, release: str) -> list[dict[str, Any]]:
+    return rendered(stack).releases[release].objects
 
 
 def test_every_webhook_port_in_the_rendered_charts_of_gcp_dev_is_open(gcp_dev):
     """Helm's own render of every chart gcp-dev installs (synth/render.py): each webhook's and aggregated API's
     Service, followed to the pod port behind it, is open from the control plane."""
-    if not charts_available():
-        pytest.skip("needs the charts (../shared/upstream/charts or $MLPLATFORM_CHARTS): absent")
-    rendering = stack_rendering("gcp-dev")  # shared with the other tests of rendered stacks
-    if rendering.unavailable:
-        pytest.skip("needs every chart gcp-dev installs: " + "; ".join(
-            f"{release}: {why}" for release, why in sorted(rendering.unavailable.items())))
-    called = webhook_pod_ports(rendering.objects())
+    rendering = rendered("gcp-dev")
+    called = {what: port for what, (_, port) in webhook_pod_ports(rendering.objects()).items()}
     assert {"v1beta1.visibility.kueue.x-k8s.io", "kube-prometheus-stack-admission/prometheusrulemutate.monitoring.coreos.com"} <= set(called)
     (rule,) = gcp_dev.of_type("gcp:compute/firewall:Firewall")
     (allowed,) = rule.inputs["allows"]
@@ -235,10 +225,8 @@ def _pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
 def critical_pods(stack: str) -> dict[str, set[str]]:
     """Namespace -> the system-*-critical classes of the pods the stack's charts (rendered by Helm) run there;
     kube-system may always run them."""
-    if not charts_available():
-        pytest.skip("needs the charts (../shared/upstream/charts or $MLPLATFORM_CHARTS): absent")
     used: dict[str, set[str]] = {}
-    for obj in stack_rendering(stack).objects():
+    for obj in rendered(stack).objects():
         spec = _pod_spec(obj)
         namespace = obj["metadata"].get("namespace")
         if spec and str(spec.get("priorityClassName", "")).startswith("system-") and namespace != "kube-system":
@@ -278,9 +266,7 @@ def test_kind_admits_its_critical_pods_too(local_synth):
 
 def test_the_dcgm_exporter_sees_gpus_and_maps_them_to_pods_on_gke(gcp_dev):
     """As Google's own DCGM manifest (GoogleCloudPlatform/prometheus-engine, examples/nvidia-dcgm) runs it."""
-    if not charts_available():
-        pytest.skip("needs the charts (../shared/upstream/charts or $MLPLATFORM_CHARTS): absent")
-    (daemonset,) = [o for o in stack_rendering("gcp-dev").releases["dcgm-exporter"].objects if o["kind"] == "DaemonSet"]
+    (daemonset,) = [o for o in rendered_release("gcp-dev", "dcgm-exporter") if o["kind"] == "DaemonSet"]
     (exporter,) = daemonset["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in exporter["env"]}
     assert env["DCGM_EXPORTER_KUBERNETES"] == "true"
@@ -344,7 +330,7 @@ def test_mig_slices_per_gpu_are_the_gpus_own(machine, partition, per_gpu):
     zone = {"a2-ultragpu-1g": "us-central1-a", "a3-ultragpu-8g": "us-central1-b"}.get(machine, "us-central1-a")
     spec = GkeClusterConfig.model_validate(gke_cluster(region=region, zones=[zone], gpuPools=[{
         "name": "mig", "machineType": machine, "maxNodes": 2, "sharing": {"migStrategy": "single"},
-        "migPartitionSize": partition}]))
+        "migPartitionSize": partition, "spot": machine == "a3-ultragpu-8g"}]))
     (pool,) = spec.gpu_pools
     assert pool.mig_partitions == per_gpu
     assert pool.gpu_capacity() == 2 * pool.gpus * per_gpu
@@ -359,7 +345,7 @@ def test_memory_bounds_the_small_profiles_of_h100_and_h200():
 def test_a3_machines_get_gvnic_their_local_ssds_and_disk_type():
     synthesis = synth_with(cluster=gke_cluster(region="us-central1", zones=["us-central1-b"], gpuPools=[
         {"name": "h100", "machineType": "a3-highgpu-8g", "maxNodes": 1},
-        {"name": "h200", "machineType": "a3-ultragpu-8g", "maxNodes": 1},
+        {"name": "h200", "machineType": "a3-ultragpu-8g", "maxNodes": 1, "reservation": "h200-block"},
         {"name": "l4", "machineType": "g2-standard-8", "maxNodes": 1}]))
     pools = node_pools(synthesis)
     h100, h200, l4 = (pools[name]["nodeConfig"] for name in ("h100", "h200", "l4"))
@@ -368,6 +354,10 @@ def test_a3_machines_get_gvnic_their_local_ssds_and_disk_type():
     assert h200["ephemeralStorageLocalSsdConfig"] == {"localSsdCount": 32}
     assert h200["diskType"] == "hyperdisk-balanced" and h200["gvnic"] == {"enabled": True}
     assert "gvnic" not in l4 and "ephemeralStorageLocalSsdConfig" not in l4
+    assert h200["reservationAffinity"] == {"consumeReservationType": "SPECIFIC_RESERVATION",
+                                           "key": "compute.googleapis.com/reservation-name",
+                                           "values": ["h200-block"]}
+    assert "reservationAffinity" not in h100 and "reservationAffinity" not in l4
 
 
 def test_secrets_are_encrypted_with_a_rotated_key_gke_may_use(gcp_dev):
@@ -377,21 +367,49 @@ def test_secrets_are_encrypted_with_a_rotated_key_gke_may_use(gcp_dev):
     (resource,) = gcp_dev.of_type("gcp:container/cluster:Cluster")
     assert key.urn in resource.depends_on and key.inputs["rotationPeriod"] == "7776000s"
     (grant,) = gcp_dev.of_type("gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember")
-    assert grant.inputs["member"] == \
-        "serviceAccount:service-123456789012@container-engine-robot.iam.gserviceaccount.com"
     assert grant.inputs["role"] == "roles/cloudkms.cryptoKeyEncrypterDecrypter"
-    # GKE checks it may use the key when it creates the cluster.
-    assert grant.urn in resource.depends_on
+    # GKE checks it may use the key when it creates the cluster: the cluster waits for the grant to propagate.
+    (wait,) = [c for c in gcp_dev.of_type("command:local:Command") if grant.urn in c.depends_on]
+    assert re.fullmatch(r"sleep (\d+)", wait.inputs["create"]) and int(wait.inputs["create"].split()[1]) >= 120
+    assert {grant.urn, wait.urn} <= set(resource.depends_on)
     (ring,) = gcp_dev.of_type("gcp:kms/keyRing:KeyRing")
     assert ring.inputs["location"] == "us-central1"  # the cluster's own location, as GKE requires
+
+
+def test_the_key_is_granted_to_gkes_service_agent_as_the_project_names_it(gcp_dev):
+    """Issue 23: the agent was built from a project number typed into the stack file; the Service Usage API's
+    identity of container.googleapis.com in the cluster's project names it instead."""
+    (agent,) = gcp_dev.of_type("gcp:projects/serviceIdentity:ServiceIdentity")
+    assert agent.inputs == {"project": "my-ml-platform-dev", "service": "container.googleapis.com"}
+    (grant,) = gcp_dev.of_type("gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember")
+    assert agent.urn in grant.depends_on
 
 
 def test_upgrades_happen_in_the_maintenance_window_and_not_in_exclusions(gcp_dev):
     policy = cluster_inputs(gcp_dev)["maintenancePolicy"]
     assert policy["recurringWindow"]["recurrence"] == "FREQ=WEEKLY;BYDAY=SA,SU"
-    (exclusion,) = policy["maintenanceExclusions"]
-    assert exclusion["exclusionName"] == "year-end-freeze"
-    assert exclusion["exclusionOptions"] == {"scope": "NO_UPGRADES"}
+    # gcp-dev's year-end freeze, as declared on 2026-12-05 (the day is given: the test must not age).
+    maintenance = stack_config("gcp-dev").cluster.maintenance
+    (exclusion,) = maintenance_policy(maintenance, datetime(2026, 12, 5, tzinfo=timezone.utc)).maintenance_exclusions
+    assert exclusion.exclusion_name == "year-end-freeze"
+    assert exclusion.exclusion_options.scope == "NO_UPGRADES"
+
+
+def test_an_ended_maintenance_exclusion_is_dropped_with_a_warning():
+    """GKE refuses an exclusion that has ended, and it protects nothing: it is left out, with a warning, rather
+    than refused, so that a stack file does not turn invalid on a date without anyone changing it."""
+    freeze = {"name": "year-end-freeze", "start": "2026-12-19T00:00:00Z", "end": "2027-01-04T00:00:00Z"}
+    maintenance = GkeClusterConfig.model_validate(gke_cluster(maintenance={"exclusions": [freeze]})).maintenance
+    before, after = (datetime(2026, 12, 5, tzinfo=timezone.utc), datetime(2027, 1, 4, tzinfo=timezone.utc))
+    assert [e.exclusion_name for e in maintenance_policy(maintenance, before).maintenance_exclusions] == [
+        "year-end-freeze"]
+    assert maintenance_policy(maintenance, after).maintenance_exclusions == []
+    assert maintenance.ended(before) == []
+    # A freeze of a past year, whatever day the test runs on: the cluster gets none, and the synth says so.
+    past = {"name": "old-freeze", "start": "2020-12-19T00:00:00Z", "end": "2021-01-04T00:00:00Z"}
+    synthesis = synth_with(cluster=gke_cluster(maintenance={"exclusions": [past]}))
+    assert cluster_inputs(synthesis)["maintenancePolicy"].get("maintenanceExclusions") in (None, [])
+    assert any("old-freeze ended 2021-01-04T00:00:00Z; it is left out" in w for w in synthesis.warnings)
 
 
 def test_nat_logs_errors_and_grows_ports_for_image_pulls(gcp_dev):
@@ -423,10 +441,133 @@ def test_nat_logs_errors_and_grows_ports_for_image_pulls(gcp_dev):
     ({"gpuPools": [{"name": "x", "machineType": "g2-standard-8", "maxNodes": 1,
                     "sharing": {"timeSlicing": {"replicas": 64}}}]},
      "GKE time-shares a GPU between at most 48 pods"),
-    ({"projectNumber": "my-project"}, "mlplatform:cluster.projectNumber: 'my-project' is not a Google Cloud "
-                                      "project number"),
+    # The GKE service agent is derived from the project: a number typed into the stack file is not taken.
+    ({"projectNumber": "123456789012"}, "mlplatform:cluster: projectNumber is no longer read: GKE's service agent "
+                                        "is named by the project itself"),
+    ({"systemPool": {"maxNodes": 1}},
+     "systemPool.maxNodes 1 is below the 2 nodes the system pool starts with (one in each of the zones "
+     "europe-west4-a, europe-west4-b)"),
+    # A3 High's smaller shapes are Spot or flex-start only; A3 Mega and Ultra need a reservation or Spot.
+    ({"region": "us-central1", "zones": ["us-central1-a"],
+      "gpuPools": [{"name": "x", "machineType": "a3-highgpu-2g", "maxNodes": 1}]},
+     "a3-highgpu-2g is not sold on demand (Spot or flex-start VMs only): set spot: true"),
+    ({"region": "us-central1", "zones": ["us-central1-a"],
+      "gpuPools": [{"name": "x", "machineType": "a3-highgpu-4g", "maxNodes": 1, "reservation": "mine"}]},
+     "a3-highgpu-4g is not sold on demand (Spot or flex-start VMs only): set spot: true"),
+    ({"region": "us-central1", "zones": ["us-central1-a"],
+      "gpuPools": [{"name": "x", "machineType": "a3-megagpu-8g", "maxNodes": 1}]},
+     "a3-megagpu-8g is not sold on demand (Spot or flex-start VMs, or a reservation only): set spot: true, or "
+     "reservation: <name>"),
+    ({"gpuPools": [{"name": "x", "machineType": "g2-standard-8", "maxNodes": 1, "spot": True,
+                    "reservation": "mine"}]},
+     "Spot VMs consume no reservation"),
+    # Compute Engine's N1 GPU limits: one V100 attaches to at most 12 vCPUs and 78 GB.
+    ({"gpuPools": [{"name": "x", "machineType": "n1-standard-16", "accelerator": "nvidia-tesla-v100",
+                    "gpusPerNode": 1, "maxNodes": 1}]},
+     "1 nvidia-tesla-v100 attach to N1 machines of at most 12 vCPUs and 78 GB; n1-standard-16 has 16 vCPUs and "
+     "60 GB: attach 2 GPUs or use a smaller machine"),
+    ({"gpuPools": [{"name": "x", "machineType": "n1-highmem-96", "accelerator": "nvidia-tesla-t4",
+                    "gpusPerNode": 2, "maxNodes": 1}]},
+     "2 nvidia-tesla-t4 attach to N1 machines of at most 48 vCPUs and 312 GB; n1-highmem-96 has 96 vCPUs and "
+     "624 GB: attach 4 GPUs"),
+    ({"gpuPools": [{"name": "x", "machineType": "n1-megamem-96", "accelerator": "nvidia-tesla-t4",
+                    "gpusPerNode": 4, "maxNodes": 1}]},
+     "n1-megamem-96 takes no GPUs"),
 ])
 def test_config_gke_refuses(overrides, message):
     with pytest.raises(ConfigError) as caught:
         synth_with(cluster=gke_cluster(**overrides))
     assert message in str(caught.value), str(caught.value)
+
+
+# ---- Teardown and provider identity -----------------------------------------------------------------------
+
+def dependencies(synthesis: Synthesis, urn: str) -> set[str]:
+    """Every resource a resource waits for on create, transitively: what it depends on and its provider. A
+    destroy deletes it before every one of them."""
+    by_urn = {r.urn: r for r in synthesis.resources}
+    found: set[str] = set()
+    pending = [urn]
+    while pending:
+        resource = by_urn[pending.pop()]
+        for needed in (*resource.depends_on, *([resource.provider] if resource.provider else [])):
+            if needed not in found:
+                found.add(needed)
+                pending.append(needed)
+    return found
+
+
+def test_every_kubernetes_resource_is_deleted_before_the_webhook_firewall_and_nat(gcp_dev):
+    """Issue 23: Kueue's webhook fails closed. Were the firewall rule (the control plane's way to it) or NAT gone
+    before the ClusterQueues, every finalizer update would be refused and the destroy would never end."""
+    (firewall,) = gcp_dev.of_type("gcp:compute/firewall:Firewall")
+    (nat,) = gcp_dev.of_type("gcp:compute/routerNat:RouterNat")
+    on_cluster = [r for r in gcp_dev.resources if r.custom and r.type.startswith("kubernetes:")
+                  and not r.type.startswith("pulumi:providers:")]
+    assert len(on_cluster) > 50 and any(r.inputs.get("kind") == "ClusterQueue" for r in on_cluster)
+    for resource in on_cluster:
+        assert {firewall.urn, nat.urn} <= dependencies(gcp_dev, resource.urn), resource.urn
+
+
+def test_toggling_the_dns_endpoint_replaces_no_kubernetes_resource():
+    """The reachability message tells users to turn dnsEndpoint on, which changes the kubeconfig's server:
+    the provider is tied to the cluster's identity instead, which pulumi-kubernetes' DiffConfig compares."""
+    providers = [synth_with(cluster=gke_cluster(dnsEndpoint=dns)).of_type("pulumi:providers:kubernetes")[0]
+                 for dns in (False, True)]
+    identities = {p.inputs["clusterIdentifier"] for p in providers}
+    (identity,) = identities
+    assert identity and "ml-cluster" in str(identity)
+
+
+def test_the_dcgm_exporter_reads_our_counters_on_gke(gcp_dev):
+    """Issue 23: the file given to -f is the chart's ConfigMap holding components/dcgm-counters.csv, not the
+    image's built-in list (which lacks the XID, throttling and row-remap counters our alerts read)."""
+    rendered = rendered_release("gcp-dev", "dcgm-exporter")
+    (daemonset,) = [o for o in rendered if o["kind"] == "DaemonSet"]
+    spec = daemonset["spec"]["template"]["spec"]
+    (exporter,) = spec["containers"]
+    args = exporter["args"]
+    counters_file = args[args.index("-f") + 1]
+    (mount,) = [m for m in exporter["volumeMounts"] if m["mountPath"] == counters_file]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    (item,) = [i for i in volume["configMap"]["items"] if i["path"] == mount["subPath"]]
+    (config_map,) = [o for o in rendered if o["kind"] == "ConfigMap"
+                     and o["metadata"]["name"] == volume["configMap"]["name"]]
+    assert config_map["data"][item["key"]].strip() == DCGM_COUNTERS.read_text().strip()
+    # The driver's mount is there too, beside it.
+    assert "/usr/local/nvidia" in {m["mountPath"] for m in exporter["volumeMounts"]}
+
+
+def test_gpu_pools_upgrade_in_place_without_a_surge_vm(gcp_dev):
+    """A surge upgrade adds a GPU VM above maxNodes, which a GPU quota sized at maxNodes x GPUs never has:
+    GPU pools replace one node at a time instead (as cluster-toolkit's gke-node-pool does)."""
+    pools = node_pools(gcp_dev)
+    for name in ("l4", "a100", "t4"):
+        assert pools[name]["upgradeSettings"] == {"strategy": "SURGE", "maxSurge": 0, "maxUnavailable": 1}, name
+
+
+@pytest.mark.parametrize("machine, accelerator, gpus", [
+    ("n1-standard-8", "nvidia-tesla-v100", 1), ("n1-highmem-8", "nvidia-tesla-v100", 1),
+    ("n1-standard-96", "nvidia-tesla-v100", 8), ("n1-standard-48", "nvidia-tesla-t4", 1),
+    ("n1-highmem-96", "nvidia-tesla-t4", 4), ("n1-highcpu-96", "nvidia-tesla-t4", 4)])
+def test_n1_machines_within_their_gpus_limits_are_accepted(machine, accelerator, gpus):
+    spec = GkeClusterConfig.model_validate(gke_cluster(region="us-central1", zones=["us-central1-a"], gpuPools=[{
+        "name": "n1", "machineType": machine, "accelerator": accelerator, "gpusPerNode": gpus, "maxNodes": 1}]))
+    assert spec.gpu_pools[0].gpus == gpus
+
+
+def test_a_destroy_waits_for_the_clusters_disks_before_the_node_pools_and_cluster_go(gcp_dev):
+    """Issue 23: Prometheus's claim goes with its StatefulSet (whenDeleted: Delete), the teams' with their
+    namespaces, and their disks some time after, deleted by the CSI driver of a cluster that must still run. The
+    wait runs after every Kubernetes resource is deleted and before any node pool or the cluster is."""
+    (wait,) = [c for c in gcp_dev.of_type("command:local:Command") if "verify.released" in c.inputs.get("delete", "")]
+    assert wait.inputs["delete"] == ".venv/bin/python -m verify.released" and "create" not in wait.inputs
+    assert set(wait.inputs["environment"]) == {"MLPLATFORM_KUBECONFIG"}
+    (cluster,) = gcp_dev.of_type("gcp:container/cluster:Cluster")
+    assert {cluster.urn, *(p.urn for p in gcp_dev.of_type("gcp:container/nodePool:NodePool"))} <= set(wait.depends_on)
+    on_cluster = [r for r in gcp_dev.resources if r.custom and r.type.startswith("kubernetes:")
+                  and not r.type.startswith("pulumi:providers:")]
+    assert all(wait.urn in dependencies(gcp_dev, r.urn) for r in on_cluster)
+    # Prometheus's claim is deleted with its StatefulSet, so that the wait can end.
+    values = next(r for r in gcp_dev.releases() if r.inputs["name"] == "kube-prometheus-stack").inputs["values"]
+    assert values["prometheus"]["prometheusSpec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
