@@ -23,6 +23,8 @@ from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, EKS_SYSTEM_AMI
 from clouds.eks.config import EksClusterConfig
 
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+# Read access to most Kubernetes objects, Secrets excepted (EKS user guide, "Review access policy permissions").
+CLUSTER_VIEW_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 
 
@@ -169,6 +171,14 @@ class EksCluster(pulumi.ComponentResource):
                 policy_arn=CLUSTER_ADMIN_POLICY,
                 access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
                 opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[entry]))))
+        # CI's preview and drift roles: they read what the stack holds in the cluster, and change nothing.
+        for index, role_arn in enumerate(spec.view_role_arns):
+            entry = aws.eks.AccessEntry(f"{name}-view-{index}", cluster_name=cluster.name, principal_arn=role_arn,
+                                        type="STANDARD", opts=child)
+            aws.eks.AccessPolicyAssociation(
+                f"{name}-view-{index}", cluster_name=cluster.name, principal_arn=role_arn,
+                policy_arn=CLUSTER_VIEW_POLICY, access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[entry])))
 
         addon_versions = EKS_ADDON_VERSIONS[spec.kubernetes_version]
 

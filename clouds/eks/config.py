@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Annotated, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, KUBERNETES_VERSION
@@ -274,6 +274,9 @@ class EksClusterConfig(GpuPools, Model):
     # IAM roles that administer the cluster (EKS access entries with the cluster admin policy). The role that
     # runs `pulumi up` must be one of them: the cluster grants its creator nothing by itself.
     admin_role_arns: Annotated[list[RoleArn], unique_items("role")] = Field(min_length=1)
+    # IAM roles that may read the cluster (EKS access entries with AmazonEKSViewPolicy): CI's preview and drift
+    # roles, whose refresh and preview read every Kubernetes resource of the stack.
+    view_role_arns: Annotated[list[RoleArn], unique_items("role")] = []
     system_pool: EksSystemPool = EksSystemPool()
     gpu_pools: list[EksGpuPool] = []
     # Days the control plane's logs are kept in CloudWatch.
@@ -284,6 +287,14 @@ class EksClusterConfig(GpuPools, Model):
     # The account's EC2 Spot service-linked role; without it spot launches fail in a new account. One per
     # account: turn it off where the account already has it (creating it again fails).
     spot_service_linked_role: bool = True
+
+    @field_validator("view_role_arns")
+    @classmethod
+    def _view_roles_are_not_admins(cls, roles: list[str], info: ValidationInfo) -> list[str]:
+        # EKS takes one access entry per principal: an admin already reads everything.
+        if both := sorted(set(roles) & set(info.data.get("admin_role_arns", []))):
+            raise ValueError(f"{', '.join(both)} is in adminRoleArns already, which reads everything; remove it here")
+        return roles
 
     @field_validator("availability_zones")
     @classmethod
