@@ -219,3 +219,16 @@ def test_gcp_stacks_get_the_auth_plugin_their_kubeconfig_runs_before_pulumi(name
         runs_pulumi = [i for i, s in enumerate(steps) if s.get("with", {}).get("command") in ("up", "preview")
                        or "pulumi preview" in s.get("run", "") or "make --silent reachable" in s.get("run", "")]
         assert runs_pulumi and plugin < min(runs_pulumi)
+
+
+def test_a_preview_checks_its_deployed_cluster_answers_before_it_runs():
+    """The Kubernetes provider only warns about a cluster it cannot reach: the job asks first, and fails."""
+    for name in ("preview-stack.yml", "deploy-stack.yml"):
+        job = workflow(name)["jobs"]["preview"]
+        runs = [s.get("run", "") for s in job["steps"]]
+        reach = next(i for i, run in enumerate(runs) if run.startswith('make --silent reachable STACK="$STACK"'))
+        preview = next(i for i, s in enumerate(job["steps"]) if s.get("with", {}).get("command") == "preview")
+        assert reach < preview
+    team = workflow("preview-stack.yml")["jobs"]["preview"]["steps"]
+    preview = next(s for s in team if s.get("with", {}).get("command") == "preview")
+    assert preview["if"] == "inputs.platform == '' || steps.reach.outputs.deployed == 'true'"
