@@ -232,3 +232,14 @@ def test_a_preview_checks_its_deployed_cluster_answers_before_it_runs():
     team = workflow("preview-stack.yml")["jobs"]["preview"]["steps"]
     preview = next(s for s in team if s.get("with", {}).get("command") == "preview")
     assert preview["if"] == "inputs.platform == '' || steps.reach.outputs.deployed == 'true'"
+
+
+def test_ci_fails_on_every_test_skipped_for_a_chart():
+    """The offline job's pattern matches each skip reason that comes from a chart not found or not rendered."""
+    offline = workflow("pull-request.yml")["jobs"]["offline"]
+    script = "\n".join(s.get("run", "") for s in offline["steps"])
+    pattern = re.search(r'grep -E "\^SKIPPED \.\*(\(.*?\))" tests\.txt', script).group(1)
+    reasons = [reason for path in (PROJECT_DIR / "tests").glob("test_*.py")
+               for reason in re.findall(r'pytest\.skip\(f"([^"]*)"', path.read_text())
+               if "chart_dirs()" in reason or "unavailable" in reason]
+    assert reasons and all(re.search(pattern, reason) for reason in reasons), reasons
