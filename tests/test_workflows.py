@@ -157,6 +157,10 @@ def test_drift_detection_refreshes_every_stack_ci_operates_at_its_deployed_commi
     assert 'title="Drift in stack $STACK"' in script
     for command in ("gh issue create", "gh issue comment", "gh issue close"):
         assert command in script
+    # A public repository publishes the counts only, never the preview's ARNs and account IDs.
+    publish = script.index('tail -n 200 drift.txt >> "$GITHUB_STEP_SUMMARY"')
+    assert script.rindex('gh api "repos/$REPOSITORY" --jq .private', 0, publish) < publish
+    assert script.index("cp drift-counts.txt drift.txt") < script.index("tail -n 300 drift.txt")
 
 
 def test_credentials_outlive_what_runs_with_them_and_verify_ends_before_its_step():
