@@ -427,14 +427,18 @@ def test_our_comment_starts_with_its_marker_and_fits_github_with_the_changed_sta
     assert review.comment("short") == "short"
 
 
-def test_preview_and_drift_roles_get_view_access_to_eks_and_never_twice():
+def test_preview_and_read_roles_look_at_eks_and_change_nothing():
     from tests.conftest import aws_cluster, synth_with
 
-    viewer = "arn:aws:iam::210987654321:role/mlplatform-preview"
-    synthesis = synth_with(cluster=aws_cluster(viewRoleArns=[viewer]))
-    (association,) = [a for a in synthesis.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
-                      if a.inputs["principalArn"] == viewer]
-    assert association.inputs["policyArn"] == "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"
-    assert association.inputs["accessScope"] == {"type": "cluster"}
-    with pytest.raises(ConfigError, match="viewRoleArns.*is in adminRoleArns already"):
-        synth_with(cluster=aws_cluster(viewRoleArns=["arn:aws:iam::111122223333:role/deployer"]))
+    viewer, reader = "arn:aws:iam::210987654321:role/mlplatform-preview", "arn:aws:iam::210987654321:role/mlplatform-read"
+    synthesis = synth_with(cluster=aws_cluster(viewRoleArns=[viewer], readRoleArns=[reader]))
+    policies = {a.inputs["principalArn"]: a.inputs["policyArn"].rsplit("/", 1)[1]
+                for a in synthesis.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")}
+    # Pull-request code sees no Secrets; the drift refresh on main reads Helm's release Secrets and custom resources.
+    assert (policies[viewer], policies[reader]) == ("AmazonEKSViewPolicy", "AmazonEKSAdminViewPolicy")
+    entries = {e.inputs["principalArn"] for e in synthesis.of_type("aws:eks/accessEntry:AccessEntry")}
+    assert {viewer, reader} <= entries
+    for twice in ({"viewRoleArns": ["arn:aws:iam::111122223333:role/deployer"]},
+                  {"viewRoleArns": [viewer], "readRoleArns": [viewer]}):
+        with pytest.raises(ConfigError, match="is in (adminRoleArns|viewRoleArns) already"):
+            synth_with(cluster=aws_cluster(**twice))

@@ -274,9 +274,12 @@ class EksClusterConfig(GpuPools, Model):
     # IAM roles that administer the cluster (EKS access entries with the cluster admin policy). The role that
     # runs `pulumi up` must be one of them: the cluster grants its creator nothing by itself.
     admin_role_arns: Annotated[list[RoleArn], unique_items("role")] = Field(min_length=1)
-    # IAM roles that may read the cluster (EKS access entries with AmazonEKSViewPolicy): CI's preview and drift
-    # roles, whose refresh and preview read every Kubernetes resource of the stack.
+    # IAM roles that may look at the cluster and change nothing (EKS access entries): viewRoleArns get
+    # AmazonEKSViewPolicy (built-in objects, no Secrets: CI's pull-request preview role), readRoleArns
+    # AmazonEKSAdminViewPolicy (every object, Secrets included: CI's read role on main, whose drift refresh reads
+    # the custom resources and Helm's release Secrets the stack owns).
     view_role_arns: Annotated[list[RoleArn], unique_items("role")] = []
+    read_role_arns: Annotated[list[RoleArn], unique_items("role")] = []
     system_pool: EksSystemPool = EksSystemPool()
     gpu_pools: list[EksGpuPool] = []
     # Days the control plane's logs are kept in CloudWatch.
@@ -288,12 +291,14 @@ class EksClusterConfig(GpuPools, Model):
     # account: turn it off where the account already has it (creating it again fails).
     spot_service_linked_role: bool = True
 
-    @field_validator("view_role_arns")
+    @field_validator("view_role_arns", "read_role_arns")
     @classmethod
-    def _view_roles_are_not_admins(cls, roles: list[str], info: ValidationInfo) -> list[str]:
-        # EKS takes one access entry per principal: an admin already reads everything.
-        if both := sorted(set(roles) & set(info.data.get("admin_role_arns", []))):
-            raise ValueError(f"{', '.join(both)} is in adminRoleArns already, which reads everything; remove it here")
+    def _one_entry_per_role(cls, roles: list[str], info: ValidationInfo) -> list[str]:
+        # EKS takes one access entry per principal.
+        for other in ("admin_role_arns", "view_role_arns"):
+            if other != info.field_name and (both := sorted(set(roles) & set(info.data.get(other, [])))):
+                raise ValueError(f"{', '.join(both)} is in {to_camel(other)} already (EKS takes one access entry "
+                                 "per role); list it once")
         return roles
 
     @field_validator("availability_zones")
