@@ -191,23 +191,24 @@ def ci_stacks(project_dir: Path = PROJECT_DIR) -> list[CiStack]:
         config = validated(file)
         if not config.deployer.operate:
             continue
-        where = f"{stack_file(name)}: {PROJECT}:deployer.operate"
-        problems += [f"{where}: {problem}" for problem in placeholders(file) + secrets_problems(file)]
+        found = placeholders(file) + secrets_problems(file)
         platform = config if isinstance(config, PlatformConfig) else _platform_of(config, project_dir)
         if not platform.cluster.ci_secrets_providers:
-            problems.append(f"{where}: CI does not deploy a {platform.cluster.cloud} cluster (it lives on someone's "
-                            "machine); remove operate")
+            found.append(f"CI does not deploy a {platform.cluster.cloud} cluster (it lives on someone's machine)")
+        if isinstance(config, TeamStackConfig) and not platform.deployer.operate:
+            found.append(f"its platform stack {config.platform_stack_name} is not operated by CI: set operate in "
+                         f"{stack_file(config.platform_stack_name)} too")
+        if found:
+            problems += [f"{stack_file(name)} sets {PROJECT}:deployer.operate, but:", *[f"  {f}" for f in found]]
         if isinstance(config, PlatformConfig):
             platforms.append(CiStack(name, config.deployer.runner, config.cluster.cloud,
                                      prod=_environment(config) == "prod"))
-            continue
-        if not platform.deployer.operate:
-            problems.append(f"{where}: its platform stack {config.platform_stack_name} is not operated by CI; set "
-                            f"operate: true in {stack_file(config.platform_stack_name)} too, or remove it here")
-        teams.append(CiStack(name, config.deployer.runner, platform.cluster.cloud, config.platform_stack_name,
-                             prod=_environment(platform) == "prod"))
+        else:
+            teams.append(CiStack(name, config.deployer.runner, platform.cluster.cloud, config.platform_stack_name,
+                                 prod=_environment(platform) == "prod"))
     if problems:
-        raise ConfigError("stacks that ask CI to operate them are not ready:\n  " + "\n  ".join(problems))
+        raise ConfigError("stacks that ask CI to operate them are not ready; fix each of these, or remove "
+                          "operate until they are:\n  " + "\n  ".join(problems))
     return platforms + teams
 
 

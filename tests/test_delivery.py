@@ -201,8 +201,8 @@ def test_the_stacks_that_opt_in_are_previewed_and_deployed_in_order_prod_last(tm
 
 @pytest.mark.parametrize("stacks, problem", [
     # The repository's own dev, placeholders and all.
-    ({"dev": "repo"}, "Pulumi.dev.yaml: mlplatform:deployer.operate: Pulumi.dev.yaml: mlplatform:cluster.adminRoleArns[0]: "
-                      "111122223333 is an example AWS account ID"),
+    ({"dev": "repo"}, "Pulumi.dev.yaml sets mlplatform:deployer.operate, but:\n    Pulumi.dev.yaml: "
+                      "mlplatform:cluster.adminRoleArns[0]: 111122223333 is an example AWS account ID"),
     ({"dev": "no key"}, "secretsprovider awskms://alias/mlplatform-dev-pulumi?region=us-east-1 has no encryptedkey"),
     ({"dev": "off", "team-vision": "ready"}, "its platform stack dev is not operated by CI"),
     ({"local": "ready"}, "CI does not deploy a kind cluster"),
