@@ -6,7 +6,7 @@ BASE ?= origin/main
 BIN := $(VENV)/bin
 CHECKOV_VENV ?= .venv-checkov
 
-.PHONY: install checkov-venv synth checkov synth-all diff test bench clean ci-stacks deployable changed-stacks \
+.PHONY: install checkov-venv synth checkov synth-all diff test bench clean ci-stacks deployable reachable head-of-main last-deploy changed-stacks \
 	verify review e2e e2e-tools webhook-ports
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
@@ -47,7 +47,7 @@ webhook-ports: $(BIN)/.installed
 diff: $(BIN)/.installed
 	$(BIN)/python -m synth.diff --base $(BASE)
 
-## The stacks CI previews and deploys, with their runner labels, as GitHub Actions outputs.
+## The stacks CI previews and deploys (deployer.operate), with their runner labels, as GitHub Actions outputs.
 ci-stacks: $(BIN)/.installed
 	@$(BIN)/python -m synth.delivery stacks
 
@@ -55,17 +55,30 @@ ci-stacks: $(BIN)/.installed
 deployable: $(BIN)/.installed
 	$(BIN)/python -m synth.delivery deployable $(STACK)
 
+## Before a preview: is STACK's cluster deployed (a GitHub Actions output), and does its API answer this caller?
+reachable: $(BIN)/.installed
+	@$(BIN)/python -m synth.delivery reachable $(STACK)
+
+## Refuse a deploy unless this run (GITHUB_REF, GITHUB_SHA) is main's head (MAIN_HEAD): no re-run deploys old code.
+head-of-main: $(BIN)/.installed
+	@$(BIN)/python -m synth.delivery head-of-main $(MAIN_HEAD)
+
+## A stack's last successful update: its commit and whether it changed anything (HISTORY=`pulumi stack history --json`).
+last-deploy: $(BIN)/.installed
+	@$(BIN)/python -m synth.delivery last-deploy $(HISTORY)
+
 ## The stacks a pull request changes (PREVIEW=file written by `make review`), as a GitHub Actions output.
 changed-stacks: $(BIN)/.installed
 	@$(BIN)/python -m synth.delivery changed $(PREVIEW)
 
 ## After `pulumi up`: a one-GPU pod per GPU pool, from zero nodes, its metrics and alerts; a table of timings.
 verify: $(BIN)/.installed
-	$(BIN)/python -m verify $(STACK)
+	$(BIN)/python -m verify $(STACK) $(if $(VERIFY_TIMEOUT),--timeout $(VERIFY_TIMEOUT))
 
-## The pull-request comment: replacements and deletions, GPU capacity and quota changes, policies first.
+## The pull-request comment: replacements and deletions, GPU capacity and quota changes, policies first
+## (COMMENT=file: also that, cut to fit a GitHub comment).
 review: $(BIN)/.installed
-	@$(BIN)/python -m synth.review --base $(BASE)
+	@$(BIN)/python -m synth.review --base $(BASE) $(if $(COMMENT),--comment $(COMMENT))
 
 ## Run the whole test suite.
 test: $(BIN)/.installed $(CHECKOV_VENV)/bin/checkov

@@ -33,8 +33,11 @@ RunnerLabels = Annotated[list[str], BeforeValidator(_labels), Field(min_length=1
 
 
 class Deployer(Model):
-    """Where CI previews and deploys this stack from."""
+    """Whether and where CI previews and deploys this stack."""
 
+    # CI previews and deploys this stack (opt-in): set it once the stack file holds no documentation
+    # placeholders, its encrypted data key is committed and its runner exists. Until then CI only synthesizes it.
+    operate: bool = False
     # The `runs-on` labels of the job that previews and deploys the stack.
     runner: RunnerLabels = [HOSTED_RUNNER]
     # The addresses its requests to the Kubernetes API come from, as the API sees them: the static egress of

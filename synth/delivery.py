@@ -1,10 +1,20 @@
 """What CI needs to preview and deploy each stack, and what would stop a real deploy.
 
-- `python -m synth.delivery stacks`: the stacks CI operates, as JSON for the workflows (runner labels, cloud,
-  platform stack), one line per GitHub Actions output.
+- `python -m synth.delivery stacks`: the stacks CI operates (those whose `deployer.operate` is true), as JSON
+  for the workflows' matrices, one line per GitHub Actions output; exit 2, naming each problem, when a stack
+  asks to be operated but is not ready (placeholders, secrets, a cloud CI does not deploy, its platform not
+  operated).
 - `python -m synth.delivery deployable <stack>`: exit 1, naming each, when the stack file still holds
   documentation placeholders or lacks a secrets provider CI can use; the deploy job runs it before `pulumi up`.
+- `python -m synth.delivery reachable <stack>`: before a preview, whether the cluster the stack deploys to is
+  deployed (`deployed=true|false`, a GitHub Actions output) and, when it is, that its Kubernetes API answers
+  the caller; exit 2 when it does not, so that a preview of a deployed stack never passes without its cluster.
 - `python -m synth.delivery changed <review>`: the stacks a pull request changes, as `make review` marks them.
+- `python -m synth.delivery head-of-main <sha>`: exit 1 unless this run (GITHUB_REF, GITHUB_SHA) is on main
+  and its commit is main's head: a re-run of an old run would deploy old code.
+- `python -m synth.delivery last-deploy <history.json>`: from `pulumi stack history --json`, the commit of the
+  last successful update (`commit=`, what drift compares the cloud with) and whether it changed anything
+  (`changed=`, whether `make verify` runs).
 
 The synth calls `check` on every stack: a deployer that cannot reach the stack's Kubernetes API is an error
 (a deploy would time out after creating the cluster), placeholders are warnings (example stacks keep them).
@@ -15,8 +25,11 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
 import re
+import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +38,11 @@ from config.errors import PROJECT, ConfigError, stack_file
 from config.loader import validate_stack
 from config.models import PlatformConfig, TeamStackConfig
 from core.fields import inside
+from core.outputs import KUBECONFIG
 from synth import PROJECT_DIR
 from synth.stackfile import available_stacks, load_yaml_file
+from verify.__main__ import stack_outputs
+from verify.api import ApiError, HttpApi, load_kubeconfig
 
 # Secrets providers whose key CI reaches with the cloud credentials it already has.
 CLOUD_SECRETS_PROVIDERS = ("awskms://", "gcpkms://")
@@ -72,6 +88,13 @@ class CiStack:
     cloud: str
     # For a team stack, the platform stack it is deployed after (its short name); empty for a platform.
     platform: str = ""
+    # On a prod cluster: never previewed by pull-request code, deployed only after the other platforms.
+    prod: bool = False
+
+    def job(self) -> dict[str, Any]:
+        """One entry of a workflow matrix."""
+        return {"stack": self.stack, "runner": self.runner, "cloud": self.cloud,
+                **({"platform": self.platform} if self.platform else {})}
 
 
 def read(stack: str, project_dir: Path = PROJECT_DIR) -> StackFile:
@@ -148,22 +171,56 @@ def secrets_problems(file: StackFile) -> list[str]:
 
 # ---- the stacks CI operates -----------------------------------------------------------------------------
 
+def _environment(config: PlatformConfig) -> str:
+    # EKS and GKE, the clouds CI deploys, say dev or prod; a cluster without the setting is never prod.
+    return str(getattr(config.cluster, "environment", "dev"))
+
+
 def ci_stacks(project_dir: Path = PROJECT_DIR) -> list[CiStack]:
-    """Platform stacks on a cloud, and the team stacks on them, in deploy order (platforms first)."""
+    """The stacks whose file opts in (`deployer.operate`), in deploy order: platforms first, then team stacks.
+
+    ConfigError, naming every problem, when one opts in but CI could not operate it: a stack file with
+    documentation placeholders or secrets CI cannot decrypt, a cluster CI does not deploy (kind, existing), a
+    team stack whose platform CI does not operate (it would deploy into a cluster CI never made).
+    """
     platforms: list[CiStack] = []
     teams: list[CiStack] = []
+    problems: list[str] = []
     for name in available_stacks(project_dir):
-        config = validated(read(name, project_dir))
-        # CI operates the clouds whose stacks it can decrypt; kind and existing clusters live on someone's machine.
+        file = read(name, project_dir)
+        config = validated(file)
+        if not config.deployer.operate:
+            continue
+        found = placeholders(file) + secrets_problems(file)
+        platform = config if isinstance(config, PlatformConfig) else _platform_of(config, project_dir)
+        if not platform.cluster.ci_secrets_providers:
+            found.append(f"CI does not deploy a {platform.cluster.cloud} cluster (it lives on someone's machine)")
+        if isinstance(config, TeamStackConfig) and not platform.deployer.operate:
+            found.append(f"its platform stack {config.platform_stack_name} is not operated by CI: set operate in "
+                         f"{stack_file(config.platform_stack_name)} too")
+        if found:
+            problems += [f"{stack_file(name)} sets {PROJECT}:deployer.operate, but:", *[f"  {f}" for f in found]]
         if isinstance(config, PlatformConfig):
-            if config.cluster.ci_secrets_providers:
-                platforms.append(CiStack(name, config.deployer.runner, config.cluster.cloud))
+            platforms.append(CiStack(name, config.deployer.runner, config.cluster.cloud,
+                                     prod=_environment(config) == "prod"))
         else:
-            platform = _platform_of(config, project_dir)
-            if platform.cluster.ci_secrets_providers:
-                teams.append(CiStack(name, config.deployer.runner, platform.cluster.cloud,
-                                     config.platform_stack_name))
+            teams.append(CiStack(name, config.deployer.runner, platform.cluster.cloud, config.platform_stack_name,
+                                 prod=_environment(platform) == "prod"))
+    if problems:
+        raise ConfigError("stacks that ask CI to operate them are not ready; fix each of these, or remove "
+                          "operate until they are:\n  " + "\n  ".join(problems))
     return platforms + teams
+
+
+def workflow_outputs(stacks: list[CiStack]) -> dict[str, list[dict[str, Any]]]:
+    """The workflows' matrices: dev-like platforms and their team stacks (previewed on pull requests, deployed
+    first), prod platforms and theirs (deployed after; previewed only by code on main), and all (drift)."""
+    def jobs(team: bool, prod: bool) -> list[dict[str, Any]]:
+        return [s.job() for s in stacks if bool(s.platform) == team and s.prod == prod]
+
+    return {"platforms": jobs(False, False), "teams": jobs(True, False),
+            "prod-platforms": jobs(False, True), "prod-teams": jobs(True, True),
+            "all": [s.job() for s in stacks]}
 
 
 def check(stack: str, project_dir: Path = PROJECT_DIR) -> list[str]:
@@ -188,28 +245,91 @@ def changed_stacks(review: str) -> list[str]:
     return [str(stack) for stack in json.loads(match.group(1))] if match else []
 
 
+def reachable(stack: str, project_dir: Path = PROJECT_DIR,
+              outputs_of: Callable[[str], dict[str, Any]] = stack_outputs) -> tuple[bool, str]:
+    """Whether the cluster the stack deploys to exists (its platform's kubeconfig output), with what to say.
+
+    ConfigError when it exists and its Kubernetes API does not answer a read by the caller: the provider
+    would only warn, and the preview pass without a server-side look at a single Kubernetes resource.
+    """
+    config = validated(read(stack, project_dir))
+    platform = config.platform_stack if isinstance(config, TeamStackConfig) else f"organization/{PROJECT}/{stack}"
+    kubeconfig = outputs_of(platform).get(KUBECONFIG)
+    if not kubeconfig:
+        if isinstance(config, TeamStackConfig):
+            return False, (f"{config.platform_stack_name} is not deployed yet: {stack} is previewed once "
+                           f"{config.platform_stack_name} is deployed (a push to main deploys it first)")
+        return False, f"{stack} is not deployed yet: its preview creates the cluster"
+    try:
+        HttpApi(load_kubeconfig(str(kubeconfig))).request("GET", "/api/v1/namespaces?limit=1")
+    except (ApiError, OSError, subprocess.CalledProcessError) as exc:
+        raise ConfigError(
+            f"{stack}: the Kubernetes API of the deployed {platform} did not answer a read by this job's "
+            f"credentials ({exc}); a preview without it checks no Kubernetes resource. Give the preview role "
+            f"view access ({PROJECT}:cluster.viewRoleArns on EKS, or readRoleArns for the read role on main; "
+            f"roles/container.viewer on GKE) and check that "
+            f"{stack_file(stack)}'s {PROJECT}:deployer reaches the API") from None
+    return True, f"{platform}'s Kubernetes API answers"
+
+
+def stale_deploy(ref: str, sha: str, main_head: str) -> str | None:
+    """Why this run must not deploy (None when it may): only main's head is deployed."""
+    if ref != "refs/heads/main":
+        return f"stacks deploy only from main, not from {ref}"
+    if sha != main_head:
+        return (f"{sha} is no longer the head of main ({main_head} is): a re-run of an old run would deploy old "
+                f"code over newer; the run of {main_head} deploys it")
+    return None
+
+
+def last_deploy(history: list[dict[str, Any]]) -> tuple[str, bool]:
+    """The commit of the newest successful update in `pulumi stack history --json`, and whether it changed
+    a resource; ("", False) when the stack has none."""
+    for update in history:
+        if update.get("kind") == "update" and update.get("result") == "succeeded":
+            changes = update.get("resourceChanges") or {}
+            changed = any(count for op, count in changes.items() if op != "same")
+            return str((update.get("environment") or {}).get("git.head", "")), changed
+    return "", False
+
+
 def main(argv: list[str] | None = None, project_dir: Path = PROJECT_DIR) -> int:
     parser = argparse.ArgumentParser(prog="python -m synth.delivery", description=(__doc__ or '').splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("stacks", help="the stacks CI operates, as GitHub Actions outputs")
     deployable = commands.add_parser("deployable", help="refuse a stack that is not ready for a real deploy")
     deployable.add_argument("stack")
+    reach = commands.add_parser("reachable", help="is the stack's cluster deployed, and does its API answer")
+    reach.add_argument("stack")
     changed = commands.add_parser("changed", help="the stacks a pull request changes (from make review)")
     changed.add_argument("preview", type=Path)
+    head = commands.add_parser("head-of-main", help="refuse a deploy of anything but main's head")
+    head.add_argument("main_head", help="the commit main points to now")
+    history = commands.add_parser("last-deploy", help="the commit of the last update and whether it changed anything")
+    history.add_argument("history", type=Path, help="what `pulumi stack history --json` printed")
     args = parser.parse_args(argv)
+    if args.command == "head-of-main":
+        reason = stale_deploy(os.environ.get("GITHUB_REF", ""), os.environ.get("GITHUB_SHA", ""), args.main_head)
+        print(f"error: {reason}" if reason else f"{args.main_head} is the head of main", file=sys.stderr)
+        return 1 if reason else 0
+    if args.command == "last-deploy":
+        commit, changed_anything = last_deploy(json.loads(args.history.read_text() or "[]"))
+        print(f"commit={commit}")
+        print(f"changed={json.dumps(changed_anything)}")
+        return 0
     try:
         if args.command == "stacks":
-            stacks = ci_stacks(project_dir)
-            platforms = [{"stack": s.stack, "runner": s.runner, "cloud": s.cloud} for s in stacks if not s.platform]
-            teams = [{"stack": s.stack, "runner": s.runner, "cloud": s.cloud, "platform": s.platform}
-                     for s in stacks if s.platform]
-            print(f"platforms={json.dumps(platforms)}")
-            print(f"teams={json.dumps(teams)}")
-            print(f"all={json.dumps(platforms + teams)}")
-            print(f"runners={json.dumps({s.stack: s.runner for s in stacks})}")
+            for name, jobs in workflow_outputs(ci_stacks(project_dir)).items():
+                print(f"{name}={json.dumps(jobs)}")
             return 0
         if args.command == "changed":
             print(f"changed={json.dumps(changed_stacks(args.preview.read_text()))}")
+            return 0
+        if args.command == "reachable":
+            deployed, note = reachable(args.stack, project_dir)
+            print(note, file=sys.stderr)
+            print(f"deployed={json.dumps(deployed)}")
+            print(f"note={note}")
             return 0
         file = read(args.stack, project_dir)
         check(args.stack, project_dir)

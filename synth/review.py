@@ -18,6 +18,11 @@ from synth.diff import StackDiff, plan_diff, rendered_diff, synthesize_revisions
 from synth.engine import HELM_RELEASE
 
 CHANGED_MARKER = "<!-- changed stacks: "
+# The first line of our pull-request comment: the workflow edits the comment that starts with it, never the
+# preview comments pulumi/actions posts as the same bot (each starts with its own heading).
+COMMENT_MARKER = "<!-- mlplatform offline preview -->"
+# GitHub refuses a comment body over 65,536 characters; room is left for the note that says what was cut.
+COMMENT_LIMIT = 65_000
 
 
 def _outputs(plan: dict[str, Any]) -> PlatformOutputs | None:
@@ -104,7 +109,7 @@ def stack_section(stack: str, before: dict[str, Any] | str | None, after: dict[s
 def review(base: str, stacks: list[str], head: Path = PROJECT_DIR) -> str:
     revisions = synthesize_revisions(base, stacks, head)
     before, after = revisions.before, revisions.after
-    lines = [f"## Offline preview against `{base}`", "",
+    lines = [COMMENT_MARKER, f"## Offline preview against `{base}`", "",
              "Replacements and deletions first, then GPU capacity, team quotas, chart bumps and policy results; "
              "every change is folded under each stack.", ""]
     changed = {stack for stack in after.keys() & before.keys() if changes(before[stack], after[stack])}
@@ -119,6 +124,28 @@ def review(base: str, stacks: list[str], head: Path = PROJECT_DIR) -> str:
     # For the workflow (the team previews' note), invisible on the pull request.
     lines.append(f"{CHANGED_MARKER}{json.dumps(sorted(changed))} -->")
     return "\n".join(lines)
+
+
+def comment(text: str, limit: int = COMMENT_LIMIT) -> str:
+    """The review cut to fit one pull-request comment: whole lines, open code blocks and folds closed, a note
+    where it stops, and the changed-stacks marker kept."""
+    if len(text) <= limit:
+        return text
+    marker = next((line for line in text.splitlines() if line.startswith(CHANGED_MARKER)), "")
+    note = ("", "**The preview is cut here to fit a comment**: the whole of it is in the job summary, or run "
+                  "`make review` locally.", marker)
+    budget = limit - len("\n".join(note)) - len("\n```\n</details>") * 8
+    kept: list[str] = []
+    size = 0
+    for line in text.splitlines():
+        if size + len(line) + 1 > budget:
+            break
+        kept.append(line)
+        size += len(line) + 1
+    if sum(line.startswith("```") for line in kept) % 2:
+        kept.append("```")
+    opened = sum(line.startswith("<details>") for line in kept) - sum(line == "</details>" for line in kept)
+    return "\n".join([*kept, *["</details>"] * opened, *note])
 
 
 def changes(before: dict[str, Any] | str, after: dict[str, Any] | str) -> bool:
@@ -140,8 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m synth.review", description=(__doc__ or '').splitlines()[0])
     parser.add_argument("stacks", nargs="*", help="the stacks to review (default: every stack)")
     parser.add_argument("--base", required=True, help="the git revision the pull request goes into")
+    parser.add_argument("--comment", type=Path, help="also write the review, cut to fit a pull-request comment, here")
     args = parser.parse_args(argv)
-    print(review(args.base, args.stacks))
+    text = review(args.base, args.stacks)
+    if args.comment:
+        args.comment.write_text(comment(text))
+    print(text)
     return 0
 
 

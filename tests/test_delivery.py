@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ from clouds.gke.cluster import GkeCluster, _dns_endpoint as gke_dns_endpoint, ku
 from core.deployer import Deployer
 from clouds.eks.config import EksClusterConfig
 from config.errors import ConfigError
+from config.models import PlatformConfig
 from clouds.gke.config import GkeClusterConfig
 from synth import PROJECT_DIR, delivery
+from synth.stackfile import available_stacks
 from tests.conftest import run_component
 
 HOSTED = Deployer()
@@ -120,7 +123,7 @@ def test_a_team_stacks_deployer_must_reach_its_platforms_api(tmp_path):
 
 
 def test_every_stack_in_the_repo_is_reachable_by_its_deployer():
-    for stack in ("local", "dev", "prod", "gcp-dev", "team-vision"):
+    for stack in available_stacks(PROJECT_DIR):
         delivery.check(stack)
 
 
@@ -170,24 +173,143 @@ def test_secrets_that_ci_could_not_decrypt_the_same_way_each_run_are_refused(doc
     assert problem in message
 
 
-def test_ci_operates_the_cloud_stacks_and_their_team_stacks_in_order():
+def ready(name: str, operate: bool = True) -> dict[str, Any]:
+    """A repo stack file with its placeholders replaced and its data key committed, opting in (or not) to CI."""
+    text = yaml.safe_dump(repo_stack(name))
+    for placeholder, real in (("111122223333", "210987654322"), ("203.0.113.0/24", "100.64.0.0/24"),
+                              ("198.51.100.16/28", "100.64.1.0/28"), ("sg-0123456789abcdef0", "sg-0a1b2c3d4e5f60718"),
+                              ("my-ml-platform-dev", "acme-ml-platform-dev"), ("123456789012", "210987654322"),
+                              ("example.com", "acme.io")):
+        text = text.replace(placeholder, real)
+    document = yaml.safe_load(text) | {"encryptedkey": "AQICAHh...ciphertext"}
+    document["config"].setdefault("mlplatform:deployer", {})["operate"] = operate
+    return document
+
+
+def test_ci_operates_only_the_stacks_whose_file_opts_in():
+    """The example stacks opt in to nothing: CI previews and deploys no stack nobody set up."""
     stacks = delivery.ci_stacks()
-    assert [(s.stack, s.cloud, s.platform) for s in stacks] == [
-        ("dev", "aws", ""), ("gcp-dev", "gcp", ""), ("prod", "aws", ""), ("team-vision", "aws", "dev")]
-    runners = {s.stack: s.runner for s in stacks}
-    assert runners["prod"][0] == "self-hosted" and runners["gcp-dev"] == ["ubuntu-24.04"]
+    assert all(delivery.validated(delivery.read(s.stack)).deployer.operate for s in stacks)
+    assert {"prod", "gcp-dev"}.isdisjoint(s.stack for s in stacks)
+
+
+def test_the_stacks_that_opt_in_are_previewed_and_deployed_in_order_prod_last(tmp_path):
+    root = project(tmp_path, {"dev": ready("dev"), "prod": ready("prod"), "gcp-dev": ready("gcp-dev", operate=False),
+                              "team-vision": ready("team-vision"), "local": repo_stack("local")})
+    stacks = delivery.ci_stacks(root)
+    assert [(s.stack, s.cloud, s.platform, s.prod) for s in stacks] == [
+        ("dev", "aws", "", False), ("prod", "aws", "", True), ("team-vision", "aws", "dev", False)]
+    jobs = delivery.workflow_outputs(stacks)
+    # Pull requests preview (and main deploys first) what is outside prod; prod comes after, previewed on main.
+    assert jobs["platforms"] == [{"stack": "dev", "runner": ["mlplatform-static-egress"], "cloud": "aws"}]
+    assert jobs["teams"] == [{"stack": "team-vision", "runner": ["mlplatform-static-egress"], "cloud": "aws",
+                              "platform": "dev"}]
+    assert [j["stack"] for j in jobs["prod-platforms"]] == ["prod"] and jobs["prod-teams"] == []
+    assert jobs["prod-platforms"][0]["runner"] == ["self-hosted", "linux", "x64", "ml-prod"]
+    assert [j["stack"] for j in jobs["all"]] == ["dev", "prod", "team-vision"]
+
+
+@pytest.mark.parametrize("stacks, problem", [
+    # The repository's own dev, placeholders and all.
+    ({"dev": "repo"}, "Pulumi.dev.yaml sets mlplatform:deployer.operate, but:\n    Pulumi.dev.yaml: "
+                      "mlplatform:cluster.adminRoleArns[0]: 111122223333 is an example AWS account ID"),
+    ({"dev": "no key"}, "secretsprovider awskms://alias/mlplatform-dev-pulumi?region=us-east-1 has no encryptedkey"),
+    ({"dev": "off", "team-vision": "ready"}, "its platform stack dev is not operated by CI"),
+    ({"local": "ready"}, "CI does not deploy a kind cluster"),
+])
+def test_a_stack_that_opts_in_before_it_is_ready_stops_ci_naming_what_to_fix(tmp_path, stacks, problem):
+    documents = {}
+    for name, state in stacks.items():
+        document = ready(name, operate=state != "off") if name != "local" else repo_stack("local")
+        if state == "repo":
+            document = repo_stack(name)
+            document["config"]["mlplatform:deployer"]["operate"] = True
+        if state == "no key":
+            del document["encryptedkey"]
+        if name == "local":
+            document["config"]["mlplatform:deployer"] = {"operate": True}
+            document["encryptionsalt"] = "v1:salt"
+        documents[name] = document
+    root = project(tmp_path, documents)
+    with pytest.raises(ConfigError, match="stacks that ask CI to operate them are not ready") as refusal:
+        delivery.ci_stacks(root)
+    assert problem in str(refusal.value)
+    assert delivery.main(["stacks"], root) == 2
 
 
 def test_every_stack_file_names_a_secrets_provider_ci_can_use():
     ci = {s.stack for s in delivery.ci_stacks()}
-    for stack in ("local", "dev", "prod", "gcp-dev", "team-vision"):
-        provider = delivery.read(stack).secrets_provider
-        assert "secretsprovider" in delivery.read(stack).document, stack
-        if stack in ci:
-            assert provider.startswith(delivery.CLOUD_SECRETS_PROVIDERS), (stack, provider)
+    for stack in available_stacks(PROJECT_DIR):
+        file = delivery.read(stack)
+        assert "secretsprovider" in file.document, stack
+        config = delivery.validated(file)
+        cluster = config.cluster if isinstance(config, PlatformConfig) else delivery._platform_of(config, PROJECT_DIR).cluster
+        if cluster.ci_secrets_providers:
+            assert file.secrets_provider.startswith(cluster.ci_secrets_providers), (stack, file.secrets_provider)
         else:
-            assert provider == "passphrase"  # a laptop stack, never in CI's backend
-    assert delivery.read("gcp-dev").secrets_provider.startswith("gcpkms://")
+            assert stack not in ci and file.secrets_provider == "passphrase"  # a laptop stack, never in CI
+
+
+# ---- before a preview: is the cluster there, and does it answer? ------------------------------------------
+
+def test_a_team_stacks_preview_before_its_platform_is_deployed_says_so(tmp_path):
+    root = project(tmp_path, {"dev": ready("dev"), "team-vision": ready("team-vision")})
+    asked = []
+
+    def outputs(stack: str) -> dict[str, Any]:
+        asked.append(stack)
+        return {}  # what `pulumi stack output --json` prints for a stack created but never deployed
+
+    assert delivery.reachable("team-vision", root, outputs) == (
+        False, "dev is not deployed yet: team-vision is previewed once dev is deployed (a push to main deploys it "
+               "first)")
+    assert asked == ["organization/mlplatform/dev"]
+    assert delivery.reachable("dev", root, outputs)[0] is False
+
+
+def test_the_preview_of_a_deployed_stack_fails_when_its_cluster_does_not_answer(tmp_path):
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on: the cluster is deployed, its API unreachable
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    kubeconfig = yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "ml-dev",
+        "clusters": [{"name": "ml-dev", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
+        "contexts": [{"name": "ml-dev", "context": {"cluster": "ml-dev", "user": "ml-dev"}}],
+        "users": [{"name": "ml-dev", "user": {"token": "t"}}]})
+    root = project(tmp_path, {"dev": ready("dev"), "team-vision": ready("team-vision")})
+    for stack in ("dev", "team-vision"):
+        with pytest.raises(ConfigError, match=rf"^{stack}: the Kubernetes API of the deployed organization/mlplatform/"
+                                              r"dev did not answer .* Give the preview role view access"):
+            delivery.reachable(stack, root, lambda _: {"kubeconfig": kubeconfig})
+
+
+# ---- the deploy job's guards ------------------------------------------------------------------------------
+
+def test_a_deploy_runs_only_for_the_head_of_main(monkeypatch):
+    head = "a" * 40
+    assert delivery.stale_deploy("refs/heads/main", head, head) is None
+    assert "no longer the head of main" in delivery.stale_deploy("refs/heads/main", "b" * 40, head)
+    assert "only from main, not from refs/heads/topic" in delivery.stale_deploy("refs/heads/topic", head, head)
+    monkeypatch.setenv("GITHUB_REF", "refs/heads/main")
+    monkeypatch.setenv("GITHUB_SHA", "b" * 40)  # a re-run of an old run
+    assert delivery.main(["head-of-main", head]) == 1
+
+
+def test_the_last_deploy_is_the_newest_successful_update_and_says_whether_it_changed_anything(tmp_path, capsys):
+    history = [
+        {"kind": "refresh", "result": "succeeded", "environment": {"git.head": "r" * 40}},
+        {"kind": "update", "result": "failed", "environment": {"git.head": "f" * 40}},
+        {"kind": "update", "result": "succeeded", "resourceChanges": {"same": 41, "update": 1},
+         "environment": {"git.head": "d" * 40}},
+    ]
+    assert delivery.last_deploy(history) == ("d" * 40, True)
+    assert delivery.last_deploy([history[2] | {"resourceChanges": {"same": 42}}]) == ("d" * 40, False)
+    assert delivery.last_deploy([]) == ("", False)
+    (tmp_path / "history.json").write_text(json.dumps(history))
+    assert delivery.main(["last-deploy", str(tmp_path / "history.json")]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"commit={'d' * 40}", "changed=true"]
 
 
 # ---- what the clusters declare for it -------------------------------------------------------------------
@@ -298,3 +420,35 @@ def test_a_team_stacks_section_says_when_the_pull_request_also_changes_its_platf
     # Outputs alone changed (what team stacks read): the workflow's team previews learn it from the marker.
     assert delivery.changed_stacks(text) == ["dev"]
     assert delivery.changed_stacks("no marker") == []
+
+
+def test_our_comment_starts_with_its_marker_and_fits_github_with_the_changed_stacks_kept():
+    from synth import review
+
+    lead = [review.COMMENT_MARKER, "## Offline preview", "", "### dev", "", "```diff", "- DELETE  x y", "```", ""]
+    fold = ["<details><summary>big</summary>", "", "```", *[f"+ create resource-{i:06d}" for i in range(20000)]]
+    text = "\n".join([*lead, *fold, "```", "</details>", f'{review.CHANGED_MARKER}["dev"] -->'])
+    body = review.comment(text)
+    assert len(text) > 65_536 >= len(body)
+    assert body.startswith(review.COMMENT_MARKER + "\n")
+    assert body.count("```") % 2 == 0 and body.count("<details>") == body.count("</details>")
+    assert "cut here to fit a comment" in body and "- DELETE  x y" in body
+    assert delivery.changed_stacks(body) == ["dev"]
+    assert review.comment("short") == "short"
+
+
+def test_preview_and_read_roles_look_at_eks_and_change_nothing():
+    from tests.conftest import aws_cluster, synth_with
+
+    viewer, reader = "arn:aws:iam::210987654321:role/mlplatform-preview", "arn:aws:iam::210987654321:role/mlplatform-read"
+    synthesis = synth_with(cluster=aws_cluster(viewRoleArns=[viewer], readRoleArns=[reader]))
+    policies = {a.inputs["principalArn"]: a.inputs["policyArn"].rsplit("/", 1)[1]
+                for a in synthesis.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")}
+    # Pull-request code sees no Secrets; the drift refresh on main reads Helm's release Secrets and custom resources.
+    assert (policies[viewer], policies[reader]) == ("AmazonEKSViewPolicy", "AmazonEKSAdminViewPolicy")
+    entries = {e.inputs["principalArn"] for e in synthesis.of_type("aws:eks/accessEntry:AccessEntry")}
+    assert {viewer, reader} <= entries
+    for twice in ({"viewRoleArns": ["arn:aws:iam::111122223333:role/deployer"]},
+                  {"viewRoleArns": [viewer], "readRoleArns": [viewer]}):
+        with pytest.raises(ConfigError, match="is in (adminRoleArns|viewRoleArns) already"):
+            synth_with(cluster=aws_cluster(**twice))

@@ -23,6 +23,10 @@ from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, EKS_SYSTEM_AMI
 from clouds.eks.config import EksClusterConfig
 
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+# Read access to the built-in API groups, Secrets and custom resources excepted; and read access to everything,
+# Secrets included (EKS user guide, "Review access policy permissions").
+CLUSTER_VIEW_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"
+CLUSTER_ADMIN_VIEW_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminViewPolicy"
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 
 
@@ -169,6 +173,17 @@ class EksCluster(pulumi.ComponentResource):
                 policy_arn=CLUSTER_ADMIN_POLICY,
                 access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
                 opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[entry]))))
+        # CI's roles that read and change nothing: pull-request previews (view), and code on main whose drift
+        # refresh reads every object the stack owns, custom resources and Helm's release Secrets included.
+        for kind, policy, roles in (("view", CLUSTER_VIEW_POLICY, spec.view_role_arns),
+                                    ("read", CLUSTER_ADMIN_VIEW_POLICY, spec.read_role_arns)):
+            for index, role_arn in enumerate(roles):
+                entry = aws.eks.AccessEntry(f"{name}-{kind}-{index}", cluster_name=cluster.name,
+                                            principal_arn=role_arn, type="STANDARD", opts=child)
+                aws.eks.AccessPolicyAssociation(
+                    f"{name}-{kind}-{index}", cluster_name=cluster.name, principal_arn=role_arn, policy_arn=policy,
+                    access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                    opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[entry])))
 
         addon_versions = EKS_ADDON_VERSIONS[spec.kubernetes_version]
 

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Annotated, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, KUBERNETES_VERSION
@@ -274,6 +274,12 @@ class EksClusterConfig(GpuPools, Model):
     # IAM roles that administer the cluster (EKS access entries with the cluster admin policy). The role that
     # runs `pulumi up` must be one of them: the cluster grants its creator nothing by itself.
     admin_role_arns: Annotated[list[RoleArn], unique_items("role")] = Field(min_length=1)
+    # IAM roles that may look at the cluster and change nothing (EKS access entries): viewRoleArns get
+    # AmazonEKSViewPolicy (built-in objects, no Secrets: CI's pull-request preview role), readRoleArns
+    # AmazonEKSAdminViewPolicy (every object, Secrets included: CI's read role on main, whose drift refresh reads
+    # the custom resources and Helm's release Secrets the stack owns).
+    view_role_arns: Annotated[list[RoleArn], unique_items("role")] = []
+    read_role_arns: Annotated[list[RoleArn], unique_items("role")] = []
     system_pool: EksSystemPool = EksSystemPool()
     gpu_pools: list[EksGpuPool] = []
     # Days the control plane's logs are kept in CloudWatch.
@@ -284,6 +290,16 @@ class EksClusterConfig(GpuPools, Model):
     # The account's EC2 Spot service-linked role; without it spot launches fail in a new account. One per
     # account: turn it off where the account already has it (creating it again fails).
     spot_service_linked_role: bool = True
+
+    @field_validator("view_role_arns", "read_role_arns")
+    @classmethod
+    def _one_entry_per_role(cls, roles: list[str], info: ValidationInfo) -> list[str]:
+        # EKS takes one access entry per principal.
+        for other in ("admin_role_arns", "view_role_arns"):
+            if other != info.field_name and (both := sorted(set(roles) & set(info.data.get(other, [])))):
+                raise ValueError(f"{', '.join(both)} is in {to_camel(other)} already (EKS takes one access entry "
+                                 "per role); list it once")
+        return roles
 
     @field_validator("availability_zones")
     @classmethod
