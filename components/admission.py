@@ -15,6 +15,7 @@ from typing import Literal
 import pulumi
 import pulumi_kubernetes as k8s
 from pulumi_kubernetes.admissionregistration.v1 import (
+    MatchConditionArgs,
     MatchResourcesArgs,
     NamedRuleWithOperationsArgs,
     ValidatingAdmissionPolicyBindingSpecArgs,
@@ -25,13 +26,34 @@ from pulumi_kubernetes.admissionregistration.v1 import (
 from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, LabelSelectorRequirementArgs, ObjectMetaArgs
 from pulumi_kubernetes.rbac.v1 import PolicyRuleArgs
 
-from core.vocabulary import DEFAULT_LOCAL_QUEUE, GPU_TAINT, ML_PRIORITY_CLASSES, POOL_LABEL, TEAM_LABEL
+from core.vocabulary import (DEFAULT_LOCAL_QUEUE, GPU_TAINT, KUEUE_NAMESPACE, KUEUE_SERVICE_ACCOUNT,
+                             ML_PRIORITY_CLASSES, POOL_LABEL, TEAM_LABEL)
 from core.handle import ClusterHandle
 from config.queues import QueueLayout
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# The scheduling gate Kueue puts on every pod it manages and removes when the pod's workload is admitted.
+KUEUE_GATE = "kueue.x-k8s.io/admission"
+# Who Kueue is to the API server: its chart's controller-manager ServiceAccount.
+KUEUE_USER = f"system:serviceaccount:{KUEUE_NAMESPACE}:{KUEUE_SERVICE_ACCOUNT}"
 # A CEL predicate on a resource name `r`: whole GPUs, renamed time-sliced shares, MIG slices.
 _IS_GPU = "(r == 'nvidia.com/gpu' || r.startsWith('nvidia.com/gpu.') || r.startsWith('nvidia.com/mig-'))"
+# Environment variables by which NVIDIA's container toolkit hands a container devices or driver features
+# (nvidia-container-toolkit internal/config/image: NVIDIA_VISIBLE_DEVICES and the variables that select GPUs,
+# MIG control devices and IMEX channels, and the driver capabilities mounted with them). Under the device
+# plugin's `envvar` strategy a container that sets NVIDIA_VISIBLE_DEVICES=all sees every GPU of its node.
+NVIDIA_DEVICE_ENV = ("NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "NVIDIA_MIG_CONFIG_DEVICES",
+                     "NVIDIA_MIG_MONITOR_DEVICES", "NVIDIA_IMEX_CHANNELS")
+# Pod-spec fields an UPDATE may change that decide where a pod runs, with the value their absence means. A
+# gated pod may gain nodeSelector and affinity terms and lose gates, any pod may gain tolerations, and a
+# suspended Job's template may change them all (Kubernetes' pod and Job update validation).
+SCHEDULING_FIELDS = (("tolerations", "[]"), ("nodeSelector", "{}"), ("affinity", "{}"), ("schedulingGates", "[]"))
+
+
+def _positive_gpus(resources: str) -> str:
+    """A CEL predicate: the resource map asks for at least one GPU. The API server hands a policy quantities in
+    canonical form, and refuses fractional or negative extended resources, so zero is always '0'."""
+    return f"{resources}.exists(r, {_IS_GPU} && string({resources}[r]) != '0')"
 
 
 def _cel(value: object) -> str:
@@ -61,20 +83,58 @@ class Policy:
     checks: tuple[Check, ...]
 
 
+def _scheduling_changed() -> str:
+    """A CEL predicate on an UPDATE: a scheduling field of the pod, or of the Job's pod template, changes."""
+    def differs(spec: str) -> str:
+        return " || ".join(f"(has(object.{spec}.{f}) ? object.{spec}.{f} : {empty}) != "
+                           f"(has(oldObject.{spec}.{f}) ? oldObject.{spec}.{f} : {empty})"
+                           for f, empty in SCHEDULING_FIELDS)
+    return f"has(object.spec.template) ? ({differs('spec.template.spec')}) : ({differs('spec')})"
+
+
+def workload_match_conditions() -> list[tuple[str, str]]:
+    """When the workload policies judge a request: every CREATE; an ephemeral container added to a pod; an
+    UPDATE that moves a pod (or a Job's pods) elsewhere, unless Kueue makes it (it ungates pods and injects
+    its flavors' node selectors, and must never be held up). Status updates and other edits are not judged.
+    `subResource` is absent from the request of a main resource, hence has()."""
+    return [("create-ephemeral-or-scheduling-update",
+             "request.operation == 'CREATE' || "
+             "(has(request.subResource) && request.subResource == 'ephemeralcontainers') || "
+             f"(request.operation == 'UPDATE' && request.userInfo.username != {_cel(KUEUE_USER)} && "
+             f"({_scheduling_changed()}))")]
+
+
 def policy_variables(layout: QueueLayout, system_node_selector: Mapping[str, str]) -> list[tuple[str, str]]:
     """Named expressions every policy shares: the pod spec of a Pod or a Job, its GPU containers, its team."""
     largest = {layout.pools[p].resource: 0 for p in layout.pools}
     for pool in layout.pools.values():
         largest[pool.resource] = max(largest[pool.resource], pool.node_gpus)
+    username = "request.userInfo.username"
     return [
         # A Job's pods are its template's; told apart by shape, which needs no apiVersion or kind in the object.
         ("spec", "has(object.spec.template) ? object.spec.template.spec : object.spec"),
         ("containers", "variables.spec.containers + "
-                       "(has(variables.spec.initContainers) ? variables.spec.initContainers : [])"),
+                       "(has(variables.spec.initContainers) ? variables.spec.initContainers : []) + "
+                       "(has(variables.spec.ephemeralContainers) ? variables.spec.ephemeralContainers : [])"),
+        # Containers asking for at least one GPU: a zero request reserves no GPU and makes no GPU work.
         ("gpuContainers", "variables.containers.filter(c, has(c.resources) && "
-                          f"((has(c.resources.limits) && c.resources.limits.exists(r, {_IS_GPU})) || "
-                          f"(has(c.resources.requests) && c.resources.requests.exists(r, {_IS_GPU}))))"),
+                          f"((has(c.resources.limits) && {_positive_gpus('c.resources.limits')}) || "
+                          f"(has(c.resources.requests) && {_positive_gpus('c.resources.requests')})))"),
         ("requestsGpu", "size(variables.gpuContainers) > 0"),
+        # A controller made this request: a ServiceAccount outside the object's namespace (the job controller
+        # in kube-system, JobSet's, an operator's), or the controller manager running with its own credentials.
+        # Team members and their namespaces' ServiceAccounts are never that.
+        ("controllerRequest", f"{username} == 'system:kube-controller-manager' || "
+                              f"({username}.startsWith('system:serviceaccount:') && "
+                              f"!{username}.startsWith('system:serviceaccount:' + request.namespace + ':'))"),
+        # Owned by a controller that went through the queue (a Job's pods, a JobSet's Jobs): an owner reference
+        # anyone may write, so it counts when a controller creates the object, or when an update keeps the
+        # owners the object was admitted with.
+        ("controllerOwned", "has(object.metadata.ownerReferences) && "
+                            "object.metadata.ownerReferences.exists(o, has(o.controller) && o.controller) && "
+                            "(request.operation == 'UPDATE' ? (has(oldObject.metadata.ownerReferences) && "
+                            "oldObject.metadata.ownerReferences == object.metadata.ownerReferences) : "
+                            "variables.controllerRequest)"),
         ("labels", "has(object.metadata.labels) ? object.metadata.labels : {}"),
         ("team", f"has(namespaceObject.metadata.labels) && {_cel(TEAM_LABEL)} in namespaceObject.metadata.labels "
                  f"? namespaceObject.metadata.labels[{_cel(TEAM_LABEL)}] : ''"),
@@ -112,19 +172,30 @@ def team_policies(layout: QueueLayout) -> list[Policy]:
             "A container asks for GPUs in resources.requests without the same number in resources.limits. GPUs "
             "are never shared beyond what they advertise: set the GPUs in resources.limits (requests then "
             "default to them), or make requests equal limits."),)),
-        Policy("gpu-work-through-team-queue", (Check(
-            # What a controller owns (a Job's pods, a JobSet's Jobs) went through the queue as its owner.
-            "!variables.requestsGpu || (has(object.metadata.ownerReferences) && "
-            "object.metadata.ownerReferences.exists(o, has(o.controller) && o.controller)) || "
-            f"({_cel(QUEUE_LABEL)} in variables.labels && variables.labels[{_cel(QUEUE_LABEL)}] in "
-            f"[variables.team, {_cel(DEFAULT_LOCAL_QUEUE)}])",
-            f"GPU work in a team namespace goes through the team's Kueue queue: label it {QUEUE_LABEL}: "
-            f"<team> (or leave the label off for the namespace's {DEFAULT_LOCAL_QUEUE!r} queue), or run it as a "
-            "Job whose pods the queue admits.",
-            # string(): a messageExpression must be typed string, and variables are dyn.
-            f"'GPU work in a team namespace goes through the team\\'s Kueue queue: label it {QUEUE_LABEL}: ' + "
-            f"string(variables.team) + ' (or leave the label off for the namespace\\'s {DEFAULT_LOCAL_QUEUE} queue), "
-            "or run it as a Job whose pods the queue admits.'"),)),
+        Policy("gpu-work-through-team-queue", (
+            Check(
+                # What a controller owns (a Job's pods, a JobSet's Jobs) went through the queue as its owner;
+                # an owner reference written by a team member proves nothing (Kueue skips such a pod too).
+                "!variables.requestsGpu || variables.controllerOwned || "
+                f"({_cel(QUEUE_LABEL)} in variables.labels && variables.labels[{_cel(QUEUE_LABEL)}] in "
+                f"[variables.team, {_cel(DEFAULT_LOCAL_QUEUE)}])",
+                f"GPU work in a team namespace goes through the team's Kueue queue: label it {QUEUE_LABEL}: "
+                f"<team> (or leave the label off for the namespace's {DEFAULT_LOCAL_QUEUE!r} queue), or run it as "
+                "a Job whose pods the queue admits. An owner reference counts only on what a controller creates.",
+                # string(): a messageExpression must be typed string, and variables are dyn.
+                f"'GPU work in a team namespace goes through the team\\'s Kueue queue: label it {QUEUE_LABEL}: ' "
+                f"+ string(variables.team) + ' (or leave the label off for the namespace\\'s {DEFAULT_LOCAL_QUEUE} "
+                "queue), or run it as a Job whose pods the queue admits. An owner reference counts only on what "
+                "a controller creates.'"),
+            Check(
+                # Kueue removes its gate when it admits the pod; its own updates are never judged.
+                f"has(object.spec.template) || request.operation != 'UPDATE' || "
+                f"!has(oldObject.spec.schedulingGates) || !oldObject.spec.schedulingGates.exists(g, "
+                f"g.name == {_cel(KUEUE_GATE)}) || (has(object.spec.schedulingGates) && "
+                f"object.spec.schedulingGates.exists(g, g.name == {_cel(KUEUE_GATE)}))",
+                f"The scheduling gate {KUEUE_GATE} is Kueue's: it removes it when the team's queue admits the "
+                "pod. Leave it in spec.schedulingGates; the pod starts once its queue has room."),
+        )),
         Policy("team-pools-only", (
             Check("!has(variables.spec.nodeName)",
                   "spec.nodeName puts a pod on a node past the scheduler, the GPU taint and the team's queue. "
@@ -148,6 +219,11 @@ def team_policies(layout: QueueLayout) -> list[Policy]:
             f"A container asks for more GPUs than any node offers, or a GPU resource no pool has (largest "
             f"nodes: {largest}), so it could never be scheduled. Ask for at most that many per pod and spread "
             "larger work over several pods (a Job with parallelism, a JobSet)."),)),
+        Policy("no-gpu-device-env", (Check(
+            f"variables.containers.all(c, !has(c.env) || c.env.all(e, !(e.name in {_cel(list(NVIDIA_DEVICE_ENV))})))",
+            f"A container sets {', '.join(NVIDIA_DEVICE_ENV)}: NVIDIA's container runtime would read it to hand "
+            "the container GPUs or driver features beyond what the pod asked for. Remove it and ask for GPUs in "
+            "resources.limits (nvidia.com/gpu: 1); the device plugin then sets what the container needs."),)),
         Policy("team-priority-classes", (Check(
             f"!has(variables.spec.priorityClassName) || variables.spec.priorityClassName in {_cel(priority_classes)}",
             f"Team workloads use the ML priority classes ({', '.join(priority_classes)}); the system-* classes "
@@ -181,12 +257,16 @@ class TeamAdmission(pulumi.ComponentResource):
                 spec=ValidatingAdmissionPolicySpecArgs(
                     failure_policy="Fail",
                     # Pods, and Jobs too so that a bad Job is refused when it is submitted rather than when its
-                    # pods are; CREATE only, so that Kueue's own updates (admission, preemption) are never held.
+                    # pods are; updates only as the match conditions say, so that Kueue's own updates
+                    # (admission, preemption) are never held.
                     match_constraints=MatchResourcesArgs(resource_rules=[
-                        NamedRuleWithOperationsArgs(api_groups=[""], api_versions=["v1"], operations=["CREATE"],
-                                                    resources=["pods"]),
+                        NamedRuleWithOperationsArgs(api_groups=[""], api_versions=["v1"],
+                                                    operations=["CREATE", "UPDATE"],
+                                                    resources=["pods", "pods/ephemeralcontainers"]),
                         NamedRuleWithOperationsArgs(api_groups=["batch"], api_versions=["v1"],
-                                                    operations=["CREATE"], resources=["jobs"])]),
+                                                    operations=["CREATE", "UPDATE"], resources=["jobs"])]),
+                    match_conditions=[MatchConditionArgs(name=n, expression=e)
+                                      for n, e in workload_match_conditions()],
                     variables=variables,
                     validations=[ValidationArgs(expression=c.expression, message=c.message,
                                                 message_expression=c.message_expression)

@@ -55,6 +55,9 @@ SHARED_GPU_RESOURCE = "nvidia.com/gpu.shared"
 DEVICE_PLUGIN_NAMESPACE = "nvidia-device-plugin"
 FAKE_GPU_NAMESPACE = "gpu-operator"
 KUEUE_NAMESPACE = "kueue-system"
+# The ServiceAccount Kueue's controller runs as: `<fullname>-controller-manager` in the Kueue chart
+# (templates/manager/manager.yaml), its fullname being "kueue" for the release "kueue".
+KUEUE_SERVICE_ACCOUNT = "kueue-controller-manager"
 PLATFORM_NAMESPACES = (DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, KUEUE_NAMESPACE)
 
 KUEUE_API = "kueue.x-k8s.io/v1beta2"

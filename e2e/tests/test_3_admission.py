@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from components.admission import QUEUE_LABEL
+from components.admission import KUEUE_GATE, KUEUE_USER, QUEUE_LABEL
 from core.vocabulary import GPU_TAINT, POOL_LABEL, TEAM_LABEL
 from e2e.cluster import ApiError
 from e2e.lifecycle import Platform
 
 POLICIES = ("gpu-nodes-for-gpu-work", "gpu-limits-equal-requests", "gpu-work-through-team-queue", "team-pools-only",
-            "gpu-request-fits-a-node", "team-priority-classes")
+            "gpu-request-fits-a-node", "no-gpu-device-env", "team-priority-classes")
 # A member of each team, as its RoleBinding names the group (Pulumi.e2e.yaml's teams[].groups.edit).
 MEMBERS = {"research": ("alice", "ml-research"), "inference": ("bob", "ml-inference")}
 GPU_TOLERATION = {"key": GPU_TAINT.key, "operator": "Equal", "value": GPU_TAINT.value, "effect": GPU_TAINT.effect}
@@ -102,6 +102,22 @@ def warned_by(warnings: list[str]) -> set[str]:
     return {name for name in POLICIES if any(f"'mlplatform-{name}'" in w for w in warnings)}
 
 
+def with_env(obj: dict[str, Any], name: str, value: str) -> dict[str, Any]:
+    obj = copy.deepcopy(obj)
+    target = obj["spec"]["template"]["spec"] if obj["kind"] == "Job" else obj["spec"]
+    target["containers"][0]["env"] = [{"name": name, "value": value}]
+    return obj
+
+
+def controlled_by_a_job(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object naming a Job of its namespace as its controller, as the job controller's pods do."""
+    obj = copy.deepcopy(obj)
+    obj["metadata"]["labels"] = {"batch.kubernetes.io/job-name": "train"}
+    obj["metadata"]["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": "train",
+                                           "uid": "7c7a2b7e-0000-4000-8000-000000000001", "controller": True}]
+    return obj
+
+
 SYSTEM_POOL = {POOL_LABEL: "system"}  # Pulumi.e2e.yaml's systemNodeLabels
 
 # (id, object, the one policy it violates)
@@ -109,8 +125,17 @@ VIOLATIONS: list[tuple[str, dict[str, Any], str]] = [
     ("cpu-pod-tolerating-the-gpu-taint", changed(cpu_pod(), tolerations=[GPU_TOLERATION]), "gpu-nodes-for-gpu-work"),
     ("cpu-job-tolerating-every-taint", as_job(changed(cpu_pod("inference"), tolerations=[{"operator": "Exists"}])),
      "gpu-nodes-for-gpu-work"),
+    ("zero-gpu-pod-tolerating-the-gpu-taint", gpu_pod(gpus=0), "gpu-nodes-for-gpu-work"),
     ("gpu-pod-in-another-teams-queue", labelled(gpu_pod(), {QUEUE_LABEL: "inference"}),
      "gpu-work-through-team-queue"),
+    # A team member's bare pod claiming a Job as its controller: Kueue leaves it alone (it takes it for the
+    # Job's), and only a controller's own creation may count the owner.
+    ("gpu-pod-naming-a-job-as-its-controller", controlled_by_a_job(gpu_pod()), "gpu-work-through-team-queue"),
+    ("cpu-pod-asking-every-gpu-by-environment", with_env(cpu_pod(), "NVIDIA_VISIBLE_DEVICES", "all"),
+     "no-gpu-device-env"),
+    ("job-asking-driver-capabilities-by-environment",
+     as_job(with_env(gpu_pod("inference", pool="t4", resource="nvidia.com/gpu.shared"), "NVIDIA_DRIVER_CAPABILITIES",
+                     "all")), "no-gpu-device-env"),
     ("gpu-job-in-another-teams-queue", as_job(labelled(gpu_pod("inference"), {QUEUE_LABEL: "research"})),
      "gpu-work-through-team-queue"),
     # A Job: a bare pod naming its node is refused outright (below).
@@ -189,3 +214,54 @@ def test_a_bare_pod_naming_its_node_is_refused(e2e: Platform):
         submit(e2e, changed(gpu_pod(), nodeName="a100-0", nodeSelector=None))
     assert refused.value.status == 422
     assert "schedulingGates" in json.loads(refused.value.body)["message"]
+
+
+# A pod Kueue never ungates: its queue has no LocalQueue, and it holds a gate of its own besides. Gated pods
+# may gain node selectors and affinity terms and lose gates by an update; any pod may gain tolerations.
+HOLD_GATE = "mlplatform.io/e2e-hold"
+
+
+@pytest.fixture
+def held_pod(e2e: Platform):
+    pod = labelled(changed(cpu_pod(), schedulingGates=[{"name": HOLD_GATE}]), {QUEUE_LABEL: "nowhere"})
+    pod["metadata"]["name"] = "held"
+    e2e.cluster.create(pod)
+
+    def gated_by_kueue() -> dict[str, Any] | None:
+        stored = e2e.cluster.get(e2e.cluster.path_of(pod))
+        gates = [g["name"] for g in stored["spec"].get("schedulingGates", [])]
+        return stored if KUEUE_GATE in gates else None
+
+    try:
+        yield e2e.cluster.wait("the held pod gated by Kueue", gated_by_kueue, timeout=30)
+    finally:
+        e2e.cluster.delete(pod)
+
+
+def update(e2e: Platform, stored: dict[str, Any], user: str, groups: list[str], **spec: Any) -> list[str]:
+    """Update the stored pod's spec fields with dryRun=All as USER; the API server's warnings."""
+    path = e2e.cluster.path_of(stored) + "?dryRun=All"
+    answer, warnings = e2e.cluster.request_as("PUT", path, changed(stored, **spec), user=user, groups=groups)
+    assert answer["kind"] == "Pod"
+    return warnings
+
+
+@pytest.mark.parametrize("what,spec,policy", [
+    ("a CPU pod given the GPU toleration", {"tolerations": "add-gpu"}, "gpu-nodes-for-gpu-work"),
+    ("a gated pod moved onto the system pool", {"nodeSelector": SYSTEM_POOL}, "team-pools-only"),
+    ("Kueue's gate removed by a team member", {"schedulingGates": "drop-kueue"}, "gpu-work-through-team-queue"),
+], ids=["toleration", "node-selector", "kueue-gate"])
+def test_an_update_that_moves_a_pod_is_judged_but_never_kueues(e2e: Platform, held_pod: dict[str, Any], what: str,
+                                                               spec: dict[str, Any], policy: str):
+    fields = dict(spec)
+    if fields.get("tolerations") == "add-gpu":
+        fields["tolerations"] = [*held_pod["spec"].get("tolerations", []), GPU_TOLERATION]
+    if fields.get("schedulingGates") == "drop-kueue":
+        fields["schedulingGates"] = [g for g in held_pod["spec"]["schedulingGates"] if g["name"] != KUEUE_GATE]
+    member, group = MEMBERS["research"]
+    assert warned_by(update(e2e, held_pod, member, [group], **fields)) == {policy}, what
+    # The same update from Kueue's ServiceAccount (its admission: ungating, injecting a flavor's node
+    # selector) is not judged: the policies' match conditions leave Kueue alone.
+    assert update(e2e, held_pod, KUEUE_USER, []) == []
+    assert warned_by(update(e2e, held_pod, KUEUE_USER, [], **fields)) == set()
+
