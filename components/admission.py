@@ -113,6 +113,9 @@ def policy_variables(layout: QueueLayout, system_node_selector: Mapping[str, str
     return [
         # A Job's pods are its template's; told apart by shape, which needs no apiVersion or kind in the object.
         ("spec", "has(object.spec.template) ? object.spec.template.spec : object.spec"),
+        # What an UPDATE changes it from (nothing on a CREATE, whose oldObject is null).
+        ("oldSpec", "oldObject == null ? {} : "
+                    "(has(oldObject.spec.template) ? oldObject.spec.template.spec : oldObject.spec)"),
         ("containers", "variables.spec.containers + "
                        "(has(variables.spec.initContainers) ? variables.spec.initContainers : []) + "
                        "(has(variables.spec.ephemeralContainers) ? variables.spec.ephemeralContainers : [])"),
@@ -189,10 +192,10 @@ def team_policies(layout: QueueLayout) -> list[Policy]:
                 "a controller creates.'"),
             Check(
                 # Kueue removes its gate when it admits the pod; its own updates are never judged.
-                f"has(object.spec.template) || request.operation != 'UPDATE' || "
-                f"!has(oldObject.spec.schedulingGates) || !oldObject.spec.schedulingGates.exists(g, "
-                f"g.name == {_cel(KUEUE_GATE)}) || (has(object.spec.schedulingGates) && "
-                f"object.spec.schedulingGates.exists(g, g.name == {_cel(KUEUE_GATE)}))",
+                "request.operation != 'UPDATE' || !has(variables.oldSpec.schedulingGates) || "
+                f"!variables.oldSpec.schedulingGates.exists(g, g.name == {_cel(KUEUE_GATE)}) || "
+                "(has(variables.spec.schedulingGates) && "
+                f"variables.spec.schedulingGates.exists(g, g.name == {_cel(KUEUE_GATE)}))",
                 f"The scheduling gate {KUEUE_GATE} is Kueue's: it removes it when the team's queue admits the "
                 "pod. Leave it in spec.schedulingGates; the pod starts once its queue has room."),
         )),
@@ -238,6 +241,83 @@ def validation_actions(enforcement: Literal["deny", "warn"]) -> list[str]:
 
 # Monitors teams may declare in their namespaces, so that Prometheus scrapes their own services.
 MONITOR_RESOURCES = ["servicemonitors", "podmonitors"]
+# The most a team monitor may take in: samples per scrape of one target, and targets per monitor. Past them
+# Prometheus drops the whole scrape (up == 0), so one team's exporter cannot fill its memory.
+TEAM_MONITOR_SAMPLE_LIMIT = 50_000
+TEAM_MONITOR_TARGET_LIMIT = 100
+# Target labels the platform's rules and Prometheus's own workings rest on: GPU and cost series join on
+# node, pod and namespace, and `__*__` labels choose what is scraped and how (__address__, __scheme__,
+# __metrics_path__, __param_*) or rename series (__name__).
+RESERVED_TARGET_LABELS = "^(job|namespace|node|pod|container|__.*)$"
+
+
+def monitor_variables() -> list[tuple[str, str]]:
+    return [
+        ("endpoints", "has(object.spec.endpoints) ? object.spec.endpoints : "
+                      "(has(object.spec.podMetricsEndpoints) ? object.spec.podMetricsEndpoints : [])"),
+        ("relabelings", "variables.endpoints.map(e, (has(e.relabelings) ? e.relabelings : []) + "
+                        "(has(e.metricRelabelings) ? e.metricRelabelings : []))"),
+        ("copiedLabels", "(has(object.spec.targetLabels) ? object.spec.targetLabels : []) + "
+                         "(has(object.spec.podTargetLabels) ? object.spec.podTargetLabels : [])"),
+    ]
+
+
+def monitor_policies() -> list[Policy]:
+    """What a team's ServiceMonitor or PodMonitor may ask of the platform's Prometheus: to scrape its own
+    namespace's pods, with its own credentials, into series that say truthfully where they come from."""
+    reserved = _cel(RESERVED_TARGET_LABELS)
+    return [Policy("team-monitors", (
+        Check("variables.endpoints.all(e, !has(e.bearerTokenFile) && (!has(e.tlsConfig) || "
+              "(!has(e.tlsConfig.caFile) && !has(e.tlsConfig.certFile) && !has(e.tlsConfig.keyFile))))",
+              "bearerTokenFile and tlsConfig caFile/certFile/keyFile name files on Prometheus's own disk, such as "
+              "its ServiceAccount token, which Prometheus would send to your pods. Use Secrets of your namespace: "
+              "bearerTokenSecret or authorization.credentials, and tlsConfig ca/cert/keySecret."),
+        Check("!has(object.spec.namespaceSelector) || ((!has(object.spec.namespaceSelector.any) || "
+              "!object.spec.namespaceSelector.any) && (!has(object.spec.namespaceSelector.matchNames) || "
+              "object.spec.namespaceSelector.matchNames.all(n, n == request.namespace)))",
+              "A team monitor scrapes its own namespace only: remove namespaceSelector (or name only this "
+              "namespace in matchNames)."),
+        Check("variables.endpoints.all(e, !has(e.honorLabels) || !e.honorLabels)",
+              "honorLabels lets the scraped pod set job, namespace, node and pod itself, and so pass its series "
+              "off as another team's or the platform's. Remove it: conflicting labels are kept as exported_*."),
+        Check(f"variables.relabelings.all(rs, rs.all(r, (!has(r.action) || !(r.action in ['labelmap', 'LabelMap'])) "
+              f"&& (!has(r.targetLabel) || (!r.targetLabel.matches({reserved}) && !r.targetLabel.contains('$')))))"
+              f" && variables.copiedLabels.all(l, !l.matches({reserved}))",
+              "Relabelings (and targetLabels, podTargetLabels) may not write job, namespace, node, pod, container "
+              "or any __*__ label, which say where a series comes from and what is scraped, nor use labelmap or "
+              "a templated targetLabel, which can write any of them. Write labels of other names."),
+        Check(f"has(object.spec.sampleLimit) && object.spec.sampleLimit > 0 && "
+              f"object.spec.sampleLimit <= {TEAM_MONITOR_SAMPLE_LIMIT} && has(object.spec.targetLimit) && "
+              f"object.spec.targetLimit > 0 && object.spec.targetLimit <= {TEAM_MONITOR_TARGET_LIMIT}",
+              f"A team monitor says how much it takes in: set spec.sampleLimit (samples per scrape, 1 to "
+              f"{TEAM_MONITOR_SAMPLE_LIMIT}) and spec.targetLimit (targets, 1 to {TEAM_MONITOR_TARGET_LIMIT})."),
+    ))]
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What a group of policies judges: resources and operations, when, and the variables they share."""
+    rules: tuple[NamedRuleWithOperationsArgs, ...]
+    match_conditions: tuple[tuple[str, str], ...]
+    variables: tuple[tuple[str, str], ...]
+
+
+def subjects(layout: QueueLayout, system_node_selector: Mapping[str, str]) -> list[tuple[Subject, list[Policy]]]:
+    workloads = Subject(
+        # Pods, and Jobs too so that a bad Job is refused when it is submitted rather than when its pods are;
+        # updates only as the match conditions say, so that Kueue's own updates (admission, preemption) are
+        # never held.
+        rules=(NamedRuleWithOperationsArgs(api_groups=[""], api_versions=["v1"], operations=["CREATE", "UPDATE"],
+                                           resources=["pods", "pods/ephemeralcontainers"]),
+               NamedRuleWithOperationsArgs(api_groups=["batch"], api_versions=["v1"],
+                                           operations=["CREATE", "UPDATE"], resources=["jobs"])),
+        match_conditions=tuple(workload_match_conditions()),
+        variables=tuple(policy_variables(layout, system_node_selector)))
+    monitors = Subject(
+        rules=(NamedRuleWithOperationsArgs(api_groups=["monitoring.coreos.com"], api_versions=["v1"],
+                                           operations=["CREATE", "UPDATE"], resources=MONITOR_RESOURCES),),
+        match_conditions=(), variables=tuple(monitor_variables()))
+    return [(workloads, team_policies(layout)), (monitors, monitor_policies())]
 
 
 class TeamAdmission(pulumi.ComponentResource):
@@ -245,41 +325,13 @@ class TeamAdmission(pulumi.ComponentResource):
                  enforcement: Literal["deny", "warn"], opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:admission:TeamAdmission", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
-        variables = [VariableArgs(name=n, expression=e)
-                     for n, e in policy_variables(layout, cluster.system_node_selector)]
         team_namespaces = LabelSelectorArgs(match_expressions=[LabelSelectorRequirementArgs(key=TEAM_LABEL,
                                                                                             operator="Exists")])
-        for policy in team_policies(layout):
-            full_name = f"mlplatform-{policy.name}"
-            vap = k8s.admissionregistration.v1.ValidatingAdmissionPolicy(
-                f"{name}-{policy.name}",
-                metadata=ObjectMetaArgs(name=full_name),
-                spec=ValidatingAdmissionPolicySpecArgs(
-                    failure_policy="Fail",
-                    # Pods, and Jobs too so that a bad Job is refused when it is submitted rather than when its
-                    # pods are; updates only as the match conditions say, so that Kueue's own updates
-                    # (admission, preemption) are never held.
-                    match_constraints=MatchResourcesArgs(resource_rules=[
-                        NamedRuleWithOperationsArgs(api_groups=[""], api_versions=["v1"],
-                                                    operations=["CREATE", "UPDATE"],
-                                                    resources=["pods", "pods/ephemeralcontainers"]),
-                        NamedRuleWithOperationsArgs(api_groups=["batch"], api_versions=["v1"],
-                                                    operations=["CREATE", "UPDATE"], resources=["jobs"])]),
-                    match_conditions=[MatchConditionArgs(name=n, expression=e)
-                                      for n, e in workload_match_conditions()],
-                    variables=variables,
-                    validations=[ValidationArgs(expression=c.expression, message=c.message,
-                                                message_expression=c.message_expression)
-                                 for c in policy.checks],
-                ),
-                opts=child)
-            k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding(
-                f"{name}-{policy.name}-binding",
-                metadata=ObjectMetaArgs(name=full_name),
-                spec=ValidatingAdmissionPolicyBindingSpecArgs(
-                    policy_name=full_name, validation_actions=validation_actions(enforcement),
-                    match_resources=MatchResourcesArgs(namespace_selector=team_namespaces)),
-                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[vap])))
+        names: list[str] = []
+        for subject, policies in subjects(layout, cluster.system_node_selector):
+            for policy in policies:
+                self._policy(name, policy, subject, team_namespaces, enforcement, child)
+                names.append(f"mlplatform-{policy.name}")
 
         # Teams' edit group may declare monitors of their own services; Prometheus discovers monitors in every
         # namespace, and team NetworkPolicies let it in. Aggregated into the built-in roles, not a new binding.
@@ -293,4 +345,29 @@ class TeamAdmission(pulumi.ComponentResource):
                 rules=[PolicyRuleArgs(api_groups=["monitoring.coreos.com"], resources=MONITOR_RESOURCES,
                                       verbs=verbs)],
                 opts=child)
-        self.register_outputs({"policies": [f"mlplatform-{p.name}" for p in team_policies(layout)]})
+        self.register_outputs({"policies": names})
+
+    def _policy(self, name: str, policy: Policy, subject: Subject, namespaces: LabelSelectorArgs,
+                enforcement: Literal["deny", "warn"], child: pulumi.ResourceOptions) -> None:
+        full_name = f"mlplatform-{policy.name}"
+        vap = k8s.admissionregistration.v1.ValidatingAdmissionPolicy(
+            f"{name}-{policy.name}",
+            metadata=ObjectMetaArgs(name=full_name),
+            spec=ValidatingAdmissionPolicySpecArgs(
+                failure_policy="Fail",
+                match_constraints=MatchResourcesArgs(resource_rules=list(subject.rules)),
+                match_conditions=[MatchConditionArgs(name=n, expression=e) for n, e in subject.match_conditions]
+                or None,
+                variables=[VariableArgs(name=n, expression=e) for n, e in subject.variables],
+                validations=[ValidationArgs(expression=c.expression, message=c.message,
+                                            message_expression=c.message_expression)
+                             for c in policy.checks],
+            ),
+            opts=child)
+        k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding(
+            f"{name}-{policy.name}-binding",
+            metadata=ObjectMetaArgs(name=full_name),
+            spec=ValidatingAdmissionPolicyBindingSpecArgs(
+                policy_name=full_name, validation_actions=validation_actions(enforcement),
+                match_resources=MatchResourcesArgs(namespace_selector=namespaces)),
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[vap])))

@@ -21,7 +21,7 @@ from components import sizing
 from components.gpu_rules import GPU_METRICS_JOB, gpu_rule_groups, node_label_allowlist
 from core.handle import Capabilities, ClusterHandle, ControlPlanePart, GpuPool, gpu_node_affinity, gpu_tolerations
 from components.kube import DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
-from core.vocabulary import SYSTEM_NODE_CRITICAL
+from core.vocabulary import KUBE_SYSTEM_NAMESPACE, PLATFORM_NAMESPACES, SYSTEM_NODE_CRITICAL
 from versions import DCGM_EXPORTER, KUBE_PROMETHEUS_STACK
 from config.models import MonitoringConfig
 from core.quantity import parse_quantity
@@ -59,6 +59,14 @@ def kube_prometheus_stack_values(cluster: ClusterHandle, settings: MonitoringCon
         "podMonitorSelectorNilUsesHelmValues": False,
         "ruleSelectorNilUsesHelmValues": False,
         "probeSelectorNilUsesHelmValues": False,
+        # Every series a team's monitor scrapes carries the team's namespace, whatever its exporter or
+        # relabelings say. The platform's own monitors and rules are left as they are: the GPU scrape names the
+        # namespace of the pod holding a GPU, and the rules read other namespaces' series.
+        "enforcedNamespaceLabel": "namespace",
+        "excludedFromEnforcement": [
+            {"group": "monitoring.coreos.com", "resource": resource, "namespace": platform_namespace_name}
+            for platform_namespace_name in sorted({settings.namespace, KUBE_SYSTEM_NAMESPACE, *PLATFORM_NAMESPACES})
+            for resource in ("servicemonitors", "podmonitors", "probes", "scrapeconfigs", "prometheusrules")],
     }
     if cluster.capabilities.persistent_volumes:
         claim: dict[str, Any] = {"accessModes": ["ReadWriteOnce"],

@@ -225,7 +225,7 @@ def test_policy_table(policies, case):
     assert decision.judged and decision.allowed is admitted, decision.failures
     # Every other policy admits it: each case breaks at most the rule it is about.
     others = {other: admit(policy, obj, namespace(team), **request).failures for other, policy in policies.items()
-              if other != name}
+              if other not in (name, "team-monitors")}
     assert {other: f for other, f in others.items() if f} == {}
 
 
@@ -244,8 +244,9 @@ NOT_JUDGED: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
 def test_updates_that_move_nothing_and_kueues_own_are_not_judged(policies, obj, request_):
     # Even updates that would break a rule as a creation: Kueue is never held up, and a pod admitted once is
     # not judged again for an unrelated edit.
-    for policy in policies.values():
-        assert admit(policy, obj, namespace("web"), **request_).judged is False
+    for name, policy in policies.items():
+        if name != "team-monitors":
+            assert admit(policy, obj, namespace("web"), **request_).judged is False
 
 
 def test_device_environment_variables_are_the_toolkits():
@@ -254,7 +255,8 @@ def test_device_environment_variables_are_the_toolkits():
 
 
 def test_every_policy_has_passing_and_failing_cases(policies):
-    assert {case[0] for case in TABLE if case[4]} == set(policies) == {case[0] for case in TABLE if not case[4]}
+    workload = set(policies) - {"team-monitors"}
+    assert {case[0] for case in TABLE if case[4]} == workload == {case[0] for case in TABLE if not case[4]}
 
 
 def test_the_table_is_made_of_valid_kubernetes_objects():
@@ -278,7 +280,9 @@ def test_messages_say_what_to_change(policies):
 
 
 def test_policies_match_pod_and_job_creation_and_updates_and_bind_to_team_namespaces(synthesis, policies):
-    for policy in policies.values():
+    for name, policy in policies.items():
+        if name == "team-monitors":
+            continue
         rules = policy["spec"]["matchConstraints"]["resourceRules"]
         assert [(r["apiGroups"], r["resources"], r["operations"]) for r in rules] == [
             ([""], ["pods", "pods/ephemeralcontainers"], ["CREATE", "UPDATE"]),
@@ -325,7 +329,96 @@ def test_team_editors_may_declare_monitors_and_prometheus_finds_them(synthesis):
 def test_every_child_is_parented_named_after_the_component_and_uses_the_clusters_provider(synthesis):
     (component,) = synthesis.of_type("mlplatform:admission:TeamAdmission")
     children = synthesis.children_of(component.urn)
-    # a policy and its binding for each of seven policies, and two aggregated ClusterRoles
-    assert len(children) == 16
+    # a policy and its binding for each of seven workload policies and the monitor policy, and two aggregated
+    # ClusterRoles
+    assert len(children) == 18
     providers = {r.urn for r in synthesis.of_type("pulumi:providers:kubernetes")}
     assert all(child.name.startswith("admission-") and child.provider in providers for child in children)
+
+
+# ---- team monitors ---------------------------------------------------------------------------------------------
+
+def service_monitor(**spec: Any) -> dict[str, Any]:
+    """A compliant ServiceMonitor of research's own service, with the limits a team monitor must state."""
+    endpoint = spec.pop("endpoint", {})
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+            "metadata": {"name": "trainer", "namespace": "research"},
+            "spec": {"selector": {"matchLabels": {"app": "trainer"}}, "sampleLimit": 10_000, "targetLimit": 20,
+                     "endpoints": [{"port": "metrics", "interval": "30s", **endpoint}]} | spec}
+
+
+def pod_monitor(**spec: Any) -> dict[str, Any]:
+    endpoint = spec.pop("endpoint", {})
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
+            "metadata": {"name": "trainer", "namespace": "research"},
+            "spec": {"selector": {"matchLabels": {"app": "trainer"}}, "sampleLimit": 10_000, "targetLimit": 20,
+                     "podMetricsEndpoints": [{"port": "metrics", **endpoint}]} | spec}
+
+
+def relabel(target: str, **rule: Any) -> dict[str, Any]:
+    return {"relabelings": [{"sourceLabels": ["__meta_kubernetes_pod_label_team"], "targetLabel": target, **rule}]}
+
+
+# (case, monitor, admitted?)
+MONITORS: list[tuple[str, dict[str, Any], bool]] = [
+    ("a service monitor of its own service", service_monitor(), True),
+    ("a pod monitor of its own pods", pod_monitor(), True),
+    ("its own namespace by name", service_monitor(namespaceSelector={"matchNames": ["research"]}), True),
+    ("a label of its own by relabeling", service_monitor(endpoint=relabel("team")), True),
+    ("credentials from a Secret of its namespace",
+     service_monitor(endpoint={"bearerTokenSecret": {"name": "scrape-token", "key": "token"},
+                               "tlsConfig": {"ca": {"secret": {"name": "scrape-ca", "key": "ca.crt"}}}}), True),
+    ("Prometheus's own token file",
+     service_monitor(endpoint={"bearerTokenFile": "/var/run/secrets/kubernetes.io/serviceaccount/token"}), False),
+    ("Prometheus's certificate files", service_monitor(endpoint={"tlsConfig": {
+        "certFile": "/etc/prometheus/secrets/etcd/client.crt", "keyFile": "/etc/prometheus/secrets/etcd/client.key"}}),
+     False),
+    ("every namespace", service_monitor(namespaceSelector={"any": True}), False),
+    ("another team's namespace", pod_monitor(namespaceSelector={"matchNames": ["web"]}), False),
+    ("honorLabels", pod_monitor(endpoint={"honorLabels": True}), False),
+    ("the node label by relabeling", service_monitor(endpoint=relabel("node")), False),
+    ("the scrape address by relabeling", pod_monitor(endpoint=relabel("__address__", replacement="10.0.0.1:10250")),
+     False),
+    ("a GPU metric's name by metric relabeling", service_monitor(endpoint={"metricRelabelings": [
+        {"sourceLabels": ["__name__"], "regex": "my_util", "targetLabel": "__name__",
+         "replacement": "DCGM_FI_DEV_GPU_UTIL"}]}), False),
+    ("a templated target label", service_monitor(endpoint=relabel("${1}", regex="(.*)")), False),
+    ("labelmap", pod_monitor(endpoint={"relabelings": [{"action": "labelmap", "regex": "__meta_kubernetes_pod_label_(.+)"}]}),
+     False),
+    ("the pod label copied from the pod", pod_monitor(podTargetLabels=["pod"]), False),
+    ("no sample limit", {**service_monitor(), "spec": {k: v for k, v in service_monitor()["spec"].items()
+                                                       if k != "sampleLimit"}}, False),
+    ("a sample limit above the platform's", service_monitor(sampleLimit=1_000_000), False),
+    ("no target limit", {**pod_monitor(), "spec": {k: v for k, v in pod_monitor()["spec"].items()
+                                                   if k != "targetLimit"}}, False),
+]
+
+
+@pytest.mark.parametrize("case", MONITORS, ids=[c[0] for c in MONITORS])
+def test_team_monitor_table(policies, case):
+    _, monitor, admitted = case
+    decision = admit(policies["team-monitors"], monitor, namespace("research"))
+    assert decision.allowed is admitted, decision.failures
+    assert len(decision.failures) <= 1  # each case breaks at most the rule it is about
+
+
+def test_the_monitor_table_is_made_of_valid_monitors():
+    report = check_manifests([case[1] for case in MONITORS])
+    assert report.errors == []
+
+
+def test_the_monitor_policy_judges_team_monitors_on_create_and_update(policies):
+    rules = policies["team-monitors"]["spec"]["matchConstraints"]["resourceRules"]
+    assert [(r["apiGroups"], r["resources"], r["operations"]) for r in rules] == [
+        (["monitoring.coreos.com"], ["servicemonitors", "podmonitors"], ["CREATE", "UPDATE"])]
+
+
+def test_prometheus_stamps_team_series_with_their_namespace_but_not_the_platforms(synthesis):
+    stack = next(r for r in synthesis.releases() if r.inputs["name"] == "kube-prometheus-stack")
+    prometheus = stack.inputs["values"]["prometheus"]["prometheusSpec"]
+    assert prometheus["enforcedNamespaceLabel"] == "namespace"
+    excluded = {(e["resource"], e["namespace"]) for e in prometheus["excludedFromEnforcement"]}
+    # The GPU scrape (monitoring) and the platform's rules keep their namespaces; no team namespace is excluded.
+    assert {("servicemonitors", "monitoring"), ("prometheusrules", "monitoring"), ("servicemonitors", "kueue-system"),
+            ("servicemonitors", "kube-system")} <= excluded
+    assert not {ns for _, ns in excluded} & {"research", "web"}

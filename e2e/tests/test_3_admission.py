@@ -8,6 +8,7 @@ show)."""
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from typing import Any
 
@@ -19,7 +20,7 @@ from e2e.cluster import ApiError
 from e2e.lifecycle import Platform
 
 POLICIES = ("gpu-nodes-for-gpu-work", "gpu-limits-equal-requests", "gpu-work-through-team-queue", "team-pools-only",
-            "gpu-request-fits-a-node", "no-gpu-device-env", "team-priority-classes")
+            "gpu-request-fits-a-node", "no-gpu-device-env", "team-priority-classes", "team-monitors")
 # A member of each team, as its RoleBinding names the group (Pulumi.e2e.yaml's teams[].groups.edit).
 MEMBERS = {"research": ("alice", "ml-research"), "inference": ("bob", "ml-inference")}
 GPU_TOLERATION = {"key": GPU_TAINT.key, "operator": "Equal", "value": GPU_TAINT.value, "effect": GPU_TAINT.effect}
@@ -109,13 +110,36 @@ def with_env(obj: dict[str, Any], name: str, value: str) -> dict[str, Any]:
     return obj
 
 
-def controlled_by_a_job(obj: dict[str, Any]) -> dict[str, Any]:
-    """The object naming a Job of its namespace as its controller, as the job controller's pods do."""
+def controlled_by(obj: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """The object naming JOB as its controller, as the job controller's pods do."""
     obj = copy.deepcopy(obj)
-    obj["metadata"]["labels"] = {"batch.kubernetes.io/job-name": "train"}
-    obj["metadata"]["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": "train",
-                                           "uid": "7c7a2b7e-0000-4000-8000-000000000001", "controller": True}]
+    name = job["metadata"]["name"]
+    obj["metadata"]["labels"] = {"batch.kubernetes.io/job-name": name}
+    obj["metadata"]["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": name,
+                                           "uid": job["metadata"]["uid"], "controller": True}]
     return obj
+
+
+_names = itertools.count()
+
+
+@pytest.fixture
+def parked_job(e2e: Platform):
+    """A real Job of research's that Kueue manages and never admits: its queue has no LocalQueue."""
+    job = labelled(as_job(cpu_pod()), {QUEUE_LABEL: "nowhere"})
+    job["metadata"]["name"] = f"parked-{next(_names)}"
+    job["spec"]["suspend"] = True
+    created = e2e.cluster.create(job)
+    try:
+        yield created
+    finally:
+        e2e.cluster.delete(job)
+
+
+def test_a_gpu_pod_claiming_a_teams_job_as_controller_is_warned(e2e: Platform, parked_job: dict[str, Any]):
+    # Kueue's pod webhook leaves a pod whose controller is a Job it manages to the Job's workload (and refuses
+    # one whose Job does not exist); the queue policy counts the owner only when a controller creates the pod.
+    assert warned_by(submit(e2e, controlled_by(gpu_pod(), parked_job))) == {"gpu-work-through-team-queue"}
 
 
 SYSTEM_POOL = {POOL_LABEL: "system"}  # Pulumi.e2e.yaml's systemNodeLabels
@@ -128,9 +152,6 @@ VIOLATIONS: list[tuple[str, dict[str, Any], str]] = [
     ("zero-gpu-pod-tolerating-the-gpu-taint", gpu_pod(gpus=0), "gpu-nodes-for-gpu-work"),
     ("gpu-pod-in-another-teams-queue", labelled(gpu_pod(), {QUEUE_LABEL: "inference"}),
      "gpu-work-through-team-queue"),
-    # A team member's bare pod claiming a Job as its controller: Kueue leaves it alone (it takes it for the
-    # Job's), and only a controller's own creation may count the owner.
-    ("gpu-pod-naming-a-job-as-its-controller", controlled_by_a_job(gpu_pod()), "gpu-work-through-team-queue"),
     ("cpu-pod-asking-every-gpu-by-environment", with_env(cpu_pod(), "NVIDIA_VISIBLE_DEVICES", "all"),
      "no-gpu-device-env"),
     ("job-asking-driver-capabilities-by-environment",
@@ -224,7 +245,8 @@ HOLD_GATE = "mlplatform.io/e2e-hold"
 @pytest.fixture
 def held_pod(e2e: Platform):
     pod = labelled(changed(cpu_pod(), schedulingGates=[{"name": HOLD_GATE}]), {QUEUE_LABEL: "nowhere"})
-    pod["metadata"]["name"] = "held"
+    # A name of its own: Kueue's finalizer keeps a deleted pod a moment.
+    pod["metadata"]["name"] = f"held-{next(_names)}"
     e2e.cluster.create(pod)
 
     def gated_by_kueue() -> dict[str, Any] | None:
@@ -265,3 +287,39 @@ def test_an_update_that_moves_a_pod_is_judged_but_never_kueues(e2e: Platform, he
     assert update(e2e, held_pod, KUEUE_USER, []) == []
     assert warned_by(update(e2e, held_pod, KUEUE_USER, [], **fields)) == set()
 
+
+
+def service_monitor(**endpoint: Any) -> dict[str, Any]:
+    """A ServiceMonitor of research's own service, with the limits a team monitor states."""
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+            "metadata": {"name": "trainer", "namespace": "research"},
+            "spec": {"selector": {"matchLabels": {"app": "trainer"}}, "sampleLimit": 10000, "targetLimit": 20,
+                     "endpoints": [{"port": "metrics", **endpoint}]}}
+
+
+MONITORS: list[tuple[str, dict[str, Any], bool]] = [
+    ("its-own-service", service_monitor(), False),
+    ("prometheus-token-file", service_monitor(bearerTokenFile="/var/run/secrets/kubernetes.io/serviceaccount/token"),
+     True),
+    ("honor-labels", service_monitor(honorLabels=True), True),
+    ("node-label-by-relabeling", service_monitor(relabelings=[{"sourceLabels": ["__meta_kubernetes_pod_node_name"],
+                                                               "targetLabel": "node"}]), True),
+    ("every-namespace", {**service_monitor(), "spec": {**service_monitor()["spec"], "namespaceSelector": {"any": True}}},
+     True),
+    ("no-limits", {**service_monitor(), "spec": {k: v for k, v in service_monitor()["spec"].items()
+                                                 if k not in ("sampleLimit", "targetLimit")}}, True),
+]
+
+
+@pytest.mark.parametrize("monitor,warned", [(m, w) for _, m, w in MONITORS], ids=[i for i, _, _ in MONITORS])
+def test_team_monitors_are_judged(e2e: Platform, monitor: dict[str, Any], warned: bool):
+    # A team member may declare monitors (the edit role's aggregated rights); the API server judges them.
+    assert warned_by(submit(e2e, monitor)) == ({"team-monitors"} if warned else set())
+
+
+def test_prometheus_stamps_team_series_with_their_namespace(e2e: Platform):
+    (prometheus,) = e2e.cluster.get("/apis/monitoring.coreos.com/v1/prometheuses")["items"]
+    assert prometheus["spec"]["enforcedNamespaceLabel"] == "namespace"
+    excluded = {(e["resource"], e["namespace"]) for e in prometheus["spec"]["excludedFromEnforcement"]}
+    assert ("servicemonitors", prometheus["metadata"]["namespace"]) in excluded
+    assert not {ns for _, ns in excluded} & set(MEMBERS)
