@@ -21,9 +21,10 @@ from components import sizing
 from components.gpu_rules import GPU_METRICS_JOB, gpu_rule_groups, node_label_allowlist
 from core.handle import Capabilities, ClusterHandle, ControlPlanePart, GpuPool, gpu_node_affinity, gpu_tolerations
 from components.kube import DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
-from core.vocabulary import KUBE_SYSTEM_NAMESPACE, PLATFORM_NAMESPACES, SYSTEM_NODE_CRITICAL
+from core.vocabulary import GPU_RESOURCE, KUBE_SYSTEM_NAMESPACE, PLATFORM_NAMESPACES, SYSTEM_NODE_CRITICAL
 from versions import DCGM_EXPORTER, KUBE_PROMETHEUS_STACK
 from config.models import MonitoringConfig
+from config.queues import gpu_resource
 from core.quantity import parse_quantity
 
 DASHBOARDS = Path(__file__).parent / "dashboards"
@@ -133,6 +134,13 @@ def dcgm_exporter_values(pools: tuple[GpuPool, ...], capabilities: Capabilities)
         values["extraHostVolumes"] = [{"name": "nvidia-driver", "hostPath": capabilities.driver_host_path}]
         values["extraVolumeMounts"] = [{"name": "nvidia-driver", "mountPath": "/usr/local/nvidia", "readOnly": True}]
         env.append({"name": "LD_LIBRARY_PATH", "value": "/usr/local/nvidia/lib64"})
+    if any(pool.sharing.time_slicing is not None for pool in pools):
+        # A time-sliced GPU is shared by several pods: give each its own series (dcgm-exporter's virtual GPUs,
+        # `vgpu` label) instead of the whole GPU to one of them.
+        env.append({"name": "KUBERNETES_VIRTUAL_GPUS", "value": "true"})
+    if renamed := sorted({gpu_resource(pool.sharing) for pool in pools} - {GPU_RESOURCE}):
+        # The exporter maps to pods only the GPUs of nvidia.com/gpu and the resources named here.
+        env.append({"name": "NVIDIA_RESOURCE_NAMES", "value": ",".join(renamed)})
     if capabilities.gpu_device_ids == "device-name":
         # Match the device plugin's IDs in the kubelet's pod-resources API, or no metric names its pod.
         env.append({"name": "DCGM_EXPORTER_KUBERNETES_GPU_ID_TYPE", "value": "device-name"})

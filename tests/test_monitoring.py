@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 
 import promql_parser
 import pytest
 
+from core.fields import GpuSharing
 from core.handle import GpuPool, gpu_pool_labels
 from core.vocabulary import GPU_TAINT
 from components.kube import DaemonSetRef
@@ -30,7 +32,8 @@ SETTINGS = MonitoringConfig.model_validate({"retention": "30d", "storageSize": "
 DEVICE_PLUGIN = DaemonSetRef("nvidia-device-plugin", "nvidia-device-plugin")
 # kube-state-metrics metrics the dashboard and alerts use (its docs/metrics reference), and Prometheus's own.
 KUBE_STATE_METRICS = {"kube_resourcequota", "kube_daemonset_status_desired_number_scheduled",
-                      "kube_daemonset_status_number_ready", "kube_node_labels", "kube_node_status_allocatable"}
+                      "kube_daemonset_status_number_ready", "kube_node_labels", "kube_node_status_allocatable",
+                      "kube_pod_container_resource_requests", "kube_pod_status_phase"}
 PROMETHEUS_METRICS = {"up"}
 # Kueue's metrics the dashboard reads (its documented ClusterQueue metrics).
 KUEUE_METRICS = {"kueue_pending_workloads", "kueue_cluster_queue_resource_usage", "kueue_cluster_queue_nominal_quota"}
@@ -179,6 +182,24 @@ def test_real_gpus_get_the_pinned_dcgm_exporter_on_gpu_nodes_only():
     (term,) = values["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"]
     assert {e["key"] for e in term["matchExpressions"]} == set(POOLS[0].labels)
+
+
+def test_the_exporter_names_each_pod_sharing_a_gpu_and_the_renamed_shares():
+    # dcgm-exporter 4.8.2 gives a time-sliced GPU to one of its pods unless KUBERNETES_VIRTUAL_GPUS is on, and maps
+    # to pods only nvidia.com/gpu and the resources NVIDIA_RESOURCE_NAMES names (pkg/cmd/app.go,
+    # internal/pkg/transformation/kubernetes.go).
+    def env(*pools: GpuPool) -> dict[str, str]:
+        values = release(monitor(pools), "dcgm-exporter").inputs["values"]
+        return {e["name"]: e["value"] for e in values.get("extraEnv", [])}
+
+    def sliced(name: str, renamed: bool) -> GpuPool:
+        return dataclasses.replace(POOLS[0], name=name, sharing=GpuSharing.model_validate(
+            {"timeSlicing": {"replicas": 4, "renameByDefault": renamed}}))
+
+    assert env(*POOLS) == {}
+    assert env(*POOLS, sliced("t4", False)) == {"KUBERNETES_VIRTUAL_GPUS": "true"}
+    assert env(*POOLS, sliced("t4", False), sliced("l4", True)) == {
+        "KUBERNETES_VIRTUAL_GPUS": "true", "NVIDIA_RESOURCE_NAMES": "nvidia.com/gpu.shared"}
 
 
 def test_kind_scrapes_the_fake_gpu_operators_exporter_the_same_way():
