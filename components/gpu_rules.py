@@ -44,10 +44,15 @@ HARDWARE_XIDS: Mapping[int, str] = {
 }
 
 
-def _alert(name: str, expr: str, duration: str, severity: str, summary: str, description: str) -> dict[str, Any]:
-    return {"alert": name, "expr": expr, "for": duration, "labels": {"severity": severity},
-            # The README's runbook section for the alert, by its heading's anchor.
-            "annotations": {"summary": summary, "description": description, "runbook": f"README.md#{name.lower()}"}}
+def _alert(name: str, expr: str, duration: str, severity: str, summary: str, description: str, *,
+           keep_firing_for: str | None = None) -> dict[str, Any]:
+    rule: dict[str, Any] = {
+        "alert": name, "expr": expr, "for": duration, "labels": {"severity": severity},
+        # The README's runbook section for the alert, by its heading's anchor.
+        "annotations": {"summary": summary, "description": description, "runbook": f"README.md#{name.lower()}"}}
+    if keep_firing_for:
+        rule["keep_firing_for"] = keep_firing_for
+    return rule
 
 
 def _record(name: str, expr: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -105,6 +110,9 @@ def _xid_meaning() -> str:
     return "{{ if false }}" + branches + "{{ end }}"
 
 
+# How long a hardware XID alert outlasts the exporter's 5-minute window: a night, so the morning still sees it.
+XID_FAULT_KEEP_FIRING = "12h"
+
 # Names the pod that holds the GPU, where one does.
 HOLDER = "{{ with $labels.pod }} (in use by {{ $labels.namespace }}/{{ . }}){{ end }}"
 
@@ -128,7 +136,9 @@ def gpu_alert_rules(pools: tuple[GpuPool, ...], device_plugin: DaemonSetRef | No
         _alert("GpuXidHardwareFault", new_xids % f'{GPU_JOB}, xid=~"{hardware_xids}"', "0m", "critical",
                "GPU {{ $labels.gpu }} on {{ $labels.node }} reported XID {{ $labels.xid }}: " + _xid_meaning(),
                "The driver reported XID {{ $labels.xid }} ({{ $value }} time(s) in 5 minutes)" + HOLDER + ", a code "
-               "NVIDIA lists for failing hardware. Cordon and drain the node, then reset the GPU or replace the node."),
+               "NVIDIA lists for failing hardware. Cordon and drain the node, then reset the GPU or replace the node.",
+               # The exporter forgets the XID after its 5-minute window; the failing GPU stays until someone acts.
+               keep_firing_for=XID_FAULT_KEEP_FIRING),
         _alert("GpuXidError", new_xids % f'{GPU_JOB}, xid!="", xid!~"{hardware_xids}"', "0m", "warning",
                "GPU {{ $labels.gpu }} on {{ $labels.node }} reported XID {{ $labels.xid }}",
                "The driver reported XID {{ $labels.xid }} ({{ $value }} time(s) in 5 minutes)" + HOLDER + ". Most "
@@ -185,7 +195,8 @@ def gpu_alert_rules(pools: tuple[GpuPool, ...], device_plugin: DaemonSetRef | No
         # Per resource: a renamed time-sliced pool advertises nvidia.com/gpu.shared and no nvidia.com/gpu. A node
         # that advertises none of its resource has no such series: count it as zero. group_left keeps the pool
         # label (a one-to-one match would keep only the labels matched on).
-        allocatable = (f'max by (node, resource) (kube_node_status_allocatable{{resource=~"{gpu_resources_regex(pools)}"}}) '
+        resources = gpu_resources_regex(pools)
+        allocatable = (f'max by (node, resource) (kube_node_status_allocatable{{resource=~"{resources}"}}) '
                        "or on (node, resource) 0 * mlplatform:node_gpus:advertised")
         rules.append(_alert(
             "GpuNodeAllocatableBelowPool",
@@ -230,7 +241,8 @@ def gpu_usage_rules(pools: tuple[GpuPool, ...], prices: Mapping[str, float]) -> 
         # the kubelet admits the pod (a pod with a node) until it ends, and a share counts as its fraction. The
         # exporter cannot tell this: it gives a time-sliced GPU to one of its pods, a renamed share to none.
         _record("mlplatform:pod_gpus:allocated",
-                f'sum by (namespace, pod, node) (kube_pod_container_resource_requests{{resource=~"{gpu_resources_regex(pools)}"}}) '
+                "sum by (namespace, pod, node) "
+                f'(kube_pod_container_resource_requests{{resource=~"{gpu_resources_regex(pools)}"}}) '
                 '* on (namespace, pod) group_left () max by (namespace, pod) '
                 '(kube_pod_status_phase{phase=~"Pending|Running"} == 1) '
                 "* on (node) group_left (pool) mlplatform:node_pool:info "
