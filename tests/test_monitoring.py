@@ -329,6 +329,15 @@ def test_dashboard_is_provisioned_for_the_grafana_sidecar_from_the_file_in_the_r
     assert json.loads(dashboard.inputs["data"]["gpus.json"]) == json.loads((DASHBOARDS / "gpus.json").read_text())
 
 
+def test_the_dashboard_counts_kueue_metrics_once_though_two_replicas_serve_them():
+    # Kueue 0.19 serves its metrics from the leader and the follower alike, told apart by replica_role
+    # (pkg/metrics/metrics.go): a sum over both counts every workload and every GPU twice.
+    dashboard = json.loads((DASHBOARDS / "gpus.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    selectors = [m for e in exprs for m in re.findall(r"kueue_\w+(?:\{[^}]*\})?", e)]
+    assert selectors and all('replica_role!="follower"' in selector for selector in selectors), selectors
+
+
 def recorded_series() -> set[str]:
     groups = custom_resource(monitor(), "PrometheusRule").inputs["spec"]["groups"]
     return {r["record"] for g in groups for r in g["rules"] if "record" in r}
