@@ -82,6 +82,9 @@ ML_PRIORITY_CLASSES = (
 
 EFA_LABEL = "mlplatform.io/efa"
 
+# The labels of Prometheus's own pods, which the Prometheus operator sets (kube-prometheus-stack selects them so
+# for its Service and PodDisruptionBudget): in the monitoring namespace, only Prometheus scrapes team pods.
+PROMETHEUS_POD_LABELS = {"app.kubernetes.io/name": "prometheus"}
 # The namespace monitoring goes to unless a stack names another (monitoring.namespace).
 DEFAULT_MONITORING_NAMESPACE = "monitoring"
 # Where the platform's node agents run besides monitoring, which may reach into their node.
