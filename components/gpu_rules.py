@@ -169,10 +169,17 @@ def gpu_alert_rules(pools: tuple[GpuPool, ...], device_plugin: DaemonSetRef | No
                "critical", "GPU {{ $labels.gpu }} on {{ $labels.node }} could not remap a failing memory row",
                "The GPU has run out of spare memory rows: NVIDIA's threshold for replacing the board. Cordon and "
                "drain the node and replace it."),
-        _alert("GpuMemoryNearlyFull", f"max by (node, gpu, namespace, pod) ({fb_used}) > 0.95", "15m",
-               "warning", "GPU {{ $labels.gpu }} on {{ $labels.node }} has used 95% of its memory for 15 minutes",
-               "{{ $labels.namespace }}/{{ $labels.pod }} is close to an out-of-memory error on the GPU; lower the "
-               "batch size or move to a GPU with more memory."),
+        # Nearly full and still growing: TensorFlow, JAX and vLLM reserve most of a GPU's memory up front and
+        # then hold it steady, which is healthy. A reservation's jump leaves the 15-minute window before `for`
+        # has passed; memory that keeps growing near the top is heading for an out-of-memory error.
+        _alert("GpuMemoryNearlyFull",
+               f"max by (node, gpu, namespace, pod) ({fb_used}) > 0.95 and max by (node, gpu, namespace, pod) "
+               f"(delta({used}[15m])) > 0", "20m",
+               "warning", "GPU {{ $labels.gpu }} on {{ $labels.node }} is over 95% full and its memory keeps growing",
+               "{{ $labels.namespace }}/{{ $labels.pod }} has taken more GPU memory in every quarter hour for 20 "
+               "minutes with under 5% left: it is heading for an out-of-memory error. Look for memory that grows "
+               "with each step (a leak, growing batches or sequences); lower the batch size or move to a GPU with "
+               "more memory."),
         _alert("GpuMetricsExporterDown", f"up{{{GPU_JOB}}} == 0", "10m", "warning",
                "The GPU metrics exporter on {{ $labels.node }} is down",
                "Prometheus cannot scrape GPU metrics from {{ $labels.instance }} for 10 minutes: the GPU dashboard "

@@ -107,7 +107,8 @@ def with_env(of: dict[str, Any], name: str, value: str = "all") -> dict[str, Any
     return copied
 
 
-DEBUG_CONTAINER = {"name": "debug", "image": "busybox:1.37", "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]}
+DEBUG_CONTAINER = {"name": "debug", "image": "busybox:1.37",
+                   "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]}
 SYSTEM_POOL = {"mlplatform.io/pool": "system"}
 # (policy, case, object, team namespace, admitted?[, how it is requested: admit()'s user, old, sub_resource])
 TABLE: list[tuple[Any, ...]] = [
@@ -383,8 +384,8 @@ MONITORS: list[tuple[str, dict[str, Any], bool]] = [
         {"sourceLabels": ["__name__"], "regex": "my_util", "targetLabel": "__name__",
          "replacement": "DCGM_FI_DEV_GPU_UTIL"}]}), False),
     ("a templated target label", service_monitor(endpoint=relabel("${1}", regex="(.*)")), False),
-    ("labelmap", pod_monitor(endpoint={"relabelings": [{"action": "labelmap", "regex": "__meta_kubernetes_pod_label_(.+)"}]}),
-     False),
+    ("labelmap", pod_monitor(endpoint={"relabelings": [{"action": "labelmap",
+                                                         "regex": "__meta_kubernetes_pod_label_(.+)"}]}), False),
     ("the pod label copied from the pod", pod_monitor(podTargetLabels=["pod"]), False),
     ("no sample limit", {**service_monitor(), "spec": {k: v for k, v in service_monitor()["spec"].items()
                                                        if k != "sampleLimit"}}, False),

@@ -304,8 +304,8 @@ MONITORS: list[tuple[str, dict[str, Any], bool]] = [
     ("honor-labels", service_monitor(honorLabels=True), True),
     ("node-label-by-relabeling", service_monitor(relabelings=[{"sourceLabels": ["__meta_kubernetes_pod_node_name"],
                                                                "targetLabel": "node"}]), True),
-    ("every-namespace", {**service_monitor(), "spec": {**service_monitor()["spec"], "namespaceSelector": {"any": True}}},
-     True),
+    ("every-namespace",
+     {**service_monitor(), "spec": {**service_monitor()["spec"], "namespaceSelector": {"any": True}}}, True),
     ("no-limits", {**service_monitor(), "spec": {k: v for k, v in service_monitor()["spec"].items()
                                                  if k not in ("sampleLimit", "targetLimit")}}, True),
 ]
