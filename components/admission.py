@@ -111,7 +111,8 @@ def policy_variables(layout: QueueLayout, system_node_selector: Mapping[str, str
         largest[pool.resource] = max(largest[pool.resource], pool.node_gpus)
     username = "request.userInfo.username"
     return [
-        # A Job's pods are its template's; told apart by shape, which needs no apiVersion or kind in the object.
+        # A Job's, Deployment's or StatefulSet's pods are its template's; told apart by shape, which needs no
+        # apiVersion or kind in the object.
         ("spec", "has(object.spec.template) ? object.spec.template.spec : object.spec"),
         # What an UPDATE changes it from (nothing on a CREATE, whose oldObject is null).
         ("oldSpec", "oldObject == null ? {} : "
@@ -304,13 +305,15 @@ class Subject:
 
 def subjects(layout: QueueLayout, system_node_selector: Mapping[str, str]) -> list[tuple[Subject, list[Policy]]]:
     workloads = Subject(
-        # Pods, and Jobs too so that a bad Job is refused when it is submitted rather than when its pods are;
-        # updates only as the match conditions say, so that Kueue's own updates (admission, preemption) are
-        # never held.
+        # Pods, and what makes pods from one template (Jobs, Deployments, StatefulSets) so that a bad one is
+        # refused when it is submitted rather than when its controller fails to create its pods; updates only
+        # as the match conditions say, so that Kueue's own updates (admission, preemption) are never held.
         rules=(NamedRuleWithOperationsArgs(api_groups=[""], api_versions=["v1"], operations=["CREATE", "UPDATE"],
                                            resources=["pods", "pods/ephemeralcontainers"]),
                NamedRuleWithOperationsArgs(api_groups=["batch"], api_versions=["v1"],
-                                           operations=["CREATE", "UPDATE"], resources=["jobs"])),
+                                           operations=["CREATE", "UPDATE"], resources=["jobs"]),
+               NamedRuleWithOperationsArgs(api_groups=["apps"], api_versions=["v1"],
+                                           operations=["CREATE", "UPDATE"], resources=["deployments", "statefulsets"])),
         match_conditions=tuple(workload_match_conditions()),
         variables=tuple(policy_variables(layout, system_node_selector)))
     monitors = Subject(

@@ -69,6 +69,18 @@ def job(of: dict[str, Any]) -> dict[str, Any]:
             "spec": {"template": {"spec": of["spec"] | {"restartPolicy": "Never"}}}}
 
 
+def deployment(of: dict[str, Any], kind: str = "Deployment") -> dict[str, Any]:
+    """The pod's spec as a Deployment's (or StatefulSet's) template, carrying the pod's labels."""
+    labels = {"app": "serve"}
+    spec: dict[str, Any] = {"replicas": 2, "selector": {"matchLabels": labels},
+                            "template": {"metadata": {"labels": labels}, "spec": of["spec"]}}
+    if kind == "StatefulSet":
+        spec["serviceName"] = "serve"
+    return {"apiVersion": "apps/v1", "kind": kind,
+            "metadata": {key: value for key, value in of["metadata"].items() if key != "name"} | {"name": "serve"},
+            "spec": spec}
+
+
 def owned(of: dict[str, Any], owner: tuple[str, str] = ("batch/v1", "Job")) -> dict[str, Any]:
     """The object as its owner's controller creates it (by default a Job's pod), without the queue label."""
     created = copy.deepcopy(of)
@@ -127,6 +139,9 @@ TABLE: list[tuple[Any, ...]] = [
      changed(gated(CPU_POD), tolerations=[GPU_TOLERATION]), "research", False, {"old": gated(CPU_POD)}),
     ("gpu-nodes-for-gpu-work", "a suspended CPU job given every toleration by update",
      changed(job(CPU_POD), tolerations=[{"operator": "Exists"}]), "research", False, {"old": job(CPU_POD)}),
+    ("gpu-nodes-for-gpu-work", "a CPU deployment tolerating the GPU taint",
+     deployment(pod(gpus=None, tolerations=[GPU_TOLERATION])), "research", False),
+    ("gpu-nodes-for-gpu-work", "a GPU deployment", deployment(pod()), "research", True),
     ("gpu-nodes-for-gpu-work", "GPU in an init container",
      pod(gpus=None, tolerations=[GPU_TOLERATION], initContainers=[{"name": "warmup", "image": "busybox:1.37",
                                                                    "resources": {"limits": {"nvidia.com/gpu": 1}}}]),
@@ -180,6 +195,9 @@ TABLE: list[tuple[Any, ...]] = [
         "mlplatform.io/pool", "a100"))), "web", False),
     ("team-pools-only", "a shared pool by affinity", pod(affinity=affinity("mlplatform.io/pool", "t4")), "web", True),
     ("team-pools-only", "a node by name", pod(nodeName="ip-10-0-0-1"), "research", False),
+    ("team-pools-only", "a statefulset on the system pool", deployment(pod(gpus=None, labels={},
+                                                                          nodeSelector=SYSTEM_POOL), "StatefulSet"),
+     "research", False),
     ("team-pools-only", "a gated pod moved to the system pool by update",
      changed(gated(CPU_POD), nodeSelector=SYSTEM_POOL), "research", False, {"old": gated(CPU_POD)}),
     ("team-pools-only", "a suspended job moved to another team's pool by update",
@@ -287,7 +305,8 @@ def test_policies_match_pod_and_job_creation_and_updates_and_bind_to_team_namesp
         rules = policy["spec"]["matchConstraints"]["resourceRules"]
         assert [(r["apiGroups"], r["resources"], r["operations"]) for r in rules] == [
             ([""], ["pods", "pods/ephemeralcontainers"], ["CREATE", "UPDATE"]),
-            (["batch"], ["jobs"], ["CREATE", "UPDATE"])]
+            (["batch"], ["jobs"], ["CREATE", "UPDATE"]),
+            (["apps"], ["deployments", "statefulsets"], ["CREATE", "UPDATE"])]
         assert policy["spec"]["failurePolicy"] == "Fail"
     bindings = {r.inputs["spec"]["policyName"]: r.inputs["spec"] for r in synthesis.of_type(
         "kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicyBinding")}

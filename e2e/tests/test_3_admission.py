@@ -66,10 +66,21 @@ def as_job(pod: dict[str, Any]) -> dict[str, Any]:
             "spec": {"backoffLimit": 0, "template": {"spec": pod["spec"]}}}
 
 
+def as_deployment(pod: dict[str, Any]) -> dict[str, Any]:
+    """The pod as a Deployment's template (restarting always, as a Deployment's pods must), carrying its labels."""
+    spec = {key: value for key, value in pod["spec"].items() if key != "restartPolicy"}
+    selector = {"app": "serve"}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "serve", "namespace": pod["metadata"]["namespace"],
+                         "labels": pod["metadata"]["labels"]},
+            "spec": {"replicas": 1, "selector": {"matchLabels": selector},
+                     "template": {"metadata": {"labels": selector}, "spec": spec}}}
+
+
 def changed(obj: dict[str, Any], **spec: Any) -> dict[str, Any]:
     """A copy with pod-spec fields set (None removes one); a Job's go into its template."""
     obj = copy.deepcopy(obj)
-    target = obj["spec"]["template"]["spec"] if obj["kind"] == "Job" else obj["spec"]
+    target = obj["spec"]["template"]["spec"] if obj["kind"] != "Pod" else obj["spec"]
     for key, value in spec.items():
         if value is None:
             target.pop(key, None)
@@ -150,6 +161,9 @@ VIOLATIONS: list[tuple[str, dict[str, Any], str]] = [
     ("cpu-job-tolerating-every-taint", as_job(changed(cpu_pod("inference"), tolerations=[{"operator": "Exists"}])),
      "gpu-nodes-for-gpu-work"),
     ("zero-gpu-pod-tolerating-the-gpu-taint", gpu_pod(gpus=0), "gpu-nodes-for-gpu-work"),
+    ("cpu-deployment-tolerating-the-gpu-taint", as_deployment(changed(cpu_pod("inference"),
+                                                                      tolerations=[GPU_TOLERATION])),
+     "gpu-nodes-for-gpu-work"),
     ("gpu-pod-in-another-teams-queue", labelled(gpu_pod(), {QUEUE_LABEL: "inference"}),
      "gpu-work-through-team-queue"),
     ("cpu-pod-asking-every-gpu-by-environment", with_env(cpu_pod(), "NVIDIA_VISIBLE_DEVICES", "all"),
@@ -181,6 +195,8 @@ COMPLIANT: list[tuple[str, dict[str, Any]]] = [
     ("gpu-pod-without-a-queue-label", labelled(gpu_pod(), {})),
     ("gpu-job-on-time-sliced-gpus", as_job(gpu_pod("inference", resource="nvidia.com/gpu.shared", pool="t4"))),
     ("gpu-pod-as-large-as-a-node", gpu_pod(gpus=4)),
+    ("gpu-deployment-on-time-sliced-gpus",
+     as_deployment(gpu_pod("inference", resource="nvidia.com/gpu.shared", pool="t4"))),
     ("gpu-pod-requiring-its-pool", changed(gpu_pod(), nodeSelector=None,
                                            affinity=required_affinity(POOL_LABEL, "a100"))),
     ("gpu-pod-with-ml-serving-priority", changed(gpu_pod("inference"), priorityClassName="ml-serving")),
