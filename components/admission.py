@@ -295,6 +295,14 @@ def monitor_policies() -> list[Policy]:
     ))]
 
 
+def network_policy_policies() -> list[Policy]:
+    return [Policy("team-network-policies-stay", (Check(
+        "!request.userInfo.groups.exists(g, g in variables.teamGroups)",
+        "This NetworkPolicy is the platform's (it carries the mlplatform.io/team label): it keeps other "
+        "namespaces out of the team's pods and lets Prometheus in. A team member may not change or delete it; "
+        "add NetworkPolicies of your own (without that label) to allow more."),))]
+
+
 @dataclass(frozen=True)
 class Subject:
     """What a group of policies judges: resources and operations, when, and the variables they share."""
@@ -303,7 +311,8 @@ class Subject:
     variables: tuple[tuple[str, str], ...]
 
 
-def subjects(layout: QueueLayout, system_node_selector: Mapping[str, str]) -> list[tuple[Subject, list[Policy]]]:
+def subjects(layout: QueueLayout, system_node_selector: Mapping[str, str],
+             team_groups: Mapping[str, list[str]]) -> list[tuple[Subject, list[Policy]]]:
     workloads = Subject(
         # Pods, and what makes pods from one template (Jobs, Deployments, StatefulSets) so that a bad one is
         # refused when it is submitted rather than when its controller fails to create its pods; updates only
@@ -320,18 +329,30 @@ def subjects(layout: QueueLayout, system_node_selector: Mapping[str, str]) -> li
         rules=(NamedRuleWithOperationsArgs(api_groups=["monitoring.coreos.com"], api_versions=["v1"],
                                            operations=["CREATE", "UPDATE"], resources=MONITOR_RESOURCES),),
         match_conditions=(), variables=tuple(monitor_variables()))
-    return [(workloads, team_policies(layout)), (monitors, monitor_policies())]
+    # The platform's NetworkPolicies in a team namespace, changed or deleted by a member of that team's groups
+    # (teams' `edit` may write NetworkPolicies, to add their own). The deployer and controllers are left alone.
+    network_policies = Subject(
+        rules=(NamedRuleWithOperationsArgs(api_groups=["networking.k8s.io"], api_versions=["v1"],
+                                           operations=["UPDATE", "DELETE"], resources=["networkpolicies"]),),
+        match_conditions=(("the-platforms", "has(oldObject.metadata.labels) && "
+                                            f"{_cel(TEAM_LABEL)} in oldObject.metadata.labels"),),
+        variables=(("teamGroups", f"request.namespace in {_cel(dict(team_groups))} ? "
+                                  f"{_cel(dict(team_groups))}[request.namespace] : []"),))
+    return [(workloads, team_policies(layout)), (monitors, monitor_policies()),
+            (network_policies, network_policy_policies())]
 
 
 class TeamAdmission(pulumi.ComponentResource):
     def __init__(self, name: str, cluster: ClusterHandle, layout: QueueLayout, *,
-                 enforcement: Literal["deny", "warn"], opts: pulumi.ResourceOptions | None = None) -> None:
+                 enforcement: Literal["deny", "warn"], team_groups: Mapping[str, list[str]] | None = None,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        """`team_groups`: the groups with `edit` in each team namespace the platform makes."""
         super().__init__("mlplatform:admission:TeamAdmission", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         team_namespaces = LabelSelectorArgs(match_expressions=[LabelSelectorRequirementArgs(key=TEAM_LABEL,
                                                                                             operator="Exists")])
         names: list[str] = []
-        for subject, policies in subjects(layout, cluster.system_node_selector):
+        for subject, policies in subjects(layout, cluster.system_node_selector, team_groups or {}):
             for policy in policies:
                 self._policy(name, policy, subject, team_namespaces, enforcement, child)
                 names.append(f"mlplatform-{policy.name}")

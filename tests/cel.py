@@ -41,16 +41,17 @@ class Decision:
         return not self.failures
 
 
-def admit(policy: dict[str, Any], obj: dict[str, Any], namespace: dict[str, Any], *, user: str = TEAM_MEMBER,
-          old: dict[str, Any] | None = None, sub_resource: str | None = None) -> Decision:
-    """A ValidatingAdmissionPolicy's decision on `user` creating `obj` in `namespace`, or updating `old` to it.
-    An expression that errors fails the test (the policies' failurePolicy is Fail, so on a real cluster the
-    request would be refused). `request` carries what the API server's does for these expressions; a main
-    resource's request has no subResource, as in the API server's."""
+def admit(policy: dict[str, Any], obj: dict[str, Any] | None, namespace: dict[str, Any], *,
+          user: str = TEAM_MEMBER, groups: tuple[str, ...] = (), old: dict[str, Any] | None = None,
+          sub_resource: str | None = None) -> Decision:
+    """A ValidatingAdmissionPolicy's decision on `user` (in `groups`) creating `obj` in `namespace`, updating
+    `old` to it, or deleting `old` (no `obj`). An expression that errors fails the test (the policies'
+    failurePolicy is Fail, so on a real cluster the request would be refused). `request` carries what the API
+    server's does for these expressions; a main resource's request has no subResource, as in the API server's."""
     spec = policy["spec"]
-    request: dict[str, Any] = {"operation": "CREATE" if old is None else "UPDATE",
-                               "namespace": namespace["metadata"]["name"],
-                               "userInfo": {"username": user, "groups": ["system:authenticated"]}}
+    operation = "CREATE" if old is None else ("DELETE" if obj is None else "UPDATE")
+    request: dict[str, Any] = {"operation": operation, "namespace": namespace["metadata"]["name"],
+                               "userInfo": {"username": user, "groups": [*groups, "system:authenticated"]}}
     if sub_resource:
         request["subResource"] = sub_resource
     activation: dict[str, Any] = {"object": celpy.json_to_cel(obj), "oldObject": celpy.json_to_cel(old),

@@ -23,7 +23,8 @@ GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "presen
 
 
 def _team(name: str, quota_gpus: int, **queue: Any) -> dict[str, Any]:
-    return {"name": name, "quota": {"requests": {"cpu": "8", "memory": "32Gi"}, "gpus": quota_gpus}, "queue": queue}
+    return {"name": name, "quota": {"requests": {"cpu": "8", "memory": "32Gi"}, "gpus": quota_gpus}, "queue": queue,
+            "groups": {"edit": [f"ml-{name}"], "view": ["ml-readers"]}}
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +245,7 @@ def test_policy_table(policies, case):
     assert decision.judged and decision.allowed is admitted, decision.failures
     # Every other policy admits it: each case breaks at most the rule it is about.
     others = {other: admit(policy, obj, namespace(team), **request).failures for other, policy in policies.items()
-              if other not in (name, "team-monitors")}
+              if other not in (name, "team-monitors", "team-network-policies-stay")}
     assert {other: f for other, f in others.items() if f} == {}
 
 
@@ -264,7 +265,7 @@ def test_updates_that_move_nothing_and_kueues_own_are_not_judged(policies, obj, 
     # Even updates that would break a rule as a creation: Kueue is never held up, and a pod admitted once is
     # not judged again for an unrelated edit.
     for name, policy in policies.items():
-        if name != "team-monitors":
+        if name not in ("team-monitors", "team-network-policies-stay"):
             assert admit(policy, obj, namespace("web"), **request_).judged is False
 
 
@@ -274,7 +275,7 @@ def test_device_environment_variables_are_the_toolkits():
 
 
 def test_every_policy_has_passing_and_failing_cases(policies):
-    workload = set(policies) - {"team-monitors"}
+    workload = set(policies) - {"team-monitors", "team-network-policies-stay"}
     assert {case[0] for case in TABLE if case[4]} == workload == {case[0] for case in TABLE if not case[4]}
 
 
@@ -300,7 +301,7 @@ def test_messages_say_what_to_change(policies):
 
 def test_policies_match_pod_and_job_creation_and_updates_and_bind_to_team_namespaces(synthesis, policies):
     for name, policy in policies.items():
-        if name == "team-monitors":
+        if name in ("team-monitors", "team-network-policies-stay"):
             continue
         rules = policy["spec"]["matchConstraints"]["resourceRules"]
         assert [(r["apiGroups"], r["resources"], r["operations"]) for r in rules] == [
@@ -349,9 +350,9 @@ def test_team_editors_may_declare_monitors_and_prometheus_finds_them(synthesis):
 def test_every_child_is_parented_named_after_the_component_and_uses_the_clusters_provider(synthesis):
     (component,) = synthesis.of_type("mlplatform:admission:TeamAdmission")
     children = synthesis.children_of(component.urn)
-    # a policy and its binding for each of seven workload policies and the monitor policy, and two aggregated
-    # ClusterRoles
-    assert len(children) == 18
+    # a policy and its binding for each of seven workload policies, the monitor policy and the NetworkPolicy one,
+    # and two aggregated ClusterRoles
+    assert len(children) == 20
     providers = {r.urn for r in synthesis.of_type("pulumi:providers:kubernetes")}
     assert all(child.name.startswith("admission-") and child.provider in providers for child in children)
 
@@ -442,3 +443,28 @@ def test_prometheus_stamps_team_series_with_their_namespace_but_not_the_platform
     assert {("servicemonitors", "monitoring"), ("prometheusrules", "monitoring"), ("servicemonitors", "kueue-system"),
             ("servicemonitors", "kube-system")} <= excluded
     assert not {ns for _, ns in excluded} & {"research", "web"}
+
+
+# ---- the platform's NetworkPolicies ----------------------------------------------------------------------------
+
+def network_policy(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": "research", "labels": labels},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": []}}
+
+
+PLATFORMS = network_policy("default-deny-ingress", {"mlplatform.io/team": "research"})
+OWN = network_policy("allow-from-web", {"app": "serve"})
+
+
+@pytest.mark.parametrize("case,old,new,groups,refused", [
+    ("a member deleting the platform's default deny", PLATFORMS, None, ("ml-research",), True),
+    ("a member opening the platform's default deny", PLATFORMS,
+     {**PLATFORMS, "spec": {**PLATFORMS["spec"], "ingress": [{}]}}, ("ml-research",), True),
+    ("a member deleting a policy of the team's own", OWN, None, ("ml-research",), False),
+    ("the deployer deleting the platform's policy", PLATFORMS, None, ("platform-admins",), False),
+    ("another team's member (whose RBAC stops it anyway)", PLATFORMS, None, ("ml-web",), False),
+])
+def test_team_members_keep_the_platforms_network_policies(policies, case, old, new, groups, refused):
+    decision = admit(policies["team-network-policies-stay"], new, namespace("research"), groups=groups, old=old)
+    assert (decision.judged and not decision.allowed) is refused, case

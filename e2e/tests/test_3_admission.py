@@ -20,7 +20,8 @@ from e2e.cluster import ApiError
 from e2e.lifecycle import Platform
 
 POLICIES = ("gpu-nodes-for-gpu-work", "gpu-limits-equal-requests", "gpu-work-through-team-queue", "team-pools-only",
-            "gpu-request-fits-a-node", "no-gpu-device-env", "team-priority-classes", "team-monitors")
+            "gpu-request-fits-a-node", "no-gpu-device-env", "team-priority-classes", "team-monitors",
+            "team-network-policies-stay")
 # A member of each team, as its RoleBinding names the group (Pulumi.e2e.yaml's teams[].groups.edit).
 MEMBERS = {"research": ("alice", "ml-research"), "inference": ("bob", "ml-inference")}
 GPU_TOLERATION = {"key": GPU_TAINT.key, "operator": "Equal", "value": GPU_TAINT.value, "effect": GPU_TAINT.effect}
@@ -339,3 +340,19 @@ def test_prometheus_stamps_team_series_with_their_namespace(e2e: Platform):
     excluded = {(e["resource"], e["namespace"]) for e in prometheus["spec"]["excludedFromEnforcement"]}
     assert ("servicemonitors", prometheus["metadata"]["namespace"]) in excluded
     assert not {ns for _, ns in excluded} & set(MEMBERS)
+
+
+@pytest.mark.parametrize("method", ["DELETE", "PUT"])
+def test_a_team_member_changing_the_platforms_network_policy_is_judged(e2e: Platform, method: str):
+    # Teams' edit role may write NetworkPolicies (to add their own); the platform's default deny is not theirs.
+    path = "/apis/networking.k8s.io/v1/namespaces/research/networkpolicies/default-deny-ingress"
+    stored = e2e.cluster.get(path)
+    opened = {**stored, "spec": {**stored["spec"], "ingress": [{}]}}
+    user, group = MEMBERS["research"]
+    _, warnings = e2e.cluster.request_as(method, path + "?dryRun=All", opened if method == "PUT" else None,
+                                         user=user, groups=[group])
+    assert warned_by(warnings) == {"team-network-policies-stay"}, warnings
+    # The stack's deployer, in no team's group, is not judged: `pulumi up` and `destroy` manage these.
+    _, warnings = e2e.cluster.request_as(method, path + "?dryRun=All", opened if method == "PUT" else None,
+                                         user="deployer", groups=["system:masters"])
+    assert warned_by(warnings) == set(), warnings
