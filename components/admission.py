@@ -15,6 +15,7 @@ from typing import Literal
 import pulumi
 import pulumi_kubernetes as k8s
 from pulumi_kubernetes.admissionregistration.v1 import (
+    MatchConditionArgs,
     MatchResourcesArgs,
     NamedRuleWithOperationsArgs,
     ValidatingAdmissionPolicyBindingSpecArgs,
@@ -25,13 +26,34 @@ from pulumi_kubernetes.admissionregistration.v1 import (
 from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, LabelSelectorRequirementArgs, ObjectMetaArgs
 from pulumi_kubernetes.rbac.v1 import PolicyRuleArgs
 
-from core.vocabulary import DEFAULT_LOCAL_QUEUE, GPU_TAINT, ML_PRIORITY_CLASSES, POOL_LABEL, TEAM_LABEL
+from core.vocabulary import (DEFAULT_LOCAL_QUEUE, GPU_TAINT, KUEUE_NAMESPACE, KUEUE_SERVICE_ACCOUNT,
+                             ML_PRIORITY_CLASSES, POOL_LABEL, TEAM_LABEL)
 from core.handle import ClusterHandle
 from config.queues import QueueLayout
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# The scheduling gate Kueue puts on every pod it manages and removes when the pod's workload is admitted.
+KUEUE_GATE = "kueue.x-k8s.io/admission"
+# Who Kueue is to the API server: its chart's controller-manager ServiceAccount.
+KUEUE_USER = f"system:serviceaccount:{KUEUE_NAMESPACE}:{KUEUE_SERVICE_ACCOUNT}"
 # A CEL predicate on a resource name `r`: whole GPUs, renamed time-sliced shares, MIG slices.
 _IS_GPU = "(r == 'nvidia.com/gpu' || r.startsWith('nvidia.com/gpu.') || r.startsWith('nvidia.com/mig-'))"
+# Environment variables by which NVIDIA's container toolkit hands a container devices or driver features
+# (nvidia-container-toolkit internal/config/image: NVIDIA_VISIBLE_DEVICES and the variables that select GPUs,
+# MIG control devices and IMEX channels, and the driver capabilities mounted with them). Under the device
+# plugin's `envvar` strategy a container that sets NVIDIA_VISIBLE_DEVICES=all sees every GPU of its node.
+NVIDIA_DEVICE_ENV = ("NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "NVIDIA_MIG_CONFIG_DEVICES",
+                     "NVIDIA_MIG_MONITOR_DEVICES", "NVIDIA_IMEX_CHANNELS")
+# Pod-spec fields an UPDATE may change that decide where a pod runs, with the value their absence means. A
+# gated pod may gain nodeSelector and affinity terms and lose gates, any pod may gain tolerations, and a
+# suspended Job's template may change them all (Kubernetes' pod and Job update validation).
+SCHEDULING_FIELDS = (("tolerations", "[]"), ("nodeSelector", "{}"), ("affinity", "{}"), ("schedulingGates", "[]"))
+
+
+def _positive_gpus(resources: str) -> str:
+    """A CEL predicate: the resource map asks for at least one GPU. The API server hands a policy quantities in
+    canonical form, and refuses fractional or negative extended resources, so zero is always '0'."""
+    return f"{resources}.exists(r, {_IS_GPU} && string({resources}[r]) != '0')"
 
 
 def _cel(value: object) -> str:
@@ -61,20 +83,62 @@ class Policy:
     checks: tuple[Check, ...]
 
 
+def _scheduling_changed() -> str:
+    """A CEL predicate on an UPDATE: a scheduling field of the pod, or of the Job's pod template, changes."""
+    def differs(spec: str) -> str:
+        return " || ".join(f"(has(object.{spec}.{f}) ? object.{spec}.{f} : {empty}) != "
+                           f"(has(oldObject.{spec}.{f}) ? oldObject.{spec}.{f} : {empty})"
+                           for f, empty in SCHEDULING_FIELDS)
+    return f"has(object.spec.template) ? ({differs('spec.template.spec')}) : ({differs('spec')})"
+
+
+def workload_match_conditions() -> list[tuple[str, str]]:
+    """When the workload policies judge a request: every CREATE; an ephemeral container added to a pod; an
+    UPDATE that moves a pod (or a Job's pods) elsewhere, unless Kueue makes it (it ungates pods and injects
+    its flavors' node selectors, and must never be held up). Status updates and other edits are not judged.
+    `subResource` is absent from the request of a main resource, hence has()."""
+    return [("create-ephemeral-or-scheduling-update",
+             "request.operation == 'CREATE' || "
+             "(has(request.subResource) && request.subResource == 'ephemeralcontainers') || "
+             f"(request.operation == 'UPDATE' && request.userInfo.username != {_cel(KUEUE_USER)} && "
+             f"({_scheduling_changed()}))")]
+
+
 def policy_variables(layout: QueueLayout, system_node_selector: Mapping[str, str]) -> list[tuple[str, str]]:
     """Named expressions every policy shares: the pod spec of a Pod or a Job, its GPU containers, its team."""
     largest = {layout.pools[p].resource: 0 for p in layout.pools}
     for pool in layout.pools.values():
         largest[pool.resource] = max(largest[pool.resource], pool.node_gpus)
+    username = "request.userInfo.username"
     return [
-        # A Job's pods are its template's; told apart by shape, which needs no apiVersion or kind in the object.
+        # A Job's, Deployment's or StatefulSet's pods are its template's; told apart by shape, which needs no
+        # apiVersion or kind in the object.
         ("spec", "has(object.spec.template) ? object.spec.template.spec : object.spec"),
+        # What an UPDATE changes it from (nothing on a CREATE, whose oldObject is null).
+        ("oldSpec", "oldObject == null ? {} : "
+                    "(has(oldObject.spec.template) ? oldObject.spec.template.spec : oldObject.spec)"),
         ("containers", "variables.spec.containers + "
-                       "(has(variables.spec.initContainers) ? variables.spec.initContainers : [])"),
+                       "(has(variables.spec.initContainers) ? variables.spec.initContainers : []) + "
+                       "(has(variables.spec.ephemeralContainers) ? variables.spec.ephemeralContainers : [])"),
+        # Containers asking for at least one GPU: a zero request reserves no GPU and makes no GPU work.
         ("gpuContainers", "variables.containers.filter(c, has(c.resources) && "
-                          f"((has(c.resources.limits) && c.resources.limits.exists(r, {_IS_GPU})) || "
-                          f"(has(c.resources.requests) && c.resources.requests.exists(r, {_IS_GPU}))))"),
+                          f"((has(c.resources.limits) && {_positive_gpus('c.resources.limits')}) || "
+                          f"(has(c.resources.requests) && {_positive_gpus('c.resources.requests')})))"),
         ("requestsGpu", "size(variables.gpuContainers) > 0"),
+        # A controller made this request: a ServiceAccount outside the object's namespace (the job controller
+        # in kube-system, JobSet's, an operator's), or the controller manager running with its own credentials.
+        # Team members and their namespaces' ServiceAccounts are never that.
+        ("controllerRequest", f"{username} == 'system:kube-controller-manager' || "
+                              f"({username}.startsWith('system:serviceaccount:') && "
+                              f"!{username}.startsWith('system:serviceaccount:' + request.namespace + ':'))"),
+        # Owned by a controller that went through the queue (a Job's pods, a JobSet's Jobs): an owner reference
+        # anyone may write, so it counts when a controller creates the object, or when an update keeps the
+        # owners the object was admitted with.
+        ("controllerOwned", "has(object.metadata.ownerReferences) && "
+                            "object.metadata.ownerReferences.exists(o, has(o.controller) && o.controller) && "
+                            "(request.operation == 'UPDATE' ? (has(oldObject.metadata.ownerReferences) && "
+                            "oldObject.metadata.ownerReferences == object.metadata.ownerReferences) : "
+                            "variables.controllerRequest)"),
         ("labels", "has(object.metadata.labels) ? object.metadata.labels : {}"),
         ("team", f"has(namespaceObject.metadata.labels) && {_cel(TEAM_LABEL)} in namespaceObject.metadata.labels "
                  f"? namespaceObject.metadata.labels[{_cel(TEAM_LABEL)}] : ''"),
@@ -112,19 +176,30 @@ def team_policies(layout: QueueLayout) -> list[Policy]:
             "A container asks for GPUs in resources.requests without the same number in resources.limits. GPUs "
             "are never shared beyond what they advertise: set the GPUs in resources.limits (requests then "
             "default to them), or make requests equal limits."),)),
-        Policy("gpu-work-through-team-queue", (Check(
-            # What a controller owns (a Job's pods, a JobSet's Jobs) went through the queue as its owner.
-            "!variables.requestsGpu || (has(object.metadata.ownerReferences) && "
-            "object.metadata.ownerReferences.exists(o, has(o.controller) && o.controller)) || "
-            f"({_cel(QUEUE_LABEL)} in variables.labels && variables.labels[{_cel(QUEUE_LABEL)}] in "
-            f"[variables.team, {_cel(DEFAULT_LOCAL_QUEUE)}])",
-            f"GPU work in a team namespace goes through the team's Kueue queue: label it {QUEUE_LABEL}: "
-            f"<team> (or leave the label off for the namespace's {DEFAULT_LOCAL_QUEUE!r} queue), or run it as a "
-            "Job whose pods the queue admits.",
-            # string(): a messageExpression must be typed string, and variables are dyn.
-            f"'GPU work in a team namespace goes through the team\\'s Kueue queue: label it {QUEUE_LABEL}: ' + "
-            f"string(variables.team) + ' (or leave the label off for the namespace\\'s {DEFAULT_LOCAL_QUEUE} queue), "
-            "or run it as a Job whose pods the queue admits.'"),)),
+        Policy("gpu-work-through-team-queue", (
+            Check(
+                # What a controller owns (a Job's pods, a JobSet's Jobs) went through the queue as its owner;
+                # an owner reference written by a team member proves nothing (Kueue skips such a pod too).
+                "!variables.requestsGpu || variables.controllerOwned || "
+                f"({_cel(QUEUE_LABEL)} in variables.labels && variables.labels[{_cel(QUEUE_LABEL)}] in "
+                f"[variables.team, {_cel(DEFAULT_LOCAL_QUEUE)}])",
+                f"GPU work in a team namespace goes through the team's Kueue queue: label it {QUEUE_LABEL}: "
+                f"<team> (or leave the label off for the namespace's {DEFAULT_LOCAL_QUEUE!r} queue), or run it as "
+                "a Job whose pods the queue admits. An owner reference counts only on what a controller creates.",
+                # string(): a messageExpression must be typed string, and variables are dyn.
+                f"'GPU work in a team namespace goes through the team\\'s Kueue queue: label it {QUEUE_LABEL}: ' "
+                f"+ string(variables.team) + ' (or leave the label off for the namespace\\'s {DEFAULT_LOCAL_QUEUE} "
+                "queue), or run it as a Job whose pods the queue admits. An owner reference counts only on what "
+                "a controller creates.'"),
+            Check(
+                # Kueue removes its gate when it admits the pod; its own updates are never judged.
+                "request.operation != 'UPDATE' || !has(variables.oldSpec.schedulingGates) || "
+                f"!variables.oldSpec.schedulingGates.exists(g, g.name == {_cel(KUEUE_GATE)}) || "
+                "(has(variables.spec.schedulingGates) && "
+                f"variables.spec.schedulingGates.exists(g, g.name == {_cel(KUEUE_GATE)}))",
+                f"The scheduling gate {KUEUE_GATE} is Kueue's: it removes it when the team's queue admits the "
+                "pod. Leave it in spec.schedulingGates; the pod starts once its queue has room."),
+        )),
         Policy("team-pools-only", (
             Check("!has(variables.spec.nodeName)",
                   "spec.nodeName puts a pod on a node past the scheduler, the GPU taint and the team's queue. "
@@ -148,6 +223,11 @@ def team_policies(layout: QueueLayout) -> list[Policy]:
             f"A container asks for more GPUs than any node offers, or a GPU resource no pool has (largest "
             f"nodes: {largest}), so it could never be scheduled. Ask for at most that many per pod and spread "
             "larger work over several pods (a Job with parallelism, a JobSet)."),)),
+        Policy("no-gpu-device-env", (Check(
+            f"variables.containers.all(c, !has(c.env) || c.env.all(e, !(e.name in {_cel(list(NVIDIA_DEVICE_ENV))})))",
+            f"A container sets {', '.join(NVIDIA_DEVICE_ENV)}: NVIDIA's container runtime would read it to hand "
+            "the container GPUs or driver features beyond what the pod asked for. Remove it and ask for GPUs in "
+            "resources.limits (nvidia.com/gpu: 1); the device plugin then sets what the container needs."),)),
         Policy("team-priority-classes", (Check(
             f"!has(variables.spec.priorityClassName) || variables.spec.priorityClassName in {_cel(priority_classes)}",
             f"Team workloads use the ML priority classes ({', '.join(priority_classes)}); the system-* classes "
@@ -162,44 +242,120 @@ def validation_actions(enforcement: Literal["deny", "warn"]) -> list[str]:
 
 # Monitors teams may declare in their namespaces, so that Prometheus scrapes their own services.
 MONITOR_RESOURCES = ["servicemonitors", "podmonitors"]
+# The most a team monitor may take in: samples per scrape of one target, and targets per monitor. Past them
+# Prometheus drops the whole scrape (up == 0), so one team's exporter cannot fill its memory.
+TEAM_MONITOR_SAMPLE_LIMIT = 50_000
+TEAM_MONITOR_TARGET_LIMIT = 100
+# Target labels the platform's rules and Prometheus's own workings rest on: GPU and cost series join on
+# node, pod and namespace, and `__*__` labels choose what is scraped and how (__address__, __scheme__,
+# __metrics_path__, __param_*) or rename series (__name__).
+RESERVED_TARGET_LABELS = "^(job|namespace|node|pod|container|__.*)$"
+
+
+def monitor_variables() -> list[tuple[str, str]]:
+    return [
+        ("endpoints", "has(object.spec.endpoints) ? object.spec.endpoints : "
+                      "(has(object.spec.podMetricsEndpoints) ? object.spec.podMetricsEndpoints : [])"),
+        ("relabelings", "variables.endpoints.map(e, (has(e.relabelings) ? e.relabelings : []) + "
+                        "(has(e.metricRelabelings) ? e.metricRelabelings : []))"),
+        ("copiedLabels", "(has(object.spec.targetLabels) ? object.spec.targetLabels : []) + "
+                         "(has(object.spec.podTargetLabels) ? object.spec.podTargetLabels : [])"),
+    ]
+
+
+def monitor_policies() -> list[Policy]:
+    """What a team's ServiceMonitor or PodMonitor may ask of the platform's Prometheus: to scrape its own
+    namespace's pods, with its own credentials, into series that say truthfully where they come from."""
+    reserved = _cel(RESERVED_TARGET_LABELS)
+    return [Policy("team-monitors", (
+        Check("variables.endpoints.all(e, !has(e.bearerTokenFile) && (!has(e.tlsConfig) || "
+              "(!has(e.tlsConfig.caFile) && !has(e.tlsConfig.certFile) && !has(e.tlsConfig.keyFile))))",
+              "bearerTokenFile and tlsConfig caFile/certFile/keyFile name files on Prometheus's own disk, such as "
+              "its ServiceAccount token, which Prometheus would send to your pods. Use Secrets of your namespace: "
+              "bearerTokenSecret or authorization.credentials, and tlsConfig ca/cert/keySecret."),
+        Check("!has(object.spec.namespaceSelector) || ((!has(object.spec.namespaceSelector.any) || "
+              "!object.spec.namespaceSelector.any) && (!has(object.spec.namespaceSelector.matchNames) || "
+              "object.spec.namespaceSelector.matchNames.all(n, n == request.namespace)))",
+              "A team monitor scrapes its own namespace only: remove namespaceSelector (or name only this "
+              "namespace in matchNames)."),
+        Check("variables.endpoints.all(e, !has(e.honorLabels) || !e.honorLabels)",
+              "honorLabels lets the scraped pod set job, namespace, node and pod itself, and so pass its series "
+              "off as another team's or the platform's. Remove it: conflicting labels are kept as exported_*."),
+        Check(f"variables.relabelings.all(rs, rs.all(r, (!has(r.action) || !(r.action in ['labelmap', 'LabelMap'])) "
+              f"&& (!has(r.targetLabel) || (!r.targetLabel.matches({reserved}) && !r.targetLabel.contains('$')))))"
+              f" && variables.copiedLabels.all(l, !l.matches({reserved}))",
+              "Relabelings (and targetLabels, podTargetLabels) may not write job, namespace, node, pod, container "
+              "or any __*__ label, which say where a series comes from and what is scraped, nor use labelmap or "
+              "a templated targetLabel, which can write any of them. Write labels of other names."),
+        Check(f"has(object.spec.sampleLimit) && object.spec.sampleLimit > 0 && "
+              f"object.spec.sampleLimit <= {TEAM_MONITOR_SAMPLE_LIMIT} && has(object.spec.targetLimit) && "
+              f"object.spec.targetLimit > 0 && object.spec.targetLimit <= {TEAM_MONITOR_TARGET_LIMIT}",
+              f"A team monitor says how much it takes in: set spec.sampleLimit (samples per scrape, 1 to "
+              f"{TEAM_MONITOR_SAMPLE_LIMIT}) and spec.targetLimit (targets, 1 to {TEAM_MONITOR_TARGET_LIMIT})."),
+    ))]
+
+
+def network_policy_policies() -> list[Policy]:
+    return [Policy("team-network-policies-stay", (Check(
+        "!request.userInfo.groups.exists(g, g in variables.teamGroups)",
+        "This NetworkPolicy is the platform's (it carries the mlplatform.io/team label): it keeps other "
+        "namespaces out of the team's pods and lets Prometheus in. A team member may not change or delete it; "
+        "add NetworkPolicies of your own (without that label) to allow more."),))]
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What a group of policies judges: resources and operations, when, and the variables they share."""
+    rules: tuple[NamedRuleWithOperationsArgs, ...]
+    match_conditions: tuple[tuple[str, str], ...]
+    variables: tuple[tuple[str, str], ...]
+
+
+def subjects(layout: QueueLayout, system_node_selector: Mapping[str, str],
+             team_groups: Mapping[str, list[str]]) -> list[tuple[Subject, list[Policy]]]:
+    workloads = Subject(
+        # Pods, and what makes pods from one template (Jobs, Deployments, StatefulSets) so that a bad one is
+        # refused when it is submitted rather than when its controller fails to create its pods; updates only
+        # as the match conditions say, so that Kueue's own updates (admission, preemption) are never held.
+        rules=(NamedRuleWithOperationsArgs(api_groups=[""], api_versions=["v1"], operations=["CREATE", "UPDATE"],
+                                           resources=["pods", "pods/ephemeralcontainers"]),
+               NamedRuleWithOperationsArgs(api_groups=["batch"], api_versions=["v1"],
+                                           operations=["CREATE", "UPDATE"], resources=["jobs"]),
+               NamedRuleWithOperationsArgs(api_groups=["apps"], api_versions=["v1"],
+                                           operations=["CREATE", "UPDATE"], resources=["deployments", "statefulsets"])),
+        match_conditions=tuple(workload_match_conditions()),
+        variables=tuple(policy_variables(layout, system_node_selector)))
+    monitors = Subject(
+        rules=(NamedRuleWithOperationsArgs(api_groups=["monitoring.coreos.com"], api_versions=["v1"],
+                                           operations=["CREATE", "UPDATE"], resources=MONITOR_RESOURCES),),
+        match_conditions=(), variables=tuple(monitor_variables()))
+    # The platform's NetworkPolicies in a team namespace, changed or deleted by a member of that team's groups
+    # (teams' `edit` may write NetworkPolicies, to add their own). The deployer and controllers are left alone.
+    network_policies = Subject(
+        rules=(NamedRuleWithOperationsArgs(api_groups=["networking.k8s.io"], api_versions=["v1"],
+                                           operations=["UPDATE", "DELETE"], resources=["networkpolicies"]),),
+        match_conditions=(("the-platforms", "has(oldObject.metadata.labels) && "
+                                            f"{_cel(TEAM_LABEL)} in oldObject.metadata.labels"),),
+        variables=(("teamGroups", f"request.namespace in {_cel(dict(team_groups))} ? "
+                                  f"{_cel(dict(team_groups))}[request.namespace] : []"),))
+    return [(workloads, team_policies(layout)), (monitors, monitor_policies()),
+            (network_policies, network_policy_policies())]
 
 
 class TeamAdmission(pulumi.ComponentResource):
     def __init__(self, name: str, cluster: ClusterHandle, layout: QueueLayout, *,
-                 enforcement: Literal["deny", "warn"], opts: pulumi.ResourceOptions | None = None) -> None:
+                 enforcement: Literal["deny", "warn"], team_groups: Mapping[str, list[str]] | None = None,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        """`team_groups`: the groups with `edit` in each team namespace the platform makes."""
         super().__init__("mlplatform:admission:TeamAdmission", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
-        variables = [VariableArgs(name=n, expression=e)
-                     for n, e in policy_variables(layout, cluster.system_node_selector)]
         team_namespaces = LabelSelectorArgs(match_expressions=[LabelSelectorRequirementArgs(key=TEAM_LABEL,
                                                                                             operator="Exists")])
-        for policy in team_policies(layout):
-            full_name = f"mlplatform-{policy.name}"
-            vap = k8s.admissionregistration.v1.ValidatingAdmissionPolicy(
-                f"{name}-{policy.name}",
-                metadata=ObjectMetaArgs(name=full_name),
-                spec=ValidatingAdmissionPolicySpecArgs(
-                    failure_policy="Fail",
-                    # Pods, and Jobs too so that a bad Job is refused when it is submitted rather than when its
-                    # pods are; CREATE only, so that Kueue's own updates (admission, preemption) are never held.
-                    match_constraints=MatchResourcesArgs(resource_rules=[
-                        NamedRuleWithOperationsArgs(api_groups=[""], api_versions=["v1"], operations=["CREATE"],
-                                                    resources=["pods"]),
-                        NamedRuleWithOperationsArgs(api_groups=["batch"], api_versions=["v1"],
-                                                    operations=["CREATE"], resources=["jobs"])]),
-                    variables=variables,
-                    validations=[ValidationArgs(expression=c.expression, message=c.message,
-                                                message_expression=c.message_expression)
-                                 for c in policy.checks],
-                ),
-                opts=child)
-            k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding(
-                f"{name}-{policy.name}-binding",
-                metadata=ObjectMetaArgs(name=full_name),
-                spec=ValidatingAdmissionPolicyBindingSpecArgs(
-                    policy_name=full_name, validation_actions=validation_actions(enforcement),
-                    match_resources=MatchResourcesArgs(namespace_selector=team_namespaces)),
-                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[vap])))
+        names: list[str] = []
+        for subject, policies in subjects(layout, cluster.system_node_selector, team_groups or {}):
+            for policy in policies:
+                self._policy(name, policy, subject, team_namespaces, enforcement, child)
+                names.append(f"mlplatform-{policy.name}")
 
         # Teams' edit group may declare monitors of their own services; Prometheus discovers monitors in every
         # namespace, and team NetworkPolicies let it in. Aggregated into the built-in roles, not a new binding.
@@ -213,4 +369,29 @@ class TeamAdmission(pulumi.ComponentResource):
                 rules=[PolicyRuleArgs(api_groups=["monitoring.coreos.com"], resources=MONITOR_RESOURCES,
                                       verbs=verbs)],
                 opts=child)
-        self.register_outputs({"policies": [f"mlplatform-{p.name}" for p in team_policies(layout)]})
+        self.register_outputs({"policies": names})
+
+    def _policy(self, name: str, policy: Policy, subject: Subject, namespaces: LabelSelectorArgs,
+                enforcement: Literal["deny", "warn"], child: pulumi.ResourceOptions) -> None:
+        full_name = f"mlplatform-{policy.name}"
+        vap = k8s.admissionregistration.v1.ValidatingAdmissionPolicy(
+            f"{name}-{policy.name}",
+            metadata=ObjectMetaArgs(name=full_name),
+            spec=ValidatingAdmissionPolicySpecArgs(
+                failure_policy="Fail",
+                match_constraints=MatchResourcesArgs(resource_rules=list(subject.rules)),
+                match_conditions=[MatchConditionArgs(name=n, expression=e) for n, e in subject.match_conditions]
+                or None,
+                variables=[VariableArgs(name=n, expression=e) for n, e in subject.variables],
+                validations=[ValidationArgs(expression=c.expression, message=c.message,
+                                            message_expression=c.message_expression)
+                             for c in policy.checks],
+            ),
+            opts=child)
+        k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding(
+            f"{name}-{policy.name}-binding",
+            metadata=ObjectMetaArgs(name=full_name),
+            spec=ValidatingAdmissionPolicyBindingSpecArgs(
+                policy_name=full_name, validation_actions=validation_actions(enforcement),
+                match_resources=MatchResourcesArgs(namespace_selector=namespaces)),
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[vap])))

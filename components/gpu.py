@@ -14,7 +14,7 @@ import pulumi_kubernetes as k8s
 import yaml
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
-from core.handle import ClusterHandle, GpuPool, gpu_node_affinity, gpu_tolerations
+from core.handle import Capabilities, ClusterHandle, GpuPool, gpu_node_affinity, gpu_tolerations
 from core.vocabulary import (DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, ML_PRIORITY_CLASSES, POOL_LABEL,
                              SYSTEM_NODE_CRITICAL)
 from components import sizing
@@ -44,11 +44,16 @@ def device_plugin_config(sharing: GpuSharing) -> dict[str, Any]:
     return config
 
 
-def device_plugin_values(pools: tuple[GpuPool, ...]) -> dict[str, Any]:
+def device_plugin_values(pools: tuple[GpuPool, ...], capabilities: Capabilities) -> dict[str, Any]:
     """Values of the nvidia-device-plugin chart: on GPU pool nodes only, one named config per pool."""
     configs = {UNSHARED_CONFIG: device_plugin_config(GpuSharing())}
     configs |= {pool.name: device_plugin_config(pool.sharing) for pool in pools}
+    strategy: dict[str, Any] = {}
+    if capabilities.gpu_device_list_strategy != "envvar":
+        # The chart's DEVICE_LIST_STRATEGY, over every config (and the SYS_ADMIN the plugin then needs).
+        strategy["deviceListStrategy"] = capabilities.gpu_device_list_strategy
     return {
+        **strategy,
         # Each node picks its pool's config by the nvidia.com/device-plugin.config label the pool sets.
         "config": {"map": {name: yaml.safe_dump(config, sort_keys=False) for name, config in configs.items()},
                    "default": UNSHARED_CONFIG},
@@ -131,7 +136,7 @@ class GpuEnablement(pulumi.ComponentResource):
             sized = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[
                 _size_unsized_containers(f"{name}-device-plugin-container-defaults", namespace, child)]))
             self.release = helm_release(f"{name}-device-plugin", chart=NVIDIA_DEVICE_PLUGIN,
-                                        namespace=namespace, values=device_plugin_values(pools),
+                                        namespace=namespace, values=device_plugin_values(pools, cluster.capabilities),
                                         release_name="nvidia-device-plugin", local_charts=cluster.local_charts,
                                         opts=sized)
             # The chart names its DaemonSet after the release when the release name contains the chart's.

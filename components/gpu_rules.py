@@ -16,6 +16,7 @@ from typing import Any
 
 from core.handle import GpuPool
 from components.kube import DaemonSetRef
+from config.queues import gpu_resource
 
 # The scrape job every GPU metric carries, whichever exporter serves it.
 GPU_METRICS_JOB = "gpu-metrics"
@@ -43,10 +44,15 @@ HARDWARE_XIDS: Mapping[int, str] = {
 }
 
 
-def _alert(name: str, expr: str, duration: str, severity: str, summary: str, description: str) -> dict[str, Any]:
-    return {"alert": name, "expr": expr, "for": duration, "labels": {"severity": severity},
-            # The README's runbook section for the alert, by its heading's anchor.
-            "annotations": {"summary": summary, "description": description, "runbook": f"README.md#{name.lower()}"}}
+def _alert(name: str, expr: str, duration: str, severity: str, summary: str, description: str, *,
+           keep_firing_for: str | None = None) -> dict[str, Any]:
+    rule: dict[str, Any] = {
+        "alert": name, "expr": expr, "for": duration, "labels": {"severity": severity},
+        # The README's runbook section for the alert, by its heading's anchor.
+        "annotations": {"summary": summary, "description": description, "runbook": f"README.md#{name.lower()}"}}
+    if keep_firing_for:
+        rule["keep_firing_for"] = keep_firing_for
+    return rule
 
 
 def _record(name: str, expr: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -67,12 +73,34 @@ def node_label_allowlist(pools: tuple[GpuPool, ...]) -> list[str]:
     return [f"nodes=[{','.join(keys)}]"] if keys else []
 
 
+def kube_state_resource(name: str) -> str:
+    """kube-state-metrics' `resource` label for an extended resource (nvidia.com/gpu.shared: nvidia_com_gpu_shared)."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", name)
+
+
+def advertised_resource(pool: GpuPool) -> str:
+    """kube-state-metrics' name of the resource the pool's nodes advertise their GPUs as."""
+    return kube_state_resource(gpu_resource(pool.sharing))
+
+
+def units_per_gpu(pool: GpuPool) -> int:
+    """How many units of that resource one physical GPU of the pool advertises: its time-sliced shares,
+    renamed or not, and the MIG partitions the cloud cuts it into."""
+    slicing = pool.sharing.time_slicing
+    return (slicing.replicas if slicing is not None else 1) * pool.mig_partitions
+
+
 def advertised_gpus_per_node(pool: GpuPool) -> int | None:
-    """The nvidia.com/gpu a healthy node of the pool advertises; None where the platform cannot know it (MIG
-    partitions advertised per profile, or cut on the node outside the cloud's control)."""
+    """The units of its resource a healthy node of the pool advertises; None where the platform cannot know it
+    (MIG partitions advertised per profile, or cut on the node outside the cloud's control)."""
     if pool.sharing.mig_strategy == "mixed" or (pool.sharing.mig_strategy == "single" and pool.mig_partitions == 1):
         return None
-    return pool.gpus_per_node * pool.sharing.shares_per_gpu * pool.mig_partitions
+    return pool.gpus_per_node * units_per_gpu(pool)
+
+
+def gpu_resources_regex(pools: tuple[GpuPool, ...]) -> str:
+    """The kube-state-metrics resource names of every pool's GPUs, as a PromQL regex."""
+    return "|".join(sorted({advertised_resource(pool) for pool in pools}))
 
 
 def _xid_meaning() -> str:
@@ -81,6 +109,9 @@ def _xid_meaning() -> str:
                        for code, meaning in HARDWARE_XIDS.items())
     return "{{ if false }}" + branches + "{{ end }}"
 
+
+# How long a hardware XID alert outlasts the exporter's 5-minute window: a night, so the morning still sees it.
+XID_FAULT_KEEP_FIRING = "12h"
 
 # Names the pod that holds the GPU, where one does.
 HOLDER = "{{ with $labels.pod }} (in use by {{ $labels.namespace }}/{{ . }}){{ end }}"
@@ -105,7 +136,9 @@ def gpu_alert_rules(pools: tuple[GpuPool, ...], device_plugin: DaemonSetRef | No
         _alert("GpuXidHardwareFault", new_xids % f'{GPU_JOB}, xid=~"{hardware_xids}"', "0m", "critical",
                "GPU {{ $labels.gpu }} on {{ $labels.node }} reported XID {{ $labels.xid }}: " + _xid_meaning(),
                "The driver reported XID {{ $labels.xid }} ({{ $value }} time(s) in 5 minutes)" + HOLDER + ", a code "
-               "NVIDIA lists for failing hardware. Cordon and drain the node, then reset the GPU or replace the node."),
+               "NVIDIA lists for failing hardware. Cordon and drain the node, then reset the GPU or replace the node.",
+               # The exporter forgets the XID after its 5-minute window; the failing GPU stays until someone acts.
+               keep_firing_for=XID_FAULT_KEEP_FIRING),
         _alert("GpuXidError", new_xids % f'{GPU_JOB}, xid!="", xid!~"{hardware_xids}"', "0m", "warning",
                "GPU {{ $labels.gpu }} on {{ $labels.node }} reported XID {{ $labels.xid }}",
                "The driver reported XID {{ $labels.xid }} ({{ $value }} time(s) in 5 minutes)" + HOLDER + ". Most "
@@ -136,10 +169,17 @@ def gpu_alert_rules(pools: tuple[GpuPool, ...], device_plugin: DaemonSetRef | No
                "critical", "GPU {{ $labels.gpu }} on {{ $labels.node }} could not remap a failing memory row",
                "The GPU has run out of spare memory rows: NVIDIA's threshold for replacing the board. Cordon and "
                "drain the node and replace it."),
-        _alert("GpuMemoryNearlyFull", f"max by (node, gpu, namespace, pod) ({fb_used}) > 0.95", "15m",
-               "warning", "GPU {{ $labels.gpu }} on {{ $labels.node }} has used 95% of its memory for 15 minutes",
-               "{{ $labels.namespace }}/{{ $labels.pod }} is close to an out-of-memory error on the GPU; lower the "
-               "batch size or move to a GPU with more memory."),
+        # Nearly full and still growing: TensorFlow, JAX and vLLM reserve most of a GPU's memory up front and
+        # then hold it steady, which is healthy. A reservation's jump leaves the 15-minute window before `for`
+        # has passed; memory that keeps growing near the top is heading for an out-of-memory error.
+        _alert("GpuMemoryNearlyFull",
+               f"max by (node, gpu, namespace, pod) ({fb_used}) > 0.95 and max by (node, gpu, namespace, pod) "
+               f"(delta({used}[15m])) > 0", "20m",
+               "warning", "GPU {{ $labels.gpu }} on {{ $labels.node }} is over 95% full and its memory keeps growing",
+               "{{ $labels.namespace }}/{{ $labels.pod }} has taken more GPU memory in every quarter hour for 20 "
+               "minutes with under 5% left: it is heading for an out-of-memory error. Look for memory that grows "
+               "with each step (a leak, growing batches or sequences); lower the batch size or move to a GPU with "
+               "more memory."),
         _alert("GpuMetricsExporterDown", f"up{{{GPU_JOB}}} == 0", "10m", "warning",
                "The GPU metrics exporter on {{ $labels.node }} is down",
                "Prometheus cannot scrape GPU metrics from {{ $labels.instance }} for 10 minutes: the GPU dashboard "
@@ -159,15 +199,17 @@ def gpu_alert_rules(pools: tuple[GpuPool, ...], device_plugin: DaemonSetRef | No
                "rejected once it is full. Raise the team's quota in the stack config if it is expected."),
     ]
     if any(advertised_gpus_per_node(pool) is not None for pool in pools):
-        # A node that advertises no nvidia.com/gpu at all has no such series: count it as zero. group_left keeps
-        # the pool label (a one-to-one match `on (node)` would keep `node` only).
-        allocatable = ('max by (node) (kube_node_status_allocatable{resource="nvidia_com_gpu"}) '
-                       "or on (node) 0 * mlplatform:node_gpus:advertised")
+        # Per resource: a renamed time-sliced pool advertises nvidia.com/gpu.shared and no nvidia.com/gpu. A node
+        # that advertises none of its resource has no such series: count it as zero. group_left keeps the pool
+        # label (a one-to-one match would keep only the labels matched on).
+        resources = gpu_resources_regex(pools)
+        allocatable = (f'max by (node, resource) (kube_node_status_allocatable{{resource=~"{resources}"}}) '
+                       "or on (node, resource) 0 * mlplatform:node_gpus:advertised")
         rules.append(_alert(
             "GpuNodeAllocatableBelowPool",
-            f"mlplatform:node_gpus:advertised > on (node) group_left () ({allocatable})", "15m",
+            f"mlplatform:node_gpus:advertised > on (node, resource) group_left () ({allocatable})", "15m",
             "warning", "Node {{ $labels.node }} advertises fewer GPUs than its pool {{ $labels.pool }} should",
-            "The node's allocatable nvidia.com/gpu has been below the {{ $value }} a node of pool "
+            "The node's allocatable GPUs ({{ $labels.resource }}) have been below the {{ $value }} a node of pool "
             "{{ $labels.pool }} advertises for 15 minutes: a GPU failed its health check or fell off the bus, or "
             "the device plugin on the node is not running. Jobs that need a whole node stay pending."))
     if device_plugin is not None:
@@ -193,16 +235,38 @@ def gpu_usage_rules(pools: tuple[GpuPool, ...], prices: Mapping[str, float]) -> 
     for pool in pools:
         if (advertised := advertised_gpus_per_node(pool)) is not None:
             rules.append(_record("mlplatform:node_gpus:advertised",
-                                 f'{advertised} * mlplatform:node_pool:info{{pool="{pool.name}"}}'))
+                                 f'{advertised} * mlplatform:node_pool:info{{pool="{pool.name}"}}',
+                                 # The pool too, though the series has it: rules of one name need labels of
+                                 # their own (promtool's duplicate-rules check).
+                                 {"pool": pool.name, "resource": advertised_resource(pool)}))
+    # What one requested unit of a pool's resource is of a physical GPU: a time-sliced share a fraction.
+    rules += [_record("mlplatform:pool_gpus_per_unit", f"vector(1 / {units_per_gpu(pool)})", {"pool": pool.name})
+              for pool in pools]
+    pod = "namespace, pod, pool, node"
     rules += [
-        # One series per GPU held by a pod: how busy it is, 0 to 1. Free GPUs have no namespace.
+        # GPUs each pod holds, from its containers' requests (kube-state-metrics): a GPU is held from the moment
+        # the kubelet admits the pod (a pod with a node) until it ends, and a share counts as its fraction. The
+        # exporter cannot tell this: it gives a time-sliced GPU to one of its pods, a renamed share to none.
+        _record("mlplatform:pod_gpus:allocated",
+                "sum by (namespace, pod, node) "
+                f'(kube_pod_container_resource_requests{{resource=~"{gpu_resources_regex(pools)}"}}) '
+                '* on (namespace, pod) group_left () max by (namespace, pod) '
+                '(kube_pod_status_phase{phase=~"Pending|Running"} == 1) '
+                "* on (node) group_left (pool) mlplatform:node_pool:info "
+                "* on (pool) group_left () mlplatform:pool_gpus_per_unit"),
+        # One series per GPU held by a pod: how busy it is, 0 to 1. Free GPUs have no namespace. On a shared GPU
+        # the exporter (with virtual GPUs on) gives each pod its processes' share of the GPU's time.
         _record("mlplatform:gpu_allocated:busy_ratio",
-                f'max by (namespace, pod, pool, node, UUID) (DCGM_FI_DEV_GPU_UTIL{{{GPU_JOB}, namespace!=""}} '
+                f'max by ({pod}, UUID) (DCGM_FI_DEV_GPU_UTIL{{{GPU_JOB}, namespace!=""}} '
                 "* on (node) group_left (pool) mlplatform:node_pool:info) / 100"),
+        # GPU time a pod uses, at most what it holds: a share busy while its neighbours idle uses only its own.
+        _record("mlplatform:pod_gpus:used",
+                f"(sum by ({pod}) (mlplatform:gpu_allocated:busy_ratio) < on ({pod}) mlplatform:pod_gpus:allocated) "
+                f"or on ({pod}) (mlplatform:pod_gpus:allocated and on ({pod}) "
+                f"sum by ({pod}) (mlplatform:gpu_allocated:busy_ratio))"),
         _record("namespace_pool:mlplatform_gpus_allocated:count",
-                "count by (namespace, pool) (mlplatform:gpu_allocated:busy_ratio)"),
-        _record("namespace_pool:mlplatform_gpus_used:sum",
-                "sum by (namespace, pool) (mlplatform:gpu_allocated:busy_ratio)"),
+                "sum by (namespace, pool) (mlplatform:pod_gpus:allocated)"),
+        _record("namespace_pool:mlplatform_gpus_used:sum", "sum by (namespace, pool) (mlplatform:pod_gpus:used)"),
     ]
     for level, by in (("pool", "by (pool) "), ("cluster", "")):
         rules += [_record(f"{level}:mlplatform_gpus_allocated:sum",

@@ -21,9 +21,10 @@ from components import sizing
 from components.gpu_rules import GPU_METRICS_JOB, gpu_rule_groups, node_label_allowlist
 from core.handle import Capabilities, ClusterHandle, ControlPlanePart, GpuPool, gpu_node_affinity, gpu_tolerations
 from components.kube import DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
-from core.vocabulary import SYSTEM_NODE_CRITICAL
+from core.vocabulary import GPU_RESOURCE, KUBE_SYSTEM_NAMESPACE, PLATFORM_NAMESPACES, SYSTEM_NODE_CRITICAL
 from versions import DCGM_EXPORTER, KUBE_PROMETHEUS_STACK
 from config.models import MonitoringConfig
+from config.queues import gpu_resource
 from core.quantity import parse_quantity
 
 DASHBOARDS = Path(__file__).parent / "dashboards"
@@ -64,6 +65,14 @@ def kube_prometheus_stack_values(cluster: ClusterHandle, settings: MonitoringCon
         "podMonitorSelectorNilUsesHelmValues": False,
         "ruleSelectorNilUsesHelmValues": False,
         "probeSelectorNilUsesHelmValues": False,
+        # Every series a team's monitor scrapes carries the team's namespace, whatever its exporter or
+        # relabelings say. The platform's own monitors and rules are left as they are: the GPU scrape names the
+        # namespace of the pod holding a GPU, and the rules read other namespaces' series.
+        "enforcedNamespaceLabel": "namespace",
+        "excludedFromEnforcement": [
+            {"group": "monitoring.coreos.com", "resource": resource, "namespace": platform_namespace_name}
+            for platform_namespace_name in sorted({settings.namespace, KUBE_SYSTEM_NAMESPACE, *PLATFORM_NAMESPACES})
+            for resource in ("servicemonitors", "podmonitors", "probes", "scrapeconfigs", "prometheusrules")],
     }
     if cluster.capabilities.persistent_volumes:
         claim: dict[str, Any] = {"accessModes": ["ReadWriteOnce"],
@@ -139,6 +148,13 @@ def dcgm_exporter_values(pools: tuple[GpuPool, ...], capabilities: Capabilities)
         values["extraVolumeMounts"].append({"name": "nvidia-driver", "mountPath": "/usr/local/nvidia",
                                             "readOnly": True})
         env.append({"name": "LD_LIBRARY_PATH", "value": "/usr/local/nvidia/lib64"})
+    if any(pool.sharing.time_slicing is not None for pool in pools):
+        # A time-sliced GPU is shared by several pods: give each its own series (dcgm-exporter's virtual GPUs,
+        # `vgpu` label) instead of the whole GPU to one of them.
+        env.append({"name": "KUBERNETES_VIRTUAL_GPUS", "value": "true"})
+    if renamed := sorted({gpu_resource(pool.sharing) for pool in pools} - {GPU_RESOURCE}):
+        # The exporter maps to pods only the GPUs of nvidia.com/gpu and the resources named here.
+        env.append({"name": "NVIDIA_RESOURCE_NAMES", "value": ",".join(renamed)})
     if capabilities.gpu_device_ids == "device-name":
         # Match the device plugin's IDs in the kubelet's pod-resources API, or no metric names its pod.
         env.append({"name": "DCGM_EXPORTER_KUBERNETES_GPU_ID_TYPE", "value": "device-name"})

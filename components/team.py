@@ -11,7 +11,7 @@ from pulumi_kubernetes.rbac.v1 import RoleRefArgs, SubjectArgs
 
 from components.kube import pod_security_labels
 from config.models import Team
-from core.vocabulary import DEFAULT_LOCAL_QUEUE, GPU_RESOURCE, SHARED_GPU_RESOURCE, TEAM_LABEL
+from core.vocabulary import DEFAULT_LOCAL_QUEUE, GPU_RESOURCE, PROMETHEUS_POD_LABELS, SHARED_GPU_RESOURCE, TEAM_LABEL
 
 GPU_QUOTA_KEY = f"requests.{GPU_RESOURCE}"
 
@@ -100,7 +100,10 @@ class TeamNamespace(pulumi.ComponentResource):
         policies = {
             "default-deny-ingress": [],
             "allow-same-namespace": ingress_from(NetworkPolicyPeerArgs(pod_selector=all_pods)),
-            "allow-from-monitoring": ingress_from(namespace_peer(monitoring_namespace)),
+            # Prometheus, not every pod of its namespace (Grafana, Alertmanager, the exporters).
+            "allow-from-monitoring": ingress_from(NetworkPolicyPeerArgs(
+                namespace_selector=namespace_peer(monitoring_namespace).namespace_selector,
+                pod_selector=LabelSelectorArgs(match_labels=PROMETHEUS_POD_LABELS))),
         }
         if team.ingress_controller_namespace:
             # A serving namespace takes traffic through the cluster's ingress controller, and from nowhere else.

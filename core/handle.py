@@ -115,6 +115,12 @@ class Capabilities:
     # What of the control plane and cluster DNS Prometheus can reach on this cluster; nothing else is scraped,
     # so that no alert fires forever for a target that cannot exist. By default what every cluster has.
     scrapeable: frozenset[ControlPlanePart] = frozenset({"coredns"})
+    # How NVIDIA's device plugin tells the container runtime which GPUs a container gets. `envvar` (the plugin's
+    # default) sets NVIDIA_VISIBLE_DEVICES, which any container may set itself, or inherit from a CUDA image's
+    # `all`, to see every GPU of its node; `volume-mounts` mounts the list where only the plugin can, and needs
+    # the nodes' container toolkit set to read it and to ignore the variable in unprivileged containers. Only a
+    # cloud that configures its GPU nodes' toolkit so says `volume-mounts`.
+    gpu_device_list_strategy: Literal["envvar", "volume-mounts"] = "envvar"
     # Pods really run. In a loopback test cluster (make e2e) kwok only marks them Running: a chart's Jobs do no
     # work and its webhooks have no server behind them, so releases leave out what needs them.
     pods_run: bool = True

@@ -55,6 +55,9 @@ SHARED_GPU_RESOURCE = "nvidia.com/gpu.shared"
 DEVICE_PLUGIN_NAMESPACE = "nvidia-device-plugin"
 FAKE_GPU_NAMESPACE = "gpu-operator"
 KUEUE_NAMESPACE = "kueue-system"
+# The ServiceAccount Kueue's controller runs as: `<fullname>-controller-manager` in the Kueue chart
+# (templates/manager/manager.yaml), its fullname being "kueue" for the release "kueue".
+KUEUE_SERVICE_ACCOUNT = "kueue-controller-manager"
 PLATFORM_NAMESPACES = (DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, KUEUE_NAMESPACE)
 
 KUEUE_API = "kueue.x-k8s.io/v1beta2"
@@ -79,6 +82,9 @@ ML_PRIORITY_CLASSES = (
 
 EFA_LABEL = "mlplatform.io/efa"
 
+# The labels of Prometheus's own pods, which the Prometheus operator sets (kube-prometheus-stack selects them so
+# for its Service and PodDisruptionBudget): in the monitoring namespace, only Prometheus scrapes team pods.
+PROMETHEUS_POD_LABELS = {"app.kubernetes.io/name": "prometheus"}
 # The namespace monitoring goes to unless a stack names another (monitoring.namespace).
 DEFAULT_MONITORING_NAMESPACE = "monitoring"
 # Where the platform's node agents run besides monitoring, which may reach into their node.

@@ -24,7 +24,8 @@ def build(config: PlatformConfig) -> None:
                             grafana_admin_password=pulumi.Config(PROJECT).get_secret("grafanaAdminPassword"),
                             device_plugin=gpu.device_plugin, gpu_metrics=gpu.gpu_metrics)
     queues = Queues("queues", cluster, config.teams, layout=layout, after=[monitoring.stack])
-    TeamAdmission("admission", cluster, layout, enforcement=config.admission_enforcement)
+    TeamAdmission("admission", cluster, layout, enforcement=config.admission_enforcement,
+                  team_groups={team.name: list(team.groups.edit) for team in config.teams if not team.own_stack})
     for team in config.teams:
         if not team.own_stack:
             TeamNamespace(f"team-{team.name}", team, cluster.provider,

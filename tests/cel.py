@@ -25,21 +25,40 @@ def evaluate(expression: str, activation: dict[str, Any]) -> Any:
     return result
 
 
+# Who submits objects in the tests, unless a case says otherwise: a member of the team.
+TEAM_MEMBER = "alice"
+
+
 @dataclass(frozen=True)
 class Decision:
     # The messages of the failed validations, in order; empty when the object is admitted.
     failures: tuple[str, ...]
+    # Whether the policy's match conditions selected the request at all (a request not judged is admitted).
+    judged: bool = True
 
     @property
     def allowed(self) -> bool:
         return not self.failures
 
 
-def admit(policy: dict[str, Any], obj: dict[str, Any], namespace: dict[str, Any]) -> Decision:
-    """A ValidatingAdmissionPolicy's decision on creating `obj` in `namespace`. An expression that errors fails
-    the test (the policies' failurePolicy is Fail, so on a real cluster the request would be refused)."""
+def admit(policy: dict[str, Any], obj: dict[str, Any] | None, namespace: dict[str, Any], *,
+          user: str = TEAM_MEMBER, groups: tuple[str, ...] = (), old: dict[str, Any] | None = None,
+          sub_resource: str | None = None) -> Decision:
+    """A ValidatingAdmissionPolicy's decision on `user` (in `groups`) creating `obj` in `namespace`, updating
+    `old` to it, or deleting `old` (no `obj`). An expression that errors fails the test (the policies'
+    failurePolicy is Fail, so on a real cluster the request would be refused). `request` carries what the API
+    server's does for these expressions; a main resource's request has no subResource, as in the API server's."""
     spec = policy["spec"]
-    activation: dict[str, Any] = {"object": celpy.json_to_cel(obj), "namespaceObject": celpy.json_to_cel(namespace)}
+    operation = "CREATE" if old is None else ("DELETE" if obj is None else "UPDATE")
+    request: dict[str, Any] = {"operation": operation, "namespace": namespace["metadata"]["name"],
+                               "userInfo": {"username": user, "groups": [*groups, "system:authenticated"]}}
+    if sub_resource:
+        request["subResource"] = sub_resource
+    activation: dict[str, Any] = {"object": celpy.json_to_cel(obj), "oldObject": celpy.json_to_cel(old),
+                                  "namespaceObject": celpy.json_to_cel(namespace),
+                                  "request": celpy.json_to_cel(request)}
+    if not all(evaluate(condition["expression"], activation) for condition in spec.get("matchConditions", [])):
+        return Decision((), judged=False)
     variables: dict[str, Any] = {}
     for variable in spec.get("variables", []):
         activation["variables"] = celpy.json_to_cel(variables) if not variables else _cel_map(variables)

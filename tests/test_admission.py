@@ -10,15 +10,21 @@ import pytest
 
 from synth.engine import Synthesis
 from synth.schema import check_manifests
+from components.admission import KUEUE_USER, NVIDIA_DEVICE_ENV
 from tests.cel import admit
 from tests.conftest import PLATFORM_STACKS, stack_config, synth_with
 
+# Who creates what a controller owns (kube-controller-manager runs with --use-service-account-credentials on
+# EKS, GKE and kubeadm clusters), and the JobSet controller's ServiceAccount.
+JOB_CONTROLLER = "system:serviceaccount:kube-system:job-controller"
+JOBSET_CONTROLLER = "system:serviceaccount:jobset-system:jobset-controller-manager"
 POOLS = [{"name": "t4", "gpusPerNode": 4}, {"name": "a100", "accelerator": "nvidia-a100-80gb", "gpusPerNode": 2}]
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
 
 
 def _team(name: str, quota_gpus: int, **queue: Any) -> dict[str, Any]:
-    return {"name": name, "quota": {"requests": {"cpu": "8", "memory": "32Gi"}, "gpus": quota_gpus}, "queue": queue}
+    return {"name": name, "quota": {"requests": {"cpu": "8", "memory": "32Gi"}, "gpus": quota_gpus}, "queue": queue,
+            "groups": {"edit": [f"ml-{name}"], "view": ["ml-readers"]}}
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +70,18 @@ def job(of: dict[str, Any]) -> dict[str, Any]:
             "spec": {"template": {"spec": of["spec"] | {"restartPolicy": "Never"}}}}
 
 
+def deployment(of: dict[str, Any], kind: str = "Deployment") -> dict[str, Any]:
+    """The pod's spec as a Deployment's (or StatefulSet's) template, carrying the pod's labels."""
+    labels = {"app": "serve"}
+    spec: dict[str, Any] = {"replicas": 2, "selector": {"matchLabels": labels},
+                            "template": {"metadata": {"labels": labels}, "spec": of["spec"]}}
+    if kind == "StatefulSet":
+        spec["serviceName"] = "serve"
+    return {"apiVersion": "apps/v1", "kind": kind,
+            "metadata": {key: value for key, value in of["metadata"].items() if key != "name"} | {"name": "serve"},
+            "spec": spec}
+
+
 def owned(of: dict[str, Any], owner: tuple[str, str] = ("batch/v1", "Job")) -> dict[str, Any]:
     """The object as its owner's controller creates it (by default a Job's pod), without the queue label."""
     created = copy.deepcopy(of)
@@ -81,8 +99,32 @@ def affinity(key: str, *values: str) -> dict[str, Any]:
 CPU_POD = pod(gpus=None, labels={})
 MIG_POD = pod(gpus=None, tolerations=[GPU_TOLERATION])
 MIG_POD["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/mig-1g.10gb"] = 1
-# (policy, case, object, team namespace, admitted?)
-TABLE: list[tuple[str, str, dict[str, Any], str, bool]] = [
+
+
+def gated(of: dict[str, Any]) -> dict[str, Any]:
+    """The pod as Kueue leaves it until its queue admits it: behind Kueue's scheduling gate."""
+    return changed(of, schedulingGates=[{"name": "kueue.x-k8s.io/admission"}])
+
+
+def changed(of: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    """A copy with pod-spec fields set (a Job's in its template)."""
+    copied = copy.deepcopy(of)
+    (copied["spec"]["template"]["spec"] if copied["kind"] == "Job" else copied["spec"]).update(spec)
+    return copied
+
+
+def with_env(of: dict[str, Any], name: str, value: str = "all") -> dict[str, Any]:
+    copied = copy.deepcopy(of)
+    target = copied["spec"]["template"]["spec"] if copied["kind"] == "Job" else copied["spec"]
+    target["containers"][0]["env"] = [{"name": "OMP_NUM_THREADS", "value": "4"}, {"name": name, "value": value}]
+    return copied
+
+
+DEBUG_CONTAINER = {"name": "debug", "image": "busybox:1.37",
+                   "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]}
+SYSTEM_POOL = {"mlplatform.io/pool": "system"}
+# (policy, case, object, team namespace, admitted?[, how it is requested: admit()'s user, old, sub_resource])
+TABLE: list[tuple[Any, ...]] = [
     ("gpu-nodes-for-gpu-work", "GPU pod tolerating the taint", pod(), "research", True),
     ("gpu-nodes-for-gpu-work", "CPU pod without tolerations", CPU_POD, "research", True),
     ("gpu-nodes-for-gpu-work", "CPU pod tolerating the GPU taint", pod(gpus=None, tolerations=[GPU_TOLERATION]),
@@ -93,6 +135,14 @@ TABLE: list[tuple[str, str, dict[str, Any], str, bool]] = [
      pod(gpus=None, tolerations=[{"key": "spot", "operator": "Exists"}]), "research", True),
     ("gpu-nodes-for-gpu-work", "CPU job tolerating the GPU taint",
      job(pod(gpus=None, tolerations=[GPU_TOLERATION])), "research", False),
+    ("gpu-nodes-for-gpu-work", "zero GPUs tolerating the GPU taint", pod(gpus=0), "research", False),
+    ("gpu-nodes-for-gpu-work", "a CPU pod given the GPU toleration by update",
+     changed(gated(CPU_POD), tolerations=[GPU_TOLERATION]), "research", False, {"old": gated(CPU_POD)}),
+    ("gpu-nodes-for-gpu-work", "a suspended CPU job given every toleration by update",
+     changed(job(CPU_POD), tolerations=[{"operator": "Exists"}]), "research", False, {"old": job(CPU_POD)}),
+    ("gpu-nodes-for-gpu-work", "a CPU deployment tolerating the GPU taint",
+     deployment(pod(gpus=None, tolerations=[GPU_TOLERATION])), "research", False),
+    ("gpu-nodes-for-gpu-work", "a GPU deployment", deployment(pod()), "research", True),
     ("gpu-nodes-for-gpu-work", "GPU in an init container",
      pod(gpus=None, tolerations=[GPU_TOLERATION], initContainers=[{"name": "warmup", "image": "busybox:1.37",
                                                                    "resources": {"limits": {"nvidia.com/gpu": 1}}}]),
@@ -114,9 +164,25 @@ TABLE: list[tuple[str, str, dict[str, Any], str, bool]] = [
     ("gpu-work-through-team-queue", "bare GPU pod without a queue", pod(labels={}), "research", False),
     ("gpu-work-through-team-queue", "GPU job without a queue", job(pod(labels={})), "research", False),
     ("gpu-work-through-team-queue", "GPU job with the team's queue", job(pod()), "research", True),
-    ("gpu-work-through-team-queue", "pod created by a job", owned(pod()), "research", True),
+    ("gpu-work-through-team-queue", "pod created by a job", owned(pod()), "research", True,
+     {"user": JOB_CONTROLLER}),
+    ("gpu-work-through-team-queue", "pod created by the controller manager's own credentials", owned(pod()),
+     "research", True, {"user": "system:kube-controller-manager"}),
     ("gpu-work-through-team-queue", "job created by a JobSet",
-     owned(job(pod()), ("jobset.x-k8s.io/v1alpha2", "JobSet")), "research", True),
+     owned(job(pod()), ("jobset.x-k8s.io/v1alpha2", "JobSet")), "research", True, {"user": JOBSET_CONTROLLER}),
+    ("gpu-work-through-team-queue", "a member's bare GPU pod naming a Job as its controller", owned(pod()),
+     "research", False),
+    ("gpu-work-through-team-queue", "a job naming a JobSet as its controller, from the team's ServiceAccount",
+     owned(job(pod()), ("jobset.x-k8s.io/v1alpha2", "JobSet")), "research", False,
+     {"user": "system:serviceaccount:research:default"}),
+    ("gpu-work-through-team-queue", "a job's pod given another toleration by update, keeping its owners",
+     changed(owned(pod()), tolerations=[GPU_TOLERATION, {"key": "spot", "operator": "Exists"}]), "research", True,
+     {"old": owned(pod())}),
+    ("gpu-work-through-team-queue", "a bare GPU pod given a controller owner by update",
+     changed(owned(gated(pod())), tolerations=[GPU_TOLERATION, {"key": "spot", "operator": "Exists"}]), "research",
+     False, {"old": gated(pod(labels={}))}),
+    ("gpu-work-through-team-queue", "a member removing Kueue's gate", changed(gated(pod()), schedulingGates=[]),
+     "research", False, {"old": gated(pod())}),
     ("gpu-work-through-team-queue", "CPU pod without a queue", CPU_POD, "research", True),
     ("team-pools-only", "own dedicated pool", pod(nodeSelector={"mlplatform.io/pool": "a100"}), "research", True),
     ("team-pools-only", "a shared pool", pod(nodeSelector={"mlplatform.io/pool": "t4"}), "web", True),
@@ -130,9 +196,27 @@ TABLE: list[tuple[str, str, dict[str, Any], str, bool]] = [
         "mlplatform.io/pool", "a100"))), "web", False),
     ("team-pools-only", "a shared pool by affinity", pod(affinity=affinity("mlplatform.io/pool", "t4")), "web", True),
     ("team-pools-only", "a node by name", pod(nodeName="ip-10-0-0-1"), "research", False),
+    ("team-pools-only", "a statefulset on the system pool", deployment(pod(gpus=None, labels={},
+                                                                          nodeSelector=SYSTEM_POOL), "StatefulSet"),
+     "research", False),
+    ("team-pools-only", "a gated pod moved to the system pool by update",
+     changed(gated(CPU_POD), nodeSelector=SYSTEM_POOL), "research", False, {"old": gated(CPU_POD)}),
+    ("team-pools-only", "a suspended job moved to another team's pool by update",
+     changed(job(pod()), affinity=affinity("mlplatform.io/pool", "a100")), "web", False, {"old": job(pod())}),
+    ("team-pools-only", "a gated pod given its own pool by update",
+     changed(gated(pod()), nodeSelector={"mlplatform.io/pool": "a100"}), "research", True, {"old": gated(pod())}),
     ("gpu-request-fits-a-node", "4 GPUs, as a t4 node has", pod(gpus=4), "research", True),
     ("gpu-request-fits-a-node", "5 GPUs, more than any node", pod(gpus=5), "research", False),
     ("gpu-request-fits-a-node", "a GPU resource no pool has", MIG_POD, "research", False),
+    ("no-gpu-device-env", "ordinary environment variables", with_env(pod(), "CUDA_VISIBLE_DEVICES", "0"),
+     "research", True),
+    ("no-gpu-device-env", "a CPU pod asking for every GPU by environment", with_env(CPU_POD, "NVIDIA_VISIBLE_DEVICES"),
+     "research", False),
+    ("no-gpu-device-env", "a job asking for driver capabilities by environment",
+     with_env(job(pod()), "NVIDIA_DRIVER_CAPABILITIES", "compute,utility,video"), "research", False),
+    ("no-gpu-device-env", "a debug container asking for every GPU",
+     changed(CPU_POD, ephemeralContainers=[DEBUG_CONTAINER]), "research", False,
+     {"old": CPU_POD, "sub_resource": "ephemeralcontainers"}),
     ("team-priority-classes", "an ML priority class", pod(priorityClassName="ml-training"), "research", True),
     ("team-priority-classes", "no priority class", pod(), "research", True),
     ("team-priority-classes", "the platform's priority class", job(pod(priorityClassName="system-node-critical")),
@@ -140,26 +224,59 @@ TABLE: list[tuple[str, str, dict[str, Any], str, bool]] = [
 ]
 
 
-def _case_id(case: tuple[str, str, dict[str, Any], str, bool]) -> str:
+def _case_id(case: tuple[Any, ...]) -> str:
     return f"{case[0]}: {case[1]}"
+
+
+def _in_team(obj: dict[str, Any], team: str) -> dict[str, Any]:
+    """In the team's namespace, and (unless the case is about the queue) labelled with that team's queue."""
+    labels = {key: team if value == "research" else value for key, value in obj["metadata"]["labels"].items()}
+    return {**obj, "metadata": {**obj["metadata"], "namespace": team, "labels": labels}}
 
 
 @pytest.mark.parametrize("case", TABLE, ids=_case_id)
 def test_policy_table(policies, case):
-    name, _, obj, team, admitted = case
-    # In the team's namespace, and (unless the case is about the queue) labelled with that team's queue.
-    labels = {key: team if value == "research" else value for key, value in obj["metadata"]["labels"].items()}
-    obj = {**obj, "metadata": {**obj["metadata"], "namespace": team, "labels": labels}}
-    decision = admit(policies[name], obj, namespace(team))
-    assert decision.allowed is admitted, decision.failures
+    name, _, obj, team, admitted, *how = case
+    request = dict(how[0]) if how else {}
+    if "old" in request:
+        request["old"] = _in_team(request["old"], team)
+    obj = _in_team(obj, team)
+    decision = admit(policies[name], obj, namespace(team), **request)
+    assert decision.judged and decision.allowed is admitted, decision.failures
     # Every other policy admits it: each case breaks at most the rule it is about.
-    others = {other: admit(policy, obj, namespace(team)).failures for other, policy in policies.items()
-              if other != name}
+    others = {other: admit(policy, obj, namespace(team), **request).failures for other, policy in policies.items()
+              if other not in (name, "team-monitors", "team-network-policies-stay")}
     assert {other: f for other, f in others.items() if f} == {}
 
 
+NOT_JUDGED: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    # Kueue ungating a pod its queue admitted and injecting its flavor's node selector, whatever the pod asks.
+    ("Kueue admitting a gated pod", changed(pod(), nodeSelector={"mlplatform.io/pool": "a100"}),
+     {"old": gated(pod()), "user": KUEUE_USER}),
+    ("Kueue unsuspending a job onto its flavor", changed(job(pod()), nodeSelector=SYSTEM_POOL),
+     {"old": job(pod()), "user": KUEUE_USER}),
+    ("a label added to a running pod", pod(labels={"kueue.x-k8s.io/queue-name": "research", "stage": "eval"}),
+     {"old": pod()}),
+]
+
+
+@pytest.mark.parametrize("obj,request_", [(o, r) for _, o, r in NOT_JUDGED], ids=[i for i, _, _ in NOT_JUDGED])
+def test_updates_that_move_nothing_and_kueues_own_are_not_judged(policies, obj, request_):
+    # Even updates that would break a rule as a creation: Kueue is never held up, and a pod admitted once is
+    # not judged again for an unrelated edit.
+    for name, policy in policies.items():
+        if name not in ("team-monitors", "team-network-policies-stay"):
+            assert admit(policy, obj, namespace("web"), **request_).judged is False
+
+
+def test_device_environment_variables_are_the_toolkits():
+    # The names NVIDIA's container toolkit reads devices and driver capabilities from (internal/config/image).
+    assert set(NVIDIA_DEVICE_ENV) >= {"NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES"}
+
+
 def test_every_policy_has_passing_and_failing_cases(policies):
-    assert {case[0] for case in TABLE if case[4]} == set(policies) == {case[0] for case in TABLE if not case[4]}
+    workload = set(policies) - {"team-monitors", "team-network-policies-stay"}
+    assert {case[0] for case in TABLE if case[4]} == workload == {case[0] for case in TABLE if not case[4]}
 
 
 def test_the_table_is_made_of_valid_kubernetes_objects():
@@ -173,7 +290,8 @@ def test_messages_say_what_to_change(policies):
                      namespace("research"))
     assert decision.failures == ("GPU work in a team namespace goes through the team's Kueue queue: label it "
                                  "kueue.x-k8s.io/queue-name: research (or leave the label off for the namespace's "
-                                 "default queue), or run it as a Job whose pods the queue admits.",)
+                                 "default queue), or run it as a Job whose pods the queue admits. An owner reference "
+                                 "counts only on what a controller creates.",)
     (fits,) = admit(policies["gpu-request-fits-a-node"], pod(gpus=5), namespace("research")).failures
     assert "largest nodes: nvidia.com/gpu 4 on pool t4, nvidia.com/gpu 2 on pool a100" in fits
     (pools,) = admit(policies["team-pools-only"], pod(nodeSelector={"mlplatform.io/pool": "a100"}),
@@ -181,11 +299,15 @@ def test_messages_say_what_to_change(policies):
     assert "dedicated: a100 to research" in pools
 
 
-def test_policies_match_pod_and_job_creation_and_bind_to_team_namespaces(synthesis, policies):
-    for policy in policies.values():
+def test_policies_match_pod_and_job_creation_and_updates_and_bind_to_team_namespaces(synthesis, policies):
+    for name, policy in policies.items():
+        if name in ("team-monitors", "team-network-policies-stay"):
+            continue
         rules = policy["spec"]["matchConstraints"]["resourceRules"]
         assert [(r["apiGroups"], r["resources"], r["operations"]) for r in rules] == [
-            ([""], ["pods"], ["CREATE"]), (["batch"], ["jobs"], ["CREATE"])]
+            ([""], ["pods", "pods/ephemeralcontainers"], ["CREATE", "UPDATE"]),
+            (["batch"], ["jobs"], ["CREATE", "UPDATE"]),
+            (["apps"], ["deployments", "statefulsets"], ["CREATE", "UPDATE"])]
         assert policy["spec"]["failurePolicy"] == "Fail"
     bindings = {r.inputs["spec"]["policyName"]: r.inputs["spec"] for r in synthesis.of_type(
         "kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicyBinding")}
@@ -228,7 +350,121 @@ def test_team_editors_may_declare_monitors_and_prometheus_finds_them(synthesis):
 def test_every_child_is_parented_named_after_the_component_and_uses_the_clusters_provider(synthesis):
     (component,) = synthesis.of_type("mlplatform:admission:TeamAdmission")
     children = synthesis.children_of(component.urn)
-    # a policy and its binding for each of six policies, and two aggregated ClusterRoles
-    assert len(children) == 14
+    # a policy and its binding for each of seven workload policies, the monitor policy and the NetworkPolicy one,
+    # and two aggregated ClusterRoles
+    assert len(children) == 20
     providers = {r.urn for r in synthesis.of_type("pulumi:providers:kubernetes")}
     assert all(child.name.startswith("admission-") and child.provider in providers for child in children)
+
+
+# ---- team monitors ---------------------------------------------------------------------------------------------
+
+def service_monitor(**spec: Any) -> dict[str, Any]:
+    """A compliant ServiceMonitor of research's own service, with the limits a team monitor must state."""
+    endpoint = spec.pop("endpoint", {})
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+            "metadata": {"name": "trainer", "namespace": "research"},
+            "spec": {"selector": {"matchLabels": {"app": "trainer"}}, "sampleLimit": 10_000, "targetLimit": 20,
+                     "endpoints": [{"port": "metrics", "interval": "30s", **endpoint}]} | spec}
+
+
+def pod_monitor(**spec: Any) -> dict[str, Any]:
+    endpoint = spec.pop("endpoint", {})
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
+            "metadata": {"name": "trainer", "namespace": "research"},
+            "spec": {"selector": {"matchLabels": {"app": "trainer"}}, "sampleLimit": 10_000, "targetLimit": 20,
+                     "podMetricsEndpoints": [{"port": "metrics", **endpoint}]} | spec}
+
+
+def relabel(target: str, **rule: Any) -> dict[str, Any]:
+    return {"relabelings": [{"sourceLabels": ["__meta_kubernetes_pod_label_team"], "targetLabel": target, **rule}]}
+
+
+# (case, monitor, admitted?)
+MONITORS: list[tuple[str, dict[str, Any], bool]] = [
+    ("a service monitor of its own service", service_monitor(), True),
+    ("a pod monitor of its own pods", pod_monitor(), True),
+    ("its own namespace by name", service_monitor(namespaceSelector={"matchNames": ["research"]}), True),
+    ("a label of its own by relabeling", service_monitor(endpoint=relabel("team")), True),
+    ("credentials from a Secret of its namespace",
+     service_monitor(endpoint={"bearerTokenSecret": {"name": "scrape-token", "key": "token"},
+                               "tlsConfig": {"ca": {"secret": {"name": "scrape-ca", "key": "ca.crt"}}}}), True),
+    ("Prometheus's own token file",
+     service_monitor(endpoint={"bearerTokenFile": "/var/run/secrets/kubernetes.io/serviceaccount/token"}), False),
+    ("Prometheus's certificate files", service_monitor(endpoint={"tlsConfig": {
+        "certFile": "/etc/prometheus/secrets/etcd/client.crt", "keyFile": "/etc/prometheus/secrets/etcd/client.key"}}),
+     False),
+    ("every namespace", service_monitor(namespaceSelector={"any": True}), False),
+    ("another team's namespace", pod_monitor(namespaceSelector={"matchNames": ["web"]}), False),
+    ("honorLabels", pod_monitor(endpoint={"honorLabels": True}), False),
+    ("the node label by relabeling", service_monitor(endpoint=relabel("node")), False),
+    ("the scrape address by relabeling", pod_monitor(endpoint=relabel("__address__", replacement="10.0.0.1:10250")),
+     False),
+    ("a GPU metric's name by metric relabeling", service_monitor(endpoint={"metricRelabelings": [
+        {"sourceLabels": ["__name__"], "regex": "my_util", "targetLabel": "__name__",
+         "replacement": "DCGM_FI_DEV_GPU_UTIL"}]}), False),
+    ("a templated target label", service_monitor(endpoint=relabel("${1}", regex="(.*)")), False),
+    ("labelmap", pod_monitor(endpoint={"relabelings": [{"action": "labelmap",
+                                                         "regex": "__meta_kubernetes_pod_label_(.+)"}]}), False),
+    ("the pod label copied from the pod", pod_monitor(podTargetLabels=["pod"]), False),
+    ("no sample limit", {**service_monitor(), "spec": {k: v for k, v in service_monitor()["spec"].items()
+                                                       if k != "sampleLimit"}}, False),
+    ("a sample limit above the platform's", service_monitor(sampleLimit=1_000_000), False),
+    ("no target limit", {**pod_monitor(), "spec": {k: v for k, v in pod_monitor()["spec"].items()
+                                                   if k != "targetLimit"}}, False),
+]
+
+
+@pytest.mark.parametrize("case", MONITORS, ids=[c[0] for c in MONITORS])
+def test_team_monitor_table(policies, case):
+    _, monitor, admitted = case
+    decision = admit(policies["team-monitors"], monitor, namespace("research"))
+    assert decision.allowed is admitted, decision.failures
+    assert len(decision.failures) <= 1  # each case breaks at most the rule it is about
+
+
+def test_the_monitor_table_is_made_of_valid_monitors():
+    report = check_manifests([case[1] for case in MONITORS])
+    assert report.errors == []
+
+
+def test_the_monitor_policy_judges_team_monitors_on_create_and_update(policies):
+    rules = policies["team-monitors"]["spec"]["matchConstraints"]["resourceRules"]
+    assert [(r["apiGroups"], r["resources"], r["operations"]) for r in rules] == [
+        (["monitoring.coreos.com"], ["servicemonitors", "podmonitors"], ["CREATE", "UPDATE"])]
+
+
+def test_prometheus_stamps_team_series_with_their_namespace_but_not_the_platforms(synthesis):
+    stack = next(r for r in synthesis.releases() if r.inputs["name"] == "kube-prometheus-stack")
+    prometheus = stack.inputs["values"]["prometheus"]["prometheusSpec"]
+    assert prometheus["enforcedNamespaceLabel"] == "namespace"
+    excluded = {(e["resource"], e["namespace"]) for e in prometheus["excludedFromEnforcement"]}
+    # The GPU scrape (monitoring) and the platform's rules keep their namespaces; no team namespace is excluded.
+    assert {("servicemonitors", "monitoring"), ("prometheusrules", "monitoring"), ("servicemonitors", "kueue-system"),
+            ("servicemonitors", "kube-system")} <= excluded
+    assert not {ns for _, ns in excluded} & {"research", "web"}
+
+
+# ---- the platform's NetworkPolicies ----------------------------------------------------------------------------
+
+def network_policy(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": "research", "labels": labels},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": []}}
+
+
+PLATFORMS = network_policy("default-deny-ingress", {"mlplatform.io/team": "research"})
+OWN = network_policy("allow-from-web", {"app": "serve"})
+
+
+@pytest.mark.parametrize("case,old,new,groups,refused", [
+    ("a member deleting the platform's default deny", PLATFORMS, None, ("ml-research",), True),
+    ("a member opening the platform's default deny", PLATFORMS,
+     {**PLATFORMS, "spec": {**PLATFORMS["spec"], "ingress": [{}]}}, ("ml-research",), True),
+    ("a member deleting a policy of the team's own", OWN, None, ("ml-research",), False),
+    ("the deployer deleting the platform's policy", PLATFORMS, None, ("platform-admins",), False),
+    ("another team's member (whose RBAC stops it anyway)", PLATFORMS, None, ("ml-web",), False),
+])
+def test_team_members_keep_the_platforms_network_policies(policies, case, old, new, groups, refused):
+    decision = admit(policies["team-network-policies-stay"], new, namespace("research"), groups=groups, old=old)
+    assert (decision.judged and not decision.allowed) is refused, case

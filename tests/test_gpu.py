@@ -135,6 +135,12 @@ def test_renamed_shares_do_not_count_against_gpu_quotas_but_plain_shares_do():
 
 # ---- chart values against the charts' own values.yaml ----------------------------------------------------
 
+def test_gpus_go_by_environment_variable_unless_the_cloud_set_its_nodes_for_mounts():
+    # The plugin's default, envvar, needs nothing of the node; volume-mounts without the nodes' toolkit set to
+    # read the mounts would start GPU containers with no GPU.
+    assert "deviceListStrategy" not in only_release(enable(POOLS)).inputs["values"]
+
+
 def test_device_plugin_values_exist_in_the_chart(upstream):
     ours = only_release(enable(POOLS)).inputs["values"]
     theirs = chart_values(upstream, "nvidia-device-plugin")

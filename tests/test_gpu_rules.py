@@ -19,12 +19,13 @@ from typing import Any
 import pytest
 import yaml
 
-from components.gpu_rules import advertised_gpus_per_node, gpu_rule_groups
+from components.gpu_rules import advertised_gpus_per_node, advertised_resource, gpu_rule_groups
 from core.handle import GpuPool, gpu_pool_labels
-from components.monitoring import DASHBOARDS
+from components.monitoring import DASHBOARDS, Monitoring
 from core.fields import GpuSharing
 from synth.engine import Synthesis
-from tests.test_monitoring import custom_resource, monitor
+from tests.conftest import cluster_handle, run_component
+from tests.test_monitoring import DEVICE_PLUGIN, SETTINGS, custom_resource
 
 PROMTOOL_TESTS = Path(__file__).parent / "promtool"
 TEST_FILES = sorted(PROMTOOL_TESTS.glob("*.test.yaml"))
@@ -45,10 +46,31 @@ needs_promtool = pytest.mark.skipif(
                              "put any promtool on PATH); the promtool rule tests are skipped")
 
 
+def pool(**changes: Any) -> GpuPool:
+    base = GpuPool(name="a100", accelerator="nvidia-a100-80gb", gpus_per_node=8, min_nodes=0, max_nodes=2,
+                   spot=True, labels=gpu_pool_labels("a100", "nvidia-a100-80gb"))
+    return dataclasses.replace(base, **changes)
+
+
+def time_sliced(name: str, accelerator: str, *, renamed: bool) -> GpuPool:
+    sharing = GpuSharing.model_validate({"timeSlicing": {"replicas": 4, "renameByDefault": renamed}})
+    return pool(name=name, accelerator=accelerator, gpus_per_node=1, sharing=sharing,
+                labels=gpu_pool_labels(name, accelerator))
+
+
+# What the promtool cases run against: whole A100s, T4s time-sliced in 4 shares of nvidia.com/gpu and L4s
+# time-sliced in 4 shares renamed nvidia.com/gpu.shared, each priced per GPU-hour.
+RULE_POOLS = (pool(), time_sliced("t4", "nvidia-tesla-t4", renamed=False), time_sliced("l4", "nvidia-l4", renamed=True))
+RULE_PRICES = {"a100": 2.5, "t4": 0.5, "l4": 1.5}
+
+
 @functools.cache
 def deployed_groups() -> list[dict[str, Any]]:
     """The rule groups of the PrometheusRule the Monitoring component creates, priced as the cost tests expect."""
-    return custom_resource(monitor(), "PrometheusRule").inputs["spec"]["groups"]
+    settings = SETTINGS.model_copy(update={"gpu_prices": RULE_PRICES})
+    synthesis = run_component(lambda: Monitoring("monitoring", cluster_handle(RULE_POOLS), settings,
+                                                 device_plugin=DEVICE_PLUGIN))
+    return custom_resource(synthesis, "PrometheusRule").inputs["spec"]["groups"]
 
 
 @pytest.fixture(scope="module")
@@ -142,16 +164,15 @@ def test_the_pull_request_workflow_installs_promtool():
     assert install < next(i for i, run in enumerate(runs) if "make test" in run)
 
 
-def pool(**changes: Any) -> GpuPool:
-    base = GpuPool(name="a100", accelerator="nvidia-a100-80gb", gpus_per_node=8, min_nodes=0, max_nodes=2,
-                   spot=True, labels=gpu_pool_labels("a100", "nvidia-a100-80gb"))
-    return dataclasses.replace(base, **changes)
-
-
 def test_a_pool_advertises_its_gpus_times_their_shares():
     assert advertised_gpus_per_node(pool()) == 8
-    time_sliced = GpuSharing.model_validate({"timeSlicing": {"replicas": 4}})
-    assert advertised_gpus_per_node(pool(sharing=time_sliced)) == 32
+    shares = GpuSharing.model_validate({"timeSlicing": {"replicas": 4}})
+    assert advertised_gpus_per_node(pool(sharing=shares)) == 32
+    # Renamed shares are as many, of nvidia.com/gpu.shared: none of nvidia.com/gpu.
+    renamed = GpuSharing.model_validate({"timeSlicing": {"replicas": 4, "renameByDefault": True}})
+    assert advertised_gpus_per_node(pool(sharing=renamed)) == 32
+    assert (advertised_resource(pool(sharing=renamed)), advertised_resource(pool(sharing=shares))) == (
+        "nvidia_com_gpu_shared", "nvidia_com_gpu")
     single = GpuSharing.model_validate({"migStrategy": "single"})
     assert advertised_gpus_per_node(pool(sharing=single, mig_partitions=7)) == 56  # GKE cuts each GPU in 7
     # MIG cut on the node (outside GKE) or advertised per profile: the platform cannot know the count.

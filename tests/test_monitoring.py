@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 
 import promql_parser
 import pytest
 
+from core.fields import GpuSharing
 from core.handle import GpuPool, gpu_pool_labels
 from core.vocabulary import GPU_TAINT
 from components.kube import DaemonSetRef
@@ -30,7 +32,8 @@ SETTINGS = MonitoringConfig.model_validate({"retention": "30d", "storageSize": "
 DEVICE_PLUGIN = DaemonSetRef("nvidia-device-plugin", "nvidia-device-plugin")
 # kube-state-metrics metrics the dashboard and alerts use (its docs/metrics reference), and Prometheus's own.
 KUBE_STATE_METRICS = {"kube_resourcequota", "kube_daemonset_status_desired_number_scheduled",
-                      "kube_daemonset_status_number_ready", "kube_node_labels", "kube_node_status_allocatable"}
+                      "kube_daemonset_status_number_ready", "kube_node_labels", "kube_node_status_allocatable",
+                      "kube_pod_container_resource_requests", "kube_pod_status_phase"}
 PROMETHEUS_METRICS = {"up"}
 # Kueue's metrics the dashboard reads (its documented ClusterQueue metrics).
 KUEUE_METRICS = {"kueue_pending_workloads", "kueue_cluster_queue_resource_usage", "kueue_cluster_queue_nominal_quota"}
@@ -181,6 +184,24 @@ def test_real_gpus_get_the_pinned_dcgm_exporter_on_gpu_nodes_only():
     assert {e["key"] for e in term["matchExpressions"]} == set(POOLS[0].labels)
 
 
+def test_the_exporter_names_each_pod_sharing_a_gpu_and_the_renamed_shares():
+    # dcgm-exporter 4.8.2 gives a time-sliced GPU to one of its pods unless KUBERNETES_VIRTUAL_GPUS is on, and maps
+    # to pods only nvidia.com/gpu and the resources NVIDIA_RESOURCE_NAMES names (pkg/cmd/app.go,
+    # internal/pkg/transformation/kubernetes.go).
+    def env(*pools: GpuPool) -> dict[str, str]:
+        values = release(monitor(pools), "dcgm-exporter").inputs["values"]
+        return {e["name"]: e["value"] for e in values.get("extraEnv", [])}
+
+    def sliced(name: str, renamed: bool) -> GpuPool:
+        return dataclasses.replace(POOLS[0], name=name, sharing=GpuSharing.model_validate(
+            {"timeSlicing": {"replicas": 4, "renameByDefault": renamed}}))
+
+    assert env(*POOLS) == {}
+    assert env(*POOLS, sliced("t4", False)) == {"KUBERNETES_VIRTUAL_GPUS": "true"}
+    assert env(*POOLS, sliced("t4", False), sliced("l4", True)) == {
+        "KUBERNETES_VIRTUAL_GPUS": "true", "NVIDIA_RESOURCE_NAMES": "nvidia.com/gpu.shared"}
+
+
 def test_kind_scrapes_the_fake_gpu_operators_exporter_the_same_way():
     synthesis = synth_with(cluster=KIND)
     assert [r.inputs["chart"] for r in synthesis.releases() if "dcgm" in r.inputs["chart"]] == []
@@ -306,6 +327,15 @@ def test_dashboard_is_provisioned_for_the_grafana_sidecar_from_the_file_in_the_r
     dashboard = next(r for r in monitor().resources if r.inputs.get("kind") == "ConfigMap")
     assert dashboard.inputs["metadata"]["labels"] == {"grafana_dashboard": "1"}
     assert json.loads(dashboard.inputs["data"]["gpus.json"]) == json.loads((DASHBOARDS / "gpus.json").read_text())
+
+
+def test_the_dashboard_counts_kueue_metrics_once_though_two_replicas_serve_them():
+    # Kueue 0.19 serves its metrics from the leader and the follower alike, told apart by replica_role
+    # (pkg/metrics/metrics.go): a sum over both counts every workload and every GPU twice.
+    dashboard = json.loads((DASHBOARDS / "gpus.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    selectors = [m for e in exprs for m in re.findall(r"kueue_\w+(?:\{[^}]*\})?", e)]
+    assert selectors and all('replica_role!="follower"' in selector for selector in selectors), selectors
 
 
 def recorded_series() -> set[str]:

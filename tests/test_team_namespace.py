@@ -97,8 +97,10 @@ def test_ingress_is_denied_except_from_the_namespace_itself_monitoring_and_the_i
     same = _manifest(synthesis, "NetworkPolicy", "allow-same-namespace")["spec"]
     assert same["ingress"] == [{"from": [{"podSelector": {}}]}]
     monitoring = _manifest(synthesis, "NetworkPolicy", "allow-from-monitoring")["spec"]
+    # Prometheus's pods only: the rest of the monitoring namespace (Grafana, Alertmanager, exporters) stays out.
     assert monitoring["ingress"] == [{"from": [{"namespaceSelector": {
-        "matchLabels": {"kubernetes.io/metadata.name": "observability"}}}]}]
+        "matchLabels": {"kubernetes.io/metadata.name": "observability"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]}]
     controller = _manifest(synthesis, "NetworkPolicy", "allow-from-ingress-controller")["spec"]
     assert controller["ingress"] == [{"from": [{"namespaceSelector": {
         "matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]}]

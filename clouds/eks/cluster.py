@@ -285,7 +285,9 @@ class EksCluster(pulumi.ComponentResource):
             # plane raw metrics"), and its kube-proxy add-on serves metrics on 127.0.0.1:10249 only (the add-on's
             # KubeProxyConfiguration): of the control plane, only CoreDNS (:9153) can be scraped.
             capabilities=Capabilities(gpu_drivers=True, device_plugin=False, physical_gpus=True,
-                                      persistent_volumes=True, scrapeable=frozenset({"coredns"})),
+                                      persistent_volumes=True, scrapeable=frozenset({"coredns"}),
+                                      # Its GPU nodes' toolkit is set to match (karpenter.GPU_NODE_USER_DATA).
+                                      gpu_device_list_strategy="volume-mounts"),
             gpu_pools=gpu_pools,
         )
         self.register_outputs({"clusterName": cluster.name, "endpoint": cluster.endpoint})

@@ -83,6 +83,30 @@ class KarpenterPool:
     # NVMe instance store on every instance type: striped (RAID0) for images and pods' ephemeral storage.
     instance_store: bool = False
     capacity_reservation_ids: tuple[str, ...] = ()
+    # EC2NodeClass userData: what the nodes run at boot besides Karpenter's own NodeConfig.
+    user_data: str | None = None
+
+
+# The GPU nodes' NVIDIA container toolkit reads the GPUs a container gets from the device plugin's mounts
+# (the plugin's `volume-mounts` strategy, Capabilities.gpu_device_list_strategy) and ignores
+# NVIDIA_VISIBLE_DEVICES in unprivileged containers, so that no pod sees GPUs it was not given. The accelerated
+# AL2023 AMI ships the toolkit with both settings at their defaults (off, on); `nvidia-ctk config --set` rewrites
+# its /etc/nvidia-container-runtime/config.toml, which the runtime reads at each container's creation. A shell
+# part of a MIME archive, which Karpenter merges with its NodeConfig for AL2023 and cloud-init runs at boot.
+GPU_NODE_USER_DATA = """MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="MLPLATFORM"
+
+--MLPLATFORM
+Content-Type: text/x-shellscript; charset="us-ascii"
+
+#!/bin/bash
+set -euo pipefail
+nvidia-ctk config --in-place \\
+  --set accept-nvidia-visible-devices-as-volume-mounts=true \\
+  --set accept-nvidia-visible-devices-envvar-when-unprivileged=false
+
+--MLPLATFORM--
+"""
 
 
 def gpu_karpenter_pool(pool: EksGpuPool, gpu_pool: GpuPool) -> KarpenterPool:
@@ -94,7 +118,8 @@ def gpu_karpenter_pool(pool: EksGpuPool, gpu_pool: GpuPool) -> KarpenterPool:
         disruption={"consolidationPolicy": "WhenEmpty", "consolidateAfter": pool.consolidate_after},
         disk_size_gib=pool.disk_size_gib,
         instance_store=all(GPU_INSTANCES[t].local_nvme for t in pool.instance_types),
-        capacity_reservation_ids=tuple(pool.capacity_reservation_ids))
+        capacity_reservation_ids=tuple(pool.capacity_reservation_ids),
+        user_data=GPU_NODE_USER_DATA)
 
 
 def system_overflow_pool(spec: EksClusterConfig) -> KarpenterPool | None:
@@ -129,6 +154,7 @@ def node_class(spec: EksClusterConfig, pool: KarpenterPool, *, node_role: pulumi
         "tags": cost_tags(spec, pool.name),
         **({"capacityReservationSelectorTerms": [{"id": cr} for cr in pool.capacity_reservation_ids]}
            if pool.capacity_reservation_ids else {}),
+        **({"userData": pool.user_data} if pool.user_data else {}),
     }
 
 

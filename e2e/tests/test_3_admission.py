@@ -8,18 +8,20 @@ show)."""
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from typing import Any
 
 import pytest
 
-from components.admission import QUEUE_LABEL
+from components.admission import KUEUE_GATE, KUEUE_USER, QUEUE_LABEL
 from core.vocabulary import GPU_TAINT, POOL_LABEL, TEAM_LABEL
 from e2e.cluster import ApiError
 from e2e.lifecycle import Platform
 
 POLICIES = ("gpu-nodes-for-gpu-work", "gpu-limits-equal-requests", "gpu-work-through-team-queue", "team-pools-only",
-            "gpu-request-fits-a-node", "team-priority-classes")
+            "gpu-request-fits-a-node", "no-gpu-device-env", "team-priority-classes", "team-monitors",
+            "team-network-policies-stay")
 # A member of each team, as its RoleBinding names the group (Pulumi.e2e.yaml's teams[].groups.edit).
 MEMBERS = {"research": ("alice", "ml-research"), "inference": ("bob", "ml-inference")}
 GPU_TOLERATION = {"key": GPU_TAINT.key, "operator": "Equal", "value": GPU_TAINT.value, "effect": GPU_TAINT.effect}
@@ -65,10 +67,21 @@ def as_job(pod: dict[str, Any]) -> dict[str, Any]:
             "spec": {"backoffLimit": 0, "template": {"spec": pod["spec"]}}}
 
 
+def as_deployment(pod: dict[str, Any]) -> dict[str, Any]:
+    """The pod as a Deployment's template (restarting always, as a Deployment's pods must), carrying its labels."""
+    spec = {key: value for key, value in pod["spec"].items() if key != "restartPolicy"}
+    selector = {"app": "serve"}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "serve", "namespace": pod["metadata"]["namespace"],
+                         "labels": pod["metadata"]["labels"]},
+            "spec": {"replicas": 1, "selector": {"matchLabels": selector},
+                     "template": {"metadata": {"labels": selector}, "spec": spec}}}
+
+
 def changed(obj: dict[str, Any], **spec: Any) -> dict[str, Any]:
     """A copy with pod-spec fields set (None removes one); a Job's go into its template."""
     obj = copy.deepcopy(obj)
-    target = obj["spec"]["template"]["spec"] if obj["kind"] == "Job" else obj["spec"]
+    target = obj["spec"]["template"]["spec"] if obj["kind"] != "Pod" else obj["spec"]
     for key, value in spec.items():
         if value is None:
             target.pop(key, None)
@@ -102,6 +115,45 @@ def warned_by(warnings: list[str]) -> set[str]:
     return {name for name in POLICIES if any(f"'mlplatform-{name}'" in w for w in warnings)}
 
 
+def with_env(obj: dict[str, Any], name: str, value: str) -> dict[str, Any]:
+    obj = copy.deepcopy(obj)
+    target = obj["spec"]["template"]["spec"] if obj["kind"] == "Job" else obj["spec"]
+    target["containers"][0]["env"] = [{"name": name, "value": value}]
+    return obj
+
+
+def controlled_by(obj: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """The object naming JOB as its controller, as the job controller's pods do."""
+    obj = copy.deepcopy(obj)
+    name = job["metadata"]["name"]
+    obj["metadata"]["labels"] = {"batch.kubernetes.io/job-name": name}
+    obj["metadata"]["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": name,
+                                           "uid": job["metadata"]["uid"], "controller": True}]
+    return obj
+
+
+_names = itertools.count()
+
+
+@pytest.fixture
+def parked_job(e2e: Platform):
+    """A real Job of research's that Kueue manages and never admits: its queue has no LocalQueue."""
+    job = labelled(as_job(cpu_pod()), {QUEUE_LABEL: "nowhere"})
+    job["metadata"]["name"] = f"parked-{next(_names)}"
+    job["spec"]["suspend"] = True
+    created = e2e.cluster.create(job)
+    try:
+        yield created
+    finally:
+        e2e.cluster.delete(job)
+
+
+def test_a_gpu_pod_claiming_a_teams_job_as_controller_is_warned(e2e: Platform, parked_job: dict[str, Any]):
+    # Kueue's pod webhook leaves a pod whose controller is a Job it manages to the Job's workload (and refuses
+    # one whose Job does not exist); the queue policy counts the owner only when a controller creates the pod.
+    assert warned_by(submit(e2e, controlled_by(gpu_pod(), parked_job))) == {"gpu-work-through-team-queue"}
+
+
 SYSTEM_POOL = {POOL_LABEL: "system"}  # Pulumi.e2e.yaml's systemNodeLabels
 
 # (id, object, the one policy it violates)
@@ -109,8 +161,17 @@ VIOLATIONS: list[tuple[str, dict[str, Any], str]] = [
     ("cpu-pod-tolerating-the-gpu-taint", changed(cpu_pod(), tolerations=[GPU_TOLERATION]), "gpu-nodes-for-gpu-work"),
     ("cpu-job-tolerating-every-taint", as_job(changed(cpu_pod("inference"), tolerations=[{"operator": "Exists"}])),
      "gpu-nodes-for-gpu-work"),
+    ("zero-gpu-pod-tolerating-the-gpu-taint", gpu_pod(gpus=0), "gpu-nodes-for-gpu-work"),
+    ("cpu-deployment-tolerating-the-gpu-taint", as_deployment(changed(cpu_pod("inference"),
+                                                                      tolerations=[GPU_TOLERATION])),
+     "gpu-nodes-for-gpu-work"),
     ("gpu-pod-in-another-teams-queue", labelled(gpu_pod(), {QUEUE_LABEL: "inference"}),
      "gpu-work-through-team-queue"),
+    ("cpu-pod-asking-every-gpu-by-environment", with_env(cpu_pod(), "NVIDIA_VISIBLE_DEVICES", "all"),
+     "no-gpu-device-env"),
+    ("job-asking-driver-capabilities-by-environment",
+     as_job(with_env(gpu_pod("inference", pool="t4", resource="nvidia.com/gpu.shared"), "NVIDIA_DRIVER_CAPABILITIES",
+                     "all")), "no-gpu-device-env"),
     ("gpu-job-in-another-teams-queue", as_job(labelled(gpu_pod("inference"), {QUEUE_LABEL: "research"})),
      "gpu-work-through-team-queue"),
     # A Job: a bare pod naming its node is refused outright (below).
@@ -135,6 +196,8 @@ COMPLIANT: list[tuple[str, dict[str, Any]]] = [
     ("gpu-pod-without-a-queue-label", labelled(gpu_pod(), {})),
     ("gpu-job-on-time-sliced-gpus", as_job(gpu_pod("inference", resource="nvidia.com/gpu.shared", pool="t4"))),
     ("gpu-pod-as-large-as-a-node", gpu_pod(gpus=4)),
+    ("gpu-deployment-on-time-sliced-gpus",
+     as_deployment(gpu_pod("inference", resource="nvidia.com/gpu.shared", pool="t4"))),
     ("gpu-pod-requiring-its-pool", changed(gpu_pod(), nodeSelector=None,
                                            affinity=required_affinity(POOL_LABEL, "a100"))),
     ("gpu-pod-with-ml-serving-priority", changed(gpu_pod("inference"), priorityClassName="ml-serving")),
@@ -189,3 +252,107 @@ def test_a_bare_pod_naming_its_node_is_refused(e2e: Platform):
         submit(e2e, changed(gpu_pod(), nodeName="a100-0", nodeSelector=None))
     assert refused.value.status == 422
     assert "schedulingGates" in json.loads(refused.value.body)["message"]
+
+
+# A pod Kueue never ungates: its queue has no LocalQueue, and it holds a gate of its own besides. Gated pods
+# may gain node selectors and affinity terms and lose gates by an update; any pod may gain tolerations.
+HOLD_GATE = "mlplatform.io/e2e-hold"
+
+
+@pytest.fixture
+def held_pod(e2e: Platform):
+    pod = labelled(changed(cpu_pod(), schedulingGates=[{"name": HOLD_GATE}]), {QUEUE_LABEL: "nowhere"})
+    # A name of its own: Kueue's finalizer keeps a deleted pod a moment.
+    pod["metadata"]["name"] = f"held-{next(_names)}"
+    e2e.cluster.create(pod)
+
+    def gated_by_kueue() -> dict[str, Any] | None:
+        stored = e2e.cluster.get(e2e.cluster.path_of(pod))
+        gates = [g["name"] for g in stored["spec"].get("schedulingGates", [])]
+        return stored if KUEUE_GATE in gates else None
+
+    try:
+        yield e2e.cluster.wait("the held pod gated by Kueue", gated_by_kueue, timeout=30)
+    finally:
+        e2e.cluster.delete(pod)
+
+
+def update(e2e: Platform, stored: dict[str, Any], user: str, groups: list[str], **spec: Any) -> list[str]:
+    """Update the stored pod's spec fields with dryRun=All as USER; the API server's warnings."""
+    path = e2e.cluster.path_of(stored) + "?dryRun=All"
+    answer, warnings = e2e.cluster.request_as("PUT", path, changed(stored, **spec), user=user, groups=groups)
+    assert answer["kind"] == "Pod"
+    return warnings
+
+
+@pytest.mark.parametrize("what,spec,policy", [
+    ("a CPU pod given the GPU toleration", {"tolerations": "add-gpu"}, "gpu-nodes-for-gpu-work"),
+    ("a gated pod moved onto the system pool", {"nodeSelector": SYSTEM_POOL}, "team-pools-only"),
+    ("Kueue's gate removed by a team member", {"schedulingGates": "drop-kueue"}, "gpu-work-through-team-queue"),
+], ids=["toleration", "node-selector", "kueue-gate"])
+def test_an_update_that_moves_a_pod_is_judged_but_never_kueues(e2e: Platform, held_pod: dict[str, Any], what: str,
+                                                               spec: dict[str, Any], policy: str):
+    fields = dict(spec)
+    if fields.get("tolerations") == "add-gpu":
+        fields["tolerations"] = [*held_pod["spec"].get("tolerations", []), GPU_TOLERATION]
+    if fields.get("schedulingGates") == "drop-kueue":
+        fields["schedulingGates"] = [g for g in held_pod["spec"]["schedulingGates"] if g["name"] != KUEUE_GATE]
+    member, group = MEMBERS["research"]
+    assert warned_by(update(e2e, held_pod, member, [group], **fields)) == {policy}, what
+    # The same update from Kueue's ServiceAccount (its admission: ungating, injecting a flavor's node
+    # selector) is not judged: the policies' match conditions leave Kueue alone.
+    assert update(e2e, held_pod, KUEUE_USER, []) == []
+    assert warned_by(update(e2e, held_pod, KUEUE_USER, [], **fields)) == set()
+
+
+
+def service_monitor(**endpoint: Any) -> dict[str, Any]:
+    """A ServiceMonitor of research's own service, with the limits a team monitor states."""
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+            "metadata": {"name": "trainer", "namespace": "research"},
+            "spec": {"selector": {"matchLabels": {"app": "trainer"}}, "sampleLimit": 10000, "targetLimit": 20,
+                     "endpoints": [{"port": "metrics", **endpoint}]}}
+
+
+MONITORS: list[tuple[str, dict[str, Any], bool]] = [
+    ("its-own-service", service_monitor(), False),
+    ("prometheus-token-file", service_monitor(bearerTokenFile="/var/run/secrets/kubernetes.io/serviceaccount/token"),
+     True),
+    ("honor-labels", service_monitor(honorLabels=True), True),
+    ("node-label-by-relabeling", service_monitor(relabelings=[{"sourceLabels": ["__meta_kubernetes_pod_node_name"],
+                                                               "targetLabel": "node"}]), True),
+    ("every-namespace",
+     {**service_monitor(), "spec": {**service_monitor()["spec"], "namespaceSelector": {"any": True}}}, True),
+    ("no-limits", {**service_monitor(), "spec": {k: v for k, v in service_monitor()["spec"].items()
+                                                 if k not in ("sampleLimit", "targetLimit")}}, True),
+]
+
+
+@pytest.mark.parametrize("monitor,warned", [(m, w) for _, m, w in MONITORS], ids=[i for i, _, _ in MONITORS])
+def test_team_monitors_are_judged(e2e: Platform, monitor: dict[str, Any], warned: bool):
+    # A team member may declare monitors (the edit role's aggregated rights); the API server judges them.
+    assert warned_by(submit(e2e, monitor)) == ({"team-monitors"} if warned else set())
+
+
+def test_prometheus_stamps_team_series_with_their_namespace(e2e: Platform):
+    (prometheus,) = e2e.cluster.get("/apis/monitoring.coreos.com/v1/prometheuses")["items"]
+    assert prometheus["spec"]["enforcedNamespaceLabel"] == "namespace"
+    excluded = {(e["resource"], e["namespace"]) for e in prometheus["spec"]["excludedFromEnforcement"]}
+    assert ("servicemonitors", prometheus["metadata"]["namespace"]) in excluded
+    assert not {ns for _, ns in excluded} & set(MEMBERS)
+
+
+@pytest.mark.parametrize("method", ["DELETE", "PUT"])
+def test_a_team_member_changing_the_platforms_network_policy_is_judged(e2e: Platform, method: str):
+    # Teams' edit role may write NetworkPolicies (to add their own); the platform's default deny is not theirs.
+    path = "/apis/networking.k8s.io/v1/namespaces/research/networkpolicies/default-deny-ingress"
+    stored = e2e.cluster.get(path)
+    opened = {**stored, "spec": {**stored["spec"], "ingress": [{}]}}
+    user, group = MEMBERS["research"]
+    _, warnings = e2e.cluster.request_as(method, path + "?dryRun=All", opened if method == "PUT" else None,
+                                         user=user, groups=[group])
+    assert warned_by(warnings) == {"team-network-policies-stay"}, warnings
+    # The stack's deployer, in no team's group, is not judged: `pulumi up` and `destroy` manage these.
+    _, warnings = e2e.cluster.request_as(method, path + "?dryRun=All", opened if method == "PUT" else None,
+                                         user="deployer", groups=["system:masters"])
+    assert warned_by(warnings) == set(), warnings

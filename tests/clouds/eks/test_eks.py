@@ -277,6 +277,26 @@ def test_the_device_plugin_is_installed_because_the_ami_has_drivers_but_no_plugi
     assert {"nvidia-device-plugin", "dcgm-exporter"} <= charts and not any("fake" in c for c in charts)
 
 
+def test_gpu_nodes_hand_out_gpus_by_mounts_only_so_no_environment_variable_reaches_another_gpu(dev):
+    # The device plugin's volume-mounts strategy and the toolkit set to match on every GPU node: a container
+    # that sets (or inherits from its CUDA image) NVIDIA_VISIBLE_DEVICES=all gets no GPU it did not request.
+    (plugin,) = [r for r in dev.releases() if r.inputs["chart"] == "nvidia-device-plugin"]
+    assert plugin.inputs["values"]["deviceListStrategy"] == "volume-mounts"
+    classes = custom(dev, "EC2NodeClass")
+    gpu_pools = {name for name, pool in custom(dev, "NodePool").items()
+                 if any(t["key"] == "nvidia.com/gpu" for t in pool["spec"]["template"]["spec"]["taints"])}
+    assert gpu_pools and set(classes) >= gpu_pools
+    for name, node_class in classes.items():
+        script = node_class["spec"].get("userData", "")
+        if name in gpu_pools:
+            assert "nvidia-ctk config --in-place" in script
+            assert "--set accept-nvidia-visible-devices-as-volume-mounts=true" in script
+            assert "--set accept-nvidia-visible-devices-envvar-when-unprivileged=false" in script
+            assert script.startswith("MIME-Version: 1.0") and 'Content-Type: text/x-shellscript' in script
+        else:
+            assert script == ""  # the system pool's overflow has no GPUs
+
+
 # ---- network ---------------------------------------------------------------------------------------------------
 
 def test_subnets_per_zone_with_the_tags_load_balancers_need(dev):
