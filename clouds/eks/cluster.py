@@ -222,7 +222,7 @@ class EksCluster(pulumi.ComponentResource):
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
             labels={POOL_LABEL: SYSTEM_POOL},
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
-                depends_on=[*node_policies, vpc_cni, kube_proxy])),
+                depends_on=[*node_policies, vpc_cni, kube_proxy, *network.egress])),
         )
         coredns = addon("coredns", after=[system_nodes])
         ebs_role = aws.iam.Role(f"{name}-ebs-csi", assume_role_policy=pod_identity_trust(), opts=child)
@@ -237,9 +237,11 @@ class EksCluster(pulumi.ComponentResource):
             lambda values: kubeconfig(values[0], spec.region, values[1], values[2])))
         # With no creator entry, the stack reaches the API through its admin entries, and a deployer inside
         # the network through the HTTPS rules: wait for both, so a destroy also keeps them to the end. And
-        # everything installed depends on the EBS CSI driver, so a destroy deletes volumes while it can.
+        # everything installed depends on the EBS CSI driver and the network's egress, so a destroy deletes
+        # volumes while the driver can still reach EC2.
         provider = explicit_provider(self, name, config, ready=[
-            system_nodes, coredns, vpc_cni, pod_identity_agent, ebs_csi, *admin_access, *api_access],
+            system_nodes, coredns, vpc_cni, pod_identity_agent, ebs_csi, *admin_access, *api_access,
+            *network.egress],
             identity=cluster.arn)
 
         k8s.storage.v1.StorageClass(

@@ -6,7 +6,8 @@ EC2NodeClass and NodePool. Modelled on Karpenter v1.14's getting-started CloudFo
 
 Teardown order is part of the design: every NodePool and EC2NodeClass depends on everything Karpenter needs to
 end the instances it made (its IAM policy, Pod Identity, the nodes' role and access entry, the security-group
-rules, the queue), so `pulumi destroy` deletes them first and their finalizers run while Karpenter still can.
+rules, the queue, and its way to EC2's API: the subnets, their routes, NAT and endpoints), so `pulumi destroy`
+deletes them first and their finalizers run while Karpenter still can.
 """
 
 from __future__ import annotations
@@ -161,7 +162,8 @@ class Karpenter(pulumi.ComponentResource):
         super().__init__("mlplatform:cluster:Karpenter", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         # Everything Karpenter needs to end its instances; each NodePool and EC2NodeClass depends on all of it.
-        rights: list[pulumi.Resource] = [*network.private_subnets, security_group_tag]
+        # The network's egress too: with its NAT or routes gone, Karpenter cannot reach EC2 to end its instances.
+        rights: list[pulumi.Resource] = [*network.private_subnets, *network.egress, security_group_tag]
 
         # Its nodes' own role (as Karpenter's guide gives it), with its own access entry: the system node group's
         # role and the entry EKS makes for it are never shared, so neither side can delete the other's.

@@ -161,6 +161,39 @@ def test_destroy_deletes_every_nodepool_and_nodeclass_while_karpenter_still_has_
         assert rights <= set(resource.depends_on), (resource.name, rights - set(resource.depends_on))
 
 
+EGRESS = ("aws:ec2/routeTableAssociation:RouteTableAssociation", "aws:ec2/routeTable:RouteTable",
+          "aws:ec2/natGateway:NatGateway", "aws:ec2/eip:Eip", "aws:ec2/internetGateway:InternetGateway",
+          "aws:ec2/vpcEndpoint:VpcEndpoint")
+
+
+def needs(synthesis: Synthesis, urn: str) -> set[str]:
+    """Everything a resource depends on, directly or not (its provider included): what `pulumi destroy` keeps
+    until that resource is gone."""
+    seen: set[str] = set()
+    todo = [urn]
+    while todo:
+        resource = synthesis.by_urn(todo.pop())
+        for dependency in (*resource.depends_on, *([resource.provider] if resource.provider else [])):
+            if dependency not in seen:
+                seen.add(dependency)
+                todo.append(dependency)
+    return seen
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod", "eks_options"])
+def test_destroy_keeps_the_network_s_way_out_until_karpenter_s_nodes_and_every_volume_are_gone(stack, request):
+    # Karpenter ends its instances, and the EBS CSI driver deletes volumes, through EC2's API, reached by NAT (or
+    # endpoints): route tables, their associations, NAT, its address and the internet gateway must outlive every
+    # NodePool, EC2NodeClass and everything on the cluster (all of which goes through the Kubernetes provider).
+    synthesis: Synthesis = request.getfixturevalue(stack)
+    egress = {r.urn for r in synthesis.resources if r.type in EGRESS}
+    assert [r for r in synthesis.resources if r.type == "aws:ec2/routeTableAssociation:RouteTableAssociation"]
+    (provider,) = synthesis.of_type("pulumi:providers:kubernetes")
+    dependents = [provider, *(r for r in synthesis.resources if r.inputs.get("kind") in ("NodePool", "EC2NodeClass"))]
+    for resource in dependents:
+        assert egress <= needs(synthesis, resource.urn), (resource.name, egress - needs(synthesis, resource.urn))
+
+
 def test_node_classes_depend_on_the_subnets_and_security_group_tag_they_launch_by(dev):
     subnets = {s.urn for s in dev.of_type("aws:ec2/subnet:Subnet") if "private" in s.name}
     (tag,) = dev.of_type("aws:ec2/tag:Tag")
