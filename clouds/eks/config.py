@@ -212,6 +212,14 @@ class EksGpuPool(Model):
             raise ValueError(f"sharing.migStrategy {self.sharing.mig_strategy!r}: MIG is not available on EKS "
                              "pools (nothing on the EKS AMI partitions the GPUs); use whole GPUs or "
                              "sharing.timeSlicing here, or a GKE pool for MIG")
+        slicing = self.sharing.time_slicing
+        if slicing is not None and slicing.rename_by_default:
+            # Karpenter launches a node only for what an instance type advertises (its Fits check, Karpenter
+            # v1.14); EC2 advertises nvidia.com/gpu, never nvidia.com/gpu.shared, so such pods would stay
+            # Pending on a pool at zero nodes forever.
+            raise ValueError("sharing.timeSlicing.renameByDefault: Karpenter launches EKS GPU nodes only for "
+                             "nvidia.com/gpu, so pods asking for nvidia.com/gpu.shared would never get a node; "
+                             "leave renameByDefault at false (shares are then requested as nvidia.com/gpu)")
         if ("reserved" in self.capacity_types) != bool(self.capacity_reservation_ids):
             raise ValueError("capacityTypes 'reserved' and capacityReservationIds go together: list the "
                              "reservations (or Capacity Blocks, cr-...) and add 'reserved' to capacityTypes, or "

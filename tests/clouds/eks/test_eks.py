@@ -350,6 +350,11 @@ def test_existing_subnets_are_tagged_for_load_balancers_and_taken_by_id_not_by_a
      "mlplatform:cluster.gpuPools[0]: capacityTypes 'reserved' and capacityReservationIds go together"),
     ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "capacityReservationIds": ["r1"]}]},
      "mlplatform:cluster.gpuPools[0].capacityReservationIds[0]: 'r1' is not a capacity reservation ID"),
+    # Karpenter can launch no node for nvidia.com/gpu.shared: what the pool would advertise, no instance type has.
+    ({"gpuPools": [{"name": "x", "instanceTypes": ["g6.xlarge"], "maxNodes": 1,
+                    "sharing": {"timeSlicing": {"replicas": 4, "renameByDefault": True}}}]},
+     "mlplatform:cluster.gpuPools[0]: sharing.timeSlicing.renameByDefault: Karpenter launches EKS GPU nodes only "
+     "for nvidia.com/gpu"),
     ({"logRetentionDays": 100}, "mlplatform:cluster.logRetentionDays: 100 is not a retention CloudWatch Logs accepts"),
     ({"availabilityZones": ["eu-west-1a"]}, "mlplatform:cluster.availabilityZones: 1 availability zone(s) given"),
     ({"availabilityZones": ["eu-west-1a", "us-east-1b"]}, "'us-east-1b' is not a zone of eu-west-1"),
