@@ -2,7 +2,9 @@
 
 The stand-in does what the engine does for a program and nothing more: it gives every resource a URN and a
 deterministic ID and echoes its inputs back as its outputs. It never invents what a provider would
-compute, and it answers no provider function call, so a program that depends on one fails loudly here.
+compute, and it answers no provider function call but who runs the program (the caller's identity and
+partition, which a real preview learns from the credentials alone), so a program that depends on any other
+fails loudly here.
 It runs the program as `pulumi preview` does: what only a provider can compute (a generated password, a
 cluster's kubeconfig) stays unknown, and shows so in the output.
 """
@@ -119,6 +121,40 @@ class Synthesis:
         return [r for r in self.resources if r.parent == urn]
 
 
+# Who runs the offline synth, as a cloud's identity functions would see it: a CI session of the deploy role that
+# the README's setup creates (`mlplatform-deploy`), in the example stacks' account.
+AWS_CALLER_ARN = "arn:aws:sts::111122223333:assumed-role/mlplatform-deploy/GitHubActions"
+# AWS's partitions by the ARN prefix of their credentials (aws_partition in the AWS provider).
+_AWS_PARTITIONS = {"aws": ("amazonaws.com", "com.amazonaws"), "aws-cn": ("amazonaws.com.cn", "cn.com.amazonaws"),
+                   "aws-us-gov": ("amazonaws.com", "com.amazonaws")}
+
+
+def aws_session_context(arn: str) -> dict[str, str]:
+    """What iam.getSessionContext answers: for an assumed-role session, the role it is a session of; for any
+    other principal, the principal itself. (AWS also looks up a role's path, which an ARN alone does not carry.)"""
+    _, partition, service, _, account, resource = arn.split(":", 5)
+    kind, _, rest = resource.partition("/")
+    if service == "sts" and kind == "assumed-role":
+        role, _, session = rest.rpartition("/")
+        issuer = f"arn:{partition}:iam::{account}:role/{role}"
+        return {"arn": arn, "id": arn, "issuerArn": issuer, "issuerId": f"AROA{account}", "issuerName": role,
+                "sessionName": session}
+    return {"arn": arn, "id": arn, "issuerArn": arn, "issuerId": "", "issuerName": "", "sessionName": ""}
+
+
+def _aws_identity(token: str, args: dict[str, Any], caller: str) -> dict[str, Any] | None:
+    partition, account = caller.split(":")[1], caller.split(":")[4]
+    if token == "aws:index/getCallerIdentity:getCallerIdentity":
+        session = caller.rsplit("/", 1)[-1]
+        return {"accountId": account, "arn": caller, "id": account, "userId": f"AROA{account}:{session}"}
+    if token == "aws:iam/getSessionContext:getSessionContext":
+        return aws_session_context(args["arn"])
+    if token == "aws:index/getPartition:getPartition":
+        dns_suffix, reverse_dns = _AWS_PARTITIONS[partition]
+        return {"id": partition, "partition": partition, "dnsSuffix": dns_suffix, "reverseDnsPrefix": reverse_dns}
+    return None
+
+
 class _EngineStandIn(Mocks):
     def __init__(self, stack_references: dict[str, dict[str, Any]]) -> None:
         self.stack_references = stack_references
@@ -137,6 +173,9 @@ class _EngineStandIn(Mocks):
                       "secretOutputNames": [key for key, value in outputs.items() if value == SECRET]}
 
     def call(self, args: MockCallArgs) -> tuple[dict, list | None]:
+        # Only who runs the program, which a preview also learns from the credentials alone.
+        if (identity := _aws_identity(args.token, dict(args.args), AWS_CALLER_ARN)) is not None:
+            return identity, []
         raise RuntimeError(f"the offline synth cannot answer the provider function {args.token}: "
                            "give the program that value through stack config instead")
 

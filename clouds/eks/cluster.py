@@ -16,14 +16,34 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from core.provider import exec_kubeconfig, explicit_provider
 from clouds.eks.network import DISCOVERY_TAG, AwsNetwork
-from clouds.eks.karpenter import AWS_POLICY, NODE_POLICIES, SYSTEM_DISK_GIB, Karpenter, cost_tags, pod_identity_trust
+from clouds.eks.karpenter import (NODE_POLICIES, SYSTEM_DISK_GIB, Karpenter, cost_tags, managed_policy,
+                                   pod_identity_trust)
 from core.vocabulary import EFA_LABEL, POOL_LABEL, SYSTEM_POOL
 from core.handle import Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
 from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, EKS_SYSTEM_AMI_TYPE
 from clouds.eks.config import EksClusterConfig
 
-CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
+
+
+def cluster_admin_policy(partition: str) -> str:
+    return f"arn:{partition}:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+
+
+def same_principal(arn: str) -> str:
+    """A principal's ARN without a role's path: a role's name is unique in its account, whatever its path, and
+    adminRoleArns may name it with or without one."""
+    head, _, resource = arn.partition(":role/")
+    return f"{head}:role/{resource.rsplit('/', 1)[-1]}" if resource else arn
+
+
+def deploying_principal(provider: aws.Provider) -> str:
+    """The IAM role (or user) running this `pulumi up` or preview, as terraform-aws-eks finds the cluster creator
+    for `enable_cluster_creator_admin_permissions` (main.tf): the caller's ARN, an assumed-role session for CI
+    and SSO, turned into the role's own ARN by iam.getSessionContext."""
+    invoke = pulumi.InvokeOptions(provider=provider)
+    caller = aws.get_caller_identity(opts=invoke)
+    return aws.iam.get_session_context(arn=caller.arn, opts=invoke).issuer_arn
 
 
 def service_trust(service: str, *, tag_session: bool = False) -> str:
@@ -93,6 +113,7 @@ class EksCluster(pulumi.ComponentResource):
             tags={"mlplatform.io/cluster": spec.name, "mlplatform.io/environment": spec.environment}),
             opts=pulumi.ResourceOptions(parent=self))
         child = pulumi.ResourceOptions(parent=self, provider=aws_provider)
+        partition = aws.get_partition(opts=pulumi.InvokeOptions(provider=aws_provider)).partition
         # What a prod stack must not lose to a mistaken `pulumi destroy` or a rename.
         kept = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=prod))
 
@@ -102,12 +123,12 @@ class EksCluster(pulumi.ComponentResource):
         cluster_role = aws.iam.Role(f"{name}-cluster", assume_role_policy=service_trust(
             "eks.amazonaws.com", tag_session=True), opts=child)
         cluster_policy = aws.iam.RolePolicyAttachment(f"{name}-cluster", role=cluster_role.name,
-                                                      policy_arn=f"{AWS_POLICY}AmazonEKSClusterPolicy", opts=child)
+                                                      policy_arn=managed_policy(partition, "AmazonEKSClusterPolicy"), opts=child)
         # The system node group's role only; Karpenter's nodes have their own.
         node_role = aws.iam.Role(f"{name}-node", name=f"{spec.name}-node", assume_role_policy=service_trust(
             "ec2.amazonaws.com"), opts=child)
         node_policies = [aws.iam.RolePolicyAttachment(f"{name}-node-{policy}", role=node_role.name,
-                                                      policy_arn=f"{AWS_POLICY}{policy}", opts=child)
+                                                      policy_arn=managed_policy(partition, policy), opts=child)
                          for policy in NODE_POLICIES]
         secrets_key = aws.kms.Key(f"{name}-secrets", description=f"Envelope encryption of {spec.name}'s Secrets",
                                   enable_key_rotation=True, deletion_window_in_days=30,
@@ -137,9 +158,8 @@ class EksCluster(pulumi.ComponentResource):
             ),
             access_config=aws.eks.ClusterAccessConfigArgs(
                 # Access entries only: no aws-auth ConfigMap to edit by hand. The creator gets no implicit entry
-                # (as terraform-aws-eks hard-codes): it is admin through adminRoleArns like any admin, so listing
-                # the deploying role cannot collide (409) with an entry EKS made, and leaving the list drops its
-                # access. Immutable: changing it replaces the cluster.
+                # (as terraform-aws-eks hard-codes): the deployer's entry below is ours, so listing the deploying
+                # role cannot collide (409) with an entry EKS made.
                 authentication_mode="API", bootstrap_cluster_creator_admin_permissions=False),
             encryption_config=aws.eks.ClusterEncryptionConfigArgs(
                 provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=secrets_key.arn),
@@ -160,13 +180,20 @@ class EksCluster(pulumi.ComponentResource):
                                          key=DISCOVERY_TAG, value=spec.name, opts=child)
         api_access = api_access_rules(name, spec, cluster.vpc_config.cluster_security_group_id, child)
 
+        # The role running `pulumi up` is admin too, or nothing on the cluster could be installed: as upstream's
+        # access entry for the creator, not EKS's one-off bootstrap flag, so that it follows whoever deploys. A
+        # listed role keeps its own entry, which a run by another role leaves alone.
+        deployer = deploying_principal(aws_provider)
+        admins = [(f"{name}-admin-{index}", arn) for index, arn in enumerate(spec.admin_role_arns)]
+        if same_principal(deployer) not in {same_principal(arn) for arn in spec.admin_role_arns}:
+            admins.append((f"{name}-deployer", deployer))
         admin_access: list[pulumi.Resource] = []
-        for index, role_arn in enumerate(spec.admin_role_arns):
-            entry = aws.eks.AccessEntry(f"{name}-admin-{index}", cluster_name=cluster.name, principal_arn=role_arn,
+        for resource_name, role_arn in admins:
+            entry = aws.eks.AccessEntry(resource_name, cluster_name=cluster.name, principal_arn=role_arn,
                                         type="STANDARD", opts=child)
             admin_access.append(aws.eks.AccessPolicyAssociation(
-                f"{name}-admin-{index}", cluster_name=cluster.name, principal_arn=role_arn,
-                policy_arn=CLUSTER_ADMIN_POLICY,
+                resource_name, cluster_name=cluster.name, principal_arn=role_arn,
+                policy_arn=cluster_admin_policy(partition),
                 access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
                 opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[entry]))))
 
@@ -227,7 +254,7 @@ class EksCluster(pulumi.ComponentResource):
         coredns = addon("coredns", after=[system_nodes])
         ebs_role = aws.iam.Role(f"{name}-ebs-csi", assume_role_policy=pod_identity_trust(), opts=child)
         ebs_policy = aws.iam.RolePolicyAttachment(f"{name}-ebs-csi", role=ebs_role.name,
-                                                  policy_arn=f"{AWS_POLICY}service-role/AmazonEBSCSIDriverPolicy", opts=child)
+                                                  policy_arn=managed_policy(partition, "service-role/AmazonEBSCSIDriverPolicy"), opts=child)
         ebs_csi = addon("aws-ebs-csi-driver", after=[system_nodes, pod_identity_agent, ebs_policy],
                         pod_identity_associations=[aws.eks.AddonPodIdentityAssociationArgs(
                             role_arn=ebs_role.arn, service_account="ebs-csi-controller-sa")])
@@ -257,7 +284,7 @@ class EksCluster(pulumi.ComponentResource):
 
         gpu_pools = eks_gpu_pools(spec)
         Karpenter(f"{name}-karpenter", spec, cluster=cluster, network=network, security_group_tag=security_group_tag,
-                  gpu_pools=gpu_pools, k8s_provider=provider,
+                  gpu_pools=gpu_pools, k8s_provider=provider, partition=partition,
                   opts=pulumi.ResourceOptions(parent=self, providers=[aws_provider]))
 
         self.handle = ClusterHandle(

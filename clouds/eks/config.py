@@ -279,8 +279,9 @@ class EksClusterConfig(GpuPools, Model):
     kubernetes_version: EksKubernetesVersion = KUBERNETES_VERSION
     network: EksNetwork = EksNetwork()
     endpoint: EksEndpoint = EksEndpoint()
-    # IAM roles that administer the cluster (EKS access entries with the cluster admin policy). The role that
-    # runs `pulumi up` must be one of them: the cluster grants its creator nothing by itself.
+    # IAM roles that administer the cluster (EKS access entries with the cluster admin policy). The role running
+    # `pulumi up` is made admin too when it is not listed; list CI's deploy role, so that a run by another
+    # role (which then becomes that extra admin instead) does not take CI's access away.
     admin_role_arns: Annotated[list[RoleArn], unique_items("role")] = Field(min_length=1)
     system_pool: EksSystemPool = EksSystemPool()
     gpu_pools: list[EksGpuPool] = []

@@ -35,7 +35,6 @@ NAMESPACE = "kube-system"
 # The root volume of system nodes, the managed node group's and Karpenter's alike.
 SYSTEM_DISK_GIB = 50
 SERVICE_ACCOUNT = "karpenter"
-AWS_POLICY = "arn:aws:iam::aws:policy/"
 # The node role's managed policies, as Karpenter's CloudFormation gives KarpenterNodeRole.
 NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryPullOnly", "AmazonEKS_CNI_Policy",
                  "AmazonSSMManagedInstanceCore")
@@ -49,6 +48,11 @@ INTERRUPTION_EVENTS = {
     # Short keys: the rules are autonamed `<cluster>-karpenter-<key>-<7 random>`, within EventBridge's 64.
     "reservation": {"source": ["aws.ec2"], "detail-type": ["EC2 Capacity Reservation Instance Interruption Warning"]},
 }
+
+
+def managed_policy(partition: str, name: str) -> str:
+    """An AWS managed policy in the stack's partition (aws, aws-cn, aws-us-gov: aws.get_partition)."""
+    return f"arn:{partition}:iam::aws:policy/{name}"
 
 
 def pod_identity_trust() -> str:
@@ -158,7 +162,7 @@ def node_pool(pool: KarpenterPool) -> dict[str, Any]:
 class Karpenter(pulumi.ComponentResource):
     def __init__(self, name: str, spec: EksClusterConfig, *, cluster: aws.eks.Cluster, network: AwsNetwork,
                  security_group_tag: aws.ec2.Tag, gpu_pools: tuple[GpuPool, ...], k8s_provider: k8s.Provider,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+                 partition: str, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:cluster:Karpenter", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         # Everything Karpenter needs to end its instances; each NodePool and EC2NodeClass depends on all of it.
@@ -170,7 +174,7 @@ class Karpenter(pulumi.ComponentResource):
         node_role = aws.iam.Role(f"{name}-node", name=f"{spec.name}-karpenter", assume_role_policy=ec2_trust(),
                                  opts=child)
         rights += [aws.iam.RolePolicyAttachment(f"{name}-node-{policy}", role=node_role.name,
-                                                policy_arn=f"{AWS_POLICY}{policy}", opts=child)
+                                                policy_arn=managed_policy(partition, policy), opts=child)
                    for policy in NODE_POLICIES]
         rights.append(aws.eks.AccessEntry(f"{name}-node", cluster_name=cluster.name, principal_arn=node_role.arn,
                                           type="EC2_LINUX", opts=child))

@@ -13,7 +13,8 @@ from clouds.eks.cluster import kubeconfig
 from versions import EKS_ADDON_VERSIONS, EKS_AMI_ALIAS, EKS_SYSTEM_AMI_RELEASES, KARPENTER
 from config.errors import ConfigError
 from synth import PROJECT_DIR
-from synth.engine import RecordingMonitor, Resource, Synthesis, run_program
+from synth import engine
+from synth.engine import RecordingMonitor, Resource, Synthesis, aws_session_context, run_program
 from synth.stackfile import read_stack_config
 from tests.chart_values import chart_values, unknown_keys
 from tests.conftest import aws_cluster, synth_with
@@ -61,7 +62,7 @@ def test_admin_roles_get_cluster_admin_through_access_entries(prod):
     entries = prod.of_type("aws:eks/accessEntry:AccessEntry")
     admins = {e.inputs["principalArn"] for e in entries if e.inputs["type"] == "STANDARD"}
     account = "arn:aws:iam::111122223333:role"
-    assert admins == {f"{account}/ml-platform-admins", f"{account}/ml-platform-ci"}
+    assert admins == {f"{account}/ml-platform-admins", f"{account}/mlplatform-deploy"}
     assert [e.inputs["type"] for e in entries].count("EC2_LINUX") == 1  # Karpenter's nodes
     for association in prod.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation"):
         assert association.inputs["policyArn"].endswith("/AmazonEKSClusterAdminPolicy")
@@ -77,6 +78,59 @@ def test_the_creator_gets_no_implicit_entry_so_listing_the_ci_role_cannot_collid
     (provider,) = prod.of_type("pulumi:providers:kubernetes")
     associations = {a.urn for a in prod.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")}
     assert len(associations) == 2 and associations <= set(provider.depends_on)
+
+
+def admins(synthesis: Synthesis) -> dict[str, str]:
+    return {a.name: a.inputs["principalArn"]
+            for a in synthesis.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+            if a.inputs["policyArn"].endswith(":cluster-access-policy/AmazonEKSClusterAdminPolicy")}
+
+
+def test_the_role_running_up_is_made_cluster_admin_so_the_first_up_can_install_anything():
+    # The synth runs as a CI session of the deploy role (synth.engine.AWS_CALLER_ARN); this cluster lists another
+    # role only. As terraform-aws-eks's enable_cluster_creator_admin_permissions: the caller's session, turned
+    # into its role by iam.getSessionContext, gets an access entry with the cluster admin policy.
+    synthesis = synth_with(cluster=aws_cluster())
+    assert admins(synthesis) == {"ml-admin-0": "arn:aws:iam::111122223333:role/deployer",
+                                 "ml-deployer": "arn:aws:iam::111122223333:role/mlplatform-deploy"}
+    (entry,) = [e for e in synthesis.of_type("aws:eks/accessEntry:AccessEntry") if e.name == "ml-deployer"]
+    assert entry.inputs["type"] == "STANDARD"
+    (provider,) = synthesis.of_type("pulumi:providers:kubernetes")
+    deployer = next(a for a in synthesis.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+                    if a.name == "ml-deployer")
+    assert deployer.inputs["accessScope"] == {"type": "cluster"} and deployer.urn in provider.depends_on
+
+
+@pytest.mark.parametrize("listed", ["arn:aws:iam::111122223333:role/mlplatform-deploy",
+                                    "arn:aws:iam::111122223333:role/ci/mlplatform-deploy"])
+def test_a_listed_deploying_role_keeps_its_one_entry_and_gets_no_second(listed):
+    # Two entries for one principal would fail with 409; a role's path does not make it another role.
+    synthesis = synth_with(cluster=aws_cluster(adminRoleArns=[listed]))
+    assert admins(synthesis) == {"ml-admin-0": listed}
+
+
+def test_the_example_stacks_list_the_deploy_role_the_same_way(dev, prod):
+    for synthesis in (dev, prod):
+        assert sorted(admins(synthesis).values()) == ["arn:aws:iam::111122223333:role/ml-platform-admins",
+                                                      "arn:aws:iam::111122223333:role/mlplatform-deploy"]
+
+
+def test_session_context_turns_a_session_into_its_role_and_passes_other_principals_through():
+    session = aws_session_context("arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_Admin_0a1b/jane@example.com")
+    assert session["issuerArn"] == "arn:aws:iam::111122223333:role/AWSReservedSSO_Admin_0a1b"
+    assert session["sessionName"] == "jane@example.com"
+    user = "arn:aws:iam::111122223333:user/jane"
+    assert aws_session_context(user)["issuerArn"] == user
+
+
+def test_managed_policy_arns_are_in_the_partition_of_the_credentials(monkeypatch):
+    monkeypatch.setattr(engine, "AWS_CALLER_ARN", "arn:aws-us-gov:sts::111122223333:assumed-role/deploy/ci")
+    synthesis = synth_with(cluster=aws_cluster(region="us-gov-west-1",
+                                               availabilityZones=["us-gov-west-1a", "us-gov-west-1b"],
+                                               adminRoleArns=["arn:aws-us-gov:iam::111122223333:role/admins"]))
+    arns = [a.inputs["policyArn"] for a in synthesis.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")]
+    arns += [a.inputs["policyArn"] for a in synthesis.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")]
+    assert arns and all(arn.startswith("arn:aws-us-gov:") for arn in arns), arns
 
 
 def test_a_deployer_inside_the_network_keeps_its_way_to_the_api_until_everything_on_the_cluster_is_gone(prod):
