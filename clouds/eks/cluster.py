@@ -172,7 +172,12 @@ class EksCluster(pulumi.ComponentResource):
             # Standard support unless asked: at its end EKS upgrades the control plane rather than bill
             # extended support for an old minor unannounced.
             upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type=spec.support_type.upper()),
-            opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(depends_on=[cluster_policy, log_group, no_log_group])),
+            opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(
+                depends_on=[cluster_policy, log_group, no_log_group],
+                # Both are read by EKS at creation only, and a change replaces the cluster: a cluster made with
+                # other values (before these were set) keeps them, as terraform-aws-eks ignores them (main.tf).
+                ignore_changes=["accessConfig.bootstrapClusterCreatorAdminPermissions",
+                                "bootstrapSelfManagedAddons"])),
         )
         # EKS's own security group, on every node: how Karpenter's nodes find it (and reach the control plane).
         security_group_tag = aws.ec2.Tag(f"{name}-cluster-sg-discovery",

@@ -133,6 +133,15 @@ def test_managed_policy_arns_are_in_the_partition_of_the_credentials(monkeypatch
     assert arns and all(arn.startswith("arn:aws-us-gov:") for arn in arns), arns
 
 
+def test_a_cluster_made_with_the_creator_flag_or_self_managed_addons_is_kept_not_replaced(dev, prod):
+    # EKS reads both at creation only and the provider replaces the cluster when either changes: a stack made
+    # before they were set would lose its cluster on the next up (terraform-aws-eks ignores them the same way).
+    for synthesis in (dev, prod):
+        cluster = one(synthesis, "aws:eks/cluster:Cluster")
+        assert set(cluster.ignore_changes) == {"accessConfig.bootstrapClusterCreatorAdminPermissions",
+                                               "bootstrapSelfManagedAddons"}
+
+
 def test_a_deployer_inside_the_network_keeps_its_way_to_the_api_until_everything_on_the_cluster_is_gone(prod):
     # prod deploys through its private endpoint, admitted by an HTTPS rule on the cluster security group: the
     # provider waits for the rule, so nothing is installed before it exists and a destroy deletes it last.
