@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, ClassVar, Annotated, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, KUBERNETES_VERSION
+from versions import EKS_ADDON_VERSIONS, EKS_KUBERNETES_VERSION, EKS_SYSTEM_AMI_RELEASES
 from core.deployer import Deployer
 from core.fields import (Cidr, DnsLabel, GpuPools, GpuSharing, KubernetesVersion, Model, PoolName, SecurityGroupId,
                          check_access_cidrs, check_mig, kubernetes_minor, matching, unique_items, unique_names)
@@ -276,7 +276,7 @@ class EksClusterConfig(GpuPools, Model):
     environment: Literal["dev", "prod"] = "dev"
     region: AwsRegion
     availability_zones: Annotated[list[str], unique_items("availability zone")]
-    kubernetes_version: EksKubernetesVersion = KUBERNETES_VERSION
+    kubernetes_version: EksKubernetesVersion = EKS_KUBERNETES_VERSION
     network: EksNetwork = EksNetwork()
     endpoint: EksEndpoint = EksEndpoint()
     # IAM roles that administer the cluster (EKS access entries with the cluster admin policy). The role running

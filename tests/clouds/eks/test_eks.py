@@ -10,11 +10,14 @@ import yaml
 
 from clouds.eks.network import subnet_cidrs
 from clouds.eks.cluster import kubeconfig
-from versions import EKS_ADDON_VERSIONS, EKS_AMI_ALIAS, EKS_SYSTEM_AMI_RELEASES, KARPENTER
+from versions import (EKS_ADDON_VERSIONS, EKS_AMI_ALIAS, EKS_KUBERNETES_VERSION, EKS_SYSTEM_AMI_RELEASES, KARPENTER,
+                      SUPPORTED_KUBERNETES)
 from config.errors import ConfigError
 from synth import PROJECT_DIR
 from synth import engine
 from synth.engine import RecordingMonitor, Resource, Synthesis, aws_session_context, run_program
+from synth.applied import check_schemas
+from synth.render import render_stack
 from synth.stackfile import read_stack_config
 from tests.chart_values import chart_values, unknown_keys
 from tests.conftest import aws_cluster, synth_with
@@ -39,7 +42,7 @@ def test_control_plane_encrypts_secrets_logs_and_uses_access_entries(dev):
     assert key.urn in cluster.depends_on  # its keyArn is the KMS key's, known once the key exists
     assert set(cluster.inputs["enabledClusterLogTypes"]) >= {"api", "audit", "authenticator"}
     assert cluster.inputs["accessConfig"]["authenticationMode"] == "API"
-    assert cluster.inputs["version"] == "1.34"
+    assert cluster.inputs["version"] == EKS_KUBERNETES_VERSION
     assert cluster.inputs["name"] == "ml-dev"
 
 
@@ -208,10 +211,38 @@ def test_everything_on_aws_goes_through_one_provider_in_the_configured_region(de
 
 def test_managed_addons_are_pinned_and_the_cni_enforces_network_policies(dev):
     addons = {a.inputs["addonName"]: a.inputs for a in dev.of_type("aws:eks/addon:Addon")}
-    assert {name: a["addonVersion"] for name, a in addons.items()} == EKS_ADDON_VERSIONS["1.34"]
+    assert {name: a["addonVersion"] for name, a in addons.items()} == EKS_ADDON_VERSIONS[EKS_KUBERNETES_VERSION]
     assert json.loads(addons["vpc-cni"]["configurationValues"]) == {"enableNetworkPolicy": "true"}
     (association,) = addons["aws-ebs-csi-driver"]["podIdentityAssociations"]
     assert association["serviceAccount"] == "ebs-csi-controller-sa"
+
+
+def test_new_clusters_get_the_newest_minor_pinned_and_1_35_and_1_36_have_pins():
+    # 1.34 left EKS standard support on 2 Dec 2026, and EKS then upgrades a cluster itself: the stack must be able
+    # to name the minor EKS moved it to, and the one after.
+    pinned = sorted(set(EKS_ADDON_VERSIONS) & set(EKS_SYSTEM_AMI_RELEASES), key=lambda v: tuple(map(int, v.split("."))))
+    assert {"1.35", "1.36"} <= set(pinned) and EKS_KUBERNETES_VERSION == pinned[-1]
+    low, high = (tuple(map(int, v.split("."))) for v in SUPPORTED_KUBERNETES)
+    for minor in pinned:
+        assert low <= tuple(map(int, minor.split("."))) <= high
+        # A system AMI and a kube-proxy built for that minor (amazon-eks-ami's CHANGELOG; the EKS User Guide).
+        assert EKS_SYSTEM_AMI_RELEASES[minor].startswith(f"{minor}.")
+        assert EKS_ADDON_VERSIONS[minor]["kube-proxy"].startswith(f"v{minor}.")
+
+
+@pytest.mark.parametrize("minor", ["1.35", "1.36"])
+def test_a_cluster_on_each_new_minor_gets_its_pins_and_everything_applied_passes_that_minor_s_schemas(minor, upstream):
+    synthesis = synth_with(cluster=aws_cluster(kubernetesVersion=minor))
+    assert one(synthesis, "aws:eks/cluster:Cluster").inputs["version"] == minor
+    assert one(synthesis, "aws:eks/nodeGroup:NodeGroup").inputs["releaseVersion"] == EKS_SYSTEM_AMI_RELEASES[minor]
+    addons = {a.inputs["addonName"]: a.inputs["addonVersion"] for a in synthesis.of_type("aws:eks/addon:Addon")}
+    assert addons == EKS_ADDON_VERSIONS[minor]
+    # Every chart renders for it (Helm enforces the charts' kubeVersion ranges), and every object applied, ours
+    # and the charts', passes that minor's strict schemas.
+    rendering = render_stack(synthesis)
+    assert rendering.kubernetes_version == f"v{minor}.0" and not rendering.unavailable
+    report = check_schemas(synthesis, rendering)
+    assert report.errors == [] and report.unchecked == [], report.errors + report.unchecked
 
 
 def test_gp3_is_the_default_storage_class(dev):
@@ -227,7 +258,7 @@ def test_system_node_group_is_small_on_demand_and_labelled(dev):
     assert group["labels"] == {"mlplatform.io/pool": "system"}
     assert "taints" not in group
     # Its AMI release is pinned (amazon-eks-ami's release version), as the GPU pools' alias is.
-    assert group["releaseVersion"] == EKS_SYSTEM_AMI_RELEASES["1.34"]
+    assert group["releaseVersion"] == EKS_SYSTEM_AMI_RELEASES[EKS_KUBERNETES_VERSION]
 
 
 class OptionsMonitor(RecordingMonitor):
@@ -401,8 +432,9 @@ def test_existing_subnets_are_tagged_for_load_balancers_and_taken_by_id_not_by_a
      "mlplatform:cluster.gpuPools[0]: sharing.migStrategy 'single' needs a MIG-capable GPU, and nvidia-a10g has no"),
     ({"kubernetesVersion": "1.29"}, "mlplatform:cluster.kubernetesVersion: Kubernetes '1.29' is outside the "
                                     "supported window"),
-    ({"kubernetesVersion": "1.35"}, "mlplatform:cluster.kubernetesVersion: Kubernetes 1.35 has no pinned EKS add-on "
-                                    "versions and system AMI release in versions.py"),
+    ({"kubernetesVersion": "1.33"}, "mlplatform:cluster.kubernetesVersion: Kubernetes 1.33 has no pinned EKS add-on "
+                                    "versions and system AMI release in versions.py (EKS_ADDON_VERSIONS, "
+                                    "EKS_SYSTEM_AMI_RELEASES); on EKS give one of 1.34, 1.35, 1.36"),
     ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1,
                     "sharing": {"migStrategy": "mixed"}}]},
      "mlplatform:cluster.gpuPools[0]: sharing.migStrategy 'mixed': MIG is not available on EKS pools"),
