@@ -90,13 +90,22 @@ class KarpenterPool:
     capacity_reservation_ids: tuple[str, ...] = ()
 
 
+def consolidation_policy(pool: EksGpuPool) -> str:
+    """Whole-GPU pools lose a node only once it is empty: a training pod is never moved. A time-sliced pool's
+    nodes are also repacked: Karpenter plans a burst of share pods as one per physical GPU (its instance types
+    advertise no shares), so N pending pods start up to N nodes, which the scheduler's spreading keeps one pod
+    each on; with WhenEmptyOrUnderutilized, Karpenter (which sees the running nodes' real nvidia.com/gpu, the
+    shares) moves pods onto free shares and removes the nodes that emptied, consolidateAfter later."""
+    return "WhenEmptyOrUnderutilized" if pool.sharing.time_slicing is not None else "WhenEmpty"
+
+
 def gpu_karpenter_pool(pool: EksGpuPool, gpu_pool: GpuPool) -> KarpenterPool:
     return KarpenterPool(
         name=pool.name, instance_types=pool.instance_types, capacity_types=list(pool.capacity_types),
         labels=dict(gpu_pool.labels),
         taints=[{"key": t.key, "value": t.value, "effect": t.effect} for t in gpu_pool.taints],
         limits={"nvidia.com/gpu": pool.max_nodes * pool.shape.gpus},
-        disruption={"consolidationPolicy": "WhenEmpty", "consolidateAfter": pool.consolidate_after},
+        disruption={"consolidationPolicy": consolidation_policy(pool), "consolidateAfter": pool.consolidate_after},
         disk_size_gib=pool.disk_size_gib,
         instance_store=all(GPU_INSTANCES[t].local_nvme for t in pool.instance_types),
         capacity_reservation_ids=tuple(pool.capacity_reservation_ids))

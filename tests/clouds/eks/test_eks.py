@@ -335,6 +335,17 @@ def test_each_gpu_pool_is_a_tainted_labelled_capped_node_pool_that_scales_down(d
     assert template["nodeClassRef"] == {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "a10g-x4"}
 
 
+def test_a_time_sliced_pool_s_burst_nodes_are_repacked_and_removed_and_whole_gpu_pods_are_never_moved(dev):
+    # dev's l4 pool shares each GPU between 2 pods. Karpenter plans share pods as whole GPUs (g6 advertises one
+    # nvidia.com/gpu), so 4 pending share pods start 4 nodes, and the scheduler spreads them one per node: only
+    # consolidation of underutilized nodes, which sees the nodes' real shares, brings that back to 2 nodes.
+    pools = custom(dev, "NodePool")
+    assert pools["l4"]["spec"]["disruption"]["consolidationPolicy"] == "WhenEmptyOrUnderutilized"
+    # Nor can more nodes start than the pool's physical GPUs allow (the limit is in GPUs, not shares).
+    assert pools["l4"]["spec"]["limits"] == {"nvidia.com/gpu": 4}
+    assert pools["a10g-x4"]["spec"]["disruption"]["consolidationPolicy"] == "WhenEmpty"
+
+
 def test_node_classes_use_the_pinned_accelerated_ami_a_big_disk_and_imdsv2(prod):
     node_class = custom(prod, "EC2NodeClass")["h100"]["spec"]
     assert node_class["amiSelectorTerms"] == [{"alias": EKS_AMI_ALIAS}]
