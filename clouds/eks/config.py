@@ -132,7 +132,8 @@ class EksNetwork(Model):
             raise ValueError("publicSubnetIds without privateSubnetIds: give the existing VPC's private subnets "
                              "(where nodes run) too, or leave both out for a new VPC")
         # Set alongside existing subnets, these would be silently unused.
-        if unused := [to_camel(name) for name in ("vpc_cidr", "nat_gateways") if name in self.model_fields_set]:
+        if unused := [to_camel(name) for name in ("vpc_cidr", "nat_gateways", "interface_endpoints")
+                      if name in self.model_fields_set]:
             if self.private_subnet_ids:
                 raise ValueError(f"{' and '.join(unused)} shape a new VPC, and privateSubnetIds use an existing "
                                  "one: remove one or the other")

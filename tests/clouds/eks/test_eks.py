@@ -461,6 +461,10 @@ def test_existing_subnets_are_tagged_for_load_balancers_and_taken_by_id_not_by_a
                     "sharing": {"timeSlicing": {"replicas": 4, "renameByDefault": True}}}]},
      "mlplatform:cluster.gpuPools[0]: sharing.timeSlicing.renameByDefault: Karpenter launches EKS GPU nodes only "
      "for nvidia.com/gpu"),
+    # The endpoints are made in a VPC of ours only: with existing subnets the option would do nothing.
+    ({"network": {"privateSubnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
+                  "interfaceEndpoints": True}},
+     "mlplatform:cluster.network: interfaceEndpoints shape a new VPC, and privateSubnetIds use an existing one"),
     ({"logRetentionDays": 100}, "mlplatform:cluster.logRetentionDays: 100 is not a retention CloudWatch Logs accepts"),
     ({"availabilityZones": ["eu-west-1a"]}, "mlplatform:cluster.availabilityZones: 1 availability zone(s) given"),
     ({"availabilityZones": ["eu-west-1a", "us-east-1b"]}, "'us-east-1b' is not a zone of eu-west-1"),
