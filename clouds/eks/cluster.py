@@ -23,7 +23,6 @@ from core.handle import Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
 from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, EKS_SYSTEM_AMI_TYPE
 from clouds.eks.config import EksClusterConfig
 
-CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 
 
 def cluster_admin_policy(partition: str) -> str:
@@ -164,7 +163,7 @@ class EksCluster(pulumi.ComponentResource):
             encryption_config=aws.eks.ClusterEncryptionConfigArgs(
                 provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=secrets_key.arn),
                 resources=["secrets"]),
-            enabled_cluster_log_types=CONTROL_PLANE_LOGS,
+            enabled_cluster_log_types=spec.control_plane_logs,
             # The add-ons below are managed and pinned instead of the unmanaged ones EKS would install.
             bootstrap_self_managed_addons=False,
             # Prod: EKS itself refuses to delete the cluster until this is turned off.

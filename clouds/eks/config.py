@@ -102,6 +102,7 @@ def log_retention(value: int) -> int:
 
 EksKubernetesVersion = Annotated[KubernetesVersion, AfterValidator(pinned_on_eks)]
 LogRetentionDays = Annotated[int, AfterValidator(log_retention)]
+ControlPlaneLog = Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]
 
 
 class EksNetwork(Model):
@@ -288,6 +289,11 @@ class EksClusterConfig(GpuPools, Model):
     gpu_pools: list[EksGpuPool] = []
     # Days the control plane's logs are kept in CloudWatch.
     log_retention_days: LogRetentionDays = 90
+    # The control plane's logs sent to CloudWatch (billed per GB ingested). By default the three that say who did
+    # what (as terraform-aws-eks enables by default); controllerManager and scheduler are voluminous and for
+    # debugging EKS itself.
+    control_plane_logs: Annotated[list[ControlPlaneLog], unique_items("log type")] = ["api", "audit",
+                                                                                       "authenticator"]
     # EKS standard support only: at its end the control plane is upgraded, instead of silently paying
     # extended support's price. "extended" keeps an old minor, at extended-support rates.
     support_type: Literal["standard", "extended"] = "standard"

@@ -40,7 +40,7 @@ def test_control_plane_encrypts_secrets_logs_and_uses_access_entries(dev):
     assert key.inputs["enableKeyRotation"] is True
     assert cluster.inputs["encryptionConfig"]["resources"] == ["secrets"]
     assert key.urn in cluster.depends_on  # its keyArn is the KMS key's, known once the key exists
-    assert set(cluster.inputs["enabledClusterLogTypes"]) >= {"api", "audit", "authenticator"}
+    assert cluster.inputs["enabledClusterLogTypes"] == ["api", "audit", "authenticator"]
     assert cluster.inputs["accessConfig"]["authenticationMode"] == "API"
     assert cluster.inputs["version"] == EKS_KUBERNETES_VERSION
     assert cluster.inputs["name"] == "ml-dev"
@@ -183,6 +183,15 @@ def test_control_plane_logs_go_to_our_log_group_with_a_retention(dev, prod):
     assert json.loads(deny.inputs["policy"])["Statement"] == [
         {"Effect": "Deny", "Action": "logs:CreateLogGroup", "Resource": "*"}]
     assert deny.urn in one(dev, "aws:eks/cluster:Cluster").depends_on
+
+
+def test_the_voluminous_control_plane_logs_are_sent_only_when_asked():
+    # CloudWatch bills every GB ingested; controllerManager and scheduler logs are for debugging EKS itself.
+    every = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
+    synthesis = synth_with(cluster=aws_cluster(controlPlaneLogs=every))
+    assert one(synthesis, "aws:eks/cluster:Cluster").inputs["enabledClusterLogTypes"] == every
+    with pytest.raises(ConfigError, match="controlPlaneLogs"):
+        synth_with(cluster=aws_cluster(controlPlaneLogs=["kubelet"]))
 
 
 def test_the_secrets_key_lets_the_cluster_role_use_it_and_has_an_alias(dev):
