@@ -16,8 +16,8 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from core.provider import exec_kubeconfig, explicit_provider
 from clouds.eks.network import DISCOVERY_TAG, AwsNetwork
-from clouds.eks.karpenter import (NODE_POLICIES, SYSTEM_DISK_GIB, Karpenter, cost_tags, managed_policy,
-                                   pod_identity_trust)
+from clouds.eks.karpenter import (NODE_POLICIES, SYSTEM_DISK_GIB, Karpenter, cluster_tags, cost_tags,
+                                   managed_policy, pod_identity_trust)
 from core.vocabulary import EFA_LABEL, POOL_LABEL, SYSTEM_POOL
 from core.handle import Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
 from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, EKS_SYSTEM_AMI_TYPE
@@ -109,7 +109,7 @@ class EksCluster(pulumi.ComponentResource):
         prod = spec.environment == "prod"
         # One explicit AWS provider, in the region the stack config names, tagging everything it creates.
         aws_provider = aws.Provider(f"{name}-aws", region=spec.region, default_tags=aws.ProviderDefaultTagsArgs(
-            tags={"mlplatform.io/cluster": spec.name, "mlplatform.io/environment": spec.environment}),
+            tags=cluster_tags(spec)),
             opts=pulumi.ResourceOptions(parent=self))
         child = pulumi.ResourceOptions(parent=self, provider=aws_provider)
         partition = aws.get_partition(opts=pulumi.InvokeOptions(provider=aws_provider)).partition
@@ -279,7 +279,11 @@ class EksCluster(pulumi.ComponentResource):
             f"{name}-gp3",
             metadata=ObjectMetaArgs(name="gp3", annotations={"storageclass.kubernetes.io/is-default-class": "true"}),
             provisioner="ebs.csi.aws.com",
-            parameters={"type": "gp3", "encrypted": "true"},
+            # The EBS CSI driver tags the volumes it creates with these (its tagSpecification_<n> parameters,
+            # docs/tagging.md of aws-ebs-csi-driver): the provider's default tags never reach them.
+            parameters={"type": "gp3", "encrypted": "true"} | {
+                f"tagSpecification_{index}": f"{key}={value}"
+                for index, (key, value) in enumerate(cluster_tags(spec).items(), start=1)},
             volume_binding_mode="WaitForFirstConsumer",
             allow_volume_expansion=True,
             reclaim_policy="Delete",

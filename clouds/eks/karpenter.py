@@ -66,10 +66,15 @@ def ec2_trust() -> str:
         "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
 
 
+def cluster_tags(spec: EksClusterConfig) -> dict[str, str]:
+    """What everything of the cluster is tagged with, for cost reports."""
+    return {"mlplatform.io/cluster": spec.name, "mlplatform.io/environment": spec.environment}
+
+
 def cost_tags(spec: EksClusterConfig, pool: str) -> dict[str, str]:
     """What every instance, volume and network interface of a pool is tagged with, for cost reports (the
     provider's default tags reach only what Pulumi creates, not what Karpenter or an Auto Scaling group does)."""
-    return {"mlplatform.io/cluster": spec.name, "mlplatform.io/environment": spec.environment, POOL_LABEL: pool}
+    return cluster_tags(spec) | {POOL_LABEL: pool}
 
 
 @dataclass(frozen=True)

@@ -260,6 +260,15 @@ def test_gp3_is_the_default_storage_class(dev):
     assert storage["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
 
 
+def test_volumes_of_claims_carry_the_cost_tags_instances_do(dev):
+    # Prometheus's and the teams' volumes are made by the EBS CSI driver, which no default tag of the provider
+    # reaches: the StorageClass has it tag them.
+    (storage,) = custom(dev, "StorageClass").values()
+    tags = dict(value.split("=", 1) for key, value in storage["parameters"].items()
+                if key.startswith("tagSpecification_"))
+    assert tags == {"mlplatform.io/cluster": "ml-dev", "mlplatform.io/environment": "dev"}
+
+
 def test_system_node_group_is_small_on_demand_and_labelled(dev):
     group = one(dev, "aws:eks/nodeGroup:NodeGroup").inputs
     assert group["capacityType"] == "ON_DEMAND" and group["amiType"] == "AL2023_x86_64_STANDARD"
