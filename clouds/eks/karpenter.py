@@ -27,7 +27,7 @@ from clouds.eks.karpenter_iam import controller_policy, queue_policy
 from core.handle import GpuPool
 from core.vocabulary import EFA_LABEL, GPU_TAINT, POOL_LABEL, SYSTEM_POOL
 from components.kube import helm_release
-from versions import EFA_DEVICE_PLUGIN, EKS_AMI_ALIAS, KARPENTER, KARPENTER_CRD
+from versions import EFA_DEVICE_PLUGIN, EKS_AMI_ALIAS, EKS_SYSTEM_AMI_RELEASES, KARPENTER, KARPENTER_CRD
 from clouds.eks.config import GPU_INSTANCES, EksClusterConfig, EksGpuPool
 
 NAMESPACE = "kube-system"
@@ -93,6 +93,8 @@ class KarpenterPool:
     # NVMe instance store on every instance type: striped (RAID0) for images and pods' ephemeral storage.
     instance_store: bool = False
     capacity_reservation_ids: tuple[str, ...] = ()
+    # The AMI release; the alias picks the NVIDIA variant for GPU instances and the standard one for others.
+    ami_alias: str = EKS_AMI_ALIAS
 
 
 def consolidation_policy(pool: EksGpuPool) -> str:
@@ -126,15 +128,16 @@ def system_overflow_pool(spec: EksClusterConfig) -> KarpenterPool | None:
         name=SYSTEM_POOL, instance_types=[system.instance_type], capacity_types=["on-demand"],
         labels={POOL_LABEL: SYSTEM_POOL}, taints=[], limits={"nodes": system.max_nodes - system.min_nodes},
         disruption={"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "5m"},
-        disk_size_gib=SYSTEM_DISK_GIB)
+        disk_size_gib=SYSTEM_DISK_GIB,
+        # The managed node group's AMI release, so that one pool runs one AMI.
+        ami_alias=f"al2023@v{EKS_SYSTEM_AMI_RELEASES[spec.kubernetes_version].rsplit('-', 1)[1]}")
 
 
 def node_class(spec: EksClusterConfig, pool: KarpenterPool, *, node_role: pulumi.Input[str],
                subnet_terms: list[dict[str, object]]) -> dict[str, Any]:
     return {
         "role": node_role,
-        # The alias picks the NVIDIA variant for GPU instances and the standard one for the others.
-        "amiSelectorTerms": [{"alias": EKS_AMI_ALIAS}],
+        "amiSelectorTerms": [{"alias": pool.ami_alias}],
         "subnetSelectorTerms": subnet_terms,
         "securityGroupSelectorTerms": [{"tags": {DISCOVERY_TAG: spec.name}}],
         "blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {

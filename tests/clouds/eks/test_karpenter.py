@@ -278,6 +278,16 @@ def test_the_system_pool_grows_from_min_nodes_to_max_nodes_through_karpenter(dev
     assert "affinity" not in releases(dev)["karpenter"].inputs["values"]
 
 
+def test_the_system_pool_s_karpenter_nodes_run_the_node_group_s_ami_release(dev):
+    # One pool, one AMI: the nodes Karpenter adds above minNodes boot the release the managed group runs
+    # (amazon-eks-ami's release date), not the GPU pools' newer one.
+    (group,) = dev.of_type("aws:eks/nodeGroup:NodeGroup")
+    release_date = group.inputs["releaseVersion"].rsplit("-", 1)[1]
+    node_class = next(r.inputs["spec"] for r in dev.resources
+                      if r.inputs.get("kind") == "EC2NodeClass" and r.inputs["metadata"]["name"] == "system")
+    assert node_class["amiSelectorTerms"] == [{"alias": f"al2023@v{release_date}"}]
+
+
 def test_a_system_pool_of_fixed_size_has_no_karpenter_overflow(eks_options):
     assert not any(r.inputs.get("kind") == "NodePool" and r.inputs["metadata"]["name"] == "system"
                    for r in eks_options.resources)
