@@ -235,7 +235,11 @@ class Karpenter(pulumi.ComponentResource):
             f"{name}-controller", chart=KARPENTER, namespace=NAMESPACE,
             release_name="karpenter", skip_crds=True,
             values={
-                "settings": {"clusterName": spec.name, "interruptionQueue": queue.name},
+                # Node repair (alpha, off in the chart): a node NotReady for 30 minutes, or with a condition a
+                # node health agent sets (AcceleratedHardwareReady=False for 10: a GPU's XID faults), is
+                # replaced instead of holding its pods and its price (Karpenter v1.14, "Node Auto Repair").
+                "settings": {"clusterName": spec.name, "interruptionQueue": queue.name,
+                             "featureGates": {"nodeRepair": True}},
                 "serviceAccount": {"name": SERVICE_ACCOUNT},
                 # On the system pool's node group: the chart's default affinity (karpenter.sh/nodepool
                 # DoesNotExist, kept) keeps it off the system nodes it adds itself.

@@ -11,6 +11,7 @@ import pytest
 
 from clouds.eks.karpenter_iam import controller_policy, queue_policy
 from synth.engine import Resource, Synthesis
+from synth.render import stack_rendering
 from versions import EFA_DEVICE_PLUGIN, KARPENTER, KARPENTER_CRD
 
 CLUSTER_ARN = "arn:aws:eks:us-east-1:111122223333:cluster/ml-prod"
@@ -276,6 +277,15 @@ def test_the_system_pool_grows_from_min_nodes_to_max_nodes_through_karpenter(dev
     assert "instanceStorePolicy" not in objects[("EC2NodeClass", "system")]
     # Karpenter never runs on a node it made: the chart's default affinity keeps it off them, and we keep it.
     assert "affinity" not in releases(dev)["karpenter"].inputs["values"]
+
+
+def test_karpenter_replaces_broken_nodes(upstream):
+    # Node repair is an alpha gate the chart turns off: without it a GPU node NotReady (or, with a node health
+    # agent, with failing GPUs) keeps its pods and its price forever.
+    karpenter = stack_rendering("dev").releases["karpenter"]
+    (deployment,) = [o for o in karpenter.objects if o["kind"] == "Deployment"]
+    env = {e["name"]: e.get("value") for c in deployment["spec"]["template"]["spec"]["containers"] for e in c["env"]}
+    assert "NodeRepair=true" in env["FEATURE_GATES"].split(","), env["FEATURE_GATES"]
 
 
 def test_the_system_pool_s_karpenter_nodes_run_the_node_group_s_ami_release(dev):
