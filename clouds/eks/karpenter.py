@@ -95,6 +95,8 @@ class KarpenterPool:
     capacity_reservation_ids: tuple[str, ...] = ()
     # The AMI release; the alias picks the NVIDIA variant for GPU instances and the standard one for others.
     ami_alias: str = EKS_AMI_ALIAS
+    # Nodes are replaced within a month (system nodes: stateless controllers, memory leaks cleared).
+    expire_after: str = "720h"
 
 
 def consolidation_policy(pool: EksGpuPool) -> str:
@@ -112,7 +114,14 @@ def gpu_karpenter_pool(pool: EksGpuPool, gpu_pool: GpuPool) -> KarpenterPool:
         labels=dict(gpu_pool.labels),
         taints=[{"key": t.key, "value": t.value, "effect": t.effect} for t in gpu_pool.taints],
         limits={"nvidia.com/gpu": pool.max_nodes * pool.shape.gpus},
-        disruption={"consolidationPolicy": consolidation_policy(pool), "consolidateAfter": pool.consolidate_after},
+        # One GPU node at a time, whatever the reason (drift from an AMI bump, consolidation): the default
+        # budget, 10% of the nodes, lets a small pool's every node go at once, with every job on them.
+        disruption={"consolidationPolicy": consolidation_policy(pool), "consolidateAfter": pool.consolidate_after,
+                    "budgets": [{"nodes": "1"}]},
+        # Never expired: expiry is forceful and no budget limits it (Karpenter v1.14, "Disruption"), so a
+        # training job would be killed at a node's 30th day; the AMI is pinned, so an expired node would only
+        # come back the same. New AMIs arrive by drift, under the budget above.
+        expire_after="Never",
         disk_size_gib=pool.disk_size_gib,
         instance_store=all(GPU_INSTANCES[t].local_nvme for t in pool.instance_types),
         capacity_reservation_ids=tuple(pool.capacity_reservation_ids))
@@ -167,8 +176,7 @@ def node_pool(pool: KarpenterPool) -> dict[str, Any]:
                     {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
                 ],
                 "taints": pool.taints,
-                # Nodes are replaced within a month, so AMI and security fixes reach long-lived pools.
-                "expireAfter": "720h",
+                "expireAfter": pool.expire_after,
             },
         },
         "limits": pool.limits,

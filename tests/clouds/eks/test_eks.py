@@ -349,7 +349,8 @@ def test_each_gpu_pool_is_a_tainted_labelled_capped_node_pool_that_scales_down(d
     assert spec["template"]["metadata"]["labels"]["mlplatform.io/accelerator"] == "nvidia-a10g"
     assert spec["template"]["metadata"]["labels"]["mlplatform.io/pool"] == "a10g-x4"
     assert spec["limits"] == {"nvidia.com/gpu": 4}  # 1 node of 4 GPUs
-    assert spec["disruption"] == {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5m"}
+    assert spec["disruption"] == {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5m",
+                                  "budgets": [{"nodes": "1"}]}
     assert template["nodeClassRef"] == {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "a10g-x4"}
 
 
@@ -362,6 +363,20 @@ def test_a_time_sliced_pool_s_burst_nodes_are_repacked_and_removed_and_whole_gpu
     # Nor can more nodes start than the pool's physical GPUs allow (the limit is in GPUs, not shares).
     assert pools["l4"]["spec"]["limits"] == {"nvidia.com/gpu": 4}
     assert pools["a10g-x4"]["spec"]["disruption"]["consolidationPolicy"] == "WhenEmpty"
+
+
+def test_gpu_nodes_never_expire_under_a_job_and_go_one_at_a_time(dev, prod):
+    # Expiry is forceful and no budget limits it (Karpenter v1.14, concepts/disruption.md): a GPU node at its
+    # 30th day would take its training job down. The default budget (10% of nodes) lets a small pool's nodes
+    # all drift away at once after an AMI bump.
+    for synthesis in (dev, prod):
+        pools = custom(synthesis, "NodePool")
+        for name, pool in pools.items():
+            if name == "system":  # stateless controllers: replaced monthly, as Karpenter defaults
+                assert pool["spec"]["template"]["spec"]["expireAfter"] == "720h"
+                continue
+            assert pool["spec"]["template"]["spec"]["expireAfter"] == "Never", name
+            assert pool["spec"]["disruption"]["budgets"] == [{"nodes": "1"}], name
 
 
 def test_node_classes_use_the_pinned_accelerated_ami_a_big_disk_and_imdsv2(prod):
