@@ -183,7 +183,7 @@ class EksGpuPool(Model):
         default=[], max_length=30)
     # The pool's largest size; its nvidia.com/gpu limit is this many nodes' GPUs.
     max_nodes: int = Field(ge=1, le=1000)
-    # Room for CUDA images and datasets on the root volume.
+    # Room for CUDA images and datasets on the root volume, for instance types without NVMe instance store.
     disk_size_gib: int = Field(default=200, ge=50, le=16384)
     # How long an empty GPU node waits before Karpenter removes it ("Never" keeps it).
     consolidate_after: KarpenterDuration = "10m"
@@ -226,6 +226,11 @@ class EksGpuPool(Model):
             raise ValueError("capacityTypes 'reserved' and capacityReservationIds go together: list the "
                              "reservations (or Capacity Blocks, cr-...) and add 'reserved' to capacityTypes, or "
                              "neither")
+        if "disk_size_gib" in self.model_fields_set and self.instance_store:
+            raise ValueError(f"diskSizeGib: {', '.join(self.instance_types)} have NVMe instance store, striped for "
+                             "images and pods' scratch data; the root volume then holds only the OS and is not "
+                             "sized by diskSizeGib: remove it (it sizes the root volume of EBS-only types such "
+                             "as p3)")
         if self.efa and not all(GPU_INSTANCES[t].efa for t in self.instance_types):
             without = [t for t in self.instance_types if not GPU_INSTANCES[t].efa]
             with_efa = sorted(t for t, i in GPU_INSTANCES.items()
@@ -237,6 +242,12 @@ class EksGpuPool(Model):
     @property
     def shape(self) -> GpuInstance:
         return GPU_INSTANCES[self.instance_types[0]]
+
+    @property
+    def instance_store(self) -> bool:
+        """Whether every instance type has NVMe instance store, which Karpenter stripes (RAID0) for images and
+        pods' ephemeral storage, leaving the root volume only the OS."""
+        return all(GPU_INSTANCES[t].local_nvme for t in self.instance_types)
 
     @property
     def accelerator(self) -> str:

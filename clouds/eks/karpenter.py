@@ -28,7 +28,7 @@ from core.handle import GpuPool
 from core.vocabulary import EFA_LABEL, GPU_TAINT, POOL_LABEL, SYSTEM_POOL
 from components.kube import helm_release
 from versions import EFA_DEVICE_PLUGIN, EKS_AMI_ALIAS, EKS_SYSTEM_AMI_RELEASES, KARPENTER, KARPENTER_CRD
-from clouds.eks.config import GPU_INSTANCES, EksClusterConfig, EksGpuPool
+from clouds.eks.config import EksClusterConfig, EksGpuPool
 
 NAMESPACE = "kube-system"
 # On the nodes of pools with `efa: true`, for the EFA device plugin and for pods that need EFA.
@@ -122,8 +122,9 @@ def gpu_karpenter_pool(pool: EksGpuPool, gpu_pool: GpuPool) -> KarpenterPool:
         # training job would be killed at a node's 30th day; the AMI is pinned, so an expired node would only
         # come back the same. New AMIs arrive by drift, under the budget above.
         expire_after="Never",
-        disk_size_gib=pool.disk_size_gib,
-        instance_store=all(GPU_INSTANCES[t].local_nvme for t in pool.instance_types),
+        # With instance store striped, images and scratch data live there: the root volume holds the OS only.
+        disk_size_gib=SYSTEM_DISK_GIB if pool.instance_store else pool.disk_size_gib,
+        instance_store=pool.instance_store,
         capacity_reservation_ids=tuple(pool.capacity_reservation_ids))
 
 

@@ -379,11 +379,10 @@ def test_gpu_nodes_never_expire_under_a_job_and_go_one_at_a_time(dev, prod):
             assert pool["spec"]["disruption"]["budgets"] == [{"nodes": "1"}], name
 
 
-def test_node_classes_use_the_pinned_accelerated_ami_a_big_disk_and_imdsv2(prod):
+def test_node_classes_use_the_pinned_accelerated_ami_and_imdsv2(prod):
     node_class = custom(prod, "EC2NodeClass")["h100"]["spec"]
     assert node_class["amiSelectorTerms"] == [{"alias": EKS_AMI_ALIAS}]
     assert node_class["role"] == "ml-prod-karpenter"
-    assert node_class["blockDeviceMappings"][0]["ebs"]["volumeSize"] == "1000Gi"
     assert node_class["metadataOptions"]["httpTokens"] == "required"
     assert node_class["subnetSelectorTerms"] == [{"tags": {"karpenter.sh/discovery": "ml-prod"}}]
 
@@ -498,6 +497,8 @@ def test_existing_subnets_are_tagged_for_load_balancers_and_taken_by_id_not_by_a
     ({"network": {"privateSubnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
                   "interfaceEndpoints": True}},
      "mlplatform:cluster.network: interfaceEndpoints shape a new VPC, and privateSubnetIds use an existing one"),
+    ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "diskSizeGib": 1000}]},
+     "mlplatform:cluster.gpuPools[0]: diskSizeGib: p5.48xlarge have NVMe instance store"),
     ({"logRetentionDays": 100}, "mlplatform:cluster.logRetentionDays: 100 is not a retention CloudWatch Logs accepts"),
     ({"availabilityZones": ["eu-west-1a"]}, "mlplatform:cluster.availabilityZones: 1 availability zone(s) given"),
     ({"availabilityZones": ["eu-west-1a", "us-east-1b"]}, "'us-east-1b' is not a zone of eu-west-1"),

@@ -223,6 +223,11 @@ def test_gpu_instances_with_nvme_instance_store_use_it_as_raid0(prod, eks_option
     (v100,) = [r.inputs["spec"] for r in eks_options.resources if r.inputs.get("kind") == "EC2NodeClass"]
     assert v100["tags"]["mlplatform.io/pool"] == "v100"
     assert "instanceStorePolicy" not in v100  # p3 has EBS only
+    # With the NVMe striped for images and scratch data, the root volume holds the OS only: 50 GiB, not the
+    # 200 GiB default (or prod's former 1000) a p5 kept for nothing; EBS-only p3 keeps its room for images.
+    for spec in (classes["h100"], classes["a10g"]):
+        assert spec["blockDeviceMappings"][0]["ebs"]["volumeSize"] == "50Gi"
+    assert v100["blockDeviceMappings"][0]["ebs"]["volumeSize"] == "200Gi"
 
 
 def test_efa_pools_get_the_self_referencing_egress_rule_efa_needs(prod, dev):
