@@ -25,6 +25,10 @@ from clouds.eks.config import EksClusterConfig
 
 
 
+# The EBS CSI driver's controller, as the add-on names it.
+EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
+
+
 def cluster_admin_policy(partition: str) -> str:
     return f"arn:{partition}:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 
@@ -36,13 +40,11 @@ def same_principal(arn: str) -> str:
     return f"{head}:role/{resource.rsplit('/', 1)[-1]}" if resource else arn
 
 
-def deploying_principal(provider: aws.Provider) -> str:
+def deploying_principal(caller_arn: str, invoke: pulumi.InvokeOptions) -> str:
     """The IAM role (or user) running this `pulumi up` or preview, as terraform-aws-eks finds the cluster creator
     for `enable_cluster_creator_admin_permissions` (main.tf): the caller's ARN, an assumed-role session for CI
     and SSO, turned into the role's own ARN by iam.getSessionContext."""
-    invoke = pulumi.InvokeOptions(provider=provider)
-    caller = aws.get_caller_identity(opts=invoke)
-    return aws.iam.get_session_context(arn=caller.arn, opts=invoke).issuer_arn
+    return aws.iam.get_session_context(arn=caller_arn, opts=invoke).issuer_arn
 
 
 def service_trust(service: str, *, tag_session: bool = False) -> str:
@@ -112,7 +114,11 @@ class EksCluster(pulumi.ComponentResource):
             tags=cluster_tags(spec)),
             opts=pulumi.ResourceOptions(parent=self))
         child = pulumi.ResourceOptions(parent=self, provider=aws_provider)
-        partition = aws.get_partition(opts=pulumi.InvokeOptions(provider=aws_provider)).partition
+        # Who deploys, in which account and partition: what a preview learns from the credentials alone.
+        invoke = pulumi.InvokeOptions(provider=aws_provider)
+        partition = aws.get_partition(opts=invoke).partition
+        caller = aws.get_caller_identity(opts=invoke)
+        cluster_arn = f"arn:{partition}:eks:{spec.region}:{caller.account_id}:cluster/{spec.name}"
         # What a prod stack must not lose to a mistaken `pulumi destroy` or a rename.
         kept = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=prod))
 
@@ -187,7 +193,7 @@ class EksCluster(pulumi.ComponentResource):
         # The role running `pulumi up` is admin too, or nothing on the cluster could be installed: as upstream's
         # access entry for the creator, not EKS's one-off bootstrap flag, so that it follows whoever deploys. A
         # listed role keeps its own entry, which a run by another role leaves alone.
-        deployer = deploying_principal(aws_provider)
+        deployer = deploying_principal(caller.arn, invoke)
         admins = [(f"{name}-admin-{index}", arn) for index, arn in enumerate(spec.admin_role_arns)]
         if same_principal(deployer) not in {same_principal(arn) for arn in spec.admin_role_arns}:
             admins.append((f"{name}-deployer", deployer))
@@ -256,12 +262,13 @@ class EksCluster(pulumi.ComponentResource):
                 depends_on=[*node_policies, vpc_cni, kube_proxy, *network.egress])),
         )
         coredns = addon("coredns", after=[system_nodes])
-        ebs_role = aws.iam.Role(f"{name}-ebs-csi", assume_role_policy=pod_identity_trust(), opts=child)
+        ebs_role = aws.iam.Role(f"{name}-ebs-csi", assume_role_policy=pod_identity_trust(
+            cluster_arn, "kube-system", EBS_CSI_SERVICE_ACCOUNT), opts=child)
         ebs_policy = aws.iam.RolePolicyAttachment(f"{name}-ebs-csi", role=ebs_role.name,
                                                   policy_arn=managed_policy(partition, "service-role/AmazonEBSCSIDriverPolicy"), opts=child)
         ebs_csi = addon("aws-ebs-csi-driver", after=[system_nodes, pod_identity_agent, ebs_policy],
                         pod_identity_associations=[aws.eks.AddonPodIdentityAssociationArgs(
-                            role_arn=ebs_role.arn, service_account="ebs-csi-controller-sa")])
+                            role_arn=ebs_role.arn, service_account=EBS_CSI_SERVICE_ACCOUNT)])
 
         config = pulumi.Output.secret(pulumi.Output.all(cluster.name, cluster.endpoint,
                                                         cluster.certificate_authority.data).apply(
@@ -292,7 +299,7 @@ class EksCluster(pulumi.ComponentResource):
 
         gpu_pools = eks_gpu_pools(spec)
         Karpenter(f"{name}-karpenter", spec, cluster=cluster, network=network, security_group_tag=security_group_tag,
-                  gpu_pools=gpu_pools, k8s_provider=provider, partition=partition,
+                  gpu_pools=gpu_pools, k8s_provider=provider, partition=partition, cluster_arn=cluster_arn,
                   opts=pulumi.ResourceOptions(parent=self, providers=[aws_provider]))
 
         self.handle = ClusterHandle(

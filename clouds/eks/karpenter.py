@@ -55,10 +55,16 @@ def managed_policy(partition: str, name: str) -> str:
     return f"arn:{partition}:iam::aws:policy/{name}"
 
 
-def pod_identity_trust() -> str:
+def pod_identity_trust(cluster_arn: str, namespace: str, service_account: str) -> str:
+    """Pod Identity may hand the role to one service account of one cluster only, by the session tags it sets
+    (EKS User Guide, "Create IAM role with trust policy required by EKS Pod Identity"): without the condition,
+    any Pod Identity association in the account could be made to assume it."""
     return json.dumps({"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
-        "Action": ["sts:AssumeRole", "sts:TagSession"]}]})
+        "Action": ["sts:AssumeRole", "sts:TagSession"],
+        "Condition": {"StringEquals": {"aws:RequestTag/eks-cluster-arn": cluster_arn,
+                                       "aws:RequestTag/kubernetes-namespace": namespace,
+                                       "aws:RequestTag/kubernetes-service-account": service_account}}}]})
 
 
 def ec2_trust() -> str:
@@ -188,7 +194,7 @@ def node_pool(pool: KarpenterPool) -> dict[str, Any]:
 class Karpenter(pulumi.ComponentResource):
     def __init__(self, name: str, spec: EksClusterConfig, *, cluster: aws.eks.Cluster, network: AwsNetwork,
                  security_group_tag: aws.ec2.Tag, gpu_pools: tuple[GpuPool, ...], k8s_provider: k8s.Provider,
-                 partition: str, opts: pulumi.ResourceOptions | None = None) -> None:
+                 partition: str, cluster_arn: str, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:cluster:Karpenter", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         # Everything Karpenter needs to end its instances; each NodePool and EC2NodeClass depends on all of it.
@@ -214,7 +220,8 @@ class Karpenter(pulumi.ComponentResource):
                                             description=f"{event} events for Karpenter of {spec.name}", opts=child)
             rights.append(aws.cloudwatch.EventTarget(f"{name}-{event}", rule=rule.name, arn=queue.arn, opts=child))
 
-        role = aws.iam.Role(f"{name}-controller", assume_role_policy=pod_identity_trust(), opts=child)
+        role = aws.iam.Role(f"{name}-controller", assume_role_policy=pod_identity_trust(
+            cluster_arn, NAMESPACE, SERVICE_ACCOUNT), opts=child)
         rights.append(aws.iam.RolePolicy(f"{name}-controller", role=role.id,
                                          policy=pulumi.Output.all(cluster.arn, node_role.arn, queue.arn).apply(
                                              lambda arns: controller_policy(*arns)),

@@ -89,6 +89,20 @@ def test_the_policy_is_built_from_the_real_cluster_arn(prod):
         controller_policy("arn:aws:iam::111122223333:role/x", NODE_ROLE, QUEUE)
 
 
+@pytest.mark.parametrize("role, service_account", [("ml-dev-karpenter-controller", "karpenter"),
+                                                   ("ml-dev-ebs-csi", "ebs-csi-controller-sa")])
+def test_pod_identity_roles_can_be_assumed_only_by_their_service_account_on_this_cluster(dev, role, service_account):
+    # Without a condition any Pod Identity association in the account (another cluster's, another namespace's)
+    # could be given Karpenter's EC2 rights or the EBS driver's.
+    (trust,) = [json.loads(r.inputs["assumeRolePolicy"]) for r in dev.of_type("aws:iam/role:Role") if r.name == role]
+    (statement,) = trust["Statement"]
+    assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+    assert statement["Condition"] == {"StringEquals": {
+        "aws:RequestTag/eks-cluster-arn": "arn:aws:eks:us-east-1:111122223333:cluster/ml-dev",
+        "aws:RequestTag/kubernetes-namespace": "kube-system",
+        "aws:RequestTag/kubernetes-service-account": service_account}}
+
+
 # ---- interruption queue -----------------------------------------------------------------------------------------
 
 def test_queue_refuses_plain_http_and_the_capacity_reservation_warning_reaches_it(dev):
