@@ -308,8 +308,8 @@ class EksClusterConfig(GpuPools, Model):
     # EKS standard support only: at its end the control plane is upgraded, instead of silently paying
     # extended support's price. "extended" keeps an old minor, at extended-support rates.
     support_type: Literal["standard", "extended"] = "standard"
-    # The account's EC2 Spot service-linked role; without it spot launches fail in a new account. One per
-    # account: turn it off where the account already has it (creating it again fails).
+    # The account's EC2 Spot service-linked role, which spot launches need, made by the stack when the account
+    # lacks it; false leaves it to whoever manages the account's IAM.
     spot_service_linked_role: bool = True
 
     @field_validator("availability_zones")

@@ -50,6 +50,14 @@ INTERRUPTION_EVENTS = {
 }
 
 
+def spot_role_missing(invoke: pulumi.InvokeOptions) -> bool:
+    """Whether the account lacks EC2 Spot's service-linked role: creating it where it exists fails ("has been
+    taken in this account"), and any spot request made in the console or by another tool creates it."""
+    roles = aws.iam.get_roles(path_prefix="/aws-service-role/spot.amazonaws.com/",
+                              name_regex="^AWSServiceRoleForEC2Spot$", opts=invoke)
+    return not roles.names
+
+
 def managed_policy(partition: str, name: str) -> str:
     """An AWS managed policy in the stack's partition (aws, aws-cn, aws-us-gov: aws.get_partition)."""
     return f"arn:{partition}:iam::aws:policy/{name}"
@@ -230,8 +238,10 @@ class Karpenter(pulumi.ComponentResource):
                                                   namespace=NAMESPACE, service_account=SERVICE_ACCOUNT,
                                                   role_arn=role.arn, opts=child)
         rights.append(identity)
-        if spec.spot_service_linked_role and any("spot" in pool.capacity_types for pool in spec.gpu_pools):
-            # Once per account, and other stacks' spot instances rely on it: never deleted with this stack.
+        if (spec.spot_service_linked_role and any("spot" in pool.capacity_types for pool in spec.gpu_pools)
+                and spot_role_missing(pulumi.InvokeOptions(parent=self))):
+            # Once per account, and other stacks' spot instances rely on it: never deleted with this stack
+            # (which, finding it on its next run, forgets it without deleting it).
             rights.append(aws.iam.ServiceLinkedRole(f"{name}-spot", aws_service_name="spot.amazonaws.com",
                                                     opts=pulumi.ResourceOptions(parent=self,
                                                                                 retain_on_delete=True)))

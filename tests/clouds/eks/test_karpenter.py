@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from clouds.eks.karpenter_iam import controller_policy, queue_policy
+from synth import engine
 from synth.engine import Resource, Synthesis
 from synth.render import stack_rendering
+from tests.conftest import aws_cluster, synth_with
 from versions import EFA_DEVICE_PLUGIN, KARPENTER, KARPENTER_CRD
 
 CLUSTER_ARN = "arn:aws:eks:us-east-1:111122223333:cluster/ml-prod"
@@ -134,6 +136,19 @@ def test_spot_service_linked_role_is_made_once_kept_on_destroy_and_can_be_turned
     assert role.inputs["awsServiceName"] == "spot.amazonaws.com"
     assert prod.of_type("aws:iam/serviceLinkedRole:ServiceLinkedRole") == []  # prod has no spot pool
     assert eks_options.of_type("aws:iam/serviceLinkedRole:ServiceLinkedRole") == []
+
+
+def test_an_account_that_has_the_spot_role_gets_no_second_one(monkeypatch):
+    # CreateServiceLinkedRole fails where the role exists, as it does in any account that ever made a spot
+    # request; the stack looks it up and makes it only where it is missing.
+    monkeypatch.setattr(engine, "AWS_ACCOUNT_ROLES", (
+        "arn:aws:iam::111122223333:role/aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot",))
+    spot_pool = [{"name": "l4", "instanceTypes": ["g6.xlarge"], "maxNodes": 2, "capacityTypes": ["spot"]}]
+    assert synth_with(cluster=aws_cluster(gpuPools=spot_pool)).of_type(
+        "aws:iam/serviceLinkedRole:ServiceLinkedRole") == []
+    monkeypatch.setattr(engine, "AWS_ACCOUNT_ROLES", ())
+    (role,) = synth_with(cluster=aws_cluster(gpuPools=spot_pool)).of_type("aws:iam/serviceLinkedRole:ServiceLinkedRole")
+    assert role.inputs["awsServiceName"] == "spot.amazonaws.com"
 
 
 # ---- CRDs -----------------------------------------------------------------------------------------------------
