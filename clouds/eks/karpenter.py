@@ -111,6 +111,8 @@ class KarpenterPool:
     ami_alias: str = EKS_AMI_ALIAS
     # Nodes are replaced within a month (system nodes: stateless controllers, memory leaks cleared).
     expire_after: str = "720h"
+    # How many nodes Karpenter may disrupt at once; none given, its default (10% of the nodes).
+    disruption_budgets: tuple[dict[str, str], ...] = ()
 
 
 def consolidation_policy(pool: EksGpuPool) -> str:
@@ -128,10 +130,10 @@ def gpu_karpenter_pool(pool: EksGpuPool, gpu_pool: GpuPool) -> KarpenterPool:
         labels=dict(gpu_pool.labels),
         taints=[{"key": t.key, "value": t.value, "effect": t.effect} for t in gpu_pool.taints],
         limits={"nvidia.com/gpu": pool.max_nodes * pool.shape.gpus},
+        disruption={"consolidationPolicy": consolidation_policy(pool), "consolidateAfter": pool.consolidate_after},
         # One GPU node at a time, whatever the reason (drift from an AMI bump, consolidation): the default
         # budget, 10% of the nodes, lets a small pool's every node go at once, with every job on them.
-        disruption={"consolidationPolicy": consolidation_policy(pool), "consolidateAfter": pool.consolidate_after,
-                    "budgets": [{"nodes": "1"}]},
+        disruption_budgets=({"nodes": "1"},),
         # Never expired: expiry is forceful and no budget limits it (Karpenter v1.14, "Disruption"), so a
         # training job would be killed at a node's 30th day; the AMI is pinned, so an expired node would only
         # come back the same. New AMIs arrive by drift, under the budget above.
@@ -195,7 +197,7 @@ def node_pool(pool: KarpenterPool) -> dict[str, Any]:
             },
         },
         "limits": pool.limits,
-        "disruption": pool.disruption,
+        "disruption": pool.disruption | ({"budgets": list(pool.disruption_budgets)} if pool.disruption_budgets else {}),
     }
 
 
