@@ -13,8 +13,7 @@ from clouds.eks.cluster import kubeconfig
 from versions import (EKS_ADDON_VERSIONS, EKS_AMI_ALIAS, EKS_KUBERNETES_VERSION, EKS_SYSTEM_AMI_RELEASES, KARPENTER,
                       SUPPORTED_KUBERNETES)
 from config.errors import ConfigError
-from synth import PROJECT_DIR
-from synth import engine
+from synth import PROJECT_DIR, engine, synthesize
 from synth.engine import RecordingMonitor, Resource, Synthesis, aws_session_context, run_program
 from synth.applied import check_schemas
 from synth.render import render_stack
@@ -65,7 +64,7 @@ def test_admin_roles_get_cluster_admin_through_access_entries(prod):
     entries = prod.of_type("aws:eks/accessEntry:AccessEntry")
     admins = {e.inputs["principalArn"] for e in entries if e.inputs["type"] == "STANDARD"}
     account = "arn:aws:iam::111122223333:role"
-    assert admins == {f"{account}/ml-platform-admins", f"{account}/mlplatform-deploy"}
+    assert admins == {f"{account}/ml-platform-admins", f"{account}/mlplatform-deploy", f"{account}/mlplatform-preview"}
     assert [e.inputs["type"] for e in entries].count("EC2_LINUX") == 1  # Karpenter's nodes
     for association in prod.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation"):
         assert association.inputs["policyArn"].endswith("/AmazonEKSClusterAdminPolicy")
@@ -80,7 +79,7 @@ def test_the_creator_gets_no_implicit_entry_so_listing_the_ci_role_cannot_collid
     # The stack reaches the API only through its admin entries, so nothing is installed before they exist.
     (provider,) = prod.of_type("pulumi:providers:kubernetes")
     associations = {a.urn for a in prod.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")}
-    assert len(associations) == 2 and associations <= set(provider.depends_on)
+    assert len(associations) == 3 and associations <= set(provider.depends_on)
 
 
 def admins(synthesis: Synthesis) -> dict[str, str]:
@@ -112,10 +111,20 @@ def test_a_listed_deploying_role_keeps_its_one_entry_and_gets_no_second(listed):
     assert admins(synthesis) == {"ml-admin-0": listed}
 
 
-def test_the_example_stacks_list_the_deploy_role_the_same_way(dev, prod):
+def test_the_example_stacks_list_the_ci_roles_the_same_way(dev, prod):
     for synthesis in (dev, prod):
         assert sorted(admins(synthesis).values()) == ["arn:aws:iam::111122223333:role/ml-platform-admins",
-                                                      "arn:aws:iam::111122223333:role/mlplatform-deploy"]
+                                                      "arn:aws:iam::111122223333:role/mlplatform-deploy",
+                                                      "arn:aws:iam::111122223333:role/mlplatform-preview"]
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_a_preview_by_the_preview_role_plans_the_same_access_entries_as_the_deploy(stack, monkeypatch, request):
+    # The drift check previews with --expect-no-changes as the preview role: were it unlisted, every preview
+    # would plan an entry of its own and report drift.
+    deployed = admins(request.getfixturevalue(stack))
+    monkeypatch.setattr(engine, "AWS_CALLER_ARN", "arn:aws:sts::111122223333:assumed-role/mlplatform-preview/ci")
+    assert admins(synthesize(stack)) == deployed
 
 
 def test_session_context_turns_a_session_into_its_role_and_passes_other_principals_through():
