@@ -23,8 +23,6 @@ from core.handle import Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
 from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, EKS_SYSTEM_AMI_TYPE
 from clouds.eks.config import EksClusterConfig
 
-
-
 # The EBS CSI driver's controller, as the add-on names it.
 EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
 
@@ -127,8 +125,9 @@ class EksCluster(pulumi.ComponentResource):
 
         cluster_role = aws.iam.Role(f"{name}-cluster", assume_role_policy=service_trust(
             "eks.amazonaws.com", tag_session=True), opts=child)
-        cluster_policy = aws.iam.RolePolicyAttachment(f"{name}-cluster", role=cluster_role.name,
-                                                      policy_arn=managed_policy(partition, "AmazonEKSClusterPolicy"), opts=child)
+        cluster_policy = aws.iam.RolePolicyAttachment(
+            f"{name}-cluster", role=cluster_role.name, policy_arn=managed_policy(partition, "AmazonEKSClusterPolicy"),
+            opts=child)
         # The system node group's role only; Karpenter's nodes have their own.
         node_role = aws.iam.Role(f"{name}-node", name=f"{spec.name}-node", assume_role_policy=service_trust(
             "ec2.amazonaws.com"), opts=child)
@@ -264,8 +263,9 @@ class EksCluster(pulumi.ComponentResource):
         coredns = addon("coredns", after=[system_nodes])
         ebs_role = aws.iam.Role(f"{name}-ebs-csi", assume_role_policy=pod_identity_trust(
             cluster_arn, "kube-system", EBS_CSI_SERVICE_ACCOUNT), opts=child)
-        ebs_policy = aws.iam.RolePolicyAttachment(f"{name}-ebs-csi", role=ebs_role.name,
-                                                  policy_arn=managed_policy(partition, "service-role/AmazonEBSCSIDriverPolicy"), opts=child)
+        ebs_policy = aws.iam.RolePolicyAttachment(
+            f"{name}-ebs-csi", role=ebs_role.name,
+            policy_arn=managed_policy(partition, "service-role/AmazonEBSCSIDriverPolicy"), opts=child)
         ebs_csi = addon("aws-ebs-csi-driver", after=[system_nodes, pod_identity_agent, ebs_policy],
                         pod_identity_associations=[aws.eks.AddonPodIdentityAssociationArgs(
                             role_arn=ebs_role.arn, service_account=EBS_CSI_SERVICE_ACCOUNT)])

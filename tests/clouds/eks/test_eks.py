@@ -141,7 +141,8 @@ def test_managed_policy_arns_are_in_the_partition_of_the_credentials(monkeypatch
                                                availabilityZones=["us-gov-west-1a", "us-gov-west-1b"],
                                                adminRoleArns=["arn:aws-us-gov:iam::111122223333:role/admins"]))
     arns = [a.inputs["policyArn"] for a in synthesis.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")]
-    arns += [a.inputs["policyArn"] for a in synthesis.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")]
+    arns += [a.inputs["policyArn"]
+             for a in synthesis.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")]
     assert arns and all(arn.startswith("arn:aws-us-gov:") for arn in arns), arns
 
 
