@@ -70,14 +70,19 @@ VERIFY_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-base-ubuntu24.04"
 # EKS managed add-ons per Kubernetes minor version: each add-on release is built for (and offered on) the
 # minors `aws eks describe-addon-versions --kubernetes-version` lists, so a cluster may only run a minor
 # with an entry here (config refuses the others). Add a minor's entry before moving a cluster to it.
+# kube-proxy and CoreDNS for 1.35 and 1.36: the EKS User Guide's tables of the latest add-on per minor
+# ("Manage kube-proxy", "Manage CoreDNS"). vpc-cni, the Pod Identity agent and the EBS CSI driver are not
+# built per minor; their 1.34 releases are carried to 1.35 and 1.36 unverified: `describe-addon-versions`
+# must list them for those minors before a cluster moves (README, "Upgrading Kubernetes on EKS").
+_MINOR_BLIND_ADDONS = {
+    "vpc-cni": "v1.21.1-eksbuild.1",
+    "eks-pod-identity-agent": "v1.3.10-eksbuild.2",
+    "aws-ebs-csi-driver": "v1.54.0-eksbuild.1",
+}
 EKS_ADDON_VERSIONS: dict[str, dict[str, str]] = {
-    "1.34": {
-        "vpc-cni": "v1.21.1-eksbuild.1",
-        "coredns": "v1.12.4-eksbuild.1",
-        "kube-proxy": "v1.34.1-eksbuild.2",
-        "eks-pod-identity-agent": "v1.3.10-eksbuild.2",
-        "aws-ebs-csi-driver": "v1.54.0-eksbuild.1",
-    },
+    "1.34": {"coredns": "v1.12.4-eksbuild.1", "kube-proxy": "v1.34.1-eksbuild.2", **_MINOR_BLIND_ADDONS},
+    "1.35": {"coredns": "v1.14.3-eksbuild.3", "kube-proxy": "v1.35.3-eksbuild.13", **_MINOR_BLIND_ADDONS},
+    "1.36": {"coredns": "v1.14.3-eksbuild.3", "kube-proxy": "v1.36.0-eksbuild.14", **_MINOR_BLIND_ADDONS},
 }
 # Amazon Linux 2023 EKS-optimized AMIs of one dated release; Karpenter picks the NVIDIA variant for GPU
 # instances. Dated, not @latest: a new AMI would otherwise roll every GPU node unannounced.
@@ -85,8 +90,13 @@ EKS_AMI_ALIAS = "al2023@v20260903"
 EKS_SYSTEM_AMI_TYPE = "AL2023_x86_64_STANDARD"
 # The system node group's AMI release per Kubernetes minor (`<kubelet>-<date>`, as amazon-eks-ami's CHANGELOG
 # lists it for AL2023_x86_64_STANDARD), so that it too changes only in a reviewed bump. v20260714 is the newest
-# release whose 1.34 release version could be read from that CHANGELOG; bump it with EKS_AMI_ALIAS.
-EKS_SYSTEM_AMI_RELEASES: dict[str, str] = {"1.34": "1.34.9-20260714"}
+# release whose release versions could be read from that CHANGELOG (1.34.9, 1.35.6, 1.36.2); bump it with
+# EKS_AMI_ALIAS.
+EKS_SYSTEM_AMI_RELEASES: dict[str, str] = {"1.34": "1.34.9-20260714", "1.35": "1.35.6-20260714",
+                                           "1.36": "1.36.2-20260714"}
+# The minor a new EKS cluster runs: the newest one pinned above. Kubernetes 1.34 leaves EKS standard support
+# on 2 Dec 2026, after which EKS upgrades such clusters itself.
+EKS_KUBERNETES_VERSION = "1.36"
 
 
 # The tools of `make e2e`, each built from its Go module (no release downloads reach this project's machines)

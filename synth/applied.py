@@ -59,7 +59,9 @@ def chart_of_object(obj: Mapping[str, Any]) -> str | None:
 # ---- schemas ----------------------------------------------------------------------------------------------
 def check_schemas(synthesis: Synthesis, rendering: Rendering) -> SchemaReport:
     objects = applied_objects(synthesis, rendering)
-    return check_manifests(objects, custom=schemas_of(crds_of(rendering, synthesis.manifests())))
+    # Against the schemas of the minor the stack's cluster runs, which an EKS cluster picks for itself.
+    return check_manifests(objects, custom=schemas_of(crds_of(rendering, synthesis.manifests())),
+                           kubernetes_version=PlatformOutputs.read(synthesis.outputs).kubernetes_version)
 
 
 # ---- CEL --------------------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 The stand-in does what the engine does for a program and nothing more: it gives every resource a URN and a
 deterministic ID and echoes its inputs back as its outputs. It never invents what a provider would
-compute, and it answers no provider function call, so a program that depends on one fails loudly here.
+compute, and it answers no provider function call but who runs the program (the caller's identity and
+partition, which a real preview learns from the credentials alone) and the roles of an account as new as
+AWS_ACCOUNT_ROLES says, so a program that depends on any other fails loudly here.
 It runs the program as `pulumi preview` does: what only a provider can compute (a generated password, a
 cluster's kubeconfig) stays unknown, and shows so in the output.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,6 +122,55 @@ class Synthesis:
         return [r for r in self.resources if r.parent == urn]
 
 
+# Who runs the offline synth, as a cloud's identity functions would see it: a CI session of the deploy role that
+# the README's setup creates (`mlplatform-deploy`), in the example stacks' account.
+AWS_CALLER_ARN = "arn:aws:sts::111122223333:assumed-role/mlplatform-deploy/GitHubActions"
+# The IAM roles of the synth's account that the program looks up (iam.getRoles): none, as in a new account.
+AWS_ACCOUNT_ROLES: tuple[str, ...] = ()
+# AWS's partitions by the ARN prefix of their credentials (aws_partition in the AWS provider).
+_AWS_PARTITIONS = {"aws": ("amazonaws.com", "com.amazonaws"), "aws-cn": ("amazonaws.com.cn", "cn.com.amazonaws"),
+                   "aws-us-gov": ("amazonaws.com", "com.amazonaws")}
+
+
+def aws_session_context(arn: str) -> dict[str, str]:
+    """What iam.getSessionContext answers: for an assumed-role session, the role it is a session of; for any
+    other principal, the principal itself. (AWS also looks up a role's path, which an ARN alone does not carry.)"""
+    _, partition, service, _, account, resource = arn.split(":", 5)
+    kind, _, rest = resource.partition("/")
+    if service == "sts" and kind == "assumed-role":
+        role, _, session = rest.rpartition("/")
+        issuer = f"arn:{partition}:iam::{account}:role/{role}"
+        return {"arn": arn, "id": arn, "issuerArn": issuer, "issuerId": f"AROA{account}", "issuerName": role,
+                "sessionName": session}
+    return {"arn": arn, "id": arn, "issuerArn": arn, "issuerId": "", "issuerName": "", "sessionName": ""}
+
+
+def aws_roles(arns: tuple[str, ...], path_prefix: str | None, name_regex: str | None) -> dict[str, Any]:
+    """What iam.getRoles answers: the roles whose path starts with the prefix and whose name matches."""
+    found = []
+    for arn in arns:
+        path, _, name = ("/" + arn.split(":role/", 1)[1]).rpartition("/")
+        if path.startswith((path_prefix or "/").rstrip("/")) and re.search(name_regex or "", name):
+            found.append((arn, name))
+    return {"id": "roles", "arns": [arn for arn, _ in found], "names": [name for _, name in found],
+            "pathPrefix": path_prefix, "nameRegex": name_regex}
+
+
+def _aws_identity(token: str, args: dict[str, Any], caller: str) -> dict[str, Any] | None:
+    partition, account = caller.split(":")[1], caller.split(":")[4]
+    if token == "aws:index/getCallerIdentity:getCallerIdentity":
+        session = caller.rsplit("/", 1)[-1]
+        return {"accountId": account, "arn": caller, "id": account, "userId": f"AROA{account}:{session}"}
+    if token == "aws:iam/getSessionContext:getSessionContext":
+        return aws_session_context(args["arn"])
+    if token == "aws:iam/getRoles:getRoles":
+        return aws_roles(AWS_ACCOUNT_ROLES, args.get("pathPrefix"), args.get("nameRegex"))
+    if token == "aws:index/getPartition:getPartition":
+        dns_suffix, reverse_dns = _AWS_PARTITIONS[partition]
+        return {"id": partition, "partition": partition, "dnsSuffix": dns_suffix, "reverseDnsPrefix": reverse_dns}
+    return None
+
+
 class _EngineStandIn(Mocks):
     def __init__(self, stack_references: dict[str, dict[str, Any]]) -> None:
         self.stack_references = stack_references
@@ -137,6 +189,9 @@ class _EngineStandIn(Mocks):
                       "secretOutputNames": [key for key, value in outputs.items() if value == SECRET]}
 
     def call(self, args: MockCallArgs) -> tuple[dict, list | None]:
+        # Only who runs the program, which a preview also learns from the credentials alone.
+        if (identity := _aws_identity(args.token, dict(args.args), AWS_CALLER_ARN)) is not None:
+            return identity, []
         raise RuntimeError(f"the offline synth cannot answer the provider function {args.token}: "
                            "give the program that value through stack config instead")
 

@@ -129,13 +129,15 @@ def test_every_stack_in_the_repo_is_reachable_by_its_deployer():
 
 def test_the_synth_warns_about_each_placeholder_and_the_deploy_refuses_naming_each(capsys):
     warnings = delivery.check("prod")
-    assert warnings[0] == "4 documentation placeholder(s) to replace before a deploy:"
+    assert warnings[0] == "5 documentation placeholder(s) to replace before a deploy:"
     assert warnings[1:] == [
         "Pulumi.prod.yaml: mlplatform:cluster.endpoint.privateAccessSecurityGroupIds[0]: sg-0123456789abcdef0 is "
         "an example AWS resource ID",
         "Pulumi.prod.yaml: mlplatform:cluster.adminRoleArns[0]: 111122223333 is an example AWS account ID from "
         "AWS's documentation",
         "Pulumi.prod.yaml: mlplatform:cluster.adminRoleArns[1]: 111122223333 is an example AWS account ID from "
+        "AWS's documentation",
+        "Pulumi.prod.yaml: mlplatform:cluster.readRoleArns[0]: 111122223333 is an example AWS account ID from "
         "AWS's documentation",
         "Pulumi.prod.yaml: mlplatform:deployer.securityGroupIds[0]: sg-0123456789abcdef0 is an example AWS "
         "resource ID"]

@@ -16,18 +16,36 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from core.provider import exec_kubeconfig, explicit_provider
 from clouds.eks.network import DISCOVERY_TAG, AwsNetwork
-from clouds.eks.karpenter import AWS_POLICY, NODE_POLICIES, SYSTEM_DISK_GIB, Karpenter, cost_tags, pod_identity_trust
+from clouds.eks.karpenter import (NODE_POLICIES, SYSTEM_DISK_GIB, Karpenter, cluster_tags, cost_tags,
+                                   managed_policy, pod_identity_trust)
 from core.vocabulary import EFA_LABEL, POOL_LABEL, SYSTEM_POOL
 from core.handle import Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
 from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, EKS_SYSTEM_AMI_TYPE
 from clouds.eks.config import EksClusterConfig
 
-CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
-# Read access to the built-in API groups, Secrets and custom resources excepted; and read access to everything,
-# Secrets included (EKS user guide, "Review access policy permissions").
-CLUSTER_VIEW_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"
-CLUSTER_ADMIN_VIEW_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminViewPolicy"
-CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
+# The EBS CSI driver's controller, as the add-on names it.
+EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
+
+
+def access_policy(partition: str, name: str) -> str:
+    """An EKS cluster access policy. AmazonEKSViewPolicy reads the built-in API groups, Secrets and custom
+    resources excepted; AmazonEKSAdminViewPolicy reads everything, Secrets included (EKS user guide, "Review
+    access policy permissions")."""
+    return f"arn:{partition}:eks::aws:cluster-access-policy/{name}"
+
+
+def same_principal(arn: str) -> str:
+    """A principal's ARN without a role's path: a role's name is unique in its account, whatever its path, and
+    adminRoleArns may name it with or without one."""
+    head, _, resource = arn.partition(":role/")
+    return f"{head}:role/{resource.rsplit('/', 1)[-1]}" if resource else arn
+
+
+def deploying_principal(caller_arn: str, invoke: pulumi.InvokeOptions) -> str:
+    """The IAM role (or user) running this `pulumi up` or preview, as terraform-aws-eks finds the cluster creator
+    for `enable_cluster_creator_admin_permissions` (main.tf): the caller's ARN, an assumed-role session for CI
+    and SSO, turned into the role's own ARN by iam.getSessionContext."""
+    return aws.iam.get_session_context(arn=caller_arn, opts=invoke).issuer_arn
 
 
 def service_trust(service: str, *, tag_session: bool = False) -> str:
@@ -94,9 +112,14 @@ class EksCluster(pulumi.ComponentResource):
         prod = spec.environment == "prod"
         # One explicit AWS provider, in the region the stack config names, tagging everything it creates.
         aws_provider = aws.Provider(f"{name}-aws", region=spec.region, default_tags=aws.ProviderDefaultTagsArgs(
-            tags={"mlplatform.io/cluster": spec.name, "mlplatform.io/environment": spec.environment}),
+            tags=cluster_tags(spec)),
             opts=pulumi.ResourceOptions(parent=self))
         child = pulumi.ResourceOptions(parent=self, provider=aws_provider)
+        # Who deploys, in which account and partition: what a preview learns from the credentials alone.
+        invoke = pulumi.InvokeOptions(provider=aws_provider)
+        partition = aws.get_partition(opts=invoke).partition
+        caller = aws.get_caller_identity(opts=invoke)
+        cluster_arn = f"arn:{partition}:eks:{spec.region}:{caller.account_id}:cluster/{spec.name}"
         # What a prod stack must not lose to a mistaken `pulumi destroy` or a rename.
         kept = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=prod))
 
@@ -105,13 +128,14 @@ class EksCluster(pulumi.ComponentResource):
 
         cluster_role = aws.iam.Role(f"{name}-cluster", assume_role_policy=service_trust(
             "eks.amazonaws.com", tag_session=True), opts=child)
-        cluster_policy = aws.iam.RolePolicyAttachment(f"{name}-cluster", role=cluster_role.name,
-                                                      policy_arn=f"{AWS_POLICY}AmazonEKSClusterPolicy", opts=child)
+        cluster_policy = aws.iam.RolePolicyAttachment(
+            f"{name}-cluster", role=cluster_role.name, policy_arn=managed_policy(partition, "AmazonEKSClusterPolicy"),
+            opts=child)
         # The system node group's role only; Karpenter's nodes have their own.
         node_role = aws.iam.Role(f"{name}-node", name=f"{spec.name}-node", assume_role_policy=service_trust(
             "ec2.amazonaws.com"), opts=child)
         node_policies = [aws.iam.RolePolicyAttachment(f"{name}-node-{policy}", role=node_role.name,
-                                                      policy_arn=f"{AWS_POLICY}{policy}", opts=child)
+                                                      policy_arn=managed_policy(partition, policy), opts=child)
                          for policy in NODE_POLICIES]
         secrets_key = aws.kms.Key(f"{name}-secrets", description=f"Envelope encryption of {spec.name}'s Secrets",
                                   enable_key_rotation=True, deletion_window_in_days=30,
@@ -141,14 +165,13 @@ class EksCluster(pulumi.ComponentResource):
             ),
             access_config=aws.eks.ClusterAccessConfigArgs(
                 # Access entries only: no aws-auth ConfigMap to edit by hand. The creator gets no implicit entry
-                # (as terraform-aws-eks hard-codes): it is admin through adminRoleArns like any admin, so listing
-                # the deploying role cannot collide (409) with an entry EKS made, and leaving the list drops its
-                # access. Immutable: changing it replaces the cluster.
+                # (as terraform-aws-eks hard-codes): the deployer's entry below is ours, so listing the deploying
+                # role cannot collide (409) with an entry EKS made.
                 authentication_mode="API", bootstrap_cluster_creator_admin_permissions=False),
             encryption_config=aws.eks.ClusterEncryptionConfigArgs(
                 provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=secrets_key.arn),
                 resources=["secrets"]),
-            enabled_cluster_log_types=CONTROL_PLANE_LOGS,
+            enabled_cluster_log_types=spec.control_plane_logs,
             # The add-ons below are managed and pinned instead of the unmanaged ones EKS would install.
             bootstrap_self_managed_addons=False,
             # Prod: EKS itself refuses to delete the cluster until this is turned off.
@@ -156,7 +179,12 @@ class EksCluster(pulumi.ComponentResource):
             # Standard support unless asked: at its end EKS upgrades the control plane rather than bill
             # extended support for an old minor unannounced.
             upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type=spec.support_type.upper()),
-            opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(depends_on=[cluster_policy, log_group, no_log_group])),
+            opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(
+                depends_on=[cluster_policy, log_group, no_log_group],
+                # Both are read by EKS at creation only, and a change replaces the cluster: a cluster made with
+                # other values (before these were set) keeps them, as terraform-aws-eks ignores them (main.tf).
+                ignore_changes=["accessConfig.bootstrapClusterCreatorAdminPermissions",
+                                "bootstrapSelfManagedAddons"])),
         )
         # EKS's own security group, on every node: how Karpenter's nodes find it (and reach the control plane).
         security_group_tag = aws.ec2.Tag(f"{name}-cluster-sg-discovery",
@@ -164,26 +192,32 @@ class EksCluster(pulumi.ComponentResource):
                                          key=DISCOVERY_TAG, value=spec.name, opts=child)
         api_access = api_access_rules(name, spec, cluster.vpc_config.cluster_security_group_id, child)
 
-        admin_access: list[pulumi.Resource] = []
-        for index, role_arn in enumerate(spec.admin_role_arns):
-            entry = aws.eks.AccessEntry(f"{name}-admin-{index}", cluster_name=cluster.name, principal_arn=role_arn,
-                                        type="STANDARD", opts=child)
-            admin_access.append(aws.eks.AccessPolicyAssociation(
-                f"{name}-admin-{index}", cluster_name=cluster.name, principal_arn=role_arn,
-                policy_arn=CLUSTER_ADMIN_POLICY,
-                access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
-                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[entry]))))
+        # The role running `pulumi up` is admin too, or nothing on the cluster could be installed: as upstream's
+        # access entry for the creator, not EKS's one-off bootstrap flag, so that it follows whoever deploys. A
+        # listed role keeps its own entry, which a run by another role leaves alone; CI's read-only roles are
+        # listed too, so that their previews and drift checks plan no entry of their own.
+        listed = [*spec.admin_role_arns, *spec.view_role_arns, *spec.read_role_arns]
+        deployer = deploying_principal(caller.arn, invoke)
+        entries = [(f"{name}-admin-{index}", arn, "AmazonEKSClusterAdminPolicy")
+                   for index, arn in enumerate(spec.admin_role_arns)]
+        if same_principal(deployer) not in {same_principal(arn) for arn in listed}:
+            entries.append((f"{name}-deployer", deployer, "AmazonEKSClusterAdminPolicy"))
         # CI's roles that read and change nothing: pull-request previews (view), and code on main whose drift
         # refresh reads every object the stack owns, custom resources and Helm's release Secrets included.
-        for kind, policy, roles in (("view", CLUSTER_VIEW_POLICY, spec.view_role_arns),
-                                    ("read", CLUSTER_ADMIN_VIEW_POLICY, spec.read_role_arns)):
-            for index, role_arn in enumerate(roles):
-                entry = aws.eks.AccessEntry(f"{name}-{kind}-{index}", cluster_name=cluster.name,
-                                            principal_arn=role_arn, type="STANDARD", opts=child)
-                aws.eks.AccessPolicyAssociation(
-                    f"{name}-{kind}-{index}", cluster_name=cluster.name, principal_arn=role_arn, policy_arn=policy,
-                    access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
-                    opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[entry])))
+        entries += [(f"{name}-view-{index}", arn, "AmazonEKSViewPolicy") for index, arn in enumerate(spec.view_role_arns)]
+        entries += [(f"{name}-read-{index}", arn, "AmazonEKSAdminViewPolicy")
+                    for index, arn in enumerate(spec.read_role_arns)]
+        admin_access: list[pulumi.Resource] = []
+        for resource_name, role_arn, policy in entries:
+            entry = aws.eks.AccessEntry(resource_name, cluster_name=cluster.name, principal_arn=role_arn,
+                                        type="STANDARD", opts=child)
+            association = aws.eks.AccessPolicyAssociation(
+                resource_name, cluster_name=cluster.name, principal_arn=role_arn,
+                policy_arn=access_policy(partition, policy),
+                access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[entry])))
+            if policy == "AmazonEKSClusterAdminPolicy":
+                admin_access.append(association)
 
         addon_versions = EKS_ADDON_VERSIONS[spec.kubernetes_version]
 
@@ -237,31 +271,39 @@ class EksCluster(pulumi.ComponentResource):
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
             labels={POOL_LABEL: SYSTEM_POOL},
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
-                depends_on=[*node_policies, vpc_cni, kube_proxy])),
+                depends_on=[*node_policies, vpc_cni, kube_proxy, *network.egress])),
         )
         coredns = addon("coredns", after=[system_nodes])
-        ebs_role = aws.iam.Role(f"{name}-ebs-csi", assume_role_policy=pod_identity_trust(), opts=child)
-        ebs_policy = aws.iam.RolePolicyAttachment(f"{name}-ebs-csi", role=ebs_role.name,
-                                                  policy_arn=f"{AWS_POLICY}service-role/AmazonEBSCSIDriverPolicy", opts=child)
+        ebs_role = aws.iam.Role(f"{name}-ebs-csi", assume_role_policy=pod_identity_trust(
+            cluster_arn, "kube-system", EBS_CSI_SERVICE_ACCOUNT), opts=child)
+        ebs_policy = aws.iam.RolePolicyAttachment(
+            f"{name}-ebs-csi", role=ebs_role.name,
+            policy_arn=managed_policy(partition, "service-role/AmazonEBSCSIDriverPolicy"), opts=child)
         ebs_csi = addon("aws-ebs-csi-driver", after=[system_nodes, pod_identity_agent, ebs_policy],
                         pod_identity_associations=[aws.eks.AddonPodIdentityAssociationArgs(
-                            role_arn=ebs_role.arn, service_account="ebs-csi-controller-sa")])
+                            role_arn=ebs_role.arn, service_account=EBS_CSI_SERVICE_ACCOUNT)])
 
         config = pulumi.Output.secret(pulumi.Output.all(cluster.name, cluster.endpoint,
                                                         cluster.certificate_authority.data).apply(
             lambda values: kubeconfig(values[0], spec.region, values[1], values[2])))
         # With no creator entry, the stack reaches the API through its admin entries, and a deployer inside
         # the network through the HTTPS rules: wait for both, so a destroy also keeps them to the end. And
-        # everything installed depends on the EBS CSI driver, so a destroy deletes volumes while it can.
+        # everything installed depends on the EBS CSI driver and the network's egress, so a destroy deletes
+        # volumes while the driver can still reach EC2.
         provider = explicit_provider(self, name, config, ready=[
-            system_nodes, coredns, vpc_cni, pod_identity_agent, ebs_csi, *admin_access, *api_access],
+            system_nodes, coredns, vpc_cni, pod_identity_agent, ebs_csi, *admin_access, *api_access,
+            *network.egress],
             identity=cluster.arn)
 
         k8s.storage.v1.StorageClass(
             f"{name}-gp3",
             metadata=ObjectMetaArgs(name="gp3", annotations={"storageclass.kubernetes.io/is-default-class": "true"}),
             provisioner="ebs.csi.aws.com",
-            parameters={"type": "gp3", "encrypted": "true"},
+            # The EBS CSI driver tags the volumes it creates with these (its tagSpecification_<n> parameters,
+            # docs/tagging.md of aws-ebs-csi-driver): the provider's default tags never reach them.
+            parameters={"type": "gp3", "encrypted": "true"} | {
+                f"tagSpecification_{index}": f"{key}={value}"
+                for index, (key, value) in enumerate(cluster_tags(spec).items(), start=1)},
             volume_binding_mode="WaitForFirstConsumer",
             allow_volume_expansion=True,
             reclaim_policy="Delete",
@@ -270,7 +312,7 @@ class EksCluster(pulumi.ComponentResource):
 
         gpu_pools = eks_gpu_pools(spec)
         Karpenter(f"{name}-karpenter", spec, cluster=cluster, network=network, security_group_tag=security_group_tag,
-                  gpu_pools=gpu_pools, k8s_provider=provider,
+                  gpu_pools=gpu_pools, k8s_provider=provider, partition=partition, cluster_arn=cluster_arn,
                   opts=pulumi.ResourceOptions(parent=self, providers=[aws_provider]))
 
         self.handle = ClusterHandle(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, ClassVar, Annotated, Literal
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, KUBERNETES_VERSION
+from versions import EKS_ADDON_VERSIONS, EKS_KUBERNETES_VERSION, EKS_SYSTEM_AMI_RELEASES
 from core.deployer import Deployer
 from core.fields import (Cidr, DnsLabel, GpuPools, GpuSharing, KubernetesVersion, Model, PoolName, SecurityGroupId,
                          check_access_cidrs, check_mig, kubernetes_minor, matching, unique_items, unique_names)
@@ -102,6 +102,7 @@ def log_retention(value: int) -> int:
 
 EksKubernetesVersion = Annotated[KubernetesVersion, AfterValidator(pinned_on_eks)]
 LogRetentionDays = Annotated[int, AfterValidator(log_retention)]
+ControlPlaneLog = Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]
 
 
 class EksNetwork(Model):
@@ -132,7 +133,8 @@ class EksNetwork(Model):
             raise ValueError("publicSubnetIds without privateSubnetIds: give the existing VPC's private subnets "
                              "(where nodes run) too, or leave both out for a new VPC")
         # Set alongside existing subnets, these would be silently unused.
-        if unused := [to_camel(name) for name in ("vpc_cidr", "nat_gateways") if name in self.model_fields_set]:
+        if unused := [to_camel(name) for name in ("vpc_cidr", "nat_gateways", "interface_endpoints")
+                      if name in self.model_fields_set]:
             if self.private_subnet_ids:
                 raise ValueError(f"{' and '.join(unused)} shape a new VPC, and privateSubnetIds use an existing "
                                  "one: remove one or the other")
@@ -181,7 +183,7 @@ class EksGpuPool(Model):
         default=[], max_length=30)
     # The pool's largest size; its nvidia.com/gpu limit is this many nodes' GPUs.
     max_nodes: int = Field(ge=1, le=1000)
-    # Room for CUDA images and datasets on the root volume.
+    # Room for CUDA images and datasets on the root volume, for instance types without NVMe instance store.
     disk_size_gib: int = Field(default=200, ge=50, le=16384)
     # How long an empty GPU node waits before Karpenter removes it ("Never" keeps it).
     consolidate_after: KarpenterDuration = "10m"
@@ -212,10 +214,23 @@ class EksGpuPool(Model):
             raise ValueError(f"sharing.migStrategy {self.sharing.mig_strategy!r}: MIG is not available on EKS "
                              "pools (nothing on the EKS AMI partitions the GPUs); use whole GPUs or "
                              "sharing.timeSlicing here, or a GKE pool for MIG")
+        slicing = self.sharing.time_slicing
+        if slicing is not None and slicing.rename_by_default:
+            # Karpenter launches a node only for what an instance type advertises (its Fits check, Karpenter
+            # v1.14); EC2 advertises nvidia.com/gpu, never nvidia.com/gpu.shared, so such pods would stay
+            # Pending on a pool at zero nodes forever.
+            raise ValueError("sharing.timeSlicing.renameByDefault: Karpenter launches EKS GPU nodes only for "
+                             "nvidia.com/gpu, so pods asking for nvidia.com/gpu.shared would never get a node; "
+                             "leave renameByDefault at false (shares are then requested as nvidia.com/gpu)")
         if ("reserved" in self.capacity_types) != bool(self.capacity_reservation_ids):
             raise ValueError("capacityTypes 'reserved' and capacityReservationIds go together: list the "
                              "reservations (or Capacity Blocks, cr-...) and add 'reserved' to capacityTypes, or "
                              "neither")
+        if "disk_size_gib" in self.model_fields_set and self.instance_store:
+            raise ValueError(f"diskSizeGib: {', '.join(self.instance_types)} have NVMe instance store, striped for "
+                             "images and pods' scratch data; the root volume then holds only the OS and is not "
+                             "sized by diskSizeGib: remove it (it sizes the root volume of EBS-only types such "
+                             "as p3)")
         if self.efa and not all(GPU_INSTANCES[t].efa for t in self.instance_types):
             without = [t for t in self.instance_types if not GPU_INSTANCES[t].efa]
             with_efa = sorted(t for t, i in GPU_INSTANCES.items()
@@ -227,6 +242,12 @@ class EksGpuPool(Model):
     @property
     def shape(self) -> GpuInstance:
         return GPU_INSTANCES[self.instance_types[0]]
+
+    @property
+    def instance_store(self) -> bool:
+        """Whether every instance type has NVMe instance store, which Karpenter stripes (RAID0) for images and
+        pods' ephemeral storage, leaving the root volume only the OS."""
+        return all(GPU_INSTANCES[t].local_nvme for t in self.instance_types)
 
     @property
     def accelerator(self) -> str:
@@ -268,11 +289,12 @@ class EksClusterConfig(GpuPools, Model):
     environment: Literal["dev", "prod"] = "dev"
     region: AwsRegion
     availability_zones: Annotated[list[str], unique_items("availability zone")]
-    kubernetes_version: EksKubernetesVersion = KUBERNETES_VERSION
+    kubernetes_version: EksKubernetesVersion = EKS_KUBERNETES_VERSION
     network: EksNetwork = EksNetwork()
     endpoint: EksEndpoint = EksEndpoint()
-    # IAM roles that administer the cluster (EKS access entries with the cluster admin policy). The role that
-    # runs `pulumi up` must be one of them: the cluster grants its creator nothing by itself.
+    # IAM roles that administer the cluster (EKS access entries with the cluster admin policy). The role running
+    # `pulumi up` is made admin too when it is not listed; list CI's deploy role, so that a run by another
+    # role (which then becomes that extra admin instead) does not take CI's access away.
     admin_role_arns: Annotated[list[RoleArn], unique_items("role")] = Field(min_length=1)
     # IAM roles that may look at the cluster and change nothing (EKS access entries): viewRoleArns get
     # AmazonEKSViewPolicy (built-in objects, no Secrets: CI's pull-request preview role), readRoleArns
@@ -284,11 +306,16 @@ class EksClusterConfig(GpuPools, Model):
     gpu_pools: list[EksGpuPool] = []
     # Days the control plane's logs are kept in CloudWatch.
     log_retention_days: LogRetentionDays = 90
+    # The control plane's logs sent to CloudWatch (billed per GB ingested). By default the three that say who did
+    # what (as terraform-aws-eks enables by default); controllerManager and scheduler are voluminous and for
+    # debugging EKS itself.
+    control_plane_logs: Annotated[list[ControlPlaneLog], unique_items("log type")] = ["api", "audit",
+                                                                                       "authenticator"]
     # EKS standard support only: at its end the control plane is upgraded, instead of silently paying
     # extended support's price. "extended" keeps an old minor, at extended-support rates.
     support_type: Literal["standard", "extended"] = "standard"
-    # The account's EC2 Spot service-linked role; without it spot launches fail in a new account. One per
-    # account: turn it off where the account already has it (creating it again fails).
+    # The account's EC2 Spot service-linked role, which spot launches need, made by the stack when the account
+    # lacks it; false leaves it to whoever manages the account's IAM.
     spot_service_linked_role: bool = True
 
     @field_validator("view_role_arns", "read_role_arns")

@@ -6,7 +6,8 @@ EC2NodeClass and NodePool. Modelled on Karpenter v1.14's getting-started CloudFo
 
 Teardown order is part of the design: every NodePool and EC2NodeClass depends on everything Karpenter needs to
 end the instances it made (its IAM policy, Pod Identity, the nodes' role and access entry, the security-group
-rules, the queue), so `pulumi destroy` deletes them first and their finalizers run while Karpenter still can.
+rules, the queue, and its way to EC2's API: the subnets, their routes, NAT and endpoints), so `pulumi destroy`
+deletes them first and their finalizers run while Karpenter still can.
 """
 
 from __future__ import annotations
@@ -26,15 +27,14 @@ from clouds.eks.karpenter_iam import controller_policy, queue_policy
 from core.handle import GpuPool
 from core.vocabulary import EFA_LABEL, GPU_TAINT, POOL_LABEL, SYSTEM_POOL
 from components.kube import helm_release
-from versions import EFA_DEVICE_PLUGIN, EKS_AMI_ALIAS, KARPENTER, KARPENTER_CRD
-from clouds.eks.config import GPU_INSTANCES, EksClusterConfig, EksGpuPool
+from versions import EFA_DEVICE_PLUGIN, EKS_AMI_ALIAS, EKS_SYSTEM_AMI_RELEASES, KARPENTER, KARPENTER_CRD
+from clouds.eks.config import EksClusterConfig, EksGpuPool
 
 NAMESPACE = "kube-system"
 # On the nodes of pools with `efa: true`, for the EFA device plugin and for pods that need EFA.
 # The root volume of system nodes, the managed node group's and Karpenter's alike.
 SYSTEM_DISK_GIB = 50
 SERVICE_ACCOUNT = "karpenter"
-AWS_POLICY = "arn:aws:iam::aws:policy/"
 # The node role's managed policies, as Karpenter's CloudFormation gives KarpenterNodeRole.
 NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryPullOnly", "AmazonEKS_CNI_Policy",
                  "AmazonSSMManagedInstanceCore")
@@ -50,10 +50,29 @@ INTERRUPTION_EVENTS = {
 }
 
 
-def pod_identity_trust() -> str:
+def spot_role_missing(invoke: pulumi.InvokeOptions) -> bool:
+    """Whether the account lacks EC2 Spot's service-linked role: creating it where it exists fails ("has been
+    taken in this account"), and any spot request made in the console or by another tool creates it."""
+    roles = aws.iam.get_roles(path_prefix="/aws-service-role/spot.amazonaws.com/",
+                              name_regex="^AWSServiceRoleForEC2Spot$", opts=invoke)
+    return not roles.names
+
+
+def managed_policy(partition: str, name: str) -> str:
+    """An AWS managed policy in the stack's partition (aws, aws-cn, aws-us-gov: aws.get_partition)."""
+    return f"arn:{partition}:iam::aws:policy/{name}"
+
+
+def pod_identity_trust(cluster_arn: str, namespace: str, service_account: str) -> str:
+    """Pod Identity may hand the role to one service account of one cluster only, by the session tags it sets
+    (EKS User Guide, "Create IAM role with trust policy required by EKS Pod Identity"): without the condition,
+    any Pod Identity association in the account could be made to assume it."""
     return json.dumps({"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
-        "Action": ["sts:AssumeRole", "sts:TagSession"]}]})
+        "Action": ["sts:AssumeRole", "sts:TagSession"],
+        "Condition": {"StringEquals": {"aws:RequestTag/eks-cluster-arn": cluster_arn,
+                                       "aws:RequestTag/kubernetes-namespace": namespace,
+                                       "aws:RequestTag/kubernetes-service-account": service_account}}}]})
 
 
 def ec2_trust() -> str:
@@ -61,10 +80,15 @@ def ec2_trust() -> str:
         "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
 
 
+def cluster_tags(spec: EksClusterConfig) -> dict[str, str]:
+    """What everything of the cluster is tagged with, for cost reports."""
+    return {"mlplatform.io/cluster": spec.name, "mlplatform.io/environment": spec.environment}
+
+
 def cost_tags(spec: EksClusterConfig, pool: str) -> dict[str, str]:
     """What every instance, volume and network interface of a pool is tagged with, for cost reports (the
     provider's default tags reach only what Pulumi creates, not what Karpenter or an Auto Scaling group does)."""
-    return {"mlplatform.io/cluster": spec.name, "mlplatform.io/environment": spec.environment, POOL_LABEL: pool}
+    return cluster_tags(spec) | {POOL_LABEL: pool}
 
 
 @dataclass(frozen=True)
@@ -83,6 +107,12 @@ class KarpenterPool:
     # NVMe instance store on every instance type: striped (RAID0) for images and pods' ephemeral storage.
     instance_store: bool = False
     capacity_reservation_ids: tuple[str, ...] = ()
+    # The AMI release; the alias picks the NVIDIA variant for GPU instances and the standard one for others.
+    ami_alias: str = EKS_AMI_ALIAS
+    # Nodes are replaced within a month (system nodes: stateless controllers, memory leaks cleared).
+    expire_after: str = "720h"
+    # How many nodes Karpenter may disrupt at once; none given, its default (10% of the nodes).
+    disruption_budgets: tuple[dict[str, str], ...] = ()
     # EC2NodeClass userData: what the nodes run at boot besides Karpenter's own NodeConfig.
     user_data: str | None = None
 
@@ -109,15 +139,32 @@ nvidia-ctk config --in-place \\
 """
 
 
+def consolidation_policy(pool: EksGpuPool) -> str:
+    """Whole-GPU pools lose a node only once it is empty: a training pod is never moved. A time-sliced pool's
+    nodes are also repacked: Karpenter plans a burst of share pods as one per physical GPU (its instance types
+    advertise no shares), so N pending pods start up to N nodes, which the scheduler's spreading keeps one pod
+    each on; with WhenEmptyOrUnderutilized, Karpenter (which sees the running nodes' real nvidia.com/gpu, the
+    shares) moves pods onto free shares and removes the nodes that emptied, consolidateAfter later."""
+    return "WhenEmptyOrUnderutilized" if pool.sharing.time_slicing is not None else "WhenEmpty"
+
+
 def gpu_karpenter_pool(pool: EksGpuPool, gpu_pool: GpuPool) -> KarpenterPool:
     return KarpenterPool(
         name=pool.name, instance_types=pool.instance_types, capacity_types=list(pool.capacity_types),
         labels=dict(gpu_pool.labels),
         taints=[{"key": t.key, "value": t.value, "effect": t.effect} for t in gpu_pool.taints],
         limits={"nvidia.com/gpu": pool.max_nodes * pool.shape.gpus},
-        disruption={"consolidationPolicy": "WhenEmpty", "consolidateAfter": pool.consolidate_after},
-        disk_size_gib=pool.disk_size_gib,
-        instance_store=all(GPU_INSTANCES[t].local_nvme for t in pool.instance_types),
+        disruption={"consolidationPolicy": consolidation_policy(pool), "consolidateAfter": pool.consolidate_after},
+        # One GPU node at a time, whatever the reason (drift from an AMI bump, consolidation): the default
+        # budget, 10% of the nodes, lets a small pool's every node go at once, with every job on them.
+        disruption_budgets=({"nodes": "1"},),
+        # Never expired: expiry is forceful and no budget limits it (Karpenter v1.14, "Disruption"), so a
+        # training job would be killed at a node's 30th day; the AMI is pinned, so an expired node would only
+        # come back the same. New AMIs arrive by drift, under the budget above.
+        expire_after="Never",
+        # With instance store striped, images and scratch data live there: the root volume holds the OS only.
+        disk_size_gib=SYSTEM_DISK_GIB if pool.instance_store else pool.disk_size_gib,
+        instance_store=pool.instance_store,
         capacity_reservation_ids=tuple(pool.capacity_reservation_ids),
         user_data=GPU_NODE_USER_DATA)
 
@@ -132,15 +179,16 @@ def system_overflow_pool(spec: EksClusterConfig) -> KarpenterPool | None:
         name=SYSTEM_POOL, instance_types=[system.instance_type], capacity_types=["on-demand"],
         labels={POOL_LABEL: SYSTEM_POOL}, taints=[], limits={"nodes": system.max_nodes - system.min_nodes},
         disruption={"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "5m"},
-        disk_size_gib=SYSTEM_DISK_GIB)
+        disk_size_gib=SYSTEM_DISK_GIB,
+        # The managed node group's AMI release, so that one pool runs one AMI.
+        ami_alias=f"al2023@v{EKS_SYSTEM_AMI_RELEASES[spec.kubernetes_version].rsplit('-', 1)[1]}")
 
 
 def node_class(spec: EksClusterConfig, pool: KarpenterPool, *, node_role: pulumi.Input[str],
                subnet_terms: list[dict[str, object]]) -> dict[str, Any]:
     return {
         "role": node_role,
-        # The alias picks the NVIDIA variant for GPU instances and the standard one for the others.
-        "amiSelectorTerms": [{"alias": EKS_AMI_ALIAS}],
+        "amiSelectorTerms": [{"alias": pool.ami_alias}],
         "subnetSelectorTerms": subnet_terms,
         "securityGroupSelectorTerms": [{"tags": {DISCOVERY_TAG: spec.name}}],
         "blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {
@@ -171,30 +219,30 @@ def node_pool(pool: KarpenterPool) -> dict[str, Any]:
                     {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
                 ],
                 "taints": pool.taints,
-                # Nodes are replaced within a month, so AMI and security fixes reach long-lived pools.
-                "expireAfter": "720h",
+                "expireAfter": pool.expire_after,
             },
         },
         "limits": pool.limits,
-        "disruption": pool.disruption,
+        "disruption": pool.disruption | ({"budgets": list(pool.disruption_budgets)} if pool.disruption_budgets else {}),
     }
 
 
 class Karpenter(pulumi.ComponentResource):
     def __init__(self, name: str, spec: EksClusterConfig, *, cluster: aws.eks.Cluster, network: AwsNetwork,
                  security_group_tag: aws.ec2.Tag, gpu_pools: tuple[GpuPool, ...], k8s_provider: k8s.Provider,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+                 partition: str, cluster_arn: str, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:cluster:Karpenter", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         # Everything Karpenter needs to end its instances; each NodePool and EC2NodeClass depends on all of it.
-        rights: list[pulumi.Resource] = [*network.private_subnets, security_group_tag]
+        # The network's egress too: with its NAT or routes gone, Karpenter cannot reach EC2 to end its instances.
+        rights: list[pulumi.Resource] = [*network.private_subnets, *network.egress, security_group_tag]
 
         # Its nodes' own role (as Karpenter's guide gives it), with its own access entry: the system node group's
         # role and the entry EKS makes for it are never shared, so neither side can delete the other's.
         node_role = aws.iam.Role(f"{name}-node", name=f"{spec.name}-karpenter", assume_role_policy=ec2_trust(),
                                  opts=child)
         rights += [aws.iam.RolePolicyAttachment(f"{name}-node-{policy}", role=node_role.name,
-                                                policy_arn=f"{AWS_POLICY}{policy}", opts=child)
+                                                policy_arn=managed_policy(partition, policy), opts=child)
                    for policy in NODE_POLICIES]
         rights.append(aws.eks.AccessEntry(f"{name}-node", cluster_name=cluster.name, principal_arn=node_role.arn,
                                           type="EC2_LINUX", opts=child))
@@ -208,7 +256,8 @@ class Karpenter(pulumi.ComponentResource):
                                             description=f"{event} events for Karpenter of {spec.name}", opts=child)
             rights.append(aws.cloudwatch.EventTarget(f"{name}-{event}", rule=rule.name, arn=queue.arn, opts=child))
 
-        role = aws.iam.Role(f"{name}-controller", assume_role_policy=pod_identity_trust(), opts=child)
+        role = aws.iam.Role(f"{name}-controller", assume_role_policy=pod_identity_trust(
+            cluster_arn, NAMESPACE, SERVICE_ACCOUNT), opts=child)
         rights.append(aws.iam.RolePolicy(f"{name}-controller", role=role.id,
                                          policy=pulumi.Output.all(cluster.arn, node_role.arn, queue.arn).apply(
                                              lambda arns: controller_policy(*arns)),
@@ -217,8 +266,10 @@ class Karpenter(pulumi.ComponentResource):
                                                   namespace=NAMESPACE, service_account=SERVICE_ACCOUNT,
                                                   role_arn=role.arn, opts=child)
         rights.append(identity)
-        if spec.spot_service_linked_role and any("spot" in pool.capacity_types for pool in spec.gpu_pools):
-            # Once per account, and other stacks' spot instances rely on it: never deleted with this stack.
+        if (spec.spot_service_linked_role and any("spot" in pool.capacity_types for pool in spec.gpu_pools)
+                and spot_role_missing(pulumi.InvokeOptions(parent=self))):
+            # Once per account, and other stacks' spot instances rely on it: never deleted with this stack
+            # (which, finding it on its next run, forgets it without deleting it).
             rights.append(aws.iam.ServiceLinkedRole(f"{name}-spot", aws_service_name="spot.amazonaws.com",
                                                     opts=pulumi.ResourceOptions(parent=self,
                                                                                 retain_on_delete=True)))
@@ -238,7 +289,11 @@ class Karpenter(pulumi.ComponentResource):
             f"{name}-controller", chart=KARPENTER, namespace=NAMESPACE,
             release_name="karpenter", skip_crds=True,
             values={
-                "settings": {"clusterName": spec.name, "interruptionQueue": queue.name},
+                # Node repair (alpha, off in the chart): a node NotReady for 30 minutes, or with a condition a
+                # node health agent sets (AcceleratedHardwareReady=False for 10: a GPU's XID faults), is
+                # replaced instead of holding its pods and its price (Karpenter v1.14, "Node Auto Repair").
+                "settings": {"clusterName": spec.name, "interruptionQueue": queue.name,
+                             "featureGates": {"nodeRepair": True}},
                 "serviceAccount": {"name": SERVICE_ACCOUNT},
                 # On the system pool's node group: the chart's default affinity (karpenter.sh/nodepool
                 # DoesNotExist, kept) keeps it off the system nodes it adds itself.

@@ -39,6 +39,10 @@ class AwsNetwork(pulumi.ComponentResource):
     # we created: they must outlive every node Karpenter made).
     karpenter_subnet_terms: list[dict[str, object]]
     private_subnets: list[aws.ec2.Subnet]
+    # Everything between a node and EC2's, ECR's and STS's APIs (route tables with their routes and
+    # associations, NAT, the internet gateway, endpoints): whatever ends nodes or volumes on a destroy (Karpenter,
+    # the EBS CSI driver) depends on all of it, so none of it goes before they are done.
+    egress: list[pulumi.Resource]
 
     def __init__(self, name: str, spec: EksClusterConfig, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:cluster:AwsNetwork", name, None, opts)
@@ -64,12 +68,14 @@ class AwsNetwork(pulumi.ComponentResource):
             self.public_subnet_ids = pulumi.Output.from_input(network.public_subnet_ids)
             self.karpenter_subnet_terms = [{"id": subnet_id} for subnet_id in network.private_subnet_ids]
             self.private_subnets = []
+            self.egress = []
             self.register_outputs({})
             return
 
         vpc = aws.ec2.Vpc(f"{name}-vpc", cidr_block=network.vpc_cidr, enable_dns_hostnames=True,
                           enable_dns_support=True, tags={"Name": spec.name}, opts=child)
         gateway = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags={"Name": spec.name}, opts=child)
+        egress: list[pulumi.Resource] = [gateway]
         public_routes = aws.ec2.RouteTable(
             f"{name}-public", vpc_id=vpc.id,
             routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", gateway_id=gateway.id)],
@@ -83,8 +89,9 @@ class AwsNetwork(pulumi.ComponentResource):
                 map_public_ip_on_launch=False,
                 tags={"Name": f"{spec.name}-public-{zone}"} | PUBLIC_ROLE | cluster_tag,
                 opts=child)
-            aws.ec2.RouteTableAssociation(f"{name}-public-{zone}", subnet_id=subnet.id,
-                                          route_table_id=public_routes.id, opts=child)
+            # NAT reaches the internet through the public subnet's route to the gateway.
+            egress.append(aws.ec2.RouteTableAssociation(f"{name}-public-{zone}", subnet_id=subnet.id,
+                                                        route_table_id=public_routes.id, opts=child))
             public.append(subnet)
             if network.nat_gateways == "perZone" or not nats:
                 address = aws.ec2.Eip(f"{name}-nat-{zone}", domain="vpc", tags={"Name": f"{spec.name}-nat-{zone}"},
@@ -104,29 +111,31 @@ class AwsNetwork(pulumi.ComponentResource):
                 f"{name}-private-{zone}", vpc_id=vpc.id,
                 routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", nat_gateway_id=nat.id)],
                 tags={"Name": f"{spec.name}-private-{zone}"}, opts=child)
-            aws.ec2.RouteTableAssociation(f"{name}-private-{zone}", subnet_id=subnet.id, route_table_id=routes.id,
-                                          opts=child)
+            egress.append(aws.ec2.RouteTableAssociation(f"{name}-private-{zone}", subnet_id=subnet.id,
+                                                        route_table_id=routes.id, opts=child))
             private.append(subnet)
             private_routes.append(routes)
 
+        egress += [public_routes, *nats, *private_routes]
         # S3 through a gateway endpoint: free, and ECR's image layers and training data stop paying NAT per GB.
-        aws.ec2.VpcEndpoint(f"{name}-s3", vpc_id=vpc.id, service_name=f"com.amazonaws.{spec.region}.s3",
-                            vpc_endpoint_type="Gateway", route_table_ids=[r.id for r in private_routes],
-                            tags={"Name": f"{spec.name}-s3"}, opts=child)
+        egress.append(aws.ec2.VpcEndpoint(
+            f"{name}-s3", vpc_id=vpc.id, service_name=f"com.amazonaws.{spec.region}.s3", vpc_endpoint_type="Gateway",
+            route_table_ids=[r.id for r in private_routes], tags={"Name": f"{spec.name}-s3"}, opts=child))
         if network.interface_endpoints:
             endpoint_group = aws.ec2.SecurityGroup(
                 f"{name}-endpoints", vpc_id=vpc.id, description=f"HTTPS from {spec.name}'s VPC to its endpoints",
                 ingress=[aws.ec2.SecurityGroupIngressArgs(protocol="tcp", from_port=443, to_port=443,
                                                           cidr_blocks=[network.vpc_cidr])],
                 tags={"Name": f"{spec.name}-endpoints"}, opts=child)
-            for service in INTERFACE_ENDPOINTS:
-                aws.ec2.VpcEndpoint(
-                    f"{name}-{service.replace('.', '-')}", vpc_id=vpc.id,
-                    service_name=f"com.amazonaws.{spec.region}.{service}", vpc_endpoint_type="Interface",
-                    subnet_ids=[s.id for s in private], security_group_ids=[endpoint_group.id],
-                    private_dns_enabled=True, tags={"Name": f"{spec.name}-{service}"}, opts=child)
+            egress += [aws.ec2.VpcEndpoint(
+                f"{name}-{service.replace('.', '-')}", vpc_id=vpc.id,
+                service_name=f"com.amazonaws.{spec.region}.{service}", vpc_endpoint_type="Interface",
+                subnet_ids=[s.id for s in private], security_group_ids=[endpoint_group.id],
+                private_dns_enabled=True, tags={"Name": f"{spec.name}-{service}"}, opts=child)
+                for service in INTERFACE_ENDPOINTS]
 
         self.private_subnets = private
+        self.egress = egress
         self.karpenter_subnet_terms = [{"tags": {DISCOVERY_TAG: spec.name}}]
         self.private_subnet_ids = pulumi.Output.all(*[s.id for s in private])
         self.public_subnet_ids = pulumi.Output.all(*[s.id for s in public])

@@ -10,10 +10,13 @@ import yaml
 
 from clouds.eks.network import subnet_cidrs
 from clouds.eks.cluster import kubeconfig
-from versions import EKS_ADDON_VERSIONS, EKS_AMI_ALIAS, EKS_SYSTEM_AMI_RELEASES, KARPENTER
+from versions import (EKS_ADDON_VERSIONS, EKS_AMI_ALIAS, EKS_KUBERNETES_VERSION, EKS_SYSTEM_AMI_RELEASES, KARPENTER,
+                      SUPPORTED_KUBERNETES)
 from config.errors import ConfigError
-from synth import PROJECT_DIR
-from synth.engine import RecordingMonitor, Resource, Synthesis, run_program
+from synth import PROJECT_DIR, engine, synthesize
+from synth.engine import RecordingMonitor, Resource, Synthesis, aws_session_context, run_program
+from synth.applied import check_schemas
+from synth.render import render_stack
 from synth.stackfile import read_stack_config
 from tests.chart_values import chart_values, unknown_keys
 from tests.conftest import aws_cluster, synth_with
@@ -36,9 +39,9 @@ def test_control_plane_encrypts_secrets_logs_and_uses_access_entries(dev):
     assert key.inputs["enableKeyRotation"] is True
     assert cluster.inputs["encryptionConfig"]["resources"] == ["secrets"]
     assert key.urn in cluster.depends_on  # its keyArn is the KMS key's, known once the key exists
-    assert set(cluster.inputs["enabledClusterLogTypes"]) >= {"api", "audit", "authenticator"}
+    assert cluster.inputs["enabledClusterLogTypes"] == ["api", "audit", "authenticator"]
     assert cluster.inputs["accessConfig"]["authenticationMode"] == "API"
-    assert cluster.inputs["version"] == "1.34"
+    assert cluster.inputs["version"] == EKS_KUBERNETES_VERSION
     assert cluster.inputs["name"] == "ml-dev"
 
 
@@ -59,12 +62,17 @@ def test_prod_admits_its_ci_runners_security_group_to_the_private_endpoint(prod)
 
 def test_admin_roles_get_cluster_admin_through_access_entries(prod):
     entries = prod.of_type("aws:eks/accessEntry:AccessEntry")
-    admins = {e.inputs["principalArn"] for e in entries if e.inputs["type"] == "STANDARD"}
     account = "arn:aws:iam::111122223333:role"
-    assert admins == {f"{account}/ml-platform-admins", f"{account}/ml-platform-ci"}
+    assert {e.inputs["principalArn"] for e in entries if e.inputs["type"] == "STANDARD"} == {
+        f"{account}/ml-platform-admins", f"{account}/mlplatform-deploy", f"{account}/mlplatform-read"}
     assert [e.inputs["type"] for e in entries].count("EC2_LINUX") == 1  # Karpenter's nodes
+    policies = {a.inputs["principalArn"]: a.inputs["policyArn"].rsplit("/", 1)[1]
+                for a in prod.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")}
+    # The read role of drift checks reads everything and changes nothing.
+    assert policies == {f"{account}/ml-platform-admins": "AmazonEKSClusterAdminPolicy",
+                        f"{account}/mlplatform-deploy": "AmazonEKSClusterAdminPolicy",
+                        f"{account}/mlplatform-read": "AmazonEKSAdminViewPolicy"}
     for association in prod.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation"):
-        assert association.inputs["policyArn"].endswith("/AmazonEKSClusterAdminPolicy")
         assert association.inputs["accessScope"] == {"type": "cluster"}
 
 
@@ -75,8 +83,93 @@ def test_the_creator_gets_no_implicit_entry_so_listing_the_ci_role_cannot_collid
     assert access == {"authenticationMode": "API", "bootstrapClusterCreatorAdminPermissions": False}
     # The stack reaches the API only through its admin entries, so nothing is installed before they exist.
     (provider,) = prod.of_type("pulumi:providers:kubernetes")
-    associations = {a.urn for a in prod.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")}
+    associations = {a.urn for a in prod.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+                    if a.inputs["policyArn"].endswith("/AmazonEKSClusterAdminPolicy")}
     assert len(associations) == 2 and associations <= set(provider.depends_on)
+
+
+def admins(synthesis: Synthesis) -> dict[str, str]:
+    return {a.name: a.inputs["principalArn"]
+            for a in synthesis.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+            if a.inputs["policyArn"].endswith(":cluster-access-policy/AmazonEKSClusterAdminPolicy")}
+
+
+def test_the_role_running_up_is_made_cluster_admin_so_the_first_up_can_install_anything():
+    # The synth runs as a CI session of the deploy role (synth.engine.AWS_CALLER_ARN); this cluster lists another
+    # role only. As terraform-aws-eks's enable_cluster_creator_admin_permissions: the caller's session, turned
+    # into its role by iam.getSessionContext, gets an access entry with the cluster admin policy.
+    synthesis = synth_with(cluster=aws_cluster())
+    assert admins(synthesis) == {"ml-admin-0": "arn:aws:iam::111122223333:role/deployer",
+                                 "ml-deployer": "arn:aws:iam::111122223333:role/mlplatform-deploy"}
+    (entry,) = [e for e in synthesis.of_type("aws:eks/accessEntry:AccessEntry") if e.name == "ml-deployer"]
+    assert entry.inputs["type"] == "STANDARD"
+    (provider,) = synthesis.of_type("pulumi:providers:kubernetes")
+    deployer = next(a for a in synthesis.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+                    if a.name == "ml-deployer")
+    assert deployer.inputs["accessScope"] == {"type": "cluster"} and deployer.urn in provider.depends_on
+
+
+@pytest.mark.parametrize("listed", ["arn:aws:iam::111122223333:role/mlplatform-deploy",
+                                    "arn:aws:iam::111122223333:role/ci/mlplatform-deploy"])
+def test_a_listed_deploying_role_keeps_its_one_entry_and_gets_no_second(listed):
+    # Two entries for one principal would fail with 409; a role's path does not make it another role.
+    synthesis = synth_with(cluster=aws_cluster(adminRoleArns=[listed]))
+    assert admins(synthesis) == {"ml-admin-0": listed}
+
+
+def access(synthesis: Synthesis) -> dict[str, tuple[str, str]]:
+    return {a.name: (a.inputs["principalArn"], a.inputs["policyArn"].rsplit("/", 1)[1])
+            for a in synthesis.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")}
+
+
+def test_the_example_stacks_list_the_ci_roles_the_same_way(dev, prod):
+    # CI deploys as one role, previews pull requests (dev only: prod is previewed by code on main) as a
+    # role that sees no Secrets, and checks drift as one that reads everything and changes nothing.
+    account = "arn:aws:iam::111122223333:role"
+    people_and_deploy = {(f"{account}/ml-platform-admins", "AmazonEKSClusterAdminPolicy"),
+                         (f"{account}/mlplatform-deploy", "AmazonEKSClusterAdminPolicy"),
+                         (f"{account}/mlplatform-read", "AmazonEKSAdminViewPolicy")}
+    assert set(access(dev).values()) == people_and_deploy | {(f"{account}/mlplatform-preview", "AmazonEKSViewPolicy")}
+    assert set(access(prod).values()) == people_and_deploy
+
+
+# Prod is never previewed by the pull-request role.
+@pytest.mark.parametrize(("stack", "role"), [("dev", "mlplatform-preview"), ("dev", "mlplatform-read"),
+                                             ("prod", "mlplatform-read")])
+def test_a_preview_by_a_read_only_role_plans_the_same_access_entries_as_the_deploy(stack, role, monkeypatch, request):
+    # Drift checks preview with --expect-no-changes as the read role, pull requests as the preview role: were
+    # either unlisted, every preview would plan a deployer entry of its own and report drift.
+    deployed = access(request.getfixturevalue(stack))
+    monkeypatch.setattr(engine, "AWS_CALLER_ARN", f"arn:aws:sts::111122223333:assumed-role/{role}/ci")
+    assert access(synthesize(stack)) == deployed
+
+
+def test_session_context_turns_a_session_into_its_role_and_passes_other_principals_through():
+    session = aws_session_context("arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_Admin_0a1b/jane@example.com")
+    assert session["issuerArn"] == "arn:aws:iam::111122223333:role/AWSReservedSSO_Admin_0a1b"
+    assert session["sessionName"] == "jane@example.com"
+    user = "arn:aws:iam::111122223333:user/jane"
+    assert aws_session_context(user)["issuerArn"] == user
+
+
+def test_managed_policy_arns_are_in_the_partition_of_the_credentials(monkeypatch):
+    monkeypatch.setattr(engine, "AWS_CALLER_ARN", "arn:aws-us-gov:sts::111122223333:assumed-role/deploy/ci")
+    synthesis = synth_with(cluster=aws_cluster(region="us-gov-west-1",
+                                               availabilityZones=["us-gov-west-1a", "us-gov-west-1b"],
+                                               adminRoleArns=["arn:aws-us-gov:iam::111122223333:role/admins"]))
+    arns = [a.inputs["policyArn"] for a in synthesis.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")]
+    arns += [a.inputs["policyArn"]
+             for a in synthesis.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")]
+    assert arns and all(arn.startswith("arn:aws-us-gov:") for arn in arns), arns
+
+
+def test_a_cluster_made_with_the_creator_flag_or_self_managed_addons_is_kept_not_replaced(dev, prod):
+    # EKS reads both at creation only and the provider replaces the cluster when either changes: a stack made
+    # before they were set would lose its cluster on the next up (terraform-aws-eks ignores them the same way).
+    for synthesis in (dev, prod):
+        cluster = one(synthesis, "aws:eks/cluster:Cluster")
+        assert set(cluster.ignore_changes) == {"accessConfig.bootstrapClusterCreatorAdminPermissions",
+                                               "bootstrapSelfManagedAddons"}
 
 
 def test_a_deployer_inside_the_network_keeps_its_way_to_the_api_until_everything_on_the_cluster_is_gone(prod):
@@ -119,6 +212,15 @@ def test_control_plane_logs_go_to_our_log_group_with_a_retention(dev, prod):
     assert deny.urn in one(dev, "aws:eks/cluster:Cluster").depends_on
 
 
+def test_the_voluminous_control_plane_logs_are_sent_only_when_asked():
+    # CloudWatch bills every GB ingested; controllerManager and scheduler logs are for debugging EKS itself.
+    every = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
+    synthesis = synth_with(cluster=aws_cluster(controlPlaneLogs=every))
+    assert one(synthesis, "aws:eks/cluster:Cluster").inputs["enabledClusterLogTypes"] == every
+    with pytest.raises(ConfigError, match="controlPlaneLogs"):
+        synth_with(cluster=aws_cluster(controlPlaneLogs=["kubelet"]))
+
+
 def test_the_secrets_key_lets_the_cluster_role_use_it_and_has_an_alias(dev):
     from clouds.eks.cluster import secrets_key_policy
     role = "arn:aws:iam::111122223333:role/ml-dev-cluster-1234"
@@ -145,16 +247,53 @@ def test_everything_on_aws_goes_through_one_provider_in_the_configured_region(de
 
 def test_managed_addons_are_pinned_and_the_cni_enforces_network_policies(dev):
     addons = {a.inputs["addonName"]: a.inputs for a in dev.of_type("aws:eks/addon:Addon")}
-    assert {name: a["addonVersion"] for name, a in addons.items()} == EKS_ADDON_VERSIONS["1.34"]
+    assert {name: a["addonVersion"] for name, a in addons.items()} == EKS_ADDON_VERSIONS[EKS_KUBERNETES_VERSION]
     assert json.loads(addons["vpc-cni"]["configurationValues"]) == {"enableNetworkPolicy": "true"}
     (association,) = addons["aws-ebs-csi-driver"]["podIdentityAssociations"]
     assert association["serviceAccount"] == "ebs-csi-controller-sa"
+
+
+def test_new_clusters_get_the_newest_minor_pinned_and_1_35_and_1_36_have_pins():
+    # 1.34 left EKS standard support on 2 Dec 2026, and EKS then upgrades a cluster itself: the stack must be able
+    # to name the minor EKS moved it to, and the one after.
+    pinned = sorted(set(EKS_ADDON_VERSIONS) & set(EKS_SYSTEM_AMI_RELEASES), key=lambda v: tuple(map(int, v.split("."))))
+    assert {"1.35", "1.36"} <= set(pinned) and EKS_KUBERNETES_VERSION == pinned[-1]
+    low, high = (tuple(map(int, v.split("."))) for v in SUPPORTED_KUBERNETES)
+    for minor in pinned:
+        assert low <= tuple(map(int, minor.split("."))) <= high
+        # A system AMI and a kube-proxy built for that minor (amazon-eks-ami's CHANGELOG; the EKS User Guide).
+        assert EKS_SYSTEM_AMI_RELEASES[minor].startswith(f"{minor}.")
+        assert EKS_ADDON_VERSIONS[minor]["kube-proxy"].startswith(f"v{minor}.")
+
+
+@pytest.mark.parametrize("minor", ["1.35", "1.36"])
+def test_a_cluster_on_each_new_minor_gets_its_pins_and_everything_applied_passes_that_minor_s_schemas(minor, upstream):
+    synthesis = synth_with(cluster=aws_cluster(kubernetesVersion=minor))
+    assert one(synthesis, "aws:eks/cluster:Cluster").inputs["version"] == minor
+    assert one(synthesis, "aws:eks/nodeGroup:NodeGroup").inputs["releaseVersion"] == EKS_SYSTEM_AMI_RELEASES[minor]
+    addons = {a.inputs["addonName"]: a.inputs["addonVersion"] for a in synthesis.of_type("aws:eks/addon:Addon")}
+    assert addons == EKS_ADDON_VERSIONS[minor]
+    # Every chart renders for it (Helm enforces the charts' kubeVersion ranges), and every object applied, ours
+    # and the charts', passes that minor's strict schemas.
+    rendering = render_stack(synthesis)
+    assert rendering.kubernetes_version == f"v{minor}.0" and not rendering.unavailable
+    report = check_schemas(synthesis, rendering)
+    assert report.errors == [] and report.unchecked == [], report.errors + report.unchecked
 
 
 def test_gp3_is_the_default_storage_class(dev):
     (storage,) = custom(dev, "StorageClass").values()
     assert storage["provisioner"] == "ebs.csi.aws.com" and storage["parameters"]["type"] == "gp3"
     assert storage["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
+
+
+def test_volumes_of_claims_carry_the_cost_tags_instances_do(dev):
+    # Prometheus's and the teams' volumes are made by the EBS CSI driver, which no default tag of the provider
+    # reaches: the StorageClass has it tag them.
+    (storage,) = custom(dev, "StorageClass").values()
+    tags = dict(value.split("=", 1) for key, value in storage["parameters"].items()
+                if key.startswith("tagSpecification_"))
+    assert tags == {"mlplatform.io/cluster": "ml-dev", "mlplatform.io/environment": "dev"}
 
 
 def test_system_node_group_is_small_on_demand_and_labelled(dev):
@@ -164,7 +303,7 @@ def test_system_node_group_is_small_on_demand_and_labelled(dev):
     assert group["labels"] == {"mlplatform.io/pool": "system"}
     assert "taints" not in group
     # Its AMI release is pinned (amazon-eks-ami's release version), as the GPU pools' alias is.
-    assert group["releaseVersion"] == EKS_SYSTEM_AMI_RELEASES["1.34"]
+    assert group["releaseVersion"] == EKS_SYSTEM_AMI_RELEASES[EKS_KUBERNETES_VERSION]
 
 
 class OptionsMonitor(RecordingMonitor):
@@ -237,15 +376,40 @@ def test_each_gpu_pool_is_a_tainted_labelled_capped_node_pool_that_scales_down(d
     assert spec["template"]["metadata"]["labels"]["mlplatform.io/accelerator"] == "nvidia-a10g"
     assert spec["template"]["metadata"]["labels"]["mlplatform.io/pool"] == "a10g-x4"
     assert spec["limits"] == {"nvidia.com/gpu": 4}  # 1 node of 4 GPUs
-    assert spec["disruption"] == {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5m"}
+    assert spec["disruption"] == {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5m",
+                                  "budgets": [{"nodes": "1"}]}
     assert template["nodeClassRef"] == {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "a10g-x4"}
 
 
-def test_node_classes_use_the_pinned_accelerated_ami_a_big_disk_and_imdsv2(prod):
+def test_a_time_sliced_pool_s_burst_nodes_are_repacked_and_removed_and_whole_gpu_pods_are_never_moved(dev):
+    # dev's l4 pool shares each GPU between 2 pods. Karpenter plans share pods as whole GPUs (g6 advertises one
+    # nvidia.com/gpu), so 4 pending share pods start 4 nodes, and the scheduler spreads them one per node: only
+    # consolidation of underutilized nodes, which sees the nodes' real shares, brings that back to 2 nodes.
+    pools = custom(dev, "NodePool")
+    assert pools["l4"]["spec"]["disruption"]["consolidationPolicy"] == "WhenEmptyOrUnderutilized"
+    # Nor can more nodes start than the pool's physical GPUs allow (the limit is in GPUs, not shares).
+    assert pools["l4"]["spec"]["limits"] == {"nvidia.com/gpu": 4}
+    assert pools["a10g-x4"]["spec"]["disruption"]["consolidationPolicy"] == "WhenEmpty"
+
+
+def test_gpu_nodes_never_expire_under_a_job_and_go_one_at_a_time(dev, prod):
+    # Expiry is forceful and no budget limits it (Karpenter v1.14, concepts/disruption.md): a GPU node at its
+    # 30th day would take its training job down. The default budget (10% of nodes) lets a small pool's nodes
+    # all drift away at once after an AMI bump.
+    for synthesis in (dev, prod):
+        pools = custom(synthesis, "NodePool")
+        for name, pool in pools.items():
+            if name == "system":  # stateless controllers: replaced monthly, as Karpenter defaults
+                assert pool["spec"]["template"]["spec"]["expireAfter"] == "720h"
+                continue
+            assert pool["spec"]["template"]["spec"]["expireAfter"] == "Never", name
+            assert pool["spec"]["disruption"]["budgets"] == [{"nodes": "1"}], name
+
+
+def test_node_classes_use_the_pinned_accelerated_ami_and_imdsv2(prod):
     node_class = custom(prod, "EC2NodeClass")["h100"]["spec"]
     assert node_class["amiSelectorTerms"] == [{"alias": EKS_AMI_ALIAS}]
     assert node_class["role"] == "ml-prod-karpenter"
-    assert node_class["blockDeviceMappings"][0]["ebs"]["volumeSize"] == "1000Gi"
     assert node_class["metadataOptions"]["httpTokens"] == "required"
     assert node_class["subnetSelectorTerms"] == [{"tags": {"karpenter.sh/discovery": "ml-prod"}}]
 
@@ -358,8 +522,9 @@ def test_existing_subnets_are_tagged_for_load_balancers_and_taken_by_id_not_by_a
      "mlplatform:cluster.gpuPools[0]: sharing.migStrategy 'single' needs a MIG-capable GPU, and nvidia-a10g has no"),
     ({"kubernetesVersion": "1.29"}, "mlplatform:cluster.kubernetesVersion: Kubernetes '1.29' is outside the "
                                     "supported window"),
-    ({"kubernetesVersion": "1.35"}, "mlplatform:cluster.kubernetesVersion: Kubernetes 1.35 has no pinned EKS add-on "
-                                    "versions and system AMI release in versions.py"),
+    ({"kubernetesVersion": "1.33"}, "mlplatform:cluster.kubernetesVersion: Kubernetes 1.33 has no pinned EKS add-on "
+                                    "versions and system AMI release in versions.py (EKS_ADDON_VERSIONS, "
+                                    "EKS_SYSTEM_AMI_RELEASES); on EKS give one of 1.34, 1.35, 1.36"),
     ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1,
                     "sharing": {"migStrategy": "mixed"}}]},
      "mlplatform:cluster.gpuPools[0]: sharing.migStrategy 'mixed': MIG is not available on EKS pools"),
@@ -370,6 +535,17 @@ def test_existing_subnets_are_tagged_for_load_balancers_and_taken_by_id_not_by_a
      "mlplatform:cluster.gpuPools[0]: capacityTypes 'reserved' and capacityReservationIds go together"),
     ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "capacityReservationIds": ["r1"]}]},
      "mlplatform:cluster.gpuPools[0].capacityReservationIds[0]: 'r1' is not a capacity reservation ID"),
+    # Karpenter can launch no node for nvidia.com/gpu.shared: what the pool would advertise, no instance type has.
+    ({"gpuPools": [{"name": "x", "instanceTypes": ["g6.xlarge"], "maxNodes": 1,
+                    "sharing": {"timeSlicing": {"replicas": 4, "renameByDefault": True}}}]},
+     "mlplatform:cluster.gpuPools[0]: sharing.timeSlicing.renameByDefault: Karpenter launches EKS GPU nodes only "
+     "for nvidia.com/gpu"),
+    # The endpoints are made in a VPC of ours only: with existing subnets the option would do nothing.
+    ({"network": {"privateSubnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
+                  "interfaceEndpoints": True}},
+     "mlplatform:cluster.network: interfaceEndpoints shape a new VPC, and privateSubnetIds use an existing one"),
+    ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "diskSizeGib": 1000}]},
+     "mlplatform:cluster.gpuPools[0]: diskSizeGib: p5.48xlarge have NVMe instance store"),
     ({"logRetentionDays": 100}, "mlplatform:cluster.logRetentionDays: 100 is not a retention CloudWatch Logs accepts"),
     ({"availabilityZones": ["eu-west-1a"]}, "mlplatform:cluster.availabilityZones: 1 availability zone(s) given"),
     ({"availabilityZones": ["eu-west-1a", "us-east-1b"]}, "'us-east-1b' is not a zone of eu-west-1"),

@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 
 from clouds.eks.karpenter_iam import controller_policy, queue_policy
+from synth import engine
 from synth.engine import Resource, Synthesis
+from synth.render import stack_rendering
+from tests.conftest import aws_cluster, synth_with
 from versions import EFA_DEVICE_PLUGIN, KARPENTER, KARPENTER_CRD
 
 CLUSTER_ARN = "arn:aws:eks:us-east-1:111122223333:cluster/ml-prod"
@@ -88,6 +91,20 @@ def test_the_policy_is_built_from_the_real_cluster_arn(prod):
         controller_policy("arn:aws:iam::111122223333:role/x", NODE_ROLE, QUEUE)
 
 
+@pytest.mark.parametrize("role, service_account", [("ml-dev-karpenter-controller", "karpenter"),
+                                                   ("ml-dev-ebs-csi", "ebs-csi-controller-sa")])
+def test_pod_identity_roles_can_be_assumed_only_by_their_service_account_on_this_cluster(dev, role, service_account):
+    # Without a condition any Pod Identity association in the account (another cluster's, another namespace's)
+    # could be given Karpenter's EC2 rights or the EBS driver's.
+    (trust,) = [json.loads(r.inputs["assumeRolePolicy"]) for r in dev.of_type("aws:iam/role:Role") if r.name == role]
+    (statement,) = trust["Statement"]
+    assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+    assert statement["Condition"] == {"StringEquals": {
+        "aws:RequestTag/eks-cluster-arn": "arn:aws:eks:us-east-1:111122223333:cluster/ml-dev",
+        "aws:RequestTag/kubernetes-namespace": "kube-system",
+        "aws:RequestTag/kubernetes-service-account": service_account}}
+
+
 # ---- interruption queue -----------------------------------------------------------------------------------------
 
 def test_queue_refuses_plain_http_and_the_capacity_reservation_warning_reaches_it(dev):
@@ -119,6 +136,19 @@ def test_spot_service_linked_role_is_made_once_kept_on_destroy_and_can_be_turned
     assert role.inputs["awsServiceName"] == "spot.amazonaws.com"
     assert prod.of_type("aws:iam/serviceLinkedRole:ServiceLinkedRole") == []  # prod has no spot pool
     assert eks_options.of_type("aws:iam/serviceLinkedRole:ServiceLinkedRole") == []
+
+
+def test_an_account_that_has_the_spot_role_gets_no_second_one(monkeypatch):
+    # CreateServiceLinkedRole fails where the role exists, as it does in any account that ever made a spot
+    # request; the stack looks it up and makes it only where it is missing.
+    monkeypatch.setattr(engine, "AWS_ACCOUNT_ROLES", (
+        "arn:aws:iam::111122223333:role/aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot",))
+    spot_pool = [{"name": "l4", "instanceTypes": ["g6.xlarge"], "maxNodes": 2, "capacityTypes": ["spot"]}]
+    assert synth_with(cluster=aws_cluster(gpuPools=spot_pool)).of_type(
+        "aws:iam/serviceLinkedRole:ServiceLinkedRole") == []
+    monkeypatch.setattr(engine, "AWS_ACCOUNT_ROLES", ())
+    (role,) = synth_with(cluster=aws_cluster(gpuPools=spot_pool)).of_type("aws:iam/serviceLinkedRole:ServiceLinkedRole")
+    assert role.inputs["awsServiceName"] == "spot.amazonaws.com"
 
 
 # ---- CRDs -----------------------------------------------------------------------------------------------------
@@ -161,6 +191,39 @@ def test_destroy_deletes_every_nodepool_and_nodeclass_while_karpenter_still_has_
         assert rights <= set(resource.depends_on), (resource.name, rights - set(resource.depends_on))
 
 
+EGRESS = ("aws:ec2/routeTableAssociation:RouteTableAssociation", "aws:ec2/routeTable:RouteTable",
+          "aws:ec2/natGateway:NatGateway", "aws:ec2/eip:Eip", "aws:ec2/internetGateway:InternetGateway",
+          "aws:ec2/vpcEndpoint:VpcEndpoint")
+
+
+def needs(synthesis: Synthesis, urn: str) -> set[str]:
+    """Everything a resource depends on, directly or not (its provider included): what `pulumi destroy` keeps
+    until that resource is gone."""
+    seen: set[str] = set()
+    todo = [urn]
+    while todo:
+        resource = synthesis.by_urn(todo.pop())
+        for dependency in (*resource.depends_on, *([resource.provider] if resource.provider else [])):
+            if dependency not in seen:
+                seen.add(dependency)
+                todo.append(dependency)
+    return seen
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod", "eks_options"])
+def test_destroy_keeps_the_network_s_way_out_until_karpenter_s_nodes_and_every_volume_are_gone(stack, request):
+    # Karpenter ends its instances, and the EBS CSI driver deletes volumes, through EC2's API, reached by NAT (or
+    # endpoints): route tables, their associations, NAT, its address and the internet gateway must outlive every
+    # NodePool, EC2NodeClass and everything on the cluster (all of which goes through the Kubernetes provider).
+    synthesis: Synthesis = request.getfixturevalue(stack)
+    egress = {r.urn for r in synthesis.resources if r.type in EGRESS}
+    assert [r for r in synthesis.resources if r.type == "aws:ec2/routeTableAssociation:RouteTableAssociation"]
+    (provider,) = synthesis.of_type("pulumi:providers:kubernetes")
+    dependents = [provider, *(r for r in synthesis.resources if r.inputs.get("kind") in ("NodePool", "EC2NodeClass"))]
+    for resource in dependents:
+        assert egress <= needs(synthesis, resource.urn), (resource.name, egress - needs(synthesis, resource.urn))
+
+
 def test_node_classes_depend_on_the_subnets_and_security_group_tag_they_launch_by(dev):
     subnets = {s.urn for s in dev.of_type("aws:ec2/subnet:Subnet") if "private" in s.name}
     (tag,) = dev.of_type("aws:ec2/tag:Tag")
@@ -189,6 +252,11 @@ def test_gpu_instances_with_nvme_instance_store_use_it_as_raid0(prod, eks_option
     (v100,) = [r.inputs["spec"] for r in eks_options.resources if r.inputs.get("kind") == "EC2NodeClass"]
     assert v100["tags"]["mlplatform.io/pool"] == "v100"
     assert "instanceStorePolicy" not in v100  # p3 has EBS only
+    # With the NVMe striped for images and scratch data, the root volume holds the OS only: 50 GiB, not the
+    # 200 GiB default (or prod's former 1000) a p5 kept for nothing; EBS-only p3 keeps its room for images.
+    for spec in (classes["h100"], classes["a10g"]):
+        assert spec["blockDeviceMappings"][0]["ebs"]["volumeSize"] == "50Gi"
+    assert v100["blockDeviceMappings"][0]["ebs"]["volumeSize"] == "200Gi"
 
 
 def test_efa_pools_get_the_self_referencing_egress_rule_efa_needs(prod, dev):
@@ -243,6 +311,25 @@ def test_the_system_pool_grows_from_min_nodes_to_max_nodes_through_karpenter(dev
     assert "instanceStorePolicy" not in objects[("EC2NodeClass", "system")]
     # Karpenter never runs on a node it made: the chart's default affinity keeps it off them, and we keep it.
     assert "affinity" not in releases(dev)["karpenter"].inputs["values"]
+
+
+def test_karpenter_replaces_broken_nodes(upstream):
+    # Node repair is an alpha gate the chart turns off: without it a GPU node NotReady (or, with a node health
+    # agent, with failing GPUs) keeps its pods and its price forever.
+    karpenter = stack_rendering("dev").releases["karpenter"]
+    (deployment,) = [o for o in karpenter.objects if o["kind"] == "Deployment"]
+    env = {e["name"]: e.get("value") for c in deployment["spec"]["template"]["spec"]["containers"] for e in c["env"]}
+    assert "NodeRepair=true" in env["FEATURE_GATES"].split(","), env["FEATURE_GATES"]
+
+
+def test_the_system_pool_s_karpenter_nodes_run_the_node_group_s_ami_release(dev):
+    # One pool, one AMI: the nodes Karpenter adds above minNodes boot the release the managed group runs
+    # (amazon-eks-ami's release date), not the GPU pools' newer one.
+    (group,) = dev.of_type("aws:eks/nodeGroup:NodeGroup")
+    release_date = group.inputs["releaseVersion"].rsplit("-", 1)[1]
+    node_class = next(r.inputs["spec"] for r in dev.resources
+                      if r.inputs.get("kind") == "EC2NodeClass" and r.inputs["metadata"]["name"] == "system")
+    assert node_class["amiSelectorTerms"] == [{"alias": f"al2023@v{release_date}"}]
 
 
 def test_a_system_pool_of_fixed_size_has_no_karpenter_overflow(eks_options):
