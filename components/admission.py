@@ -25,11 +25,13 @@ from pulumi_kubernetes.admissionregistration.v1 import (
 from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, LabelSelectorRequirementArgs, ObjectMetaArgs
 from pulumi_kubernetes.rbac.v1 import PolicyRuleArgs
 
-from core.vocabulary import DEFAULT_LOCAL_QUEUE, GPU_TAINT, ML_PRIORITY_CLASSES, POOL_LABEL, TEAM_LABEL
+from core.vocabulary import (DEFAULT_LOCAL_QUEUE, GPU_TAINT, ML_PRIORITY_CLASSES, POOL_LABEL, SHARED_GPU_RESOURCE,
+                             SHARED_GPU_TAINT, TEAM_LABEL)
 from core.handle import ClusterHandle
 from config.queues import QueueLayout
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+_AFFINITY = "variables.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
 # A CEL predicate on a resource name `r`: whole GPUs, renamed time-sliced shares, MIG slices.
 _IS_GPU = "(r == 'nvidia.com/gpu' || r.startsWith('nvidia.com/gpu.') || r.startsWith('nvidia.com/mig-'))"
 
@@ -59,10 +61,14 @@ class Check:
 class Policy:
     name: str
     checks: tuple[Check, ...]
+    # Refused whatever the enforcement: what it catches can never run, and let through with a warning it would
+    # only hold the team's queue quota until the scheduler or the device plugin fails it.
+    always_deny: bool = False
 
 
 def policy_variables(layout: QueueLayout, system_node_selector: Mapping[str, str]) -> list[tuple[str, str]]:
     """Named expressions every policy shares: the pod spec of a Pod or a Job, its GPU containers, its team."""
+    shared = sorted(p.name for p in layout.pools.values() if p.shared)
     largest = {layout.pools[p].resource: 0 for p in layout.pools}
     for pool in layout.pools.values():
         largest[pool.resource] = max(largest[pool.resource], pool.node_gpus)
@@ -81,8 +87,20 @@ def policy_variables(layout: QueueLayout, system_node_selector: Mapping[str, str
         # Node label pairs no team pod may ask for, and the pools dedicated to one team.
         ("systemNodes", _cel(sorted(f"{key}={value}" for key, value in system_node_selector.items()))),
         ("dedicatedPools", _cel(dict(layout.dedicated))),
-        # The most of each GPU resource one node of any pool offers.
+        # The most of each GPU resource one container may get on one node of any pool.
         ("largestNode", _cel(largest)),
+        # Whether the pod may land on a pool whose device plugin gives a container one time-sliced share at most:
+        # it asks for renamed shares, selects such a pool, or tolerates the taint of their Kueue flavors.
+        ("onSharedPool", f"variables.containers.exists(c, has(c.resources) && has(c.resources.limits) && "
+                         f"{_cel(SHARED_GPU_RESOURCE)} in c.resources.limits) || "
+                         f"(has(variables.spec.nodeSelector) && {_cel(POOL_LABEL)} in variables.spec.nodeSelector && "
+                         f"variables.spec.nodeSelector[{_cel(POOL_LABEL)}] in {_cel(shared)}) || "
+                         f"(has(variables.spec.affinity) && has(variables.spec.affinity.nodeAffinity) && "
+                         f"has({_AFFINITY}) && {_AFFINITY}.nodeSelectorTerms.exists(t, has(t.matchExpressions) && "
+                         f"t.matchExpressions.exists(e, e.key == {_cel(POOL_LABEL)} && e.operator == 'In' && "
+                         f"has(e.values) && e.values.exists(v, v in {_cel(shared)})))) || "
+                         f"(has(variables.spec.tolerations) && variables.spec.tolerations.exists(t, has(t.key) && "
+                         f"t.key == {_cel(SHARED_GPU_TAINT.key)}))"),
     ]
 
 
@@ -95,7 +113,9 @@ def team_policies(layout: QueueLayout) -> list[Policy]:
     priority_classes = [p.name for p in ML_PRIORITY_CLASSES]
     largest = ", ".join(f"{p.resource} {p.node_gpus} on pool {p.name}" for p in layout.pools.values()) or "no GPU pools"
     dedicated = ", ".join(f"{pool} to {team}" for pool, team in sorted(layout.dedicated.items())) or "none"
-    affinity = "variables.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+    affinity = _AFFINITY
+    shared = ", ".join(p.name for p in layout.pools.values() if p.shared) or "none"
+    whole = ", ".join(p.name for p in layout.pools.values() if not p.shared) or "none"
     return [
         Policy("gpu-nodes-for-gpu-work", (Check(
             "!has(variables.spec.tolerations) || variables.requestsGpu || !variables.spec.tolerations.exists(t, "
@@ -147,7 +167,14 @@ def team_policies(layout: QueueLayout) -> list[Policy]:
             "int(string(c.resources.limits[r])) <= variables.largestNode[r])))",
             f"A container asks for more GPUs than any node offers, or a GPU resource no pool has (largest "
             f"nodes: {largest}), so it could never be scheduled. Ask for at most that many per pod and spread "
-            "larger work over several pods (a Job with parallelism, a JobSet)."),)),
+            "larger work over several pods (a Job with parallelism, a JobSet)."), Check(
+            "!variables.onSharedPool || variables.gpuContainers.all(c, !has(c.resources.limits) || "
+            f"c.resources.limits.all(r, !{_IS_GPU} || int(string(c.resources.limits[r])) <= 1))",
+            f"A container asks for more than one GPU on a time-sliced pool ({shared}): its device plugin gives a "
+            "container one share at most (failRequestsGreaterThanOne) and would fail the pod. Ask for one share "
+            f"per container ({SHARED_GPU_RESOURCE} or nvidia.com/gpu: 1), or for whole GPUs on another pool "
+            f"({whole}), without selecting the time-sliced pool or tolerating {SHARED_GPU_TAINT.key}.")),
+            always_deny=True),
         Policy("team-priority-classes", (Check(
             f"!has(variables.spec.priorityClassName) || variables.spec.priorityClassName in {_cel(priority_classes)}",
             f"Team workloads use the ML priority classes ({', '.join(priority_classes)}); the system-* classes "
@@ -197,7 +224,8 @@ class TeamAdmission(pulumi.ComponentResource):
                 f"{name}-{policy.name}-binding",
                 metadata=ObjectMetaArgs(name=full_name),
                 spec=ValidatingAdmissionPolicyBindingSpecArgs(
-                    policy_name=full_name, validation_actions=validation_actions(enforcement),
+                    policy_name=full_name,
+                    validation_actions=validation_actions("deny" if policy.always_deny else enforcement),
                     match_resources=MatchResourcesArgs(namespace_selector=team_namespaces)),
                 opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[vap])))
 

@@ -44,6 +44,7 @@ def build(config: PlatformConfig) -> None:
                                      guarantee=layout.teams[team.name].guarantee, cpu=team.quota.requests.cpu,
                                      memory=team.quota.requests.memory, own_stack=team.own_stack)
                for team in config.teams},
+        unguaranteed_gpus=layout.unguaranteed,
         pods_run=cluster.capabilities.pods_run)
 
 

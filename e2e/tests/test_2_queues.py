@@ -2,7 +2,8 @@
 GPUs on the fake nodes of each pool, as README "Fair sharing of GPUs: Kueue" says.
 
 The e2e stack's a100 pool is 2 nodes of 4 GPUs: research is guaranteed 4 (ceiling 6), inference 2 and vision 2
-(both lent while idle); t4 is one GPU time-sliced into 4 `nvidia.com/gpu.shared`, all guaranteed to inference.
+(both lent while idle); t4 is 2 nodes of one GPU time-sliced into 4 `nvidia.com/gpu.shared`, 4 guaranteed to
+inference and 4 held by the root Cohort `mlplatform`, which every team borrows.
 kwok marks bound pods Running and they stay so (holding their quota) until deleted. Each test deletes what it
 made, except the last, which leaves one admitted job for test_9's destroy (issue 23).
 """
@@ -129,6 +130,22 @@ def jobs(e2e: Platform) -> Iterator[list[dict[str, Any]]]:
     remove(e2e.cluster, *made)
 
 
+def decision(cluster: LoopbackCluster, job_obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The Job's Workload once Kueue decided: admitted, or evaluated and left pending (QuotaReserved False, with
+    Kueue's reason in its message)."""
+    def probe() -> dict[str, Any] | None:
+        wl = workload(cluster, job_obj)
+        if wl and (has_condition(wl, "Admitted") or has_condition(wl, "QuotaReserved", "False")):
+            return wl
+        return None
+    return cluster.wait(f"Kueue's decision on Job {job_obj['metadata']['name']}", probe, ADMIT_SECONDS)
+
+
+def pending_because(wl: Mapping[str, Any]) -> str:
+    assert not has_condition(wl, "Admitted"), wl["status"].get("admission")
+    return next(c["message"] for c in wl["status"]["conditions"] if c["type"] == "QuotaReserved")
+
+
 def cluster_queue_usage(cluster: LoopbackCluster, name: str, flavor: str, resource: str) -> tuple[int, int]:
     """(total, borrowed) of a ClusterQueue's admitted usage of one resource in one flavor."""
     status = cluster.get(f"{KUEUE}/clusterqueues/{name}").get("status") or {}
@@ -248,11 +265,6 @@ def test_one_time_sliced_share_runs_on_t4(e2e: Platform, pools, jobs):
     assert on_pool(node_labels(cluster, running_pod(cluster, created)), pools["t4"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 24, not fixed: nothing refuses 2 time-sliced shares in one container. The admission policy "
-    "mlplatform-gpu-request-fits-a-node allows up to a node's shares (4), and only warns on dev-like stacks; "
-    "Kueue admits it onto t4 within inference's 4 guaranteed shares; the scheduler binds it to the t4 node, "
-    "whose device plugin (failRequestsGreaterThanOne) would then fail the pod"))
 def test_a_job_of_two_time_sliced_shares_is_never_placed_on_t4(e2e: Platform, pools, jobs):
     # The t4 device plugin refuses more than one share per container (failRequestsGreaterThanOne): a pod bound
     # there with 2 would fail at the kubelet. It must be refused before, never admitted onto t4.
@@ -264,14 +276,48 @@ def test_a_job_of_two_time_sliced_shares_is_never_placed_on_t4(e2e: Platform, po
         return
     jobs.append(created)
 
-    def decided() -> dict[str, Any] | None:
-        # Admitted, or evaluated by Kueue's scheduler and left pending (QuotaReserved False, with its reason).
-        wl = workload(cluster, created)
-        if wl and (has_condition(wl, "Admitted") or has_condition(wl, "QuotaReserved", "False")):
-            return wl
-        return None
-    wl = cluster.wait("Kueue's decision on the Job", decided, ADMIT_SECONDS)
+    wl = decision(cluster, created)
     assert not has_condition(wl, "Admitted"), f"admitted onto {flavor_of(wl, SHARED_GPU_RESOURCE)}"
+
+
+def test_a_team_borrows_gpus_no_team_is_guaranteed_through_the_root_cohort(e2e: Platform, pools, jobs):
+    # Issue 24: t4's 4 unguaranteed shares could never be admitted. Inference fills its 4 guaranteed shares, so
+    # that nothing of a team is left to lend: research's share can only come from the root Cohort.
+    cluster = e2e.cluster
+    for _ in range(4):
+        jobs.append(submit(cluster, job("inference", 1, resource=SHARED_GPU_RESOURCE)))
+    for created in jobs:
+        assert flavor_of(admitted(cluster, created), SHARED_GPU_RESOURCE) == "t4"
+    borrowing = submit(cluster, job("research", 1, resource=SHARED_GPU_RESOURCE))
+    jobs.append(borrowing)
+    assert flavor_of(admitted(cluster, borrowing), SHARED_GPU_RESOURCE) == "t4"
+    assert on_pool(node_labels(cluster, running_pod(cluster, borrowing)), pools["t4"])
+    cluster.wait("research borrowing 1 t4 share", lambda: cluster_queue_usage(
+        cluster, "research", "t4", SHARED_GPU_RESOURCE) == (1, 1), ADMIT_SECONDS)
+    assert cluster.get(f"{KUEUE}/cohorts/platform")["spec"]["parentName"] == "mlplatform"
+
+
+def test_the_gpu_ceiling_holds_over_whole_gpus_and_shares_together(e2e: Platform, jobs):
+    # Issue 24: research's ceiling is 6 GPUs. Its 4 guaranteed A100s and 2 borrowed t4 shares reach it, so one
+    # more A100 is not admitted, though a100 alone would let it borrow 2 of inference's idle ones (and its
+    # ResourceQuota, a limit per resource, would hold 5 A100s beside 2 shares).
+    cluster = e2e.cluster
+    for gpus, resource in ((4, GPU_RESOURCE), (1, SHARED_GPU_RESOURCE), (1, SHARED_GPU_RESOURCE)):
+        created = submit(cluster, job("research", gpus, resource=resource))
+        jobs.append(created)
+        admitted(cluster, created)
+    over = submit(cluster, job("research", 1))
+    jobs.append(over)
+    assert "mlplatform.io/gpu-units" in pending_because(decision(cluster, over))
+
+
+def test_cpu_beyond_the_teams_quota_is_never_admitted(e2e: Platform, jobs):
+    # Issue 24: Kueue let research borrow inference's idle CPU, while research's ResourceQuota (32 CPUs) refuses
+    # the pod: the job held its GPU until waitForPodsReady evicted it, and was admitted again, in a loop.
+    cluster = e2e.cluster
+    created = submit(cluster, job("research", 1, extra={"cpu": "40"}))
+    jobs.append(created)
+    assert "cpu" in pending_because(decision(cluster, created))
 
 
 @pytest.mark.parametrize("extra", [{"vpc.amazonaws.com/efa": "1"}, {"ephemeral-storage": "10Gi"},
