@@ -161,20 +161,23 @@ def team_policies(layout: QueueLayout) -> list[Policy]:
                   "The required node affinity allows the system pool or a GPU pool dedicated to another team "
                   f"(dedicated: {dedicated}). Name only GPU pools your team may use."),
         )),
-        Policy("gpu-request-fits-a-node", (Check(
-            "variables.gpuContainers.all(c, !has(c.resources.limits) || c.resources.limits.all(r, "
-            f"!{_IS_GPU} || (r in variables.largestNode && "
-            "int(string(c.resources.limits[r])) <= variables.largestNode[r])))",
-            f"A container asks for more GPUs than any node offers, or a GPU resource no pool has (largest "
-            f"nodes: {largest}), so it could never be scheduled. Ask for at most that many per pod and spread "
-            "larger work over several pods (a Job with parallelism, a JobSet)."), Check(
-            "!variables.onSharedPool || variables.gpuContainers.all(c, !has(c.resources.limits) || "
-            f"c.resources.limits.all(r, !{_IS_GPU} || int(string(c.resources.limits[r])) <= 1))",
-            f"A container asks for more than one GPU on a time-sliced pool ({shared}): its device plugin gives a "
-            "container one share at most (failRequestsGreaterThanOne) and would fail the pod. Ask for one share "
-            f"per container ({SHARED_GPU_RESOURCE} or nvidia.com/gpu: 1), or for whole GPUs on another pool "
-            f"({whole}), without selecting the time-sliced pool or tolerating {SHARED_GPU_TAINT.key}.")),
-            always_deny=True),
+        Policy("gpu-request-fits-a-node", (
+            # The time-sliced pools' check first: the API server reports the first check that fails.
+            Check("!variables.onSharedPool || variables.gpuContainers.all(c, !has(c.resources.limits) || "
+                  f"c.resources.limits.all(r, !{_IS_GPU} || "
+                  "!quantity(string(c.resources.limits[r])).isGreaterThan(quantity('1'))))",
+                  f"A container asks for more than one GPU on a time-sliced pool ({shared}): its device plugin "
+                  "gives a container one share at most (failRequestsGreaterThanOne) and would fail the pod. Ask "
+                  f"for one share per container ({SHARED_GPU_RESOURCE} or nvidia.com/gpu: 1), or for whole GPUs "
+                  f"on another pool ({whole}), without selecting the time-sliced pool or tolerating "
+                  f"{SHARED_GPU_TAINT.key}."),
+            Check("variables.gpuContainers.all(c, !has(c.resources.limits) || c.resources.limits.all(r, "
+                  f"!{_IS_GPU} || (r in variables.largestNode && !quantity(string(c.resources.limits[r]))"
+                  ".isGreaterThan(quantity(string(variables.largestNode[r]))))))",
+                  f"A container asks for more GPUs than any node offers, or a GPU resource no pool has (largest "
+                  f"nodes: {largest}), so it could never be scheduled. Ask for at most that many per pod and "
+                  "spread larger work over several pods (a Job with parallelism, a JobSet)."),
+        ), always_deny=True),
         Policy("team-priority-classes", (Check(
             f"!has(variables.spec.priorityClassName) || variables.spec.priorityClassName in {_cel(priority_classes)}",
             f"Team workloads use the ML priority classes ({', '.join(priority_classes)}); the system-* classes "

@@ -516,3 +516,13 @@ def test_one_gpu_ceiling_over_whole_and_renamed_pools(shared_pools):
     borrowing = [flavors[p][r]["borrowingLimit"] for p, r in (("a100", "nvidia.com/gpu"), ("l4", "nvidia.com/gpu"),
                                                                ("t4s", "nvidia.com/gpu.shared"))]
     assert borrowing == ["2", "2", "2"]
+
+
+def test_a_pool_that_hands_out_several_shares_is_not_one_gpu_per_container():
+    # With failRequestsGreaterThanOne off, the device plugin gives a container several shares (of any GPUs):
+    # jobs of several shares are admissible there, and Kueue needs no opt-in taint.
+    pools = [{"name": "l4", "accelerator": "nvidia-l4", "nodes": 2,
+              "sharing": {"timeSlicing": {"replicas": 2, "failRequestsGreaterThanOne": False}}}]
+    synthesis = synth_with(cluster={"cloud": "kind", "gpuPools": pools}, teams=[team("research", 2)])
+    assert "nodeTaints" not in kueue(synthesis, "ResourceFlavor")["l4"]["spec"]
+    assert synthesis.warnings == []
