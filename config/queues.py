@@ -107,6 +107,15 @@ class QueueLayout:
         own = share.guarantee.get(pool, 0)
         return min(share.ceiling, own + min(share.borrowing, self.lendable(share.cohort, pool, besides=team)))
 
+    def resource_ceilings(self, team: str) -> dict[str, int]:
+        """Per GPU resource, the most of it the team's queue can ever be admitted with (its ResourceQuota): a
+        quota caps each resource alone and cannot say that whole GPUs and renamed shares together stay within
+        one ceiling (Kueue's GPU units do), but it holds a resource to what the team's pools of it can give."""
+        share = self.teams[team]
+        return {resource: min(share.ceiling, sum(self.reach(team, pool) for pool in share.pools
+                                                 if self.pools[pool].resource == resource))
+                for resource in (GPU_RESOURCE, SHARED_GPU_RESOURCE)}
+
     def largest_job(self, team: str, *, guaranteed_only: bool = False) -> int:
         """The largest one-node GPU request the team's queue can ever admit (within its guarantee alone)."""
         share = self.teams[team]

@@ -29,7 +29,8 @@ def build(config: PlatformConfig) -> None:
         if not team.own_stack:
             TeamNamespace(f"team-{team.name}", team, cluster.provider,
                           monitoring_namespace=config.monitoring.namespace,
-                          queue_after=[queues.release, *queues.cluster_queues])
+                          queue_after=[queues.release, *queues.cluster_queues],
+                          gpu_quota=layout.resource_ceilings(team.name))
 
     export_platform(
         cloud=cluster.cloud, cluster_name=cluster.name, cluster_identity=cluster.identity,

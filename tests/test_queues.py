@@ -249,7 +249,13 @@ def test_renamed_time_sliced_shares_are_queued_and_quota_d():
     assert list(flavors) == ["t4", "shared"]
     hard = next(r.inputs for r in synthesis.of_type("kubernetes:core/v1:ResourceQuota")
                 if r.inputs["metadata"]["namespace"] == "b")["spec"]["hard"]
-    assert hard["requests.nvidia.com/gpu.shared"] == hard["requests.nvidia.com/gpu"] == "6"
+    # Issue 24: each resource had the whole ceiling (6 + 6). A quota cannot cap the two together, but it holds
+    # each to what b's queue can give of it: its 4 shares, and the 2 whole GPUs it may borrow.
+    assert (hard["requests.nvidia.com/gpu.shared"], hard["requests.nvidia.com/gpu"]) == ("4", "2")
+    # The team without renamed shares may not ask for them at all (Kueue's queue does not cover them either).
+    hard_a = next(r.inputs for r in synthesis.of_type("kubernetes:core/v1:ResourceQuota")
+                  if r.inputs["metadata"]["namespace"] == "a")["spec"]["hard"]
+    assert (hard_a["requests.nvidia.com/gpu.shared"], hard_a["requests.nvidia.com/gpu"]) == ("0", "2")
 
 
 def test_mixed_mig_is_refused_because_no_quota_could_count_it():
