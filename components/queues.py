@@ -100,7 +100,8 @@ def gpu_flavor(pool: GpuPool) -> dict[str, Any]:
     return spec
 
 
-def _quota(name: str, nominal: int | str, *, borrowing: int | None = None, lending: int | None = None) -> dict[str, Any]:
+def _quota(name: str, nominal: int | str, *, borrowing: int | None = None,
+           lending: int | None = None) -> dict[str, Any]:
     """One resource's numbers in a flavor. Quantities as strings, the form the API server stores and returns them
     in: an int here would differ from what the provider reads back, and every preview after `up` would propose an
     update."""

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from core.outputs import PlatformOutputs, PoolOutput
-from core.vocabulary import DEFAULT_LOCAL_QUEUE, GPU_RESOURCE, SHARED_GPU_RESOURCE, TEAM_LABEL
+from core.vocabulary import (DEFAULT_LOCAL_QUEUE, GPU_RESOURCE, POOL_LABEL, SHARED_GPU_RESOURCE, SHARED_GPU_TAINT,
+                             TEAM_LABEL)
 from e2e.cluster import ApiError, LoopbackCluster, has_condition
 from e2e.lifecycle import Platform
 
@@ -37,9 +38,11 @@ def pools(e2e: Platform) -> dict[str, PoolOutput]:
 
 
 def job(namespace: str, gpus: int, *, resource: str = GPU_RESOURCE, queue: str | None = None,
-        priority: str = "ml-training", extra: Mapping[str, str] | None = None) -> dict[str, Any]:
+        priority: str = "ml-training", extra: Mapping[str, str] | None = None,
+        pod: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A Job of one pod asking for `gpus` of `resource` (and `extra` resources), restricted-compliant (inference's
-    namespace enforces it), queued to `queue` (the team's own by default; "" for none)."""
+    namespace enforces it), queued to `queue` (the team's own by default; "" for none); `pod` adds pod-spec
+    fields."""
     name = f"q{next(_names)}-{gpus}gpu"
     labels = {PRIORITY_LABEL: priority}
     queue = namespace if queue is None else queue
@@ -57,7 +60,7 @@ def job(namespace: str, gpus: int, *, resource: str = GPU_RESOURCE, queue: str |
                 "name": "train", "image": "nvcr.io/nvidia/pytorch:25.01-py3", "command": ["python", "train.py"],
                 "resources": {"requests": amounts, "limits": amounts},
                 "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-            }]}}},
+            }], **(pod or {})}}},
     }
 
 
@@ -278,6 +281,33 @@ def test_a_job_of_two_time_sliced_shares_is_never_placed_on_t4(e2e: Platform, po
 
     wl = decision(cluster, created)
     assert not has_condition(wl, "Admitted"), f"admitted onto {flavor_of(wl, SHARED_GPU_RESOURCE)}"
+
+
+def test_a_pod_that_opts_in_gets_one_share_of_the_time_sliced_l4(e2e: Platform, pools, jobs):
+    # l4's shares are plain nvidia.com/gpu; its flavor carries SHARED_GPU_TAINT, which this pod tolerates. No
+    # team is guaranteed l4: research borrows the share from the root Cohort.
+    cluster = e2e.cluster
+    created = submit(cluster, job("research", 1, pod={"nodeSelector": {POOL_LABEL: "l4"},
+                                                      "tolerations": [SHARED_GPU_TAINT.toleration()]}))
+    jobs.append(created)
+    assert flavor_of(admitted(cluster, created), GPU_RESOURCE) == "l4"
+    assert on_pool(node_labels(cluster, running_pod(cluster, created)), pools["l4"])
+
+
+def test_a_two_gpu_job_waits_for_whole_gpus_rather_than_take_time_sliced_l4(e2e: Platform, vision_stand_in,
+                                                                            jobs):
+    # Issue 24's blocker: with the A100s all in use, Kueue went on to the next flavor that fits; l4's 2 shares
+    # would, and its device plugin (failRequestsGreaterThanOne) would then fail the pod. Now the job waits.
+    cluster = e2e.cluster
+    for namespace, gpus, queue in (("research", 4, None), ("inference", 2, None), (vision_stand_in, 2, "vision")):
+        created = submit(cluster, job(namespace, gpus, queue=queue))
+        jobs.append(created)
+        assert flavor_of(admitted(cluster, created), GPU_RESOURCE) == "a100"
+    waiting = submit(cluster, job("research", 2))
+    jobs.append(waiting)
+    reason = pending_because(decision(cluster, waiting))
+    # (Kueue prints the taint as a Go struct, its key inside.)
+    assert "untolerated taint" in reason and SHARED_GPU_TAINT.key in reason and "in flavor l4" in reason, reason
 
 
 def test_a_team_borrows_gpus_no_team_is_guaranteed_through_the_root_cohort(e2e: Platform, pools, jobs):

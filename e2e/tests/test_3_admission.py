@@ -129,10 +129,11 @@ NEVER_RUNS: list[tuple[str, dict[str, Any], str]] = [
     ("job-asking-a-gpu-resource-no-pool-has", as_job(gpu_pod("inference", resource="nvidia.com/mig-1g.10gb")),
      "a GPU resource no pool has"),
     # Issue 24: the t4 device plugin gives a container one share at most (failRequestsGreaterThanOne).
-    ("job-asking-two-time-sliced-shares", as_job(gpu_pod("inference", gpus=2, resource="nvidia.com/gpu.shared",
-                                                         pool="t4")), "more than one GPU on a time-sliced pool (t4)"),
+    ("job-asking-two-time-sliced-shares",
+     as_job(gpu_pod("inference", gpus=2, resource="nvidia.com/gpu.shared", pool="t4")),
+     "more than one GPU on a time-sliced pool (t4, l4)"),
     ("pod-asking-two-gpus-on-the-time-sliced-pool", gpu_pod(gpus=2, pool="t4"),
-     "more than one GPU on a time-sliced pool (t4)"),
+     "more than one GPU on a time-sliced pool (t4, l4)"),
 ]
 ALWAYS_DENIED = {"gpu-request-fits-a-node"}
 
