@@ -44,9 +44,12 @@ TEAM_NAMESPACES = {"matchExpressions": [{"key": TEAM_LABEL, "operator": "Exists"
 UNQUEUED_RESOURCE_PREFIXES = ("vpc.amazonaws.com/", "ephemeral-storage", "hugepages-")
 
 
+WAIT_FOR_PODS_READY = "1h"
+
+
 def kueue_manager_config() -> dict[str, Any]:
     """Kueue's Configuration (config.kueue.x-k8s.io/v1beta2). What it leaves out takes Kueue's defaults
-    (apis/config/v1beta2/defaults.go at v0.19.2): ports, leader election, waitForPodsReady (30 minutes)."""
+    (apis/config/v1beta2/defaults.go at v0.19.2): ports, leader election, waitForPodsReady's requeuing."""
     return {
         "apiVersion": "config.kueue.x-k8s.io/v1beta2",
         "kind": "Configuration",
@@ -55,6 +58,12 @@ def kueue_manager_config() -> dict[str, Any]:
         "manageJobsWithoutQueueName": True,
         "managedJobsNamespaceSelector": TEAM_NAMESPACES,
         "integrations": {"frameworks": list(KUEUE_FRAMEWORKS)},
+        # Kueue evicts an admitted workload whose pods are not all Ready in time, and a running one whose pods
+        # stay unready as long (recoveryTimeout defaults to it). Each pod of a serving Deployment is a workload
+        # of its own, Ready once its readiness probe passes (pkg/controller/jobs/pod PodsReady): on a cold GPU
+        # node (the node's start, a multi-gigabyte image, the model's weights) that can take longer than the
+        # default 30 minutes, and each eviction starts it over.
+        "waitForPodsReady": {"timeout": WAIT_FOR_PODS_READY},
         "resources": {
             "excludeResourcePrefixes": list(UNQUEUED_RESOURCE_PREFIXES),
             # Every GPU also counts as a GPU unit (pkg/workload applyResourceTransformations; Retain keeps the

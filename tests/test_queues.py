@@ -532,3 +532,10 @@ def test_a_pool_that_hands_out_several_shares_is_not_one_gpu_per_container():
     synthesis = synth_with(cluster={"cloud": "kind", "gpuPools": pools}, teams=[team("research", 2)])
     assert "nodeTaints" not in kueue(synthesis, "ResourceFlavor")["l4"]["spec"]
     assert synthesis.warnings == []
+
+
+def test_a_slow_starting_serving_pod_is_not_evicted_after_kueues_default_30_minutes(shared):
+    # Issue 24: each serving pod is its own Kueue workload, evicted when not Ready within waitForPodsReady's
+    # timeout (30 minutes by default, apis/config/v1beta2/defaults.go), which a model's cold start can exceed.
+    wait = manager_config(shared)["waitForPodsReady"]
+    assert wait == {"timeout": "1h"} and "recoveryTimeout" not in wait  # recovery: as long (Kueue's default)
