@@ -27,11 +27,12 @@ from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, LabelSelectorRequiremen
 from pulumi_kubernetes.rbac.v1 import PolicyRuleArgs
 
 from core.vocabulary import (DEFAULT_LOCAL_QUEUE, GPU_TAINT, KUEUE_NAMESPACE, KUEUE_SERVICE_ACCOUNT,
-                             ML_PRIORITY_CLASSES, POOL_LABEL, TEAM_LABEL)
+                             ML_PRIORITY_CLASSES, POOL_LABEL, SHARED_GPU_RESOURCE, SHARED_GPU_TAINT, TEAM_LABEL)
 from core.handle import ClusterHandle
 from config.queues import QueueLayout
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+_AFFINITY = "variables.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
 # The scheduling gate Kueue puts on every pod it manages and removes when the pod's workload is admitted.
 KUEUE_GATE = "kueue.x-k8s.io/admission"
 # Who Kueue is to the API server: its chart's controller-manager ServiceAccount.
@@ -81,6 +82,9 @@ class Check:
 class Policy:
     name: str
     checks: tuple[Check, ...]
+    # Refused whatever the enforcement: what it catches can never run, and let through with a warning it would
+    # only hold the team's queue quota until the scheduler or the device plugin fails it.
+    always_deny: bool = False
 
 
 def _scheduling_changed() -> str:
@@ -106,6 +110,7 @@ def workload_match_conditions() -> list[tuple[str, str]]:
 
 def policy_variables(layout: QueueLayout, system_node_selector: Mapping[str, str]) -> list[tuple[str, str]]:
     """Named expressions every policy shares: the pod spec of a Pod or a Job, its GPU containers, its team."""
+    shared = sorted(p.name for p in layout.pools.values() if p.shared)
     largest = {layout.pools[p].resource: 0 for p in layout.pools}
     for pool in layout.pools.values():
         largest[pool.resource] = max(largest[pool.resource], pool.node_gpus)
@@ -145,8 +150,20 @@ def policy_variables(layout: QueueLayout, system_node_selector: Mapping[str, str
         # Node label pairs no team pod may ask for, and the pools dedicated to one team.
         ("systemNodes", _cel(sorted(f"{key}={value}" for key, value in system_node_selector.items()))),
         ("dedicatedPools", _cel(dict(layout.dedicated))),
-        # The most of each GPU resource one node of any pool offers.
+        # The most of each GPU resource one container may get on one node of any pool.
         ("largestNode", _cel(largest)),
+        # Whether the pod may land on a pool whose device plugin gives a container one time-sliced share at most:
+        # it asks for renamed shares, selects such a pool, or tolerates the taint of their Kueue flavors.
+        ("onSharedPool", f"variables.containers.exists(c, has(c.resources) && has(c.resources.limits) && "
+                         f"{_cel(SHARED_GPU_RESOURCE)} in c.resources.limits) || "
+                         f"(has(variables.spec.nodeSelector) && {_cel(POOL_LABEL)} in variables.spec.nodeSelector && "
+                         f"variables.spec.nodeSelector[{_cel(POOL_LABEL)}] in {_cel(shared)}) || "
+                         f"(has(variables.spec.affinity) && has(variables.spec.affinity.nodeAffinity) && "
+                         f"has({_AFFINITY}) && {_AFFINITY}.nodeSelectorTerms.exists(t, has(t.matchExpressions) && "
+                         f"t.matchExpressions.exists(e, e.key == {_cel(POOL_LABEL)} && e.operator == 'In' && "
+                         f"has(e.values) && e.values.exists(v, v in {_cel(shared)})))) || "
+                         f"(has(variables.spec.tolerations) && variables.spec.tolerations.exists(t, has(t.key) && "
+                         f"t.key == {_cel(SHARED_GPU_TAINT.key)}))"),
     ]
 
 
@@ -159,7 +176,9 @@ def team_policies(layout: QueueLayout) -> list[Policy]:
     priority_classes = [p.name for p in ML_PRIORITY_CLASSES]
     largest = ", ".join(f"{p.resource} {p.node_gpus} on pool {p.name}" for p in layout.pools.values()) or "no GPU pools"
     dedicated = ", ".join(f"{pool} to {team}" for pool, team in sorted(layout.dedicated.items())) or "none"
-    affinity = "variables.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+    affinity = _AFFINITY
+    shared = ", ".join(p.name for p in layout.pools.values() if p.shared) or "none"
+    whole = ", ".join(p.name for p in layout.pools.values() if not p.shared) or "none"
     return [
         Policy("gpu-nodes-for-gpu-work", (Check(
             "!has(variables.spec.tolerations) || variables.requestsGpu || !variables.spec.tolerations.exists(t, "
@@ -216,13 +235,23 @@ def team_policies(layout: QueueLayout) -> list[Policy]:
                   "The required node affinity allows the system pool or a GPU pool dedicated to another team "
                   f"(dedicated: {dedicated}). Name only GPU pools your team may use."),
         )),
-        Policy("gpu-request-fits-a-node", (Check(
-            "variables.gpuContainers.all(c, !has(c.resources.limits) || c.resources.limits.all(r, "
-            f"!{_IS_GPU} || (r in variables.largestNode && "
-            "int(string(c.resources.limits[r])) <= variables.largestNode[r])))",
-            f"A container asks for more GPUs than any node offers, or a GPU resource no pool has (largest "
-            f"nodes: {largest}), so it could never be scheduled. Ask for at most that many per pod and spread "
-            "larger work over several pods (a Job with parallelism, a JobSet)."),)),
+        Policy("gpu-request-fits-a-node", (
+            # The time-sliced pools' check first: the API server reports the first check that fails.
+            Check("!variables.onSharedPool || variables.gpuContainers.all(c, !has(c.resources.limits) || "
+                  f"c.resources.limits.all(r, !{_IS_GPU} || "
+                  "!quantity(string(c.resources.limits[r])).isGreaterThan(quantity('1'))))",
+                  f"A container asks for more than one GPU on a time-sliced pool ({shared}): its device plugin "
+                  "gives a container one share at most (failRequestsGreaterThanOne) and would fail the pod. Ask "
+                  f"for one share per container ({SHARED_GPU_RESOURCE} or nvidia.com/gpu: 1), or for whole GPUs "
+                  f"on another pool ({whole}), without selecting the time-sliced pool or tolerating "
+                  f"{SHARED_GPU_TAINT.key}."),
+            Check("variables.gpuContainers.all(c, !has(c.resources.limits) || c.resources.limits.all(r, "
+                  f"!{_IS_GPU} || (r in variables.largestNode && !quantity(string(c.resources.limits[r]))"
+                  ".isGreaterThan(quantity(string(variables.largestNode[r]))))))",
+                  f"A container asks for more GPUs than any node offers, or a GPU resource no pool has (largest "
+                  f"nodes: {largest}), so it could never be scheduled. Ask for at most that many per pod and "
+                  "spread larger work over several pods (a Job with parallelism, a JobSet)."),
+        ), always_deny=True),
         Policy("no-gpu-device-env", (Check(
             f"variables.containers.all(c, !has(c.env) || c.env.all(e, !(e.name in {_cel(list(NVIDIA_DEVICE_ENV))})))",
             f"A container sets {', '.join(NVIDIA_DEVICE_ENV)}: NVIDIA's container runtime would read it to hand "
@@ -392,6 +421,7 @@ class TeamAdmission(pulumi.ComponentResource):
             f"{name}-{policy.name}-binding",
             metadata=ObjectMetaArgs(name=full_name),
             spec=ValidatingAdmissionPolicyBindingSpecArgs(
-                policy_name=full_name, validation_actions=validation_actions(enforcement),
+                policy_name=full_name,
+                validation_actions=validation_actions("deny" if policy.always_deny else enforcement),
                 match_resources=MatchResourcesArgs(namespace_selector=namespaces)),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[vap])))

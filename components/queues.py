@@ -15,13 +15,14 @@ import yaml
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components import sizing
-from core.vocabulary import (KUEUE_API, KUEUE_NAMESPACE, ML_PRIORITY_CLASSES, POOL_LABEL, SYSTEM_CLUSTER_CRITICAL,
+from core.vocabulary import (GPU_RESOURCE, GPU_UNITS_RESOURCE, KUEUE_API, KUEUE_NAMESPACE, ML_PRIORITY_CLASSES,
+                             POOL_LABEL, ROOT_COHORT, SHARED_GPU_RESOURCE, SHARED_GPU_TAINT, SYSTEM_CLUSTER_CRITICAL,
                              TEAM_LABEL)
 from core.handle import ClusterHandle, GpuPool, gpu_tolerations
 from components.kube import KubernetesObject, helm_release, platform_namespace
 from versions import KUEUE, KUEUE_IMAGE, KUEUE_IMAGE_TAG
 from config.models import Team
-from config.queues import QueueLayout, TeamShare
+from config.queues import QueueLayout, TeamShare, gpu_resource, one_share_per_container
 
 CPU_FLAVOR = "default"
 # Borrowers may preempt only best-effort work of other teams; owners always reclaim what they lent.
@@ -43,9 +44,12 @@ TEAM_NAMESPACES = {"matchExpressions": [{"key": TEAM_LABEL, "operator": "Exists"
 UNQUEUED_RESOURCE_PREFIXES = ("vpc.amazonaws.com/", "ephemeral-storage", "hugepages-")
 
 
+WAIT_FOR_PODS_READY = "1h"
+
+
 def kueue_manager_config() -> dict[str, Any]:
     """Kueue's Configuration (config.kueue.x-k8s.io/v1beta2). What it leaves out takes Kueue's defaults
-    (apis/config/v1beta2/defaults.go at v0.19.2): ports, leader election, waitForPodsReady (30 minutes)."""
+    (apis/config/v1beta2/defaults.go at v0.19.2): ports, leader election, waitForPodsReady's requeuing."""
     return {
         "apiVersion": "config.kueue.x-k8s.io/v1beta2",
         "kind": "Configuration",
@@ -54,7 +58,19 @@ def kueue_manager_config() -> dict[str, Any]:
         "manageJobsWithoutQueueName": True,
         "managedJobsNamespaceSelector": TEAM_NAMESPACES,
         "integrations": {"frameworks": list(KUEUE_FRAMEWORKS)},
-        "resources": {"excludeResourcePrefixes": list(UNQUEUED_RESOURCE_PREFIXES)},
+        # Kueue evicts an admitted workload whose pods are not all Ready in time, and a running one whose pods
+        # stay unready as long (recoveryTimeout defaults to it). Each pod of a serving Deployment is a workload
+        # of its own, Ready once its readiness probe passes (pkg/controller/jobs/pod PodsReady): on a cold GPU
+        # node (the node's start, a multi-gigabyte image, the model's weights) that can take longer than the
+        # default 30 minutes, and each eviction starts it over.
+        "waitForPodsReady": {"timeout": WAIT_FOR_PODS_READY},
+        "resources": {
+            "excludeResourcePrefixes": list(UNQUEUED_RESOURCE_PREFIXES),
+            # Every GPU also counts as a GPU unit (pkg/workload applyResourceTransformations; Retain keeps the
+            # GPU itself, which the pools' flavors hold): one ceiling per team over all its pools.
+            "transformations": [{"input": resource, "strategy": "Retain", "outputs": {GPU_UNITS_RESOURCE: "1"}}
+                                for resource in (GPU_RESOURCE, SHARED_GPU_RESOURCE)],
+        },
     }
 
 
@@ -81,41 +97,94 @@ def kueue_values(cluster: ClusterHandle) -> dict[str, Any]:
 
 
 def gpu_flavor(pool: GpuPool) -> dict[str, Any]:
-    """Admitted workloads get the pool's node label and tolerate its taint, so they land on that pool."""
-    return {"nodeLabels": {POOL_LABEL: pool.name}, "tolerations": gpu_tolerations((pool,))}
+    """Admitted workloads get the pool's node label and tolerate its taint, so they land on that pool. A
+    time-sliced pool whose shares are plain nvidia.com/gpu takes only pods that tolerate SHARED_GPU_TAINT: Kueue
+    checks a flavor's nodeTaints against the pod's own tolerations (flavorassigner.checkFlavorForPodSets), so
+    a job of several GPUs, which the device plugin refuses there, is never given it (renamed shares need no
+    taint: only pods asking for nvidia.com/gpu.shared can be given that pool)."""
+    spec: dict[str, Any] = {"nodeLabels": {POOL_LABEL: pool.name}, "tolerations": gpu_tolerations((pool,))}
+    if one_share_per_container(pool.sharing) and gpu_resource(pool.sharing) == GPU_RESOURCE:
+        taint = SHARED_GPU_TAINT
+        spec["nodeTaints"] = [{"key": taint.key, "value": taint.value, "effect": taint.effect}]
+    return spec
+
+
+def _quota(name: str, nominal: int | str, *, borrowing: int | None = None,
+           lending: int | None = None) -> dict[str, Any]:
+    """One resource's numbers in a flavor. Quantities as strings, the form the API server stores and returns them
+    in: an int here would differ from what the provider reads back, and every preview after `up` would propose an
+    update."""
+    quota = {"name": name, "nominalQuota": str(nominal)}
+    if borrowing is not None:
+        quota["borrowingLimit"] = str(borrowing)
+    if lending is not None:
+        quota["lendingLimit"] = str(lending)
+    return quota
+
+
+def _gpu_group(layout: QueueLayout, pools: list[str], numbers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The resource group of GPU pools: every flavor lists every resource the group covers (a CEL rule of the
+    CRDs), a pool's own GPU resource with `numbers[pool]`, the others' zero."""
+    resources = sorted({layout.pools[pool].resource for pool in pools})
+    return {"coveredResources": resources, "flavors": [
+        {"name": pool, "resources": [_quota(r, **numbers[pool]) if r == layout.pools[pool].resource
+                                     else _quota(r, 0, **{k: 0 for k in numbers[pool] if k != "nominal"})
+                                     for r in resources]} for pool in pools]}
+
+
+def root_cohort(layout: QueueLayout) -> dict[str, Any]:
+    """The Cohort above every team cohort: per pool, the GPUs no team is guaranteed, and their GPU units. Kueue
+    lends a Cohort's own nominal quota to every ClusterQueue below it (apis/kueue/v1beta2/cohort_types.go)."""
+    rest = layout.unguaranteed
+    if not rest:
+        return {}
+    pools = [pool for pool in layout.pools if pool in rest]
+    return {"resourceGroups": [
+        {"coveredResources": [GPU_UNITS_RESOURCE],
+         "flavors": [{"name": CPU_FLAVOR, "resources": [_quota(GPU_UNITS_RESOURCE, sum(rest.values()))]}]},
+        _gpu_group(layout, pools, {pool: {"nominal": rest[pool]} for pool in pools})]}
+
+
+def team_cohort(cohort: str, layout: QueueLayout) -> dict[str, Any]:
+    """A cohort of teams under the root: its teams borrow the root's GPUs, but lend nothing up to it, so that no
+    team borrows the idle guarantee of a team in another cohort (a Cohort's lendingLimit)."""
+    pools = sorted({pool for share in layout.teams.values() if share.cohort == cohort for pool in share.pools},
+                   key=list(layout.pools).index)
+    spec: dict[str, Any] = {"parentName": ROOT_COHORT}
+    if pools:
+        spec["resourceGroups"] = [
+            {"coveredResources": [GPU_UNITS_RESOURCE],
+             "flavors": [{"name": CPU_FLAVOR, "resources": [_quota(GPU_UNITS_RESOURCE, 0, lending=0)]}]},
+            _gpu_group(layout, pools, {pool: {"nominal": 0, "lending": 0} for pool in pools})]
+    return spec
 
 
 def cluster_queue(share: TeamShare, layout: QueueLayout, team: Team, *, team_label: str) -> dict[str, Any]:
-    """A team's ClusterQueue: CPU and memory at its quota; per pool it may use, its guarantee there (lent while
-    idle up to its lending limit) and borrowing of idle GPUs up to its ceiling."""
-    groups: list[dict[str, Any]] = [{
-        "coveredResources": ["cpu", "memory"],
-        "flavors": [{"name": CPU_FLAVOR, "resources": [
-            {"name": "cpu", "nominalQuota": team.quota.requests.cpu},
-            {"name": "memory", "nominalQuota": team.quota.requests.memory}]}],
-    }]
-    # Every flavor of a group lists every resource the group covers (a CEL rule of the CRD): a pool's own GPU
-    # resource carries its numbers, the others' zero.
-    resources = sorted({layout.pools[pool].resource for pool in share.pools})
-
-    def gpu_resource(pool: str, resource: str) -> dict[str, Any]:
-        # Quantities as strings, the form the API server stores and returns them in: an int here would differ
-        # from what the provider reads back, and every preview after `up` would propose an update.
-        if resource != layout.pools[pool].resource:
-            return {"name": resource, "nominalQuota": "0", "borrowingLimit": "0", "lendingLimit": "0"}
-        return {"name": resource, "nominalQuota": str(share.guarantee.get(pool, 0)),
-                "borrowingLimit": str(share.borrowing), "lendingLimit": str(share.lending.get(pool, 0))}
-
+    """A team's ClusterQueue: CPU and memory at its quota, never borrowed (the namespace's ResourceQuota would
+    refuse the pods of a job admitted on borrowed CPU, and Kueue would hold its GPUs until waitForPodsReady
+    evicts it, and admit it again); per pool it may use, its guarantee there (lent while idle up to its lending
+    limit) and borrowing of idle GPUs; and the GPU units of them all, so that it borrows up to its ceiling over
+    every pool together."""
+    defaults = [_quota("cpu", team.quota.requests.cpu, borrowing=0),
+                _quota("memory", team.quota.requests.memory, borrowing=0)]
+    covered = ["cpu", "memory"]
     if share.pools:
-        groups.append({"coveredResources": resources, "flavors": [
-            {"name": pool, "resources": [gpu_resource(pool, r) for r in resources]} for pool in share.pools]})
+        covered.append(GPU_UNITS_RESOURCE)
+        defaults.append(_quota(GPU_UNITS_RESOURCE, share.guaranteed, borrowing=share.borrowing,
+                               lending=sum(share.lending.values())))
+    groups: list[dict[str, Any]] = [{"coveredResources": covered,
+                                     "flavors": [{"name": CPU_FLAVOR, "resources": defaults}]}]
+    if share.pools:
+        groups.append(_gpu_group(layout, list(share.pools), {
+            pool: {"nominal": share.guarantee.get(pool, 0), "borrowing": share.borrowing,
+                   "lending": share.lending.get(pool, 0)} for pool in share.pools}))
     return {
         "cohortName": share.cohort,
         "namespaceSelector": {"matchLabels": {TEAM_LABEL: team_label}},
         "queueingStrategy": "BestEffortFIFO",
         "resourceGroups": groups,
-        # Flavors are listed the team's guaranteed pools first; a job tries every pool where its guarantee
-        # has room before it borrows or preempts in one.
+        # Flavors are listed whole-GPU pools first, then the team's guaranteed pools first (config/queues.py); a
+        # job tries every pool where its guarantee has room before it borrows or preempts in one.
         "flavorFungibility": {"whenCanBorrow": "TryNextFlavor", "whenCanPreempt": "TryNextFlavor"},
         "preemption": {
             # An owner gets lent GPUs back at once: borrowers in its cohort are preempted, whatever their priority.
@@ -153,6 +222,17 @@ class Queues(pulumi.ComponentResource):
             KubernetesObject(f"{name}-priority-{priority.name}", api_version=KUEUE_API, kind="WorkloadPriorityClass",
                              name=priority.name, fields={"value": priority.value, "description": priority.description},
                              opts=after_crds)
+        # The Cohorts before the ClusterQueues that name them, and deleted after them.
+        def cohort(cohort_name: str, spec: dict[str, Any], opts: pulumi.ResourceOptions
+                   ) -> k8s.apiextensions.CustomResource:
+            return k8s.apiextensions.CustomResource(f"{name}-cohort-{cohort_name}", api_version=KUEUE_API,
+                                                    kind="Cohort", metadata=ObjectMetaArgs(name=cohort_name),
+                                                    spec=spec, opts=opts)
+
+        root = cohort(ROOT_COHORT, root_cohort(layout), after_crds)
+        after_root = pulumi.ResourceOptions.merge(after_crds, pulumi.ResourceOptions(depends_on=[root]))
+        cohorts = [cohort(c, team_cohort(c, layout), after_root)
+                   for c in sorted({share.cohort for share in layout.teams.values()})]
         # Team namespaces depend on these (stacks/platform.py): destroy deletes them, and with them their
         # Workloads, while Kueue still runs to release its finalizers; a ClusterQueue with admitted Workloads
         # keeps its own finalizer, so deleted first it would never go (issue 23).
@@ -162,5 +242,5 @@ class Queues(pulumi.ComponentResource):
                 f"{name}-{team.name}", api_version=KUEUE_API, kind="ClusterQueue",
                 metadata=ObjectMetaArgs(name=team.name),
                 spec=cluster_queue(layout.teams[team.name], layout, team, team_label=team.name),
-                opts=pulumi.ResourceOptions.merge(after_crds, pulumi.ResourceOptions(depends_on=flavors))))
+                opts=pulumi.ResourceOptions.merge(after_crds, pulumi.ResourceOptions(depends_on=[*flavors, *cohorts]))))
         self.register_outputs({"clusterQueues": [team.name for team in teams]})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pulumi
 import pulumi_kubernetes as k8s
 from pulumi_kubernetes.core.v1 import LimitRangeItemArgs, LimitRangeSpecArgs, ResourceQuotaSpecArgs
@@ -16,18 +18,20 @@ from core.vocabulary import DEFAULT_LOCAL_QUEUE, GPU_RESOURCE, PROMETHEUS_POD_LA
 GPU_QUOTA_KEY = f"requests.{GPU_RESOURCE}"
 
 
-def quota_hard(team: Team) -> dict[str, str]:
-    """The ResourceQuota's `hard` limits for a team."""
+def quota_hard(team: Team, gpus: Mapping[str, int] | None = None) -> dict[str, str]:
+    """The ResourceQuota's `hard` limits for a team; `gpus`, per GPU resource, where the platform knows what the
+    team's queue can give of each (config/queues.py resource_ceilings), else the ceiling for each."""
     quota = team.quota
+    gpus = gpus or {GPU_RESOURCE: quota.gpus, SHARED_GPU_RESOURCE: quota.gpus}
     return {
         "requests.cpu": quota.requests.cpu,
         "requests.memory": quota.requests.memory,
         "limits.cpu": quota.effective_limits.cpu,
         "limits.memory": quota.effective_limits.memory,
         # Extended resources are quota'd on requests only: Kubernetes requires their limits to equal requests.
-        # The ceiling holds whichever way a pool advertises its GPUs (time-sliced shares renamed or not).
-        GPU_QUOTA_KEY: str(quota.gpus),
-        f"requests.{SHARED_GPU_RESOURCE}": str(quota.gpus),
+        # Whole GPUs and renamed time-sliced shares each; Kueue's GPU units hold the one ceiling over both.
+        GPU_QUOTA_KEY: str(gpus[GPU_RESOURCE]),
+        f"requests.{SHARED_GPU_RESOURCE}": str(gpus[SHARED_GPU_RESOURCE]),
         "pods": str(quota.pods),
         "persistentvolumeclaims": str(quota.persistent_volume_claims),
         "requests.storage": quota.storage,
@@ -37,9 +41,10 @@ def quota_hard(team: Team) -> dict[str, str]:
 class TeamNamespace(pulumi.ComponentResource):
     def __init__(self, name: str, team: Team, provider: k8s.Provider, *, monitoring_namespace: str,
                  owner: str | None = None, queue_after: list[pulumi.Resource] | None = None,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+                 gpu_quota: Mapping[str, int] | None = None, opts: pulumi.ResourceOptions | None = None) -> None:
         """`owner` is the team the namespace belongs to (a team stack's namespaces share their team's queue);
-        `queue_after` is what installs Kueue, when this stack installs it."""
+        `queue_after` is what installs Kueue, when this stack installs it; `gpu_quota` is per GPU resource what
+        the team's queue can give (the quota.gpus ceiling for each when not given)."""
         super().__init__("mlplatform:team:TeamNamespace", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         owner = owner or team.name
@@ -61,7 +66,7 @@ class TeamNamespace(pulumi.ComponentResource):
         k8s.core.v1.ResourceQuota(
             f"{name}-quota",
             metadata=metadata("team-quota"),
-            spec=ResourceQuotaSpecArgs(hard=quota_hard(team)),
+            spec=ResourceQuotaSpecArgs(hard=quota_hard(team, gpu_quota)),
             opts=in_namespace,
         )
         defaults = team.container_defaults

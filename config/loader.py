@@ -190,10 +190,11 @@ def check_queues(config: PlatformConfig, stack: str) -> list[str]:
         if guaranteed > shape.capacity:
             refuse("teams", f"the teams' queues guarantee {guaranteed} GPUs of pool {pool!r}, which "
                    f"holds at most {shape.capacity}.", "Lower teams[].queue guarantees, add capacity")
-        if not guaranteed and config.teams:
-            warnings.append(f"{PROJECT}:teams: no team's queue is guaranteed GPUs of pool {pool!r}, so no queue can "
-                            "admit work there (queues borrow only what a guarantee lends); give a team a guarantee "
-                            "in it (teams[].queue.gpus).")
+        if not guaranteed and config.teams and not any(share.borrowing and pool in share.pools
+                                                       for share in layout.teams.values()):
+            warnings.append(f"{PROJECT}:teams: no team's queue is guaranteed GPUs of pool {pool!r}, and no team may "
+                            "borrow beyond its guarantee, so no queue can admit work there; give a team a guarantee "
+                            "in it (teams[].queue.gpus) or a quota.gpus above its guarantee.")
     for index, team in enumerate(config.teams):
         where = f"{file}: {PROJECT}:teams[{index}]"
         share = layout.teams[team.name]

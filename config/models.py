@@ -15,7 +15,7 @@ from core.fields import (DNS_SUBDOMAIN, CpuMemory, DnsLabel, GroupName, Model, P
                          positive_quantity, unique_items, unique_names)
 from core.deployer import Deployer
 from clouds import ClusterConfig
-from core.vocabulary import DEFAULT_MONITORING_NAMESPACE, PLATFORM_NAMESPACES
+from core.vocabulary import DEFAULT_MONITORING_NAMESPACE, PLATFORM_NAMESPACES, ROOT_COHORT
 
 # ---- teams ----------------------------------------------------------------------------------------------
 
@@ -81,6 +81,13 @@ def own_namespace(value: str) -> str:
     return value
 
 
+def team_cohort(value: str) -> str:
+    if value == ROOT_COHORT:
+        raise ValueError(f"{value!r} is the Kueue Cohort above every team cohort, which holds the GPUs no team is "
+                         "guaranteed; choose another cohort name")
+    return value
+
+
 class TeamQueue(Model):
     """The team's Kueue ClusterQueue: its guarantee, in a cohort whose teams borrow each other's idle GPUs.
 
@@ -88,8 +95,8 @@ class TeamQueue(Model):
     ceiling is the team's `quota.gpus`, reached by borrowing. An owner reclaims lent GPUs by preemption.
     """
 
-    # Teams in one cohort borrow each other's idle GPUs.
-    cohort: DnsLabel = "platform"
+    # Teams in one cohort borrow each other's idle GPUs (and every team the GPUs no team is guaranteed).
+    cohort: Annotated[DnsLabel, AfterValidator(team_cohort)] = "platform"
     # GPUs the team is guaranteed (default: its whole quota.gpus, so it borrows nothing but still lends);
     # the platform puts them in one pool where one has room.
     guaranteed_gpus: int | None = Field(default=None, ge=0)

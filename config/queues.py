@@ -1,7 +1,8 @@
 """How the teams' GPUs are laid out in Kueue: each team's guarantee per pool, its ceiling, what it lends.
 
 A team's guarantee (Kueue's nominal quota) is held against pool capacity; its ceiling (`quota.gpus`, also its
-namespace's ResourceQuota) is what it may reach by borrowing idle GPUs of its cohort. The layout is computed
+namespace's ResourceQuota) is what it may reach by borrowing idle GPUs of its cohort, and the GPUs no team is
+guaranteed, which a root Cohort above every team cohort holds. The layout is computed
 once, here, so that the config checks, the ClusterQueues and the summary all read the same numbers.
 """
 
@@ -24,13 +25,23 @@ def gpu_resource(sharing: GpuSharing) -> str:
     return GPU_RESOURCE
 
 
+def one_share_per_container(sharing: GpuSharing) -> bool:
+    """Whether the pool's device plugin gives a container at most one GPU unit: NVIDIA's plugin refuses a
+    request for more than one time-sliced share with failRequestsGreaterThanOne, its default (k8s-device-plugin
+    v0.20.0 internal/rm/rm.go ValidateRequest, called by Allocate in internal/plugin/server.go)."""
+    return sharing.time_slicing is not None and sharing.time_slicing.fail_requests_greater_than_one
+
+
 @dataclass(frozen=True)
 class PoolShape:
     name: str
-    # GPU units (shares and MIG slices counted) the pool holds at its largest, and one node of it.
+    # GPU units (shares and MIG slices counted) the pool holds at its largest, and the most one container
+    # (so one single-container pod) may be given on one node of it.
     capacity: int
     node_gpus: int
     resource: str = GPU_RESOURCE
+    # Time-sliced with one share per container: a pod of several GPUs can never run there.
+    shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,7 +61,8 @@ class TeamShare:
 
     @property
     def borrowing(self) -> int:
-        """How far beyond its guarantee, in any one pool, the team may borrow (Kueue's borrowingLimit)."""
+        """How far beyond its guarantee the team may borrow: Kueue's borrowingLimit in each pool, and of the GPU
+        units all its pools' GPUs count as, so that the ceiling holds over every pool together."""
         return max(self.ceiling - self.guaranteed, 0)
 
 
@@ -70,10 +82,22 @@ class QueueLayout:
                 lent[(share.cohort, pool)] = lent.get((share.cohort, pool), 0) + amount
         return lent
 
+    @cached_property
+    def unguaranteed(self) -> dict[str, int]:
+        """Per pool, the GPUs no team is guaranteed: the root Cohort holds them, and every team borrows them."""
+        guaranteed: dict[str, int] = {}
+        for share in self.teams.values():
+            for pool, amount in share.guarantee.items():
+                guaranteed[pool] = guaranteed.get(pool, 0) + amount
+        return {pool: shape.capacity - guaranteed.get(pool, 0) for pool, shape in self.pools.items()
+                if shape.capacity > guaranteed.get(pool, 0)}
+
     def lendable(self, cohort: str, pool: str, *, besides: str) -> int:
-        """GPUs of `pool` the other teams of a cohort lend while idle."""
+        """GPUs of `pool` a team may borrow: what the other teams of its cohort lend while idle, and the GPUs
+        no team is guaranteed."""
         own = self.teams[besides]
-        return self._lent.get((cohort, pool), 0) - (own.lending.get(pool, 0) if own.cohort == cohort else 0)
+        lent = self._lent.get((cohort, pool), 0) - (own.lending.get(pool, 0) if own.cohort == cohort else 0)
+        return lent + self.unguaranteed.get(pool, 0)
 
     def reach(self, team: str, pool: str) -> int:
         """The most GPUs of `pool` a team's queue can be admitted with when its cohort is idle."""
@@ -82,6 +106,15 @@ class QueueLayout:
             return 0
         own = share.guarantee.get(pool, 0)
         return min(share.ceiling, own + min(share.borrowing, self.lendable(share.cohort, pool, besides=team)))
+
+    def resource_ceilings(self, team: str) -> dict[str, int]:
+        """Per GPU resource, the most of it the team's queue can ever be admitted with (its ResourceQuota): a
+        quota caps each resource alone and cannot say that whole GPUs and renamed shares together stay within
+        one ceiling (Kueue's GPU units do), but it holds a resource to what the team's pools of it can give."""
+        share = self.teams[team]
+        return {resource: min(share.ceiling, sum(self.reach(team, pool) for pool in share.pools
+                                                 if self.pools[pool].resource == resource))
+                for resource in (GPU_RESOURCE, SHARED_GPU_RESOURCE)}
 
     def largest_job(self, team: str, *, guaranteed_only: bool = False) -> int:
         """The largest one-node GPU request the team's queue can ever admit (within its guarantee alone)."""
@@ -97,15 +130,18 @@ class QueueLayout:
         return min(limit, max((self.pools[p].node_gpus for p in pools), default=0))
 
 
-def _place(guarantee: int, free: dict[str, int], allowed: Sequence[str]) -> dict[str, int]:
-    """A guarantee put in one pool where one has room for it, the roomiest (a guarantee split over pools strands
+def _place(guarantee: int, free: dict[str, int], allowed: Sequence[str], shared: dict[str, bool]) -> dict[str, int]:
+    """A guarantee put in one pool where one has room for it (a guarantee split over pools strands
     jobs larger than each part); otherwise spread roomiest-first, and what no pool has room for on the roomiest,
     which the capacity check then reports."""
     if not allowed or not guarantee:
         return {}
     by_room = sorted(allowed, key=lambda p: -free[p])
-    if free[by_room[0]] >= guarantee:
-        placed = {by_room[0]: guarantee}
+    # Of the pools with room, the roomiest of whole GPUs before any time-sliced one, whose nodes run no job of
+    # several GPUs.
+    fitting = [pool for pool in by_room if free[pool] >= guarantee]
+    if fitting:
+        placed = {min(fitting, key=lambda pool: shared[pool]): guarantee}
     else:
         placed, left = {}, guarantee
         for pool in by_room:
@@ -134,10 +170,13 @@ def queue_layout(pools: Sequence[PoolShape], teams: Sequence[Team]) -> QueueLayo
         if team.queue.gpus is not None:
             guarantee = {p: n for p, n in team.queue.gpus.items() if p in shapes and n}
         else:
-            guarantee = _place(team.guaranteed_gpus, free, allowed)
+            guarantee = _place(team.guaranteed_gpus, free, allowed, {p: shapes[p].shared for p in shapes})
         lending = {p: n if team.queue.lending_limit is None else min(team.queue.lending_limit, n)
                    for p, n in guarantee.items()}
-        order = tuple(sorted(allowed, key=lambda p: (-guarantee.get(p, 0), allowed.index(p))))
+        # Kueue tries the flavors in this order (flavorassigner.findFlavorForPodSets): pools of whole GPUs before
+        # time-sliced ones, so that a job of several GPUs meets the pools that can run it first; then the team's
+        # guaranteed pools first.
+        order = tuple(sorted(allowed, key=lambda p: (shapes[p].shared, -guarantee.get(p, 0), allowed.index(p))))
         shares[team.name] = TeamShare(name=team.name, cohort=team.queue.cohort, ceiling=team.quota.gpus,
                                       guarantee=guarantee, lending=lending, pools=order)
     return QueueLayout(pools=shapes, teams=shares, dedicated=dedicated)
@@ -153,6 +192,8 @@ def pool_shapes(cluster: GpuPools) -> list[PoolShape]:
         capacity = pool.gpu_capacity() * renamed
         # kind's stand-in pools have a fixed number of nodes, the others a largest size.
         nodes = getattr(pool, "max_nodes", None) or getattr(pool, "nodes", 0)
-        shapes.append(PoolShape(name=pool.name, capacity=capacity, node_gpus=capacity // nodes if nodes else 0,
-                                resource=resource))
+        shared = one_share_per_container(pool.sharing)
+        node_gpus = capacity // nodes if nodes else 0
+        shapes.append(PoolShape(name=pool.name, capacity=capacity, node_gpus=min(node_gpus, 1) if shared else node_gpus,
+                                resource=resource, shared=shared))
     return shapes

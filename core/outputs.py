@@ -30,6 +30,8 @@ MONITORING_NAMESPACE = "monitoringNamespace"
 # Whether pods really run on the cluster (false on make e2e's loopback cluster): what `make verify` can judge.
 PODS_RUN = "podsRun"
 TEAMS = "teams"
+# Per GPU pool, the GPUs no team is guaranteed: Kueue's root Cohort holds them, and every team borrows them.
+UNGUARANTEED_GPUS = "unguaranteedGpus"
 # A team stack's own.
 TEAM = "team"
 NAMESPACES = "namespaces"
@@ -93,6 +95,7 @@ class PlatformOutputs:
     system_node_selector: Mapping[str, str]
     monitoring_namespace: str
     teams: Mapping[str, TeamBudget]
+    unguaranteed_gpus: Mapping[str, int] = field(default_factory=dict)
     kubernetes_version: str = PINNED_KUBERNETES
     # A stack deployed before it exported this ran on a real cluster.
     pods_run: bool = True
@@ -107,6 +110,7 @@ class PlatformOutputs:
             system_node_selector=dict(outputs.get(SYSTEM_NODE_SELECTOR) or {POOL_LABEL: SYSTEM_POOL}),
             monitoring_namespace=str(outputs.get(MONITORING_NAMESPACE) or DEFAULT_MONITORING_NAMESPACE),
             teams={name: TeamBudget.read(team) for name, team in (outputs.get(TEAMS) or {}).items()},
+            unguaranteed_gpus={pool: int(gpus) for pool, gpus in (outputs.get(UNGUARANTEED_GPUS) or {}).items()},
             kubernetes_version=str(outputs.get(KUBERNETES_VERSION) or PINNED_KUBERNETES),
             pods_run=outputs.get(PODS_RUN) is not False, raw=outputs)
 
@@ -142,7 +146,8 @@ def export_platform(*, cloud: str, cluster_name: pulumi.Input[str], cluster_iden
                     kubernetes_version: str,
                     gpu_pools: list[dict[str, Any]], gpu_capacity: int, system_node_selector: Mapping[str, str],
                     grafana: pulumi.Input[Any], grafana_admin_password: pulumi.Input[str], monitoring_namespace: str,
-                    teams: Mapping[str, TeamBudget], pods_run: bool = True) -> None:
+                    teams: Mapping[str, TeamBudget], unguaranteed_gpus: Mapping[str, int],
+                    pods_run: bool = True) -> None:
     pulumi.export(CLOUD, cloud)
     pulumi.export(CLUSTER_NAME, cluster_name)
     pulumi.export(CLUSTER_IDENTITY, cluster_identity)
@@ -158,6 +163,7 @@ def export_platform(*, cloud: str, cluster_name: pulumi.Input[str], cluster_iden
     pulumi.export(PODS_RUN, pods_run)
     # Each team's budget; a team with its own stack fits its namespaces in it.
     pulumi.export(TEAMS, {name: budget.export() for name, budget in teams.items()})
+    pulumi.export(UNGUARANTEED_GPUS, dict(unguaranteed_gpus))
 
 
 def export_team(*, team: str, namespaces: pulumi.Input[list[str]], cluster_name: pulumi.Input[Any],

@@ -34,6 +34,11 @@ class Taint:
 # The taint of every GPU node: only pods that ask for a GPU pool (and per-node GPU agents) land there.
 GPU_TAINT = Taint(key="nvidia.com/gpu", value="present", effect="NoSchedule")
 
+# Kueue's flavor of a time-sliced pool whose shares are plain nvidia.com/gpu carries this taint (in the
+# ResourceFlavor only; the nodes do not have it): Kueue assigns that flavor only to pods that tolerate it, so a pod
+# opts in to shared GPUs, and a pod of several GPUs, which the device plugin would refuse there, never lands on one.
+SHARED_GPU_TAINT = Taint(key="mlplatform.io/gpu-sharing", value="time-slicing", effect="NoSchedule")
+
 # The fake GPU operator runs its device plugin and metrics exporter only on nodes labelled so.
 SIMULATED_GPU_NODE_LABELS = {"nvidia.com/gpu.deploy.device-plugin": "true",
                              "nvidia.com/gpu.deploy.dcgm-exporter": "true"}
@@ -61,6 +66,11 @@ KUEUE_SERVICE_ACCOUNT = "kueue-controller-manager"
 PLATFORM_NAMESPACES = (DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, KUEUE_NAMESPACE)
 
 KUEUE_API = "kueue.x-k8s.io/v1beta2"
+# The Kueue Cohort above every team cohort: it holds the GPUs no team is guaranteed, which every team borrows.
+ROOT_COHORT = "mlplatform"
+# What every GPU of every pool (a whole GPU, a time-sliced share, a MIG slice) also counts as in Kueue, through a
+# resource transformation: one ceiling per team over all its pools, whatever resource each pool advertises.
+GPU_UNITS_RESOURCE = "mlplatform.io/gpu-units"
 
 @dataclass(frozen=True)
 class MlPriorityClass:

@@ -149,6 +149,9 @@ def nodes_of(outputs: Mapping[str, Any], system_labels: Mapping[str, str]) -> li
     for pool in PlatformOutputs.read(outputs).gpu_pools:
         resource = gpu_resource(pool) or "nvidia.com/gpu"
         per_node = pool.schedulable_gpus // max(pool.max_nodes, 1)
+        if resource != "nvidia.com/gpu":
+            # schedulableGpus counts nvidia.com/gpu only; renamed shares are `replicas` per GPU.
+            per_node = pool.gpus_per_node * int(pool.sharing["timeSlicing"]["replicas"])
         taints = []
         for taint in pool.taints:
             key_value, _, effect = taint.rpartition(":")

@@ -30,7 +30,8 @@ def build(config: PlatformConfig) -> None:
         if not team.own_stack:
             TeamNamespace(f"team-{team.name}", team, cluster.provider,
                           monitoring_namespace=config.monitoring.namespace,
-                          queue_after=[queues.release, *queues.cluster_queues])
+                          queue_after=[queues.release, *queues.cluster_queues],
+                          gpu_quota=layout.resource_ceilings(team.name))
 
     export_platform(
         cloud=cluster.cloud, cluster_name=cluster.name, cluster_identity=cluster.identity,
@@ -45,6 +46,7 @@ def build(config: PlatformConfig) -> None:
                                      guarantee=layout.teams[team.name].guarantee, cpu=team.quota.requests.cpu,
                                      memory=team.quota.requests.memory, own_stack=team.own_stack)
                for team in config.teams},
+        unguaranteed_gpus=layout.unguaranteed,
         pods_run=cluster.capabilities.pods_run)
 
 

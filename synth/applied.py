@@ -92,8 +92,9 @@ def _validations(schema: Any, value: Any, path: str) -> Iterator[tuple[str, dict
 
 
 def _kubernetes_functions() -> dict[str, Any]:
-    """The Kubernetes CEL library functions our CRDs' rules use that cel-python lacks (k8s.io/apiserver
-    pkg/cel/library: strings `split`, regex `find`); any other missing one leaves its rule named unevaluated."""
+    """The Kubernetes CEL library functions our CRDs' rules and admission policies use that cel-python lacks
+    (k8s.io/apiserver pkg/cel/library: strings `split`, regex `find`, the quantity library's `quantity`,
+    `compareTo`, `isGreaterThan`, `isLessThan`); any other missing one leaves its rule named unevaluated."""
     from celpy import celtypes
 
     def split(text: Any, separator: Any) -> Any:
@@ -103,7 +104,28 @@ def _kubernetes_functions() -> dict[str, Any]:
         match = re.search(str(pattern), str(text))
         return celtypes.StringType(match.group(0) if match else "")
 
-    return {"split": split, "find": find}
+    def quantity(text: Any) -> _Quantity:
+        return _Quantity(parse_quantity(str(text)))
+
+    def compare_to(left: _Quantity, right: _Quantity) -> Any:
+        return celtypes.IntType((left.value > right.value) - (left.value < right.value))
+
+    def is_greater_than(left: _Quantity, right: _Quantity) -> Any:
+        return celtypes.BoolType(left.value > right.value)
+
+    def is_less_than(left: _Quantity, right: _Quantity) -> Any:
+        return celtypes.BoolType(left.value < right.value)
+
+    return {"split": split, "find": find, "quantity": quantity, "compareTo": compare_to,
+            "isGreaterThan": is_greater_than, "isLessThan": is_less_than}
+
+
+@dataclass(frozen=True)
+class _Quantity:
+    """A value of the Kubernetes CEL quantity library (k8s.io/apiserver pkg/cel/library/quantity.go), which
+    compares quantities in any form the API server accepts (1k, 500m, 2Gi)."""
+
+    value: Decimal
 
 
 @cache

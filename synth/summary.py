@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from core.outputs import PlatformOutputs, TeamOutputs, is_team
+from core.vocabulary import ROOT_COHORT
 from policies.rules import RESOURCE_RULES, STACK_RULES
 from synth.applied import AppliedReport
 from synth.checks import Violation
@@ -37,7 +38,10 @@ def _platform_stack(outputs: PlatformOutputs) -> list[str]:
     teams = outputs.teams
     guaranteed = sum(team.guaranteed_gpus for team in teams.values())
     lines.append(f"Team GPUs guaranteed: {guaranteed} of {outputs.gpu_capacity} GPUs; each team may borrow "
-                 "idle GPUs of its cohort up to its ceiling")
+                 "idle GPUs of its cohort, and the GPUs no team is guaranteed, up to its ceiling")
+    rest = ", ".join(f"{pool} {gpus}" for pool, gpus in outputs.unguaranteed_gpus.items())
+    lines.append(f"  Kueue Cohort {ROOT_COHORT!r} (above every team cohort) holds the GPUs no team is guaranteed: "
+                 f"{rest or 'none'}")
     for name, team in sorted(teams.items()):
         guarantee = ", ".join(f"{pool} {gpus}" for pool, gpus in team.guarantee.items()) or "none"
         own_stack = " (its own stack)" if team.own_stack else ""

@@ -217,6 +217,10 @@ TABLE: list[tuple[Any, ...]] = [
     ("no-gpu-device-env", "a debug container asking for every GPU",
      changed(CPU_POD, ephemeralContainers=[DEBUG_CONTAINER]), "research", False,
      {"old": CPU_POD, "sub_resource": "ephemeralcontainers"}),
+    # A canonical quantity (1k GPUs), on which int(string(q)) erred (issue 24): compared by the quantity library.
+    ("gpu-request-fits-a-node", "a thousand GPUs written 1k", pod(gpus=None, tolerations=[GPU_TOLERATION], containers=[
+        {"name": "main", "image": "nvcr.io/nvidia/pytorch:25.01-py3", "resources": {"limits": {
+            "cpu": "1", "memory": "1Gi", "nvidia.com/gpu": "1k"}}}]), "research", False),
     ("team-priority-classes", "an ML priority class", pod(priorityClassName="ml-training"), "research", True),
     ("team-priority-classes", "no priority class", pod(), "research", True),
     ("team-priority-classes", "the platform's priority class", job(pod(priorityClassName="system-node-critical")),
@@ -317,16 +321,30 @@ def test_policies_match_pod_and_job_creation_and_updates_and_bind_to_team_namesp
             {"key": "mlplatform.io/team", "operator": "Exists"}]}}
 
 
-def _actions(synthesis: Synthesis) -> set[tuple[str, ...]]:
-    return {tuple(r.inputs["spec"]["validationActions"]) for r in synthesis.of_type(
-        "kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicyBinding")}
+# Requests that can never run: refused whatever the enforcement, since a warning would let them hold queue quota.
+ALWAYS_DENIED = {"gpu-request-fits-a-node"}
+
+
+def _actions(synthesis: Synthesis) -> dict[str, tuple[str, ...]]:
+    return {r.inputs["spec"]["policyName"].removeprefix("mlplatform-"): tuple(r.inputs["spec"]["validationActions"])
+            for r in synthesis.of_type("kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicyBinding")}
 
 
 def test_warn_and_audit_on_dev_like_stacks_deny_in_prod_configurable(synthesis):
-    assert _actions(synthesis) == {("Warn", "Audit")}
+    actions = _actions(synthesis)
+    assert {name: a for name, a in actions.items() if name not in ALWAYS_DENIED} == {
+        name: ("Warn", "Audit") for name in set(actions) - ALWAYS_DENIED}
     assert {stack: stack_config(stack).admission_enforcement for stack in PLATFORM_STACKS} == {
         "local": "warn", "dev": "warn", "gcp-dev": "warn", "prod": "deny"}
-    assert _actions(synth_with(cluster={"cloud": "kind"}, admission={"enforcement": "deny"})) == {("Deny", "Audit")}
+    assert set(_actions(synth_with(cluster={"cloud": "kind"}, admission={"enforcement": "deny"})).values()) == {
+        ("Deny", "Audit")}
+
+
+def test_what_can_never_run_is_refused_even_where_policies_only_warn(synthesis):
+    # Issue 24: a container of two time-sliced shares was only warned about on dev-like stacks; Kueue then
+    # admitted it onto the shared pool, whose device plugin fails it.
+    assert {name: a for name, a in _actions(synthesis).items() if name in ALWAYS_DENIED} == {
+        name: ("Deny", "Audit") for name in ALWAYS_DENIED}
 
 
 def test_team_editors_may_declare_monitors_and_prometheus_finds_them(synthesis):
@@ -468,3 +486,47 @@ OWN = network_policy("allow-from-web", {"app": "serve"})
 def test_team_members_keep_the_platforms_network_policies(policies, case, old, new, groups, refused):
     decision = admit(policies["team-network-policies-stay"], new, namespace("research"), groups=groups, old=old)
     assert (decision.judged and not decision.allowed) is refused, case
+# Issue 24: whole GPUs, time-sliced shares advertised as nvidia.com/gpu, and renamed shares.
+SHARED_POOLS = [{"name": "a100", "accelerator": "nvidia-a100-80gb", "gpusPerNode": 2},
+                {"name": "l4", "accelerator": "nvidia-l4", "sharing": {"timeSlicing": {"replicas": 2}}},
+                {"name": "t4s", "sharing": {"timeSlicing": {"replicas": 4, "renameByDefault": True}}}]
+SHARING_TOLERATION = {"key": "mlplatform.io/gpu-sharing", "operator": "Equal", "value": "time-slicing",
+                      "effect": "NoSchedule"}
+
+
+@pytest.fixture(scope="module")
+def shared_pool_policies() -> dict[str, dict[str, Any]]:
+    synthesis = synth_with(cluster={"cloud": "kind", "gpuPools": SHARED_POOLS}, teams=[_team("research", 2)])
+    return {r.inputs["metadata"]["name"].removeprefix("mlplatform-"): r.inputs
+            for r in synthesis.of_type("kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicy")}
+
+
+def shares(amount: int) -> dict[str, Any]:
+    renamed = pod(gpus=None, tolerations=[GPU_TOLERATION])
+    renamed["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu.shared"] = amount
+    return renamed
+
+
+@pytest.mark.parametrize("case, obj, admitted", [
+    ("two renamed shares in one container", job(shares(2)), False),
+    ("one renamed share", job(shares(1)), True),
+    ("two GPUs selecting the time-sliced pool", pod(gpus=2, nodeSelector={"mlplatform.io/pool": "l4"}), False),
+    ("two GPUs allowing the time-sliced pool by affinity", job(pod(gpus=2, affinity=affinity(
+        "mlplatform.io/pool", "a100", "l4"))), False),
+    ("two GPUs tolerating the shared flavor's taint", pod(gpus=2, tolerations=[GPU_TOLERATION, SHARING_TOLERATION]),
+     False),
+    ("one share of the time-sliced pool", pod(gpus=1, nodeSelector={"mlplatform.io/pool": "l4"},
+                                              tolerations=[GPU_TOLERATION, SHARING_TOLERATION]), True),
+    ("two whole GPUs on a100", pod(gpus=2, nodeSelector={"mlplatform.io/pool": "a100"}), True),
+    # Kueue gives it no time-sliced flavor: it does not tolerate their taint.
+    ("two GPUs, no pool chosen", job(pod(gpus=2)), True),
+    ("three GPUs, more than a whole-GPU node", pod(gpus=3), False),
+], ids=lambda value: value if isinstance(value, str) else "")
+def test_more_than_one_share_per_container_is_refused_on_time_sliced_pools(shared_pool_policies, case, obj, admitted):
+    decision = admit(shared_pool_policies["gpu-request-fits-a-node"], obj, namespace("research"))
+    assert decision.allowed is admitted, decision.failures
+    if not admitted and "more than a whole-GPU node" not in case:
+        # The API server reports the first failing check: this one, naming the pools.
+        assert "on a time-sliced pool (l4, t4s)" in decision.failures[0], decision.failures
+        assert "whole GPUs on another pool (a100)" in decision.failures[0]
+    assert check_manifests([obj]).errors == []

@@ -17,10 +17,14 @@ def test_a_quota_change_is_an_update_of_that_input():
     before = plan(synth_with(cluster=KIND, teams=[team("research", gpus=1)]))
     after = plan(synth_with(cluster=KIND, teams=[team("research", gpus=0)]))
     diff = plan_diff("test", before, after)
+    # The guarantee, in GPU units and in the pool; the GPU it no longer holds goes to the root Cohort.
     assert [(r["name"], paths) for r, paths in diff.updated] == [
-        ("queues-research", ["spec.resourceGroups[1].flavors[0].resources[0].lendingLimit",
+        ("queues-research", ["spec.resourceGroups[0].flavors[0].resources[2].lendingLimit",
+                             "spec.resourceGroups[0].flavors[0].resources[2].nominalQuota",
+                             "spec.resourceGroups[1].flavors[0].resources[0].lendingLimit",
                              "spec.resourceGroups[1].flavors[0].resources[0].nominalQuota"]),
-        ("team-research-quota", ["spec.hard.requests.nvidia.com/gpu", "spec.hard.requests.nvidia.com/gpu.shared"])]
+        ("queues-cohort-mlplatform", ["spec.resourceGroups"]),
+        ("team-research-quota", ["spec.hard.requests.nvidia.com/gpu"])]
     assert not (diff.created or diff.replaced or diff.deleted)
     expected = "~  update   kubernetes:core/v1:ResourceQuota  team-research-quota: spec.hard.requests.nvidia.com/gpu"
     assert expected in diff.render()

@@ -19,6 +19,8 @@ from tests.cel import crd_violations
 from tests.chart_values import chart_values, unknown_keys
 from tests.conftest import PLATFORM_STACKS, stack_config, synth_with
 from synth.render import stack_synthesis
+from synth.summary import _platform_stack
+from core.outputs import PlatformOutputs
 from versions import KUEUE, KUEUE_IMAGE_TAG
 
 # One node of each: a job of up to 4 GPUs fits t4, up to 2 fits a100.
@@ -43,7 +45,7 @@ def team(name: str, quota_gpus: int, **queue: Any) -> dict[str, Any]:
 
 def gpu_flavors(queue: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
     """pool -> resource -> its numbers, of a ClusterQueue's GPU resource group."""
-    (group,) = [g for g in queue["spec"]["resourceGroups"] if g["coveredResources"] != ["cpu", "memory"]]
+    (group,) = [g for g in queue["spec"]["resourceGroups"] if "cpu" not in g["coveredResources"]]
     return {f["name"]: {r["name"]: r for r in f["resources"]} for f in group["flavors"]}
 
 
@@ -166,8 +168,9 @@ def test_a_team_is_guaranteed_some_gpus_and_borrows_idle_ones_up_to_its_ceiling(
     assert list(flavors) == ["t4", "a100"]
     assert research["spec"]["flavorFungibility"] == {"whenCanBorrow": "TryNextFlavor",
                                                      "whenCanPreempt": "TryNextFlavor"}
-    cpu = {r["name"]: r["nominalQuota"] for r in research["spec"]["resourceGroups"][0]["flavors"][0]["resources"]}
-    assert cpu == {"cpu": "8", "memory": "32Gi"}
+    cpu = {r["name"]: r for r in research["spec"]["resourceGroups"][0]["flavors"][0]["resources"]}
+    assert {name: r["nominalQuota"] for name, r in cpu.items()} == {"cpu": "8", "memory": "32Gi",
+                                                                    "mlplatform.io/gpu-units": "2"}
     assert kueue(shared, "ClusterQueue")["sandbox"]["spec"]["cohortName"] == "sandbox"
     # The namespace's ResourceQuota sits at the ceiling, so it does not stop the borrowing.
     quota = next(r.inputs for r in shared.of_type("kubernetes:core/v1:ResourceQuota")
@@ -232,18 +235,27 @@ def test_team_stack_namespaces_share_their_teams_queue(local_synth):
 
 
 def test_renamed_time_sliced_shares_are_queued_and_quota_d():
+    # b is guaranteed 4 shares and borrows a's idle whole GPUs for its jobs of 2 (a share runs one per container).
     synthesis = synth_with(cluster={"cloud": "kind", "gpuPools": [
         {"name": "t4", "gpusPerNode": 2},
         {"name": "shared", "sharing": {"timeSlicing": {"replicas": 4, "renameByDefault": True}}}]},
-        teams=[team("a", 2), team("b", 4, gpus={"shared": 4})])
+        teams=[team("a", 2), team("b", 6, gpus={"shared": 4})])
     flavors = gpu_flavors(kueue(synthesis, "ClusterQueue")["b"])
     assert flavors["shared"]["nvidia.com/gpu.shared"]["nominalQuota"] == "4"
     assert flavors["shared"]["nvidia.com/gpu"] == {"name": "nvidia.com/gpu", "nominalQuota": "0",
                                                    "borrowingLimit": "0", "lendingLimit": "0"}
     assert flavors["t4"]["nvidia.com/gpu.shared"]["nominalQuota"] == "0"
+    # Whole GPUs first, though the guarantee is in the shared pool.
+    assert list(flavors) == ["t4", "shared"]
     hard = next(r.inputs for r in synthesis.of_type("kubernetes:core/v1:ResourceQuota")
                 if r.inputs["metadata"]["namespace"] == "b")["spec"]["hard"]
-    assert hard["requests.nvidia.com/gpu.shared"] == hard["requests.nvidia.com/gpu"] == "4"
+    # Issue 24: each resource had the whole ceiling (6 + 6). A quota cannot cap the two together, but it holds
+    # each to what b's queue can give of it: its 4 shares, and the 2 whole GPUs it may borrow.
+    assert (hard["requests.nvidia.com/gpu.shared"], hard["requests.nvidia.com/gpu"]) == ("4", "2")
+    # The team without renamed shares may not ask for them at all (Kueue's queue does not cover them either).
+    hard_a = next(r.inputs for r in synthesis.of_type("kubernetes:core/v1:ResourceQuota")
+                  if r.inputs["metadata"]["namespace"] == "a")["spec"]["hard"]
+    assert (hard_a["requests.nvidia.com/gpu.shared"], hard_a["requests.nvidia.com/gpu"]) == ("0", "2")
 
 
 def test_mixed_mig_is_refused_because_no_quota_could_count_it():
@@ -262,13 +274,13 @@ def test_a_pool_dedicated_to_a_team_is_in_no_other_teams_queue():
 
 
 def test_kueue_objects_validate_against_their_crds_schemas_and_cel_rules(shared, upstream):
-    objects = [o for kind in ("ResourceFlavor", "ClusterQueue", "WorkloadPriorityClass")
+    objects = [o for kind in ("ResourceFlavor", "ClusterQueue", "WorkloadPriorityClass", "Cohort")
                for o in kueue(shared, kind).values()] + list(local_queues(shared).values())
     report = check_manifests(objects, upstream_dir=upstream)
     assert report.errors == [] and report.unchecked == [] and len(report.checked) == len(objects)
     crds = upstream / "kueue" / "crds"
     plural = {"ClusterQueue": "clusterqueues", "LocalQueue": "localqueues", "ResourceFlavor": "resourceflavors",
-              "WorkloadPriorityClass": "workloadpriorityclasses"}
+              "WorkloadPriorityClass": "workloadpriorityclasses", "Cohort": "cohorts"}
     for obj in objects:
         crd = crds / f"kueue.x-k8s.io_{plural[obj['kind']]}.yaml"
         assert crd_violations(crd, "v1beta2", obj) == [], obj["metadata"]["name"]
@@ -354,7 +366,8 @@ def test_every_stack_in_the_repo_lets_a_team_borrow():
     ([team("a", 2, gpus={"t4": 3})], "mlplatform:teams[0]: queue.gpus: 3 guaranteed GPUs, more than the team's "
                                      "quota.gpus (2), its ceiling"),
     ([team("a", 3, guaranteedGpus=1, gpus={"t4": 1})], "mlplatform:teams[0].queue: both gpus and guaranteedGpus"),
-    ([team("a", 3, gpus={"t4": 0}), team("b", 1, lendingLimit=1)],
+    ([team("a", 3, gpus={"t4": 0}), team("b", 4, gpus={"t4": 4}, lendingLimit=1),
+      team("c", 2, gpus={"a100": 2}, lendingLimit=0)],
      "mlplatform:teams[0].queue: the team may borrow up to 3 GPUs (quota.gpus 3 minus 0 guaranteed), but its cohort "
      "'platform' can lend it at most 1"),
     ([team("a", 3, gpus={"a100": 3})], "the teams' queues guarantee 3 GPUs of pool 'a100', which holds at most 2"),
@@ -385,3 +398,144 @@ def test_cluster_queue_quantities_are_strings_as_the_api_server_returns_them(sha
                 for resource in flavor["resources"]:
                     numbers = {k: v for k, v in resource.items() if k != "name"}
                     assert all(isinstance(v, str) for v in numbers.values()), resource
+
+
+# Issue 24: whole GPUs, time-sliced shares advertised as nvidia.com/gpu, and renamed shares.
+SHARED_POOLS = [{"name": "l4", "accelerator": "nvidia-l4", "nodes": 2, "sharing": {"timeSlicing": {"replicas": 2}}},
+                {"name": "a100", "accelerator": "nvidia-a100-80gb", "gpusPerNode": 2},
+                {"name": "t4s", "sharing": {"timeSlicing": {"replicas": 4, "renameByDefault": True}}}]
+
+
+@pytest.fixture(scope="module")
+def shared_pools() -> Synthesis:
+    return synth_with(cluster={"cloud": "kind", "gpuPools": SHARED_POOLS}, teams=[
+        team("research", 6, gpus={"l4": 4}), team("inference", 2), team("sandbox", 1, cohort="sandbox")])
+
+
+def test_a_time_sliced_pool_counts_as_one_gpu_per_container():
+    # NVIDIA's device plugin refuses a container more than one share (failRequestsGreaterThanOne, its default):
+    # a 2-GPU job is admissible only where whole GPUs are. Guaranteed 4 L4 shares and nothing else to borrow,
+    # research could never run one.
+    with pytest.raises(ConfigError, match=re.escape(
+            "mlplatform:teams[0].queue: a job of 2 GPUs on one node is within the team's quota.gpus (4) and a node "
+            "of some pool holds it, but no pool can ever admit it: at most a100 0, l4 4")):
+        synth_with(cluster={"cloud": "kind", "gpuPools": SHARED_POOLS[:2]},
+                   teams=[team("research", 4, gpus={"l4": 4}), team("inference", 2, gpus={"a100": 2},
+                                                                  lendingLimit=0)])
+    # Nor is a default guarantee placed on time-sliced shares while a pool of whole GPUs has room.
+    placed = synth_with(cluster={"cloud": "kind", "gpuPools": SHARED_POOLS[:2]}, teams=[team("inference", 2)])
+    assert placed.outputs["teams"]["inference"]["guarantee"] == {"a100": 2}
+
+
+def test_kueue_tries_whole_gpus_before_time_sliced_shares(shared_pools):
+    queues = kueue(shared_pools, "ClusterQueue")
+    # research's guarantee is in l4, yet a job meets a100 first: Kueue takes the first flavor that fits
+    # without borrowing (whenCanBorrow TryNextFlavor), so a job of several GPUs is not put on shares.
+    assert list(gpu_flavors(queues["research"])) == ["a100", "l4", "t4s"]
+    assert list(gpu_flavors(queues["inference"])) == ["a100", "l4", "t4s"]
+
+
+def test_only_pods_that_tolerate_sharing_are_given_time_sliced_gpus(shared_pools):
+    flavors = kueue(shared_pools, "ResourceFlavor")
+    assert flavors["l4"]["spec"]["nodeTaints"] == [
+        {"key": "mlplatform.io/gpu-sharing", "value": "time-slicing", "effect": "NoSchedule"}]
+    # The flavor does not tolerate it for the pod (Kueue adds a flavor's tolerations before it checks).
+    assert all(t["key"] != "mlplatform.io/gpu-sharing" for t in flavors["l4"]["spec"]["tolerations"])
+    # Renamed shares are asked for by name; whole GPUs are never refused.
+    assert "nodeTaints" not in flavors["t4s"]["spec"] and "nodeTaints" not in flavors["a100"]["spec"]
+
+
+def test_gpus_no_team_is_guaranteed_are_held_by_a_root_cohort_every_team_borrows(shared_pools):
+    cohorts = kueue(shared_pools, "Cohort")
+    assert set(cohorts) == {"mlplatform", "platform", "sandbox"}
+    # l4: 2 nodes x 2 shares, all 4 guaranteed to research; a100: 2, both to inference; t4s: 4 shares, 1 to sandbox.
+    root = cohorts["mlplatform"]["spec"]
+    assert "parentName" not in root
+    units, gpus = root["resourceGroups"]
+    assert units == {"coveredResources": ["mlplatform.io/gpu-units"], "flavors": [
+        {"name": "default", "resources": [{"name": "mlplatform.io/gpu-units", "nominalQuota": "3"}]}]}
+    assert gpus == {"coveredResources": ["nvidia.com/gpu.shared"], "flavors": [
+        {"name": "t4s", "resources": [{"name": "nvidia.com/gpu.shared", "nominalQuota": "3"}]}]}
+    # Team cohorts lend nothing up to the root: no team borrows another cohort's idle guarantee.
+    for name in ("platform", "sandbox"):
+        spec = cohorts[name]["spec"]
+        assert spec["parentName"] == "mlplatform"
+        lent = [r.get("lendingLimit") for group in spec["resourceGroups"] for f in group["flavors"]
+                for r in f["resources"]]
+        assert lent and set(lent) == {"0"}
+    # The ClusterQueues are created after their Cohorts and deleted before them.
+    urns = {r.inputs["metadata"]["name"]: r.urn for r in shared_pools.resources if r.inputs.get("kind") == "Cohort"}
+    for queue in (r for r in shared_pools.resources if r.inputs.get("kind") == "ClusterQueue"):
+        assert urns[queue.inputs["spec"]["cohortName"]] in queue.depends_on
+    assert all(urns["mlplatform"] in r.depends_on for r in shared_pools.resources
+               if r.inputs.get("kind") == "Cohort" and r.inputs["metadata"]["name"] != "mlplatform")
+
+
+def test_the_unguaranteed_gpus_let_a_team_borrow_what_no_cohort_member_lends():
+    # Before, research could borrow only what inference lends (nothing), so its ceiling was refused, and the t4
+    # GPUs nobody is guaranteed were never admitted at all.
+    synthesis = synth_with(cluster={"cloud": "kind", "gpuPools": POOLS}, teams=[
+        team("research", 2, gpus={"t4": 0}), team("inference", 2, gpus={"a100": 2}, lendingLimit=0)])
+    units, gpus = kueue(synthesis, "Cohort")["mlplatform"]["spec"]["resourceGroups"]
+    assert units["flavors"][0]["resources"] == [{"name": "mlplatform.io/gpu-units", "nominalQuota": "4"}]
+    assert gpus["flavors"] == [{"name": "t4", "resources": [{"name": "nvidia.com/gpu", "nominalQuota": "4"}]}]
+    assert synthesis.outputs["unguaranteedGpus"] == {"t4": 4}
+    # The summary said they could be borrowed while nothing could admit them; it now names where they are.
+    summary = _platform_stack(PlatformOutputs.read(synthesis.outputs))
+    assert "  Kueue Cohort 'mlplatform' (above every team cohort) holds the GPUs no team is guaranteed: t4 4" in summary
+
+
+def test_the_root_cohort_name_is_not_a_team_cohort():
+    with pytest.raises(ConfigError, match=r"teams\[0\]\.queue\.cohort: .*'mlplatform' is the Kueue Cohort above "
+                                          "every team cohort"):
+        synth_with(cluster={"cloud": "kind", "gpuPools": POOLS}, teams=[team("a", 1, cohort="mlplatform")])
+
+
+def test_cpu_and_memory_are_never_borrowed_beyond_the_resource_quota(shared):
+    # The ResourceQuota caps requests.cpu and requests.memory at the team's quota: a job Kueue admitted on
+    # borrowed CPU could not create its pods, would hold its GPUs until waitForPodsReady evicts it, and be
+    # admitted again, in a loop.
+    for name, queue in kueue(shared, "ClusterQueue").items():
+        (flavor,) = queue["spec"]["resourceGroups"][0]["flavors"]
+        numbers = {r["name"]: r for r in flavor["resources"]}
+        quota = next(r.inputs for r in shared.of_type("kubernetes:core/v1:ResourceQuota")
+                     if r.inputs["metadata"]["namespace"] == name)["spec"]["hard"]
+        for resource in ("cpu", "memory"):
+            assert numbers[resource]["borrowingLimit"] == "0", (name, resource)
+            assert numbers[resource]["nominalQuota"] == quota[f"requests.{resource}"], (name, resource)
+
+
+def test_one_gpu_ceiling_over_whole_and_renamed_pools(shared_pools):
+    # Every GPU, whole or a renamed share, also counts as a GPU unit (Kueue's resource transformations, Retain
+    # keeping the GPU resource the pools' flavors hold); the units are what the team's ceiling caps.
+    transformations = manager_config(shared_pools)["resources"]["transformations"]
+    assert transformations == [
+        {"input": "nvidia.com/gpu", "strategy": "Retain", "outputs": {"mlplatform.io/gpu-units": "1"}},
+        {"input": "nvidia.com/gpu.shared", "strategy": "Retain", "outputs": {"mlplatform.io/gpu-units": "1"}}]
+    research = kueue(shared_pools, "ClusterQueue")["research"]
+    (units,) = [r for r in research["spec"]["resourceGroups"][0]["flavors"][0]["resources"]
+                if r["name"] == "mlplatform.io/gpu-units"]
+    # Guaranteed 4, ceiling 6: 2 more units borrowed in all pools together, where each pool alone allows 2.
+    assert units == {"name": "mlplatform.io/gpu-units", "nominalQuota": "4", "borrowingLimit": "2",
+                     "lendingLimit": "4"}
+    flavors = gpu_flavors(research)
+    borrowing = [flavors[p][r]["borrowingLimit"] for p, r in (("a100", "nvidia.com/gpu"), ("l4", "nvidia.com/gpu"),
+                                                               ("t4s", "nvidia.com/gpu.shared"))]
+    assert borrowing == ["2", "2", "2"]
+
+
+def test_a_pool_that_hands_out_several_shares_is_not_one_gpu_per_container():
+    # With failRequestsGreaterThanOne off, the device plugin gives a container several shares (of any GPUs):
+    # jobs of several shares are admissible there, and Kueue needs no opt-in taint.
+    pools = [{"name": "l4", "accelerator": "nvidia-l4", "nodes": 2,
+              "sharing": {"timeSlicing": {"replicas": 2, "failRequestsGreaterThanOne": False}}}]
+    synthesis = synth_with(cluster={"cloud": "kind", "gpuPools": pools}, teams=[team("research", 2)])
+    assert "nodeTaints" not in kueue(synthesis, "ResourceFlavor")["l4"]["spec"]
+    assert synthesis.warnings == []
+
+
+def test_a_slow_starting_serving_pod_is_not_evicted_after_kueues_default_30_minutes(shared):
+    # Issue 24: each serving pod is its own Kueue workload, evicted when not Ready within waitForPodsReady's
+    # timeout (30 minutes by default, apis/config/v1beta2/defaults.go), which a model's cold start can exceed.
+    wait = manager_config(shared)["waitForPodsReady"]
+    assert wait == {"timeout": "1h"} and "recoveryTimeout" not in wait  # recovery: as long (Kueue's default)

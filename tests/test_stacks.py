@@ -108,6 +108,8 @@ def test_make_synth_command_writes_the_output_and_a_summary(tmp_path):
                             cwd=PROJECT_DIR, capture_output=True, text=True, check=True)
     assert "Stack local: kind cluster 'mlplatform'" in result.stdout
     assert "Team GPUs guaranteed: 4 of 4 GPUs" in result.stdout
+    assert "Kueue Cohort 'mlplatform' (above every team cohort) holds the GPUs no team is guaranteed: none" in \
+        result.stdout
     assert "research                 1 GPU guaranteed (t4 1), ceiling 3 GPU" in result.stdout
     assert (tmp_path / "local" / "plan.json").is_file()
     assert any((tmp_path / "local" / "manifests").glob("research__resourcequota__*.yaml"))

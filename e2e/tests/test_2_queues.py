@@ -2,7 +2,8 @@
 GPUs on the fake nodes of each pool, as README "Fair sharing of GPUs: Kueue" says.
 
 The e2e stack's a100 pool is 2 nodes of 4 GPUs: research is guaranteed 4 (ceiling 6), inference 2 and vision 2
-(both lent while idle); t4 is one GPU time-sliced into 4 `nvidia.com/gpu.shared`, all guaranteed to inference.
+(both lent while idle); t4 is 2 nodes of one GPU time-sliced into 4 `nvidia.com/gpu.shared`, 4 guaranteed to
+inference and 4 held by the root Cohort `mlplatform`, which every team borrows.
 kwok marks bound pods Running and they stay so (holding their quota) until deleted. Each test deletes what it
 made, except the last, which leaves one admitted job for test_9's destroy (issue 23).
 """
@@ -16,7 +17,8 @@ from typing import Any
 import pytest
 
 from core.outputs import PlatformOutputs, PoolOutput
-from core.vocabulary import DEFAULT_LOCAL_QUEUE, GPU_RESOURCE, SHARED_GPU_RESOURCE, TEAM_LABEL
+from core.vocabulary import (DEFAULT_LOCAL_QUEUE, GPU_RESOURCE, POOL_LABEL, SHARED_GPU_RESOURCE, SHARED_GPU_TAINT,
+                             TEAM_LABEL)
 from e2e.cluster import ApiError, LoopbackCluster, has_condition
 from e2e.lifecycle import Platform
 
@@ -36,9 +38,11 @@ def pools(e2e: Platform) -> dict[str, PoolOutput]:
 
 
 def job(namespace: str, gpus: int, *, resource: str = GPU_RESOURCE, queue: str | None = None,
-        priority: str = "ml-training", extra: Mapping[str, str] | None = None) -> dict[str, Any]:
+        priority: str = "ml-training", extra: Mapping[str, str] | None = None,
+        pod: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A Job of one pod asking for `gpus` of `resource` (and `extra` resources), restricted-compliant (inference's
-    namespace enforces it), queued to `queue` (the team's own by default; "" for none)."""
+    namespace enforces it), queued to `queue` (the team's own by default; "" for none); `pod` adds pod-spec
+    fields."""
     name = f"q{next(_names)}-{gpus}gpu"
     labels = {PRIORITY_LABEL: priority}
     queue = namespace if queue is None else queue
@@ -56,7 +60,7 @@ def job(namespace: str, gpus: int, *, resource: str = GPU_RESOURCE, queue: str |
                 "name": "train", "image": "nvcr.io/nvidia/pytorch:25.01-py3", "command": ["python", "train.py"],
                 "resources": {"requests": amounts, "limits": amounts},
                 "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-            }]}}},
+            }], **(pod or {})}}},
     }
 
 
@@ -127,6 +131,22 @@ def jobs(e2e: Platform) -> Iterator[list[dict[str, Any]]]:
     made: list[dict[str, Any]] = []
     yield made
     remove(e2e.cluster, *made)
+
+
+def decision(cluster: LoopbackCluster, job_obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The Job's Workload once Kueue decided: admitted, or evaluated and left pending (QuotaReserved False, with
+    Kueue's reason in its message)."""
+    def probe() -> dict[str, Any] | None:
+        wl = workload(cluster, job_obj)
+        if wl and (has_condition(wl, "Admitted") or has_condition(wl, "QuotaReserved", "False")):
+            return wl
+        return None
+    return cluster.wait(f"Kueue's decision on Job {job_obj['metadata']['name']}", probe, ADMIT_SECONDS)
+
+
+def pending_because(wl: Mapping[str, Any]) -> str:
+    assert not has_condition(wl, "Admitted"), wl["status"].get("admission")
+    return next(c["message"] for c in wl["status"]["conditions"] if c["type"] == "QuotaReserved")
 
 
 def cluster_queue_usage(cluster: LoopbackCluster, name: str, flavor: str, resource: str) -> tuple[int, int]:
@@ -248,11 +268,6 @@ def test_one_time_sliced_share_runs_on_t4(e2e: Platform, pools, jobs):
     assert on_pool(node_labels(cluster, running_pod(cluster, created)), pools["t4"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 24, not fixed: nothing refuses 2 time-sliced shares in one container. The admission policy "
-    "mlplatform-gpu-request-fits-a-node allows up to a node's shares (4), and only warns on dev-like stacks; "
-    "Kueue admits it onto t4 within inference's 4 guaranteed shares; the scheduler binds it to the t4 node, "
-    "whose device plugin (failRequestsGreaterThanOne) would then fail the pod"))
 def test_a_job_of_two_time_sliced_shares_is_never_placed_on_t4(e2e: Platform, pools, jobs):
     # The t4 device plugin refuses more than one share per container (failRequestsGreaterThanOne): a pod bound
     # there with 2 would fail at the kubelet. It must be refused before, never admitted onto t4.
@@ -264,14 +279,75 @@ def test_a_job_of_two_time_sliced_shares_is_never_placed_on_t4(e2e: Platform, po
         return
     jobs.append(created)
 
-    def decided() -> dict[str, Any] | None:
-        # Admitted, or evaluated by Kueue's scheduler and left pending (QuotaReserved False, with its reason).
-        wl = workload(cluster, created)
-        if wl and (has_condition(wl, "Admitted") or has_condition(wl, "QuotaReserved", "False")):
-            return wl
-        return None
-    wl = cluster.wait("Kueue's decision on the Job", decided, ADMIT_SECONDS)
+    wl = decision(cluster, created)
     assert not has_condition(wl, "Admitted"), f"admitted onto {flavor_of(wl, SHARED_GPU_RESOURCE)}"
+
+
+def test_a_pod_that_opts_in_gets_one_share_of_the_time_sliced_l4(e2e: Platform, pools, jobs):
+    # l4's shares are plain nvidia.com/gpu; its flavor carries SHARED_GPU_TAINT, which this pod tolerates. No
+    # team is guaranteed l4: research borrows the share from the root Cohort.
+    cluster = e2e.cluster
+    created = submit(cluster, job("research", 1, pod={"nodeSelector": {POOL_LABEL: "l4"},
+                                                      "tolerations": [SHARED_GPU_TAINT.toleration()]}))
+    jobs.append(created)
+    assert flavor_of(admitted(cluster, created), GPU_RESOURCE) == "l4"
+    assert on_pool(node_labels(cluster, running_pod(cluster, created)), pools["l4"])
+
+
+def test_a_two_gpu_job_waits_for_whole_gpus_rather_than_take_time_sliced_l4(e2e: Platform, vision_stand_in,
+                                                                            jobs):
+    # Issue 24's blocker: with the A100s all in use, Kueue went on to the next flavor that fits; l4's 2 shares
+    # would, and its device plugin (failRequestsGreaterThanOne) would then fail the pod. Now the job waits.
+    cluster = e2e.cluster
+    for namespace, gpus, queue in (("research", 4, None), ("inference", 2, None), (vision_stand_in, 2, "vision")):
+        created = submit(cluster, job(namespace, gpus, queue=queue))
+        jobs.append(created)
+        assert flavor_of(admitted(cluster, created), GPU_RESOURCE) == "a100"
+    waiting = submit(cluster, job("research", 2))
+    jobs.append(waiting)
+    reason = pending_because(decision(cluster, waiting))
+    # (Kueue prints the taint as a Go struct, its key inside.)
+    assert "untolerated taint" in reason and SHARED_GPU_TAINT.key in reason and "in flavor l4" in reason, reason
+
+
+def test_a_team_borrows_gpus_no_team_is_guaranteed_through_the_root_cohort(e2e: Platform, pools, jobs):
+    # Issue 24: t4's 4 unguaranteed shares could never be admitted. Inference fills its 4 guaranteed shares, so
+    # that nothing of a team is left to lend: research's share can only come from the root Cohort.
+    cluster = e2e.cluster
+    for _ in range(4):
+        jobs.append(submit(cluster, job("inference", 1, resource=SHARED_GPU_RESOURCE)))
+    for created in jobs:
+        assert flavor_of(admitted(cluster, created), SHARED_GPU_RESOURCE) == "t4"
+    borrowing = submit(cluster, job("research", 1, resource=SHARED_GPU_RESOURCE))
+    jobs.append(borrowing)
+    assert flavor_of(admitted(cluster, borrowing), SHARED_GPU_RESOURCE) == "t4"
+    assert on_pool(node_labels(cluster, running_pod(cluster, borrowing)), pools["t4"])
+    cluster.wait("research borrowing 1 t4 share", lambda: cluster_queue_usage(
+        cluster, "research", "t4", SHARED_GPU_RESOURCE) == (1, 1), ADMIT_SECONDS)
+    assert cluster.get(f"{KUEUE}/cohorts/platform")["spec"]["parentName"] == "mlplatform"
+
+
+def test_the_gpu_ceiling_holds_over_whole_gpus_and_shares_together(e2e: Platform, jobs):
+    # Issue 24: research's ceiling is 6 GPUs. Its 4 guaranteed A100s and 2 borrowed t4 shares reach it, so one
+    # more A100 is not admitted, though a100 alone would let it borrow 2 of inference's idle ones (and its
+    # ResourceQuota, a limit per resource, would hold 5 A100s beside 2 shares).
+    cluster = e2e.cluster
+    for gpus, resource in ((4, GPU_RESOURCE), (1, SHARED_GPU_RESOURCE), (1, SHARED_GPU_RESOURCE)):
+        created = submit(cluster, job("research", gpus, resource=resource))
+        jobs.append(created)
+        admitted(cluster, created)
+    over = submit(cluster, job("research", 1))
+    jobs.append(over)
+    assert "mlplatform.io/gpu-units" in pending_because(decision(cluster, over))
+
+
+def test_cpu_beyond_the_teams_quota_is_never_admitted(e2e: Platform, jobs):
+    # Issue 24: Kueue let research borrow inference's idle CPU, while research's ResourceQuota (32 CPUs) refuses
+    # the pod: the job held its GPU until waitForPodsReady evicted it, and was admitted again, in a loop.
+    cluster = e2e.cluster
+    created = submit(cluster, job("research", 1, extra={"cpu": "40"}))
+    jobs.append(created)
+    assert "cpu" in pending_because(decision(cluster, created))
 
 
 @pytest.mark.parametrize("extra", [{"vpc.amazonaws.com/efa": "1"}, {"ephemeral-storage": "10Gi"},

@@ -180,12 +180,23 @@ VIOLATIONS: list[tuple[str, dict[str, Any], str]] = [
     ("job-requiring-the-system-pool", as_job(changed(cpu_pod("inference"),
                                                      affinity=required_affinity(POOL_LABEL, "system"))),
      "team-pools-only"),
-    ("pod-asking-more-gpus-than-a-node-has", gpu_pod(gpus=5), "gpu-request-fits-a-node"),
-    ("job-asking-a-gpu-resource-no-pool-has", as_job(gpu_pod("inference", resource="nvidia.com/mig-1g.10gb")),
-     "gpu-request-fits-a-node"),
     ("pod-with-a-system-priority-class", changed(cpu_pod(), priorityClassName="system-cluster-critical"),
      "team-priority-classes"),
 ]
+
+# What can never run: refused even where the policies only warn (the policy and a piece of its message).
+NEVER_RUNS: list[tuple[str, dict[str, Any], str]] = [
+    ("pod-asking-more-gpus-than-a-node-has", gpu_pod(gpus=5), "more GPUs than any node offers"),
+    ("job-asking-a-gpu-resource-no-pool-has", as_job(gpu_pod("inference", resource="nvidia.com/mig-1g.10gb")),
+     "a GPU resource no pool has"),
+    # Issue 24: the t4 device plugin gives a container one share at most (failRequestsGreaterThanOne).
+    ("job-asking-two-time-sliced-shares",
+     as_job(gpu_pod("inference", gpus=2, resource="nvidia.com/gpu.shared", pool="t4")),
+     "more than one GPU on a time-sliced pool (t4, l4)"),
+    ("pod-asking-two-gpus-on-the-time-sliced-pool", gpu_pod(gpus=2, pool="t4"),
+     "more than one GPU on a time-sliced pool (t4, l4)"),
+]
+ALWAYS_DENIED = {"gpu-request-fits-a-node"}
 
 COMPLIANT: list[tuple[str, dict[str, Any]]] = [
     ("cpu-pod", cpu_pod()),
@@ -209,8 +220,9 @@ def test_every_policy_warns_and_audits_in_team_namespaces(e2e: Platform):
     bindings = {b["metadata"]["name"]: b["spec"] for b in
                 e2e.cluster.get("/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings")["items"]}
     assert set(bindings) == {f"mlplatform-{name}" for name in POLICIES}
-    for spec in bindings.values():
-        assert spec["validationActions"] == ["Warn", "Audit"]
+    for name, spec in bindings.items():
+        denied = name.removeprefix("mlplatform-") in ALWAYS_DENIED
+        assert spec["validationActions"] == (["Deny", "Audit"] if denied else ["Warn", "Audit"]), name
         assert spec["matchResources"]["namespaceSelector"] == {
             "matchExpressions": [{"key": TEAM_LABEL, "operator": "Exists"}]}
 
@@ -219,6 +231,16 @@ def test_every_policy_warns_and_audits_in_team_namespaces(e2e: Platform):
 def test_a_violation_draws_its_policys_warning(e2e: Platform, obj: dict[str, Any], policy: str):
     warnings = submit(e2e, obj)
     assert warned_by(warnings) == {policy}, warnings
+
+
+@pytest.mark.parametrize("obj,message", [(o, m) for _, o, m in NEVER_RUNS], ids=[i for i, _, _ in NEVER_RUNS])
+def test_what_can_never_run_is_refused_even_where_policies_warn(e2e: Platform, obj: dict[str, Any], message: str):
+    # Let through with a warning, Kueue would admit it and it would hold the team's quota until the scheduler or
+    # the device plugin failed it.
+    with pytest.raises(ApiError) as refused:
+        submit(e2e, obj)
+    body = json.loads(refused.value.body)["message"]
+    assert "mlplatform-gpu-request-fits-a-node" in body and message in body, body
 
 
 @pytest.mark.parametrize("obj", [o for _, o in COMPLIANT], ids=[i for i, _ in COMPLIANT])

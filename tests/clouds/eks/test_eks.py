@@ -375,7 +375,7 @@ def test_each_gpu_pool_is_a_tainted_labelled_capped_node_pool_that_scales_down(d
     assert template["taints"] == [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]
     assert spec["template"]["metadata"]["labels"]["mlplatform.io/accelerator"] == "nvidia-a10g"
     assert spec["template"]["metadata"]["labels"]["mlplatform.io/pool"] == "a10g-x4"
-    assert spec["limits"] == {"nvidia.com/gpu": 4}  # 1 node of 4 GPUs
+    assert spec["limits"] == {"nvidia.com/gpu": 8}  # 2 nodes of 4 GPUs
     assert spec["disruption"] == {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5m",
                                   "budgets": [{"nodes": "1"}]}
     assert template["nodeClassRef"] == {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "a10g-x4"}
