@@ -45,8 +45,9 @@ HARDWARE_XIDS: Mapping[int, str] = {
 
 def _alert(name: str, expr: str, duration: str, severity: str, summary: str, description: str) -> dict[str, Any]:
     return {"alert": name, "expr": expr, "for": duration, "labels": {"severity": severity},
-            # The README's runbook section for the alert, by its heading's anchor.
-            "annotations": {"summary": summary, "description": description, "runbook": f"README.md#{name.lower()}"}}
+            # The runbook section of docs/monitoring.md for the alert, by its heading's anchor.
+            "annotations": {"summary": summary, "description": description,
+                            "runbook": f"docs/monitoring.md#{name.lower()}"}}
 
 
 def _record(name: str, expr: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
