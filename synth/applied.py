@@ -312,6 +312,8 @@ class AppliedReport:
     cel: CelReport
     placement: PlacementReport
     requests: dict[str, PoolRequests]
+    # Helm releases whose objects were not rendered, so none of the checks above saw them.
+    unrendered: tuple[str, ...] = ()
 
     @property
     def broken(self) -> bool:
@@ -328,20 +330,29 @@ class AppliedReport:
         lines += [f"  no schema: {name}" for name in self.schemas.unchecked]
         lines += [f"  CEL: {failure}" for failure in self.cel.failures]
         lines += [f"  CEL not evaluated: {rule}" for rule in self.cel.unevaluated]
+        lines += self.not_run()
         lines.append(f"Placement: {self.placement.checked} workloads, {len(self.placement.problems)} problems, "
                      f"{len(self.placement.unplaceable)} can land nowhere")
+        lines += self.not_run()
         lines += [f"  {problem}" for problem in self.placement.problems + self.placement.unplaceable]
         if self.requests:
             lines.append("Requests per pool (long-running platform pods):")
             lines += [f"  {pool:<12} {requests}" for pool, requests in self.requests.items()]
+            lines += self.not_run()
         return lines
+
+    def not_run(self) -> list[str]:
+        """The line a check's result gets where some of what it should have seen was never rendered."""
+        return [f"  DID NOT RUN over the releases not rendered: {', '.join(self.unrendered)} (see Warnings)"
+                ] if self.unrendered else []
 
 
 def check_applied(synthesis: Synthesis, rendering: Rendering) -> AppliedReport:
     own = synthesis.manifests()
     return AppliedReport(check_schemas(synthesis, rendering),
                          check_cel(applied_objects(synthesis, rendering), crds_of(rendering, own)),
-                         check_placement(synthesis, rendering), requests_per_pool(synthesis, rendering))
+                         check_placement(synthesis, rendering), requests_per_pool(synthesis, rendering),
+                         tuple(sorted(rendering.unavailable)))
 
 
 # ---- requests per pool ------------------------------------------------------------------------------------
