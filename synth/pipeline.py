@@ -56,6 +56,8 @@ def run(stack: str, *, levels: dict[str, str] | None = None, config: dict[str, s
     synthesis.warnings.extend(unrendered_warnings(rendering))
     violations = check(synthesis, levels) + check_rendered(rendering, synthesis, levels)
     applied = check_applied(synthesis, rendering) if render else None
+    if applied is not None:
+        synthesis.warnings.extend(f"placement: {problem}" for problem in applied.placement.problems)
     result = Result(synthesis, rendering, violations, applied)
     if out_dir is not None:
         write(synthesis, out_dir, rendering)
