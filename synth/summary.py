@@ -81,7 +81,9 @@ def summarize(synthesis: Synthesis, out_dir: Path, violations: list[Violation],
     lines += applied.summary() if applied is not None else []
     lines += (_team_stack(stack_outputs) if isinstance(stack_outputs, TeamOutputs)
               else _platform_stack(stack_outputs))
-    lines.append(f"Warnings: {len(synthesis.warnings)}" if synthesis.warnings else "Warnings: none")
+    # A warning ending in ":" introduces those after it (the placeholders' heading) and is not one itself.
+    count = sum(not warning.endswith(":") for warning in synthesis.warnings)
+    lines.append(f"Warnings: {count}" if synthesis.warnings else "Warnings: none")
     lines += [f"  {warning}" for warning in synthesis.warnings]
     mandatory = sum(v.mandatory for v in violations)
     lines.append(f"Policies: {len(RESOURCE_RULES) + len(STACK_RULES)} rules, {mandatory} mandatory and "
