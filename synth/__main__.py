@@ -60,10 +60,8 @@ def _run(args: argparse.Namespace) -> int:
 
         report = run_checkov(applied_objects(result.synthesis, result.rendering))
         (out_dir / LISTING_FILE).write_text(report.listing())
-        print("\n".join(report.summary()))
-        if result.applied is not None:
-            print("\n".join(result.applied.not_run()))
-        print(f"  every failed check, per object: {shown / LISTING_FILE}")
+        lines = report.summary() + (result.applied.not_run() if result.applied is not None else [])
+        print("\n".join([*lines, f"  every failed check, per object: {shown / LISTING_FILE}"]))
     return POLICY_VIOLATION if result.failed else OK
 
 
