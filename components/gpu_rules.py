@@ -48,8 +48,9 @@ def _alert(name: str, expr: str, duration: str, severity: str, summary: str, des
            keep_firing_for: str | None = None) -> dict[str, Any]:
     rule: dict[str, Any] = {
         "alert": name, "expr": expr, "for": duration, "labels": {"severity": severity},
-        # The README's runbook section for the alert, by its heading's anchor.
-        "annotations": {"summary": summary, "description": description, "runbook": f"README.md#{name.lower()}"}}
+        # The runbook section of docs/monitoring.md for the alert, by its heading's anchor.
+        "annotations": {"summary": summary, "description": description,
+                        "runbook": f"docs/monitoring.md#{name.lower()}"}}
     if keep_firing_for:
         rule["keep_firing_for"] = keep_firing_for
     return rule

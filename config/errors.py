@@ -22,6 +22,11 @@ class ConfigError(pulumi.RunError):
     """Bad stack configuration, found before any resource was declared."""
 
 
+# Numbers as the stack file wrote them, where YAML's reading lost the text (1.30 read as 1.3), so that a message
+# can offer the user's own text back; the stack file reader (synth/stackfile.py) fills it.
+WRITTEN_NUMBERS: dict[float, str] = {}
+
+
 def stack_file(stack: str) -> str:
     return f"Pulumi.{stack}.yaml"
 
@@ -108,7 +113,12 @@ def _describe(error: ErrorDetails, holder: type[BaseModel] | None) -> str:
     message = error["msg"].removeprefix("Value error, ")
     given = error.get("input")
     if kind == "string_type" and isinstance(given, (bool, int, float)):
-        # YAML reads unquoted 1.30 as the number 1.3, and yes/no/on/off as booleans: the text is gone.
+        # YAML reads unquoted 1.30 as the number 1.3, and yes/no/on/off as booleans: the text is gone, unless the
+        # stack file reader kept it.
+        written = None if isinstance(given, bool) else WRITTEN_NUMBERS.get(given)
+        if written is not None:
+            return (f"expected text, got {written}, which YAML reads as {yaml_value(given)}; quote it as you mean "
+                    f'it: {error["loc"][-1]}: "{written}"')
         example = f'{error["loc"][-1]}: "{("yes" if given else "no") if isinstance(given, bool) else given}"'
         reads = ("yes, no, on, off, true and false as booleans" if isinstance(given, bool)
                  else "unquoted numbers as numbers (1.30 as 1.3)")

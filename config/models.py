@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-from core.fields import (DNS_SUBDOMAIN, CpuMemory, DnsLabel, GroupName, Model, PoolName, Quantity, matching,
+from core.fields import (DNS_SUBDOMAIN, Bytes, CpuMemory, DnsLabel, GroupName, Model, PoolName, matching,
                          positive_quantity, unique_items, unique_names)
 from core.deployer import Deployer
 from clouds import ClusterConfig
@@ -30,7 +30,7 @@ class TeamQuota(Model):
     gpus: int = Field(default=0, ge=0)
     pods: int = Field(default=100, ge=1)
     persistent_volume_claims: int = Field(default=20, ge=0)
-    storage: Quantity = "1Ti"
+    storage: Bytes = "1Ti"
 
     @property
     def effective_limits(self) -> CpuMemory:
@@ -180,7 +180,7 @@ class MonitoringConfig(Model):
     # How long Prometheus keeps samples.
     retention: Annotated[str, AfterValidator(prometheus_duration)] = "15d"
     # Prometheus's volume, where the cluster keeps volumes (not on kind, whose volumes die with it).
-    storage_size: Annotated[Quantity, AfterValidator(positive_quantity)] = "50Gi"
+    storage_size: Annotated[Bytes, AfterValidator(positive_quantity)] = "50Gi"
     # The StorageClass of that volume; the cluster's default class when not given.
     storage_class: Annotated[str, AfterValidator(storage_class_name)] | None = None
     prometheus_requests: CpuMemory = CpuMemory(cpu="500m", memory="2Gi")

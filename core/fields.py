@@ -121,19 +121,82 @@ def unique_names(items: list, what: str) -> list:
     return items
 
 
+def whole_bytes(value: str) -> str:
+    """A byte quantity (memory, storage) must be a whole number of bytes: the API server warns of a fractional
+    one and rounds it up, so `storage: 100m` (a tenth of a byte) would mean one byte, never 100 megabytes."""
+    amount = parse_quantity(value)
+    if amount != amount.to_integral_value():
+        raise ValueError(f"{value!r} is {amount.normalize():f} bytes, not a whole number of bytes ('m' is a "
+                         "thousandth); for megabytes write M (10^6) or Mi (2^20), such as 100Mi")
+    return value
+
+
 DnsLabel = Annotated[str, AfterValidator(dns_label)]
 Quantity = Annotated[str, BeforeValidator(non_negative_quantity)]
+# Memory and storage: a quantity of whole bytes.
+Bytes = Annotated[Quantity, AfterValidator(whole_bytes)]
 Accelerator = Annotated[str, AfterValidator(known_accelerator)]
 
 
 class CpuMemory(Model):
     cpu: Quantity
-    memory: Quantity
+    memory: Bytes
 
     def fits_within(self, other: CpuMemory) -> list[str]:
         """The resources of self that exceed other's, as readable phrases (empty when all fit)."""
         return [f"{field} {getattr(self, field)} > {getattr(other, field)}" for field in ("cpu", "memory")
                 if parse_quantity(getattr(self, field)) > parse_quantity(getattr(other, field))]
+
+
+# ---- machine types -------------------------------------------------------------------------------------
+# EC2 instance types: a family (a series letter or more, a generation digit, attribute letters, and options after
+# '-', as in m7i, c7gn, u-6tb1, m7i-flex, mac2-m2pro), '.', then a size from the list EC2 names sizes with.
+_EC2_FAMILY = re.compile(r"[a-z]+[0-9]+[a-z]*(-[a-z0-9]+)?|u-[0-9]+tb[0-9]+")
+_EC2_SIZES = ("nano", "micro", "small", "medium", "large", "xlarge", "<n>xlarge", "metal", "metal-<n>xl")
+_EC2_SIZE = re.compile(r"nano|micro|small|medium|large|xlarge|[1-9][0-9]*xlarge|metal(-[1-9][0-9]*xl)?")
+# Compute Engine machine types: a series (e2, n2d, c3, a3, g2...), a type, a count (GPU machines: count and 'g'),
+# and an optional suffix; the shared-core types; custom ones.
+_GCE_TYPES = ("standard", "highmem", "highcpu", "megamem", "ultramem", "hypermem", "highgpu", "megagpu",
+              "ultragpu", "edgegpu")
+_GCE_SHARED = ("micro", "small", "medium")
+_GCE_MACHINE = re.compile(rf"[a-z][0-9][a-z]?-({'|'.join(_GCE_TYPES)})-[1-9][0-9]*g?(-lssd|-nolssd|-metal)?"
+                          rf"|[a-z][0-9]-({'|'.join(_GCE_SHARED)})|([a-z][0-9][a-z]?-)?custom-[1-9][0-9]*-[1-9][0-9]*(-ext)?")
+
+
+def _nearest(word: str, words: tuple[str, ...]) -> str | None:
+    import difflib
+
+    close = difflib.get_close_matches(word, words, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def ec2_instance_type(value: str) -> str:
+    """An EC2 instance type written as EC2 writes them (m7i.large, g5.12xlarge, m7i-flex.xlarge)."""
+    family, dot, size = value.partition(".")
+    if not dot or not _EC2_FAMILY.fullmatch(family):
+        raise ValueError(f"{value!r} is not an EC2 instance type: expected <family>.<size>, such as m7i.large or "
+                         "g5.12xlarge")
+    if not _EC2_SIZE.fullmatch(size):
+        near = _nearest(size, _EC2_SIZES)
+        raise ValueError(f"{value!r} is not an EC2 instance type: its size {size!r} is none of "
+                         f"{', '.join(_EC2_SIZES)}" + (f"; did you mean {family}.{near}?" if near else ""))
+    return value
+
+
+def gce_machine_type(value: str) -> str:
+    """A Compute Engine machine type written as Compute Engine writes them (e2-standard-4, a2-highgpu-1g)."""
+    if _GCE_MACHINE.fullmatch(value):
+        return value
+    parts = value.split("-")
+    near = _nearest(parts[1], _GCE_TYPES + _GCE_SHARED) if len(parts) > 1 else None
+    fix = f"; did you mean {'-'.join([parts[0], near, *parts[2:]])}?" if near and near != parts[1] else ""
+    raise ValueError(f"{value!r} is not a Compute Engine machine type: expected <series>-<type>-<vCPUs> with a type "
+                     f"of {', '.join(_GCE_TYPES)} (e2-standard-4, a2-highgpu-1g), <series>-micro/small/medium, or "
+                     f"custom-<vCPUs>-<MiB>{fix}")
+
+
+InstanceType = Annotated[str, AfterValidator(ec2_instance_type)]
+MachineType = Annotated[str, AfterValidator(gce_machine_type)]
 
 
 # ---- GPU sharing ----------------------------------------------------------------------------------------

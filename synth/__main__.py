@@ -56,9 +56,12 @@ def _run(args: argparse.Namespace) -> int:
     shown = out_dir.relative_to(PROJECT_DIR) if out_dir.is_relative_to(PROJECT_DIR) else out_dir
     print(summarize(result.synthesis, shown, result.violations, result.rendering, result.applied))
     if args.checkov:
-        from synth.checkov import run_checkov
+        from synth.checkov import LISTING_FILE, run_checkov
 
-        print("\n".join(run_checkov(applied_objects(result.synthesis, result.rendering)).summary()))
+        report = run_checkov(applied_objects(result.synthesis, result.rendering))
+        (out_dir / LISTING_FILE).write_text(report.listing())
+        lines = report.summary() + (result.applied.not_run() if result.applied is not None else [])
+        print("\n".join([*lines, f"  every failed check, per object: {shown / LISTING_FILE}"]))
     return POLICY_VIOLATION if result.failed else OK
 
 

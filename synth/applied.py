@@ -205,8 +205,9 @@ class Pool:
 @dataclass
 class PlacementReport:
     checked: int = 0
+    # Warnings: each says what is wrong, why it matters and what to change.
     problems: list[str] = field(default_factory=list)
-    # Workloads that can land on no pool of the cluster, with why.
+    # Errors: workloads (not DaemonSets) that can land on no pool, so their pods would stay Pending.
     unplaceable: list[str] = field(default_factory=list)
 
 
@@ -312,21 +313,38 @@ def check_placement(synthesis: Synthesis, rendering: Rendering) -> PlacementRepo
         report.checked += 1
         name = f"{origin(obj)}: {obj['kind']} {obj['metadata'].get('namespace', '')}/{obj['metadata']['name']}"
         reasons = {pool.name: why_not(spec, pool) for pool in (system, *gpu_pools)}
+        nowhere = "; ".join(f"{pool}: {why}" for pool, why in reasons.items())
+        if all(reasons.values()) and obj["kind"] == "DaemonSet":
+            report.problems.append(
+                f"{name} runs on no pool ({nowhere}). That is right for an agent of nodes the platform does not "
+                "make (a feature it leaves off); otherwise those nodes go without it. To change: give the pool's "
+                "nodes the label it selects, or its chart's values (components/) a nodeSelector of a pool")
+            continue
         if all(reasons.values()):
-            report.unplaceable.append(f"{name} can land on no pool: " + "; ".join(
-                f"{pool}: {why}" for pool, why in reasons.items()))
+            report.unplaceable.append(
+                f"{name} can land on no pool ({nowhere}), so its pods would stay Pending. To change: give it a "
+                f"nodeSelector {selector} and no toleration it lacks, in its chart's values (components/)")
             continue
         if is_gpu_agent(obj):
             # An agent of a feature only some pools have (EFA) must reach the pools whose nodes carry it.
             feature = FEATURE_AGENT_LABELS.get(chart_of_object(obj) or "")
             served = [pool for pool in gpu_pools if feature is None or feature in pool.labels]
-            report.problems += [f"{name} is a GPU agent but cannot run on GPU pool {pool.name}: {reasons[pool.name]}"
-                                for pool in served if reasons[pool.name]]
+            report.problems += [
+                f"{name} is a GPU agent but cannot run on GPU pool {pool.name}: {reasons[pool.name]}, so that "
+                "pool's nodes go without it (their GPUs unadvertised or unmeasured). To change: add the pool's "
+                "taint to its tolerations and its labels to its node affinity, in its chart's values "
+                "(components/gpu.py, components/monitoring.py)" for pool in served if reasons[pool.name]]
             continue
         own = spec.get("nodeSelector") or {}
         if any(own.get(key) != value for key, value in selector.items()):
-            report.problems.append(f"{name} has no nodeSelector {selector}: it runs wherever a node is untainted, "
-                                   "not on the system pool by choice")
+            only_system = all(reasons[pool.name] for pool in gpu_pools)
+            where = (" (here that is the system pool anyway: it tolerates no GPU pool's taint)" if only_system
+                     else "")
+            report.problems.append(
+                f"{name} has no nodeSelector {selector}: it may land on any node it tolerates{where}, not the "
+                "system pool by choice; on a GPU node it would take room from jobs and keep the pool from scaling "
+                "to zero. To change: set that nodeSelector in its chart's values (components/); where the chart "
+                "has no value for it, this is a known gap of the chart")
     return report
 
 
@@ -382,11 +400,13 @@ class AppliedReport:
     placement: PlacementReport
     requests: dict[str, PoolRequests]
     mounts: list[str] = field(default_factory=list)
+    # Helm releases whose objects were not rendered, so none of the checks above saw them.
+    unrendered: tuple[str, ...] = ()
 
     @property
     def broken(self) -> bool:
-        """What the API server would refuse: a schema error or a failed CEL rule."""
-        return bool(self.schemas.errors or self.cel.failures)
+        """What the API server would refuse (a schema error, a failed CEL rule), or pods that could never run."""
+        return bool(self.schemas.errors or self.cel.failures or self.placement.unplaceable)
 
     def summary(self) -> list[str]:
         lines = [f"Applied objects: {len(self.schemas.checked)} pass their strict schemas, "
@@ -398,15 +418,24 @@ class AppliedReport:
         lines += [f"  no schema: {name}" for name in self.schemas.unchecked]
         lines += [f"  CEL: {failure}" for failure in self.cel.failures]
         lines += [f"  CEL not evaluated: {rule}" for rule in self.cel.unevaluated]
-        lines.append(f"Placement: {self.placement.checked} workloads, {len(self.placement.problems)} problems, "
-                     f"{len(self.placement.unplaceable)} can land nowhere")
-        lines += [f"  {problem}" for problem in self.placement.problems + self.placement.unplaceable]
+        lines += self.not_run()
+        lines.append(f"Placement: {self.placement.checked} workloads, {len(self.placement.problems)} warnings (under "
+                     f"Warnings), {len(self.placement.unplaceable)} errors (can land nowhere)")
+        lines += self.not_run()
+        lines += [f"  ERROR {problem}" for problem in self.placement.unplaceable]
         lines.append(f"Mounts: {len(self.mounts)} volumes or argument files without a mount")
         lines += [f"  {problem}" for problem in self.mounts]
+        lines += self.not_run()
         if self.requests:
             lines.append("Requests per pool (long-running platform pods):")
             lines += [f"  {pool:<12} {requests}" for pool, requests in self.requests.items()]
+            lines += self.not_run()
         return lines
+
+    def not_run(self) -> list[str]:
+        """The line a check's result gets where some of what it should have seen was never rendered."""
+        return [f"  DID NOT RUN over the releases not rendered: {', '.join(self.unrendered)} (see Warnings)"
+                ] if self.unrendered else []
 
 
 def check_applied(synthesis: Synthesis, rendering: Rendering) -> AppliedReport:
@@ -414,7 +443,7 @@ def check_applied(synthesis: Synthesis, rendering: Rendering) -> AppliedReport:
     return AppliedReport(check_schemas(synthesis, rendering),
                          check_cel(applied_objects(synthesis, rendering), crds_of(rendering, own)),
                          check_placement(synthesis, rendering), requests_per_pool(synthesis, rendering),
-                         check_mounts(applied_objects(synthesis, rendering)))
+                         check_mounts(applied_objects(synthesis, rendering)), tuple(sorted(rendering.unavailable)))
 
 
 # ---- requests per pool ------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import argparse
 import gc
 import importlib
 import json
+import os
 import re
 import resource
 import subprocess
@@ -26,6 +27,7 @@ from typing import Any
 import pulumi
 from pulumi.runtime.mocks import MockMonitor, MockResourceArgs, Mocks
 
+from core.progress import progress
 from synth import PROJECT_DIR, pipeline
 from synth.engine import run_program
 from synth.output import plan, write
@@ -33,6 +35,12 @@ from synth.summary import summarize
 
 SIZES = (10, 100, 1000)
 WORK_DIR = PROJECT_DIR / ".bench"
+# Where a full run writes its table: between these markers of docs/performance.md.
+DOCS = PROJECT_DIR / "docs" / "performance.md"
+BEGIN, END = "<!-- make bench: begin -->", "<!-- make bench: end -->"
+KINDS = ("real", "bare", "sdk", "sdk-nogc")
+_WHAT = {"real": "the real program through the synth", "bare": "the bare program through the engine",
+         "sdk": "the bare program under the SDK's mocks", "sdk-nogc": "the same with the collector paused"}
 
 
 def bench_config(teams: int) -> dict[str, str]:
@@ -151,10 +159,21 @@ def _child(kind: str, teams: int) -> dict[str, Any]:
 
 def _measure(kind: str, teams: int, repeat: int) -> dict[str, Any]:
     """The fastest of `repeat` runs: what other work on the machine adds only ever slows a run down."""
-    runs = [json.loads(subprocess.run([sys.executable, "-m", "synth.bench", "--child", kind, str(teams)],
-                                      cwd=PROJECT_DIR, capture_output=True, text=True, check=True).stdout)
-            for _ in range(repeat)]
+    runs = []
+    for run in range(repeat):
+        progress(f"{teams} teams: {_WHAT[kind]}, run {run + 1} of {repeat}")
+        runs.append(json.loads(subprocess.run([sys.executable, "-m", "synth.bench", "--child", kind, str(teams)],
+                                              cwd=PROJECT_DIR, capture_output=True, text=True, check=True).stdout))
     return min(runs, key=lambda run: run["seconds"])
+
+
+def with_table(page: str, table: list[str], note: str) -> str:
+    """The page with the text between its bench markers replaced by the table and a note on the run."""
+    before, begin, rest = page.partition(BEGIN)
+    _, end, after = rest.partition(END)
+    if not (begin and end):
+        raise SystemExit(f"error: {DOCS.relative_to(PROJECT_DIR)} has no {BEGIN} ... {END} to write the table into")
+    return before + BEGIN + "\n```\n" + "\n".join(table) + "\n```\n\n" + note + "\n" + END + after
 
 
 def main() -> None:
@@ -168,21 +187,35 @@ def main() -> None:
         print(json.dumps(_child(args.child[0], int(args.child[1]))))
         return
 
-    kinds = ("real", "bare", "sdk", "sdk-nogc")
-    print(f"{'':25} {'CPU ms per resource':^41} {'synth / floor':^15}")
-    print(f"{'teams':>6} {'resources':>9} {'synth s':>7} {'synth':>7} {'output':>7} {'bare':>7} {'sdk':>7} "
-          f"{'sdk-nogc':>8} {'sdk':>7} {'sdk-nogc':>8} {'peak MiB':>8}")
+    started = time.monotonic()
+    progress(f"{len(KINDS)} programs x {args.repeat} runs for each of {', '.join(map(str, args.sizes))} teams, "
+             "each in a fresh process; the 1000-team runs take the longest (several minutes together)")
+    table = [f"{'':25} {'CPU ms per resource':^41} {'synth / floor':^15}",
+             f"{'teams':>6} {'resources':>9} {'synth s':>7} {'synth':>7} {'output':>7} {'bare':>7} {'sdk':>7} "
+             f"{'sdk-nogc':>8} {'sdk':>7} {'sdk-nogc':>8} {'peak MiB':>8}"]
+    print("\n".join(table), flush=True)
     for teams in args.sizes:
-        real, bare, sdk, sdk_nogc = (_measure(kind, teams, args.repeat) for kind in kinds)
+        real, bare, sdk, sdk_nogc = (_measure(kind, teams, args.repeat) for kind in KINDS)
         count = real["resources"]
-        for kind, other in zip(kinds[1:], (bare, sdk, sdk_nogc)):
+        for kind, other in zip(KINDS[1:], (bare, sdk, sdk_nogc)):
             if other["resources"] != count:
                 raise SystemExit(f"the {kind} program registered {other['resources']} resources, not {count}")
         per_resource = [1000 * s / count for s in (real["seconds"], real["output_seconds"], bare["seconds"],
                                                    sdk["seconds"], sdk_nogc["seconds"])]
-        print(f"{teams:>6} {count:>9} {real['seconds']:>7.1f} " + " ".join(f"{ms:>7.2f}" for ms in per_resource[:4])
-              + f" {per_resource[4]:>8.2f} {real['seconds'] / sdk['seconds']:>7.2f} "
-              f"{real['seconds'] / sdk_nogc['seconds']:>8.2f} {real['peak_mib']:>8.0f}", flush=True)
+        table.append(f"{teams:>6} {count:>9} {real['seconds']:>7.1f} "
+                     + " ".join(f"{ms:>7.2f}" for ms in per_resource[:4])
+                     + f" {per_resource[4]:>8.2f} {real['seconds'] / sdk['seconds']:>7.2f} "
+                     f"{real['seconds'] / sdk_nogc['seconds']:>8.2f} {real['peak_mib']:>8.0f}")
+        print(table[-1], flush=True)
+    minutes = (time.monotonic() - started) / 60
+    if tuple(args.sizes) == SIZES and args.repeat == 2:
+        note = (f"Written by `make bench` on {time.strftime('%Y-%m-%d')}; the run took {minutes:.0f} minutes of "
+                f"wall clock on {os.cpu_count()} cores.")
+        DOCS.write_text(with_table(DOCS.read_text(), table, note))
+        progress(f"wrote the table into {DOCS.relative_to(PROJECT_DIR)}")
+    else:
+        progress(f"not written into {DOCS.relative_to(PROJECT_DIR)}: only a full run (the default sizes, "
+                 "--repeat 2) is")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.progress import progress
 from synth import PROJECT_DIR
 from synth.applied import origin
 from synth.render import PULL_CACHE
@@ -49,6 +50,20 @@ class CheckovReport:
                   for source in sorted(set(self.passed) | set(failed))]
         return lines
 
+    def listing(self) -> str:
+        """Every failed check, per object: what `make checkov` writes to out/<stack>/checkov.txt."""
+        by_object: dict[tuple[str, str], list[Failure]] = {}
+        for failure in self.failures:
+            by_object.setdefault((failure.source, failure.resource), []).append(failure)
+        lines = []
+        for (source, resource), failures in sorted(by_object.items()):
+            lines.append(f"{source}: {resource}")
+            lines += [f"  {f.check_id}  {f.check_name}" for f in sorted(failures, key=lambda f: f.check_id)]
+        return "\n".join(lines) + "\n" if lines else "no check fails\n"
+
+
+LISTING_FILE = "checkov.txt"
+
 
 def checkov_available() -> bool:
     return CHECKOV.is_file()
@@ -67,6 +82,7 @@ def run_checkov(objects: list[dict[str, Any]]) -> CheckovReport:
     if cached.is_file():
         results = json.loads(cached.read_text())
     else:
+        progress(f"running checkov over {len(scanned)} objects (several seconds per stack; cached afterwards)")
         with tempfile.TemporaryDirectory(prefix="mlplatform-checkov-") as work:
             for index, obj in enumerate(scanned):
                 folder = Path(work) / _folder(origin(obj))

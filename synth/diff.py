@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -18,25 +19,48 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synth import PROJECT_DIR
+from core.progress import progress
+from synth import PROJECT_DIR, delivery
 from synth.pipeline import CHECKS_FILE
+from synth.render import CHARTS_ENV, chart_dirs
+from synth.schema import UPSTREAM_DIR
 from synth.stackfile import available_stacks
 
 
-def changed_paths(before: Any, after: Any, path: str = "") -> list[str]:
-    """The input paths whose values differ, as dotted paths (list items by index)."""
+ABSENT = "(none)"
+
+
+def changed_values(before: Any, after: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """(path, old value, new value) for every input that differs, as dotted paths (list items by index); a key
+    only one side has is ABSENT on the other."""
     if isinstance(before, dict) and isinstance(after, dict):
-        paths = []
+        changes = []
         for key in sorted(set(before) | set(after)):
             where = f"{path}.{key}" if path else str(key)
             if key not in before or key not in after:
-                paths.append(where)
+                changes.append((where, before.get(key, ABSENT), after.get(key, ABSENT)))
             else:
-                paths += changed_paths(before[key], after[key], where)
-        return paths
+                changes += changed_values(before[key], after[key], where)
+        return changes
     if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
-        return [p for i, (b, a) in enumerate(zip(before, after)) for p in changed_paths(b, a, f"{path}[{i}]")]
-    return [] if before == after else [path or "(all)"]
+        return [c for i, (b, a) in enumerate(zip(before, after)) for c in changed_values(b, a, f"{path}[{i}]")]
+    return [] if before == after else [(path or "(all)", before, after)]
+
+
+def changed_paths(before: Any, after: Any) -> list[str]:
+    """The input paths whose values differ, as dotted paths (list items by index)."""
+    return [path for path, _, _ in changed_values(before, after)]
+
+
+def _value(value: Any, width: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def shown_changes(changes: list[tuple[str, Any, Any]], at_most: int = 6) -> str:
+    """`path: old -> new; ...`, the first `at_most` of them."""
+    shown = "; ".join(f"{path}: {_value(old)} -> {_value(new)}" for path, old, new in changes[:at_most])
+    return shown + (f"; and {len(changes) - at_most} more" if len(changes) > at_most else "")
 
 
 @dataclass
@@ -44,6 +68,8 @@ class StackDiff:
     stack: str
     created: list[dict] = field(default_factory=list)
     updated: list[tuple[dict, list[str]]] = field(default_factory=list)
+    # URN -> (path, old, new) of each updated resource's changed inputs.
+    values: dict[str, list[tuple[str, Any, Any]]] = field(default_factory=dict)
     replaced: list[tuple[dict, dict]] = field(default_factory=list)  # (before, after): the URN changed
     deleted: list[dict] = field(default_factory=list)
 
@@ -56,7 +82,9 @@ class StackDiff:
                   f"replace, {len(self.deleted)} to delete")
         lines = [f"Stack {self.stack}: {'no changes' if self.empty else counts}"]
         lines += [f"  +  create   {r['type']}  {r['name']}" for r in self.created]
-        lines += [f"  ~  update   {r['type']}  {r['name']}: {', '.join(paths)}" for r, paths in self.updated]
+        lines += [f"  ~  update   {r['type']}  {r['name']}: "
+                  + (shown_changes(self.values[r["urn"]]) if r["urn"] in self.values else ", ".join(paths))
+                  for r, paths in self.updated]
         lines += [f"  +- REPLACE  {old['type']}  {old['name']} -> {new['name']}: the URN changes, so `pulumi up` "
                   f"deletes and recreates it; if it was only renamed, keep it with "
                   f"aliases=[pulumi.Alias(urn=\"{old['urn']}\")]" for old, new in self.replaced]
@@ -70,8 +98,9 @@ def plan_diff(stack: str, before: dict[str, Any], after: dict[str, Any]) -> Stac
     new = {r["urn"]: r for r in after["resources"]}
     diff = StackDiff(stack)
     for urn in sorted(old.keys() & new.keys()):
-        if paths := changed_paths(old[urn]["inputs"], new[urn]["inputs"]):
-            diff.updated.append((new[urn], paths))
+        if changes := changed_values(old[urn]["inputs"], new[urn]["inputs"]):
+            diff.updated.append((new[urn], [path for path, _, _ in changes]))
+            diff.values[urn] = changes
     gone = [old[urn] for urn in sorted(old.keys() - new.keys())]
     came = [new[urn] for urn in sorted(new.keys() - old.keys())]
     # A resource that reappears under another URN is the same thing renamed: first by identical inputs, then
@@ -100,14 +129,26 @@ def _role(resource: dict, plan: dict[str, dict]) -> tuple[str, str]:
     return parent["type"], resource["name"].removeprefix(parent["name"])
 
 
-def _synthesize_tree(tree: Path, out: Path, stacks: list[str]) -> dict[str, dict[str, Any] | str]:
+def inputs_environment() -> dict[str, str]:
+    """This process's environment, with the chart folders and the upstream CRDs named absolutely.
+
+    Both default to paths relative to the checkout (../shared/upstream); the base revision is synthesized in a
+    temporary copy where they do not resolve, so every rendered object of the base would look created.
+    """
+    return {**os.environ, CHARTS_ENV: os.pathsep.join(str(path.resolve()) for path in chart_dirs()),
+            "MLPLATFORM_UPSTREAM": str(UPSTREAM_DIR.resolve())}
+
+
+def _synthesize_tree(tree: Path, out: Path, stacks: list[str], label: str) -> dict[str, dict[str, Any] | str]:
     """Plan per stack of the project at `tree` (or why a stack did not synthesize), using this environment."""
     plans: dict[str, dict[str, Any] | str] = {}
+    environment = inputs_environment()
     for stack in stacks or available_stacks(tree):
         if not (tree / f"Pulumi.{stack}.yaml").exists():
             continue
+        progress(f"synthesizing {stack} at {label}")
         result = subprocess.run([sys.executable, "-m", "synth", stack, "--out", str(out / stack)], cwd=tree,
-                                capture_output=True, text=True, check=False)
+                                capture_output=True, text=True, check=False, env=environment)
         plan = out / stack / "plan.json"
         # Exit 1 is a policy violation: the plan is still written, and still what a preview would show.
         plans[stack] = json.loads(plan.read_text()) if result.returncode in (0, 1) and plan.exists() else (
@@ -130,9 +171,8 @@ def rendered_diff(before: dict[str, dict[str, Any]], after: dict[str, dict[str, 
 
     lines = [f"  +  create   {name(key, after[key])}" for key in sorted(after.keys() - before.keys())]
     for key in sorted(before.keys() & after.keys()):
-        if paths := changed_paths(before[key], after[key]):
-            shown = ", ".join(paths[:6]) + (f" and {len(paths) - 6} more" if len(paths) > 6 else "")
-            lines.append(f"  ~  update   {name(key, after[key])}: {shown}")
+        if changes := changed_values(before[key], after[key]):
+            lines.append(f"  ~  update   {name(key, after[key])}: {shown_changes(changes)}")
     lines += [f"  -  delete   {name(key, before[key])}" for key in sorted(before.keys() - after.keys())]
     if not lines:
         return []
@@ -163,12 +203,45 @@ def checks_in(out: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def platform_of(stack: str, project_dir: Path) -> str | None:
+    """The platform stack a team stack builds on (its short name), or None for a platform stack."""
+    if not (project_dir / f"Pulumi.{stack}.yaml").is_file():
+        return None
+    platform = delivery.read(stack, project_dir).config.get("platformStack")
+    return str(platform).rsplit("/", 1)[-1] if platform else None
+
+
+# What changes here changes no stack: documentation, the tests, the workflows.
+_INERT = ("docs/", "tests/", ".github/", "e2e/")
+
+
+def touched_stacks(base: str, head: Path = PROJECT_DIR) -> list[str] | None:
+    """The stacks a change between `base` and the working tree can alter, or None for all of them.
+
+    A stack file's change touches that stack and the team stacks on it; a change to the code touches all.
+    """
+    changed = subprocess.run(["git", "diff", "--name-only", base, "--"], cwd=head, capture_output=True, text=True,
+                             check=True).stdout.split()
+    changed += subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=head, capture_output=True,
+                              text=True, check=True).stdout.split()
+    stacks: set[str] = set()
+    for name in changed:
+        if name.startswith(_INERT) or (name.endswith(".md") and "/" not in name):
+            continue
+        if not (name.startswith("Pulumi.") and name.endswith(".yaml") and name != "Pulumi.yaml" and "/" not in name):
+            return None
+        stacks.add(name.removeprefix("Pulumi.").removesuffix(".yaml"))
+    teams = {stack for stack in available_stacks(head) if platform_of(stack, head) in stacks}
+    return sorted(stacks | teams)
+
+
 def synthesize_revisions(base: str, stacks: list[str], head: Path = PROJECT_DIR) -> Revisions:
     with tempfile.TemporaryDirectory(prefix="mlplatform-diff-") as tmp:
         base_tree = Path(tmp) / "base"
+        progress(f"exporting {base} into a temporary folder")
         _export(base, base_tree)
-        before = _synthesize_tree(base_tree, Path(tmp) / "base-out", stacks)
-        after = _synthesize_tree(head, Path(tmp) / "head-out", stacks)
+        before = _synthesize_tree(base_tree, Path(tmp) / "base-out", stacks, base)
+        after = _synthesize_tree(head, Path(tmp) / "head-out", stacks, "the working tree")
         rendered = {stack: (rendered_objects_in(Path(tmp) / "base-out" / stack),
                             rendered_objects_in(Path(tmp) / "head-out" / stack)) for stack in after}
         checks = {stack: checks_in(Path(tmp) / "head-out" / stack) for stack in after}
@@ -211,7 +284,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.base:
         parser.error("give --base <git rev> or --plans BEFORE AFTER")
     try:
-        print(diff_revisions(args.base, args.stacks))
+        stacks = args.stacks
+        if not stacks:
+            touched = touched_stacks(args.base)
+            if touched == []:
+                print(f"Offline preview of the working tree against {args.base}: no stack changes (only "
+                      "documentation, tests or workflows differ).")
+                return 0
+            stacks = touched or []
+            progress(f"comparing {args.base} with the working tree: synthesizing "
+                     f"{', '.join(stacks) if stacks else 'every stack (the code changed)'} at both, offline")
+        print(diff_revisions(args.base, stacks))
     except subprocess.CalledProcessError as exc:
         print(f"error: git cannot export {args.base}: {exc.stderr.decode().strip()}", file=sys.stderr)
         return 2

@@ -330,7 +330,7 @@ def run_program(program: Callable[[], None], *, project: str, stack: str, config
     asyncio.set_event_loop(loop)
     # Everything a program registers lives until it ends, so each of the cyclic collector's full passes walks a
     # larger heap than the last, and they come more often as it grows: with it on, the cost per resource grew
-    # with the stack (README, Performance). Reference counting frees what the run discards as it goes; the few
+    # with the stack (docs/performance.md). Reference counting frees what the run discards as it goes; the few
     # cycles wait for the collector's next pass after the run.
     collecting = gc.isenabled()
     gc.disable()

@@ -17,7 +17,7 @@ from synth.applied import AppliedReport, check_applied
 from synth.checks import Violation, check, check_rendered
 from synth.engine import Synthesis
 from synth.output import write
-from synth.render import Rendering, kubernetes_version, render_stack
+from synth.render import Rendering, kubernetes_version, render_stack, unrendered_warnings
 
 CHECKS_FILE = "checks.json"
 
@@ -53,8 +53,11 @@ def run(stack: str, *, levels: dict[str, str] | None = None, config: dict[str, s
     if config is None:
         synthesis.warnings.extend(delivery.check(stack, project_dir))
     rendering = render_stack(synthesis) if render else Rendering(kubernetes_version(synthesis))
+    synthesis.warnings.extend(unrendered_warnings(rendering))
     violations = check(synthesis, levels) + check_rendered(rendering, synthesis, levels)
     applied = check_applied(synthesis, rendering) if render else None
+    if applied is not None:
+        synthesis.warnings.extend(f"placement: {problem}" for problem in applied.placement.problems)
     result = Result(synthesis, rendering, violations, applied)
     if out_dir is not None:
         write(synthesis, out_dir, rendering)

@@ -17,7 +17,8 @@ API, for the synth and for tests (stable; other branches build on it):
 - `rendered_objects(synthesis) -> dict[str, list[dict]]`: release name -> its objects.
 - `stack_rendering(stack) -> Rendering` and `stack_synthesis(stack) -> Synthesis`: a stack file's rendering
   and the synthesis it renders, cached per process, for tests.
-- `charts_available()`: whether the chart directory is there at all (tests skip by name where not).
+- `charts_available()`: whether any chart folder holds a chart (tests skip by name where not).
+- `unrendered_warnings(rendering)`: the warnings `make synth` counts for releases it could not render.
 
 Every object carries the annotations `mlplatform.io/helm-release` (`<namespace>/<release>`),
 `mlplatform.io/helm-chart` (`<chart>-<version>`) and `mlplatform.io/helm-source` (the template or CRD file
@@ -29,7 +30,9 @@ Where charts come from, first hit wins (see `chart_dirs`): the folders in `$MLPL
 holds a chart as `<name>-<version>/`, the chart's own folder as `helm pull --untar` gives it. A declared
 dependency missing from a chart's `charts/` is taken from the same folders as `<dependency>-<version>/`.
 With `MLPLATFORM_PULL_CHARTS=1` (a machine that reaches the chart repositories), a chart found nowhere is
-pulled once into the pull cache, its package checked against the pinned digest where `versions.py` has one.
+pulled once into the pull cache, its package checked against the pinned digest where `versions.py` has one
+(a chart pulled without one is a warning naming the digest to pin). A pull is atomic: a failed one leaves the
+cache as it was, and after a repository fails to answer, no other pull is tried.
 
 Each chart is loaded once per process, and each (chart, values, namespace, capabilities) rendered once.
 """
@@ -106,7 +109,8 @@ def chart_dirs() -> list[Path]:
 
 
 def charts_available() -> bool:
-    return any(directory.is_dir() for directory in chart_dirs())
+    """Whether any chart folder holds a chart (an empty or half-made folder is not charts)."""
+    return any(directory.is_dir() and any(directory.glob("*/Chart.yaml")) for directory in chart_dirs())
 
 
 def _version_matches(constraint: str, version: str) -> bool:
@@ -131,7 +135,7 @@ def _find_chart_dir(name: str, constraint: str) -> Path | None:
     return None
 
 
-def _how_to_get(name: str, version: str, repository: str | None) -> str:
+def _how_to_get(name: str, version: str, repository: str | None, needed_by: str = "") -> str:
     where = ", ".join(str(path) for path in chart_dirs())
     if repository is None:
         pull = f"`helm pull {name} --version {version} --untar`"
@@ -139,32 +143,62 @@ def _how_to_get(name: str, version: str, repository: str | None) -> str:
         pull = f"`helm pull {repository}/{name} --version {version} --untar`"
     else:
         pull = f"`helm pull {name} --repo {repository} --version {version} --untar`"
-    return (f"chart {name} {version} is in none of {where}: get it with {pull} into a folder named "
+    return (f"chart {name} {version}{needed_by} is in none of {where}: get it with {pull} into a folder named "
             f"{name}-{version} there (or set {CHARTS_ENV}), or set {PULL_ENV}=1 where the repository is reachable")
 
 
+@dataclass
+class Pulled:
+    """What this process pulled, and why pulling stopped (the first failure to reach a repository)."""
+
+    unpinned: dict[str, str] = field(default_factory=dict)  # `<chart>-<version>` -> the digest it got
+    unreachable: str | None = None
+
+
+PULLED = Pulled()
+
+
 def _pull(chart: Chart) -> Path | None:
-    """Pull a chart package into the pull cache and unpack it, checking the pinned digest; None if not enabled."""
+    """Pull a pinned chart's package into the pull cache and unpack it, checking the pinned digest; None unless
+    enabled. Atomic: the chart is assembled beside the cache and renamed into it whole, so a failed pull (no
+    network, a wrong digest) leaves the cache as it was."""
     if os.environ.get(PULL_ENV) != "1":
         return None
+    if PULLED.unreachable is not None:
+        raise ChartUnavailable(PULLED.unreachable)
     import helm_python as helm
 
-    PULL_CACHE.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=PULL_CACHE) as work:
-        if chart.is_oci:
-            result = helm.pull(f"{chart.repository}/{chart.name}", version=chart.version, destination=work)
-        else:
-            result = helm.pull(chart.name, repo_url=chart.repository, version=chart.version, destination=work)
+    PULL_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=PULL_CACHE.parent, prefix=".charts-pull-") as work:
+        try:
+            if chart.is_oci:
+                result = helm.pull(f"{chart.repository}/{chart.name}", version=chart.version, destination=work)
+            else:
+                result = helm.pull(chart.name, repo_url=chart.repository, version=chart.version, destination=work)
+        except helm.HelmError as exc:
+            PULLED.unreachable = (f"{PULL_ENV}=1, but pulling {chart.name} {chart.version} from {chart.repository} "
+                                  f"failed ({str(exc).strip().splitlines()[-1]}); no chart was pulled after it")
+            raise ChartUnavailable(PULLED.unreachable) from exc
         archive = Path(result["output"]) if Path(result["output"]).is_file() else \
             Path(work) / f"{chart.name}-{chart.version}.tgz"
-        digest = helm.digest(archive)
-        if chart.digest and digest.removeprefix("sha256:") != chart.digest.removeprefix("sha256:"):
-            raise ChartUnavailable(f"chart {chart.name} {chart.version}: the pulled package's digest {digest} "
-                                   f"is not the pinned {chart.digest}")
-        helm.expand(work, archive)
+        digest = "sha256:" + helm.digest(archive).removeprefix("sha256:")
+        if chart.digest is None:
+            PULLED.unpinned[f"{chart.name}-{chart.version}"] = digest
+        elif digest != "sha256:" + chart.digest.removeprefix("sha256:"):
+            raise ChartUnavailable(f"chart {chart.name} {chart.version} pulled from {chart.repository} has digest "
+                                   f"{digest}, not the pinned {chart.digest}: not used, not cached")
+        unpacked = Path(work) / "unpacked"
+        helm.expand(unpacked, archive)
+        PULL_CACHE.mkdir(exist_ok=True)
         target = PULL_CACHE / f"{chart.name}-{chart.version}"
-        shutil.move(str(Path(work) / chart.name), target)
+        os.replace(unpacked / chart.name, target)
     return target
+
+
+def pull_warnings() -> list[str]:
+    """What the pulls of this process leave to say: charts taken without a digest to check them against."""
+    return [f"chart {name} was pulled without a pinned digest to check it against; it has {digest}: pin it as "
+            f"Chart(..., digest=\"{digest}\") in versions.py" for name, digest in sorted(PULLED.unpinned.items())]
 
 
 def _declared_dependencies(chart_dir: Path) -> list[dict[str, Any]]:
@@ -206,8 +240,8 @@ def _load(name: str, version: str, repository: str | None) -> Any:
         for dep in missing:
             found = _find_chart_dir(dep["name"], str(dep["version"]))
             if found is None:
-                raise ChartUnavailable(f"{name} {version} needs its dependency "
-                                       + _how_to_get(dep["name"], str(dep["version"]), dep.get("repository")))
+                raise ChartUnavailable(_how_to_get(dep["name"], str(dep["version"]), dep.get("repository"),
+                                                   f", which chart {name} {version} depends on,"))
             shutil.copytree(found, assembled / "charts" / found.name)
         return helm.Chart.load(assembled)
 
@@ -441,6 +475,17 @@ def render_stack(synthesis: Synthesis) -> Rendering:
         rendering.releases[name] = RenderedRelease(name, str(release.inputs.get("namespace") or "default"),
                                                    chart, objects)
     return rendering
+
+
+def unrendered_warnings(rendering: Rendering) -> list[str]:
+    """One warning per release not rendered, saying what was therefore not checked and how to get its chart;
+    releases that failed for one reason (an unreachable repository) share one."""
+    by_reason: dict[str, list[str]] = {}
+    for name, why in sorted(rendering.unavailable.items()):
+        by_reason.setdefault(why, []).append(name)
+    return [f"Helm release {', '.join(names)} not rendered, so what it applies was not checked (schemas, CEL "
+            f"rules, policies, placement, requests per pool, checkov): {why}"
+            for why, names in by_reason.items()] + pull_warnings()
 
 
 def clear_caches() -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from core.outputs import PlatformOutputs, is_platform
-from synth import PROJECT_DIR, delivery
-from synth.diff import StackDiff, plan_diff, rendered_diff, synthesize_revisions
+from synth import PROJECT_DIR
+from synth.diff import StackDiff, plan_diff, platform_of, rendered_diff, synthesize_revisions
 from synth.engine import HELM_RELEASE
 
 CHANGED_MARKER = "<!-- changed stacks: "
@@ -153,14 +153,6 @@ def changes(before: dict[str, Any] | str, after: dict[str, Any] | str) -> bool:
     if isinstance(before, str) or isinstance(after, str):
         return before != after
     return not plan_diff("", before, after).empty or before.get("outputs") != after.get("outputs")
-
-
-def platform_of(stack: str, project_dir: Path) -> str | None:
-    """The platform stack a team stack builds on (its short name), or None for a platform stack."""
-    if not (project_dir / f"Pulumi.{stack}.yaml").is_file():
-        return None
-    platform = delivery.read(stack, project_dir).config.get("platformStack")
-    return str(platform).rsplit("/", 1)[-1] if platform else None
 
 
 def main(argv: list[str] | None = None) -> int:

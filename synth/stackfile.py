@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from config.errors import PROJECT, ConfigError, stack_file, yaml_value
+from config.errors import PROJECT, WRITTEN_NUMBERS, ConfigError, stack_file, yaml_value
 from synth.engine import SECRET
 
 # Top-level keys of a stack file the Pulumi CLI knows (pulumi/pkg/workspace ProjectStack).
@@ -53,6 +53,12 @@ class _StrictLoader(yaml.SafeLoader):
         written = f"{node.value!r} is" if isinstance(node, yaml.ScalarNode) else "this value is"
         raise yaml.constructor.ConstructorError(None, None, f"{written} read as {what}; {hint}", node.start_mark)
 
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:  # type: ignore[override]
+        value = super().construct_yaml_float(node)
+        if str(node.value) != repr(value):
+            WRITTEN_NUMBERS[value] = str(node.value)
+        return value
+
     def construct_yaml_timestamp(self, node: yaml.Node) -> None:  # type: ignore[override]
         self._refuse(node, "a date", f"stack config holds text, numbers and booleans: quote it (\"{node.value}\")")
 
@@ -68,7 +74,8 @@ class _StrictLoader(yaml.SafeLoader):
     construct_yaml_pairs = construct_yaml_omap
 
 
-for _tag, _method in (("timestamp", _StrictLoader.construct_yaml_timestamp),
+for _tag, _method in (("float", _StrictLoader.construct_yaml_float),
+                      ("timestamp", _StrictLoader.construct_yaml_timestamp),
                       ("set", _StrictLoader.construct_yaml_set),
                       ("binary", _StrictLoader.construct_yaml_binary),
                       ("omap", _StrictLoader.construct_yaml_omap),
@@ -76,13 +83,36 @@ for _tag, _method in (("timestamp", _StrictLoader.construct_yaml_timestamp),
     _StrictLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _method)
 
 
+# PyYAML's words for the common slips, in plain ones: (part of its problem, of its context, what to say). `{line}`
+# is where the parser noticed, `{opened}` where the construct it was reading began.
+_PLAIN_YAML_PROBLEMS = (
+    ("but found '<block mapping start>'", "", "line {line}: its indentation matches none of the keys above it: "
+     "line the keys of one mapping up under each other, with spaces"),
+    ("but found '-'", "", "line {line}: a list item ('- ...') where the mapping that starts at line {opened} expects "
+     "a key: indent the list under the key it belongs to"),
+    ("mapping values are not allowed here", "", "line {line}: a ':' that YAML cannot read here: this line or the "
+     "one before lacks the ':' after its key (key: value), or a value containing ': ' needs quotes"),
+    ("cannot start any token", "", "line {line}: a character that cannot begin a value (a tab? YAML indents with "
+     "spaces only)"),
+    ("expected ',' or ']'", "", "the list opened with '[' at line {opened} is not closed: add the ']'"),
+    ("expected ',' or '}'", "", "the mapping opened with '{{' at line {opened} is not closed: add the '}}'"),
+    ("end of stream", "quoted scalar", "the quote opened at line {opened} is never closed: close it on the same line"),
+    ("found undefined alias", "", "line {line}: an alias (*name) with no anchor (&name) before it"),
+)
+
+
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     if not isinstance(exc, yaml.MarkedYAMLError):
         return " ".join(str(exc).split())
-    # The context mark is where the broken construct starts, which is where people need to look.
-    mark = exc.context_mark or exc.problem_mark
-    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-    return f"{' '.join(filter(None, [exc.context, exc.problem]))} (at {where})"
+    problem, context = exc.problem or "", exc.context or ""
+    line = exc.problem_mark.line + 1 if exc.problem_mark else None
+    opened = exc.context_mark.line + 1 if exc.context_mark else line
+    for words, while_, plain in _PLAIN_YAML_PROBLEMS:
+        if words in problem and while_ in context:
+            return plain.format(line=line, opened=opened)
+    where = f"line {line}, column {exc.problem_mark.column + 1}" if exc.problem_mark else "an unknown position"
+    started = f" ({context} that began at line {opened})" if context else ""
+    return f"at {where}: {problem}{started}"
 
 
 def _expanded_size(document: Any) -> int:

@@ -63,8 +63,7 @@ def _rendering(rendering: Rendering) -> list[str]:
         chart = f"{release.chart.name}-{release.chart.version}"
         lines.append(f"  {name:<24} {chart:<30} {len(release.objects):4d} "
                      f"objects: {workloads} workloads, {kinds['CustomResourceDefinition']} CRDs, {hooks} hooks")
-    for name, why in sorted(rendering.unavailable.items()):
-        lines.append(f"  {name:<24} NOT RENDERED: {why}")
+    lines += [f"  {name:<24} NOT RENDERED (see Warnings)" for name in sorted(rendering.unavailable)]
     return lines
 
 
@@ -86,7 +85,9 @@ def summarize(synthesis: Synthesis, out_dir: Path, violations: list[Violation],
     lines += applied.summary() if applied is not None else []
     lines += (_team_stack(stack_outputs) if isinstance(stack_outputs, TeamOutputs)
               else _platform_stack(stack_outputs))
-    lines.append("Warnings:" if synthesis.warnings else "Warnings: none")
+    # A warning ending in ":" introduces those after it (the placeholders' heading) and is not one itself.
+    count = sum(not warning.endswith(":") for warning in synthesis.warnings)
+    lines.append(f"Warnings: {count}" if synthesis.warnings else "Warnings: none")
     lines += [f"  {warning}" for warning in synthesis.warnings]
     mandatory = sum(v.mandatory for v in violations)
     lines.append(f"Policies: {len(RESOURCE_RULES) + len(STACK_RULES)} rules, {mandatory} mandatory and "

@@ -82,9 +82,45 @@ def test_every_workload_runs_on_its_pool(stack) -> None:
     report = check_placement(synthesis, rendering)
     unexpected = [problem for problem in report.problems
                   if not any(f"Deployment gpu-operator/{name} " in problem and chart in problem
-                             for chart, names in UNPINNABLE.items() for name in names)]
+                             for chart, names in UNPINNABLE.items() for name in names)
+                  and not any(f"/{name} runs on no pool" in problem for name in NOWHERE)]
     assert unexpected == []
-    assert [w for w in report.unplaceable if not any(f"/{name} can land" in w for name in NOWHERE)] == []
+    assert report.unplaceable == []
+
+
+def test_each_placement_problem_says_why_and_what_to_change_and_counts(local_rendered) -> None:
+    """A workload that can land nowhere is an error (its pods would stay Pending); the rest are warnings, each
+    with why it matters and what to change, counted in the summary's Warnings."""
+    import copy
+
+    from synth import pipeline
+    from synth.applied import check_applied
+
+    synthesis, rendering = local_rendered
+    result = pipeline.run("local")
+    placement = [w for w in result.synthesis.warnings if w.startswith("placement: ")]
+    assert placement and all("To change: " in warning for warning in placement)
+    assert any("would take room from jobs and keep the pool from scaling to zero" in w for w in placement)
+    assert not result.failed
+    stranded = copy.deepcopy(rendering)
+    deployment = next(o for o in stranded.releases["kueue"].objects if o["kind"] == "Deployment")
+    deployment["spec"]["template"]["spec"]["nodeSelector"] = {"mlplatform.io/pool": "gpu-a100"}
+    report = check_applied(synthesis, stranded)
+    (error,) = report.placement.unplaceable
+    assert error.startswith("kueue (kueue-0.19.2): Deployment kueue-system/kueue-controller-manager can land on no "
+                            "pool (system: its nodeSelector {'mlplatform.io/pool': 'gpu-a100'} matches no system node;")
+    assert "so its pods would stay Pending. To change: give it a nodeSelector" in error
+    assert report.broken
+    assert "  ERROR " + error in report.summary()
+
+
+@pytest.fixture
+def local_rendered() -> tuple[Synthesis, Rendering]:
+    if not render.charts_available():
+        pytest.skip(f"needs the charts in one of {render.chart_dirs()} (../shared/upstream/charts): absent")
+    rendering = stack_rendering("local")
+    _needs(rendering, "kueue", "fake-gpu-operator")
+    return stack_synthesis("local"), rendering
 
 
 def test_the_admission_jobs_and_node_exporter_are_pinned_to_the_system_pool(stack) -> None:

@@ -60,3 +60,21 @@ def test_checkov_fails_only_accepted_checks_and_counts_them_per_chart() -> None:
                          for failure in report.failures if failure.check_id not in ACCEPTED})
     assert unaccepted == []
     assert any("kube-prometheus-stack" in line for line in report.summary())
+
+
+def test_the_failures_are_listed_per_object_for_out_checkov_txt() -> None:
+    from synth.checkov import CheckovReport, Failure
+
+    report = CheckovReport(failures=[
+        Failure("kueue (kueue-0.19.2)", "CKV_K8S_9", "Readiness Probe Should be Configured",
+                "Deployment.kueue-system.kueue-controller-manager"),
+        Failure("kueue (kueue-0.19.2)", "CKV_K8S_8", "Liveness Probe Should be Configured",
+                "Deployment.kueue-system.kueue-controller-manager"),
+        Failure("stack", "CKV_K8S_21", "The default namespace should not be used", "ConfigMap.default.x")])
+    assert report.listing() == (
+        "kueue (kueue-0.19.2): Deployment.kueue-system.kueue-controller-manager\n"
+        "  CKV_K8S_8  Liveness Probe Should be Configured\n"
+        "  CKV_K8S_9  Readiness Probe Should be Configured\n"
+        "stack: ConfigMap.default.x\n"
+        "  CKV_K8S_21  The default namespace should not be used\n")
+    assert CheckovReport().listing() == "no check fails\n"

@@ -122,9 +122,8 @@ def _project_with(tmp_path: Path, stack_text: str) -> Path:
 
 def test_malformed_yaml_names_the_file_and_line(tmp_path):
     project = _project_with(tmp_path, "config:\n  mlplatform:teams: [unclosed\n")
-    with pytest.raises(ConfigError, match=r"^Pulumi\.bad\.yaml: not valid YAML: while parsing a flow "
-                                          r"sequence expected ',' or '\]', but got '<stream end>' "
-                                          r"\(at line 2, column 21\)"):
+    with pytest.raises(ConfigError, match=r"^Pulumi\.bad\.yaml: not valid YAML: the list opened with '\[' at line 2 "
+                                          r"is not closed: add the '\]'\. Fix the file and run again\.$"):
         read_stack_config(project, "bad")
 
 

@@ -54,10 +54,8 @@ def test_changed_paths_reach_into_lists_and_new_keys():
     assert changed_paths({"a": [1, {"b": 2}], "c": 1}, {"a": [1, {"b": 3}], "d": 1}) == ["a[1].b", "c", "d"]
 
 
-def test_make_diff_on_two_real_revisions(tmp_path: Path):
-    """A copy of the project in a repo of its own gets a commit that changes a quota; diffing it against its
-    parent shows the update."""
-    clone = tmp_path / "repo"
+def _clone(clone: Path) -> list[str]:
+    """A copy of the project's files in a git repo of its own, committed; the git command to commit with."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=PROJECT_DIR,
                            capture_output=True, text=True, check=True).stdout.split()
     for name in files:
@@ -68,6 +66,14 @@ def test_make_diff_on_two_real_revisions(tmp_path: Path):
     subprocess.run(["git", "init", "--quiet"], cwd=clone, check=True)
     subprocess.run(["git", "add", "-A"], cwd=clone, check=True)
     subprocess.run([*git, "commit", "--quiet", "-m", "base"], cwd=clone, check=True)
+    return git
+
+
+def test_make_diff_on_two_real_revisions(tmp_path: Path):
+    """A copy of the project in a repo of its own gets a commit that changes a quota; diffing it against its
+    parent shows the update."""
+    clone = tmp_path / "repo"
+    git = _clone(clone)
     stack_file = clone / "Pulumi.local.yaml"
     stack_file.write_text(stack_file.read_text().replace("storage: 100Gi", "storage: 200Gi", 1))
     subprocess.run([*git, "commit", "--quiet", "-am", "more storage for research"], cwd=clone, check=True)
@@ -103,3 +109,33 @@ def test_rendered_objects_that_change_are_shown_with_their_paths(tmp_path: Path)
     assert any("~  update   kueue: Deployment kueue-system/kueue-controller-manager: "
                "spec.template.spec.containers[0].image" in line for line in lines)
     assert any("-  delete   kueue: ClusterRole _cluster/" in line for line in lines)
+
+
+def test_a_one_line_change_is_one_line_where_the_charts_come_from_beside_the_checkout(tmp_path: Path):
+    """With ../shared beside the checkout (as CI has it), the base revision, synthesized in a temporary copy,
+    renders the same charts as the working tree: no rendered object shows up as created."""
+    import os
+
+    import pytest
+
+    shared = PROJECT_DIR.parent / "shared"
+    if not (shared / "upstream" / "charts").is_dir():
+        pytest.skip(f"needs the charts at {shared / 'upstream' / 'charts'} (../shared): absent")
+    clone = tmp_path / "work" / "repo"
+    git = _clone(clone)
+    (tmp_path / "work" / "shared").symlink_to(shared.resolve())
+    stack_file = clone / "Pulumi.local.yaml"
+    stack_file.write_text(stack_file.read_text().replace("storage: 100Gi", "storage: 200Gi", 1))
+    subprocess.run([*git, "commit", "--quiet", "-am", "more storage for research"], cwd=clone, check=True)
+    # Only the checkout's own ../shared: no chart folder named in the environment, an empty pull cache.
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("MLPLATFORM_CHARTS", "MLPLATFORM_UPSTREAM", "MLPLATFORM_PULL_CHARTS")}
+    environment["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    result = subprocess.run([sys.executable, "-m", "synth.diff", "--base", "HEAD~1"], cwd=clone,
+                            capture_output=True, text=True, check=True, env=environment)
+    changes = [line for line in result.stdout.splitlines() if line.lstrip().startswith(("+", "~", "-"))]
+    assert changes == ["  ~  update   kubernetes:core/v1:ResourceQuota  team-research-quota: "
+                       "spec.hard.requests.storage: 100Gi -> 200Gi"], result.stdout
+    # Only the stack file changed: only its stack (team-vision is on dev) is synthesized, and it says so.
+    assert "synthesizing local at both" in result.stderr
+    assert "Stack dev" not in result.stdout

@@ -147,14 +147,14 @@ def test_the_dashboards_cost_table_asks_what_the_cost_tests_prove():
             assert target["expr"].replace("$__range", "1d") in tested, target["refId"]
 
 
-def test_every_alert_has_a_runbook_in_the_readme():
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    runbooks = set(re.findall(r"^#### (\w+)$", readme, flags=re.MULTILINE))
+def test_every_alert_has_a_runbook_in_the_docs():
+    readme = (Path(__file__).parent.parent / "docs" / "monitoring.md").read_text()
+    runbooks = set(re.findall(r"^### (\w+)$", readme, flags=re.MULTILINE))
     alerts, _ = alerts_and_records()
     assert alerts <= runbooks
     rules = [rule for group in deployed_groups() for rule in group["rules"] if "alert" in rule]
-    # GitHub's anchor for a heading `#### GpuXidError` is #gpuxiderror.
-    assert all(rule["annotations"]["runbook"] == f"README.md#{rule['alert'].lower()}" for rule in rules)
+    # GitHub's anchor for a heading `### GpuXidError` is #gpuxiderror.
+    assert all(rule["annotations"]["runbook"] == f"docs/monitoring.md#{rule['alert'].lower()}" for rule in rules)
 
 
 def test_the_pull_request_workflow_installs_promtool():

@@ -1,4 +1,4 @@
-"""The synth's cost per resource stays flat as a stack grows (`make bench` measures it; README, Performance).
+"""The synth's cost per resource stays flat as a stack grows (`make bench` measures it; docs/performance.md).
 
 Timing is too noisy on a shared machine to assert, so these hold the causes of the growth that was measured:
 work per team that walked every other team, and the cyclic collector's full passes over the program's heap.

@@ -8,6 +8,7 @@ from config.errors import ConfigError
 from stacks import main
 from synth.engine import NOT_PLAIN, RecordingMonitor, Synthesis, run_program
 from tests.conftest import KIND, cli_config, synth_with, team
+from synth import PROJECT_DIR
 from synth.render import stack_synthesis
 
 PLATFORM = "organization/mlplatform/local"
@@ -90,3 +91,32 @@ def test_a_team_cannot_take_another_teams_namespace():
 def test_own_stack_teams_still_count_against_capacity():
     with pytest.raises(ConfigError, match="add up to 3 GPUs but the GPU pools hold at most 1"):
         synth_with(cluster=KIND, teams=[team("a", gpus=1), team("b", gpus=2, ownStack=True)])
+
+
+def _documented(marker: str) -> str:
+    """The YAML block right after `<!-- snippet: marker -->` in docs/team-stacks.md, as written there."""
+    page = (PROJECT_DIR / "docs" / "team-stacks.md").read_text()
+    after = page.split(f"<!-- snippet: {marker} -->\n", 1)[1]
+    assert after.startswith("```yaml\n"), f"the {marker} snippet is a ```yaml block right after its marker"
+    return after.removeprefix("```yaml\n").split("```\n", 1)[0]
+
+
+def test_adding_a_team_stack_as_documented_synthesizes(tmp_path):
+    """A new team as docs/team-stacks.md says: its entry in the platform's teams, and its stack file."""
+    import shutil
+
+    from synth import delivery, pipeline
+
+    for name in ("Pulumi.yaml", "Pulumi.dev.yaml"):
+        shutil.copy(PROJECT_DIR / name, tmp_path / name)
+    platform = tmp_path / "Pulumi.dev.yaml"
+    # The platform's teams are its file's last key: the documented entry goes at the end of that list.
+    assert platform.read_text().rstrip().splitlines()[-1].startswith("        ")
+    platform.write_text(platform.read_text().rstrip("\n") + "\n" + _documented("platform-team"))
+    (tmp_path / "Pulumi.team-nlp.yaml").write_text(_documented("team-stack"))
+    result = pipeline.run("team-nlp", project_dir=tmp_path, render=False)
+    assert result.synthesis.outputs["namespaces"] == ["nlp-dev"]
+    assert not result.mandatory
+    # CI can decrypt its secrets once `pulumi stack init` has written the stack's encryptedkey (as the doc says).
+    problems = delivery.secrets_problems(delivery.read("team-nlp", tmp_path))
+    assert problems and all("has no encryptedkey: create the stack once" in problem for problem in problems)

@@ -326,3 +326,36 @@ def test_the_wait_names_the_volumes_left_when_it_runs_out():
 def test_only_volumes_with_the_delete_policy_are_the_clusters_to_delete():
     api = Volumes([volume("a", "Delete", "x/y"), volume("b", "Retain", "x/z")])
     assert deleted_with_the_cluster(api) == ["a (claim x/y, Released)"]
+
+
+def test_while_it_waits_it_says_for_what_at_least_every_minute():
+    lines: list[str] = []
+    verifier(ReplayedApi(RECORDING["exchanges"]), report=lines.append).run()
+    assert lines[:2] == [f"pool {pool}: pod gpu-{pool}-a1b2c3 waiting for a node (a pool at zero nodes scales up "
+                         f"first: minutes) (0s of at most 1800s)" for pool in ("l4", "a10g-x4")]
+    assert "pool l4: pod gpu-l4-a1b2c3 on node ip-10-20-3-17.ec2.internal, waiting for it to finish (10s of at most " \
+           "1800s)" in lines
+    assert lines[-1] == "checking the platform's alert rules in Prometheus"
+    # A pool that never gets a node: the same news again every minute until the timeout.
+    pending = next(e for e in RECORDING["exchanges"] if e["method"] == "GET" and e["path"].endswith("gpu-l4-a1b2c3"))
+    outputs = RECORDING["outputs"] | {"gpuPools": RECORDING["outputs"]["gpuPools"][:1]}
+    exchanges = [e for e in RECORDING["exchanges"] if e["method"] in ("POST", "DELETE") and "a10g" not in json.dumps(e)]
+    lines.clear()
+    exchanges += [pending] * 20 + [e for e in RECORDING["exchanges"] if e["path"].endswith("/rules")]
+    verifier(ReplayedApi(exchanges), outputs, timeout=150, report=lines.append).run()
+    assert [line.rsplit("(", 1)[1] for line in lines[:-1]] == [
+        "0s of at most 150s)", "60s of at most 150s)", "120s of at most 150s)"]
+
+
+def test_without_the_pulumi_cli_it_says_so_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    from synth import PROJECT_DIR
+
+    result = subprocess.run([sys.executable, "-m", "verify", "dev"], cwd=PROJECT_DIR, capture_output=True,
+                            text=True, env={"PATH": str(tmp_path), "HOME": str(tmp_path)}, check=False)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: make verify reads the stack's outputs (its kubeconfig, GPU pools) with "
+                                    "the Pulumi CLI, which is not on PATH: install it"), result.stderr

@@ -9,16 +9,23 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from core.outputs import PlatformOutputs, is_platform
+from core.progress import progress
 from verify.api import ApiError, HttpApi, RecordingApi, load_kubeconfig
 from verify.run import Verifier, table
 
 
 def stack_outputs(stack: str) -> dict[str, object]:
+    if shutil.which("pulumi") is None:
+        raise SystemExit("error: make verify reads the stack's outputs (its kubeconfig, GPU pools) with the Pulumi "
+                         "CLI, which is not on PATH: install it (the release requirements.txt pins the SDK at) and "
+                         "log in to the stack's backend (`pulumi login`), as for `pulumi up`")
+    progress(f"reading the outputs of stack {stack} with the Pulumi CLI")
     result = subprocess.run(["pulumi", "stack", "output", "--json", "--show-secrets", "--stack", stack],
                             capture_output=True, text=True, check=False)
     if result.returncode != 0:

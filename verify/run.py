@@ -13,6 +13,7 @@ from typing import Any
 from components.gpu_rules import GPU_METRICS_JOB, gpu_alert_rules
 from components.monitoring import RELEASE
 from core.outputs import PlatformOutputs, PoolOutput
+from core.progress import progress
 from verify.api import Api, ApiError
 from verify.probe import NAMESPACE, gpu_pod, gpu_resource, namespace
 
@@ -94,7 +95,8 @@ def table(results: list[PoolResult], rule_problems: list[str] | None) -> str:
 class Verifier:
     def __init__(self, api: Api, outputs: dict[str, Any], *, run_id: str, timeout: float = 1800,
                  metrics_timeout: float = 300, poll: float = 10, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, report: Callable[[str], None] = progress,
+                 report_every: float = 60) -> None:
         self.api = api
         self.outputs = outputs
         self.run_id = run_id
@@ -103,6 +105,9 @@ class Verifier:
         self.poll = poll
         self.clock = clock
         self.sleep = sleep
+        # Where the run is, at least every `report_every` seconds while it waits, and whenever a pool moves on.
+        self.report = report
+        self.report_every = report_every
         self.platform = PlatformOutputs.read(outputs)
         self.fake_gpus = self.platform.cloud == "kind"
         # Where no pod runs (make e2e's loopback cluster) the pod's placement is all there is to check.
@@ -216,6 +221,15 @@ class Verifier:
             if exc.status != 404:
                 raise
 
+    def _waiting_for(self, result: PoolResult) -> str:
+        if result.done:
+            return "done" + (f": {'; '.join(result.problems)}" if result.problems else "")
+        if not result.node:
+            return f"pod {result.pod} waiting for a node (a pool at zero nodes scales up first: minutes)"
+        if result.finished_s is None:
+            return f"pod {result.pod} on node {result.node}, waiting for it to finish"
+        return f"waiting for the GPU metrics of node {result.node} in Prometheus"
+
     # ---- the whole run ----
 
     def run(self) -> tuple[list[PoolResult], list[str] | None]:
@@ -229,11 +243,19 @@ class Verifier:
         results: list[PoolResult] = []
         try:
             results = [self._start(pool) for pool in pools]
-            deadline = self.clock() + self.timeout
+            started = self.clock()
+            deadline = started + self.timeout
+            reported: dict[str, tuple[str, float]] = {}
             while True:
                 for pool, result in zip(pools, results):
                     if not result.done:
                         self._follow(pool, result)
+                    status = self._waiting_for(result)
+                    last, at = reported.get(pool.name, ("", -self.report_every))
+                    if status != last or (not result.done and self.clock() - at >= self.report_every):
+                        self.report(f"pool {pool.name}: {status} ({self.clock() - started:.0f}s of at most "
+                                    f"{self.timeout:.0f}s)")
+                        reported[pool.name] = (status, self.clock())
                 if all(r.done for r in results):
                     break
                 if self.clock() > deadline:
@@ -243,6 +265,8 @@ class Verifier:
                                                    + ("" if result.node else ": no node came up"))
                     break
                 self.sleep(self.poll)
+            if self.pods_run:
+                self.report("checking the platform's alert rules in Prometheus")
             return results, self.check_rules() if self.pods_run else None
         finally:
             self.cleanup(results)

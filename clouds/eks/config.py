@@ -12,8 +12,9 @@ from pydantic.alias_generators import to_camel
 
 from versions import EKS_ADDON_VERSIONS, EKS_KUBERNETES_VERSION, EKS_SYSTEM_AMI_RELEASES
 from core.deployer import Deployer
-from core.fields import (Cidr, DnsLabel, GpuPools, GpuSharing, KubernetesVersion, Model, PoolName, SecurityGroupId,
-                         check_access_cidrs, check_mig, kubernetes_minor, matching, unique_items, unique_names)
+from core.fields import (Cidr, DnsLabel, GpuPools, GpuSharing, InstanceType, KubernetesVersion, Model, PoolName,
+                         SecurityGroupId, check_access_cidrs, check_mig, kubernetes_minor, matching, unique_items,
+                         unique_names)
 from core.gpus import GPU_MODELS, GpuModel
 
 if TYPE_CHECKING:
@@ -76,9 +77,6 @@ RoleArn = Annotated[str, matching(r"arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/
 SubnetId = Annotated[str, matching(r"subnet-[0-9a-f]{8,17}", "a subnet ID such as subnet-0123456789abcdef0")]
 CapacityReservationId = Annotated[str, matching(r"cr-[0-9a-z]+", "a capacity reservation ID such as "
                                                                   "cr-0123456789abcdef0")]
-# EC2 instance types: a family (letters, digits, '-' as in m7i-flex or u-6tb1), '.', a size.
-InstanceType = Annotated[str, matching(r"[a-z][-a-z0-9]*[0-9][-a-z0-9]*\.[a-z0-9]+",
-                                       "an EC2 instance type such as m7i.large or m7i-flex.xlarge")]
 KarpenterDuration = Annotated[str, matching(r"([0-9]+(s|m|h))+|Never", "a Karpenter duration such as 30s, 10m, 1h "
                                                                       "or Never")]
 

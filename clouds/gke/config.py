@@ -11,8 +11,9 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from versions import KUBERNETES_VERSION
 from core.deployer import Deployer
-from core.fields import (Cidr, DnsLabel, GpuPools, GpuSharing, KubernetesVersion, Model, PoolName, check_access_cidrs,
-                         check_disjoint, check_mig, check_unique, matching, unique_items, unique_names)
+from core.fields import (Cidr, DnsLabel, GpuPools, GpuSharing, KubernetesVersion, MachineType, Model, PoolName,
+                         check_access_cidrs, check_disjoint, check_mig, check_unique, matching, unique_items,
+                         unique_names)
 from core.gpus import GPU_MODELS
 
 if TYPE_CHECKING:
@@ -149,9 +150,6 @@ def check_gpu_zones(region: str, accelerator: str, zones: list[str]) -> None:
 
 GcpProject = Annotated[str, matching(r"[a-z][a-z0-9-]{4,28}[a-z0-9]",
                                      "a Google Cloud project ID (6 to 30 lowercase letters, digits, hyphens)")]
-# Compute Engine machine types: a series, then its parts (e2-standard-4, n2d-highmem-8, custom-4-16384).
-MachineType = Annotated[str, matching(r"[a-z][a-z0-9]*(-[a-z0-9]+)+",
-                                      "a Compute Engine machine type such as e2-standard-4")]
 GcpRegion = Annotated[str, matching(r"[a-z]+-[a-z]+\d+", "a Google Cloud region such as us-central1 or europe-west4")]
 def _not_default_pool(value: str) -> str:
     if value == DEFAULT_POOL:
@@ -257,7 +255,7 @@ class GkeGpuPool(Model):
     """A GKE node pool with GPUs that scales from zero."""
 
     name: GkePoolName
-    machine_type: str
+    machine_type: MachineType
     # Needed only for N1 machines, which carry the GPUs given to them.
     accelerator: str | None = None
     gpus_per_node: int | None = None

@@ -1,5 +1,5 @@
 """The real Kueue (the chart's controller, run by the harness) queues, admits, lends and reclaims the teams'
-GPUs on the fake nodes of each pool, as README "Fair sharing of GPUs: Kueue" says.
+GPUs on the fake nodes of each pool, as docs/queues.md says.
 
 The e2e stack's a100 pool is 2 nodes of 4 GPUs: research is guaranteed 4 (ceiling 6), inference 2 and vision 2
 (both lent while idle); t4 is 2 nodes of one GPU time-sliced into 4 `nvidia.com/gpu.shared`, 4 guaranteed to
@@ -237,7 +237,7 @@ def test_research_borrows_idle_a100s_and_inference_reclaims_its_guarantee(e2e: P
 
 
 def test_a_job_without_a_queue_name_goes_through_the_default_queue(e2e: Platform, pools, jobs):
-    # README: "Kueue gives any job that names no queue" the namespace's `default` LocalQueue; it is suspended
+    # docs/queues.md: "Kueue gives any job that names no queue" the namespace's `default` LocalQueue; it is suspended
     # until that queue admits it, and then runs like any other (held only while there is no quota for it).
     cluster = e2e.cluster
     created = submit(cluster, job("research", 1, queue=""))

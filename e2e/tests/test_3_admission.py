@@ -1,4 +1,4 @@
-"""The team namespaces' admission policies (README, "Admission rules in team namespaces"), judged by the API
+"""The team namespaces' admission policies (docs/admission.md), judged by the API
 server itself: per policy, a team member submits a purpose-built violating object and a compliant one, Pods
 and Jobs, with server-side dry-run (nothing is stored). The e2e stack is dev-like and sets no
 `admission.enforcement`, so every policy warns (and audits): a violation draws the policy's own warning, and a
@@ -30,7 +30,7 @@ GPU_TOLERATION = {"key": GPU_TAINT.key, "operator": "Equal", "value": GPU_TAINT.
 def gpu_pod(namespace: str = "research", *, gpus: int = 1, resource: str = "nvidia.com/gpu",
             pool: str = "a100") -> dict[str, Any]:
     """A compliant GPU pod: the team's queue, a pool it may use, an ML priority class, Pod Security
-    `restricted` (README's example), GPUs in limits only."""
+    `restricted` (docs/admission.md's example), GPUs in limits only."""
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "train", "namespace": namespace, "labels": {QUEUE_LABEL: namespace}},
@@ -203,7 +203,7 @@ COMPLIANT: list[tuple[str, dict[str, Any]]] = [
     ("cpu-job", as_job(cpu_pod("inference"))),
     ("gpu-pod-in-its-teams-queue", gpu_pod()),
     ("gpu-pod-in-the-default-queue", labelled(gpu_pod(), {QUEUE_LABEL: "default"})),
-    # README: "or leave the label off for the namespace's default queue".
+    # docs/queues.md: the `default` LocalQueue is the one "Kueue gives any job that names no queue".
     ("gpu-pod-without-a-queue-label", labelled(gpu_pod(), {})),
     ("gpu-job-on-time-sliced-gpus", as_job(gpu_pod("inference", resource="nvidia.com/gpu.shared", pool="t4"))),
     ("gpu-pod-as-large-as-a-node", gpu_pod(gpus=4)),

@@ -1,4 +1,4 @@
-"""The vision team's own stack (README, "Team stacks"): `up` against the platform stack's outputs (a
+"""The vision team's own stack (docs/team-stacks.md): `up` against the platform stack's outputs (a
 StackReference over the same file backend), a preview that shows no changes, its namespaces with the guard
 rails and budget the platform granted, then `destroy` that leaves its namespaces gone, not Terminating."""
 
