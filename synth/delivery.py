@@ -144,8 +144,6 @@ def placeholders(file: StackFile) -> list[str]:
         if path.endswith(".project") and EXAMPLE_PROJECT.fullmatch(text):
             found.append(f"{stack_file(file.name)}: {path}: {text} is an example Google Cloud project ID")
         for pattern, what in PLACEHOLDER_PATTERNS:
-            if path.endswith(".projectNumber") and pattern is PLACEHOLDER_PATTERNS[0][0]:
-                what = "a placeholder Google Cloud project number (the digits AWS's documentation uses)"
             for match in pattern.finditer(text):
                 found.append(f"{stack_file(file.name)}: {path}: {match.group(1)} is {what}")
     return found

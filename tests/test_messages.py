@@ -28,13 +28,6 @@ def test_an_unquoted_version_is_offered_back_as_the_user_wrote_it(tmp_path: Path
                                  'kubernetesVersion: "1.30".')
 
 
-def test_the_gcp_project_number_placeholder_is_called_what_it_is():
-    result = pipeline.run("gcp-dev", render=False)
-    (line,) = [w for w in result.synthesis.warnings if "projectNumber" in w]
-    assert line == ("Pulumi.gcp-dev.yaml: mlplatform:cluster.projectNumber: 123456789012 is a placeholder Google "
-                    "Cloud project number (the digits AWS's documentation uses)")
-
-
 @pytest.mark.parametrize("text, message", [
     ("config:\n  mlplatform:cluster:\n    cloud: kind\n   name: x\n",
      "line 4: its indentation matches none of the keys above it"),
