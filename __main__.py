@@ -1,4 +1,4 @@
-"""mlplatform: a GPU-ready Kubernetes platform for ML teams. See README.md."""
+"""mlplatform: a GPU-ready Kubernetes platform for ML teams. See README.md and docs/."""
 
 from stacks import main
 

@@ -73,7 +73,7 @@ VERIFY_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-base-ubuntu24.04"
 # kube-proxy and CoreDNS for 1.35 and 1.36: the EKS User Guide's tables of the latest add-on per minor
 # ("Manage kube-proxy", "Manage CoreDNS"). vpc-cni, the Pod Identity agent and the EBS CSI driver are not
 # built per minor; their 1.34 releases are carried to 1.35 and 1.36 unverified: `describe-addon-versions`
-# must list them for those minors before a cluster moves (README, "Upgrading Kubernetes on EKS").
+# must list them for those minors before a cluster moves (docs/aws.md, "Upgrading Kubernetes on EKS").
 _MINOR_BLIND_ADDONS = {
     "vpc-cni": "v1.21.1-eksbuild.1",
     "eks-pod-identity-agent": "v1.3.10-eksbuild.2",

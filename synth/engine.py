@@ -123,7 +123,7 @@ class Synthesis:
 
 
 # Who runs the offline synth, as a cloud's identity functions would see it: a CI session of the deploy role that
-# the README's setup creates (`mlplatform-deploy`), in the example stacks' account.
+# docs/aws.md's setup creates (`mlplatform-deploy`), in the example stacks' account.
 AWS_CALLER_ARN = "arn:aws:sts::111122223333:assumed-role/mlplatform-deploy/GitHubActions"
 # The IAM roles of the synth's account that the program looks up (iam.getRoles): none, as in a new account.
 AWS_ACCOUNT_ROLES: tuple[str, ...] = ()

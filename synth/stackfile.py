@@ -220,7 +220,7 @@ def read_stack_config(project_dir: Path, stack: str) -> tuple[dict[str, str], li
     if not path.is_file():
         stacks = ", ".join(available_stacks(project_dir)) or "none"
         raise ConfigError(f"{path.name}: no such stack file in {project_dir}; the stacks here are: {stacks}. "
-                          "Pick one of them (STACK=<name>) or create the file (see README.md).")
+                          "Pick one of them (STACK=<name>) or create the file (see docs/configuration.md).")
     config = stack_config(path)
     project = project_name(project_dir)
     values: dict[str, str] = {}
