@@ -149,6 +149,8 @@ def policy_variables(layout: QueueLayout, system_node_selector: Mapping[str, str
                  f"? namespaceObject.metadata.labels[{_cel(TEAM_LABEL)}] : ''"),
         # Node label pairs no team pod may ask for, and the pools dedicated to one team.
         ("systemNodes", _cel(sorted(f"{key}={value}" for key, value in system_node_selector.items()))),
+        # Node label keys that tell pools apart: the pool label, and those the system nodes are selected by.
+        ("poolKeys", _cel(sorted({POOL_LABEL, *system_node_selector}))),
         ("dedicatedPools", _cel(dict(layout.dedicated))),
         # The most of each GPU resource one container may get on one node of any pool.
         ("largestNode", _cel(largest)),
@@ -234,6 +236,27 @@ def team_policies(layout: QueueLayout) -> list[Policy]:
                   f"e.values.exists(v, {_forbidden('e.key', 'v')})))",
                   "The required node affinity allows the system pool or a GPU pool dedicated to another team "
                   f"(dedicated: {dedicated}). Name only GPU pools your team may use."),
+            # Every other operator on a pool key allows whatever it does not list: NotIn and DoesNotExist the
+            # system pool and other teams' pools (NotIn: [t4] is every pool but t4), Exists every pool, Gt and
+            # Lt whatever compares. Only In says which pools, and the check above judges its values. A term
+            # that names no pool key is judged by what else keeps pods off those pools: GPU pods get their
+            # pool from Kueue's flavor (nodeLabels, injected as a nodeSelector that every term is ANDed with),
+            # and pods without GPUs may not tolerate the GPU nodes' taint.
+            Check(f"!has(variables.spec.affinity) || !has(variables.spec.affinity.nodeAffinity) || "
+                  f"!has({affinity}) || {affinity}.nodeSelectorTerms.all(t, !has(t.matchExpressions) || "
+                  "t.matchExpressions.all(e, !(e.key in variables.poolKeys) || e.operator == 'In'))",
+                  f"The required node affinity uses NotIn, Exists, DoesNotExist, Gt or Lt on {POOL_LABEL} (or on "
+                  "the system nodes' labels), which allows every pool it does not list, the system pool and other "
+                  f"teams' dedicated pools among them (dedicated: {dedicated}). Use operator In with the GPU pools "
+                  "your team may use."),
+            # matchFields selects nodes by metadata.name, the only field it supports (Kubernetes' node affinity
+            # validation): spec.nodeName through the scheduler, onto any node, the system pool's included.
+            Check(f"!has(variables.spec.affinity) || !has(variables.spec.affinity.nodeAffinity) || "
+                  f"!has({affinity}) || {affinity}.nodeSelectorTerms.all(t, !has(t.matchFields) || "
+                  "size(t.matchFields) == 0)",
+                  "The required node affinity picks nodes by name (matchFields on metadata.name), which can put a "
+                  "pod on the system pool or another team's dedicated pool. Remove matchFields; to choose a GPU "
+                  f"pool, use nodeSelector {POOL_LABEL}: <pool> or a matchExpressions term with operator In."),
         )),
         Policy("gpu-request-fits-a-node", (
             # The time-sliced pools' check first: the API server reports the first check that fails.

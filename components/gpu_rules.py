@@ -18,8 +18,14 @@ from core.handle import GpuPool
 from components.kube import DaemonSetRef
 from config.queues import gpu_resource
 
-# The scrape job every GPU metric carries, whichever exporter serves it.
-GPU_METRICS_JOB = "gpu-metrics"
+# The scrape job every GPU metric carries, whichever exporter serves it: a value no team monitor can give its
+# own series, so that the rules trust no team's exporter. prometheus-operator sets a ServiceMonitor's job to its
+# Service's name or to the value of the Service label named by jobLabel, and a PodMonitor's to
+# "<namespace>/<name>" or a pod label's value; Service names (DNS-1035 labels) and label values never contain
+# ':'. Team monitors may not write job themselves (components/admission.py, RESERVED_TARGET_LABELS).
+GPU_METRICS_JOB = "mlplatform:gpu-metrics"
+# The name of the platform's ServiceMonitor of the GPU exporters.
+GPU_METRICS_MONITOR = "gpu-metrics"
 # The label matcher of every GPU series.
 GPU_JOB = f'job="{GPU_METRICS_JOB}"'
 # The usage rules run once a minute, so that each of their samples stands for one minute: GPU-hours over a

@@ -18,7 +18,7 @@ import pulumi_random as random
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components import sizing
-from components.gpu_rules import GPU_METRICS_JOB, gpu_rule_groups, node_label_allowlist
+from components.gpu_rules import GPU_METRICS_JOB, GPU_METRICS_MONITOR, gpu_rule_groups, node_label_allowlist
 from core.handle import Capabilities, ClusterHandle, ControlPlanePart, GpuPool, gpu_node_affinity, gpu_tolerations
 from components.kube import DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
 from core.vocabulary import GPU_RESOURCE, KUBE_SYSTEM_NAMESPACE, PLATFORM_NAMESPACES, SYSTEM_NODE_CRITICAL
@@ -253,7 +253,7 @@ class Monitoring(pulumi.ComponentResource):
                 f"{name}-gpu-metrics",
                 api_version="monitoring.coreos.com/v1",
                 kind="ServiceMonitor",
-                metadata=ObjectMetaArgs(name=GPU_METRICS_JOB, namespace=settings.namespace),
+                metadata=ObjectMetaArgs(name=GPU_METRICS_MONITOR, namespace=settings.namespace),
                 spec={
                     "namespaceSelector": {"matchNames": [source.namespace]},
                     "selector": {"matchLabels": source.selector},

@@ -74,6 +74,21 @@ def kueue_manager_config() -> dict[str, Any]:
     }
 
 
+def kueue_spread(system_max_nodes: int | None) -> dict[str, Any]:
+    """Kueue's two replicas on two system nodes wherever the system pool can have two, so that draining one
+    node leaves a webhook serving. ScheduleAnyway only scores the spread, and the scheduler may stack both
+    replicas on one node; DoNotSchedule with one eligible node counts one domain and is met by stacking too,
+    hence minDomains 2: below two system nodes the second replica waits, and the pool's autoscaler (Karpenter
+    on EKS, GKE's) adds the node (Kubernetes' PodTopologySpread, minDomains). A pool that can never have two
+    nodes (kind's one, or an existing cluster's unknown one) keeps both replicas on the node it has."""
+    spread: dict[str, Any] = {
+        "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "kueue", "control-plane": "controller-manager"}}}
+    if system_max_nodes is not None and system_max_nodes >= 2:
+        spread |= {"whenUnsatisfiable": "DoNotSchedule", "minDomains": 2}
+    return spread
+
+
 def kueue_values(cluster: ClusterHandle) -> dict[str, Any]:
     return {
         "controllerManager": {
@@ -85,10 +100,7 @@ def kueue_values(cluster: ClusterHandle) -> dict[str, Any]:
             # Both replicas serve the webhooks; leader election picks the one that runs the controllers.
             "replicas": 2,
             "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
-            "topologySpreadConstraints": [{
-                "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
-                "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "kueue",
-                                                  "control-plane": "controller-manager"}}}],
+            "topologySpreadConstraints": [kueue_spread(cluster.system_max_nodes)],
         },
         "managerConfig": {"controllerManagerConfigYaml": yaml.safe_dump(kueue_manager_config(), sort_keys=False)},
         # Its metrics, scraped by the platform's Prometheus through the chart's ServiceMonitor.

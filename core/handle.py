@@ -136,6 +136,9 @@ class ClusterHandle:
     gpu_pools: tuple[GpuPool, ...] = ()
     # Where the platform's own controllers run: never on GPU nodes.
     system_node_selector: Mapping[str, str] = field(default_factory=lambda: {POOL_LABEL: SYSTEM_POOL})
+    # The most nodes the system pool can have (its fixed size, or its autoscaler's ceiling); None where the
+    # platform does not manage it (an existing cluster). Decides whether replicated controllers can be spread.
+    system_max_nodes: int | None = None
     # The control plane's minor version (what charts are rendered for); clusters the platform does not version
     # run the pinned one.
     kubernetes_version: str = KUBERNETES_VERSION

@@ -91,9 +91,17 @@ def owned(of: dict[str, Any], owner: tuple[str, str] = ("batch/v1", "Job")) -> d
     return created
 
 
-def affinity(key: str, *values: str) -> dict[str, Any]:
-    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchExpressions": [{"key": key, "operator": "In", "values": list(values)}]}]}}}
+def affinity(key: str, *values: str, operator: str = "In") -> dict[str, Any]:
+    expression: dict[str, Any] = {"key": key, "operator": operator}
+    if operator not in ("Exists", "DoesNotExist"):
+        expression["values"] = list(values)
+    return terms({"matchExpressions": [expression]})
+
+
+def terms(*node_selector_terms: dict[str, Any]) -> dict[str, Any]:
+    """A required node affinity of these terms (any one of which a node must match)."""
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": list(node_selector_terms)}}}
 
 
 CPU_POD = pod(gpus=None, labels={})
@@ -196,6 +204,28 @@ TABLE: list[tuple[Any, ...]] = [
         "mlplatform.io/pool", "a100"))), "web", False),
     ("team-pools-only", "a shared pool by affinity", pod(affinity=affinity("mlplatform.io/pool", "t4")), "web", True),
     ("team-pools-only", "a node by name", pod(nodeName="ip-10-0-0-1"), "research", False),
+    # Operators other than In on the pool label allow what they do not list (issue 24): NotIn a100 is the system
+    # pool and every other team's, Exists every pool, DoesNotExist the system nodes of a cluster that labels
+    # only its GPU pools.
+    ("team-pools-only", "every pool but a shared one, by NotIn", pod(affinity=affinity(
+        "mlplatform.io/pool", "t4", operator="NotIn")), "web", False),
+    ("team-pools-only", "any pool, by Exists, in a job", job(pod(affinity=affinity(
+        "mlplatform.io/pool", operator="Exists"))), "web", False),
+    ("team-pools-only", "nodes without a pool, by DoesNotExist",
+     pod(gpus=None, labels={}, affinity=affinity("mlplatform.io/pool", operator="DoesNotExist")), "research", False),
+    ("team-pools-only", "the system pool by a second term", pod(affinity=terms(
+        {"matchExpressions": [{"key": "mlplatform.io/pool", "operator": "In", "values": ["t4"]}]},
+        {"matchExpressions": [{"key": "mlplatform.io/pool", "operator": "NotIn", "values": ["t4", "a100"]}]})),
+     "web", False),
+    ("team-pools-only", "a node by name, by matchFields", pod(gpus=None, labels={}, affinity=terms(
+        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["ip-10-0-0-1"]}]})), "research", False),
+    ("team-pools-only", "a GPU model by affinity, the pool left to Kueue", pod(affinity=affinity(
+        "nvidia.com/gpu.product", "Tesla-T4")), "web", True),
+    ("team-pools-only", "an own pool and a GPU model in one term, a shared pool in another", pod(affinity=terms(
+        {"matchExpressions": [{"key": "mlplatform.io/pool", "operator": "In", "values": ["a100"]},
+                              {"key": "nvidia.com/gpu.product", "operator": "NotIn", "values": ["A100-PCIE-40GB"]}]},
+        {"matchExpressions": [{"key": "mlplatform.io/pool", "operator": "In", "values": ["t4"]}]})),
+     "research", True),
     ("team-pools-only", "a statefulset on the system pool", deployment(pod(gpus=None, labels={},
                                                                           nodeSelector=SYSTEM_POOL), "StatefulSet"),
      "research", False),

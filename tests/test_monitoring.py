@@ -14,7 +14,7 @@ from core.fields import GpuSharing
 from core.handle import GpuPool, gpu_pool_labels
 from core.vocabulary import GPU_TAINT
 from components.kube import DaemonSetRef
-from components.gpu_rules import gpu_alert_rules
+from components.gpu_rules import GPU_JOB, GPU_METRICS_JOB, gpu_alert_rules, gpu_rule_groups
 from components.monitoring import DASHBOARDS, DCGM_COUNTERS, Monitoring, gpu_metrics_metric_relabelings
 from config.errors import ConfigError
 from config.models import MonitoringConfig
@@ -216,7 +216,7 @@ def test_kind_scrapes_the_fake_gpu_operators_exporter_the_same_way():
     # Both land in the same job, so the dashboard and the alerts need not know which one a cluster has.
     assert endpoint_of["kind"][2] == endpoint_of["real"][2] | {"port": "gpu-metrics"}
     assert endpoint_of["real"][2]["relabelings"] == [
-        {"action": "replace", "targetLabel": "job", "replacement": "gpu-metrics"},
+        {"action": "replace", "targetLabel": "job", "replacement": "mlplatform:gpu-metrics"},
         {"action": "replace", "sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"}]
     # The exporters' namespace/pod labels are not honoured: free GPUs would take the exporter's own.
     assert endpoint_of["real"][2]["honorLabels"] is False
@@ -245,7 +245,7 @@ def relabel(labels: dict[str, str], configs: list[dict]) -> dict[str, str]:
 
 # What Prometheus makes of an exporter's sample before metric relabelling, honorLabels off: the target's
 # namespace/pod/container (the exporter's pod) win, and the sample's own are renamed exported_*.
-TARGET = {"job": "gpu-metrics", "instance": "10.0.3.7:9400", "node": "ip-10-0-3-21.ec2.internal",
+TARGET = {"job": "mlplatform:gpu-metrics", "instance": "10.0.3.7:9400", "node": "ip-10-0-3-21.ec2.internal",
           "namespace": "monitoring", "pod": "dcgm-exporter-7xk2p", "container": "exporter"}
 GPU_LABELS = {"gpu": "0", "UUID": "GPU-6a3e0c1d", "modelName": "NVIDIA A100-SXM4-80GB"}
 
@@ -254,7 +254,7 @@ GPU_LABELS = {"gpu": "0", "UUID": "GPU-6a3e0c1d", "modelName": "NVIDIA A100-SXM4
 def test_free_gpus_name_no_workload_and_held_ones_name_theirs(hostname_label):
     rules = gpu_metrics_metric_relabelings()
     free = relabel(TARGET | GPU_LABELS | {hostname_label: "ip-10-0-3-21"}, rules)
-    assert free == {"job": "gpu-metrics", "instance": "10.0.3.7:9400", "node": "ip-10-0-3-21.ec2.internal",
+    assert free == {"job": "mlplatform:gpu-metrics", "instance": "10.0.3.7:9400", "node": "ip-10-0-3-21.ec2.internal",
                     "hostname": "ip-10-0-3-21"} | GPU_LABELS
     held = relabel(TARGET | GPU_LABELS | {hostname_label: "ip-10-0-3-21", "exported_namespace": "vision",
                                           "exported_pod": "train-0", "exported_container": "trainer"}, rules)
@@ -421,3 +421,24 @@ def test_bad_monitoring_settings(settings, message):
     with pytest.raises(ConfigError) as caught:
         synth_with(cluster=KIND, monitoring=settings)
     assert f"Pulumi.test.yaml: {message}" in str(caught.value)
+
+
+# How prometheus-operator names a team monitor's job (pkg/prometheus/promcfg.go): a ServiceMonitor's after its
+# Service (a DNS-1035 label) or the value of the Service label its jobLabel names, a PodMonitor's
+# "<namespace>/<name>" (a DNS-1123 label and subdomain) or a pod label's value (Kubernetes' label-value syntax).
+TEAM_JOB_NAMES = {
+    "Service name": r"[a-z]([-a-z0-9]*[a-z0-9])?",
+    "label value (jobLabel)": r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?",
+    "PodMonitor namespace/name": r"[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?",
+}
+
+
+@pytest.mark.parametrize("how", TEAM_JOB_NAMES)
+def test_no_team_monitor_can_name_its_job_as_the_gpu_scrape_so_gpu_rules_trust_none(how):
+    # A team Service named gpu-metrics, with its own ServiceMonitor, gave its series the job the GPU rules and
+    # cost records select on (issue 24); team monitors may not write job by relabeling (the team-monitors policy).
+    assert not re.fullmatch(TEAM_JOB_NAMES[how], GPU_METRICS_JOB)
+    groups = gpu_rule_groups(POOLS, None, {pool.name: 2.5 for pool in POOLS})
+    exprs = [rule["expr"] for group in groups for rule in group["rules"] if "DCGM_" in rule["expr"]
+             or "up{" in rule["expr"]]
+    assert exprs and all(GPU_JOB in expr and 'job="gpu-metrics"' not in expr for expr in exprs)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from core.vocabulary import ML_PRIORITY_CLASSES
-from components.queues import KUEUE_FRAMEWORKS, cluster_queue
+from components.queues import KUEUE_FRAMEWORKS, cluster_queue, kueue_spread
 from config.queues import pool_shapes, queue_layout
 from config.errors import ConfigError
 from synth.engine import Synthesis
@@ -79,8 +79,26 @@ def test_controller_survives_one_restart(shared):
     manager = kueue_release(shared)["values"]["controllerManager"]
     assert manager["replicas"] == 2
     assert manager["podDisruptionBudget"] == {"enabled": True, "minAvailable": 1}
+    # kind's one system node: nothing to spread over, both replicas share it.
     (spread,) = manager["topologySpreadConstraints"]
     assert spread["topologyKey"] == "kubernetes.io/hostname" and spread["whenUnsatisfiable"] == "ScheduleAnyway"
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod", "gcp-dev"])
+def test_kueues_replicas_are_on_two_nodes_wherever_the_system_pool_can_have_two(stack):
+    # ScheduleAnyway let the scheduler stack both replicas on one node, whose drain stopped every admission in
+    # team namespaces (the webhooks fail closed); DoNotSchedule alone is met by stacking while the pool has one
+    # node, so minDomains 2 makes the second replica wait for the autoscaler's second node (issue 24).
+    (spread,) = kueue_release(stack_synthesis(stack))["values"]["controllerManager"]["topologySpreadConstraints"]
+    assert spread["whenUnsatisfiable"] == "DoNotSchedule" and spread["minDomains"] == 2
+    assert spread["topologyKey"] == "kubernetes.io/hostname" and spread["maxSkew"] == 1
+
+
+def test_a_fixed_two_node_system_pool_spreads_kueue_and_an_unknown_one_does_not_wait():
+    kind = synth_with(cluster={"cloud": "kind", "systemNodes": 2, "gpuPools": POOLS}, teams=[team("research", 1)])
+    (spread,) = kueue_release(kind)["values"]["controllerManager"]["topologySpreadConstraints"]
+    assert spread["whenUnsatisfiable"] == "DoNotSchedule" and spread["minDomains"] == 2
+    assert kueue_spread(None)["whenUnsatisfiable"] == "ScheduleAnyway" and "minDomains" not in kueue_spread(None)
 
 
 def manager_config(synthesis: Synthesis) -> dict[str, Any]:

@@ -331,5 +331,7 @@ class EksCluster(pulumi.ComponentResource):
                                       # Its GPU nodes' toolkit is set to match (karpenter.GPU_NODE_USER_DATA).
                                       gpu_device_list_strategy="volume-mounts"),
             gpu_pools=gpu_pools,
+            # The managed node group's minNodes, and Karpenter's nodes up to maxNodes (karpenter.py).
+            system_max_nodes=max(spec.system_pool.min_nodes, spec.system_pool.max_nodes),
         )
         self.register_outputs({"clusterName": cluster.name, "endpoint": cluster.endpoint})

@@ -349,5 +349,7 @@ class GkeCluster(pulumi.ComponentResource):
                                       # is kube-dns (with its metrics sidecar), not CoreDNS.
                                       scrapeable=frozenset({"kube-dns"})),
             gpu_pools=gpu_pools,
+            # The autoscaler's total ceiling over the pool's zones (total_max_node_count).
+            system_max_nodes=spec.system_pool.max_nodes,
         )
         self.register_outputs({"clusterName": cluster.name, "endpoint": cluster.endpoint})

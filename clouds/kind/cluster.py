@@ -92,5 +92,6 @@ class KindCluster(pulumi.ComponentResource):
                                       persistent_volumes=False,
                                       scrapeable=frozenset({"scheduler", "controller-manager", "coredns"})),
             gpu_pools=kind_gpu_pools(spec),
+            system_max_nodes=spec.system_nodes,
         )
         self.register_outputs({"kubeconfig": kubeconfig})
