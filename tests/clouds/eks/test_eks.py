@@ -558,6 +558,13 @@ def test_existing_subnets_are_tagged_for_load_balancers_and_taken_by_id_not_by_a
     ({"adminRoleArns": ["admins"]}, "mlplatform:cluster.adminRoleArns[0]: 'admins' is not an IAM role ARN"),
     ({"gpuPools": [{"name": "x", "instanceTypes": ["g5.xlarge"], "maxNodes": 1, "consolidateAfter": "ten"}]},
      "mlplatform:cluster.gpuPools[0].consolidateAfter: 'ten' is not a Karpenter duration"),
+    # An EFA pool's one zone (its cluster placement group's) must be one the cluster has subnets in.
+    ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "efa": True,
+                    "zone": "eu-west-1c"}]},
+     "mlplatform:cluster: Value error, gpuPools[0].zone: 'eu-west-1c' is not one of availabilityZones "
+     "(eu-west-1a, eu-west-1b)"),
+    ({"gpuPools": [{"name": "x", "instanceTypes": ["g6.xlarge"], "maxNodes": 1, "zone": "eu-west-1b"}]},
+     "mlplatform:cluster.gpuPools[0]: zone: only EFA pools are held to one zone"),
 ])
 def test_bad_eks_config(overrides, message):
     with pytest.raises(ConfigError) as caught:
@@ -571,3 +578,4 @@ def test_system_nodes_carry_the_cost_tags_the_gpu_pools_do(dev):
     assert set(tagged) == {"instance", "volume", "network-interface"}
     assert all(tags == {"mlplatform.io/cluster": "ml-dev", "mlplatform.io/environment": "dev",
                         "mlplatform.io/pool": "system"} for tags in tagged.values())
+
