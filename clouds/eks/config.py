@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, ClassVar, Annotated, Literal
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from versions import EKS_ADDON_VERSIONS, EKS_KUBERNETES_VERSION, EKS_SYSTEM_AMI_RELEASES
+from versions import EKS_ADDON_VERSIONS, EKS_ECR_ACCOUNTS, EKS_KUBERNETES_VERSION, EKS_SYSTEM_AMI_RELEASES
 from core.deployer import Deployer
 from core.fields import (Cidr, DnsLabel, GpuPools, GpuSharing, InstanceType, KubernetesVersion, Model, PoolName,
                          SecurityGroupId, check_access_cidrs, check_mig, kubernetes_minor, matching, unique_items,
@@ -358,6 +358,11 @@ class EksClusterConfig(GpuPools, Model):
             if not (zone.startswith(self.region) and re.fullmatch(r"[a-z]", zone[len(self.region):])):
                 raise ValueError(f"availabilityZones: {zone!r} is not a zone of {self.region} (such as "
                                  f"{self.region}a)")
+        if any(pool.efa for pool in self.gpu_pools) and self.region not in EKS_ECR_ACCOUNTS:
+            raise ValueError(f"gpuPools: EFA pools need the EFA device plugin's image from EKS's registry in "
+                             f"{self.region}, whose account versions.py does not know (EKS_ECR_ACCOUNTS): add it "
+                             "from the EKS User Guide's \"Amazon container image registries\" table, or use "
+                             "pools without efa")
         for index, pool in enumerate(self.gpu_pools):
             if pool.zone is not None and pool.zone not in self.availability_zones:
                 raise ValueError(f"gpuPools[{index}].zone: {pool.zone!r} is not one of availabilityZones "

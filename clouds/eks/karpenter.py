@@ -27,7 +27,8 @@ from clouds.eks.karpenter_iam import controller_policy, queue_policy
 from core.handle import GpuPool
 from core.vocabulary import EFA_LABEL, GPU_TAINT, POOL_LABEL, SYSTEM_POOL
 from components.kube import helm_release
-from versions import EFA_DEVICE_PLUGIN, EKS_AMI_ALIAS, EKS_SYSTEM_AMI_RELEASES, KARPENTER, KARPENTER_CRD
+from versions import (EFA_DEVICE_PLUGIN, EKS_AMI_ALIAS, EKS_ECR_ACCOUNTS, EKS_SYSTEM_AMI_RELEASES, KARPENTER,
+                      KARPENTER_CRD)
 from clouds.eks.config import EksClusterConfig, EksGpuPool
 
 NAMESPACE = "kube-system"
@@ -56,6 +57,13 @@ def spot_role_missing(invoke: pulumi.InvokeOptions) -> bool:
     roles = aws.iam.get_roles(path_prefix="/aws-service-role/spot.amazonaws.com/",
                               name_regex="^AWSServiceRoleForEC2Spot$", opts=invoke)
     return not roles.names
+
+
+def efa_plugin_repository(region: str) -> str:
+    """The EFA device plugin's image repository in the stack's own region (the chart's default is us-west-2's):
+    EKS's ECR registry there, China's regions under .com.cn. Config refuses EFA pools where none is known."""
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"{EKS_ECR_ACCOUNTS[region]}.dkr.ecr.{region}.{suffix}/eks/aws-efa-k8s-device-plugin"
 
 
 def managed_policy(partition: str, name: str) -> str:
@@ -348,7 +356,8 @@ class Karpenter(pulumi.ComponentResource):
                          release_name="aws-efa-k8s-device-plugin",
                          # The chart's required affinity lists EFA instance types by name; our EFA pools' nodes
                          # carry EFA_LABEL, so select on it instead (the chart ANDs its own NotIn auto-mode).
-                         values={"nodeSelector": {EFA_LABEL: "true"},
+                         values={"image": {"repository": efa_plugin_repository(spec.region)},
+                                 "nodeSelector": {EFA_LABEL: "true"},
                                  "supportedInstanceLabels": {"keys": [EFA_LABEL], "values": ["true"]},
                                  "resources": sizing.EFA_DEVICE_PLUGIN.resources(),
                                  "tolerations": [{"key": GPU_TAINT.key, "operator": "Exists",

@@ -565,6 +565,11 @@ def test_existing_subnets_are_tagged_for_load_balancers_and_taken_by_id_not_by_a
      "(eu-west-1a, eu-west-1b)"),
     ({"gpuPools": [{"name": "x", "instanceTypes": ["g6.xlarge"], "maxNodes": 1, "zone": "eu-west-1b"}]},
      "mlplatform:cluster.gpuPools[0]: zone: only EFA pools are held to one zone"),
+    # The EFA device plugin's image is pulled from EKS's registry in the stack's region: none known, refused.
+    ({"region": "eu-west-9", "availabilityZones": ["eu-west-9a", "eu-west-9b"],
+      "gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "efa": True}]},
+     "mlplatform:cluster: Value error, gpuPools: EFA pools need the EFA device plugin's image from EKS's registry "
+     "in eu-west-9, whose account versions.py does not know (EKS_ECR_ACCOUNTS)"),
 ])
 def test_bad_eks_config(overrides, message):
     with pytest.raises(ConfigError) as caught:

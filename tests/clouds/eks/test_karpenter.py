@@ -320,6 +320,21 @@ def test_an_efa_pool_can_name_its_zone_and_each_efa_pool_has_its_own_group():
     assert sorted(g.inputs["tags"]["mlplatform.io/pool"] for g in groups) == ["a", "b"]
 
 
+@pytest.mark.parametrize("region, repository", [
+    ("us-east-1", "602401143452.dkr.ecr.us-east-1.amazonaws.com/eks/aws-efa-k8s-device-plugin"),
+    ("af-south-1", "877085696533.dkr.ecr.af-south-1.amazonaws.com/eks/aws-efa-k8s-device-plugin"),
+    ("cn-north-1", "918309763551.dkr.ecr.cn-north-1.amazonaws.com.cn/eks/aws-efa-k8s-device-plugin"),
+])
+def test_the_efa_device_plugin_is_pulled_from_eks_s_registry_in_the_stack_s_own_region(region, repository):
+    # The chart's default is us-west-2's registry (aws-efa-k8s-device-plugin v0.5.30, values.yaml): pulled across
+    # regions through NAT from elsewhere, and refused from opt-in regions and other partitions.
+    synthesis = synth_with(cluster=aws_cluster(
+        region=region, availabilityZones=[f"{region}a", f"{region}b"],
+        gpuPools=[{"name": "h100", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "efa": True}]))
+    image = releases(synthesis)["aws-efa-k8s-device-plugin"].inputs["values"]["image"]
+    assert image == {"repository": repository}  # the tag stays the chart's
+
+
 def test_capacity_reservations_and_blocks_are_selected_by_id_and_filled_as_reserved_capacity():
     from tests.conftest import aws_cluster, synth_with
     pool = {"name": "h100", "instanceTypes": ["p5.48xlarge"], "maxNodes": 2, "capacityTypes": ["reserved"],
