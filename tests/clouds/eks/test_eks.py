@@ -584,3 +584,34 @@ def test_system_nodes_carry_the_cost_tags_the_gpu_pools_do(dev):
     assert all(tags == {"mlplatform.io/cluster": "ml-dev", "mlplatform.io/environment": "dev",
                         "mlplatform.io/pool": "system"} for tags in tagged.values())
 
+
+# ---- the pinned AMI releases, confirmed at preview ----------------------------------------------------------------
+
+def test_the_ami_release_paths_are_those_karpenter_resolves_an_alias_by():
+    from clouds.eks.releases import ami_release_path
+    # aws/karpenter-provider-aws v1.14.1, pkg/providers/amifamily/al2023.go, resolvePath (without /image_id).
+    assert ami_release_path("1.36", "nvidia", "v20260903") == (
+        "/aws/service/eks/optimized-ami/1.36/amazon-linux-2023/x86_64/nvidia/"
+        "amazon-eks-node-al2023-x86_64-nvidia-1.36-v20260903")
+
+
+@pytest.mark.parametrize("variant, pin", [
+    ("nvidia", f"EKS_AMI_ALIAS ({EKS_AMI_ALIAS})"),
+    ("standard", f"EKS_SYSTEM_AMI_RELEASES['{EKS_KUBERNETES_VERSION}'] "
+                 f"({EKS_SYSTEM_AMI_RELEASES[EKS_KUBERNETES_VERSION]})"),
+])
+def test_a_preview_stops_naming_the_pin_when_the_region_does_not_publish_that_ami_release(monkeypatch, variant, pin):
+    # Unchecked, an unpublished release fails only after the control plane's 15 minutes (the node group), or
+    # never loudly (Karpenter's EC2NodeClass stays unready and GPU pods Pending).
+    from clouds.eks.releases import ami_release_path
+    release = (EKS_AMI_ALIAS.split("@")[1] if variant == "nvidia"
+               else "v" + EKS_SYSTEM_AMI_RELEASES[EKS_KUBERNETES_VERSION].rsplit("-", 1)[1])
+    path = ami_release_path(EKS_KUBERNETES_VERSION, variant, release)
+    monkeypatch.setattr(engine, "AWS_UNPUBLISHED_PATHS", (path,))
+    with pytest.raises(Exception) as caught:
+        synth_with(cluster=aws_cluster())
+    assert (f"versions.py pins AMI releases that eu-west-1 does not publish for Kubernetes "
+            f"{EKS_KUBERNETES_VERSION}: {pin}, whose {path}/image_id is not there") in str(caught.value)
+    monkeypatch.setattr(engine, "AWS_UNPUBLISHED_PATHS", ())
+    assert synth_with(cluster=aws_cluster()).of_type("aws:eks/cluster:Cluster")
+
