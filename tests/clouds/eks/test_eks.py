@@ -615,3 +615,14 @@ def test_a_preview_stops_naming_the_pin_when_the_region_does_not_publish_that_am
     monkeypatch.setattr(engine, "AWS_UNPUBLISHED_PATHS", ())
     assert synth_with(cluster=aws_cluster()).of_type("aws:eks/cluster:Cluster")
 
+
+def test_prod_s_old_protected_node_group_is_replaced_under_its_own_urn_so_no_unprotect_is_needed(prod):
+    # Stacks from before the name-prefixed group hold it `protect`ed (prod) under this URN. Pulumi replaces a
+    # resource protected in the state once the program no longer protects it, in the same `up` ("we do allow
+    # unprotecting and replacing to happen in a single update cycle": pulumi/pulumi,
+    # pkg/resource/deploy/step_generator.go, since #8873), but refuses to *delete* one (step.go,
+    # deleteProtectedError): a new URN for the group would need `pulumi state unprotect` first.
+    group = one(prod, "aws:eks/nodeGroup:NodeGroup")
+    assert group.urn == ("urn:pulumi:prod::mlplatform::mlplatform:cluster:EksCluster$aws:eks/nodeGroup:NodeGroup::"
+                         "ml-prod-system")
+    assert not group.protect
