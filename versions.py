@@ -55,6 +55,29 @@ KARPENTER_CRD = Chart("karpenter-crd", "oci://public.ecr.aws/karpenter", KARPENT
 # AWS's EFA device plugin (aws/eks-charts, stable/aws-efa-k8s-device-plugin): advertises vpc.amazonaws.com/efa
 # on the nodes of EFA pools; the EKS accelerated AMI has the EFA driver but not the plugin.
 EFA_DEVICE_PLUGIN = Chart("aws-efa-k8s-device-plugin", "https://aws.github.io/eks-charts", "v0.5.30")
+# The EFA device plugin's image is in EKS's own ECR, replicated to a registry per region, owned by one of
+# these accounts: the chart's default (us-west-2's) would be pulled across regions, through NAT, and not at all
+# from an opt-in region or another partition. Region -> account, as amazon-eks-ami mapped them for its nodes'
+# images (awslabs/amazon-eks-ami 0ab8428, templates/al2/runtime/get-ecr-uri.sh, its last version before AL2
+# support was removed; EKS User Guide, "View Amazon container image registries for Amazon EKS add-ons").
+# Regions whose accounts are not listed (new regions, ISO partitions) are refused for EFA pools.
+_EKS_ECR_MAIN_ACCOUNT = "602401143452"
+EKS_ECR_ACCOUNTS: dict[str, str] = {
+    **{region: _EKS_ECR_MAIN_ACCOUNT for region in (
+        "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-south-1", "ap-southeast-1", "ap-southeast-2",
+        "ca-central-1", "eu-central-1", "eu-north-1", "eu-west-1", "eu-west-2", "eu-west-3", "sa-east-1",
+        "us-east-1", "us-east-2", "us-west-1", "us-west-2")},
+    "af-south-1": "877085696533", "ap-east-1": "800184023465", "ap-east-2": "533267051163",
+    "ap-south-2": "900889452093", "ap-southeast-3": "296578399912", "ap-southeast-4": "491585149902",
+    "ap-southeast-5": "151610086707", "ap-southeast-6": "333609536671", "ap-southeast-7": "121268973566",
+    "ca-west-1": "761377655185", "eu-central-2": "900612956339", "eu-south-1": "590381155156",
+    "eu-south-2": "455263428931", "il-central-1": "066635153087", "me-central-1": "759879836304",
+    "me-south-1": "558608220178", "mx-central-1": "730335286997",
+    "cn-north-1": "918309763551", "cn-northwest-1": "961992271922",
+    "us-gov-east-1": "151742754352", "us-gov-west-1": "013241004608",
+}
+
+
 # Kueue (kubernetes-sigs/kueue): job queueing and fair sharing of GPUs between teams.
 KUEUE = Chart("kueue", "oci://registry.k8s.io/kueue/charts", "0.19.2")
 KUEUE_IMAGE = "registry.k8s.io/kueue/kueue"

@@ -3,8 +3,9 @@
 The stand-in does what the engine does for a program and nothing more: it gives every resource a URN and a
 deterministic ID and echoes its inputs back as its outputs. It never invents what a provider would
 compute, and it answers no provider function call but who runs the program (the caller's identity and
-partition, which a real preview learns from the credentials alone) and the roles of an account as new as
-AWS_ACCOUNT_ROLES says, so a program that depends on any other fails loudly here.
+partition, which a real preview learns from the credentials alone), the roles of an account as new as
+AWS_ACCOUNT_ROLES says, and AWS's public parameters of the EKS AMI releases (published, but for
+AWS_UNPUBLISHED_PATHS), so a program that depends on any other fails loudly here.
 It runs the program as `pulumi preview` does: what only a provider can compute (a generated password, a
 cluster's kubeconfig) stays unknown, and shows so in the output.
 """
@@ -127,6 +128,9 @@ class Synthesis:
 AWS_CALLER_ARN = "arn:aws:sts::111122223333:assumed-role/mlplatform-deploy/GitHubActions"
 # The IAM roles of the synth's account that the program looks up (iam.getRoles): none, as in a new account.
 AWS_ACCOUNT_ROLES: tuple[str, ...] = ()
+# AWS's public SSM parameter paths under /aws/service/eks/ (EKS AMI releases) that the synth's region lacks: none,
+# so the offline synth takes every pinned release as published (a real preview checks them).
+AWS_UNPUBLISHED_PATHS: tuple[str, ...] = ()
 # AWS's partitions by the ARN prefix of their credentials (aws_partition in the AWS provider).
 _AWS_PARTITIONS = {"aws": ("amazonaws.com", "com.amazonaws"), "aws-cn": ("amazonaws.com.cn", "cn.com.amazonaws"),
                    "aws-us-gov": ("amazonaws.com", "com.amazonaws")}
@@ -165,6 +169,11 @@ def _aws_identity(token: str, args: dict[str, Any], caller: str) -> dict[str, An
         return aws_session_context(args["arn"])
     if token == "aws:iam/getRoles:getRoles":
         return aws_roles(AWS_ACCOUNT_ROLES, args.get("pathPrefix"), args.get("nameRegex"))
+    if token == "aws:ssm/getParametersByPath:getParametersByPath" and args["path"].startswith("/aws/service/eks/"):
+        path = args["path"]
+        names = [] if path in AWS_UNPUBLISHED_PATHS else [f"{path}/image_id"]
+        return {"id": path, "path": path, "names": names, "arns": [], "types": ["String"] * len(names),
+                "values": ["ami-0123456789abcdef0"] * len(names), "withDecryption": True}
     if token == "aws:index/getPartition:getPartition":
         dns_suffix, reverse_dns = _AWS_PARTITIONS[partition]
         return {"id": partition, "partition": partition, "dnsSuffix": dns_suffix, "reverseDnsPrefix": reverse_dns}

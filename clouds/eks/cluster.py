@@ -22,6 +22,7 @@ from core.vocabulary import EFA_LABEL, POOL_LABEL, SYSTEM_POOL
 from core.handle import Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
 from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, EKS_SYSTEM_AMI_TYPE
 from clouds.eks.config import EksClusterConfig
+from clouds.eks.releases import confirm_ami_releases
 
 # The EBS CSI driver's controller, as the add-on names it.
 EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
@@ -120,6 +121,8 @@ class EksCluster(pulumi.ComponentResource):
         partition = aws.get_partition(opts=invoke).partition
         caller = aws.get_caller_identity(opts=invoke)
         cluster_arn = f"arn:{partition}:eks:{spec.region}:{caller.account_id}:cluster/{spec.name}"
+        # Before any cloud work: the AMI releases versions.py pins exist in this region for this minor.
+        confirm_ami_releases(spec, invoke)
         # What a prod stack must not lose to a mistaken `pulumi destroy` or a rename.
         kept = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=prod))
 

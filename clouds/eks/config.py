@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, ClassVar, Annotated, Literal
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from versions import EKS_ADDON_VERSIONS, EKS_KUBERNETES_VERSION, EKS_SYSTEM_AMI_RELEASES
+from versions import EKS_ADDON_VERSIONS, EKS_ECR_ACCOUNTS, EKS_KUBERNETES_VERSION, EKS_SYSTEM_AMI_RELEASES
 from core.deployer import Deployer
 from core.fields import (Cidr, DnsLabel, GpuPools, GpuSharing, InstanceType, KubernetesVersion, Model, PoolName,
                          SecurityGroupId, check_access_cidrs, check_mig, kubernetes_minor, matching, unique_items,
@@ -188,6 +188,10 @@ class EksGpuPool(Model):
     sharing: GpuSharing = GpuSharing()
     # Elastic Fabric Adapter interfaces on every node, for multi-node training (NCCL over EFA on p4/p5).
     efa: bool = False
+    # An EFA pool's one availability zone (of availabilityZones; by default the first): its nodes share a
+    # cluster placement group, which EC2 keeps within one zone. Give the zone the instance type is offered in,
+    # or that the pool's capacity reservations are in (reservations are per zone).
+    zone: str | None = None
 
     @field_validator("instance_types")
     @classmethod
@@ -229,6 +233,9 @@ class EksGpuPool(Model):
                              "images and pods' scratch data; the root volume then holds only the OS and is not "
                              "sized by diskSizeGib: remove it (it sizes the root volume of EBS-only types such "
                              "as p3)")
+        if self.zone is not None and not self.efa:
+            raise ValueError("zone: only EFA pools are held to one zone (their placement group's); other pools "
+                             "use every zone of availabilityZones: remove zone, or set efa: true")
         if self.efa and not all(GPU_INSTANCES[t].efa for t in self.instance_types):
             without = [t for t in self.instance_types if not GPU_INSTANCES[t].efa]
             with_efa = sorted(t for t, i in GPU_INSTANCES.items()
@@ -250,6 +257,10 @@ class EksGpuPool(Model):
     @property
     def accelerator(self) -> str:
         return self.shape.accelerator
+
+    def efa_zone(self, cluster_zones: list[str]) -> str:
+        """The zone of an EFA pool's nodes: its own, or the cluster's first."""
+        return self.zone or cluster_zones[0]
 
     def gpu_capacity(self) -> int:
         return self.max_nodes * self.shape.gpus * self.sharing.shares_per_gpu
@@ -347,6 +358,15 @@ class EksClusterConfig(GpuPools, Model):
             if not (zone.startswith(self.region) and re.fullmatch(r"[a-z]", zone[len(self.region):])):
                 raise ValueError(f"availabilityZones: {zone!r} is not a zone of {self.region} (such as "
                                  f"{self.region}a)")
+        if any(pool.efa for pool in self.gpu_pools) and self.region not in EKS_ECR_ACCOUNTS:
+            raise ValueError(f"gpuPools: EFA pools need the EFA device plugin's image from EKS's registry in "
+                             f"{self.region}, whose account versions.py does not know (EKS_ECR_ACCOUNTS): add it "
+                             "from the EKS User Guide's \"Amazon container image registries\" table, or use "
+                             "pools without efa")
+        for index, pool in enumerate(self.gpu_pools):
+            if pool.zone is not None and pool.zone not in self.availability_zones:
+                raise ValueError(f"gpuPools[{index}].zone: {pool.zone!r} is not one of availabilityZones "
+                                 f"({', '.join(self.availability_zones)}), where the nodes' subnets are")
         if self.network.existing and len(self.network.private_subnet_ids) < 2:
             raise ValueError("network.privateSubnetIds: give at least two private subnets, in different zones")
         try:

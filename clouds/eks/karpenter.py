@@ -27,7 +27,8 @@ from clouds.eks.karpenter_iam import controller_policy, queue_policy
 from core.handle import GpuPool
 from core.vocabulary import EFA_LABEL, GPU_TAINT, POOL_LABEL, SYSTEM_POOL
 from components.kube import helm_release
-from versions import EFA_DEVICE_PLUGIN, EKS_AMI_ALIAS, EKS_SYSTEM_AMI_RELEASES, KARPENTER, KARPENTER_CRD
+from versions import (EFA_DEVICE_PLUGIN, EKS_AMI_ALIAS, EKS_ECR_ACCOUNTS, EKS_SYSTEM_AMI_RELEASES, KARPENTER,
+                      KARPENTER_CRD)
 from clouds.eks.config import EksClusterConfig, EksGpuPool
 
 NAMESPACE = "kube-system"
@@ -56,6 +57,13 @@ def spot_role_missing(invoke: pulumi.InvokeOptions) -> bool:
     roles = aws.iam.get_roles(path_prefix="/aws-service-role/spot.amazonaws.com/",
                               name_regex="^AWSServiceRoleForEC2Spot$", opts=invoke)
     return not roles.names
+
+
+def efa_plugin_repository(region: str) -> str:
+    """The EFA device plugin's image repository in the stack's own region (the chart's default is us-west-2's):
+    EKS's ECR registry there, China's regions under .com.cn. Config refuses EFA pools where none is known."""
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"{EKS_ECR_ACCOUNTS[region]}.dkr.ecr.{region}.{suffix}/eks/aws-efa-k8s-device-plugin"
 
 
 def managed_policy(partition: str, name: str) -> str:
@@ -115,6 +123,8 @@ class KarpenterPool:
     disruption_budgets: tuple[dict[str, str], ...] = ()
     # EC2NodeClass userData: what the nodes run at boot besides Karpenter's own NodeConfig.
     user_data: str | None = None
+    # EFA pools: the one zone of their nodes and cluster placement group.
+    zone: str | None = None
 
 
 # The GPU nodes' NVIDIA container toolkit reads the GPUs a container gets from the device plugin's mounts
@@ -148,7 +158,7 @@ def consolidation_policy(pool: EksGpuPool) -> str:
     return "WhenEmptyOrUnderutilized" if pool.sharing.time_slicing is not None else "WhenEmpty"
 
 
-def gpu_karpenter_pool(pool: EksGpuPool, gpu_pool: GpuPool) -> KarpenterPool:
+def gpu_karpenter_pool(spec: EksClusterConfig, pool: EksGpuPool, gpu_pool: GpuPool) -> KarpenterPool:
     return KarpenterPool(
         name=pool.name, instance_types=pool.instance_types, capacity_types=list(pool.capacity_types),
         labels=dict(gpu_pool.labels),
@@ -166,7 +176,8 @@ def gpu_karpenter_pool(pool: EksGpuPool, gpu_pool: GpuPool) -> KarpenterPool:
         disk_size_gib=SYSTEM_DISK_GIB if pool.instance_store else pool.disk_size_gib,
         instance_store=pool.instance_store,
         capacity_reservation_ids=tuple(pool.capacity_reservation_ids),
-        user_data=GPU_NODE_USER_DATA)
+        user_data=GPU_NODE_USER_DATA,
+        zone=pool.efa_zone(spec.availability_zones) if pool.efa else None)
 
 
 def system_overflow_pool(spec: EksClusterConfig) -> KarpenterPool | None:
@@ -185,7 +196,8 @@ def system_overflow_pool(spec: EksClusterConfig) -> KarpenterPool | None:
 
 
 def node_class(spec: EksClusterConfig, pool: KarpenterPool, *, node_role: pulumi.Input[str],
-               subnet_terms: list[dict[str, object]]) -> dict[str, Any]:
+               subnet_terms: list[dict[str, object]],
+               placement_group: pulumi.Input[str] | None = None) -> dict[str, Any]:
     return {
         "role": node_role,
         "amiSelectorTerms": [{"alias": pool.ami_alias}],
@@ -203,6 +215,8 @@ def node_class(spec: EksClusterConfig, pool: KarpenterPool, *, node_role: pulumi
         **({"capacityReservationSelectorTerms": [{"id": cr} for cr in pool.capacity_reservation_ids]}
            if pool.capacity_reservation_ids else {}),
         **({"userData": pool.user_data} if pool.user_data else {}),
+        # By name (or ID): Karpenter v1.14's placementGroupSelector.
+        **({"placementGroupSelector": {"name": placement_group}} if placement_group is not None else {}),
     }
 
 
@@ -217,6 +231,12 @@ def node_pool(pool: KarpenterPool) -> dict[str, Any]:
                     {"key": "karpenter.sh/capacity-type", "operator": "In", "values": pool.capacity_types},
                     {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
                     {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+                    # A cluster placement group is in one zone; Karpenter v1.14 leaves EC2 to enforce that and
+                    # retries launches aimed at other zones as capacity errors, so the pool names the zone
+                    # (aws/karpenter-provider-aws v1.14.1, designs/placement-groups-support.md, "Note on
+                    # cluster PG launches": "avoid these transient failures by pinning the AZ").
+                    *([{"key": "topology.kubernetes.io/zone", "operator": "In", "values": [pool.zone]}]
+                      if pool.zone else []),
                 ],
                 "taints": pool.taints,
                 "expireAfter": pool.expire_after,
@@ -304,13 +324,26 @@ class Karpenter(pulumi.ComponentResource):
         )
         karpenter_up = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(
             depends_on=[crds, release, *rights]))
-        pools = [gpu_karpenter_pool(pool, gpu_pool) for pool, gpu_pool in zip(spec.gpu_pools, gpu_pools, strict=True)]
+        pools = [gpu_karpenter_pool(spec, pool, gpu_pool)
+                 for pool, gpu_pool in zip(spec.gpu_pools, gpu_pools, strict=True)]
         overflow = system_overflow_pool(spec)
         for pool in [*pools, *([overflow] if overflow else [])]:
+            placement_group = None
+            if pool.zone is not None:
+                # EFA's OS-bypass traffic is fastest, and NCCL's all-reduce steadiest, between instances on one
+                # network spine: a cluster placement group per EFA pool (EC2 User Guide, "Placement strategies";
+                # Karpenter's nodeclasses doc names it for EFA). Deleted after the pool's EC2NodeClass, whose
+                # nodes must be gone first: EC2 refuses to delete a group with instances in it.
+                # Named (names are per account and region, as the cluster's is), so the selector is known at
+                # preview and reads as what it is.
+                placement_group = aws.ec2.PlacementGroup(
+                    f"{name}-{pool.name}-placement", name=f"{spec.name}-{pool.name}", strategy="cluster",
+                    tags=cost_tags(spec, pool.name), opts=child).name
             ec2_class = k8s.apiextensions.CustomResource(
                 f"{name}-{pool.name}-node-class", api_version="karpenter.k8s.aws/v1", kind="EC2NodeClass",
                 metadata=ObjectMetaArgs(name=pool.name),
-                spec=node_class(spec, pool, node_role=node_role.name, subnet_terms=network.karpenter_subnet_terms),
+                spec=node_class(spec, pool, node_role=node_role.name, subnet_terms=network.karpenter_subnet_terms,
+                                placement_group=placement_group),
                 opts=karpenter_up)
             k8s.apiextensions.CustomResource(
                 f"{name}-{pool.name}-node-pool", api_version="karpenter.sh/v1", kind="NodePool",
@@ -323,7 +356,8 @@ class Karpenter(pulumi.ComponentResource):
                          release_name="aws-efa-k8s-device-plugin",
                          # The chart's required affinity lists EFA instance types by name; our EFA pools' nodes
                          # carry EFA_LABEL, so select on it instead (the chart ANDs its own NotIn auto-mode).
-                         values={"nodeSelector": {EFA_LABEL: "true"},
+                         values={"image": {"repository": efa_plugin_repository(spec.region)},
+                                 "nodeSelector": {EFA_LABEL: "true"},
                                  "supportedInstanceLabels": {"keys": [EFA_LABEL], "values": ["true"]},
                                  "resources": sizing.EFA_DEVICE_PLUGIN.resources(),
                                  "tolerations": [{"key": GPU_TAINT.key, "operator": "Exists",

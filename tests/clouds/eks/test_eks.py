@@ -558,6 +558,18 @@ def test_existing_subnets_are_tagged_for_load_balancers_and_taken_by_id_not_by_a
     ({"adminRoleArns": ["admins"]}, "mlplatform:cluster.adminRoleArns[0]: 'admins' is not an IAM role ARN"),
     ({"gpuPools": [{"name": "x", "instanceTypes": ["g5.xlarge"], "maxNodes": 1, "consolidateAfter": "ten"}]},
      "mlplatform:cluster.gpuPools[0].consolidateAfter: 'ten' is not a Karpenter duration"),
+    # An EFA pool's one zone (its cluster placement group's) must be one the cluster has subnets in.
+    ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "efa": True,
+                    "zone": "eu-west-1c"}]},
+     "mlplatform:cluster: Value error, gpuPools[0].zone: 'eu-west-1c' is not one of availabilityZones "
+     "(eu-west-1a, eu-west-1b)"),
+    ({"gpuPools": [{"name": "x", "instanceTypes": ["g6.xlarge"], "maxNodes": 1, "zone": "eu-west-1b"}]},
+     "mlplatform:cluster.gpuPools[0]: zone: only EFA pools are held to one zone"),
+    # The EFA device plugin's image is pulled from EKS's registry in the stack's region: none known, refused.
+    ({"region": "eu-west-9", "availabilityZones": ["eu-west-9a", "eu-west-9b"],
+      "gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "efa": True}]},
+     "mlplatform:cluster: Value error, gpuPools: EFA pools need the EFA device plugin's image from EKS's registry "
+     "in eu-west-9, whose account versions.py does not know (EKS_ECR_ACCOUNTS)"),
 ])
 def test_bad_eks_config(overrides, message):
     with pytest.raises(ConfigError) as caught:
@@ -571,3 +583,46 @@ def test_system_nodes_carry_the_cost_tags_the_gpu_pools_do(dev):
     assert set(tagged) == {"instance", "volume", "network-interface"}
     assert all(tags == {"mlplatform.io/cluster": "ml-dev", "mlplatform.io/environment": "dev",
                         "mlplatform.io/pool": "system"} for tags in tagged.values())
+
+
+# ---- the pinned AMI releases, confirmed at preview ----------------------------------------------------------------
+
+def test_the_ami_release_paths_are_those_karpenter_resolves_an_alias_by():
+    from clouds.eks.releases import ami_release_path
+    # aws/karpenter-provider-aws v1.14.1, pkg/providers/amifamily/al2023.go, resolvePath (without /image_id).
+    assert ami_release_path("1.36", "nvidia", "v20260903") == (
+        "/aws/service/eks/optimized-ami/1.36/amazon-linux-2023/x86_64/nvidia/"
+        "amazon-eks-node-al2023-x86_64-nvidia-1.36-v20260903")
+
+
+@pytest.mark.parametrize("variant, pin", [
+    ("nvidia", f"EKS_AMI_ALIAS ({EKS_AMI_ALIAS})"),
+    ("standard", f"EKS_SYSTEM_AMI_RELEASES['{EKS_KUBERNETES_VERSION}'] "
+                 f"({EKS_SYSTEM_AMI_RELEASES[EKS_KUBERNETES_VERSION]})"),
+])
+def test_a_preview_stops_naming_the_pin_when_the_region_does_not_publish_that_ami_release(monkeypatch, variant, pin):
+    # Unchecked, an unpublished release fails only after the control plane's 15 minutes (the node group), or
+    # never loudly (Karpenter's EC2NodeClass stays unready and GPU pods Pending).
+    from clouds.eks.releases import ami_release_path
+    release = (EKS_AMI_ALIAS.split("@")[1] if variant == "nvidia"
+               else "v" + EKS_SYSTEM_AMI_RELEASES[EKS_KUBERNETES_VERSION].rsplit("-", 1)[1])
+    path = ami_release_path(EKS_KUBERNETES_VERSION, variant, release)
+    monkeypatch.setattr(engine, "AWS_UNPUBLISHED_PATHS", (path,))
+    with pytest.raises(Exception) as caught:
+        synth_with(cluster=aws_cluster())
+    assert (f"versions.py pins AMI releases that eu-west-1 does not publish for Kubernetes "
+            f"{EKS_KUBERNETES_VERSION}: {pin}, whose {path}/image_id is not there") in str(caught.value)
+    monkeypatch.setattr(engine, "AWS_UNPUBLISHED_PATHS", ())
+    assert synth_with(cluster=aws_cluster()).of_type("aws:eks/cluster:Cluster")
+
+
+def test_prod_s_old_protected_node_group_is_replaced_under_its_own_urn_so_no_unprotect_is_needed(prod):
+    # Stacks from before the name-prefixed group hold it `protect`ed (prod) under this URN. Pulumi replaces a
+    # resource protected in the state once the program no longer protects it, in the same `up` ("we do allow
+    # unprotecting and replacing to happen in a single update cycle": pulumi/pulumi,
+    # pkg/resource/deploy/step_generator.go, since #8873), but refuses to *delete* one (step.go,
+    # deleteProtectedError): a new URN for the group would need `pulumi state unprotect` first.
+    group = one(prod, "aws:eks/nodeGroup:NodeGroup")
+    assert group.urn == ("urn:pulumi:prod::mlplatform::mlplatform:cluster:EksCluster$aws:eks/nodeGroup:NodeGroup::"
+                         "ml-prod-system")
+    assert not group.protect

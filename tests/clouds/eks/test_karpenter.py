@@ -278,6 +278,63 @@ def test_efa_pools_run_the_efa_device_plugin_on_their_nodes_only(prod, dev):
     assert "aws-efa-k8s-device-plugin" not in releases(dev)
 
 
+def node_pools_and_classes(synthesis: Synthesis) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each pool's NodePool spec and EC2NodeClass spec, by pool name."""
+    def of(kind: str) -> dict[str, Any]:
+        return {r.inputs["metadata"]["name"]: r.inputs["spec"] for r in synthesis.resources
+                if r.inputs.get("kind") == kind}
+    return of("NodePool"), of("EC2NodeClass")
+
+
+def zone_requirement(node_pool: dict[str, Any]) -> list[str] | None:
+    return next((r["values"] for r in node_pool["template"]["spec"]["requirements"]
+                 if r["key"] == "topology.kubernetes.io/zone"), None)
+
+
+def test_each_efa_pool_gets_a_cluster_placement_group_and_one_zone(prod, dev):
+    # Karpenter v1.14.1's EC2NodeClass takes spec.placementGroupSelector (by id or name); a cluster placement group
+    # is one zone's, and Karpenter leaves that to EC2, retrying launches aimed at other zones (its
+    # designs/placement-groups-support.md): the pool is pinned to the zone too, by default the cluster's first.
+    (group,) = prod.of_type("aws:ec2/placementGroup:PlacementGroup")
+    assert group.inputs["strategy"] == "cluster"
+    assert group.inputs["tags"]["mlplatform.io/pool"] == "h100"
+    pools, classes = node_pools_and_classes(prod)
+    assert classes["h100"]["placementGroupSelector"] == {"name": "ml-prod-h100"} == {"name": group.inputs["name"]}
+    assert zone_requirement(pools["h100"]) == ["us-east-1a"]
+    # Pools without EFA keep every zone and no placement group.
+    assert "placementGroupSelector" not in classes["a10g"] and zone_requirement(pools["a10g"]) is None
+    assert dev.of_type("aws:ec2/placementGroup:PlacementGroup") == []
+    # The placement group goes after the EC2NodeClass on a destroy: EC2 refuses to delete one with instances.
+    node_class = next(r for r in prod.resources if r.inputs.get("kind") == "EC2NodeClass"
+                      and r.inputs["metadata"]["name"] == "h100")
+    assert group.urn in needs(prod, node_class.urn)
+
+
+def test_an_efa_pool_can_name_its_zone_and_each_efa_pool_has_its_own_group():
+    efa = {"instanceTypes": ["p5.48xlarge"], "maxNodes": 2, "efa": True}
+    synthesis = synth_with(cluster=aws_cluster(gpuPools=[{"name": "a", **efa, "zone": "eu-west-1b"},
+                                                         {"name": "b", **efa}]))
+    pools, _ = node_pools_and_classes(synthesis)
+    assert zone_requirement(pools["a"]) == ["eu-west-1b"] and zone_requirement(pools["b"]) == ["eu-west-1a"]
+    groups = synthesis.of_type("aws:ec2/placementGroup:PlacementGroup")
+    assert sorted(g.inputs["tags"]["mlplatform.io/pool"] for g in groups) == ["a", "b"]
+
+
+@pytest.mark.parametrize("region, repository", [
+    ("us-east-1", "602401143452.dkr.ecr.us-east-1.amazonaws.com/eks/aws-efa-k8s-device-plugin"),
+    ("af-south-1", "877085696533.dkr.ecr.af-south-1.amazonaws.com/eks/aws-efa-k8s-device-plugin"),
+    ("cn-north-1", "918309763551.dkr.ecr.cn-north-1.amazonaws.com.cn/eks/aws-efa-k8s-device-plugin"),
+])
+def test_the_efa_device_plugin_is_pulled_from_eks_s_registry_in_the_stack_s_own_region(region, repository):
+    # The chart's default is us-west-2's registry (aws-efa-k8s-device-plugin v0.5.30, values.yaml): pulled across
+    # regions through NAT from elsewhere, and refused from opt-in regions and other partitions.
+    synthesis = synth_with(cluster=aws_cluster(
+        region=region, availabilityZones=[f"{region}a", f"{region}b"],
+        gpuPools=[{"name": "h100", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "efa": True}]))
+    image = releases(synthesis)["aws-efa-k8s-device-plugin"].inputs["values"]["image"]
+    assert image == {"repository": repository}  # the tag stays the chart's
+
+
 def test_capacity_reservations_and_blocks_are_selected_by_id_and_filled_as_reserved_capacity():
     from tests.conftest import aws_cluster, synth_with
     pool = {"name": "h100", "instanceTypes": ["p5.48xlarge"], "maxNodes": 2, "capacityTypes": ["reserved"],
