@@ -269,7 +269,7 @@ def reachable(stack: str, project_dir: Path = PROJECT_DIR,
             f"{stack}: the Kubernetes API of the deployed {platform} did not answer a read by this job's "
             f"credentials ({exc}); a preview without it checks no Kubernetes resource. Give the preview role "
             f"view access ({PROJECT}:cluster.viewRoleArns on EKS, or readRoleArns for the read role on main; "
-            f"roles/container.viewer on GKE) and check that "
+            f"viewServiceAccounts or readServiceAccounts, and roles/container.clusterViewer, on GKE) and check that "
             f"{stack_file(stack)}'s {PROJECT}:deployer reaches the API") from None
     return True, f"{platform}'s Kubernetes API answers"
 
