@@ -467,3 +467,23 @@ def test_an_api_that_refuses_resets_or_never_answers_is_one_line_not_a_traceback
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.splitlines()[-1].startswith(f"error: the Kubernetes API of dev did not answer: POST {refused}"
                                                      "/api/v1/namespaces: "), result.stderr
+
+
+def test_the_destroys_volume_wait_says_an_unreachable_api_in_one_line():
+    import socket
+    import subprocess
+
+    from synth import PROJECT_DIR
+    from verify.released import KUBECONFIG_ENV
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    kubeconfig = yaml.safe_dump({"current-context": "c", "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                                 "clusters": [{"name": "c", "cluster": {"server": refused}}],
+                                 "users": [{"name": "u", "user": {"token": "t"}}]})
+    result = subprocess.run([sys.executable, "-m", "verify.released"], cwd=PROJECT_DIR, capture_output=True, text=True,
+                            env={KUBECONFIG_ENV: kubeconfig, "PATH": ""}, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("error: the cluster's volumes could not be listed, so no disk is known to be "
+                                    f"deleted: GET {refused}/api/v1/persistentvolumes"), result.stderr
