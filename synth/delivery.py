@@ -27,7 +27,6 @@ import ipaddress
 import json
 import os
 import re
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from core.outputs import KUBECONFIG
 from synth import PROJECT_DIR
 from synth.stackfile import available_stacks, load_yaml_file
 from verify.__main__ import stack_outputs
-from verify.api import ApiError, HttpApi, load_kubeconfig
+from verify.api import ApiError, HttpApi, Unreachable, load_kubeconfig
 
 # Secrets providers whose key CI reaches with the cloud credentials it already has.
 CLOUD_SECRETS_PROVIDERS = ("awskms://", "gcpkms://")
@@ -262,12 +261,12 @@ def reachable(stack: str, project_dir: Path = PROJECT_DIR,
         return False, f"{stack} is not deployed yet: its preview creates the cluster"
     try:
         HttpApi(load_kubeconfig(str(kubeconfig))).request("GET", "/api/v1/namespaces?limit=1")
-    except (ApiError, OSError, subprocess.CalledProcessError) as exc:
+    except (ApiError, Unreachable) as exc:
         raise ConfigError(
             f"{stack}: the Kubernetes API of the deployed {platform} did not answer a read by this job's "
             f"credentials ({exc}); a preview without it checks no Kubernetes resource. Give the preview role "
             f"view access ({PROJECT}:cluster.viewRoleArns on EKS, or readRoleArns for the read role on main; "
-            f"roles/container.viewer on GKE) and check that "
+            f"viewServiceAccounts or readServiceAccounts, and roles/container.clusterViewer, on GKE) and check that "
             f"{stack_file(stack)}'s {PROJECT}:deployer reaches the API") from None
     return True, f"{platform}'s Kubernetes API answers"
 

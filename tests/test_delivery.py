@@ -439,10 +439,33 @@ def test_our_comment_starts_with_its_marker_and_fits_github_with_the_changed_sta
     assert review.comment("short") == "short"
 
 
+def test_the_aws_provider_refuses_credentials_of_any_account_but_the_stacks():
+    from tests.conftest import aws_cluster, synth_with
+
+    def allowed(**overrides: Any) -> list[str]:
+        [provider] = synth_with(cluster=aws_cluster(**overrides)).of_type("pulumi:providers:aws")
+        return json.loads(provider.inputs["allowedAccountIds"])  # a provider's config travels as strings
+
+    # The account the role ARNs all name, or the one accountId gives when a role of another account is listed.
+    assert allowed() == ["111122223333"]
+    cross_account = ["arn:aws:iam::111122223333:role/deployer", "arn:aws:iam::210987654321:role/sso-admins"]
+    assert allowed(adminRoleArns=cross_account, accountId="210987654321") == ["210987654321"]
+    with pytest.raises(ConfigError, match=r"mlplatform:cluster.*accountId: .*111122223333, 210987654321; give "
+                                          r"accountId, the 12-digit account"):
+        synth_with(cluster=aws_cluster(adminRoleArns=cross_account))
+    with pytest.raises(ConfigError, match="accountId.*12-digit AWS account ID"):
+        synth_with(cluster=aws_cluster(accountId="1111-2222-3333"))
+    # The example stacks name one account each, and are deployable as they are.
+    for stack in ("dev", "prod"):
+        spec = EksClusterConfig.model_validate(yaml.safe_load(
+            (PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]["mlplatform:cluster"])
+        assert spec.account == "111122223333"
+
+
 def test_preview_and_read_roles_look_at_eks_and_change_nothing():
     from tests.conftest import aws_cluster, synth_with
 
-    viewer, reader = "arn:aws:iam::210987654321:role/mlplatform-preview", "arn:aws:iam::210987654321:role/mlplatform-read"
+    viewer, reader = "arn:aws:iam::111122223333:role/mlplatform-preview", "arn:aws:iam::111122223333:role/mlplatform-read"
     synthesis = synth_with(cluster=aws_cluster(viewRoleArns=[viewer], readRoleArns=[reader]))
     policies = {a.inputs["principalArn"]: a.inputs["policyArn"].rsplit("/", 1)[1]
                 for a in synthesis.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")}

@@ -76,6 +76,20 @@ def test_a_request_over_budget_names_both_numbers_and_creates_nothing(namespaces
     assert not [r for r in monitor.recorded if r.type.startswith("kubernetes:") or r.type.startswith("mlplatform:team")]
 
 
+def test_a_team_stack_before_its_platform_is_deployed_names_the_stack_to_deploy_first():
+    """`pulumi preview` of a team stack whose platform stack exists but was never deployed (it has no outputs)
+    stopped with a bare KeyError('kubeconfig') and a traceback."""
+    monitor = RecordingMonitor({PLATFORM: {}})
+    with pytest.raises(ConfigError) as caught:
+        team_stack([namespace("vision")], monitor=monitor)
+    message = str(caught.value)
+    assert message.startswith(f"Pulumi.team-test.yaml: mlplatform:platformStack: {PLATFORM} has no clusterName, "
+                              "kubeconfig, teams, monitoringNamespace output: ")
+    assert f"it is not deployed yet. Deploy it first (`pulumi up --stack {PLATFORM}`" in message
+    assert "\n" not in message
+    assert not [r for r in monitor.recorded if r.type.startswith("kubernetes:") or r.type.startswith("mlplatform:team")]
+
+
 def test_a_team_without_a_budget_on_the_platform():
     with pytest.raises(ConfigError, match="grants no budget to team 'research'; its teams with their own stack are: "
                                           "vision"):

@@ -359,3 +359,131 @@ def test_without_the_pulumi_cli_it_says_so_without_a_traceback(tmp_path):
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("error: make verify reads the stack's outputs (its kubeconfig, GPU pools) with "
                                     "the Pulumi CLI, which is not on PATH: install it"), result.stderr
+
+
+# ---- robustness: a namespace still terminating, an API that does not answer, a cleanup that fails too ---------
+
+
+def test_a_rerun_waits_for_the_previous_runs_namespace_to_terminate_before_creating_it_anew():
+    """The previous run's cleanup deletes the namespace; until it is gone the API refuses new pods in it (403),
+    so reusing it as if left by an interrupted run failed every pool."""
+    exchanges = copy.deepcopy(RECORDING["exchanges"])
+    create = next(e for e in exchanges if e["method"] == "POST" and e["path"] == "/api/v1/namespaces")
+    terminating = {"method": "GET", "path": "/api/v1/namespaces/mlplatform-verify", "status": 200,
+                   "body": {"kind": "Namespace", "metadata": {"name": "mlplatform-verify"},
+                            "status": {"phase": "Terminating"}}}
+    gone = terminating | {"status": 404, "body": "namespaces \"mlplatform-verify\" not found"}
+    exists = create | {"status": 409, "body": "namespaces \"mlplatform-verify\" already exists"}
+    index = exchanges.index(create)
+    exchanges[index:index] = [exists, terminating, exists, terminating, exists, gone]
+    api = ReplayedApi(exchanges)
+    lines: list[str] = []
+    results, _ = verifier(api, report=lines.append).run()
+    assert all(r.ok for r in results)
+    assert api.calls[:7] == [("POST", "/api/v1/namespaces"), ("GET", "/api/v1/namespaces/mlplatform-verify")] * 3 + [
+        ("POST", "/api/v1/namespaces")]
+    assert lines[0] == "namespace mlplatform-verify is terminating (a previous run's cleanup): waiting for it to go"
+    # A namespace that never finishes terminating ends the run, naming it, before any pod is created.
+    api = ReplayedApi([exists] * 10 + [terminating])
+    with pytest.raises(ApiError, match="namespace mlplatform-verify is still terminating after 30s"):
+        verifier(api, namespace_timeout=30).run()
+    assert ("POST", "/api/v1/namespaces/mlplatform-verify/pods") not in api.calls
+
+
+def test_a_namespace_left_by_an_interrupted_run_is_reused():
+    exchanges = copy.deepcopy(RECORDING["exchanges"])
+    create = next(e for e in exchanges if e["method"] == "POST" and e["path"] == "/api/v1/namespaces")
+    create.update(status=409, body="already exists")
+    exchanges.insert(exchanges.index(create) + 1, {
+        "method": "GET", "path": "/api/v1/namespaces/mlplatform-verify", "status": 200,
+        "body": {"kind": "Namespace", "metadata": {"name": "mlplatform-verify"}, "status": {"phase": "Active"}}})
+    results, _ = verifier(ReplayedApi(exchanges)).run()
+    assert all(r.ok for r in results)
+
+
+def test_a_failing_cleanup_does_not_hide_why_the_run_failed():
+    exchanges = exchanges_with(lambda ex: ex.insert(3, {"method": "GET", "path": ex[3]["path"], "status": 403,
+                                                        "body": "pods is forbidden"}))
+    for exchange in exchanges:
+        if exchange["method"] == "DELETE":
+            exchange.update(status=500, body="etcdserver: request timed out")
+    lines: list[str] = []
+    with pytest.raises(ApiError, match="pods is forbidden"):
+        verifier(ReplayedApi(exchanges), report=lines.append).run()
+    assert lines[-1].startswith("cleanup failed too (HTTP 500: etcdserver: request timed out): delete what is left "
+                                "with `kubectl delete namespace mlplatform-verify`")
+
+
+def test_an_api_that_refuses_resets_or_never_answers_is_one_line_not_a_traceback(tmp_path):
+    import socket
+    import struct
+    import subprocess
+
+    from synth import PROJECT_DIR
+    from verify.api import Unreachable
+
+    def api(server: str, user: dict[str, Any] | None = None) -> HttpApi:
+        return HttpApi({"current-context": "c", "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                        "clusters": [{"name": "c", "cluster": {"server": server}}],
+                        "users": [{"name": "u", "user": user or {"token": "t"}}]})
+
+    with socket.socket() as closed:  # nothing listens: connection refused
+        closed.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    with pytest.raises(Unreachable, match=rf"GET {refused}/api/v1/nodes: .*[Cc]onnection refused"):
+        api(refused).request("GET", "/api/v1/nodes")
+
+    class Reset(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            # Linger 0: closing sends a TCP reset before any response.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class names it)
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Reset)
+    server.handle_error = lambda request, client_address: None  # the handler's own writes to the reset socket
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(Unreachable, match=rf"GET http://127.0.0.1:{server.server_port}/api/v1/nodes: "):
+            api(f"http://127.0.0.1:{server.server_port}").request("GET", "/api/v1/nodes")
+    finally:
+        server.shutdown()
+    # No credentials to ask with: a credential plugin missing from PATH.
+    plugin = {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": "no-such-aws-cli"}}
+    with pytest.raises(Unreachable, match="credential plugin 'no-such-aws-cli' is not on PATH"):
+        api(refused, plugin).request("GET", "/api/v1/nodes")
+
+    # make verify itself: one line, no traceback (a stand-in `pulumi` prints outputs naming the closed port).
+    kubeconfig = yaml.safe_dump({"current-context": "c", "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                                 "clusters": [{"name": "c", "cluster": {"server": refused}}],
+                                 "users": [{"name": "u", "user": {"token": "t"}}]})
+    outputs = json.dumps(RECORDING["outputs"] | {"kubeconfig": kubeconfig})
+    (tmp_path / "pulumi").write_text(f"#!{sys.executable}\nimport sys\nsys.stdout.write({outputs!r})\n")
+    (tmp_path / "pulumi").chmod(0o755)
+    result = subprocess.run([sys.executable, "-m", "verify", "dev"], cwd=PROJECT_DIR, capture_output=True, text=True,
+                            env={"PATH": str(tmp_path), "HOME": str(tmp_path)}, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"error: the Kubernetes API of dev did not answer: POST {refused}"
+                                                     "/api/v1/namespaces: "), result.stderr
+
+
+def test_the_destroys_volume_wait_says_an_unreachable_api_in_one_line():
+    import socket
+    import subprocess
+
+    from synth import PROJECT_DIR
+    from verify.released import KUBECONFIG_ENV
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    kubeconfig = yaml.safe_dump({"current-context": "c", "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                                 "clusters": [{"name": "c", "cluster": {"server": refused}}],
+                                 "users": [{"name": "u", "user": {"token": "t"}}]})
+    result = subprocess.run([sys.executable, "-m", "verify.released"], cwd=PROJECT_DIR, capture_output=True, text=True,
+                            env={KUBECONFIG_ENV: kubeconfig, "PATH": ""}, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("error: the cluster's volumes could not be listed, so no disk is known to be "
+                                    f"deleted: GET {refused}/api/v1/persistentvolumes"), result.stderr

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from core.outputs import PlatformOutputs, is_platform
 from core.progress import progress
-from verify.api import ApiError, HttpApi, RecordingApi, load_kubeconfig
+from verify.api import ApiError, HttpApi, RecordingApi, Unreachable, load_kubeconfig
 from verify.run import Verifier, table
 
 
@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         results, rule_problems = Verifier(api, outputs, run_id=secrets.token_hex(3), timeout=args.timeout).run()
     except ApiError as exc:
         print(f"error: the Kubernetes API refused a request: {exc}", file=sys.stderr)
+        return 1
+    except Unreachable as exc:
+        print(f"error: the Kubernetes API of {args.stack} did not answer: {exc}", file=sys.stderr)
         return 1
     finally:
         if args.record:

@@ -8,6 +8,7 @@ a token or a client certificate; tests give the same calls recorded responses.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import ssl
@@ -26,6 +27,11 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
+
+
+class Unreachable(Exception):
+    """No answer from the API at all: refused, reset or timed out, or no credentials to ask with. Said in one
+    line, as an HTTP error is, never a traceback."""
 
 
 class Api(Protocol):
@@ -79,8 +85,15 @@ class HttpApi:
                                                    if key == "certificate-authority-data"}
             env["KUBERNETES_EXEC_INFO"] = json.dumps({"apiVersion": plugin["apiVersion"], "kind": "ExecCredential",
                                                       "spec": {"interactive": False, "cluster": cluster}})
-        result = subprocess.run([plugin["command"], *plugin.get("args", [])], env=env, capture_output=True,
-                                text=True, check=True)
+        try:
+            result = subprocess.run([plugin["command"], *plugin.get("args", [])], env=env, capture_output=True,
+                                    text=True, check=True)
+        except FileNotFoundError:
+            raise Unreachable(f"the kubeconfig's credential plugin {plugin['command']!r} is not on PATH: install it "
+                              "(the AWS CLI for EKS, gke-gcloud-auth-plugin for GKE)") from None
+        except subprocess.CalledProcessError as exc:
+            raise Unreachable(f"the kubeconfig's credential plugin {plugin['command']!r} failed: "
+                              f"{(exc.stderr or '').strip()[:300] or f'exit {exc.returncode}'}") from None
         status = json.loads(result.stdout)["status"]
         expiry = status.get("expirationTimestamp")
         expires = datetime.fromisoformat(expiry.replace("Z", "+00:00")).timestamp() if expiry else time.time() + 300
@@ -97,6 +110,10 @@ class HttpApi:
                 text = response.read().decode()
         except urllib.error.HTTPError as exc:
             raise ApiError(exc.code, exc.read().decode(errors="replace")[:500]) from None
+        except urllib.error.URLError as exc:  # refused, unresolvable, TLS: what urlopen wraps
+            raise Unreachable(f"{method} {self._server}{path}: {exc.reason}") from None
+        except (OSError, http.client.HTTPException) as exc:  # reset, timed out or cut off while reading
+            raise Unreachable(f"{method} {self._server}{path}: {exc or type(exc).__name__}") from None
         try:
             return json.loads(text)
         except ValueError:

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from verify.api import Api, HttpApi, load_kubeconfig
+from verify.api import Api, HttpApi, Unreachable, load_kubeconfig
 
 KUBECONFIG_ENV = "MLPLATFORM_KUBECONFIG"
 TIMEOUT_SECONDS = 900.0
@@ -42,7 +42,13 @@ def wait_released(api: Api, timeout: float = TIMEOUT_SECONDS, poll: float = POLL
 
 def main() -> int:
     api = HttpApi(load_kubeconfig(os.environ[KUBECONFIG_ENV]))
-    if left := wait_released(api):
+    try:
+        left = wait_released(api)
+    except Unreachable as exc:
+        print(f"error: the cluster's volumes could not be listed, so no disk is known to be deleted: {exc}. Run "
+              "the destroy again once the Kubernetes API answers", file=sys.stderr)
+        return 1
+    if left:
         print(f"error: after {TIMEOUT_SECONDS:.0f} s these volumes still exist, and their disks would outlive the "
               f"cluster: {'; '.join(left)}. Delete their claims (or the claims' namespaces), then run the destroy "
               "again", file=sys.stderr)

@@ -14,7 +14,7 @@ from components.gpu_rules import GPU_METRICS_JOB, gpu_alert_rules
 from components.monitoring import RELEASE
 from core.outputs import PlatformOutputs, PoolOutput
 from core.progress import progress
-from verify.api import Api, ApiError
+from verify.api import Api, ApiError, Unreachable
 from verify.probe import NAMESPACE, gpu_pod, gpu_resource, namespace
 
 # kube-prometheus-stack names Prometheus's service <release>-prometheus, on port 9090.
@@ -96,8 +96,10 @@ class Verifier:
     def __init__(self, api: Api, outputs: dict[str, Any], *, run_id: str, timeout: float = 1800,
                  metrics_timeout: float = 300, poll: float = 10, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, report: Callable[[str], None] = progress,
-                 report_every: float = 60) -> None:
+                 report_every: float = 60, namespace_timeout: float = 300) -> None:
         self.api = api
+        # How long a previous run's namespace may take to terminate before this run gives up.
+        self.namespace_timeout = namespace_timeout
         self.outputs = outputs
         self.run_id = run_id
         self.timeout = timeout
@@ -234,13 +236,10 @@ class Verifier:
 
     def run(self) -> tuple[list[PoolResult], list[str] | None]:
         """Each pool's result, and the alert rules' problems (None where they cannot be judged: no pod runs)."""
-        try:
-            self.api.request("POST", "/api/v1/namespaces", namespace())
-        except ApiError as exc:
-            if exc.status != 409:  # left by an interrupted run: reuse it
-                raise
+        self._create_namespace()
         pools = self.platform.gpu_pools
         results: list[PoolResult] = []
+        failed = True
         try:
             results = [self._start(pool) for pool in pools]
             started = self.clock()
@@ -267,6 +266,42 @@ class Verifier:
                 self.sleep(self.poll)
             if self.pods_run:
                 self.report("checking the platform's alert rules in Prometheus")
-            return results, self.check_rules() if self.pods_run else None
+            outcome = results, self.check_rules() if self.pods_run else None
+            failed = False
+            return outcome
         finally:
-            self.cleanup(results)
+            try:
+                self.cleanup(results)
+            except (ApiError, Unreachable) as exc:
+                if not failed:
+                    raise
+                # The run's own failure is what the user must see: a cleanup failing after it (often for the
+                # same cause, an API gone away) is said, never raised in its place.
+                self.report(f"cleanup failed too ({exc}): delete what is left with `kubectl delete namespace "
+                            f"{NAMESPACE}`")
+
+    def _create_namespace(self) -> None:
+        """The run's namespace. One left by an interrupted run is reused; one still being deleted by the previous
+        run's cleanup refuses new pods (403), so the run waits until it is gone and creates it anew."""
+        deadline = self.clock() + self.namespace_timeout
+        while True:
+            try:
+                self.api.request("POST", "/api/v1/namespaces", namespace())
+                return
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+            try:
+                existing = self.api.request("GET", f"/api/v1/namespaces/{NAMESPACE}")
+            except ApiError as exc:
+                if exc.status == 404:  # gone between the two requests: create it
+                    continue
+                raise
+            if existing.get("status", {}).get("phase") != "Terminating":
+                return  # left by an interrupted run: reuse it
+            if self.clock() > deadline:
+                raise ApiError(409, f"namespace {NAMESPACE} is still terminating after {self.namespace_timeout:.0f}s "
+                                    f"(a previous run's cleanup): see what holds it with `kubectl get namespace "
+                                    f"{NAMESPACE} -o yaml`, then run again")
+            self.report(f"namespace {NAMESPACE} is terminating (a previous run's cleanup): waiting for it to go")
+            self.sleep(self.poll)

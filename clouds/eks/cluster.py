@@ -111,10 +111,13 @@ class EksCluster(pulumi.ComponentResource):
     def __init__(self, name: str, spec: EksClusterConfig, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:cluster:EksCluster", name, None, opts)
         prod = spec.environment == "prod"
-        # One explicit AWS provider, in the region the stack config names, tagging everything it creates.
-        aws_provider = aws.Provider(f"{name}-aws", region=spec.region, default_tags=aws.ProviderDefaultTagsArgs(
-            tags=cluster_tags(spec)),
-            opts=pulumi.ResourceOptions(parent=self))
+        # One explicit AWS provider, in the region and account the stack config names, tagging everything it
+        # creates. With credentials of any other account it fails at its configuration, before a read or a
+        # create. (Its arguments changing is an update of the provider, which replaces none of its resources;
+        # only a new region would.)
+        aws_provider = aws.Provider(f"{name}-aws", region=spec.region, allowed_account_ids=[spec.account],
+                                    default_tags=aws.ProviderDefaultTagsArgs(tags=cluster_tags(spec)),
+                                    opts=pulumi.ResourceOptions(parent=self))
         child = pulumi.ResourceOptions(parent=self, provider=aws_provider)
         # Who deploys, in which account and partition: what a preview learns from the credentials alone.
         invoke = pulumi.InvokeOptions(provider=aws_provider)

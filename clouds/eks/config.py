@@ -74,6 +74,7 @@ LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 
 AwsRegion = Annotated[str, matching(r"[a-z]{2}(-gov)?-[a-z]+-\d", "an AWS region such as us-east-1 or eu-west-2")]
 RoleArn = Annotated[str, matching(r"arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]+",
                                   "an IAM role ARN such as arn:aws:iam::123456789012:role/platform-admins")]
+AccountId = Annotated[str, matching(r"\d{12}", "a 12-digit AWS account ID such as 123456789012")]
 SubnetId = Annotated[str, matching(r"subnet-[0-9a-f]{8,17}", "a subnet ID such as subnet-0123456789abcdef0")]
 CapacityReservationId = Annotated[str, matching(r"cr-[0-9a-z]+", "a capacity reservation ID such as "
                                                                   "cr-0123456789abcdef0")]
@@ -297,6 +298,10 @@ class EksClusterConfig(GpuPools, Model):
     # prod: the control plane, system nodes and KMS key are protected, and the API is never open to the world.
     environment: Literal["dev", "prod"] = "dev"
     region: AwsRegion
+    # The account the cluster lives in. The AWS provider refuses any other (allowed_account_ids), so that a
+    # deploy run with another account's credentials stops before it reads or creates anything there. Left
+    # out, it is the one account the role ARNs below all name.
+    account_id: AccountId | None = None
     availability_zones: Annotated[list[str], unique_items("availability zone")]
     kubernetes_version: EksKubernetesVersion = EKS_KUBERNETES_VERSION
     network: EksNetwork = EksNetwork()
@@ -336,6 +341,25 @@ class EksClusterConfig(GpuPools, Model):
                 raise ValueError(f"{', '.join(both)} is in {to_camel(other)} already (EKS takes one access entry "
                                  "per role); list it once")
         return roles
+
+    @property
+    def account(self) -> str:
+        """The account deploys of this stack are allowed in: accountId, or the one its role ARNs name."""
+        return self.account_id or self._role_accounts()[0]
+
+    def _role_accounts(self) -> list[str]:
+        return sorted({arn.split(":")[4] for arn in (*self.admin_role_arns, *self.view_role_arns,
+                                                      *self.read_role_arns)})
+
+    @model_validator(mode="after")
+    def _one_account(self) -> EksClusterConfig:
+        # EKS admits roles of other accounts (STANDARD access entries), so mixed accounts are no mistake; but
+        # which one is the cluster's is then the user's to say, not a guess.
+        if self.account_id is None and len(accounts := self._role_accounts()) > 1:
+            raise ValueError(f"accountId: adminRoleArns, viewRoleArns and readRoleArns name the accounts "
+                             f"{', '.join(accounts)}; give accountId, the 12-digit account the cluster is "
+                             "deployed in, which is the only one the stack may be deployed with")
+        return self
 
     @field_validator("availability_zones")
     @classmethod

@@ -13,6 +13,8 @@ from typing import Any
 
 import pulumi
 import pulumi_gcp as gcp
+import pulumi_kubernetes as k8s
+from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 from pulumi.output import UNKNOWN, Unknown
 
 import pulumi_random as random
@@ -71,6 +73,37 @@ def api_kubeconfig(spec: GkeClusterConfig, cluster: gcp.container.Cluster) -> pu
         return pulumi.Output.all(cluster.name, endpoint).apply(lambda values: kubeconfig(values[0], values[1], None))
     return pulumi.Output.all(cluster.name, cluster.endpoint, cluster.master_auth.cluster_ca_certificate).apply(
         lambda values: kubeconfig(*values))
+
+
+# The ClusterRole of readServiceAccounts: every object, Secrets and custom resources included, read only, as
+# EKS's AmazonEKSAdminViewPolicy (Kubernetes' own `view` leaves out Secrets and most custom resources).
+READ_ALL = "mlplatform:read-all"
+
+
+def read_access(name: str, spec: GkeClusterConfig, provider: k8s.Provider,
+                parent: pulumi.Resource) -> list[pulumi.Resource]:
+    """The RBAC that lets CI's preview and read service accounts look at the cluster and change nothing. GKE
+    names a Google service account to RBAC as a User, by its email (GKE docs, "Role-based access control")."""
+    opts = pulumi.ResourceOptions(parent=parent, provider=provider)
+
+    def binding(suffix: str, role: str, accounts: list[str]) -> k8s.rbac.v1.ClusterRoleBinding:
+        return k8s.rbac.v1.ClusterRoleBinding(
+            f"{name}-{suffix}", metadata=ObjectMetaArgs(name=f"mlplatform:{suffix}"),
+            role_ref=k8s.rbac.v1.RoleRefArgs(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=role),
+            subjects=[k8s.rbac.v1.SubjectArgs(api_group="rbac.authorization.k8s.io", kind="User", name=account)
+                      for account in accounts],
+            opts=opts)
+
+    access: list[pulumi.Resource] = []
+    if spec.view_service_accounts:
+        access.append(binding("view", "view", spec.view_service_accounts))
+    if spec.read_service_accounts:
+        access.append(k8s.rbac.v1.ClusterRole(
+            f"{name}-read-all", metadata=ObjectMetaArgs(name=READ_ALL),
+            rules=[k8s.rbac.v1.PolicyRuleArgs(api_groups=["*"], resources=["*"], verbs=["get", "list", "watch"])],
+            opts=opts))
+        access.append(binding("read", READ_ALL, spec.read_service_accounts))
+    return access
 
 
 def maintenance_policy(maintenance: GkeMaintenance, now: datetime) -> gcp.container.ClusterMaintenancePolicyArgs:
@@ -331,6 +364,9 @@ class GkeCluster(pulumi.ComponentResource):
         # unreachable, every finalizer update refused and the ClusterQueues undeletable.
         provider = explicit_provider(self, name, config, ready=[*node_pools, webhooks, nat, volumes_released],
                                      identity=cluster.id)
+        # CI's preview and read service accounts look at the cluster through these bindings (their previews
+        # and drift refreshes read what the stack owns), as EKS's view and read access entries.
+        read_access(name, spec, provider, self)
 
         self.handle = ClusterHandle(
             identity=cluster.id,

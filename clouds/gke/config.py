@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, ClassVar, Annotated, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from versions import KUBERNETES_VERSION
 from core.deployer import Deployer
@@ -150,6 +150,10 @@ def check_gpu_zones(region: str, accelerator: str, zones: list[str]) -> None:
 
 GcpProject = Annotated[str, matching(r"[a-z][a-z0-9-]{4,28}[a-z0-9]",
                                      "a Google Cloud project ID (6 to 30 lowercase letters, digits, hyphens)")]
+ServiceAccountEmail = Annotated[str, matching(r"[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z][a-z0-9-]{4,28}[a-z0-9]"
+                                              r"\.iam\.gserviceaccount\.com",
+                                              "a service account's email such as "
+                                              "mlplatform-preview@my-project.iam.gserviceaccount.com")]
 GcpRegion = Annotated[str, matching(r"[a-z]+-[a-z]+\d+", "a Google Cloud region such as us-central1 or europe-west4")]
 def _not_default_pool(value: str) -> str:
     if value == DEFAULT_POOL:
@@ -417,9 +421,27 @@ class GkeClusterConfig(GpuPools, Model):
     # GKE's DNS-based control-plane endpoint: reached from anywhere, authorized by IAM alone (no IP allow-list,
     # so it suits hosted CI runners); the IP endpoint then admits only masterAuthorizedNetworks, if any.
     dns_endpoint: bool = False
+    # Service accounts that may look at the cluster and change nothing, as EKS's viewRoleArns and readRoleArns:
+    # Kubernetes RBAC bindings of the stack's own. viewServiceAccounts get the built-in `view` ClusterRole (no
+    # Secrets: CI's pull-request preview account), readServiceAccounts read every object, Secrets and custom
+    # resources included (CI's read account on main, whose drift refresh reads Helm's release Secrets and the
+    # custom resources the stack owns). Their IAM roles (roles/container.clusterViewer, to reach the API at
+    # all) are granted outside the stack, like the accounts themselves.
+    view_service_accounts: Annotated[list[ServiceAccountEmail], unique_items("service account")] = []
+    read_service_accounts: Annotated[list[ServiceAccountEmail], unique_items("service account")] = []
     system_pool: GkeSystemPool = GkeSystemPool()
     gpu_pools: list[GkeGpuPool] = []
     maintenance: GkeMaintenance = GkeMaintenance()
+
+    @field_validator("read_service_accounts")
+    @classmethod
+    def _one_binding_per_account(cls, accounts: list[str], info: ValidationInfo) -> list[str]:
+        # Read includes view: an account in both would be bound twice, and removing it from one list would
+        # leave it the other's access unnoticed.
+        if both := sorted(set(accounts) & set(info.data.get("view_service_accounts", []))):
+            raise ValueError(f"{', '.join(both)} is in viewServiceAccounts already; list it once (readServiceAccounts "
+                             "reads everything viewServiceAccounts does, and Secrets)")
+        return accounts
 
     @model_validator(mode="before")
     @classmethod

@@ -571,3 +571,28 @@ def test_a_destroy_waits_for_the_clusters_disks_before_the_node_pools_and_cluste
     # Prometheus's claim is deleted with its StatefulSet, so that the wait can end.
     values = next(r for r in gcp_dev.releases() if r.inputs["name"] == "kube-prometheus-stack").inputs["values"]
     assert values["prometheus"]["prometheusSpec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
+
+
+def test_preview_and_read_service_accounts_look_at_gke_and_change_nothing(gcp_dev):
+    """As EKS's viewRoleArns and readRoleArns: CI's pull-request preview account sees no Secrets, the read
+    account of drift checks reads everything (Helm's release Secrets, custom resources), neither writes."""
+    viewer = "mlplatform-preview@my-ml-platform-dev.iam.gserviceaccount.com"
+    reader = "mlplatform-read@my-ml-platform-dev.iam.gserviceaccount.com"
+    bindings = {b.inputs["metadata"]["name"]: b.inputs for b in
+                gcp_dev.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding")}
+    user = {"apiGroup": "rbac.authorization.k8s.io", "kind": "User"}
+    assert bindings["mlplatform:view"]["roleRef"]["name"] == "view"
+    assert bindings["mlplatform:view"]["subjects"] == [user | {"name": viewer}]
+    assert bindings["mlplatform:read"]["subjects"] == [user | {"name": reader}]
+    roles = {r.inputs["metadata"]["name"]: r.inputs for r in
+             gcp_dev.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")}
+    assert roles[bindings["mlplatform:read"]["roleRef"]["name"]]["rules"] == [
+        {"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]
+    # None listed, none bound; one account in both lists is refused.
+    bare = synth_with(cluster=gke_cluster())
+    assert not [b for b in bare.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding")
+                if b.inputs["metadata"]["name"].startswith("mlplatform:")]
+    with pytest.raises(ConfigError, match="is in viewServiceAccounts already"):
+        synth_with(cluster=gke_cluster(viewServiceAccounts=[viewer], readServiceAccounts=[viewer]))
+    with pytest.raises(ConfigError, match=r"viewServiceAccounts\[0\].*a service account's email"):
+        synth_with(cluster=gke_cluster(viewServiceAccounts=["mlplatform-preview"]))
