@@ -6,6 +6,7 @@ import pulumi
 
 from components.admission import TeamAdmission
 from components.gpu import GpuEnablement
+from components.jobset import JobSets
 from components.monitoring import Monitoring
 from components.queues import Queues
 from components.team import TeamNamespace
@@ -24,12 +25,15 @@ def build(config: PlatformConfig) -> None:
                             grafana_admin_password=pulumi.Config(PROJECT).get_secret("grafanaAdminPassword"),
                             device_plugin=gpu.device_plugin, gpu_metrics=gpu.gpu_metrics)
     queues = Queues("queues", cluster, config.teams, layout=layout, after=[monitoring.stack])
+    jobsets = JobSets("jobsets", cluster)
     TeamAdmission("admission", cluster, layout, enforcement=config.admission_enforcement)
     for team in config.teams:
         if not team.own_stack:
             TeamNamespace(f"team-{team.name}", team, cluster.provider,
                           monitoring_namespace=config.monitoring.namespace,
-                          queue_after=[queues.release, *queues.cluster_queues])
+                          # Destroy deletes a team's JobSets while their controller still serves the webhooks
+                          # that judge the updates of their deletion.
+                          queue_after=[queues.release, *queues.cluster_queues, jobsets.release])
 
     export_platform(
         cloud=cluster.cloud, cluster_name=cluster.name, cluster_identity=cluster.identity,
