@@ -78,6 +78,7 @@ VERIFY_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-base-ubuntu24.04"
 WEBHOOK_PORTS: dict[str, tuple[int, ...]] = {
     KUEUE.name: (9443, 8082),  # the webhook server, and the visibility API's APIService
     KUBE_PROMETHEUS_STACK.name: (10250,),  # prometheus-operator's admission webhook, served by the operator
+    JOBSET.name: (9443,),  # the controller's webhook server (its Deployment's `webhook` port)
 }
 
 # EKS managed add-ons per Kubernetes minor version: each add-on release is built for (and offered on) the

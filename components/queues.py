@@ -15,8 +15,8 @@ import yaml
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components import sizing
-from core.vocabulary import (KUEUE_API, KUEUE_NAMESPACE, ML_PRIORITY_CLASSES, POOL_LABEL, SYSTEM_CLUSTER_CRITICAL,
-                             TEAM_LABEL)
+from core.vocabulary import (KUEUE_API, KUEUE_NAMESPACE, KUEUE_TOPOLOGY, ML_PRIORITY_CLASSES, POOL_LABEL,
+                             SYSTEM_CLUSTER_CRITICAL, TEAM_LABEL)
 from core.handle import ClusterHandle, GpuPool, gpu_tolerations
 from components.kube import KubernetesObject, helm_release, platform_namespace
 from versions import KUEUE, KUEUE_IMAGE, KUEUE_IMAGE_TAG
@@ -41,6 +41,12 @@ TEAM_NAMESPACES = {"matchExpressions": [{"key": TEAM_LABEL, "operator": "Exists"
 # asking for a resource no ClusterQueue covers, such as an EFA interface, scratch disk or huge pages. The
 # scheduler and kubelet account for them per node; they are not what teams share.
 UNQUEUED_RESOURCE_PREFIXES = ("vpc.amazonaws.com/", "ephemeral-storage", "hugepages-")
+# How long an admitted workload has to get all its pods Ready before Kueue evicts it, releases its quota and
+# requeues it (with backoff): a gang that cannot fully start (a pod refused by the ResourceQuota, a node that
+# failed) must not hold GPUs. Kueue 0.19 always waits (30 minutes by default, apis/config/v1beta2/defaults.go);
+# gangs are placed on nodes that exist (topology-aware scheduling counts Ready nodes only), so what remains is
+# pulling a training image of tens of GB and starting it, which 15 minutes covers.
+PODS_READY_TIMEOUT = "15m"
 
 
 def kueue_manager_config() -> dict[str, Any]:
@@ -55,6 +61,9 @@ def kueue_manager_config() -> dict[str, Any]:
         "managedJobsNamespaceSelector": TEAM_NAMESPACES,
         "integrations": {"frameworks": list(KUEUE_FRAMEWORKS)},
         "resources": {"excludeResourcePrefixes": list(UNQUEUED_RESOURCE_PREFIXES)},
+        # blockAdmission stays off: one gang waiting for its pods must not stop every other team's admissions.
+        "waitForPodsReady": {"timeout": PODS_READY_TIMEOUT, "blockAdmission": False,
+                             "requeuingStrategy": {"timestamp": "Eviction"}},
     }
 
 
@@ -80,19 +89,27 @@ def kueue_values(cluster: ClusterHandle) -> dict[str, Any]:
     }
 
 
-def gpu_flavor(pool: GpuPool) -> dict[str, Any]:
-    """Admitted workloads get the pool's node label and tolerate its taint, so they land on that pool."""
-    return {"nodeLabels": {POOL_LABEL: pool.name}, "tolerations": gpu_tolerations((pool,))}
+def gpu_flavor(pool: GpuPool, *, topology: bool) -> dict[str, Any]:
+    """Admitted workloads get the pool's node label and tolerate its taint, so they land on that pool. A
+    multi-node pool's flavor names the cluster's Topology: Kueue then admits a job there only with a topology
+    assignment (pods placed node by node within one domain), and only jobs that ask for one."""
+    flavor: dict[str, Any] = {"nodeLabels": {POOL_LABEL: pool.name}, "tolerations": gpu_tolerations((pool,))}
+    return flavor | ({"topologyName": KUEUE_TOPOLOGY} if topology and pool.multi_node else {})
+
+
+def topology(levels: tuple[str, ...]) -> dict[str, Any]:
+    """Kueue's Topology (kueue.x-k8s.io/v1beta2): the node labels of the network hierarchy, outermost first."""
+    return {"levels": [{"nodeLabel": label} for label in levels]}
 
 
 def cluster_queue(share: TeamShare, layout: QueueLayout, team: Team, *, team_label: str) -> dict[str, Any]:
     """A team's ClusterQueue: CPU and memory at its quota; per pool it may use, its guarantee there (lent while
     idle up to its lending limit) and borrowing of idle GPUs up to its ceiling."""
+    cpu_memory = [{"name": "cpu", "nominalQuota": team.quota.requests.cpu},
+                  {"name": "memory", "nominalQuota": team.quota.requests.memory}]
     groups: list[dict[str, Any]] = [{
         "coveredResources": ["cpu", "memory"],
-        "flavors": [{"name": CPU_FLAVOR, "resources": [
-            {"name": "cpu", "nominalQuota": team.quota.requests.cpu},
-            {"name": "memory", "nominalQuota": team.quota.requests.memory}]}],
+        "flavors": [{"name": CPU_FLAVOR, "resources": cpu_memory}],
     }]
     # Every flavor of a group lists every resource the group covers (a CEL rule of the CRD): a pool's own GPU
     # resource carries its numbers, the others' zero.
@@ -106,7 +123,18 @@ def cluster_queue(share: TeamShare, layout: QueueLayout, team: Team, *, team_lab
         return {"name": resource, "nominalQuota": str(share.guarantee.get(pool, 0)),
                 "borrowingLimit": str(share.borrowing), "lendingLimit": str(share.lending.get(pool, 0))}
 
-    if share.pools:
+    if any(layout.pools[pool].multi_node for pool in share.pools):
+        # Kueue 0.19 takes every resource of a topology-placed job from flavors that name a Topology
+        # (pkg/scheduler/flavorassigner/tas_flavorassigner.go, checkPodSetAndFlavorMatchForTAS), and a resource
+        # is in one group only: so CPU and memory join the GPUs' group, with the team's quota in every flavor (its
+        # ResourceQuota stays the cap over all of them). `default` comes first and holds no GPUs: CPU-only work
+        # is admitted there, GPU work moves on to the pools.
+        no_gpus = [{"name": r, "nominalQuota": "0", "borrowingLimit": "0", "lendingLimit": "0"} for r in resources]
+        groups = [{"coveredResources": ["cpu", "memory", *resources], "flavors": [
+            {"name": CPU_FLAVOR, "resources": cpu_memory + no_gpus},
+            *({"name": pool, "resources": cpu_memory + [gpu_resource(pool, r) for r in resources]}
+              for pool in share.pools)]}]
+    elif share.pools:
         groups.append({"coveredResources": resources, "flavors": [
             {"name": pool, "resources": [gpu_resource(pool, r) for r in resources]} for pool in share.pools]})
     return {
@@ -143,12 +171,23 @@ class Queues(pulumi.ComponentResource):
                                     opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=after)))
         after_crds = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.release]))
 
+        tas: list[pulumi.Resource] = []
+        if cluster.topology_levels and any(pool.multi_node for pool in cluster.gpu_pools):
+            # Its levels are immutable (a CEL rule of the CRD): a change replaces it.
+            tas.append(k8s.apiextensions.CustomResource(
+                f"{name}-topology", api_version=KUEUE_API, kind="Topology",
+                metadata=ObjectMetaArgs(name=KUEUE_TOPOLOGY), spec=topology(cluster.topology_levels),
+                opts=pulumi.ResourceOptions.merge(after_crds, pulumi.ResourceOptions(
+                    replace_on_changes=["spec"], delete_before_replace=True))))
+        after_topology = pulumi.ResourceOptions.merge(after_crds, pulumi.ResourceOptions(depends_on=tas))
+
         def flavor(flavor_name: str, spec: dict[str, Any]) -> k8s.apiextensions.CustomResource:
             return k8s.apiextensions.CustomResource(f"{name}-flavor-{flavor_name}", api_version=KUEUE_API,
                                                     kind="ResourceFlavor", metadata=ObjectMetaArgs(name=flavor_name),
-                                                    spec=spec, opts=after_crds)
+                                                    spec=spec, opts=after_topology)
 
-        flavors = [flavor(CPU_FLAVOR, {}), *(flavor(pool.name, gpu_flavor(pool)) for pool in cluster.gpu_pools)]
+        flavors = [flavor(CPU_FLAVOR, {}),
+                   *(flavor(pool.name, gpu_flavor(pool, topology=bool(tas))) for pool in cluster.gpu_pools)]
         for priority in ML_PRIORITY_CLASSES:
             KubernetesObject(f"{name}-priority-{priority.name}", api_version=KUEUE_API, kind="WorkloadPriorityClass",
                              name=priority.name, fields={"value": priority.value, "description": priority.description},

@@ -31,6 +31,9 @@ class PoolShape:
     capacity: int
     node_gpus: int
     resource: str = GPU_RESOURCE
+    # Placed for multi-node jobs (Kueue admits them by topology), with at most this many nodes.
+    multi_node: bool = False
+    nodes: int = 0
 
 
 @dataclass(frozen=True)
@@ -154,5 +157,5 @@ def pool_shapes(cluster: GpuPools) -> list[PoolShape]:
         # kind's stand-in pools have a fixed number of nodes, the others a largest size.
         nodes = getattr(pool, "max_nodes", None) or getattr(pool, "nodes", 0)
         shapes.append(PoolShape(name=pool.name, capacity=capacity, node_gpus=capacity // nodes if nodes else 0,
-                                resource=resource))
+                                resource=resource, multi_node=getattr(pool, "multi_node", False), nodes=nodes))
     return shapes

@@ -50,13 +50,16 @@ class PoolOutput:
     spot: bool
     labels: Mapping[str, str]
     taints: tuple[str, ...]
+    # Placed for multi-node jobs, which Kueue admits by topology (`make verify` runs its NCCL check on these).
+    multi_node: bool = False
 
     @staticmethod
     def read(pool: Mapping[str, Any]) -> PoolOutput:
         return PoolOutput(pool["name"], str(pool.get("accelerator", "")), int(pool.get("gpusPerNode", 0)),
                           int(pool.get("minNodes", 0)), int(pool.get("maxNodes", 0)),
                           int(pool.get("schedulableGpus", 0)), pool.get("sharing") or {}, bool(pool.get("spot")),
-                          pool.get("labels") or {}, tuple(str(t) for t in pool.get("taints") or ()))
+                          pool.get("labels") or {}, tuple(str(t) for t in pool.get("taints") or ()),
+                          bool(pool.get("multiNode")))
 
 
 @dataclass(frozen=True)

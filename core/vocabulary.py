@@ -80,6 +80,17 @@ ML_PRIORITY_CLASSES = (
 
 EFA_LABEL = "mlplatform.io/efa"
 
+# Multi-node work: the node label every node carries, the lowest level of every Kueue Topology (Kueue's TAS docs:
+# taints are respected only when the lowest level is the node's hostname), and the name of the Topology that the
+# ResourceFlavors of multi-node pools name.
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+KUEUE_TOPOLOGY = "network"
+# What a multi-node job's pod template says to Kueue (kueue.x-k8s.io annotations at v0.19): all its pods in one
+# domain of this level, or as close as they fit.
+REQUIRED_TOPOLOGY = "kueue.x-k8s.io/podset-required-topology"
+PREFERRED_TOPOLOGY = "kueue.x-k8s.io/podset-preferred-topology"
+UNCONSTRAINED_TOPOLOGY = "kueue.x-k8s.io/podset-unconstrained-topology"
+
 # The namespace monitoring goes to unless a stack names another (monitoring.namespace).
 DEFAULT_MONITORING_NAMESPACE = "monitoring"
 # Where the platform's node agents run besides monitoring, which may reach into their node.

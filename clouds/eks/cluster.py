@@ -21,6 +21,7 @@ from core.vocabulary import EFA_LABEL, POOL_LABEL, SYSTEM_POOL
 from core.handle import Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
 from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, EKS_SYSTEM_AMI_TYPE
 from clouds.eks.config import EksClusterConfig
+from clouds.eks.topology import EKS_TOPOLOGY_LEVELS
 
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
@@ -76,7 +77,7 @@ def eks_gpu_pools(spec: EksClusterConfig) -> tuple[GpuPool, ...]:
     for pool in spec.gpu_pools:
         gpu_pool = platform_gpu_pool(pool.name, pool.accelerator, gpus_per_node=pool.shape.gpus, min_nodes=0,
                                      max_nodes=pool.max_nodes, spot="spot" in pool.capacity_types,
-                                     sharing=pool.sharing)
+                                     sharing=pool.sharing, multi_node=pool.multi_node)
         # EFA pools' nodes carry the label the EFA device plugin selects on: the handle says what nodes carry.
         pools.append(replace(gpu_pool, labels={**gpu_pool.labels, EFA_LABEL: "true"}) if pool.efa else gpu_pool)
     return tuple(pools)
@@ -272,5 +273,6 @@ class EksCluster(pulumi.ComponentResource):
             capabilities=Capabilities(gpu_drivers=True, device_plugin=False, physical_gpus=True,
                                       persistent_volumes=True, scrapeable=frozenset({"coredns"})),
             gpu_pools=gpu_pools,
+            topology_levels=EKS_TOPOLOGY_LEVELS,
         )
         self.register_outputs({"clusterName": cluster.name, "endpoint": cluster.endpoint})

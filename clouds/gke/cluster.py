@@ -19,6 +19,7 @@ import pulumi_random as random
 from core.provider import exec_kubeconfig, explicit_provider
 from core.handle import Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
 from core.vocabulary import POOL_LABEL, SYSTEM_POOL
+from clouds.gke.topology import GKE_TOPOLOGY_LEVELS
 from clouds.gke.config import DEFAULT_POOL, GkeClusterConfig, GkeGpuPool, GkeMaintenance, node_settings
 from versions import WEBHOOK_PORTS
 
@@ -121,7 +122,7 @@ def gke_gpu_pools(spec: GkeClusterConfig) -> tuple[GpuPool, ...]:
     return tuple(
         platform_gpu_pool(pool.name, pool.accelerator_type, gpus_per_node=pool.gpus, min_nodes=0,
                           max_nodes=pool.max_nodes, spot=pool.spot, sharing=pool.sharing,
-                          mig_partitions=pool.mig_partitions)
+                          mig_partitions=pool.mig_partitions, multi_node=pool.multi_node)
         for pool in spec.gpu_pools
     )
 
@@ -266,6 +267,9 @@ class GkeCluster(pulumi.ComponentResource):
                                                                   total_max_node_count=pool.max_nodes,
                                                                   location_policy="ANY"),
                 initial_node_count=0, management=management,
+                # Multi-node pools' nodes close together on the network (and so labelled with their place in it).
+                placement_policy=(gcp.container.NodePoolPlacementPolicyArgs(type="COMPACT") if pool.multi_node
+                                  else None),
                 node_config=node_config(
                     nodes_account.email,
                     machine_type=pool.machine_type,
@@ -306,5 +310,6 @@ class GkeCluster(pulumi.ComponentResource):
                                       # is kube-dns (with its metrics sidecar), not CoreDNS.
                                       scrapeable=frozenset({"kube-dns"})),
             gpu_pools=gpu_pools,
+            topology_levels=GKE_TOPOLOGY_LEVELS,
         )
         self.register_outputs({"clusterName": cluster.name, "endpoint": cluster.endpoint})
