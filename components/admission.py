@@ -160,6 +160,34 @@ def validation_actions(enforcement: Literal["deny", "warn"]) -> list[str]:
     return ["Deny", "Audit"] if enforcement == "deny" else ["Warn", "Audit"]
 
 
+def declare_policy(resource_name: str, policy: Policy, *, variables: list[VariableArgs],
+                   rules: list[NamedRuleWithOperationsArgs], enforcement: Literal["deny", "warn"],
+                   opts: pulumi.ResourceOptions) -> None:
+    """A ValidatingAdmissionPolicy of `rules` (CREATE only, so that Kueue's own updates, admission and
+    preemption, are never held), bound to every team namespace."""
+    full_name = f"mlplatform-{policy.name}"
+    vap = k8s.admissionregistration.v1.ValidatingAdmissionPolicy(
+        resource_name,
+        metadata=ObjectMetaArgs(name=full_name),
+        spec=ValidatingAdmissionPolicySpecArgs(
+            failure_policy="Fail",
+            match_constraints=MatchResourcesArgs(resource_rules=rules),
+            variables=variables,
+            validations=[ValidationArgs(expression=c.expression, message=c.message,
+                                        message_expression=c.message_expression)
+                         for c in policy.checks],
+        ),
+        opts=opts)
+    k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding(
+        f"{resource_name}-binding",
+        metadata=ObjectMetaArgs(name=full_name),
+        spec=ValidatingAdmissionPolicyBindingSpecArgs(
+            policy_name=full_name, validation_actions=validation_actions(enforcement),
+            match_resources=MatchResourcesArgs(namespace_selector=LabelSelectorArgs(match_expressions=[
+                LabelSelectorRequirementArgs(key=TEAM_LABEL, operator="Exists")]))),
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[vap])))
+
+
 # Monitors teams may declare in their namespaces, so that Prometheus scrapes their own services.
 MONITOR_RESOURCES = ["servicemonitors", "podmonitors"]
 
@@ -171,35 +199,14 @@ class TeamAdmission(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         variables = [VariableArgs(name=n, expression=e)
                      for n, e in policy_variables(layout, cluster.system_node_selector)]
-        team_namespaces = LabelSelectorArgs(match_expressions=[LabelSelectorRequirementArgs(key=TEAM_LABEL,
-                                                                                            operator="Exists")])
+        # Pods, and Jobs too so that a bad Job is refused when it is submitted rather than when its pods are.
+        rules = [NamedRuleWithOperationsArgs(api_groups=[""], api_versions=["v1"], operations=["CREATE"],
+                                             resources=["pods"]),
+                 NamedRuleWithOperationsArgs(api_groups=["batch"], api_versions=["v1"], operations=["CREATE"],
+                                             resources=["jobs"])]
         for policy in team_policies(layout):
-            full_name = f"mlplatform-{policy.name}"
-            vap = k8s.admissionregistration.v1.ValidatingAdmissionPolicy(
-                f"{name}-{policy.name}",
-                metadata=ObjectMetaArgs(name=full_name),
-                spec=ValidatingAdmissionPolicySpecArgs(
-                    failure_policy="Fail",
-                    # Pods, and Jobs too so that a bad Job is refused when it is submitted rather than when its
-                    # pods are; CREATE only, so that Kueue's own updates (admission, preemption) are never held.
-                    match_constraints=MatchResourcesArgs(resource_rules=[
-                        NamedRuleWithOperationsArgs(api_groups=[""], api_versions=["v1"], operations=["CREATE"],
-                                                    resources=["pods"]),
-                        NamedRuleWithOperationsArgs(api_groups=["batch"], api_versions=["v1"],
-                                                    operations=["CREATE"], resources=["jobs"])]),
-                    variables=variables,
-                    validations=[ValidationArgs(expression=c.expression, message=c.message,
-                                                message_expression=c.message_expression)
-                                 for c in policy.checks],
-                ),
-                opts=child)
-            k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding(
-                f"{name}-{policy.name}-binding",
-                metadata=ObjectMetaArgs(name=full_name),
-                spec=ValidatingAdmissionPolicyBindingSpecArgs(
-                    policy_name=full_name, validation_actions=validation_actions(enforcement),
-                    match_resources=MatchResourcesArgs(namespace_selector=team_namespaces)),
-                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[vap])))
+            declare_policy(f"{name}-{policy.name}", policy, variables=variables, rules=rules,
+                           enforcement=enforcement, opts=child)
 
         # Teams' edit group may declare monitors of their own services; Prometheus discovers monitors in every
         # namespace, and team NetworkPolicies let it in. Aggregated into the built-in roles, not a new binding.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pulumi
 
 from components.admission import TeamAdmission
+from components.gang_admission import GangAdmission
 from components.gpu import GpuEnablement
 from components.jobset import JobSets
 from components.monitoring import Monitoring
@@ -27,6 +28,7 @@ def build(config: PlatformConfig) -> None:
     queues = Queues("queues", cluster, config.teams, layout=layout, after=[monitoring.stack])
     jobsets = JobSets("jobsets", cluster)
     TeamAdmission("admission", cluster, layout, enforcement=config.admission_enforcement)
+    GangAdmission("gang-admission", cluster, layout, enforcement=config.admission_enforcement)
     for team in config.teams:
         if not team.own_stack:
             TeamNamespace(f"team-{team.name}", team, cluster.provider,
