@@ -24,6 +24,7 @@ from core.vocabulary import (DEFAULT_LOCAL_QUEUE, GPU_RESOURCE, POOL_LABEL, PREF
 # The JobSet API version the pinned JobSet serves (its chart's CRD at 0.12.0).
 JOBSET_GROUP, JOBSET_VERSION = "jobset.x-k8s.io", "v1alpha2"
 TOPOLOGY_ANNOTATIONS = (REQUIRED_TOPOLOGY, PREFERRED_TOPOLOGY, UNCONSTRAINED_TOPOLOGY)
+JOBSET_QUEUE_POLICY = "jobset-through-team-queue"
 
 
 def gang_variables(layout: QueueLayout, levels: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -81,8 +82,8 @@ def gang_policies(layout: QueueLayout, levels: tuple[str, ...]) -> list[Policy]:
                   f"A topology requirement places pods on a multi-node pool: set the pod template's nodeSelector "
                   f"{POOL_LABEL} to one of {pools or 'none (this cluster has no multi-node pool)'}."),
         )),
-        Policy("jobset-through-team-queue", (Check(
-            f"!has(object.spec.replicatedJobs) || !({_cel(QUEUE_LABEL)} in variables.labels) || "
+        Policy(JOBSET_QUEUE_POLICY, (Check(
+            f"!({_cel(QUEUE_LABEL)} in variables.labels) || "
             f"variables.labels[{_cel(QUEUE_LABEL)}] in [variables.team, {_cel(DEFAULT_LOCAL_QUEUE)}]",
             f"A JobSet in a team namespace goes through the team's Kueue queue: label it {QUEUE_LABEL}: <team>, "
             f"or leave the label off for the namespace's {DEFAULT_LOCAL_QUEUE!r} queue.",
@@ -107,6 +108,9 @@ class GangAdmission(pulumi.ComponentResource):
                                                   (JOBSET_GROUP, JOBSET_VERSION, "jobsets"))]
         policies = gang_policies(layout, cluster.topology_levels)
         for policy in policies:
-            declare_policy(f"{name}-{policy.name}", policy, variables=variables, rules=rules,
+            # The queue rule is about JobSets alone (the team policies judge Pods and Jobs): matched to JobSets
+            # only, its expression type-checks against the kind it reads.
+            declare_policy(f"{name}-{policy.name}", policy, variables=variables,
+                           rules=rules[-1:] if policy.name == JOBSET_QUEUE_POLICY else rules,
                            enforcement=enforcement, opts=child)
         self.register_outputs({"policies": [f"mlplatform-{p.name}" for p in policies]})
