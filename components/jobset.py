@@ -67,19 +67,21 @@ class JobSets(pulumi.ComponentResource):
                                     values=jobset_values(cluster), release_name=RELEASE,
                                     local_charts=cluster.local_charts, opts=child)
         # Scoped as Kueue's job webhooks are (components/queues.py): a JobSet controller outage blocks JobSets
-        # and their pods in team namespaces only. A server-side apply patch of the fields the chart leaves
-        # unset: Helm's upgrades keep them (a three-way merge leaves fields it never set), and the controller's
-        # certificate rotator updates only each webhook's caBundle.
+        # and their pods in team namespaces only. A server-side apply patch of the field the chart leaves unset:
+        # Helm's upgrades keep it (a three-way merge leaves fields its manifests never set), and the controller's
+        # certificate rotator updates only each webhook's caBundle. Forced: the API server defaults an unset
+        # namespaceSelector to {} (everything), owned by whoever created the configuration (the release).
         after_release = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.release]))
+        forced = {"pulumi.com/patchForce": "true"}
         selector = k8s.meta.v1.LabelSelectorPatchArgs(match_expressions=[
             k8s.meta.v1.LabelSelectorRequirementPatchArgs(**e) for e in TEAM_NAMESPACES["matchExpressions"]])
         (mutating, mutating_hooks), (validating, validating_hooks) = WEBHOOKS.items()
         k8s.admissionregistration.v1.MutatingWebhookConfigurationPatch(
-            f"{name}-mutating-webhooks-scope", metadata=ObjectMetaPatchArgs(name=mutating),
+            f"{name}-mutating-webhooks-scope", metadata=ObjectMetaPatchArgs(name=mutating, annotations=forced),
             webhooks=[MutatingWebhookPatchArgs(name=hook, namespace_selector=selector) for hook in mutating_hooks],
             opts=after_release)
         k8s.admissionregistration.v1.ValidatingWebhookConfigurationPatch(
-            f"{name}-validating-webhooks-scope", metadata=ObjectMetaPatchArgs(name=validating),
+            f"{name}-validating-webhooks-scope", metadata=ObjectMetaPatchArgs(name=validating, annotations=forced),
             webhooks=[ValidatingWebhookPatchArgs(name=hook, namespace_selector=selector)
                       for hook in validating_hooks],
             opts=after_release)

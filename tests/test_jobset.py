@@ -76,10 +76,13 @@ def test_jobset_webhooks_cover_team_namespaces_only(stack):
             assert webhook["clientConfig"]["service"]["name"] == "jobset-webhook-service"
 
 
-def test_the_webhook_patches_come_after_the_release(local_synth):
+def test_the_webhook_patches_come_after_the_release_and_take_the_defaulted_field(local_synth):
     release = jobset_release(local_synth)
     patches = [r for r in local_synth.resources if r.patch]
     assert len(patches) == 2 and all(release.urn in p.depends_on for p in patches)
+    # The API server defaults namespaceSelector to {} when the release creates the configurations, and that
+    # default belongs to the release's field manager: an unforced apply of ours would conflict (make e2e).
+    assert all(p.inputs["metadata"]["annotations"] == {"pulumi.com/patchForce": "true"} for p in patches)
 
 
 def test_kueue_queues_jobsets_as_one_workload():
