@@ -29,6 +29,8 @@ GRAFANA_ADMIN_PASSWORD = "grafanaAdminPassword"
 MONITORING_NAMESPACE = "monitoringNamespace"
 # Whether pods really run on the cluster (false on make e2e's loopback cluster): what `make verify` can judge.
 PODS_RUN = "podsRun"
+# The node labels multi-node pools are placed by (the Kueue Topology's levels), outermost first.
+TOPOLOGY_LEVELS = "topologyLevels"
 TEAMS = "teams"
 # A team stack's own.
 TEAM = "team"
@@ -99,6 +101,7 @@ class PlatformOutputs:
     kubernetes_version: str = PINNED_KUBERNETES
     # A stack deployed before it exported this ran on a real cluster.
     pods_run: bool = True
+    topology_levels: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
     @staticmethod
@@ -111,7 +114,8 @@ class PlatformOutputs:
             monitoring_namespace=str(outputs.get(MONITORING_NAMESPACE) or DEFAULT_MONITORING_NAMESPACE),
             teams={name: TeamBudget.read(team) for name, team in (outputs.get(TEAMS) or {}).items()},
             kubernetes_version=str(outputs.get(KUBERNETES_VERSION) or PINNED_KUBERNETES),
-            pods_run=outputs.get(PODS_RUN) is not False, raw=outputs)
+            pods_run=outputs.get(PODS_RUN) is not False,
+            topology_levels=tuple(str(level) for level in outputs.get(TOPOLOGY_LEVELS) or ()), raw=outputs)
 
     @property
     def kubeconfig(self) -> str:
@@ -145,7 +149,8 @@ def export_platform(*, cloud: str, cluster_name: pulumi.Input[str], cluster_iden
                     kubernetes_version: str,
                     gpu_pools: list[dict[str, Any]], gpu_capacity: int, system_node_selector: Mapping[str, str],
                     grafana: pulumi.Input[Any], grafana_admin_password: pulumi.Input[str], monitoring_namespace: str,
-                    teams: Mapping[str, TeamBudget], pods_run: bool = True) -> None:
+                    teams: Mapping[str, TeamBudget], pods_run: bool = True,
+                    topology_levels: tuple[str, ...] = ()) -> None:
     pulumi.export(CLOUD, cloud)
     pulumi.export(CLUSTER_NAME, cluster_name)
     pulumi.export(CLUSTER_IDENTITY, cluster_identity)
@@ -159,6 +164,7 @@ def export_platform(*, cloud: str, cluster_name: pulumi.Input[str], cluster_iden
     pulumi.export(GRAFANA_ADMIN_PASSWORD, grafana_admin_password)
     pulumi.export(MONITORING_NAMESPACE, monitoring_namespace)
     pulumi.export(PODS_RUN, pods_run)
+    pulumi.export(TOPOLOGY_LEVELS, list(topology_levels))
     # Each team's budget; a team with its own stack fits its namespaces in it.
     pulumi.export(TEAMS, {name: budget.export() for name, budget in teams.items()})
 

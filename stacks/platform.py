@@ -50,7 +50,7 @@ def build(config: PlatformConfig) -> None:
                                      guarantee=layout.teams[team.name].guarantee, cpu=team.quota.requests.cpu,
                                      memory=team.quota.requests.memory, own_stack=team.own_stack)
                for team in config.teams},
-        pods_run=cluster.capabilities.pods_run)
+        pods_run=cluster.capabilities.pods_run, topology_levels=cluster.topology_levels)
 
 
 def main() -> None:

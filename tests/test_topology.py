@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from config.errors import ConfigError
+from core.outputs import PlatformOutputs
 from synth.applied import applied_objects, check_cel, check_schemas, crds_of
 from synth.engine import Synthesis
 from synth.render import render_stack, stack_synthesis
@@ -143,3 +144,22 @@ def test_config_refuses_a_multi_node_pool_it_cannot_place(cluster, message, tmp_
 
 def test_the_chart_renders_the_topology_crd_the_synth_checks_against(prod):
     assert "Topology" in {c["spec"]["names"]["kind"] for c in crds_of(render_stack(prod))}
+
+
+def test_the_stack_exports_its_topology_for_what_places_gangs_on_it(prod, existing, local_synth):
+    # make e2e labels its fake nodes by these, and its gang test asks Kueue for the outermost level.
+    assert PlatformOutputs.read(prod.outputs).topology_levels == tuple(EKS_LEVELS)
+    assert PlatformOutputs.read(existing.outputs).topology_levels == (
+        "example.com/block", "example.com/rack", "kubernetes.io/hostname")
+    assert PlatformOutputs.read(local_synth.outputs).topology_levels == ()
+
+
+def test_e2e_nodes_of_a_multi_node_pool_sit_two_to_a_domain_above_the_node(existing):
+    from e2e.lifecycle import topology_labels
+
+    platform = PlatformOutputs.read(existing.outputs)
+    h100, l4 = (next(p for p in platform.gpu_pools if p.name == name) for name in ("h100", "l4"))
+    labels = [topology_labels(platform, h100, index) for index in range(4)]
+    assert labels[0] == labels[1] != labels[2] == labels[3]
+    assert set(labels[0]) == {"example.com/block", "example.com/rack"}  # the hostname is the node's own
+    assert topology_labels(platform, l4, 0) == {}
