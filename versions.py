@@ -82,10 +82,15 @@ EKS_ECR_ACCOUNTS: dict[str, str] = {
 KUEUE = Chart("kueue", "oci://registry.k8s.io/kueue/charts", "0.19.2")
 KUEUE_IMAGE = "registry.k8s.io/kueue/kueue"
 KUEUE_IMAGE_TAG = "v0.19.2"
+# JobSet (kubernetes-sigs/jobset): a group of Jobs started together, the shape of a multi-node training run;
+# Kueue admits a JobSet as one gang. The image is the chart's appVersion.
+JOBSET = Chart("jobset", "oci://registry.k8s.io/jobset/charts", "0.12.0")
+JOBSET_IMAGE = "registry.k8s.io/jobset/jobset"
+JOBSET_IMAGE_TAG = "v0.12.0"
 
 # Every chart any stack may install, for the offline renderer and the pin checks.
 CHARTS: tuple[Chart, ...] = (NVIDIA_DEVICE_PLUGIN, FAKE_GPU_OPERATOR, KUBE_PROMETHEUS_STACK, DCGM_EXPORTER,
-                             KARPENTER, KARPENTER_CRD, EFA_DEVICE_PLUGIN, KUEUE)
+                             KARPENTER, KARPENTER_CRD, EFA_DEVICE_PLUGIN, KUEUE, JOBSET)
 
 # The image of `make verify`'s GPU pod: CUDA's smallest (base) image; nvidia-smi comes from the node's driver.
 VERIFY_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-base-ubuntu24.04"

@@ -401,12 +401,10 @@ class TeamAdmission(pulumi.ComponentResource):
         """`team_groups`: the groups with `edit` in each team namespace the platform makes."""
         super().__init__("mlplatform:admission:TeamAdmission", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
-        team_namespaces = LabelSelectorArgs(match_expressions=[LabelSelectorRequirementArgs(key=TEAM_LABEL,
-                                                                                            operator="Exists")])
         names: list[str] = []
         for subject, policies in subjects(layout, cluster.system_node_selector, team_groups or {}):
             for policy in policies:
-                self._policy(name, policy, subject, team_namespaces, enforcement, child)
+                declare_policy(f"{name}-{policy.name}", policy, subject, enforcement=enforcement, opts=child)
                 names.append(f"mlplatform-{policy.name}")
 
         # Teams' edit group may declare monitors of their own services; Prometheus discovers monitors in every
@@ -423,28 +421,31 @@ class TeamAdmission(pulumi.ComponentResource):
                 opts=child)
         self.register_outputs({"policies": names})
 
-    def _policy(self, name: str, policy: Policy, subject: Subject, namespaces: LabelSelectorArgs,
-                enforcement: Literal["deny", "warn"], child: pulumi.ResourceOptions) -> None:
-        full_name = f"mlplatform-{policy.name}"
-        vap = k8s.admissionregistration.v1.ValidatingAdmissionPolicy(
-            f"{name}-{policy.name}",
-            metadata=ObjectMetaArgs(name=full_name),
-            spec=ValidatingAdmissionPolicySpecArgs(
-                failure_policy="Fail",
-                match_constraints=MatchResourcesArgs(resource_rules=list(subject.rules)),
-                match_conditions=[MatchConditionArgs(name=n, expression=e) for n, e in subject.match_conditions]
-                or None,
-                variables=[VariableArgs(name=n, expression=e) for n, e in subject.variables],
-                validations=[ValidationArgs(expression=c.expression, message=c.message,
-                                            message_expression=c.message_expression)
-                             for c in policy.checks],
-            ),
-            opts=child)
-        k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding(
-            f"{name}-{policy.name}-binding",
-            metadata=ObjectMetaArgs(name=full_name),
-            spec=ValidatingAdmissionPolicyBindingSpecArgs(
-                policy_name=full_name,
-                validation_actions=validation_actions("deny" if policy.always_deny else enforcement),
-                match_resources=MatchResourcesArgs(namespace_selector=namespaces)),
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[vap])))
+
+def declare_policy(resource_name: str, policy: Policy, subject: Subject, *, enforcement: Literal["deny", "warn"],
+                   opts: pulumi.ResourceOptions) -> None:
+    """A ValidatingAdmissionPolicy judging `subject`, bound to every team namespace."""
+    full_name = f"mlplatform-{policy.name}"
+    vap = k8s.admissionregistration.v1.ValidatingAdmissionPolicy(
+        resource_name,
+        metadata=ObjectMetaArgs(name=full_name),
+        spec=ValidatingAdmissionPolicySpecArgs(
+            failure_policy="Fail",
+            match_constraints=MatchResourcesArgs(resource_rules=list(subject.rules)),
+            match_conditions=[MatchConditionArgs(name=n, expression=e) for n, e in subject.match_conditions]
+            or None,
+            variables=[VariableArgs(name=n, expression=e) for n, e in subject.variables],
+            validations=[ValidationArgs(expression=c.expression, message=c.message,
+                                        message_expression=c.message_expression)
+                         for c in policy.checks],
+        ),
+        opts=opts)
+    k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding(
+        f"{resource_name}-binding",
+        metadata=ObjectMetaArgs(name=full_name),
+        spec=ValidatingAdmissionPolicyBindingSpecArgs(
+            policy_name=full_name,
+            validation_actions=validation_actions("deny" if policy.always_deny else enforcement),
+            match_resources=MatchResourcesArgs(namespace_selector=LabelSelectorArgs(match_expressions=[
+                LabelSelectorRequirementArgs(key=TEAM_LABEL, operator="Exists")]))),
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[vap])))

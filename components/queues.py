@@ -15,9 +15,9 @@ import yaml
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components import sizing
-from core.vocabulary import (GPU_RESOURCE, GPU_UNITS_RESOURCE, KUEUE_API, KUEUE_NAMESPACE, ML_PRIORITY_CLASSES,
-                             POOL_LABEL, ROOT_COHORT, SHARED_GPU_RESOURCE, SHARED_GPU_TAINT, SYSTEM_CLUSTER_CRITICAL,
-                             TEAM_LABEL)
+from core.vocabulary import (GPU_RESOURCE, GPU_UNITS_RESOURCE, KUEUE_API, KUEUE_NAMESPACE, KUEUE_TOPOLOGY,
+                             ML_PRIORITY_CLASSES, POOL_LABEL, ROOT_COHORT, SHARED_GPU_RESOURCE, SHARED_GPU_TAINT,
+                             SYSTEM_CLUSTER_CRITICAL, TEAM_LABEL)
 from core.handle import ClusterHandle, GpuPool, gpu_tolerations
 from components.kube import KubernetesObject, helm_release, platform_namespace
 from versions import KUEUE, KUEUE_IMAGE, KUEUE_IMAGE_TAG
@@ -42,8 +42,7 @@ TEAM_NAMESPACES = {"matchExpressions": [{"key": TEAM_LABEL, "operator": "Exists"
 # asking for a resource no ClusterQueue covers, such as an EFA interface, scratch disk or huge pages. The
 # scheduler and kubelet account for them per node; they are not what teams share.
 UNQUEUED_RESOURCE_PREFIXES = ("vpc.amazonaws.com/", "ephemeral-storage", "hugepages-")
-
-
+# How long an admitted workload has to get all its pods Ready (see waitForPodsReady below).
 WAIT_FOR_PODS_READY = "1h"
 
 
@@ -59,11 +58,14 @@ def kueue_manager_config() -> dict[str, Any]:
         "managedJobsNamespaceSelector": TEAM_NAMESPACES,
         "integrations": {"frameworks": list(KUEUE_FRAMEWORKS)},
         # Kueue evicts an admitted workload whose pods are not all Ready in time, and a running one whose pods
-        # stay unready as long (recoveryTimeout defaults to it). Each pod of a serving Deployment is a workload
-        # of its own, Ready once its readiness probe passes (pkg/controller/jobs/pod PodsReady): on a cold GPU
-        # node (the node's start, a multi-gigabyte image, the model's weights) that can take longer than the
-        # default 30 minutes, and each eviction starts it over.
-        "waitForPodsReady": {"timeout": WAIT_FOR_PODS_READY},
+        # stay unready as long (recoveryTimeout defaults to it), releasing its quota: a gang that cannot fully
+        # start (a pod refused by the ResourceQuota, a node that failed) must not hold GPUs. Each pod of a serving
+        # Deployment is a workload of its own, Ready once its readiness probe passes (pkg/controller/jobs/pod
+        # PodsReady): on a cold GPU node (the node's start, a multi-gigabyte image, the model's weights) that can
+        # take longer than the default 30 minutes, and each eviction starts it over. blockAdmission stays off:
+        # one gang waiting for its pods must not stop every other team's admissions.
+        "waitForPodsReady": {"timeout": WAIT_FOR_PODS_READY, "blockAdmission": False,
+                             "requeuingStrategy": {"timestamp": "Eviction"}},
         "resources": {
             "excludeResourcePrefixes": list(UNQUEUED_RESOURCE_PREFIXES),
             # Every GPU also counts as a GPU unit (pkg/workload applyResourceTransformations; Retain keeps the
@@ -108,17 +110,26 @@ def kueue_values(cluster: ClusterHandle) -> dict[str, Any]:
     }
 
 
-def gpu_flavor(pool: GpuPool) -> dict[str, Any]:
+def gpu_flavor(pool: GpuPool, *, topology: bool) -> dict[str, Any]:
     """Admitted workloads get the pool's node label and tolerate its taint, so they land on that pool. A
     time-sliced pool whose shares are plain nvidia.com/gpu takes only pods that tolerate SHARED_GPU_TAINT: Kueue
     checks a flavor's nodeTaints against the pod's own tolerations (flavorassigner.checkFlavorForPodSets), so
     a job of several GPUs, which the device plugin refuses there, is never given it (renamed shares need no
-    taint: only pods asking for nvidia.com/gpu.shared can be given that pool)."""
+    taint: only pods asking for nvidia.com/gpu.shared can be given that pool). A multi-node pool's flavor names
+    the cluster's Topology: Kueue then admits a job there only with a topology assignment (pods placed node by
+    node within one domain), and only jobs that ask for one."""
     spec: dict[str, Any] = {"nodeLabels": {POOL_LABEL: pool.name}, "tolerations": gpu_tolerations((pool,))}
     if one_share_per_container(pool.sharing) and gpu_resource(pool.sharing) == GPU_RESOURCE:
         taint = SHARED_GPU_TAINT
         spec["nodeTaints"] = [{"key": taint.key, "value": taint.value, "effect": taint.effect}]
+    if topology and pool.multi_node:
+        spec["topologyName"] = KUEUE_TOPOLOGY
     return spec
+
+
+def topology(levels: tuple[str, ...]) -> dict[str, Any]:
+    """Kueue's Topology (kueue.x-k8s.io/v1beta2): the node labels of the network hierarchy, outermost first."""
+    return {"levels": [{"nodeLabel": label} for label in levels]}
 
 
 def _quota(name: str, nominal: int | str, *, borrowing: int | None = None,
@@ -151,10 +162,19 @@ def root_cohort(layout: QueueLayout) -> dict[str, Any]:
     if not rest:
         return {}
     pools = [pool for pool in layout.pools if pool in rest]
-    return {"resourceGroups": [
-        {"coveredResources": [GPU_UNITS_RESOURCE],
-         "flavors": [{"name": CPU_FLAVOR, "resources": [_quota(GPU_UNITS_RESOURCE, sum(rest.values()))]}]},
-        _gpu_group(layout, pools, {pool: {"nominal": rest[pool]} for pool in pools})]}
+    units = _quota(GPU_UNITS_RESOURCE, sum(rest.values()))
+    gpus = _gpu_group(layout, pools, {pool: {"nominal": rest[pool]} for pool in pools})
+    if not any(layout.pools[pool].multi_node for pool in pools):
+        return {"resourceGroups": [{"coveredResources": [GPU_UNITS_RESOURCE],
+                                    "flavors": [{"name": CPU_FLAVOR, "resources": [units]}]}, gpus]}
+    # A queue reaching a multi-node pool counts that pool's GPU units in the pool's own flavor (cluster_queue), so
+    # the root lends them there too, beside the GPUs; a resource is in one group only, hence one group.
+    return {"resourceGroups": [{
+        "coveredResources": [GPU_UNITS_RESOURCE, *gpus["coveredResources"]],
+        "flavors": [{"name": CPU_FLAVOR, "resources": [units, *(_quota(r, 0) for r in gpus["coveredResources"])]},
+                    *({"name": flavor["name"], "resources": [
+                        _quota(GPU_UNITS_RESOURCE, rest[flavor["name"]] if layout.pools[flavor["name"]].multi_node
+                               else 0), *flavor["resources"]]} for flavor in gpus["flavors"])]}]}
 
 
 def team_cohort(cohort: str, layout: QueueLayout) -> dict[str, Any]:
@@ -177,8 +197,29 @@ def cluster_queue(share: TeamShare, layout: QueueLayout, team: Team, *, team_lab
     evicts it, and admit it again); per pool it may use, its guarantee there (lent while idle up to its lending
     limit) and borrowing of idle GPUs; and the GPU units of them all, so that it borrows up to its ceiling over
     every pool together."""
-    defaults = [_quota("cpu", team.quota.requests.cpu, borrowing=0),
-                _quota("memory", team.quota.requests.memory, borrowing=0)]
+    cpu_memory = [_quota("cpu", team.quota.requests.cpu, borrowing=0),
+                  _quota("memory", team.quota.requests.memory, borrowing=0)]
+    numbers = {pool: {"nominal": share.guarantee.get(pool, 0), "borrowing": share.borrowing,
+                      "lending": share.lending.get(pool, 0)} for pool in share.pools}
+    if any(layout.pools[pool].multi_node for pool in share.pools):
+        # Kueue 0.19 takes every resource of a topology-placed job from flavors that name a Topology
+        # (pkg/scheduler/flavorassigner/tas_flavorassigner.go, checkPodSetAndFlavorMatchForTAS), and a resource
+        # is in one group only: so CPU, memory and the GPU units join the GPUs' group, with the team's CPU and
+        # memory quota in every flavor (its ResourceQuota stays the cap over all of them) and each pool's GPU units
+        # beside its GPUs. `default` comes first and holds no GPUs: CPU-only work is admitted there, GPU work
+        # moves on to the pools. The price: such a team's GPU ceiling holds per pool, not over its pools together.
+        gpus = _gpu_group(layout, list(share.pools), numbers)
+        nothing = {"borrowing": 0, "lending": 0}
+        return _cluster_queue_spec(share, team_label, [{
+            "coveredResources": ["cpu", "memory", GPU_UNITS_RESOURCE, *gpus["coveredResources"]],
+            "flavors": [
+                {"name": CPU_FLAVOR, "resources": cpu_memory + [_quota(r, 0, **nothing) for r in
+                                                                [GPU_UNITS_RESOURCE, *gpus["coveredResources"]]]},
+                *({"name": flavor["name"],
+                   "resources": [*cpu_memory, _quota(GPU_UNITS_RESOURCE, **numbers[flavor["name"]]),
+                                 *flavor["resources"]]}
+                  for flavor in gpus["flavors"])]}])
+    defaults = list(cpu_memory)
     covered = ["cpu", "memory"]
     if share.pools:
         covered.append(GPU_UNITS_RESOURCE)
@@ -187,9 +228,11 @@ def cluster_queue(share: TeamShare, layout: QueueLayout, team: Team, *, team_lab
     groups: list[dict[str, Any]] = [{"coveredResources": covered,
                                      "flavors": [{"name": CPU_FLAVOR, "resources": defaults}]}]
     if share.pools:
-        groups.append(_gpu_group(layout, list(share.pools), {
-            pool: {"nominal": share.guarantee.get(pool, 0), "borrowing": share.borrowing,
-                   "lending": share.lending.get(pool, 0)} for pool in share.pools}))
+        groups.append(_gpu_group(layout, list(share.pools), numbers))
+    return _cluster_queue_spec(share, team_label, groups)
+
+
+def _cluster_queue_spec(share: TeamShare, team_label: str, groups: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "cohortName": share.cohort,
         "namespaceSelector": {"matchLabels": {TEAM_LABEL: team_label}},
@@ -224,12 +267,23 @@ class Queues(pulumi.ComponentResource):
                                     opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=after)))
         after_crds = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.release]))
 
+        tas: list[pulumi.Resource] = []
+        if cluster.topology_levels and any(pool.multi_node for pool in cluster.gpu_pools):
+            # Its levels are immutable (a CEL rule of the CRD): a change replaces it.
+            tas.append(k8s.apiextensions.CustomResource(
+                f"{name}-topology", api_version=KUEUE_API, kind="Topology",
+                metadata=ObjectMetaArgs(name=KUEUE_TOPOLOGY), spec=topology(cluster.topology_levels),
+                opts=pulumi.ResourceOptions.merge(after_crds, pulumi.ResourceOptions(
+                    replace_on_changes=["spec"], delete_before_replace=True))))
+        after_topology = pulumi.ResourceOptions.merge(after_crds, pulumi.ResourceOptions(depends_on=tas))
+
         def flavor(flavor_name: str, spec: dict[str, Any]) -> k8s.apiextensions.CustomResource:
             return k8s.apiextensions.CustomResource(f"{name}-flavor-{flavor_name}", api_version=KUEUE_API,
                                                     kind="ResourceFlavor", metadata=ObjectMetaArgs(name=flavor_name),
-                                                    spec=spec, opts=after_crds)
+                                                    spec=spec, opts=after_topology)
 
-        flavors = [flavor(CPU_FLAVOR, {}), *(flavor(pool.name, gpu_flavor(pool)) for pool in cluster.gpu_pools)]
+        flavors = [flavor(CPU_FLAVOR, {}),
+                   *(flavor(pool.name, gpu_flavor(pool, topology=bool(tas))) for pool in cluster.gpu_pools)]
         for priority in ML_PRIORITY_CLASSES:
             KubernetesObject(f"{name}-priority-{priority.name}", api_version=KUEUE_API, kind="WorkloadPriorityClass",
                              name=priority.name, fields={"value": priority.value, "description": priority.description},

@@ -49,6 +49,9 @@ PROMETHEUS_MEMORY_LIMIT_FACTOR = 2
 # Kueue's controller: the chart's own default requests (charts/kueue values.yaml), limit with headroom for
 # one ClusterQueue and LocalQueue per team.
 KUEUE_MANAGER = Size("500m", "512Mi", "1Gi")
+# JobSet's controller: the chart's own default requests (charts/jobset values.yaml); its 4Gi limit is sized for
+# thousands of JobSets, a team platform's few hundred fit in 1Gi.
+JOBSET_CONTROLLER = Size("500m", "128Mi", "1Gi")
 # Karpenter's controller: requests as its chart's values.yaml suggests, limit as its docs recommend.
 KARPENTER_CONTROLLER = Size("500m", "512Mi", "1Gi")
 

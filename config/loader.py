@@ -16,6 +16,7 @@ from clouds import PROVIDER_NAMESPACES
 from core.fields import scalar_mistakes
 from config.errors import PROJECT, ConfigError, format_problems, format_validation_error, stack_file
 from config.models import PlatformConfig, TeamStackConfig
+from config.gangs import check_gangs
 from config.queues import pool_shapes, queue_layout
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -259,7 +260,7 @@ def load_platform_config() -> tuple[PlatformConfig, list[str]]:
     """The validated platform config and its warnings; ConfigError (no traceback) on bad input."""
     config = _validated(PlatformConfig)
     stack = pulumi.get_stack()
-    return config, check_gpu_capacity(config, stack) + check_queues(config, stack)
+    return config, check_gpu_capacity(config, stack) + check_queues(config, stack) + check_gangs(config, stack)
 
 
 def load_team_config() -> TeamStackConfig:

@@ -42,6 +42,9 @@ class PoolShape:
     resource: str = GPU_RESOURCE
     # Time-sliced with one share per container: a pod of several GPUs can never run there.
     shared: bool = False
+    # Placed for multi-node jobs (Kueue admits them by topology), with at most this many nodes.
+    multi_node: bool = False
+    nodes: int = 0
 
 
 @dataclass(frozen=True)
@@ -195,5 +198,6 @@ def pool_shapes(cluster: GpuPools) -> list[PoolShape]:
         shared = one_share_per_container(pool.sharing)
         node_gpus = capacity // nodes if nodes else 0
         shapes.append(PoolShape(name=pool.name, capacity=capacity, node_gpus=min(node_gpus, 1) if shared else node_gpus,
-                                resource=resource, shared=shared))
+                                resource=resource, shared=shared, multi_node=getattr(pool, "multi_node", False),
+                                nodes=nodes))
     return shapes

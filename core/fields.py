@@ -253,6 +253,15 @@ class SharedGpus(Model):
         return self
 
 
+def check_multi_node(sharing: GpuSharing, nodes: int) -> None:
+    """A multi-node pool runs gangs of whole nodes: its GPUs unshared, and room for two nodes at least."""
+    if sharing != GpuSharing():
+        raise ValueError("a multiNode pool runs jobs of whole nodes, every GPU of each: remove its sharing (or make "
+                         "a second pool for shared GPUs)")
+    if nodes < 2:
+        raise ValueError(f"a multiNode pool needs room for two nodes at least (it has {nodes}): raise its maxNodes")
+
+
 class ScalingGpuPool(SharedGpus):
     """A GPU pool that scales between minNodes and maxNodes (Model checks that max is not below min)."""
 
@@ -386,7 +395,8 @@ def label_value(value: str) -> str:
     return value
 
 
-Labels = dict[Annotated[str, AfterValidator(label_key)], Annotated[str, AfterValidator(label_value)]]
+LabelKey = Annotated[str, AfterValidator(label_key)]
+Labels = dict[LabelKey, Annotated[str, AfterValidator(label_value)]]
 
 
 def group_name(value: str) -> str:

@@ -38,6 +38,9 @@ class GpuPool:
     sharing: GpuSharing = GpuSharing()
     # MIG partitions each GPU is cut into where the cloud partitions it (GKE), each one nvidia.com/gpu.
     mig_partitions: int = 1
+    # Placed for multi-node work (a fabric between its nodes, nodes close on the network): Kueue admits its
+    # jobs by the cluster's topology (ClusterHandle.topology_levels).
+    multi_node: bool = False
 
     @property
     def max_gpus(self) -> int:
@@ -63,6 +66,7 @@ class GpuPool:
             "spot": self.spot,
             "labels": dict(self.labels),
             "taints": [str(t) for t in self.taints],
+            "multiNode": self.multi_node,
         }
 
 
@@ -81,11 +85,11 @@ def gpu_tolerations(pools: tuple[GpuPool, ...]) -> list[dict[str, str]]:
 
 
 def platform_gpu_pool(name: str, accelerator: str, *, gpus_per_node: int, min_nodes: int, max_nodes: int,
-                      spot: bool, sharing: GpuSharing, mig_partitions: int = 1) -> GpuPool:
+                      spot: bool, sharing: GpuSharing, mig_partitions: int = 1, multi_node: bool = False) -> GpuPool:
     """A GPU pool labelled and tainted the platform's way, as every cluster the platform creates makes them."""
     return GpuPool(name=name, accelerator=accelerator, gpus_per_node=gpus_per_node, min_nodes=min_nodes,
                    max_nodes=max_nodes, spot=spot, labels=gpu_pool_labels(name, accelerator), taints=(GPU_TAINT,),
-                   sharing=sharing, mig_partitions=mig_partitions)
+                   sharing=sharing, mig_partitions=mig_partitions, multi_node=multi_node)
 
 
 # Parts of the control plane and cluster DNS that serve metrics a Prometheus inside the cluster may scrape.
@@ -148,6 +152,9 @@ class ClusterHandle:
     # What the cluster is, whatever its endpoint or CA: the Kubernetes provider's cluster_identifier (see
     # core/provider.py), exported for team stacks' providers.
     identity: pulumi.Input[str] = ""
+    # The node labels of the cloud's network hierarchy, outermost first, ending with the hostname: the levels
+    # of the Kueue Topology that multi-node pools are placed by. Empty where nodes carry none.
+    topology_levels: tuple[str, ...] = ()
 
     @property
     def gpu_capacity(self) -> int:

@@ -29,6 +29,8 @@ GRAFANA_ADMIN_PASSWORD = "grafanaAdminPassword"
 MONITORING_NAMESPACE = "monitoringNamespace"
 # Whether pods really run on the cluster (false on make e2e's loopback cluster): what `make verify` can judge.
 PODS_RUN = "podsRun"
+# The node labels multi-node pools are placed by (the Kueue Topology's levels), outermost first.
+TOPOLOGY_LEVELS = "topologyLevels"
 TEAMS = "teams"
 # Per GPU pool, the GPUs no team is guaranteed: Kueue's root Cohort holds them, and every team borrows them.
 UNGUARANTEED_GPUS = "unguaranteedGpus"
@@ -52,13 +54,16 @@ class PoolOutput:
     spot: bool
     labels: Mapping[str, str]
     taints: tuple[str, ...]
+    # Placed for multi-node jobs, which Kueue admits by topology (`make verify` runs its NCCL check on these).
+    multi_node: bool = False
 
     @staticmethod
     def read(pool: Mapping[str, Any]) -> PoolOutput:
         return PoolOutput(pool["name"], str(pool.get("accelerator", "")), int(pool.get("gpusPerNode", 0)),
                           int(pool.get("minNodes", 0)), int(pool.get("maxNodes", 0)),
                           int(pool.get("schedulableGpus", 0)), pool.get("sharing") or {}, bool(pool.get("spot")),
-                          pool.get("labels") or {}, tuple(str(t) for t in pool.get("taints") or ()))
+                          pool.get("labels") or {}, tuple(str(t) for t in pool.get("taints") or ()),
+                          bool(pool.get("multiNode")))
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,7 @@ class PlatformOutputs:
     kubernetes_version: str = PINNED_KUBERNETES
     # A stack deployed before it exported this ran on a real cluster.
     pods_run: bool = True
+    topology_levels: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
     @staticmethod
@@ -112,7 +118,8 @@ class PlatformOutputs:
             teams={name: TeamBudget.read(team) for name, team in (outputs.get(TEAMS) or {}).items()},
             unguaranteed_gpus={pool: int(gpus) for pool, gpus in (outputs.get(UNGUARANTEED_GPUS) or {}).items()},
             kubernetes_version=str(outputs.get(KUBERNETES_VERSION) or PINNED_KUBERNETES),
-            pods_run=outputs.get(PODS_RUN) is not False, raw=outputs)
+            pods_run=outputs.get(PODS_RUN) is not False,
+            topology_levels=tuple(str(level) for level in outputs.get(TOPOLOGY_LEVELS) or ()), raw=outputs)
 
     @property
     def kubeconfig(self) -> str:
@@ -147,7 +154,7 @@ def export_platform(*, cloud: str, cluster_name: pulumi.Input[str], cluster_iden
                     gpu_pools: list[dict[str, Any]], gpu_capacity: int, system_node_selector: Mapping[str, str],
                     grafana: pulumi.Input[Any], grafana_admin_password: pulumi.Input[str], monitoring_namespace: str,
                     teams: Mapping[str, TeamBudget], unguaranteed_gpus: Mapping[str, int],
-                    pods_run: bool = True) -> None:
+                    pods_run: bool = True, topology_levels: tuple[str, ...] = ()) -> None:
     pulumi.export(CLOUD, cloud)
     pulumi.export(CLUSTER_NAME, cluster_name)
     pulumi.export(CLUSTER_IDENTITY, cluster_identity)
@@ -161,6 +168,7 @@ def export_platform(*, cloud: str, cluster_name: pulumi.Input[str], cluster_iden
     pulumi.export(GRAFANA_ADMIN_PASSWORD, grafana_admin_password)
     pulumi.export(MONITORING_NAMESPACE, monitoring_namespace)
     pulumi.export(PODS_RUN, pods_run)
+    pulumi.export(TOPOLOGY_LEVELS, list(topology_levels))
     # Each team's budget; a team with its own stack fits its namespaces in it.
     pulumi.export(TEAMS, {name: budget.export() for name, budget in teams.items()})
     pulumi.export(UNGUARANTEED_GPUS, dict(unguaranteed_gpus))

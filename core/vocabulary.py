@@ -63,7 +63,8 @@ KUEUE_NAMESPACE = "kueue-system"
 # The ServiceAccount Kueue's controller runs as: `<fullname>-controller-manager` in the Kueue chart
 # (templates/manager/manager.yaml), its fullname being "kueue" for the release "kueue".
 KUEUE_SERVICE_ACCOUNT = "kueue-controller-manager"
-PLATFORM_NAMESPACES = (DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, KUEUE_NAMESPACE)
+JOBSET_NAMESPACE = "jobset-system"
+PLATFORM_NAMESPACES = (DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, KUEUE_NAMESPACE, JOBSET_NAMESPACE)
 
 KUEUE_API = "kueue.x-k8s.io/v1beta2"
 # The Kueue Cohort above every team cohort: it holds the GPUs no team is guaranteed, which every team borrows.
@@ -95,6 +96,17 @@ EFA_LABEL = "mlplatform.io/efa"
 # The labels of Prometheus's own pods, which the Prometheus operator sets (kube-prometheus-stack selects them so
 # for its Service and PodDisruptionBudget): in the monitoring namespace, only Prometheus scrapes team pods.
 PROMETHEUS_POD_LABELS = {"app.kubernetes.io/name": "prometheus"}
+# Multi-node work: the node label every node carries, the lowest level of every Kueue Topology (Kueue's TAS docs:
+# taints are respected only when the lowest level is the node's hostname), and the name of the Topology that the
+# ResourceFlavors of multi-node pools name.
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+KUEUE_TOPOLOGY = "network"
+# What a multi-node job's pod template says to Kueue (kueue.x-k8s.io annotations at v0.19): all its pods in one
+# domain of this level, or as close as they fit.
+REQUIRED_TOPOLOGY = "kueue.x-k8s.io/podset-required-topology"
+PREFERRED_TOPOLOGY = "kueue.x-k8s.io/podset-preferred-topology"
+UNCONSTRAINED_TOPOLOGY = "kueue.x-k8s.io/podset-unconstrained-topology"
+
 # The namespace monitoring goes to unless a stack names another (monitoring.namespace).
 DEFAULT_MONITORING_NAMESPACE = "monitoring"
 # Where the platform's node agents run besides monitoring, which may reach into their node.

@@ -20,10 +20,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from e2e.cluster import LoopbackCluster, NodeSpec
 from e2e.tools import build_all, cache_dir
+
+if TYPE_CHECKING:
+    from core.outputs import PlatformOutputs, PoolOutput
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 STACK_TEMPLATES = Path(__file__).resolve().parent / "stacks"
@@ -146,7 +149,8 @@ def nodes_of(outputs: Mapping[str, Any], system_labels: Mapping[str, str]) -> li
 
     nodes = [NodeSpec("system-0", dict(system_labels),
                       capacity={"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "500Gi"})]
-    for pool in PlatformOutputs.read(outputs).gpu_pools:
+    platform = PlatformOutputs.read(outputs)
+    for pool in platform.gpu_pools:
         resource = gpu_resource(pool) or "nvidia.com/gpu"
         per_node = pool.schedulable_gpus // max(pool.max_nodes, 1)
         if resource != "nvidia.com/gpu":
@@ -158,10 +162,21 @@ def nodes_of(outputs: Mapping[str, Any], system_labels: Mapping[str, str]) -> li
             key, _, value = key_value.partition("=")
             taints.append({"key": key, "value": value, "effect": effect})
         for index in range(pool.max_nodes):
-            nodes.append(NodeSpec(f"{pool.name}-{index}", dict(pool.labels), taints,
+            nodes.append(NodeSpec(f"{pool.name}-{index}", dict(pool.labels) | topology_labels(platform, pool, index),
+                                  taints,
                                   {"cpu": "96", "memory": "1Ti", "pods": "110", "ephemeral-storage": "1Ti",
                                    resource: str(per_node)}))
     return nodes
+
+
+def topology_labels(platform: PlatformOutputs, pool: PoolOutput, index: int) -> dict[str, str]:
+    """Where node `index` of a multi-node pool sits, as a cloud labels it: two nodes to a domain at every level
+    above the node (so a gang of two fits one block and a gang of three fits none), kubernetes.io/hostname
+    being the node's own."""
+    if not pool.multi_node:
+        return {}
+    return {level: f"{pool.name}-{level.rsplit('/', 1)[-1]}-{index // 2}"
+            for level in platform.topology_levels[:-1]}
 
 
 def _synthesized_outputs(stack: str) -> dict[str, Any]:

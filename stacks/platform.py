@@ -5,7 +5,9 @@ from __future__ import annotations
 import pulumi
 
 from components.admission import TeamAdmission
+from components.gang_admission import GangAdmission
 from components.gpu import GpuEnablement
+from components.jobset import JobSets
 from components.monitoring import Monitoring
 from components.queues import Queues
 from components.team import TeamNamespace
@@ -24,13 +26,17 @@ def build(config: PlatformConfig) -> None:
                             grafana_admin_password=pulumi.Config(PROJECT).get_secret("grafanaAdminPassword"),
                             device_plugin=gpu.device_plugin, gpu_metrics=gpu.gpu_metrics)
     queues = Queues("queues", cluster, config.teams, layout=layout, after=[monitoring.stack])
+    jobsets = JobSets("jobsets", cluster)
     TeamAdmission("admission", cluster, layout, enforcement=config.admission_enforcement,
                   team_groups={team.name: list(team.groups.edit) for team in config.teams if not team.own_stack})
+    GangAdmission("gang-admission", cluster, layout, enforcement=config.admission_enforcement)
     for team in config.teams:
         if not team.own_stack:
             TeamNamespace(f"team-{team.name}", team, cluster.provider,
                           monitoring_namespace=config.monitoring.namespace,
-                          queue_after=[queues.release, *queues.cluster_queues],
+                          # Destroy deletes a team's JobSets while their controller still serves the webhooks
+                          # that judge the updates of their deletion.
+                          queue_after=[queues.release, *queues.cluster_queues, jobsets.release],
                           gpu_quota=layout.resource_ceilings(team.name))
 
     export_platform(
@@ -47,7 +53,7 @@ def build(config: PlatformConfig) -> None:
                                      memory=team.quota.requests.memory, own_stack=team.own_stack)
                for team in config.teams},
         unguaranteed_gpus=layout.unguaranteed,
-        pods_run=cluster.capabilities.pods_run)
+        pods_run=cluster.capabilities.pods_run, topology_levels=cluster.topology_levels)
 
 
 def main() -> None:

@@ -39,9 +39,38 @@ def crds_of(rendering: Rendering, own: list[dict[str, Any]] | None = None) -> li
     return [obj for obj in [*rendering.objects(), *(own or [])] if obj.get("kind") == "CustomResourceDefinition"]
 
 
+def _identity(obj: Mapping[str, Any]) -> tuple[Any, ...]:
+    metadata = obj.get("metadata") or {}
+    return obj.get("apiVersion"), obj.get("kind"), metadata.get("namespace"), metadata.get("name")
+
+
+def _merge(live: Any, patch: Any) -> Any:
+    """`patch` applied to `live` as server-side apply merges them: maps key by key, lists of named items (the
+    list-map key `name` of webhooks, containers, ...) item by name, anything else replaced."""
+    if isinstance(live, dict) and isinstance(patch, dict):
+        return {**live, **{key: _merge(live.get(key), value) for key, value in patch.items()}}
+    named = isinstance(live, list) and isinstance(patch, list) and all(
+        isinstance(item, dict) and "name" in item for item in [*live, *patch])
+    if named:
+        updates = {item["name"]: item for item in patch}
+        merged = [_merge(item, updates[item["name"]]) if item["name"] in updates else item for item in live]
+        known = {item["name"] for item in live}
+        return merged + [item for item in patch if item["name"] not in known]
+    return copy.deepcopy(patch)
+
+
 def applied_objects(synthesis: Synthesis, rendering: Rendering) -> list[dict[str, Any]]:
-    """Everything `pulumi up` applies to the cluster: the stack's own objects, then the charts'."""
-    return [*synthesis.manifests(), *rendering.objects()]
+    """Everything `pulumi up` applies to the cluster: the stack's own objects, then the charts', with the fields
+    the stack patches into them (a patch of an object nothing creates would fail, and is left out)."""
+    patches: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for patch in synthesis.patches():
+        patches.setdefault(_identity(patch), []).append(patch)
+    rendered = []
+    for obj in rendering.objects():
+        for patch in patches.get(_identity(obj), []):
+            obj = _merge(obj, {k: v for k, v in patch.items() if k != "metadata"})
+        rendered.append(obj)
+    return [*synthesis.manifests(), *rendered]
 
 
 def origin(obj: Mapping[str, Any]) -> str:

@@ -88,7 +88,13 @@ class Resource:
     def manifest(self) -> bool:
         """Whether the resource applies a Kubernetes object (not a provider, Helm release or component)."""
         return (self.custom and self.type.startswith("kubernetes:") and "apiVersion" in self.inputs
-                and "kind" in self.inputs)
+                and "kind" in self.inputs and not self.patch)
+
+    @property
+    def patch(self) -> bool:
+        """Whether the resource is a server-side apply patch (a `...Patch` type): fields of an object that
+        something else (a Helm release) creates, not an object of its own."""
+        return self.custom and self.type.startswith("kubernetes:") and self.type.endswith("Patch")
 
     def as_plan_entry(self) -> dict[str, Any]:
         return {"urn": self.urn, "type": self.type, "name": self.name, "parent": self.parent,
@@ -111,6 +117,10 @@ class Synthesis:
     def manifests(self) -> list[dict[str, Any]]:
         """Every Kubernetes object the stack applies itself, as it would be applied."""
         return [r.inputs for r in self.resources if r.manifest]
+
+    def patches(self) -> list[dict[str, Any]]:
+        """The fields the stack patches into objects it does not create itself."""
+        return [r.inputs for r in self.resources if r.patch]
 
     def releases(self) -> list[Resource]:
         """Every Helm release the stack installs."""

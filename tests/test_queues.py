@@ -556,4 +556,4 @@ def test_a_slow_starting_serving_pod_is_not_evicted_after_kueues_default_30_minu
     # Issue 24: each serving pod is its own Kueue workload, evicted when not Ready within waitForPodsReady's
     # timeout (30 minutes by default, apis/config/v1beta2/defaults.go), which a model's cold start can exceed.
     wait = manager_config(shared)["waitForPodsReady"]
-    assert wait == {"timeout": "1h"} and "recoveryTimeout" not in wait  # recovery: as long (Kueue's default)
+    assert wait["timeout"] == "1h" and "recoveryTimeout" not in wait  # recovery: as long (Kueue's default)

@@ -78,7 +78,7 @@ def test_a_chart_found_nowhere_is_named_with_how_to_get_it(local_synth: Synthesi
     monkeypatch.setattr(render, "_load", functools.cache(render._load.__wrapped__))
     rendering = render_stack(local_synth)
     assert not rendering.releases
-    assert set(rendering.unavailable) == {"kube-prometheus-stack", "kueue", "fake-gpu-operator"}
+    assert set(rendering.unavailable) == {"kube-prometheus-stack", "kueue", "fake-gpu-operator", "jobset"}
     why = rendering.unavailable["kueue"]
     assert "helm pull oci://registry.k8s.io/kueue/charts/kueue --version 0.19.2 --untar" in why
     summary = summarize(local_synth, tmp_path, [], rendering)

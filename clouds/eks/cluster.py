@@ -23,6 +23,7 @@ from core.handle import Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
 from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, EKS_SYSTEM_AMI_TYPE
 from clouds.eks.config import EksClusterConfig
 from clouds.eks.releases import confirm_ami_releases
+from clouds.eks.topology import EKS_TOPOLOGY_LEVELS
 
 # The EBS CSI driver's controller, as the add-on names it.
 EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
@@ -99,7 +100,7 @@ def eks_gpu_pools(spec: EksClusterConfig) -> tuple[GpuPool, ...]:
     for pool in spec.gpu_pools:
         gpu_pool = platform_gpu_pool(pool.name, pool.accelerator, gpus_per_node=pool.shape.gpus, min_nodes=0,
                                      max_nodes=pool.max_nodes, spot="spot" in pool.capacity_types,
-                                     sharing=pool.sharing)
+                                     sharing=pool.sharing, multi_node=pool.multi_node)
         # EFA pools' nodes carry the label the EFA device plugin selects on: the handle says what nodes carry.
         pools.append(replace(gpu_pool, labels={**gpu_pool.labels, EFA_LABEL: "true"}) if pool.efa else gpu_pool)
     return tuple(pools)
@@ -339,5 +340,6 @@ class EksCluster(pulumi.ComponentResource):
             gpu_pools=gpu_pools,
             # The managed node group's minNodes, and Karpenter's nodes up to maxNodes (karpenter.py).
             system_max_nodes=max(spec.system_pool.min_nodes, spec.system_pool.max_nodes),
+            topology_levels=EKS_TOPOLOGY_LEVELS,
         )
         self.register_outputs({"clusterName": cluster.name, "endpoint": cluster.endpoint})

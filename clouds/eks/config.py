@@ -13,7 +13,8 @@ from pydantic.alias_generators import to_camel
 from versions import EKS_ADDON_VERSIONS, EKS_ECR_ACCOUNTS, EKS_KUBERNETES_VERSION, EKS_SYSTEM_AMI_RELEASES
 from core.deployer import Deployer
 from core.fields import (Cidr, DnsLabel, GpuPools, GpuSharing, InstanceType, KubernetesVersion, Model, PoolName,
-                         SecurityGroupId, check_access_cidrs, check_mig, kubernetes_minor, matching, unique_items,
+                         SecurityGroupId, check_access_cidrs, check_mig, check_multi_node, kubernetes_minor, matching,
+                         unique_items,
                          unique_names)
 from core.gpus import GPU_MODELS, GpuModel
 
@@ -243,7 +244,14 @@ class EksGpuPool(Model):
                               if i.efa and (i.accelerator, i.gpus) == (self.accelerator, self.shape.gpus))
             raise ValueError(f"efa: {', '.join(without)} have no Elastic Fabric Adapter; EFA-capable "
                              f"{self.accelerator} types: {', '.join(with_efa) or 'none'}")
+        if self.multi_node:
+            check_multi_node(self.sharing, self.max_nodes)
         return self
+
+    @property
+    def multi_node(self) -> bool:
+        """EFA is there for traffic between nodes: an EFA pool is where multi-node jobs run."""
+        return self.efa
 
     @property
     def shape(self) -> GpuInstance:

@@ -8,7 +8,7 @@ import pulumi
 
 from core.provider import explicit_provider
 from core.handle import Capabilities, ClusterHandle, GpuPool, gpu_pool_labels
-from core.vocabulary import GPU_TAINT
+from core.vocabulary import GPU_TAINT, HOSTNAME_LABEL
 from clouds.existing.config import ExistingClusterConfig
 
 
@@ -36,9 +36,10 @@ class ExistingCluster(pulumi.ComponentResource):
                 GpuPool(name=pool.name, accelerator=pool.accelerator, gpus_per_node=pool.gpus_per_node,
                         min_nodes=pool.min_nodes, max_nodes=pool.max_nodes, spot=pool.spot,
                         labels=pool.node_labels or gpu_pool_labels(pool.name, pool.accelerator),
-                        taints=(GPU_TAINT,), sharing=pool.sharing)
+                        taints=(GPU_TAINT,), sharing=pool.sharing, multi_node=pool.multi_node)
                 for pool in spec.gpu_pools
             ),
+            topology_levels=(*spec.topology_labels, HOSTNAME_LABEL) if spec.topology_labels else (),
             system_node_selector=spec.system_node_labels,
             local_charts=test.charts_dir if test else None,
         )

@@ -9,8 +9,9 @@ import yaml
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from core.deployer import Deployer
-from core.fields import (Accelerator, DnsLabel, GpuPools, GpuSharing, Labels, Model, PoolName, ScalingGpuPool,
-                         unique_names)
+from core.vocabulary import HOSTNAME_LABEL
+from core.fields import (Accelerator, DnsLabel, GpuPools, GpuSharing, LabelKey, Labels, Model, PoolName,
+                         ScalingGpuPool, check_multi_node, unique_items, unique_names)
 
 if TYPE_CHECKING:
     from core.handle import ClusterHandle
@@ -25,6 +26,14 @@ class ExistingGpuPool(ScalingGpuPool):
     spot: bool = False
     # Labels that select this pool's nodes; by default the platform's own pool labels.
     node_labels: Labels | None = None
+    # Placed for multi-node jobs: Kueue admits them here by the cluster's topologyLabels, as gangs of whole nodes.
+    multi_node: bool = False
+
+    @model_validator(mode="after")
+    def _whole_nodes(self) -> ExistingGpuPool:
+        if self.multi_node:
+            check_multi_node(self.sharing, self.max_nodes)
+        return self
 
     def gpu_capacity(self) -> int:
         return self.max_nodes * self.gpus_per_node * self.sharing.shares_per_gpu
@@ -98,6 +107,10 @@ class ExistingClusterConfig(GpuPools, Model):
     system_node_labels: Labels = {}
     # Whether PersistentVolumeClaims get durable volumes (a default StorageClass exists).
     persistent_volumes: bool = True
+    # The node labels of the cluster's network hierarchy, outermost first (such as a block, then a rack): what
+    # Kueue places multi-node jobs by; kubernetes.io/hostname is added as the lowest level. Set by whoever
+    # labels the nodes (the cloud, or you); empty when nodes carry none, and then no pool can be multiNode.
+    topology_labels: Annotated[list[LabelKey], unique_items("topology label")] = Field(default=[], max_length=15)
     gpu_pools: list[ExistingGpuPool] = []
     loopback_test: LoopbackTest | None = None
 
@@ -108,9 +121,23 @@ class ExistingClusterConfig(GpuPools, Model):
                              f"{', '.join(contexts) or 'none'}")
         return self
 
+    @field_validator("topology_labels")
+    @classmethod
+    def _hostname_is_added(cls, labels: list[str]) -> list[str]:
+        if HOSTNAME_LABEL in labels:
+            raise ValueError(f"{HOSTNAME_LABEL} is always the lowest level: leave it out of topologyLabels")
+        return labels
+
     @field_validator("gpu_pools")
     @classmethod
     def _unique_pools(cls, pools: list[ExistingGpuPool], info: ValidationInfo) -> list[ExistingGpuPool]:
+        if not info.data.get("topology_labels"):
+            for index, pool in enumerate(pools):
+                if pool.multi_node:
+                    raise ValueError(f"[{index}].multiNode: nothing places multi-node jobs on this cluster: set "
+                                     "cluster.topologyLabels to the node labels of its network hierarchy, "
+                                     "outermost first (such as a block label, then a rack label), so that Kueue "
+                                     "admits a job's nodes close together")
         if info.data.get("device_plugin_installed"):
             for index, pool in enumerate(pools):
                 if pool.sharing != GpuSharing():

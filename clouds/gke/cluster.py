@@ -24,6 +24,7 @@ from core.provider import exec_kubeconfig, explicit_provider
 from core.handle import Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
 from core.vocabulary import POOL_LABEL, SYSTEM_POOL
 from verify.released import KUBECONFIG_ENV
+from clouds.gke.topology import GKE_TOPOLOGY_LEVELS
 from clouds.gke.config import DEFAULT_POOL, GkeClusterConfig, GkeGpuPool, GkeMaintenance, node_settings
 from core.webhooks import webhook_ports
 
@@ -165,7 +166,7 @@ def gke_gpu_pools(spec: GkeClusterConfig) -> tuple[GpuPool, ...]:
     return tuple(
         platform_gpu_pool(pool.name, pool.accelerator_type, gpus_per_node=pool.gpus, min_nodes=0,
                           max_nodes=pool.max_nodes, spot=pool.spot, sharing=pool.sharing,
-                          mig_partitions=pool.mig_partitions)
+                          mig_partitions=pool.mig_partitions, multi_node=pool.multi_node)
         for pool in spec.gpu_pools
     )
 
@@ -329,6 +330,9 @@ class GkeCluster(pulumi.ComponentResource):
                 # is sized at maxNodes x GPUs, and a surge VM above it never comes (cluster-toolkit's
                 # gke-node-pool defaults max_surge 0, max_unavailable 1 the same way: main.tf, upgrade_settings).
                 upgrade_settings=GPU_POOL_UPGRADES,
+                # Multi-node pools' nodes close together on the network (and so labelled with their place in it).
+                placement_policy=(gcp.container.NodePoolPlacementPolicyArgs(type="COMPACT") if pool.multi_node
+                                  else None),
                 node_config=node_config(
                     nodes_account.email,
                     machine_type=pool.machine_type,
@@ -387,5 +391,6 @@ class GkeCluster(pulumi.ComponentResource):
             gpu_pools=gpu_pools,
             # The autoscaler's total ceiling over the pool's zones (total_max_node_count).
             system_max_nodes=spec.system_pool.max_nodes,
+            topology_levels=GKE_TOPOLOGY_LEVELS,
         )
         self.register_outputs({"clusterName": cluster.name, "endpoint": cluster.endpoint})

@@ -12,9 +12,11 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator, mod
 from versions import KUBERNETES_VERSION
 from core.deployer import Deployer
 from core.fields import (Cidr, DnsLabel, GpuPools, GpuSharing, KubernetesVersion, MachineType, Model, PoolName,
-                         check_access_cidrs, check_disjoint, check_mig, check_unique, matching, unique_items,
+                         check_access_cidrs, check_disjoint, check_mig, check_multi_node, check_unique, matching,
+                         unique_items,
                          unique_names)
 from core.gpus import GPU_MODELS
+from clouds.gke.topology import MULTI_NODE_MACHINES
 
 if TYPE_CHECKING:
     from core.handle import ClusterHandle
@@ -274,6 +276,9 @@ class GkeGpuPool(Model):
     sharing: GpuSharing = GpuSharing()
     # With migStrategy single: the partition every GPU of the pool is cut into, such as 1g.10gb.
     mig_partition_size: str | None = None
+    # Placed for multi-node jobs: full-size A3 machines in one zone under a compact placement policy, which
+    # Kueue admits jobs onto by GKE's topology labels (clouds/gke/topology.py).
+    multi_node: bool = False
 
     @field_validator("zones")
     @classmethod
@@ -310,7 +315,18 @@ class GkeGpuPool(Model):
                              f"profiles: {', '.join(profiles)} (got {self.mig_partition_size!r})")
         if self.mig_partition_size and self.sharing.mig_strategy != "single":
             raise ValueError("migPartitionSize is set but sharing.migStrategy is not single")
+        if self.multi_node:
+            self._check_multi_node()
         return self
+
+    def _check_multi_node(self) -> None:
+        if self.machine_type not in MULTI_NODE_MACHINES:
+            raise ValueError(f"multiNode: {self.machine_type} has no GPU network between nodes that compact "
+                             f"placement serves; multi-node machine types: {', '.join(sorted(MULTI_NODE_MACHINES))}")
+        if self.zones is None or len(self.zones) != 1:
+            raise ValueError("multiNode: a compact placement policy places nodes in one zone: give the pool "
+                             "zones: [one zone of the region that has its GPUs]")
+        check_multi_node(self.sharing, self.max_nodes)
 
     @property
     def accelerator_type(self) -> str:

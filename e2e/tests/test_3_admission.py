@@ -22,6 +22,8 @@ from e2e.lifecycle import Platform
 POLICIES = ("gpu-nodes-for-gpu-work", "gpu-limits-equal-requests", "gpu-work-through-team-queue", "team-pools-only",
             "gpu-request-fits-a-node", "no-gpu-device-env", "team-priority-classes", "team-monitors",
             "team-network-policies-stay")
+# The policies of multi-node work (components/gang_admission.py), judged by the API server in test_6_gangs.
+GANG_POLICIES = ("multi-node-whole-nodes", "multi-node-names-its-topology", "jobset-through-team-queue")
 # A member of each team, as its RoleBinding names the group (Pulumi.e2e.yaml's teams[].groups.edit).
 MEMBERS = {"research": ("alice", "ml-research"), "inference": ("bob", "ml-inference")}
 GPU_TOLERATION = {"key": GPU_TAINT.key, "operator": "Equal", "value": GPU_TAINT.value, "effect": GPU_TAINT.effect}
@@ -186,7 +188,8 @@ VIOLATIONS: list[tuple[str, dict[str, Any], str]] = [
 
 # What can never run: refused even where the policies only warn (the policy and a piece of its message).
 NEVER_RUNS: list[tuple[str, dict[str, Any], str]] = [
-    ("pod-asking-more-gpus-than-a-node-has", gpu_pod(gpus=5), "more GPUs than any node offers"),
+    # The largest nodes are the h100 pool's 8 GPUs.
+    ("pod-asking-more-gpus-than-a-node-has", gpu_pod(gpus=9), "more GPUs than any node offers"),
     ("job-asking-a-gpu-resource-no-pool-has", as_job(gpu_pod("inference", resource="nvidia.com/mig-1g.10gb")),
      "a GPU resource no pool has"),
     # Issue 24: the t4 device plugin gives a container one share at most (failRequestsGreaterThanOne).
@@ -219,7 +222,7 @@ def test_every_policy_warns_and_audits_in_team_namespaces(e2e: Platform):
     # Dev-like stack without admission.enforcement: Warn + Audit (Deny + Audit is for prod).
     bindings = {b["metadata"]["name"]: b["spec"] for b in
                 e2e.cluster.get("/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings")["items"]}
-    assert set(bindings) == {f"mlplatform-{name}" for name in POLICIES}
+    assert set(bindings) == {f"mlplatform-{name}" for name in POLICIES + GANG_POLICIES}
     for name, spec in bindings.items():
         denied = name.removeprefix("mlplatform-") in ALWAYS_DENIED
         assert spec["validationActions"] == (["Deny", "Audit"] if denied else ["Warn", "Audit"]), name

@@ -12,11 +12,11 @@ def test_destroy_leaves_nothing(e2e: Platform):
     left = [ns["metadata"]["name"] for ns in cluster.get("/api/v1/namespaces")["items"]
             if ns["metadata"]["name"] not in ("default", "kube-system", "kube-public", "kube-node-lease")]
     assert left == [], f"namespaces left (or stuck Terminating): {left}"
-    # Helm installs kube-prometheus-stack's CRDs from its crds/ folder, and never deletes those: deleting a CRD
-    # deletes every object of it in the cluster, teams' ServiceMonitors and other operators' included. They
-    # are the one thing left, and they must hold nothing of the stack.
+    # Helm installs kube-prometheus-stack's and JobSet's CRDs from their crds/ folders, and never deletes those:
+    # deleting a CRD deletes every object of it in the cluster, teams' ServiceMonitors and JobSets and other
+    # operators' included. They are the one thing left, and they must hold nothing of the stack.
     crds = cluster.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")["items"]
-    kept = [c for c in crds if c["spec"]["group"] == "monitoring.coreos.com"]
+    kept = [c for c in crds if c["spec"]["group"] in ("monitoring.coreos.com", "jobset.x-k8s.io")]
     assert [c["metadata"]["name"] for c in crds if c not in kept] == []
     for crd in kept:
         version = next(v["name"] for v in crd["spec"]["versions"] if v.get("storage"))
