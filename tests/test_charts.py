@@ -18,9 +18,9 @@ import pytest
 
 from synth import pipeline, render
 from synth.summary import summarize
-from versions import CHARTS, FAKE_GPU_OPERATOR, KUBE_PROMETHEUS_STACK, KUEUE
+from versions import CHARTS, FAKE_GPU_OPERATOR, JOBSET, KUBE_PROMETHEUS_STACK, KUEUE
 
-LOCAL_CHARTS = (FAKE_GPU_OPERATOR, KUBE_PROMETHEUS_STACK, KUEUE)
+LOCAL_CHARTS = (FAKE_GPU_OPERATOR, JOBSET, KUBE_PROMETHEUS_STACK, KUEUE)
 
 
 @pytest.fixture
@@ -74,8 +74,8 @@ def _digest(url: str, chart: str) -> str:
 def test_a_fresh_clone_says_loudly_which_releases_it_did_not_render(no_charts: Path):
     result = pipeline.run("local")
     summary = summarize(result.synthesis, Path("out/local"), result.violations, result.rendering, result.applied)
-    assert sorted(result.rendering.unavailable) == ["fake-gpu-operator", "kube-prometheus-stack", "kueue"]
-    assert "Warnings: 3" in summary
+    assert sorted(result.rendering.unavailable) == ["fake-gpu-operator", "jobset", "kube-prometheus-stack", "kueue"]
+    assert "Warnings: 4" in summary
     warning = next(w for w in result.synthesis.warnings if w.startswith("Helm release kueue not rendered"))
     assert "was not checked (schemas, CEL rules, policies, placement, requests per pool, checkov)" in warning
     assert "helm pull oci://registry.k8s.io/kueue/charts/kueue --version 0.19.2 --untar" in warning
@@ -83,7 +83,7 @@ def test_a_fresh_clone_says_loudly_which_releases_it_did_not_render(no_charts: P
     placement = summary.splitlines().index(next(line for line in summary.splitlines()
                                                  if line.startswith("Placement:")))
     assert summary.splitlines()[placement + 1] == ("  DID NOT RUN over the releases not rendered: fake-gpu-operator, "
-                                                    "kube-prometheus-stack, kueue (see Warnings)")
+                                                    "jobset, kube-prometheus-stack, kueue (see Warnings)")
 
 
 def test_make_synth_pulls_the_pinned_charts_itself_checking_their_digests(
@@ -92,9 +92,9 @@ def test_make_synth_pulls_the_pinned_charts_itself_checking_their_digests(
     monkeypatch.setenv(render.PULL_ENV, "1")
     result = pipeline.run("local")
     assert result.rendering.unavailable == {}
-    assert sorted(result.rendering.releases) == ["fake-gpu-operator", "kube-prometheus-stack", "kueue"]
+    assert sorted(result.rendering.releases) == ["fake-gpu-operator", "jobset", "kube-prometheus-stack", "kueue"]
     assert sorted(path.name for path in no_charts.iterdir()) == [
-        "fake-gpu-operator-0.2.0", "kube-prometheus-stack-88.5.3", "kueue-0.19.2"]
+        "fake-gpu-operator-0.2.0", "jobset-0.12.0", "kube-prometheus-stack-88.5.3", "kueue-0.19.2"]
     assert not [w for w in result.synthesis.warnings if "not rendered" in w or "pulled" in w]
     assert result.applied is not None and result.applied.placement.checked > 0
 
@@ -134,6 +134,6 @@ def test_where_no_repository_answers_one_line_says_so_and_the_cache_stays_empty(
     result = pipeline.run("local")
     unrendered = [w for w in result.synthesis.warnings if "not rendered" in w]
     assert len(unrendered) == 1, unrendered
-    assert unrendered[0].startswith("Helm release fake-gpu-operator, kube-prometheus-stack, kueue not rendered")
+    assert unrendered[0].startswith("Helm release fake-gpu-operator, jobset, kube-prometheus-stack, kueue not rendered")
     assert f"MLPLATFORM_PULL_CHARTS=1, but pulling fake-gpu-operator 0.2.0 from {url} failed" in unrendered[0]
     assert not render.charts_available()

@@ -559,7 +559,7 @@ def test_existing_subnets_are_tagged_for_load_balancers_and_taken_by_id_not_by_a
     ({"gpuPools": [{"name": "x", "instanceTypes": ["g5.xlarge"], "maxNodes": 1, "consolidateAfter": "ten"}]},
      "mlplatform:cluster.gpuPools[0].consolidateAfter: 'ten' is not a Karpenter duration"),
     # An EFA pool's one zone (its cluster placement group's) must be one the cluster has subnets in.
-    ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "efa": True,
+    ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 2, "efa": True,
                     "zone": "eu-west-1c"}]},
      "mlplatform:cluster: Value error, gpuPools[0].zone: 'eu-west-1c' is not one of availabilityZones "
      "(eu-west-1a, eu-west-1b)"),
@@ -567,7 +567,7 @@ def test_existing_subnets_are_tagged_for_load_balancers_and_taken_by_id_not_by_a
      "mlplatform:cluster.gpuPools[0]: zone: only EFA pools are held to one zone"),
     # The EFA device plugin's image is pulled from EKS's registry in the stack's region: none known, refused.
     ({"region": "eu-west-9", "availabilityZones": ["eu-west-9a", "eu-west-9b"],
-      "gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "efa": True}]},
+      "gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 2, "efa": True}]},
      "mlplatform:cluster: Value error, gpuPools: EFA pools need the EFA device plugin's image from EKS's registry "
      "in eu-west-9, whose account versions.py does not know (EKS_ECR_ACCOUNTS)"),
 ])

@@ -330,7 +330,7 @@ def test_the_efa_device_plugin_is_pulled_from_eks_s_registry_in_the_stack_s_own_
     # regions through NAT from elsewhere, and refused from opt-in regions and other partitions.
     synthesis = synth_with(cluster=aws_cluster(
         region=region, availabilityZones=[f"{region}a", f"{region}b"],
-        gpuPools=[{"name": "h100", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "efa": True}]))
+        gpuPools=[{"name": "h100", "instanceTypes": ["p5.48xlarge"], "maxNodes": 2, "efa": True}]))
     image = releases(synthesis)["aws-efa-k8s-device-plugin"].inputs["values"]["image"]
     assert image == {"repository": repository}  # the tag stays the chart's
 
