@@ -154,6 +154,10 @@ _E2E_KUBE_LDFLAGS = " ".join(
     for var, value in (("gitVersion", E2E_KUBERNETES), ("gitMajor", KUBERNETES_VERSION.split(".")[0]),
                        ("gitMinor", KUBERNETES_VERSION.split(".")[1]), ("gitTreeState", "clean")))
 
+# Prometheus v3.14.0 is module v0.314.0 (Prometheus tags its Go module v0.<major><minor>.<patch>).
+_E2E_PROMETHEUS = "v0.314.0"
+_E2E_PROMETHEUS_LDFLAGS = "-X github.com/prometheus/common/version.Version=3.14.0"
+
 E2E_TOOLS: tuple[GoTool, ...] = (
     # Wrapper e2e/tools/kubernetes: k8s.io/kubernetes's go.mod replaces its staging modules with local paths.
     GoTool("kube-apiserver", "k8s.io/kubernetes", E2E_KUBERNETES, "k8s.io/kubernetes/cmd/kube-apiserver",
@@ -170,11 +174,14 @@ E2E_TOOLS: tuple[GoTool, ...] = (
     # The controller manager of the Kueue chart's release (KUEUE above), run as a process beside the cluster.
     GoTool("kueue", "sigs.k8s.io/kueue", KUEUE_IMAGE_TAG, "sigs.k8s.io/kueue/cmd/kueue",
            ldflags=f"-X sigs.k8s.io/kueue/pkg/version.GitVersion={KUEUE_IMAGE_TAG}"),
-    # promtool of the Prometheus that kube-prometheus-stack 88.5.3 deploys (v3.14.0 = module v0.314.0).
-    # Wrapper: Prometheus's go.mod has replace and exclude directives.
-    GoTool("promtool", "github.com/prometheus/prometheus", "v0.314.0",
-           "github.com/prometheus/prometheus/cmd/promtool", "prometheus",
-           "-X github.com/prometheus/common/version.Version=3.14.0"),
+    # promtool of the Prometheus that kube-prometheus-stack 88.5.3 deploys (v3.14.0 = module v0.314.0), and that
+    # Prometheus server itself for make test's scrape test (tests/test_gpu_scrape.py). Wrapper: Prometheus's go.mod
+    # has replace and exclude directives. The server is built without the `builtinassets` tag, so without its web
+    # UI (which would need Node to build): the UI is read from disk at run time and only the API is used here.
+    GoTool("promtool", "github.com/prometheus/prometheus", _E2E_PROMETHEUS,
+           "github.com/prometheus/prometheus/cmd/promtool", "prometheus", _E2E_PROMETHEUS_LDFLAGS),
+    GoTool("prometheus", "github.com/prometheus/prometheus", _E2E_PROMETHEUS,
+           "github.com/prometheus/prometheus/cmd/prometheus", "prometheus", _E2E_PROMETHEUS_LDFLAGS),
     # The Pulumi CLI at v3.260.0: the newest release that both PyPI (the SDK) and the Go module proxy (pkg/v3)
     # serve. Wrapper: pkg/v3's go.mod replaces sdk/v3 with a local path.
     GoTool("pulumi", "github.com/pulumi/pulumi/pkg/v3", "v3.260.0", "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi",

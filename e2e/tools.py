@@ -48,6 +48,14 @@ def binary_path(tool: GoTool) -> Path:
     return cache_dir() / "bin" / f"{tool.name}-{tool.version}-{_key(tool)}" / tool.name
 
 
+def built_or_on_path(name: str) -> str | None:
+    """The tool `name` as `make e2e-tools` built it at its pin, else any on PATH, else None: for make test, which
+    never builds one (a build takes minutes)."""
+    tool = next(t for t in E2E_TOOLS if t.name == name)
+    built = binary_path(tool)
+    return str(built) if built.exists() else shutil.which(name)
+
+
 def _go() -> str:
     go = shutil.which("go")
     if go is None:

@@ -23,6 +23,7 @@ from components.gpu_rules import advertised_gpus_per_node, advertised_resource, 
 from core.handle import GpuPool, gpu_pool_labels
 from components.monitoring import DASHBOARDS, Monitoring
 from core.fields import GpuSharing
+from e2e.tools import built_or_on_path
 from synth.engine import Synthesis
 from tests.conftest import cluster_handle, run_component
 from tests.test_monitoring import DEVICE_PLUGIN, SETTINGS, custom_resource
@@ -31,16 +32,8 @@ PROMTOOL_TESTS = Path(__file__).parent / "promtool"
 TEST_FILES = sorted(PROMTOOL_TESTS.glob("*.test.yaml"))
 
 
-def _promtool() -> str | None:
-    """promtool of the Prometheus we deploy, as `make e2e-tools` builds it (never built here), else any on PATH."""
-    from e2e.tools import binary_path
-    from versions import E2E_TOOLS
-
-    built = binary_path(next(tool for tool in E2E_TOOLS if tool.name == "promtool"))
-    return str(built) if built.exists() else shutil.which("promtool")
-
-
-PROMTOOL = _promtool()
+# promtool of the Prometheus we deploy, as `make e2e-tools` builds it (never built here), else any on PATH.
+PROMTOOL = built_or_on_path("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not found: `make e2e-tools` builds the one of the Prometheus we deploy (or "
                              "put any promtool on PATH); the promtool rule tests are skipped")

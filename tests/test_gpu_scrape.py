@@ -1,6 +1,7 @@
 """The gpu-metrics scrape's labels, checked by a real Prometheus scraping exporter-shaped metrics offline.
 
-Prometheus (Debian/Ubuntu package 'prometheus', as promtool) scrapes a local HTTP server that serves the same
+The Prometheus that kube-prometheus-stack deploys (as `make e2e-tools` builds it, beside promtool; else any
+`prometheus` on PATH, as the Debian/Ubuntu package gives it) scrapes a local HTTP server that serves the same
 series shapes as dcgm-exporter 4.8.2 (workload labels left out on a free GPU, `Hostname`), its successors
 (`hostname`) and the fake GPU operator's exporter (workload labels present and empty on a free GPU), with the
 ServiceMonitor's settings: honorLabels off, and its metricRelabelings. The target carries the exporter pod's own
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import http.server
 import json
-import shutil
+import re
 import socket
 import subprocess
 import threading
@@ -25,11 +26,14 @@ import pytest
 import yaml
 
 from components.monitoring import gpu_metrics_metric_relabelings
+from e2e.tools import WRAPPERS, built_or_on_path
 from tests.test_monitoring import custom_resource, monitor
+from versions import E2E_TOOLS
 
-PROMETHEUS = shutil.which("prometheus")
-pytestmark = pytest.mark.skipif(
-    PROMETHEUS is None, reason="prometheus not found (Debian/Ubuntu package 'prometheus'): the scrape test is skipped")
+PROMETHEUS = built_or_on_path("prometheus")
+needs_prometheus = pytest.mark.skipif(
+    PROMETHEUS is None, reason="prometheus not found: `make e2e-tools` builds the one we deploy (or put any "
+                               "prometheus on PATH); the scrape tests are skipped")
 
 EXPOSITION = b"""# TYPE DCGM_FI_DEV_GPU_UTIL gauge
 DCGM_FI_DEV_GPU_UTIL{gpu="0",UUID="GPU-a",Hostname="node-a",namespace="vision",pod="train-0",container="trainer"} 10
@@ -94,17 +98,32 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict
         exporter.shutdown()
 
 
+@needs_prometheus
 def test_a_gpu_in_use_names_its_workload(scraped: dict[str, dict[str, str]]):
     assert {k: scraped["0"].get(k) for k in ("namespace", "pod", "container")} == {
         "namespace": "vision", "pod": "train-0", "container": "trainer"}
 
 
+@needs_prometheus
 @pytest.mark.parametrize("gpu", ["1", "2", "3"], ids=["label-left-out", "label-empty", "new-hostname-label"])
 def test_a_free_gpu_names_no_workload_not_even_the_exporters(scraped: dict[str, dict[str, str]], gpu: str):
     assert not {"namespace", "pod", "container"} & set(scraped[gpu])
     assert not any(k.startswith("exported_") for k in scraped[gpu])
 
 
+@needs_prometheus
 @pytest.mark.parametrize("gpu", ["0", "3"])
 def test_both_hostname_spellings_end_as_hostname(scraped: dict[str, dict[str, str]], gpu: str):
     assert scraped[gpu]["hostname"] == "node-a" and "Hostname" not in scraped[gpu]
+
+
+def test_the_scrape_tests_prometheus_is_built_as_promtool_is():
+    """make test finds the server where `make e2e-tools` builds it, from the Prometheus we deploy; the wrapper module
+    names it a tool, so that its go.sum holds what the server needs beyond promtool."""
+    tools = {tool.name: tool for tool in E2E_TOOLS}
+    server, promtool = tools["prometheus"], tools["promtool"]
+    assert (server.module, server.version, server.wrapper, server.ldflags) == (
+        promtool.module, promtool.version, promtool.wrapper, promtool.ldflags)
+    assert server.package == "github.com/prometheus/prometheus/cmd/prometheus"
+    assert re.search(rf"^\s*(tool\s+)?{re.escape(server.package)}$",
+                     (WRAPPERS / str(server.wrapper) / "go.mod").read_text(), flags=re.MULTILINE)

@@ -3,6 +3,7 @@ controller whose webhooks cannot block the platform; checked against Kueue 0.19'
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -12,8 +13,10 @@ import yaml
 from core.vocabulary import ML_PRIORITY_CLASSES
 from components.queues import KUEUE_FRAMEWORKS, cluster_queue, kueue_spread
 from config.queues import pool_shapes, queue_layout
-from config.errors import ConfigError
-from synth.engine import Synthesis
+from config.errors import ConfigError, stack_file
+from synth import PROJECT_DIR
+from synth.engine import Resource, Synthesis
+from synth.stackfile import available_stacks
 from synth.schema import check_manifests
 from tests.cel import crd_violations
 from tests.chart_values import chart_values, unknown_keys
@@ -229,16 +232,82 @@ def test_local_queues_wait_for_kueue(shared):
     assert all(release.urn in r.depends_on for r in shared.resources if r.inputs.get("kind") == "LocalQueue")
 
 
+def deleted_after(synthesis: Synthesis, resource: Resource) -> set[str]:
+    """The URNs that `pulumi destroy` deletes only once `resource` is gone: what it depends on, transitively, by
+    every edge Pulumi's dependency graph orders a destroy by (dependencies, parent, provider)."""
+    by_urn = {r.urn: r for r in synthesis.resources}
+    found: set[str] = set()
+    todo = [resource]
+    while todo:
+        current = todo.pop()
+        for urn in (*current.depends_on, current.parent, current.provider):
+            if urn in by_urn and urn not in found:
+                found.add(urn)
+                todo.append(by_urn[urn])
+    return found
+
+
+def kueue_objects(synthesis: Synthesis, kind: str) -> list[Resource]:
+    return [r for r in synthesis.resources if r.inputs.get("kind") == kind
+            and str(r.inputs.get("apiVersion", "")).startswith("kueue.x-k8s.io/")]
+
+
+def assert_destroy_order(synthesis: Synthesis, *, team_stack: bool) -> None:
+    """Issue 23: destroy deletes a resource only after what depends on it. A ClusterQueue keeps its finalizer while
+    Workloads are admitted to it, a ResourceFlavor its own while a ClusterQueue names it, and only the running Kueue
+    releases them: so a team namespace (its Jobs and Workloads) and its LocalQueues must go first, then the
+    ClusterQueues, then the ResourceFlavors, then the Kueue release."""
+    namespaces = {r.inputs["metadata"]["name"]: r for r in synthesis.of_type("kubernetes:core/v1:Namespace")
+                  if "mlplatform.io/team" in r.inputs["metadata"].get("labels", {})}
+    local = kueue_objects(synthesis, "LocalQueue")
+    assert namespaces and local, "no team namespace or LocalQueue: nothing to check"
+    for queue in local:  # with the namespace it is in still there
+        assert namespaces[queue.inputs["metadata"]["namespace"]].urn in deleted_after(synthesis, queue), queue.name
+    queues, flavors = kueue_objects(synthesis, "ClusterQueue"), kueue_objects(synthesis, "ResourceFlavor")
+    releases = [r for r in synthesis.releases() if r.inputs["name"] == "kueue"]
+    if team_stack:
+        # Its queues, flavors and Kueue are the platform stack's, which is destroyed after it.
+        assert not (queues or flavors or releases)
+        return
+    (release,) = releases
+    assert queues and flavors
+    flavor_urns = {r.inputs["metadata"]["name"]: r.urn for r in flavors}
+    for flavor in flavors:
+        assert release.urn in deleted_after(synthesis, flavor), flavor.name
+    for queue in queues:
+        named = {f["name"] for group in queue.inputs["spec"]["resourceGroups"] for f in group["flavors"]}
+        assert {release.urn, *(flavor_urns[name] for name in named)} <= deleted_after(synthesis, queue), queue.name
+    kueue_side = {release.urn, *(r.urn for r in queues + flavors)}
+    for resource in [*namespaces.values(), *local]:
+        assert kueue_side <= deleted_after(synthesis, resource), resource.name
+
+
 def test_destroy_deletes_team_namespaces_before_the_cluster_queues_and_kueue(shared):
-    # Issue 23: destroy deletes a resource only after what depends on it. A ClusterQueue keeps its finalizer
-    # while Workloads are admitted to it, and only the running Kueue releases the Workloads' finalizers: so a
-    # team namespace (its Jobs and Workloads) must go first, then the ClusterQueues, then the Kueue release.
+    assert_destroy_order(shared, team_stack=False)
+
+
+@pytest.mark.parametrize("stack", available_stacks(PROJECT_DIR))
+def test_every_stacks_destroy_deletes_team_namespaces_then_cluster_queues_then_flavors_then_kueue(stack: str):
+    # Issue 23 asks it of every stack, not only the synthetic one above.
+    team_stack = "mlplatform:platformStack" in yaml.safe_load((PROJECT_DIR / stack_file(stack)).read_text())["config"]
+    assert_destroy_order(stack_synthesis(stack), team_stack=team_stack)
+
+
+def test_the_destroy_order_check_sees_an_order_that_is_only_transitive_and_one_that_is_missing(shared):
+    namespace = next(r for r in shared.of_type("kubernetes:core/v1:Namespace")
+                     if r.inputs["metadata"]["name"] == "research")
+    queues = [r.urn for r in kueue_objects(shared, "ClusterQueue")]
     release = next(r for r in shared.releases() if r.inputs["name"] == "kueue")
-    queues = [r for r in shared.resources if r.inputs.get("kind") == "ClusterQueue"]
-    assert queues and all(release.urn in q.depends_on for q in queues)
-    namespaces = {r.inputs["metadata"]["name"]: r for r in shared.of_type("kubernetes:core/v1:Namespace")}
-    for team in ("research", "inference", "sandbox"):
-        assert {release.urn, *(q.urn for q in queues)} <= set(namespaces[team].depends_on), team
+    # Namespace -> ClusterQueues only: the flavors and the release are still deleted after it, through the queues.
+    through_queues = dataclasses.replace(namespace, depends_on=tuple(queues), parent=None)
+    with_it = dataclasses.replace(shared, resources=[through_queues if r is namespace else r for r in shared.resources])
+    assert release.urn in deleted_after(with_it, through_queues)
+    assert_destroy_order(with_it, team_stack=False)
+    # Namespace -> nothing: Pulumi may delete the queues while its Workloads are admitted.
+    alone = dataclasses.replace(namespace, depends_on=(), parent=None)
+    without = dataclasses.replace(shared, resources=[alone if r is namespace else r for r in shared.resources])
+    with pytest.raises(AssertionError, match="team-research-namespace"):
+        assert_destroy_order(without, team_stack=False)
 
 
 def test_team_stack_namespaces_share_their_teams_queue(local_synth):
