@@ -121,7 +121,7 @@ def test_every_policy_has_passing_and_failing_cases(policies):
     assert {case[0] for case in TABLE if case[4]} == set(policies) == {case[0] for case in TABLE if not case[4]}
 
 
-def test_the_table_is_made_of_valid_kubernetes_objects(synthesis):
+def test_the_table_is_made_of_valid_kubernetes_objects(synthesis, charts):
     jobset_crds = [c for c in crds_of(render_stack(synthesis)) if c["spec"]["group"] == "jobset.x-k8s.io"]
     report = check_manifests([case[2] for case in TABLE], custom=schemas_of(jobset_crds))
     assert report.errors == [] and report.unchecked == []

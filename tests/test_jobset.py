@@ -49,7 +49,7 @@ def test_jobset_values_exist_in_its_chart(local_synth, upstream):
                         free_form={"controller.nodeSelector", "controller.affinity"}) == []
 
 
-def test_the_controller_runs_on_the_system_pool_sized_and_survives_one_restart(local_synth):
+def test_the_controller_runs_on_the_system_pool_sized_and_survives_one_restart(local_synth, charts):
     (deployment,) = rendered("local", "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     assert deployment["spec"]["replicas"] == 2
@@ -63,7 +63,7 @@ def test_the_controller_runs_on_the_system_pool_sized_and_survives_one_restart(l
 
 
 @pytest.mark.parametrize("stack", PLATFORM_STACKS)
-def test_jobset_webhooks_cover_team_namespaces_only(stack):
+def test_jobset_webhooks_cover_team_namespaces_only(stack, charts):
     # The chart gives its webhooks no namespaceSelector (templates/webhook/manifests.yaml at 0.12.0): unscoped,
     # they fail closed for JobSets and their pods everywhere while the controller is down. The stack's patches
     # name every one of them, and no webhook the chart lacks (a patch naming one would add a broken webhook).

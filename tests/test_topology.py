@@ -95,7 +95,7 @@ def test_a_gang_that_cannot_start_releases_its_quota(local_synth):
 
 
 @pytest.mark.parametrize("which", ["prod", "gke", "existing"])
-def test_topology_flavors_and_queues_pass_the_crd_schemas_and_cel_rules(which, request):
+def test_topology_flavors_and_queues_pass_the_crd_schemas_and_cel_rules(which, request, charts):
     synthesis = stack_synthesis("prod") if which == "prod" else request.getfixturevalue(which)
     rendering = render_stack(synthesis)
     assert check_schemas(synthesis, rendering).errors == []
@@ -145,7 +145,7 @@ def test_config_refuses_a_multi_node_pool_it_cannot_place(cluster, message, tmp_
     assert message in str(error.value)
 
 
-def test_the_chart_renders_the_topology_crd_the_synth_checks_against(prod):
+def test_the_chart_renders_the_topology_crd_the_synth_checks_against(prod, charts):
     assert "Topology" in {c["spec"]["names"]["kind"] for c in crds_of(render_stack(prod))}
 
 
