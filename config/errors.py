@@ -31,6 +31,21 @@ def stack_file(stack: str) -> str:
     return f"Pulumi.{stack}.yaml"
 
 
+class Overcommit:
+    """Refusals of more than the capacity holds, which `capacity.allowOvercommit` turns into warnings."""
+
+    def __init__(self, stack: str, allowed: bool) -> None:
+        self.file, self.allowed = stack_file(stack), allowed
+        self.warnings: list[str] = []
+
+    def refuse(self, key: str, problem: str, fix: str) -> None:
+        if not self.allowed:
+            raise ConfigError(f"{self.file}: {PROJECT}:{key}: {problem} {fix}, or set "
+                              f"{PROJECT}:capacity.allowOvercommit to true.")
+        self.warnings.append(f"{PROJECT}:{key}: {problem} Overcommitted, as {PROJECT}:capacity.allowOvercommit "
+                             "allows.")
+
+
 def _unwrap(annotation: Any) -> Any:
     """The model or container type behind Annotated[...] and X | None."""
     while True:

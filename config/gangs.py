@@ -8,7 +8,7 @@ ceiling allows but its queue never admits would wait forever without a word; thi
 
 from __future__ import annotations
 
-from config.errors import PROJECT, ConfigError, stack_file
+from config.errors import PROJECT, Overcommit
 from config.models import PlatformConfig
 from config.queues import QueueLayout, pool_shapes, queue_layout
 
@@ -25,15 +25,8 @@ def check_gangs(config: PlatformConfig, stack: str) -> list[str]:
     work), a warning where it only borrows; and a multi-node pool on which no team can run any gang is refused.
     `capacity.allowOvercommit` makes the refusals warnings."""
     layout = queue_layout(pool_shapes(config.cluster), config.teams)
-    overcommit = config.capacity.allow_overcommit
-    file = stack_file(stack)
-    warnings: list[str] = []
-
-    def refuse(key: str, problem: str, fix: str) -> None:
-        if not overcommit:
-            raise ConfigError(f"{file}: {PROJECT}:{key}: {problem} {fix}, or set {PROJECT}:capacity.allowOvercommit "
-                              "to true.")
-        warnings.append(f"{PROJECT}:{key}: {problem} Overcommitted, as {PROJECT}:capacity.allowOvercommit allows.")
+    overcommit = Overcommit(stack, config.capacity.allow_overcommit)
+    refuse, warnings = overcommit.refuse, overcommit.warnings
 
     for pool, shape in layout.pools.items():
         if not shape.multi_node:

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ValidationError
 
 from clouds import PROVIDER_NAMESPACES
 from core.fields import scalar_mistakes
-from config.errors import PROJECT, ConfigError, format_problems, format_validation_error, stack_file
+from config.errors import (PROJECT, ConfigError, Overcommit, format_problems, format_validation_error,
+                           stack_file)
 from config.models import PlatformConfig, TeamStackConfig
 from config.gangs import check_gangs
 from config.queues import pool_shapes, queue_layout
@@ -177,14 +178,8 @@ def check_queues(config: PlatformConfig, stack: str) -> list[str]:
     _refuse_uncounted_gpu_resources(config, file)
     _check_pools_named(config, file)
     layout = queue_layout(pool_shapes(config.cluster), config.teams)
-    overcommit = config.capacity.allow_overcommit
-    warnings: list[str] = []
-
-    def refuse(key: str, problem: str, fix: str) -> None:
-        if not overcommit:
-            raise ConfigError(f"{file}: {PROJECT}:{key}: {problem} {fix}, or set {PROJECT}:capacity.allowOvercommit "
-                              "to true.")
-        warnings.append(f"{PROJECT}:{key}: {problem} Overcommitted, as {PROJECT}:capacity.allowOvercommit allows.")
+    overcommit = Overcommit(stack, config.capacity.allow_overcommit)
+    refuse, warnings = overcommit.refuse, overcommit.warnings
 
     for pool, shape in layout.pools.items():
         guaranteed = sum(share.guarantee.get(pool, 0) for share in layout.teams.values())
