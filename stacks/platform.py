@@ -37,7 +37,7 @@ def build(config: PlatformConfig) -> None:
                           # Destroy deletes a team's JobSets while their controller still serves the webhooks
                           # that judge the updates of their deletion.
                           queue_after=[queues.release, *queues.cluster_queues, jobsets.release],
-                          gpu_quota=layout.resource_ceilings(team.name))
+                          gpu_quota=layout.resource_ceilings(team.name), gpu_pools=cluster.gpu_pools)
 
     export_platform(
         cloud=cluster.cloud, cluster_name=cluster.name, cluster_identity=cluster.identity,

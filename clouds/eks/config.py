@@ -259,9 +259,24 @@ class EksGpuPool(Model):
                               if i.efa and (i.accelerator, i.gpus) == (self.accelerator, self.shape.gpus))
             raise ValueError(f"efa: {', '.join(without)} have no Elastic Fabric Adapter; EFA-capable "
                              f"{self.accelerator} types: {', '.join(with_efa) or 'none'}")
+        if self.efa and len(counts := {GPU_INSTANCES[t].efa_interfaces for t in self.instance_types}) > 1:
+            # A whole-node pod asks for the node's every interface: one count, or it fits only some of the nodes.
+            raise ValueError(f"efa: {', '.join(self.instance_types)} have {' or '.join(map(str, sorted(counts)))} "
+                             "EFA interfaces; an EFA pool has one count, which its whole-node pods ask for: split "
+                             "them into pools")
         if self.multi_node:
             check_multi_node(self.sharing, self.max_nodes)
         return self
+
+    def nccl_env(self) -> dict[str, str]:
+        """The environment NCCL's EFA plugin needs in an EFA pool's pods (aws/aws-ofi-nccl v1.21.1,
+        doc/efa-env-var.md, "Sample Presets" for aws-ofi-nccl on p4/p5 and on EFA instances without RDMA): libfabric
+        held to EFA, so a broken fabric fails instead of falling back to TCP unnoticed; NCCL's Simple protocol;
+        GPUDirect RDMA where the instance has it (set harmlessly for newer libfabric, needed by older)."""
+        if not self.efa:
+            return {}
+        return {"FI_PROVIDER": "efa", "NCCL_PROTO": "simple",
+                **({"FI_EFA_USE_DEVICE_RDMA": "1"} if self.shape.gpudirect_rdma else {})}
 
     @property
     def multi_node(self) -> bool:

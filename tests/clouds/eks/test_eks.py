@@ -531,6 +531,10 @@ def test_existing_subnets_are_tagged_for_load_balancers_and_taken_by_id_not_by_a
     ({"gpuPools": [{"name": "x", "instanceTypes": ["g5.xlarge"], "maxNodes": 1, "efa": True}]},
      "mlplatform:cluster.gpuPools[0]: efa: g5.xlarge have no Elastic Fabric Adapter; EFA-capable nvidia-a10g types: "
      "g5.16xlarge, g5.8xlarge"),
+    # p5e and p5en both carry 8 H200s, but 32 and 16 EFA interfaces: a whole-node pod could ask for only one.
+    ({"gpuPools": [{"name": "x", "instanceTypes": ["p5e.48xlarge", "p5en.48xlarge"], "maxNodes": 2, "efa": True}]},
+     "mlplatform:cluster.gpuPools[0]: efa: p5e.48xlarge, p5en.48xlarge have 16 or 32 EFA interfaces; an EFA pool "
+     "has one count"),
     ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "capacityTypes": ["reserved"]}]},
      "mlplatform:cluster.gpuPools[0]: capacityTypes 'reserved' and capacityReservationIds go together"),
     ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "capacityReservationIds": ["r1"]}]},
