@@ -6,9 +6,9 @@ nothing else about the cloud, so this module must never import a cloud SDK.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -74,7 +74,15 @@ class GpuPool:
             "fabricDevices": dict(self.fabric_devices),
             # The ConfigMap of NCCL settings in every team namespace that a pod takes with envFrom.
             "ncclConfigMap": nccl_config_map(self.name) if self.fabric_env else None,
+            # Its data, which a team stack's namespaces get from the platform stack's outputs.
+            "ncclEnv": dict(self.fabric_env),
         }
+
+
+def nccl_settings(pools: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """Per pool with a fabric, its NCCL environment, from the pools as described (GpuPool.describe(), or a
+    platform stack's gpuPools output, in which a platform deployed before these settings has none)."""
+    return {str(pool["name"]): dict(pool["ncclEnv"]) for pool in pools if pool.get("ncclEnv")}
 
 
 def nccl_config_map(pool: str) -> str:

@@ -9,7 +9,7 @@ import pulumi_kubernetes as k8s
 from components.team import TeamNamespace
 from config.models import Team
 from core.fields import GpuSharing
-from core.handle import GpuPool, platform_gpu_pool
+from core.handle import nccl_settings, platform_gpu_pool
 from synth.engine import Synthesis
 from tests.conftest import run_component
 
@@ -24,10 +24,10 @@ TEAM = Team.model_validate({
 })
 
 
-def _synth(team: Team = TEAM, gpu_pools: tuple[GpuPool, ...] = ()) -> Synthesis:
+def _synth(team: Team = TEAM, nccl: dict[str, dict[str, str]] | None = None) -> Synthesis:
     def program() -> None:
         provider = k8s.Provider("cluster-k8s", kubeconfig="apiVersion: v1\nkind: Config\n")
-        TeamNamespace("team-vision", team, provider, monitoring_namespace="observability", gpu_pools=gpu_pools)
+        TeamNamespace("team-vision", team, provider, monitoring_namespace="observability", nccl=nccl)
     return run_component(program)
 
 
@@ -129,7 +129,7 @@ def test_each_pool_with_a_fabric_gives_the_namespace_its_nccl_settings_as_a_conf
     efa = replace(platform_gpu_pool("h100", "nvidia-h100-80gb", gpus_per_node=8, min_nodes=0, max_nodes=4,
                                     spot=False, sharing=GpuSharing(), multi_node=True),
                   fabric_devices={"vpc.amazonaws.com/efa": 32}, fabric_env={"FI_PROVIDER": "efa"})
-    synthesis = _synth(gpu_pools=(plain, efa))
+    synthesis = _synth(nccl=nccl_settings([plain.describe(), efa.describe()]))
     maps = [r for r in synthesis.resources if r.inputs.get("kind") == "ConfigMap"]
     assert [m.inputs["metadata"]["name"] for m in maps] == ["nccl-h100"]
     (config_map,) = maps
