@@ -271,7 +271,7 @@ class EksGpuPool(Model):
     def nccl_env(self) -> dict[str, str]:
         """The environment NCCL's EFA plugin needs in an EFA pool's pods (aws/aws-ofi-nccl v1.21.1,
         doc/efa-env-var.md, "Sample Presets" for aws-ofi-nccl on p4/p5 and on EFA instances without RDMA): libfabric
-        held to EFA, so a broken fabric fails instead of falling back to TCP unnoticed; NCCL's Simple protocol;
+        held to its EFA provider, never its TCP one; NCCL's Simple protocol;
         GPUDirect RDMA where the instance has it (set harmlessly for newer libfabric, needed by older)."""
         if not self.efa:
             return {}
