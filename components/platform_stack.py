@@ -41,4 +41,6 @@ class PlatformStackCluster(pulumi.ComponentResource):
         # Every team's budget and where monitoring runs, as the platform stack exported them.
         self.budgets = reference.require_output(outputs.TEAMS)
         self.monitoring_namespace = reference.require_output(outputs.MONITORING_NAMESPACE)
+        # The cluster's GPU pools as described (their NCCL settings among them).
+        self.gpu_pools = reference.get_output(outputs.GPU_POOLS)
         self.register_outputs({"clusterName": self.cluster_name})

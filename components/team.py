@@ -13,6 +13,7 @@ from pulumi_kubernetes.rbac.v1 import RoleRefArgs, SubjectArgs
 
 from components.kube import pod_security_labels
 from config.models import Team
+from core.handle import nccl_config_map
 from core.vocabulary import DEFAULT_LOCAL_QUEUE, GPU_RESOURCE, PROMETHEUS_POD_LABELS, SHARED_GPU_RESOURCE, TEAM_LABEL
 
 GPU_QUOTA_KEY = f"requests.{GPU_RESOURCE}"
@@ -41,10 +42,12 @@ def quota_hard(team: Team, gpus: Mapping[str, int] | None = None) -> dict[str, s
 class TeamNamespace(pulumi.ComponentResource):
     def __init__(self, name: str, team: Team, provider: k8s.Provider, *, monitoring_namespace: str,
                  owner: str | None = None, queue_after: list[pulumi.Resource] | None = None,
-                 gpu_quota: Mapping[str, int] | None = None, opts: pulumi.ResourceOptions | None = None) -> None:
+                 gpu_quota: Mapping[str, int] | None = None, nccl: Mapping[str, Mapping[str, str]] | None = None,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
         """`owner` is the team the namespace belongs to (a team stack's namespaces share their team's queue);
         `queue_after` is what installs Kueue, when this stack installs it; `gpu_quota` is per GPU resource what
-        the team's queue can give (the quota.gpus ceiling for each when not given)."""
+        the team's queue can give (the quota.gpus ceiling for each when not given); `nccl` is per pool with a fabric
+        between nodes its NCCL environment (core.handle.nccl_settings), which the namespace gets as ConfigMaps."""
         super().__init__("mlplatform:team:TeamNamespace", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         owner = owner or team.name
@@ -91,6 +94,12 @@ class TeamNamespace(pulumi.ComponentResource):
                           for group in groups],
                 opts=in_namespace,
             )
+
+        # Per pool with a fabric between nodes (EFA), the environment NCCL needs there, ready for a pod's envFrom:
+        # each team would otherwise copy it from AWS's docs into every job, and get it wrong per instance type.
+        for pool, env in sorted((nccl or {}).items()):
+            k8s.core.v1.ConfigMap(f"{name}-{nccl_config_map(pool)}", metadata=metadata(nccl_config_map(pool)),
+                                  data=dict(env), opts=in_namespace)
 
         all_pods = LabelSelectorArgs()
 

@@ -6,9 +6,9 @@ nothing else about the cloud, so this module must never import a cloud SDK.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -41,6 +41,10 @@ class GpuPool:
     # Placed for multi-node work (a fabric between its nodes, nodes close on the network): Kueue admits its
     # jobs by the cluster's topology (ClusterHandle.topology_levels).
     multi_node: bool = False
+    # The fabric between nodes (EFA on EKS): the device resources a pod taking a whole node asks for, and the
+    # environment NCCL needs to use them, which every team namespace gets as the ConfigMap nccl_config_map(name).
+    fabric_devices: Mapping[str, int] = field(default_factory=dict)
+    fabric_env: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def max_gpus(self) -> int:
@@ -67,7 +71,23 @@ class GpuPool:
             "labels": dict(self.labels),
             "taints": [str(t) for t in self.taints],
             "multiNode": self.multi_node,
+            "fabricDevices": dict(self.fabric_devices),
+            # The ConfigMap of NCCL settings in every team namespace that a pod takes with envFrom.
+            "ncclConfigMap": nccl_config_map(self.name) if self.fabric_env else None,
+            # Its data, which a team stack's namespaces get from the platform stack's outputs.
+            "ncclEnv": dict(self.fabric_env),
         }
+
+
+def nccl_settings(pools: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """Per pool with a fabric, its NCCL environment, from the pools as described (GpuPool.describe(), or a
+    platform stack's gpuPools output, in which a platform deployed before these settings has none)."""
+    return {str(pool["name"]): dict(pool["ncclEnv"]) for pool in pools if pool.get("ncclEnv")}
+
+
+def nccl_config_map(pool: str) -> str:
+    """The ConfigMap in every team namespace holding the NCCL environment for a pool's fabric."""
+    return f"nccl-{pool}"
 
 
 def gpu_node_affinity(pools: tuple[GpuPool, ...]) -> dict[str, object]:

@@ -92,6 +92,8 @@ ML_PRIORITY_CLASSES = (
 )
 
 EFA_LABEL = "mlplatform.io/efa"
+# The EFA interfaces AWS's EFA device plugin advertises on a node, and a pod asks for.
+EFA_RESOURCE = "vpc.amazonaws.com/efa"
 
 # The labels of Prometheus's own pods, which the Prometheus operator sets (kube-prometheus-stack selects them so
 # for its Service and PodDisruptionBudget): in the monitoring namespace, only Prometheus scrapes team pods.

@@ -15,6 +15,7 @@ from config import load_platform_config
 from config.errors import PROJECT
 from config.models import PlatformConfig
 from config.queues import pool_shapes, queue_layout
+from core.handle import nccl_settings
 from core.outputs import TeamBudget, export_platform
 
 
@@ -37,7 +38,8 @@ def build(config: PlatformConfig) -> None:
                           # Destroy deletes a team's JobSets while their controller still serves the webhooks
                           # that judge the updates of their deletion.
                           queue_after=[queues.release, *queues.cluster_queues, jobsets.release],
-                          gpu_quota=layout.resource_ceilings(team.name))
+                          gpu_quota=layout.resource_ceilings(team.name),
+                          nccl=nccl_settings([pool.describe() for pool in cluster.gpu_pools]))
 
     export_platform(
         cloud=cluster.cloud, cluster_name=cluster.name, cluster_identity=cluster.identity,

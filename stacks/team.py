@@ -13,6 +13,7 @@ from config import ConfigError
 from config.errors import PROJECT, stack_file
 from config.loader import load_team_config
 from config.models import TeamStackConfig
+from core.handle import nccl_settings
 from core.outputs import export_team
 from core.quantity import parse_quantity
 
@@ -65,15 +66,16 @@ def main() -> None:
     platform = PlatformStackCluster("platform", config.platform_stack)
 
     def namespaces(outputs: list[Any]) -> list[str]:
-        budgets, monitoring_namespace = outputs
+        budgets, monitoring_namespace, gpu_pools = outputs
         # Checked before any namespace is declared: an over-budget stack creates nothing.
         check_budget(config, budgets, stack)
         check_namespaces_free(config, budgets, monitoring_namespace, stack)
         for namespace in config.namespaces:
             TeamNamespace(f"team-{namespace.name}", namespace, platform.provider,
-                          monitoring_namespace=monitoring_namespace, owner=config.team)
+                          monitoring_namespace=monitoring_namespace, owner=config.team,
+                          nccl=nccl_settings(gpu_pools or []))
         return [namespace.name for namespace in config.namespaces]
 
-    created = pulumi.Output.all(platform.budgets, platform.monitoring_namespace).apply(namespaces)
+    created = pulumi.Output.all(platform.budgets, platform.monitoring_namespace, platform.gpu_pools).apply(namespaces)
     export_team(team=config.team, namespaces=created, cluster_name=platform.cluster_name,
                 budget=platform.budgets.apply(lambda budgets: budgets.get(config.team)))

@@ -243,6 +243,13 @@ TABLE: list[tuple[Any, ...]] = [
     ("gpu-request-fits-a-node", "a GPU resource no pool has", MIG_POD, "research", False),
     ("no-gpu-device-env", "ordinary environment variables", with_env(pod(), "CUDA_VISIBLE_DEVICES", "0"),
      "research", True),
+    # An EFA pool's NCCL settings (the nccl-<pool> ConfigMap), set inline or taken with envFrom: not device variables.
+    ("no-gpu-device-env", "libfabric's GPUDirect RDMA switch", with_env(pod(), "FI_EFA_USE_DEVICE_RDMA", "1"),
+     "research", True),
+    ("no-gpu-device-env", "an EFA pool's NCCL settings by envFrom",
+     changed(pod(), containers=[{"name": "main", "image": "nvcr.io/nvidia/pytorch:25.01-py3",
+                                 "resources": {"limits": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": 1}},
+                                 "envFrom": [{"configMapRef": {"name": "nccl-h100"}}]}]), "research", True),
     ("no-gpu-device-env", "a CPU pod asking for every GPU by environment", with_env(CPU_POD, "NVIDIA_VISIBLE_DEVICES"),
      "research", False),
     ("no-gpu-device-env", "a job asking for driver capabilities by environment",

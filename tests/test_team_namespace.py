@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pulumi_kubernetes as k8s
 
 from components.team import TeamNamespace
 from config.models import Team
+from core.fields import GpuSharing
+from core.handle import nccl_settings, platform_gpu_pool
 from synth.engine import Synthesis
 from tests.conftest import run_component
 
@@ -20,10 +24,10 @@ TEAM = Team.model_validate({
 })
 
 
-def _synth(team: Team = TEAM) -> Synthesis:
+def _synth(team: Team = TEAM, nccl: dict[str, dict[str, str]] | None = None) -> Synthesis:
     def program() -> None:
         provider = k8s.Provider("cluster-k8s", kubeconfig="apiVersion: v1\nkind: Config\n")
-        TeamNamespace("team-vision", team, provider, monitoring_namespace="observability")
+        TeamNamespace("team-vision", team, provider, monitoring_namespace="observability", nccl=nccl)
     return run_component(program)
 
 
@@ -117,3 +121,23 @@ def test_jobs_without_a_queue_name_land_in_the_teams_queue():
     queues = {r.inputs["metadata"]["name"]: r.inputs["spec"] for r in _synth().resources
               if r.inputs.get("kind") == "LocalQueue"}
     assert queues == {"vision": {"clusterQueue": "vision"}, "default": {"clusterQueue": "vision"}}
+
+
+def test_each_pool_with_a_fabric_gives_the_namespace_its_nccl_settings_as_a_config_map():
+    plain = platform_gpu_pool("a10g", "nvidia-a10g", gpus_per_node=1, min_nodes=0, max_nodes=2, spot=False,
+                              sharing=GpuSharing())
+    efa = replace(platform_gpu_pool("h100", "nvidia-h100-80gb", gpus_per_node=8, min_nodes=0, max_nodes=4,
+                                    spot=False, sharing=GpuSharing(), multi_node=True),
+                  fabric_devices={"vpc.amazonaws.com/efa": 32}, fabric_env={"FI_PROVIDER": "efa"})
+    synthesis = _synth(nccl=nccl_settings([plain.describe(), efa.describe()]))
+    maps = [r for r in synthesis.resources if r.inputs.get("kind") == "ConfigMap"]
+    assert [m.inputs["metadata"]["name"] for m in maps] == ["nccl-h100"]
+    (config_map,) = maps
+    assert config_map.inputs["metadata"]["namespace"] == "vision"
+    assert config_map.inputs["data"] == {"FI_PROVIDER": "efa"}
+    # Like every other child: the component's, through the cluster's provider, after the namespace.
+    (component,) = synthesis.of_type("mlplatform:team:TeamNamespace")
+    (provider,) = synthesis.of_type("pulumi:providers:kubernetes")
+    assert config_map in synthesis.children_of(component.urn) and config_map.name == "team-vision-nccl-h100"
+    assert config_map.provider == provider.urn
+    assert efa.describe()["ncclConfigMap"] == "nccl-h100" and plain.describe()["ncclConfigMap"] is None

@@ -134,3 +134,22 @@ def test_adding_a_team_stack_as_documented_synthesizes(tmp_path):
     # CI can decrypt its secrets once `pulumi stack init` has written the stack's encryptedkey (as the doc says).
     problems = delivery.secrets_problems(delivery.read("team-nlp", tmp_path))
     assert problems and all("has no encryptedkey: create the stack once" in problem for problem in problems)
+
+
+def test_a_team_stack_s_namespaces_get_the_nccl_settings_of_the_platform_s_efa_pools_and_none_from_older_ones():
+    outputs = dict(stack_synthesis("local").outputs)
+    efa = {"name": "h100", "ncclEnv": {"FI_PROVIDER": "efa", "NCCL_PROTO": "simple", "FI_EFA_USE_DEVICE_RDMA": "1"}}
+    outputs["gpuPools"] = [*outputs["gpuPools"], efa]
+
+    def config_maps(platform_outputs: dict) -> dict[str, dict]:
+        synthesis = run_program(main, project="mlplatform", stack="team-test",
+                                config=cli_config(platformStack=PLATFORM, team="vision",
+                                                  namespaces=[namespace("vision-a")]),
+                                stack_references={PLATFORM: platform_outputs})
+        return {f"{r.inputs['metadata']['namespace']}/{r.inputs['metadata']['name']}": r.inputs["data"]
+                for r in synthesis.of_type("kubernetes:core/v1:ConfigMap")}
+
+    assert config_maps(outputs) == {"vision-a/nccl-h100": efa["ncclEnv"]}
+    # A platform deployed before it exported these settings: no ConfigMap, no error.
+    older = outputs | {"gpuPools": [{k: v for k, v in p.items() if k != "ncclEnv"} for p in outputs["gpuPools"]]}
+    assert config_maps(older) == {}

@@ -18,7 +18,7 @@ from core.provider import exec_kubeconfig, explicit_provider
 from clouds.eks.network import DISCOVERY_TAG, AwsNetwork
 from clouds.eks.karpenter import (NODE_POLICIES, SYSTEM_DISK_GIB, Karpenter, cluster_tags, cost_tags,
                                    managed_policy, pod_identity_trust)
-from core.vocabulary import EFA_LABEL, POOL_LABEL, SYSTEM_POOL
+from core.vocabulary import EFA_LABEL, EFA_RESOURCE, POOL_LABEL, SYSTEM_POOL
 from core.handle import Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
 from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, EKS_SYSTEM_AMI_TYPE
 from clouds.eks.config import EksClusterConfig
@@ -101,8 +101,11 @@ def eks_gpu_pools(spec: EksClusterConfig) -> tuple[GpuPool, ...]:
         gpu_pool = platform_gpu_pool(pool.name, pool.accelerator, gpus_per_node=pool.shape.gpus, min_nodes=0,
                                      max_nodes=pool.max_nodes, spot="spot" in pool.capacity_types,
                                      sharing=pool.sharing, multi_node=pool.multi_node)
-        # EFA pools' nodes carry the label the EFA device plugin selects on: the handle says what nodes carry.
-        pools.append(replace(gpu_pool, labels={**gpu_pool.labels, EFA_LABEL: "true"}) if pool.efa else gpu_pool)
+        # EFA pools' nodes carry the label the EFA device plugin selects on: the handle says what nodes carry,
+        # and what a whole-node pod asks for and sets to use the fabric.
+        pools.append(replace(gpu_pool, labels={**gpu_pool.labels, EFA_LABEL: "true"},
+                             fabric_devices={EFA_RESOURCE: pool.shape.efa_interfaces},
+                             fabric_env=pool.nccl_env()) if pool.efa else gpu_pool)
     return tuple(pools)
 
 

@@ -27,8 +27,9 @@ class GpuInstance:
     instance_type: str
     accelerator: str
     gpus: int
-    # Elastic Fabric Adapter: the OS-bypass network NCCL uses across nodes.
-    efa: bool
+    # Elastic Fabric Adapter interfaces (0: no EFA), the OS-bypass network NCCL uses across nodes: the
+    # vpc.amazonaws.com/efa a node advertises, and what a pod taking the whole node asks for.
+    efa_interfaces: int
     # NVMe instance-store disks, which Karpenter can stripe (RAID0) for images and scratch data.
     local_nvme: bool
 
@@ -36,19 +37,32 @@ class GpuInstance:
     def model(self) -> GpuModel:
         return GPU_MODELS[self.accelerator]
 
+    @property
+    def efa(self) -> bool:
+        return self.efa_interfaces > 0
 
-def _family(accelerator: str, sizes: dict[str, int], family: str, *, efa: frozenset[str],
+    @property
+    def gpudirect_rdma(self) -> bool:
+        """Whether EFA moves GPU memory directly (GPUDirect RDMA): on p4 and p5 only, of the GPU types known here
+        (aws/aws-ofi-nccl v1.21.1, doc/efa-env-var.md, "Sample Presets": "only p4 and p5 instances support both
+        EFA and NVIDIA GPUDirect Remote Direct Memory Access (RDMA)")."""
+        return self.efa and self.instance_type.startswith("p")
+
+
+def _family(accelerator: str, sizes: dict[str, int], family: str, *, efa: dict[str, int],
             local_nvme: bool = True) -> dict[str, GpuInstance]:
-    return {f"{family}.{size}": GpuInstance(f"{family}.{size}", accelerator, gpus, efa=size in efa,
+    return {f"{family}.{size}": GpuInstance(f"{family}.{size}", accelerator, gpus, efa_interfaces=efa.get(size, 0),
                                             local_nvme=local_nvme)
             for size, gpus in sizes.items()}
 
 
-# The g-family sizes with EFA (EC2 User Guide, "Supported instance types" for EFA): 8xlarge and up.
-_G_EFA = frozenset({"8xlarge", "12xlarge", "16xlarge", "24xlarge", "48xlarge", "metal"})
-_ALL = frozenset({"24xlarge", "48xlarge"})
+# EFA interfaces per size: the vpc.amazonaws.com/efa Karpenter gives each instance type (aws/karpenter-provider-aws
+# v1.14.1, website/content/en/docs/reference/instance-types.md, generated from EC2's DescribeInstanceTypes
+# MaximumEfaInterfaces). The g families have one from 8xlarge up (g6e two and four at 24xlarge and 48xlarge);
+# p4d/p4de four; p5 and p5e thirty-two; p5en sixteen (its 400 Gb/s cards are twice p5's).
+_G_EFA = {"8xlarge": 1, "12xlarge": 1, "16xlarge": 1, "24xlarge": 1, "48xlarge": 1, "metal": 1}
 
-# EC2 instance types with NVIDIA GPUs: instance type -> GPU model, GPUs per instance, EFA, instance store.
+# EC2 instance types with NVIDIA GPUs: instance type -> GPU model, GPUs per instance, EFA interfaces, instance store.
 GPU_INSTANCES: dict[str, GpuInstance] = {
     **_family("nvidia-tesla-t4", {"xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1,
                                   "12xlarge": 4, "metal": 8}, "g4dn", efa=_G_EFA),
@@ -57,15 +71,16 @@ GPU_INSTANCES: dict[str, GpuInstance] = {
     **_family("nvidia-l4", {"xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1,
                             "12xlarge": 4, "24xlarge": 4, "48xlarge": 8}, "g6", efa=_G_EFA),
     **_family("nvidia-l40s", {"xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1,
-                              "12xlarge": 4, "24xlarge": 4, "48xlarge": 8}, "g6e", efa=_G_EFA),
+                              "12xlarge": 4, "24xlarge": 4, "48xlarge": 8}, "g6e",
+              efa=_G_EFA | {"24xlarge": 2, "48xlarge": 4}),
     # p3 (unlike p3dn) has neither EFA nor instance store: EBS only.
-    **_family("nvidia-tesla-v100", {"2xlarge": 1, "8xlarge": 4, "16xlarge": 8}, "p3", efa=frozenset(),
+    **_family("nvidia-tesla-v100", {"2xlarge": 1, "8xlarge": 4, "16xlarge": 8}, "p3", efa={},
               local_nvme=False),
-    **_family("nvidia-tesla-a100", {"24xlarge": 8}, "p4d", efa=_ALL),
-    **_family("nvidia-a100-80gb", {"24xlarge": 8}, "p4de", efa=_ALL),
-    **_family("nvidia-h100-80gb", {"48xlarge": 8}, "p5", efa=_ALL),
-    **_family("nvidia-h200-141gb", {"48xlarge": 8}, "p5e", efa=_ALL),
-    **_family("nvidia-h200-141gb", {"48xlarge": 8}, "p5en", efa=_ALL),
+    **_family("nvidia-tesla-a100", {"24xlarge": 8}, "p4d", efa={"24xlarge": 4}),
+    **_family("nvidia-a100-80gb", {"24xlarge": 8}, "p4de", efa={"24xlarge": 4}),
+    **_family("nvidia-h100-80gb", {"48xlarge": 8}, "p5", efa={"48xlarge": 32}),
+    **_family("nvidia-h200-141gb", {"48xlarge": 8}, "p5e", efa={"48xlarge": 32}),
+    **_family("nvidia-h200-141gb", {"48xlarge": 8}, "p5en", efa={"48xlarge": 16}),
 }
 
 # The retention periods CloudWatch Logs accepts (PutRetentionPolicy).
@@ -244,9 +259,24 @@ class EksGpuPool(Model):
                               if i.efa and (i.accelerator, i.gpus) == (self.accelerator, self.shape.gpus))
             raise ValueError(f"efa: {', '.join(without)} have no Elastic Fabric Adapter; EFA-capable "
                              f"{self.accelerator} types: {', '.join(with_efa) or 'none'}")
+        if self.efa and len(counts := {GPU_INSTANCES[t].efa_interfaces for t in self.instance_types}) > 1:
+            # A whole-node pod asks for the node's every interface: one count, or it fits only some of the nodes.
+            raise ValueError(f"efa: {', '.join(self.instance_types)} have {' or '.join(map(str, sorted(counts)))} "
+                             "EFA interfaces; an EFA pool has one count, which its whole-node pods ask for: split "
+                             "them into pools")
         if self.multi_node:
             check_multi_node(self.sharing, self.max_nodes)
         return self
+
+    def nccl_env(self) -> dict[str, str]:
+        """The environment NCCL's EFA plugin needs in an EFA pool's pods (aws/aws-ofi-nccl v1.21.1,
+        doc/efa-env-var.md, "Sample Presets" for aws-ofi-nccl on p4/p5 and on EFA instances without RDMA): libfabric
+        held to its EFA provider, never its TCP one; NCCL's Simple protocol;
+        GPUDirect RDMA where the instance has it (set harmlessly for newer libfabric, needed by older)."""
+        if not self.efa:
+            return {}
+        return {"FI_PROVIDER": "efa", "NCCL_PROTO": "simple",
+                **({"FI_EFA_USE_DEVICE_RDMA": "1"} if self.shape.gpudirect_rdma else {})}
 
     @property
     def multi_node(self) -> bool:

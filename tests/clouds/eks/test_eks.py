@@ -531,6 +531,10 @@ def test_existing_subnets_are_tagged_for_load_balancers_and_taken_by_id_not_by_a
     ({"gpuPools": [{"name": "x", "instanceTypes": ["g5.xlarge"], "maxNodes": 1, "efa": True}]},
      "mlplatform:cluster.gpuPools[0]: efa: g5.xlarge have no Elastic Fabric Adapter; EFA-capable nvidia-a10g types: "
      "g5.16xlarge, g5.8xlarge"),
+    # p5e and p5en both carry 8 H200s, but 32 and 16 EFA interfaces: a whole-node pod could ask for only one.
+    ({"gpuPools": [{"name": "x", "instanceTypes": ["p5e.48xlarge", "p5en.48xlarge"], "maxNodes": 2, "efa": True}]},
+     "mlplatform:cluster.gpuPools[0]: efa: p5e.48xlarge, p5en.48xlarge have 16 or 32 EFA interfaces; an EFA pool "
+     "has one count"),
     ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "capacityTypes": ["reserved"]}]},
      "mlplatform:cluster.gpuPools[0]: capacityTypes 'reserved' and capacityReservationIds go together"),
     ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "capacityReservationIds": ["r1"]}]},
@@ -575,6 +579,20 @@ def test_bad_eks_config(overrides, message):
     with pytest.raises(ConfigError) as caught:
         synth_with(cluster=aws_cluster(**overrides))
     assert message.replace("Value error, ", "") in str(caught.value), str(caught.value)
+
+
+# The vpc.amazonaws.com/efa Karpenter v1.14.1 gives each type (website/content/en/docs/reference/instance-types.md),
+# and GPUDirect RDMA on p4/p5 only (aws/aws-ofi-nccl doc/efa-env-var.md): a whole-node pod asks for that many.
+@pytest.mark.parametrize(("instance_type", "interfaces", "rdma"), [
+    ("p4d.24xlarge", 4, True), ("p4de.24xlarge", 4, True), ("p5.48xlarge", 32, True), ("p5e.48xlarge", 32, True),
+    ("p5en.48xlarge", 16, True), ("g5.48xlarge", 1, False), ("g6.8xlarge", 1, False), ("g4dn.metal", 1, False),
+    ("g6e.24xlarge", 2, False), ("g6e.48xlarge", 4, False), ("g5.4xlarge", 0, False), ("p3.16xlarge", 0, False),
+])
+def test_each_instance_type_knows_its_efa_interfaces_and_whether_they_carry_gpu_memory(instance_type, interfaces,
+                                                                                        rdma):
+    from clouds.eks.config import GPU_INSTANCES
+    instance = GPU_INSTANCES[instance_type]
+    assert (instance.efa_interfaces, instance.efa, instance.gpudirect_rdma) == (interfaces, interfaces > 0, rdma)
 
 
 def test_system_nodes_carry_the_cost_tags_the_gpu_pools_do(dev):

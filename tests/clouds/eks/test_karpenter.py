@@ -320,6 +320,31 @@ def test_an_efa_pool_can_name_its_zone_and_each_efa_pool_has_its_own_group():
     assert sorted(g.inputs["tags"]["mlplatform.io/pool"] for g in groups) == ["a", "b"]
 
 
+def test_each_efa_pool_tells_teams_its_interface_count_and_gives_every_team_namespace_its_nccl_settings(prod):
+    # aws/aws-ofi-nccl v1.21.1 doc/efa-env-var.md, "Sample Presets": FI_PROVIDER=efa and NCCL_PROTO=simple on
+    # every EFA GPU instance, FI_EFA_USE_DEVICE_RDMA=1 on p4/p5 (GPUDirect RDMA) only.
+    pools = [{"name": "h100", "instanceTypes": ["p5.48xlarge"], "maxNodes": 2, "efa": True},
+             {"name": "l40s", "instanceTypes": ["g6e.48xlarge"], "maxNodes": 2, "efa": True},
+             {"name": "l4", "instanceTypes": ["g6.xlarge"], "maxNodes": 2}]
+    synthesis = synth_with(cluster=aws_cluster(gpuPools=pools), teams=[
+        {"name": "vision", "quota": {"requests": {"cpu": "8", "memory": "32Gi"}, "gpus": 8}}],
+        capacity={"allowOvercommit": True})
+    maps = {(r.inputs["metadata"]["namespace"], r.inputs["metadata"]["name"]): r.inputs["data"]
+            for r in synthesis.resources if r.inputs.get("kind") == "ConfigMap"
+            and r.inputs["metadata"]["name"].startswith("nccl-")}
+    assert maps == {("vision", "nccl-h100"): {"FI_PROVIDER": "efa", "NCCL_PROTO": "simple",
+                                              "FI_EFA_USE_DEVICE_RDMA": "1"},
+                    ("vision", "nccl-l40s"): {"FI_PROVIDER": "efa", "NCCL_PROTO": "simple"}}
+    described = {p["name"]: p for p in synthesis.outputs["gpuPools"]}
+    assert described["h100"]["fabricDevices"] == {"vpc.amazonaws.com/efa": 32}
+    assert described["l40s"]["fabricDevices"] == {"vpc.amazonaws.com/efa": 4}
+    assert described["l4"]["fabricDevices"] == {} and "ncclConfigMap" not in described["l4"]
+    assert described["h100"]["ncclConfigMap"] == "nccl-h100"
+    # The prod example's EFA pool too, in each of its platform-managed team namespaces.
+    assert {r.inputs["metadata"]["name"] for r in prod.resources if r.inputs.get("kind") == "ConfigMap"
+            and r.inputs["metadata"]["name"].startswith("nccl-")} == {"nccl-h100"}
+
+
 @pytest.mark.parametrize("region, repository", [
     ("us-east-1", "602401143452.dkr.ecr.us-east-1.amazonaws.com/eks/aws-efa-k8s-device-plugin"),
     ("af-south-1", "877085696533.dkr.ecr.af-south-1.amazonaws.com/eks/aws-efa-k8s-device-plugin"),
