@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from core import webhooks
 from core.webhooks import WEBHOOK_PORTS_FILE, chart_key
 from synth import PROJECT_DIR
 from synth.render import CHART_ANNOTATION, stack_rendering
@@ -70,6 +71,7 @@ def derived_webhook_ports() -> dict[str, list[int]]:
 
 
 def main() -> int:
+    webhooks.RECORDING = True
     WEBHOOK_PORTS_FILE.write_text(json.dumps(derived_webhook_ports(), indent=2) + "\n")
     print(f"wrote {WEBHOOK_PORTS_FILE.relative_to(PROJECT_DIR)}")
     return 0

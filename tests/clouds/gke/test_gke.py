@@ -184,6 +184,16 @@ def test_a_chart_pin_without_recorded_ports_stops_the_program(monkeypatch, tmp_p
         webhook_ports()
 
 
+def test_make_webhook_ports_runs_where_a_new_chart_pin_has_no_ports_recorded_yet(monkeypatch, tmp_path):
+    # The error above tells the user to run `make webhook-ports`; that command synthesizes gcp-dev, whose firewall
+    # reads this file, so it stopped on the same error (hit when JobSet's chart was pinned).
+    ports = tmp_path / "webhook-ports.json"
+    ports.write_text(json.dumps({"kueue-0.19.2": [8082, 9443]}))
+    monkeypatch.setattr("core.webhooks.WEBHOOK_PORTS_FILE", ports)
+    monkeypatch.setattr("core.webhooks.RECORDING", True)
+    assert webhook_ports() == ["8082", "9443"]
+
+
 def rendered(stack: str) -> Rendering:
     """Helm's render of every chart a stack installs (shared with the other tests of rendered stacks). Skipped
     only where ../shared/upstream, which holds the charts, is absent: with it, a chart missing fails the test."""
