@@ -181,6 +181,7 @@ def team_policies(layout: QueueLayout) -> list[Policy]:
     affinity = _AFFINITY
     shared = ", ".join(p.name for p in layout.pools.values() if p.shared) or "none"
     whole = ", ".join(p.name for p in layout.pools.values() if not p.shared) or "none"
+    device_env = _cel(list(NVIDIA_DEVICE_ENV))
     return [
         Policy("gpu-nodes-for-gpu-work", (Check(
             "!has(variables.spec.tolerations) || variables.requestsGpu || !variables.spec.tolerations.exists(t, "
@@ -275,11 +276,23 @@ def team_policies(layout: QueueLayout) -> list[Policy]:
                   f"nodes: {largest}), so it could never be scheduled. Ask for at most that many per pod and "
                   "spread larger work over several pods (a Job with parallelism, a JobSet)."),
         ), always_deny=True),
-        Policy("no-gpu-device-env", (Check(
-            f"variables.containers.all(c, !has(c.env) || c.env.all(e, !(e.name in {_cel(list(NVIDIA_DEVICE_ENV))})))",
-            f"A container sets {', '.join(NVIDIA_DEVICE_ENV)}: NVIDIA's container runtime would read it to hand "
-            "the container GPUs or driver features beyond what the pod asked for. Remove it and ask for GPUs in "
-            "resources.limits (nvidia.com/gpu: 1); the device plugin then sets what the container needs."),)),
+        Policy("no-gpu-device-env", (
+            Check(f"variables.containers.all(c, !has(c.env) || c.env.all(e, !(e.name in {device_env})))",
+                  f"A container sets {', '.join(NVIDIA_DEVICE_ENV)}: NVIDIA's container runtime would read it to "
+                  "hand the container GPUs or driver features beyond what the pod asked for. Remove it and ask for "
+                  "GPUs in resources.limits (nvidia.com/gpu: 1); the device plugin then sets what the container "
+                  "needs."),
+            # envFrom takes every key of a ConfigMap or Secret as a variable, PREFIX + key. A key that is itself a
+            # device variable is refused where the ConfigMap or Secret is written (no-gpu-device-env-sources);
+            # a prefix that begins one of their names could complete it from an innocent key (NVIDIA_ and
+            # VISIBLE_DEVICES), and any other prefix never can.
+            Check("variables.containers.all(c, !has(c.envFrom) || c.envFrom.all(s, !has(s.prefix) || "
+                  f"s.prefix == '' || !{device_env}.exists(n, n.startsWith(s.prefix))))",
+                  "An envFrom prefix begins the name of a variable by which NVIDIA's container runtime hands a "
+                  f"container GPUs ({', '.join(NVIDIA_DEVICE_ENV)}), so a ConfigMap's or Secret's keys could "
+                  "complete it. Use a prefix that does not begin with NVIDIA_ (or none), and ask for GPUs in "
+                  "resources.limits."),
+        )),
         Policy("team-priority-classes", (Check(
             f"!has(variables.spec.priorityClassName) || variables.spec.priorityClassName in {_cel(priority_classes)}",
             f"Team workloads use the ML priority classes ({', '.join(priority_classes)}); the system-* classes "
@@ -347,6 +360,17 @@ def monitor_policies() -> list[Policy]:
     ))]
 
 
+def env_source_policies() -> list[Policy]:
+    """What a ConfigMap or Secret of a team namespace may hold: no key a pod's envFrom would turn into one of
+    NVIDIA's device variables. The API server merges a Secret's stringData into its data before any policy
+    judges it; the kubelet makes variables of a ConfigMap's data only, never of its binaryData."""
+    return [Policy("no-gpu-device-env-sources", (Check(
+        f"!has(object.data) || !object.data.exists(k, k in {_cel(list(NVIDIA_DEVICE_ENV))})",
+        f"A key of this ConfigMap or Secret is named {', '.join(NVIDIA_DEVICE_ENV)}: a pod taking it with "
+        "envFrom would have NVIDIA's container runtime hand it GPUs or driver features beyond what it asked for. "
+        "Rename the key; pods ask for GPUs in resources.limits (nvidia.com/gpu: 1)."),))]
+
+
 def network_policy_policies() -> list[Policy]:
     return [Policy("team-network-policies-stay", (Check(
         "!request.userInfo.groups.exists(g, g in variables.teamGroups)",
@@ -390,8 +414,14 @@ def subjects(layout: QueueLayout, system_node_selector: Mapping[str, str],
                                             f"{_cel(TEAM_LABEL)} in oldObject.metadata.labels"),),
         variables=(("teamGroups", f"request.namespace in {_cel(dict(team_groups))} ? "
                                   f"{_cel(dict(team_groups))}[request.namespace] : []"),))
+    # Every write of a ConfigMap or Secret, whoever makes it: the platform's own (nccl-<pool>, kube-root-ca.crt)
+    # never carry such a key.
+    env_sources = Subject(
+        rules=(NamedRuleWithOperationsArgs(api_groups=[""], api_versions=["v1"], operations=["CREATE", "UPDATE"],
+                                           resources=["configmaps", "secrets"]),),
+        match_conditions=(), variables=())
     return [(workloads, team_policies(layout)), (monitors, monitor_policies()),
-            (network_policies, network_policy_policies())]
+            (network_policies, network_policy_policies()), (env_sources, env_source_policies())]
 
 
 class TeamAdmission(pulumi.ComponentResource):

@@ -134,6 +134,8 @@ def with_env(of: dict[str, Any], name: str, value: str = "all") -> dict[str, Any
 DEBUG_CONTAINER = {"name": "debug", "image": "busybox:1.37",
                    "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]}
 SYSTEM_POOL = {"mlplatform.io/pool": "system"}
+# The policies that judge something other than workloads: monitors, NetworkPolicies, ConfigMaps and Secrets.
+NOT_WORKLOAD = ("team-monitors", "team-network-policies-stay", "no-gpu-device-env-sources")
 # (policy, case, object, team namespace, admitted?[, how it is requested: admit()'s user, old, sub_resource])
 TABLE: list[tuple[Any, ...]] = [
     ("gpu-nodes-for-gpu-work", "GPU pod tolerating the taint", pod(), "research", True),
@@ -250,6 +252,16 @@ TABLE: list[tuple[Any, ...]] = [
      changed(pod(), containers=[{"name": "main", "image": "nvcr.io/nvidia/pytorch:25.01-py3",
                                  "resources": {"limits": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": 1}},
                                  "envFrom": [{"configMapRef": {"name": "nccl-h100"}}]}]), "research", True),
+    # Issue 24: envFrom with a prefix that completes a device variable from an innocent key.
+    ("no-gpu-device-env", "envFrom prefixed NVIDIA_", changed(CPU_POD, containers=[
+        {"name": "main", "image": "busybox:1.37", "envFrom": [{"prefix": "NVIDIA_", "configMapRef": {"name": "gpus"}}]}]),
+     "research", False),
+    ("no-gpu-device-env", "envFrom prefixed N, in a job", job(changed(pod(), containers=[
+        {"name": "main", "image": "busybox:1.37", "resources": {"limits": {"nvidia.com/gpu": 1}},
+         "envFrom": [{"prefix": "N", "secretRef": {"name": "gpus"}}]}])), "research", False),
+    ("no-gpu-device-env", "envFrom with a prefix of its own", changed(CPU_POD, containers=[
+        {"name": "main", "image": "busybox:1.37", "envFrom": [{"prefix": "APP_", "configMapRef": {"name": "app"}}]}]),
+     "research", True),
     ("no-gpu-device-env", "a CPU pod asking for every GPU by environment", with_env(CPU_POD, "NVIDIA_VISIBLE_DEVICES"),
      "research", False),
     ("no-gpu-device-env", "a job asking for driver capabilities by environment",
@@ -289,7 +301,7 @@ def test_policy_table(policies, case):
     assert decision.judged and decision.allowed is admitted, decision.failures
     # Every other policy admits it: each case breaks at most the rule it is about.
     others = {other: admit(policy, obj, namespace(team), **request).failures for other, policy in policies.items()
-              if other not in (name, "team-monitors", "team-network-policies-stay")}
+              if other not in (name, *NOT_WORKLOAD)}
     assert {other: f for other, f in others.items() if f} == {}
 
 
@@ -309,7 +321,7 @@ def test_updates_that_move_nothing_and_kueues_own_are_not_judged(policies, obj, 
     # Even updates that would break a rule as a creation: Kueue is never held up, and a pod admitted once is
     # not judged again for an unrelated edit.
     for name, policy in policies.items():
-        if name not in ("team-monitors", "team-network-policies-stay"):
+        if name not in NOT_WORKLOAD:
             assert admit(policy, obj, namespace("web"), **request_).judged is False
 
 
@@ -319,7 +331,7 @@ def test_device_environment_variables_are_the_toolkits():
 
 
 def test_every_policy_has_passing_and_failing_cases(policies):
-    workload = set(policies) - {"team-monitors", "team-network-policies-stay"}
+    workload = set(policies) - set(NOT_WORKLOAD)
     assert {case[0] for case in TABLE if case[4]} == workload == {case[0] for case in TABLE if not case[4]}
 
 
@@ -345,7 +357,7 @@ def test_messages_say_what_to_change(policies):
 
 def test_policies_match_pod_and_job_creation_and_updates_and_bind_to_team_namespaces(synthesis, policies):
     for name, policy in policies.items():
-        if name in ("team-monitors", "team-network-policies-stay"):
+        if name in NOT_WORKLOAD:
             continue
         rules = policy["spec"]["matchConstraints"]["resourceRules"]
         assert [(r["apiGroups"], r["resources"], r["operations"]) for r in rules] == [
@@ -408,9 +420,9 @@ def test_team_editors_may_declare_monitors_and_prometheus_finds_them(synthesis):
 def test_every_child_is_parented_named_after_the_component_and_uses_the_clusters_provider(synthesis):
     (component,) = synthesis.of_type("mlplatform:admission:TeamAdmission")
     children = synthesis.children_of(component.urn)
-    # a policy and its binding for each of seven workload policies, the monitor policy and the NetworkPolicy one,
-    # and two aggregated ClusterRoles
-    assert len(children) == 20
+    # a policy and its binding for each of seven workload policies, the monitor policy, the NetworkPolicy one and
+    # the ConfigMap and Secret one, and two aggregated ClusterRoles
+    assert len(children) == 22
     providers = {r.urn for r in synthesis.of_type("pulumi:providers:kubernetes")}
     assert all(child.name.startswith("admission-") and child.provider in providers for child in children)
 
@@ -570,3 +582,34 @@ def test_more_than_one_share_per_container_is_refused_on_time_sliced_pools(share
         assert "on a time-sliced pool (l4, t4s)" in decision.failures[0], decision.failures
         assert "whole GPUs on another pool (a100)" in decision.failures[0]
     assert check_manifests([obj]).errors == []
+
+
+# ---- ConfigMaps and Secrets a pod's envFrom reads ---------------------------------------------------------------
+
+def source(kind: str, **data: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": kind, "metadata": {"name": "settings", "namespace": "research"},
+            "data": data}
+
+
+# (case, object, admitted?) Issue 24: a key named NVIDIA_VISIBLE_DEVICES reached a container through envFrom,
+# which the pod policy (judging env by name) never saw.
+SOURCES: list[tuple[str, dict[str, Any], bool]] = [
+    ("a ConfigMap of ordinary settings", source("ConfigMap", OMP_NUM_THREADS="4", FI_PROVIDER="efa"), True),
+    ("a Secret of ordinary settings", source("Secret", TOKEN="c2VjcmV0"), True),
+    ("an empty ConfigMap", {k: v for k, v in source("ConfigMap").items() if k != "data"}, True),
+    ("a ConfigMap asking for every GPU", source("ConfigMap", NVIDIA_VISIBLE_DEVICES="all"), False),
+    ("a Secret asking for driver capabilities", source("Secret", NVIDIA_DRIVER_CAPABILITIES="YWxs"), False),
+]
+
+
+@pytest.mark.parametrize("obj,admitted", [(o, a) for _, o, a in SOURCES], ids=[c for c, _, _ in SOURCES])
+def test_configmaps_and_secrets_cannot_carry_device_variables_for_envfrom(policies, obj, admitted):
+    decision = admit(policies["no-gpu-device-env-sources"], obj, namespace("research"))
+    assert decision.judged and decision.allowed is admitted, decision.failures
+
+
+def test_the_sources_policy_judges_every_write_of_configmaps_and_secrets(policies):
+    (rule,) = policies["no-gpu-device-env-sources"]["spec"]["matchConstraints"]["resourceRules"]
+    assert (rule["apiGroups"], rule["resources"], rule["operations"]) == (
+        [""], ["configmaps", "secrets"], ["CREATE", "UPDATE"])
+    assert check_manifests([o for _, o, _ in SOURCES]).errors == []

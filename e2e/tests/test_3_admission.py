@@ -21,7 +21,7 @@ from e2e.lifecycle import Platform
 
 POLICIES = ("gpu-nodes-for-gpu-work", "gpu-limits-equal-requests", "gpu-work-through-team-queue", "team-pools-only",
             "gpu-request-fits-a-node", "no-gpu-device-env", "team-priority-classes", "team-monitors",
-            "team-network-policies-stay")
+            "team-network-policies-stay", "no-gpu-device-env-sources")
 # The policies of multi-node work (components/gang_admission.py), judged by the API server in test_6_gangs.
 GANG_POLICIES = ("multi-node-whole-nodes", "multi-node-names-its-topology", "jobset-through-team-queue")
 # A member of each team, as its RoleBinding names the group (Pulumi.e2e.yaml's teams[].groups.edit).
@@ -174,6 +174,17 @@ VIOLATIONS: list[tuple[str, dict[str, Any], str]] = [
     ("job-asking-driver-capabilities-by-environment",
      as_job(with_env(gpu_pod("inference", pool="t4", resource="nvidia.com/gpu.shared"), "NVIDIA_DRIVER_CAPABILITIES",
                      "all")), "no-gpu-device-env"),
+    ("cpu-pod-completing-a-device-variable-by-envfrom-prefix",
+     changed(cpu_pod(), containers=[{**cpu_pod()["spec"]["containers"][0], "envFrom": [
+         {"prefix": "NVIDIA_", "configMapRef": {"name": "settings"}}]}]), "no-gpu-device-env"),
+    # Issue 24: envFrom turns every key into a variable, so the keys are judged where they are written; a
+    # Secret's stringData is merged into its data before any policy sees it.
+    ("configmap-asking-every-gpu", {"apiVersion": "v1", "kind": "ConfigMap",
+                                    "metadata": {"name": "settings", "namespace": "research"},
+                                    "data": {"NVIDIA_VISIBLE_DEVICES": "all"}}, "no-gpu-device-env-sources"),
+    ("secret-asking-driver-capabilities-by-stringdata",
+     {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "settings", "namespace": "inference"},
+      "stringData": {"NVIDIA_DRIVER_CAPABILITIES": "all"}}, "no-gpu-device-env-sources"),
     ("gpu-job-in-another-teams-queue", as_job(labelled(gpu_pod("inference"), {QUEUE_LABEL: "research"})),
      "gpu-work-through-team-queue"),
     # A Job: a bare pod naming its node is refused outright (below).
@@ -215,6 +226,9 @@ COMPLIANT: list[tuple[str, dict[str, Any]]] = [
     ("gpu-pod-requiring-its-pool", changed(gpu_pod(), nodeSelector=None,
                                            affinity=required_affinity(POOL_LABEL, "a100"))),
     ("gpu-pod-with-ml-serving-priority", changed(gpu_pod("inference"), priorityClassName="ml-serving")),
+    ("configmap-of-ordinary-settings", {"apiVersion": "v1", "kind": "ConfigMap",
+                                       "metadata": {"name": "settings", "namespace": "research"},
+                                       "data": {"OMP_NUM_THREADS": "4"}}),
 ]
 
 
