@@ -28,6 +28,8 @@ from pulumi.runtime.settings import ROOT, SETTINGS, configure
 from pulumi.runtime.stack import run_in_stack
 from pulumi.runtime.sync_await import _sync_await
 
+from versions import EKS_ADDON_VERSIONS
+
 SECRET = "[secret]"
 UNKNOWN = "[unknown]"
 STACK_TYPE = "pulumi:pulumi:Stack"
@@ -141,6 +143,9 @@ AWS_ACCOUNT_ROLES: tuple[str, ...] = ()
 # AWS's public SSM parameter paths under /aws/service/eks/ (EKS AMI releases) that the synth's region lacks: none,
 # so the offline synth takes every pinned release as published (a real preview checks them).
 AWS_UNPUBLISHED_PATHS: tuple[str, ...] = ()
+# The newest EKS add-on versions (eks.getAddonVersion) the synth's region offers per (add-on, minor), where they
+# differ from the pins: none, so the offline synth takes every pinned version as offered (a real preview checks).
+AWS_NEWEST_ADDONS: dict[tuple[str, str], str] = {}
 # AWS's partitions by the ARN prefix of their credentials (aws_partition in the AWS provider).
 _AWS_PARTITIONS = {"aws": ("amazonaws.com", "com.amazonaws"), "aws-cn": ("amazonaws.com.cn", "cn.com.amazonaws"),
                    "aws-us-gov": ("amazonaws.com", "com.amazonaws")}
@@ -184,6 +189,10 @@ def _aws_identity(token: str, args: dict[str, Any], caller: str) -> dict[str, An
         names = [] if path in AWS_UNPUBLISHED_PATHS else [f"{path}/image_id"]
         return {"id": path, "path": path, "names": names, "arns": [], "types": ["String"] * len(names),
                 "values": ["ami-0123456789abcdef0"] * len(names), "withDecryption": True}
+    if token == "aws:eks/getAddonVersion:getAddonVersion":
+        addon, minor = args["addonName"], args["kubernetesVersion"]
+        version = AWS_NEWEST_ADDONS.get((addon, minor)) or EKS_ADDON_VERSIONS[minor][addon]
+        return {"id": addon, "addonName": addon, "kubernetesVersion": minor, "mostRecent": True, "version": version}
     if token == "aws:index/getPartition:getPartition":
         dns_suffix, reverse_dns = _AWS_PARTITIONS[partition]
         return {"id": partition, "partition": partition, "dnsSuffix": dns_suffix, "reverseDnsPrefix": reverse_dns}

@@ -22,7 +22,8 @@ from core.vocabulary import EFA_LABEL, EFA_RESOURCE, POOL_LABEL, SYSTEM_POOL
 from core.handle import Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
 from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, EKS_SYSTEM_AMI_TYPE
 from clouds.eks.config import EksClusterConfig
-from clouds.eks.releases import confirm_ami_releases
+from clouds.eks.releases import confirm_addon_versions, confirm_ami_releases
+from clouds.eks.role_names import decide_role_names
 from clouds.eks.topology import EKS_TOPOLOGY_LEVELS
 
 # The EBS CSI driver's controller, as the add-on names it.
@@ -130,6 +131,8 @@ class EksCluster(pulumi.ComponentResource):
         cluster_arn = f"arn:{partition}:eks:{spec.region}:{caller.account_id}:cluster/{spec.name}"
         # Before any cloud work: the AMI releases versions.py pins exist in this region for this minor.
         confirm_ami_releases(spec, invoke)
+        confirm_addon_versions(spec, invoke)
+        roles = decide_role_names(spec, invoke)
         # What a prod stack must not lose to a mistaken `pulumi destroy` or a rename.
         kept = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=prod))
 
@@ -142,7 +145,7 @@ class EksCluster(pulumi.ComponentResource):
             f"{name}-cluster", role=cluster_role.name, policy_arn=managed_policy(partition, "AmazonEKSClusterPolicy"),
             opts=child)
         # The system node group's role only; Karpenter's nodes have their own.
-        node_role = aws.iam.Role(f"{name}-node", name=f"{spec.name}-node", assume_role_policy=service_trust(
+        node_role = aws.iam.Role(f"{name}-node", name=roles.nodes, assume_role_policy=service_trust(
             "ec2.amazonaws.com"), opts=child)
         node_policies = [aws.iam.RolePolicyAttachment(f"{name}-node-{policy}", role=node_role.name,
                                                       policy_arn=managed_policy(partition, policy), opts=child)
@@ -323,6 +326,7 @@ class EksCluster(pulumi.ComponentResource):
         gpu_pools = eks_gpu_pools(spec)
         Karpenter(f"{name}-karpenter", spec, cluster=cluster, network=network, security_group_tag=security_group_tag,
                   gpu_pools=gpu_pools, k8s_provider=provider, partition=partition, cluster_arn=cluster_arn,
+                  node_role_name=roles.karpenter_nodes,
                   opts=pulumi.ResourceOptions(parent=self, providers=[aws_provider]))
 
         self.handle = ClusterHandle(

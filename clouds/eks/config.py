@@ -369,6 +369,12 @@ class EksClusterConfig(GpuPools, Model):
     # The account's EC2 Spot service-linked role, which spot launches need, made by the stack when the account
     # lacks it; false leaves it to whoever manages the account's IAM.
     spot_service_linked_role: bool = True
+    # How the account-wide IAM roles of the system nodes and Karpenter's nodes are named. `regional`:
+    # `<name>-<region>-node` and `<name>-<region>-karpenter`, so that one cluster name in two regions of an
+    # account never collides. `cluster`: `<name>-node` and `<name>-karpenter`, the names stacks made before
+    # this key existed; such a stack sets it to keep its roles (docs/aws.md, "IAM role names"). Left out, a
+    # preview stops if the account already has roles of the older names, so that none is replaced unasked.
+    iam_role_names: Literal["regional", "cluster"] | None = None
 
     @field_validator("view_role_arns", "read_role_arns")
     @classmethod

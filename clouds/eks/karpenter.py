@@ -250,7 +250,8 @@ def node_pool(pool: KarpenterPool) -> dict[str, Any]:
 class Karpenter(pulumi.ComponentResource):
     def __init__(self, name: str, spec: EksClusterConfig, *, cluster: aws.eks.Cluster, network: AwsNetwork,
                  security_group_tag: aws.ec2.Tag, gpu_pools: tuple[GpuPool, ...], k8s_provider: k8s.Provider,
-                 partition: str, cluster_arn: str, opts: pulumi.ResourceOptions | None = None) -> None:
+                 partition: str, cluster_arn: str, node_role_name: str,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:cluster:Karpenter", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         # Everything Karpenter needs to end its instances; each NodePool and EC2NodeClass depends on all of it.
@@ -259,7 +260,7 @@ class Karpenter(pulumi.ComponentResource):
 
         # Its nodes' own role (as Karpenter's guide gives it), with its own access entry: the system node group's
         # role and the entry EKS makes for it are never shared, so neither side can delete the other's.
-        node_role = aws.iam.Role(f"{name}-node", name=f"{spec.name}-karpenter", assume_role_policy=ec2_trust(),
+        node_role = aws.iam.Role(f"{name}-node", name=node_role_name, assume_role_policy=ec2_trust(),
                                  opts=child)
         rights += [aws.iam.RolePolicyAttachment(f"{name}-node-{policy}", role=node_role.name,
                                                 policy_arn=managed_policy(partition, policy), opts=child)

@@ -409,7 +409,7 @@ def test_gpu_nodes_never_expire_under_a_job_and_go_one_at_a_time(dev, prod):
 def test_node_classes_use_the_pinned_accelerated_ami_and_imdsv2(prod):
     node_class = custom(prod, "EC2NodeClass")["h100"]["spec"]
     assert node_class["amiSelectorTerms"] == [{"alias": EKS_AMI_ALIAS}]
-    assert node_class["role"] == "ml-prod-karpenter"
+    assert node_class["role"] == "ml-prod-us-east-1-karpenter"
     assert node_class["metadataOptions"]["httpTokens"] == "required"
     assert node_class["subnetSelectorTerms"] == [{"tags": {"karpenter.sh/discovery": "ml-prod"}}]
 
@@ -644,3 +644,59 @@ def test_prod_s_old_protected_node_group_is_replaced_under_its_own_urn_so_no_unp
     assert group.urn == ("urn:pulumi:prod::mlplatform::mlplatform:cluster:EksCluster$aws:eks/nodeGroup:NodeGroup::"
                          "ml-prod-system")
     assert not group.protect
+
+
+# ---- the pinned add-on versions, confirmed at preview ----------------------------------------------------------
+
+def test_a_preview_stops_naming_the_pin_when_eks_offers_no_such_add_on_version(monkeypatch):
+    # Unchecked, a version EKS does not offer for the minor fails the add-on after the control plane's 15 minutes.
+    pinned = EKS_ADDON_VERSIONS[EKS_KUBERNETES_VERSION]["kube-proxy"]
+    monkeypatch.setattr(engine, "AWS_NEWEST_ADDONS", {("kube-proxy", EKS_KUBERNETES_VERSION): "v1.36.0-eksbuild.2"})
+    with pytest.raises(Exception) as caught:
+        synth_with(cluster=aws_cluster())
+    assert (f"versions.py pins EKS add-on versions that eu-west-1 does not offer for Kubernetes "
+            f"{EKS_KUBERNETES_VERSION}: kube-proxy {pinned} (the newest EKS offers is v1.36.0-eksbuild.2)") \
+        in str(caught.value)
+    # A newer build than the pin is offered: the pin stands (EKS keeps offering older builds).
+    monkeypatch.setattr(engine, "AWS_NEWEST_ADDONS", {("kube-proxy", EKS_KUBERNETES_VERSION): "v1.36.9-eksbuild.1"})
+    assert synth_with(cluster=aws_cluster()).of_type("aws:eks/addon:Addon")
+
+
+def test_add_on_versions_compare_as_eks_builds_not_as_text():
+    from clouds.eks.releases import addon_version_key
+    assert addon_version_key("v1.36.0-eksbuild.14") > addon_version_key("v1.36.0-eksbuild.2")
+    assert addon_version_key("v1.10.0-eksbuild.1") > addon_version_key("v1.9.9-eksbuild.9")
+    assert all(addon_version_key(v) for pins in EKS_ADDON_VERSIONS.values() for v in pins.values())
+
+
+# ---- IAM role names, unique per account across regions --------------------------------------------------------
+
+def _role_names(synthesis: Synthesis) -> set[str]:
+    return {r.inputs["name"] for r in synthesis.of_type("aws:iam/role:Role") if "name" in r.inputs}
+
+
+def test_one_cluster_name_in_two_regions_of_an_account_gets_roles_of_different_names():
+    # IAM names are account-wide: with names from the cluster name alone, the second region's `up` failed at
+    # creating them (EntityAlreadyExists).
+    west = _role_names(synth_with(cluster=aws_cluster()))
+    east = _role_names(synth_with(cluster=aws_cluster(region="us-east-1", availabilityZones=["us-east-1a",
+                                                                                              "us-east-1b"])))
+    assert west == {"ml-eu-west-1-node", "ml-eu-west-1-karpenter"}
+    assert west.isdisjoint(east)
+
+
+def test_a_stack_made_before_regional_names_is_stopped_before_its_roles_are_replaced(monkeypatch):
+    # A new role name replaces the role, and the system node group with it: a preview that finds roles of the
+    # older names in the account stops and asks, rather than guess whether they are this stack's.
+    monkeypatch.setattr(engine, "AWS_ACCOUNT_ROLES", ("arn:aws:iam::111122223333:role/ml-node",
+                                                      "arn:aws:iam::111122223333:role/ml-karpenter"))
+    with pytest.raises(Exception) as caught:
+        synth_with(cluster=aws_cluster())
+    message = str(caught.value)
+    assert "The account already has the IAM roles ml-karpenter, ml-node" in message
+    assert "set iamRoleNames: cluster under mlplatform:cluster in Pulumi.test.yaml to keep them" in message
+    # Told which, the preview goes on: the older names kept, or the regional ones beside them.
+    assert _role_names(synth_with(cluster=aws_cluster(iamRoleNames="cluster"))) == {"ml-node",
+                                                                                    "ml-karpenter"}
+    assert _role_names(synth_with(cluster=aws_cluster(iamRoleNames="regional"))) == {
+        "ml-eu-west-1-node", "ml-eu-west-1-karpenter"}

@@ -17,7 +17,7 @@ from tests.conftest import aws_cluster, synth_with
 from versions import EFA_DEVICE_PLUGIN, KARPENTER, KARPENTER_CRD
 
 CLUSTER_ARN = "arn:aws:eks:us-east-1:111122223333:cluster/ml-prod"
-NODE_ROLE = "arn:aws:iam::111122223333:role/ml-prod-karpenter"
+NODE_ROLE = "arn:aws:iam::111122223333:role/ml-prod-us-east-1-karpenter"
 QUEUE = "arn:aws:sqs:us-east-1:111122223333:ml-prod-karpenter"
 OWNED = {"aws:ResourceTag/kubernetes.io/cluster/ml-prod": "owned"}
 
@@ -124,11 +124,11 @@ def test_karpenter_nodes_have_their_own_role_and_the_only_ec2_linux_entry(prod):
     (entry,) = entries
     (group,) = prod.of_type("aws:eks/nodeGroup:NodeGroup")
     roles = {r.urn: r for r in prod.of_type("aws:iam/role:Role")}
-    karpenter_role = next(r for r in roles.values() if r.inputs.get("name") == "ml-prod-karpenter")
+    karpenter_role = next(r for r in roles.values() if r.inputs.get("name") == "ml-prod-us-east-1-karpenter")
     assert karpenter_role.urn in entry.depends_on
     assert karpenter_role.urn not in group.depends_on  # the system group keeps its own role
     node_class = next(r for r in prod.resources if r.inputs.get("kind") == "EC2NodeClass")
-    assert node_class.inputs["spec"]["role"] == "ml-prod-karpenter"
+    assert node_class.inputs["spec"]["role"] == "ml-prod-us-east-1-karpenter"
 
 
 def test_spot_service_linked_role_is_made_once_kept_on_destroy_and_can_be_turned_off(dev, prod, eks_options):
