@@ -102,8 +102,8 @@ def test_the_pods_are_what_the_gang_policies_admit_in_a_team_namespace(policies)
 
 
 class Cluster:
-    """An API server stand-in: keeps what is POSTed, binds each pod of a Job to a node of its own, and ends the
-    Job as `finish` says (None: it never ends)."""
+    """An API server stand-in: keeps what is POSTed, binds each pod of a Job to a node of its own, and ends pod 0
+    as `finish` says (None: it never ends; "Failed" fails the Job too)."""
 
     def __init__(self, nodes: dict[str, dict[str, str]], log: str = "", finish: str | None = "Complete") -> None:
         self.nodes = nodes
@@ -132,12 +132,15 @@ class Cluster:
         if "/pods?" in path:
             job = path.rsplit("=", 1)[1]
             names = sorted(self.nodes)
+            ended = {"Complete": ("Succeeded", 0), "Failed": ("Failed", 1)}.get(self.finish or "")
+            status = ({"phase": ended[0], "containerStatuses": [{"state": {"terminated": {"exitCode": ended[1]}}}]}
+                      if ended else {"phase": "Running"})
             return {"items": [{"metadata": {"name": f"{job}-{i}-x", "annotations": {
-                "batch.kubernetes.io/job-completion-index": str(i)}}, "spec": {"nodeName": names[i]}}
-                for i in (0, 1)]}
+                "batch.kubernetes.io/job-completion-index": str(i)}}, "spec": {"nodeName": names[i]},
+                "status": status if i == 0 else {"phase": "Running"}} for i in (0, 1)]}
         if "/jobs/" in path:
-            conditions = [{"type": self.finish, "status": "True", "reason": "BackoffLimitExceeded"}] if self.finish else []
-            return {"status": {"conditions": conditions}}
+            failed = [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]
+            return {"status": {"conditions": failed if self.finish == "Failed" else []}}
         if path.endswith("/log"):
             return self.log
         raise ApiError(404, path)
@@ -185,7 +188,7 @@ def test_a_fabric_nccl_fell_back_from_fails_below_the_floor():
 def test_no_output_is_not_measured_and_fails_where_pods_run():
     (result,) = nccl_run(Cluster(P5_NODES, "mpirun: pod 1 unreachable\n", finish="Failed")).nccl_results
     assert not result.ok
-    assert result.problems[0].startswith("the job failed: BackoffLimitExceeded")
+    assert result.problems[0] == "pod 0 failed (exit code 1)"
     assert result.problems[1].startswith("NOT MEASURED: the pods produced no nccl-tests output")
 
 
@@ -205,6 +208,23 @@ def test_gke_and_unknown_types_are_measured_but_not_judged():
     other = {n: labels | {"node.kubernetes.io/instance-type": "g6e.48xlarge"} for n, labels in P5_NODES.items()}
     (result,) = nccl_run(Cluster(other, SOCKET_RUN)).nccl_results
     assert result.verdict() == "NOT JUDGED: no published rate for g6e.48xlarge (verify/nccl.py FLOORS)"
+
+
+def test_a_job_that_fails_before_pod_0_ends_says_why():
+    cluster = Cluster(P5_NODES)
+    cluster.finish = "Failed"
+    pods = cluster.request
+
+    def pod_0_still_running(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        answer = pods(method, path, body)
+        if "/pods?" in path:
+            answer["items"][0]["status"] = {"phase": "Running"}  # the Job's deadline ends it next
+        return answer
+
+    cluster.request = pod_0_still_running  # type: ignore[method-assign]
+    (result,) = nccl_run(cluster).nccl_results
+    assert result.problems == ["the job failed: BackoffLimitExceeded"]
+    assert cluster.objects == {}
 
 
 def test_a_job_that_never_ends_times_out_and_is_still_deleted():

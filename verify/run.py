@@ -404,17 +404,25 @@ class Verifier:
                 result.not_measured = NCCL_NOT_RUN
                 result.done = True
                 return
-        job = self.api.request("GET", f"/apis/batch/v1/namespaces/{NCCL_NAMESPACE}/jobs/{result.job}")
-        failed = _condition(job, "Failed")
-        if not (_condition(job, "Complete") or failed):
+        # Pod 0's end is the result: pod 1 ends only when pod 0 tells it to, so the Job's own end may come later.
+        launcher = by_index.get("0")
+        status = launcher.get("status", {}) if launcher else {}
+        if status.get("phase") not in ("Succeeded", "Failed"):
+            job = self.api.request("GET", f"/apis/batch/v1/namespaces/{NCCL_NAMESPACE}/jobs/{result.job}")
+            failed = _condition(job, "Failed")
+            if failed:  # its deadline, or pod 1 failing first
+                result.problems.append(f"the job failed: {failed.get('reason')}: {failed.get('message', '')}"
+                                       .rstrip(": "))
+                result.done = True
             return
         result.done = True
-        if failed:
-            result.problems.append(f"the job failed: {failed.get('reason')}: {failed.get('message', '')}".rstrip(": "))
-        if "0" not in by_index:
-            return
+        if status["phase"] == "Failed":
+            exit_codes = [c["state"]["terminated"].get("exitCode") for c in status.get("containerStatuses") or []
+                          if "terminated" in c.get("state", {})]
+            result.problems.append(f"pod 0 failed (exit code {', '.join(map(str, exit_codes)) or '?'})")
+        assert launcher is not None
         log = str(self.api.request("GET", f"/api/v1/namespaces/{NCCL_NAMESPACE}/pods/"
-                                          f"{by_index['0']['metadata']['name']}/log"))
+                                          f"{launcher['metadata']['name']}/log"))
         self._judge_nccl(result, log)
 
     def _check_nccl_nodes(self, pool: PoolOutput, result: NcclResult) -> None:
