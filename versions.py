@@ -94,6 +94,12 @@ CHARTS: tuple[Chart, ...] = (NVIDIA_DEVICE_PLUGIN, FAKE_GPU_OPERATOR, KUBE_PROME
 
 # The image of `make verify`'s GPU pod: CUDA's smallest (base) image; nvidia-smi comes from the node's driver.
 VERIFY_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-base-ubuntu24.04"
+# The image of `make verify`'s NCCL check: AWS's nccl-tests image (aws-samples/awsome-distributed-training,
+# micro-benchmarks/nccl-tests/nccl-tests.Dockerfile), published on public ECR by exact tag: CUDA 12.8.1, the EFA
+# installer 1.43.2 (libfabric, Open MPI 4 at /opt/amazon/openmpi), aws-ofi-nccl 1.16.3, NCCL 2.27.7 and
+# nccl-tests 2.16.9 built with MPI (/opt/nccl-tests/build), openssh-server. Off EFA, aws-ofi-nccl finds no
+# device and NCCL uses its own transports, so GKE runs the same image.
+NCCL_TESTS_IMAGE = "public.ecr.aws/hpc-cloud/nccl-tests:cuda12.8.1-efa1.43.2-ofiv1.16.3-ncclv2.27.7-1-testsv2.16.9"
 
 # EKS managed add-ons per Kubernetes minor version: each add-on release is built for (and offered on) the
 # minors `aws eks describe-addon-versions --kubernetes-version` lists, so a cluster may only run a minor

@@ -56,6 +56,10 @@ class PoolOutput:
     taints: tuple[str, ...]
     # Placed for multi-node jobs, which Kueue admits by topology (`make verify` runs its NCCL check on these).
     multi_node: bool = False
+    # The fabric a whole-node pod asks for (EFA on EKS) and the NCCL environment for it (the ConfigMap
+    # nccl-<pool> of every team namespace): what `make verify`'s NCCL check runs with, as a team's job does.
+    fabric_devices: Mapping[str, int] = field(default_factory=dict)
+    nccl_env: Mapping[str, str] = field(default_factory=dict)
 
     @staticmethod
     def read(pool: Mapping[str, Any]) -> PoolOutput:
@@ -63,7 +67,9 @@ class PoolOutput:
                           int(pool.get("minNodes", 0)), int(pool.get("maxNodes", 0)),
                           int(pool.get("schedulableGpus", 0)), pool.get("sharing") or {}, bool(pool.get("spot")),
                           pool.get("labels") or {}, tuple(str(t) for t in pool.get("taints") or ()),
-                          bool(pool.get("multiNode")))
+                          bool(pool.get("multiNode")),
+                          {str(k): int(v) for k, v in (pool.get("fabricDevices") or {}).items()},
+                          {str(k): str(v) for k, v in (pool.get("ncclEnv") or {}).items()})
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.stack} is not a platform stack (it has no gpuPools output)", file=sys.stderr)
         return 2
     api = RecordingApi(HttpApi(load_kubeconfig(PlatformOutputs.read(outputs).kubeconfig)))
+    verifier = Verifier(api, outputs, run_id=secrets.token_hex(3), timeout=args.timeout)
     try:
-        results, rule_problems = Verifier(api, outputs, run_id=secrets.token_hex(3), timeout=args.timeout).run()
+        results, rule_problems = verifier.run()
     except ApiError as exc:
         print(f"error: the Kubernetes API refused a request: {exc}", file=sys.stderr)
         return 1
@@ -55,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.record:
             args.record.write_text(json.dumps(api.exchanges, indent=1))
-    print(table(results, rule_problems))
-    return 0 if all(r.ok for r in results) and not rule_problems else 1
+    print(table(results, rule_problems, verifier.nccl_results))
+    return 0 if all(r.ok for r in [*results, *verifier.nccl_results]) and not rule_problems else 1
 
 
 if __name__ == "__main__":

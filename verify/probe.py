@@ -33,7 +33,7 @@ def namespace() -> dict[str, Any]:
                                                        "pod-security.kubernetes.io/enforce": "restricted"}}}
 
 
-def _toleration(taint: str) -> dict[str, str]:
+def toleration(taint: str) -> dict[str, str]:
     # The stack output's form of a taint: key=value:Effect.
     key_value, effect = taint.rsplit(":", 1)
     key, _, value = key_value.partition("=")
@@ -54,7 +54,7 @@ def gpu_pod(pool: PoolOutput, run_id: str) -> dict[str, Any]:
             "activeDeadlineSeconds": ACTIVE_DEADLINE_SECONDS,
             # The pool label alone, as a team's job picks a pool; the node's other labels are checked after.
             "nodeSelector": {POOL_LABEL: pool.name},
-            "tolerations": [_toleration(taint) for taint in pool.taints],
+            "tolerations": [toleration(taint) for taint in pool.taints],
             "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [{
                 "name": "gpu",

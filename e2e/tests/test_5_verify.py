@@ -12,8 +12,9 @@ from typing import Any
 from core.outputs import PlatformOutputs
 from e2e.cluster import ApiError
 from e2e.lifecycle import PROJECT_DIR, Platform
+from verify.nccl import NCCL_NAMESPACE
 from verify.probe import NAMESPACE, gpu_resource
-from verify.run import NOT_APPLICABLE
+from verify.run import NCCL_NOT_RUN, NOT_APPLICABLE
 
 
 def test_verify_places_a_gpu_pod_on_each_pool_and_judges_nothing_it_cannot(e2e: Platform):
@@ -24,7 +25,7 @@ def test_verify_places_a_gpu_pod_on_each_pool_and_judges_nothing_it_cannot(e2e: 
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.strip().splitlines()
     pools = PlatformOutputs.read(e2e.pulumi.outputs()).gpu_pools
-    rows = {line.split()[0]: line for line in lines[1:] if not line.startswith("alert rules:")}
+    rows = {line.split()[0]: line for line in lines[1:] if not line.startswith(("alert rules:", "NCCL"))}
     assert set(rows) == {pool.name for pool in pools}
 
     exchanges: list[dict[str, Any]] = json.loads(record.read_text())
@@ -57,3 +58,31 @@ def test_verify_places_a_gpu_pod_on_each_pool_and_judges_nothing_it_cannot(e2e: 
         return None
 
     e2e.cluster.wait(f"namespace {NAMESPACE} deleted", gone, timeout=60)
+
+    # Each multi-node pool's NCCL check: its Job's two whole-node pods land on two nodes of the pool, and with no
+    # pod running here the bandwidth is said to be unmeasured, never passed or failed.
+    multi_node = [pool for pool in pools if pool.multi_node]
+    assert multi_node  # the e2e stack's h100
+    nccl_rows = {line.split()[1]: line for line in lines if line.startswith("NCCL ") and line.split()[1] != "nodes"}
+    assert set(nccl_rows) == {pool.name for pool in multi_node}
+    for pool in multi_node:
+        assert nccl_rows[pool.name].endswith(NCCL_NOT_RUN), nccl_rows[pool.name]
+        nodes = nccl_rows[pool.name].split()[2].split(",")
+        assert len(set(nodes)) == 2
+        for node in nodes:
+            labels = e2e.cluster.get(f"/api/v1/nodes/{node}")["metadata"]["labels"]
+            assert {key: labels.get(key) for key in pool.labels} == dict(pool.labels), node
+        (job,) = [e["body"] for e in exchanges if e["method"] == "POST"
+                  and e["path"] == f"/apis/batch/v1/namespaces/{NCCL_NAMESPACE}/jobs"
+                  and e["body"]["metadata"]["labels"]["mlplatform.io/pool"] == pool.name]
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == str(pool.gpus_per_node)
+
+    def nccl_gone() -> bool | None:
+        try:
+            e2e.cluster.get(f"/api/v1/namespaces/{NCCL_NAMESPACE}")
+        except ApiError as exc:
+            return exc.status == 404 or None
+        return None
+
+    e2e.cluster.wait(f"namespace {NCCL_NAMESPACE} deleted", nccl_gone, timeout=60)

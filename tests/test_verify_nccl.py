@@ -1,0 +1,240 @@
+"""`make verify`'s NCCL check: nccl-tests' output as all_reduce_perf prints it (src/common.cu at the pinned
+image's v2.16.9), the floor per instance type, the objects it creates (strict schemas, the gang policies), and a
+run against an API server stand-in that keeps what is created and binds pods as a scheduler would."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+import pytest
+
+from core.outputs import PoolOutput
+from synth.schema import check_manifests
+from tests.cel import admit
+from tests.test_admission import namespace as team_namespace
+from tests.test_gang_admission import policies, synthesis  # noqa: F401 (fixtures)
+from verify import nccl
+from verify.api import ApiError
+from verify.nccl import NCCL_NAMESPACE, manifests, parse
+from verify.run import NCCL_NOT_RUN, Verifier, table
+
+# What rank 0 prints on two p5.48xlarge (16 ranks), between the device list and the end, in common.cu's format:
+# "%12li  %12li  %8s  %6s  %6s" then, out-of-place and in-place, "  %7s  %6.2f  %6.2f  %5g".
+P5_RUN = """\
+# nThread 1 nGpus 1 minBytes 1073741824 maxBytes 8589934592 step: 2(factor) warmup iters: 5 iters: 20 agg iters: 1 validation: 1 graph: 0
+#
+# Using devices
+#  Rank  0 Group  0 Pid     52 on nccl-h100-a1b2c3-0 device  0 [0x53] NVIDIA H100 80GB HBM3
+#  Rank  8 Group  0 Pid     31 on nccl-h100-a1b2c3-1 device  0 [0x53] NVIDIA H100 80GB HBM3
+nccl-h100-a1b2c3-0:52:52 [0] NCCL INFO NET/OFI Selected provider is efa, fabric is efa-direct (found 32 nics)
+nccl-h100-a1b2c3-0:52:52 [0] NCCL INFO Using network Libfabric
+#
+#                                                              out-of-place                       in-place          
+#       size         count      type   redop    root     time   algbw   busbw #wrong     time   algbw   busbw #wrong
+#        (B)    (elements)                               (us)  (GB/s)  (GB/s)            (us)  (GB/s)  (GB/s)       
+  1073741824     268435456     float     sum      -1   5912.4  181.61  340.52      0   5900.6  181.97  341.20      0
+  2147483648     536870912     float     sum      -1    11502  186.71  350.07      0    11479  187.08  350.77      0
+  4294967296    1073741824     float     sum      -1    22610  189.96  356.17      0    22565  190.34  356.89      0
+  8589934592    2147483648     float     sum      -1    44980  190.97  358.07      0    44890  191.36  358.79      0
+# Out of bounds values : 0 OK
+# Avg bus bandwidth    : 351.56 
+#
+# Collective test concluded: all_reduce_perf
+"""
+# The same two nodes after NCCL fell back to TCP sockets (no EFA in the pods).
+SOCKET_RUN = P5_RUN.replace("Using network Libfabric", "Using network Socket").replace(
+    "# Avg bus bandwidth    : 351.56", "# Avg bus bandwidth    : 11.204")
+
+H100 = {"name": "h100", "accelerator": "nvidia-h100-80gb", "gpusPerNode": 8, "minNodes": 0, "maxNodes": 4,
+        "labels": {"mlplatform.io/pool": "h100"}, "taints": ["nvidia.com/gpu=present:NoSchedule"],
+        "multiNode": True, "fabricDevices": {"vpc.amazonaws.com/efa": 32},
+        "ncclEnv": {"FI_PROVIDER": "efa", "NCCL_PROTO": "simple", "FI_EFA_USE_DEVICE_RDMA": "1"}}
+LEVELS = ("example.com/block", "example.com/rack", "kubernetes.io/hostname")
+
+
+def test_the_output_is_read_as_nccl_tests_prints_it():
+    output = parse(P5_RUN)
+    assert output.avg_busbw == 351.56
+    assert output.largest == (8589934592, 358.79)  # the in-place column of the largest size
+    assert (output.wrong_values, output.network) == (0, "Libfabric")
+    assert parse("nccl check: pod 1 not reachable by ssh after 5 minutes\n") == nccl.AllReduceOutput(None, None,
+                                                                                                      None, "")
+
+
+def test_floors_are_half_the_published_link_rate_with_their_source():
+    assert nccl.FLOORS["p5.48xlarge"].floor_gbs == 200  # 3200 Gbps = 400 GB/s
+    assert nccl.FLOORS["p4d.24xlarge"].floor_gbs == 25
+    assert all(floor.source for floor in nccl.FLOORS.values())
+    # GKE's GPU NICs need networking the platform does not set up: those are shown, never judged.
+    assert {t for t, f in nccl.FLOORS.items() if f.unjudged} == {"a3-highgpu-8g", "a3-megagpu-8g", "a3-ultragpu-8g",
+                                                                  "a4-highgpu-8g"}
+
+
+def test_the_objects_pass_the_strict_schemas_and_take_whole_nodes_with_the_pools_fabric():
+    pool = PoolOutput.read(H100)
+    objects = [nccl.namespace(), *manifests(pool, "a1b2c3", "ssh-ed25519 AAAA x", "-----BEGIN-----", LEVELS)]
+    report = check_manifests(objects)
+    assert not report.errors and not report.unchecked, report.errors + report.unchecked
+    job = objects[-1]
+    assert (job["kind"], job["spec"]["completions"], job["spec"]["parallelism"]) == ("Job", 2, 2)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"] | {"memory": "-"} == {"nvidia.com/gpu": "8",
+                                                                  "vpc.amazonaws.com/efa": "32", "memory": "-"}
+    assert container["image"].startswith("public.ecr.aws/hpc-cloud/nccl-tests:") and "@" not in container["image"]
+    env = next(o for o in objects if o["kind"] == "ConfigMap")
+    assert env["data"] == H100["ncclEnv"]
+    assert container["envFrom"] == [{"configMapRef": {"name": env["metadata"]["name"]}}]
+    script = container["command"][2]
+    # Every variable of the pool's NCCL settings reaches the ranks mpirun starts on the other node over ssh.
+    assert all(f"-x {name}" in script for name in H100["ncclEnv"])
+    assert "-np 16" in script and "/opt/nccl-tests/build/all_reduce_perf -b 1G -e 8G" in script
+    assert job["spec"]["template"]["spec"]["subdomain"] == next(o for o in objects if o["kind"] == "Service")[
+        "metadata"]["name"]
+
+
+def test_the_pods_are_what_the_gang_policies_admit_in_a_team_namespace(policies):  # noqa: F811 (fixture)
+    # The synthesis behind `policies` has the pool h100 (8 GPUs per node) and the levels LEVELS.
+    job = manifests(PoolOutput.read(H100), "a1b2c3", "pub", "key", LEVELS)[-1]
+    for name in ("multi-node-whole-nodes", "multi-node-names-its-topology"):
+        decision = admit(policies[name], job, team_namespace("research"))
+        assert decision.allowed, (name, decision.failures)
+
+
+class Cluster:
+    """An API server stand-in: keeps what is POSTed, binds each pod of a Job to a node of its own, and ends pod 0
+    as `finish` says (None: it never ends; "Failed" fails the Job too)."""
+
+    def __init__(self, nodes: dict[str, dict[str, str]], log: str = "", finish: str | None = "Complete") -> None:
+        self.nodes = nodes
+        self.log = log
+        self.finish = finish
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.calls: list[tuple[str, str]] = []
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        self.calls.append((method, path))
+        if method == "POST":
+            assert body is not None
+            name = body["metadata"]["name"]
+            self.objects[f"{path}/{name}"] = body
+            return body
+        if method == "DELETE":
+            if path not in self.objects:
+                raise ApiError(404, path)
+            del self.objects[path]
+            if path.count("/") == 4:  # a namespace: everything in it goes too
+                namespace = path.rsplit("/", 1)[1]
+                self.objects = {key: obj for key, obj in self.objects.items() if f"/namespaces/{namespace}/" not in key}
+            return {}
+        if path.startswith("/api/v1/nodes/"):
+            return {"metadata": {"name": path.rsplit("/", 1)[1], "labels": self.nodes[path.rsplit("/", 1)[1]]}}
+        if "/pods?" in path:
+            job = path.rsplit("=", 1)[1]
+            names = sorted(self.nodes)
+            ended = {"Complete": ("Succeeded", 0), "Failed": ("Failed", 1)}.get(self.finish or "")
+            status = ({"phase": ended[0], "containerStatuses": [{"state": {"terminated": {"exitCode": ended[1]}}}]}
+                      if ended else {"phase": "Running"})
+            return {"items": [{"metadata": {"name": f"{job}-{i}-x", "annotations": {
+                "batch.kubernetes.io/job-completion-index": str(i)}}, "spec": {"nodeName": names[i]},
+                "status": status if i == 0 else {"phase": "Running"}} for i in (0, 1)]}
+        if "/jobs/" in path:
+            failed = [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]
+            return {"status": {"conditions": failed if self.finish == "Failed" else []}}
+        if path.endswith("/log"):
+            return self.log
+        raise ApiError(404, path)
+
+
+def nccl_run(cluster: Cluster, *, pods_run: bool = True, timeout: float = 600) -> Verifier:
+    clock = [0.0]
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    outputs = {"cloud": "eks", "gpuPools": [H100], "podsRun": pods_run, "topologyLevels": list(LEVELS)}
+    verifier = Verifier(cluster, outputs, run_id="a1b2c3", timeout=timeout, clock=lambda: clock[0], sleep=sleep,
+                        report=lambda _: None, ssh_keys=lambda: ("private", "public"))
+    try:
+        verifier.run_nccl()
+    finally:
+        verifier.cleanup([])  # the GPU probe's namespace, never created here, is a 404 it passes over
+    return verifier
+
+
+P5_NODES = {f"ip-10-0-0-{i}": {"mlplatform.io/pool": "h100", "node.kubernetes.io/instance-type": "p5.48xlarge"}
+            for i in (1, 2)}
+
+
+def test_a_healthy_fabric_passes_and_everything_made_is_deleted():
+    cluster = Cluster(P5_NODES, P5_RUN)
+    (result,) = nccl_run(cluster).nccl_results
+    assert (result.ok, result.verdict(), result.nodes) == (True, "ok", ["ip-10-0-0-1", "ip-10-0-0-2"])
+    assert result.instance_type == "p5.48xlarge"
+    assert cluster.objects == {}  # the Job, its Service, Secret and ConfigMap, and the namespace
+    assert cluster.calls[-1] == ("DELETE", f"/api/v1/namespaces/{NCCL_NAMESPACE}")
+    (line,) = [line for line in table([], [], [result]).splitlines() if line.startswith("NCCL h100")]
+    assert line.split()[2:9] == ["ip-10-0-0-1,ip-10-0-0-2", "p5.48xlarge", "Libfabric", "351.6", "GB/s", "200",
+                                 "GB/s"]
+    assert line.endswith("ok")
+
+
+def test_a_fabric_nccl_fell_back_from_fails_below_the_floor():
+    (result,) = nccl_run(Cluster(P5_NODES, SOCKET_RUN)).nccl_results
+    assert result.problems == ["bus bandwidth 11.2 GB/s is below the floor 200 GB/s (half of 3200 Gbps), "
+                               "network Socket"]
+
+
+def test_no_output_is_not_measured_and_fails_where_pods_run():
+    (result,) = nccl_run(Cluster(P5_NODES, "mpirun: pod 1 unreachable\n", finish="Failed")).nccl_results
+    assert not result.ok
+    assert result.problems[0] == "pod 0 failed (exit code 1)"
+    assert result.problems[1].startswith("NOT MEASURED: the pods produced no nccl-tests output")
+
+
+def test_where_pods_do_not_run_it_says_not_measured_and_does_not_fail_or_read_logs():
+    cluster = Cluster({"fake-1": {"mlplatform.io/pool": "h100"}, "fake-2": {"mlplatform.io/pool": "h100"}},
+                      finish=None)
+    (result,) = nccl_run(cluster, pods_run=False).nccl_results
+    assert (result.ok, result.verdict(), result.nodes) == (True, NCCL_NOT_RUN, ["fake-1", "fake-2"])
+    assert not [path for _, path in cluster.calls if path.endswith("/log")]
+    assert cluster.objects == {}
+
+
+def test_gke_and_unknown_types_are_measured_but_not_judged():
+    a3 = {n: labels | {"node.kubernetes.io/instance-type": "a3-megagpu-8g"} for n, labels in P5_NODES.items()}
+    (result,) = nccl_run(Cluster(a3, SOCKET_RUN)).nccl_results
+    assert result.ok and result.verdict().startswith("NOT JUDGED: GKE's GPU NICs need multi-networking")
+    other = {n: labels | {"node.kubernetes.io/instance-type": "g6e.48xlarge"} for n, labels in P5_NODES.items()}
+    (result,) = nccl_run(Cluster(other, SOCKET_RUN)).nccl_results
+    assert result.verdict() == "NOT JUDGED: no published rate for g6e.48xlarge (verify/nccl.py FLOORS)"
+
+
+def test_a_job_that_fails_before_pod_0_ends_says_why():
+    cluster = Cluster(P5_NODES)
+    cluster.finish = "Failed"
+    pods = cluster.request
+
+    def pod_0_still_running(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        answer = pods(method, path, body)
+        if "/pods?" in path:
+            answer["items"][0]["status"] = {"phase": "Running"}  # the Job's deadline ends it next
+        return answer
+
+    cluster.request = pod_0_still_running  # type: ignore[method-assign]
+    (result,) = nccl_run(cluster).nccl_results
+    assert result.problems == ["the job failed: BackoffLimitExceeded"]
+    assert cluster.objects == {}
+
+
+def test_a_job_that_never_ends_times_out_and_is_still_deleted():
+    cluster = Cluster(P5_NODES, finish=None)
+    (result,) = nccl_run(cluster, timeout=60).nccl_results
+    assert result.problems == ["not finished after 60s"]
+    assert cluster.objects == {}
+
+
+@pytest.mark.skipif(not shutil.which("ssh-keygen"), reason="ssh-keygen not installed")
+def test_the_key_pair_is_openssh_s_own():
+    private, public = nccl.ssh_key_pair()
+    assert private.startswith("-----BEGIN OPENSSH PRIVATE KEY-----") and public.startswith("ssh-ed25519 ")
