@@ -305,10 +305,10 @@ class GkeCluster(pulumi.ComponentResource):
             # Dataplane V2 enforces NetworkPolicies: the teams' default-deny depends on it.
             datapath_provider="ADVANCED_DATAPATH",
             # Pods of multi-node pools attach to their GPU NICs through GKE multi-networking (which needs
-            # Dataplane V2). It cannot be turned on in place: the provider replaces the cluster for it (the
-            # field is immutable, as cluster-toolkit's gke-cluster module says of enable_multi_networking), so it
-            # is set only where a multi-node pool is declared, and left out (as before) everywhere else.
-            enable_multi_networking=True if spec.fabric_pools else None,
+            # Dataplane V2). It cannot be changed in place (the provider replaces the cluster for it; cluster-
+            # toolkit's gke-cluster module calls it immutable too): set only where the stack asks for it, and left
+            # out, as before, everywhere else.
+            enable_multi_networking=True if spec.multi_networking else None,
             deletion_protection=prod,
             # The default pool exists only at creation (as in the terraform module's lifecycle block); a cluster
             # created before it was declared must not be replaced for it.

@@ -508,6 +508,11 @@ class GkeClusterConfig(GpuPools, Model):
     # GKE's DNS-based control-plane endpoint: reached from anywhere, authorized by IAM alone (no IP allow-list,
     # so it suits hosted CI runners); the IP endpoint then admits only masterAuthorizedNetworks, if any.
     dns_endpoint: bool = False
+    # GKE multi-networking, through which pods of multiNode pools attach to their machines' GPU NICs. Set
+    # explicitly, not derived from the pools: the cluster cannot turn it on or off in place (Config Connector's
+    # ContainerCluster reference marks enableMultiNetworking "Immutable", as the provider's schema forces a new
+    # cluster for it), so adding or removing a pool must never replace the cluster by itself.
+    multi_networking: bool = False
     # Service accounts that may look at the cluster and change nothing, as EKS's viewRoleArns and readRoleArns:
     # Kubernetes RBAC bindings of the stack's own. viewServiceAccounts get the built-in `view` ClusterRole (no
     # Secrets: CI's pull-request preview account), readServiceAccounts read every object, Secrets and custom
@@ -591,6 +596,10 @@ class GkeClusterConfig(GpuPools, Model):
         pools = self.fabric_pools
         if not pools:
             return
+        if not self.multi_networking:
+            raise ValueError(f"gpuPools: {', '.join(pool.name for pool in pools)} attach pods to their GPU NICs "
+                             "through GKE multi-networking: set cluster.multiNetworking: true (on a cluster "
+                             "created without it, that replaces the cluster: docs/gcp.md, \"GPU networks\")")
         blocks = self.network.gpu_nic_blocks()
         if len(pools) > len(blocks):
             raise ValueError(f"network.gpuNicsCidr {self.network.gpu_nics_cidr} holds the GPU NIC subnets of "

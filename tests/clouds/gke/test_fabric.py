@@ -35,7 +35,7 @@ NETWORKING = "networking.gke.io/v1"
 
 @pytest.fixture(scope="module")
 def fabrics() -> Synthesis:
-    return synth_with(cluster=gke_cluster(gpuPools=[MEGA, HIGH, ULTRA]),
+    return synth_with(cluster=gke_cluster(gpuPools=[MEGA, HIGH, ULTRA], multiNetworking=True),
                       teams=[team("research", 16, queue={"gpus": {"h100": 16}})],
                       capacity={"allowOvercommit": True})
 
@@ -126,15 +126,23 @@ def test_multi_node_pools_get_their_nics_and_the_cluster_multi_networking(fabric
 
 
 def test_a_cluster_without_multi_node_pools_is_left_as_it_was(gcp_dev_multi_node):
-    # Multi-networking cannot be turned on in place (the cluster would be replaced): only stacks that declare a
-    # multi-node pool ask for it, and gcp-dev, which has none, has neither it nor GPU NICs (its snapshot and
-    # `make diff` against main stay unchanged).
+    # Multi-networking cannot be turned on in place (the cluster would be replaced): only stacks that ask for it
+    # (multiNetworking, which a multi-node pool needs) get it, and gcp-dev, which has no multi-node pool, has
+    # neither it nor GPU NICs (its snapshot and `make diff` against main stay unchanged).
     gcp_dev = stack_synthesis("gcp-dev")
     assert "enableMultiNetworking" not in cluster_inputs(gcp_dev)
     assert not any("networkConfig" in pool for pool in node_pools(gcp_dev).values())
     assert len(gcp_dev.of_type("gcp:compute/network:Network")) == 1
     assert not [m for m in gcp_dev.manifests() if m["apiVersion"] == NETWORKING]
     assert cluster_inputs(gcp_dev_multi_node)["enableMultiNetworking"] is True
+
+
+def test_multi_networking_is_the_stacks_choice_and_stays_when_the_pools_go():
+    # Removing the last multi-node pool leaves the cluster as it is: only multiNetworking changes it.
+    synthesis = synth_with(cluster=gke_cluster(multiNetworking=True))
+    assert cluster_inputs(synthesis)["enableMultiNetworking"] is True
+    assert len(synthesis.of_type("gcp:compute/network:Network")) == 1
+    assert not [m for m in synthesis.manifests() if m["apiVersion"] == NETWORKING]
 
 
 # ---- The cluster's side: GKE's Network objects ------------------------------------------------------------
@@ -262,6 +270,10 @@ def test_every_team_namespace_gets_each_fabrics_nccl_settings(fabrics):
 # ---- Config refusals --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("overrides", "message"), [
+    # Multi-networking is asked for, never turned on (and the cluster replaced) by adding a pool.
+    ({"multiNetworking": False, "gpuPools": [MEGA]},
+     "mlplatform:cluster: gpuPools: h100 attach pods to their GPU NICs through GKE multi-networking: set "
+     "cluster.multiNetworking: true"),
     ({"network": {"gpuNicsCidr": "10.10.0.0/16"}, "gpuPools": [MEGA]},
      "mlplatform:cluster: network: subnetCidr 10.10.0.0/20 overlaps gpuNicsCidr 10.10.0.0/16"),
     ({"network": {"gpuNicsCidr": "192.168.0.0/20"}},
@@ -275,7 +287,7 @@ def test_every_team_namespace_gets_each_fabrics_nccl_settings(fabrics):
 ])
 def test_config_refuses_gpu_nics_it_cannot_place(overrides, message):
     with pytest.raises(ConfigError) as caught:
-        synth_with(cluster=gke_cluster(**overrides), teams=[team("research", 16)],
+        synth_with(cluster=gke_cluster(**{"multiNetworking": True} | overrides), teams=[team("research", 16)],
                    capacity={"allowOvercommit": True})
     assert message in str(caught.value), str(caught.value)
     assert "Pulumi.test.yaml" in str(caught.value)
@@ -289,6 +301,7 @@ def gcp_dev_multi_node() -> Synthesis:
     nodes, inference the third (its quota of eight GPUs fits one node of the pool, and nowhere else)."""
     config = yaml.safe_load((PROJECT_DIR / "Pulumi.gcp-dev.yaml").read_text())["config"]
     keys = {key.removeprefix("mlplatform:"): copy.deepcopy(value) for key, value in config.items()}
+    keys["cluster"]["multiNetworking"] = True
     keys["cluster"]["gpuPools"].append({"name": "h100", "machineType": "a3-megagpu-8g", "zones": ["us-central1-a"],
                                          "maxNodes": 3, "multiNode": True, "spot": True})
     research = next(t for t in keys["teams"] if t["name"] == "research")
@@ -309,3 +322,9 @@ def test_gcp_dev_with_an_a3_pool_admits_a_two_node_gang_on_its_fabric(gcp_dev_mu
         pool["networkConfig"]["additionalNodeNetworkConfigs"]) == 8
     assert "nccl-h100" in {m["metadata"]["name"] for m in gcp_dev_multi_node.manifests()
                            if m["kind"] == "ConfigMap" and m["metadata"].get("namespace") == "research"}
+
+
+def test_the_docs_name_the_sidecar_images_of_the_installed_plugins():
+    # A team copies the daemon sidecar's image from docs/multi-node.md: it must be the pinned release's.
+    page = (PROJECT_DIR / "docs" / "multi-node.md").read_text()
+    assert versions.GPUDIRECT_TCPX_DAEMON_IMAGE in page and versions.GPUDIRECT_TCPXO_DAEMON_IMAGE in page
