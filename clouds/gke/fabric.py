@@ -62,6 +62,7 @@ def pool_nics(spec: GkeClusterConfig, pool: GkeGpuPool) -> list[Nic]:
     assert fabric is not None
     subnets = ipaddress.ip_network(spec.gpu_nic_block(pool)).subnets(new_prefix=GPU_NIC_SUBNET_PREFIX)
     prefix = f"{spec.name}-{pool.name}"
+    # A host gVNIC's VPC at MTU 8896, as cluster-toolkit's vpc module makes A3 Ultra's (its default mtu).
     nics = [Nic(f"{pool.name}-host-{index}", f"{prefix}-host-{index}", f"{prefix}-host-{index}", str(next(subnets)),
                 "NetDevice", 8896, host=True)
             for index in range(1, fabric.host_nics + 1)]

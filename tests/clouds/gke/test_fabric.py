@@ -16,7 +16,7 @@ from clouds.gke.config import GPU_FABRICS, GPU_MACHINES, NODE_SETTINGS
 from config.errors import ConfigError
 from core.vocabulary import GPU_TAINT, POOL_LABEL
 from synth import PROJECT_DIR
-from synth.applied import applied_objects, check_cel, crds_of
+from synth.applied import applied_objects, check_cel, check_schemas, crds_of
 from synth.checks import check
 from synth.engine import Synthesis
 from synth.render import render_stack, stack_synthesis
@@ -248,6 +248,11 @@ def test_the_fabric_objects_pass_the_schemas_and_keep_the_rules(fabrics, charts)
     report = check_manifests([m for m in fabrics.manifests() if m["kind"] == "DaemonSet"])
     assert report.errors == [] and report.unchecked == [] and len(report.checked) == 4
     rendering = render_stack(fabrics)
+    # The JobSet controller, Topology, flavors and queues against their CRDs; only GKE's own network objects
+    # have no CRD here (checked by their fields above).
+    schemas = check_schemas(fabrics, rendering)
+    assert schemas.errors == []
+    assert {name.split()[1] for name in schemas.unchecked} == {"GKENetworkParamSet", "Network"}
     objects_ = [o for o in applied_objects(fabrics, rendering) if o.get("apiVersion") != NETWORKING]
     cel = check_cel(objects_, crds_of(rendering, fabrics.manifests()))
     assert cel.failures == [] and cel.unevaluated == []
