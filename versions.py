@@ -92,6 +92,24 @@ JOBSET_IMAGE_TAG = "v0.12.0"
 CHARTS: tuple[Chart, ...] = (NVIDIA_DEVICE_PLUGIN, FAKE_GPU_OPERATOR, KUBE_PROMETHEUS_STACK, DCGM_EXPORTER,
                              KARPENTER, KARPENTER_CRD, EFA_DEVICE_PLUGIN, KUEUE, JOBSET)
 
+# GKE's NCCL plugins for the GPU networks of A3 machines, and what they run beside, as Google's manifests install
+# them (GoogleCloudPlatform/container-engine-accelerators at commit 992db81257553607f1477945f1b3219632991829:
+# gpudirect-tcpx/nccl-tcpx-installer.yaml, gpudirect-tcpxo/nccl-tcpxo-installer.yaml and README.md "Jan 9,
+# 2026", gpudirect-rdma/nccl-rdma-installer.yaml, nri_device_injector/nri-device-injector.yaml). The daemons are
+# the sidecars a team's TCPX or TCPXO pod runs (their nccl-test-latest.yaml), of the plugin's release.
+GPUDIRECT_TCPX_INSTALLER_IMAGE = "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpx/nccl-plugin-gpudirecttcpx-dev:v3.1.9"
+GPUDIRECT_TCPX_DAEMON_IMAGE = "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpx/tcpgpudmarxd-dev:v2.0.12"
+GPUDIRECT_TCPXO_INSTALLER_IMAGE = ("us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpxo/nccl-plugin-gpudirecttcpx-dev"
+                                   ":v1.0.15")
+GPUDIRECT_TCPXO_DAEMON_IMAGE = "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpxo/tcpgpudmarxd-dev:v1.0.21"
+GPUDIRECT_RDMA_INSTALLER_IMAGE = "us-docker.pkg.dev/gce-ai-infra/gpudirect-gib/nccl-plugin-gib:v1.1.1"
+NRI_DEVICE_INJECTOR_IMAGE = ("gcr.io/gke-release/nri-device-injector"
+                             "@sha256:6e79483d52abdc28454bf186320b10a56b0f117a10e8d65d5c74dbb821a76970")
+GKE_PAUSE_IMAGE = "gke.gcr.io/pause:3.8@sha256:880e63f94b145e46f1b1082bb71b85e21f16b99b180b9996407d61240ceb9830"
+# The TCPXO installer's first step runs on the host (nsenter into PID 1's namespaces); its image only carries
+# nsenter. Google's manifest names an unversioned "ubuntu": pinned here to a release.
+GPUDIRECT_TCPXO_PREINSTALL_IMAGE = "ubuntu:24.04"
+
 # The image of `make verify`'s GPU pod: CUDA's smallest (base) image; nvidia-smi comes from the node's driver.
 VERIFY_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-base-ubuntu24.04"
 # The image of `make verify`'s NCCL check: AWS's nccl-tests image (aws-samples/awsome-distributed-training,

@@ -95,8 +95,9 @@ class TeamNamespace(pulumi.ComponentResource):
                 opts=in_namespace,
             )
 
-        # Per pool with a fabric between nodes (EFA), the environment NCCL needs there, ready for a pod's envFrom:
-        # each team would otherwise copy it from AWS's docs into every job, and get it wrong per instance type.
+        # Per pool with a fabric between nodes (EFA, GKE's GPUDirect), the environment NCCL needs there, ready for a
+        # pod's envFrom: each team would otherwise copy it from the cloud's docs into every job, and get it wrong
+        # per machine type.
         for pool, env in sorted((nccl or {}).items()):
             k8s.core.v1.ConfigMap(f"{name}-{nccl_config_map(pool)}", metadata=metadata(nccl_config_map(pool)),
                                   data=dict(env), opts=in_namespace)

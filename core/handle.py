@@ -45,6 +45,9 @@ class GpuPool:
     # environment NCCL needs to use them, which every team namespace gets as the ConfigMap nccl_config_map(name).
     fabric_devices: Mapping[str, int] = field(default_factory=dict)
     fabric_env: Mapping[str, str] = field(default_factory=dict)
+    # The annotations a whole-node pod sets to attach to the fabric's NICs (GKE multi-networking's
+    # networking.gke.io/interfaces), where the cloud attaches them per pod rather than as device resources.
+    fabric_annotations: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def max_gpus(self) -> int:
@@ -76,6 +79,8 @@ class GpuPool:
             "ncclConfigMap": nccl_config_map(self.name) if self.fabric_env else None,
             # Its data, which a team stack's namespaces get from the platform stack's outputs.
             "ncclEnv": dict(self.fabric_env),
+            # The annotations of a whole-node pod on the fabric (GKE: its GPU NICs' networks).
+            "podAnnotations": dict(self.fabric_annotations),
         }
 
 

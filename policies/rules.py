@@ -32,6 +32,9 @@ TEAM_LABEL = "mlplatform.io/team"
 # Per-node GPU agents: the only workloads that belong on GPU nodes without asking for a GPU.
 GPU_AGENT_CHARTS = frozenset({"nvidia-device-plugin", "fake-gpu-operator", "dcgm-exporter",
                               "aws-efa-k8s-device-plugin"})
+# GKE's per-node agents of a multi-node pool's GPU network, which the cluster component declares in kube-system
+# (clouds/gke/fabric.py): Google's NCCL plugin installers and the NRI device injector, one DaemonSet per pool.
+GPU_FABRIC_AGENTS = re.compile(r"(nccl-(tcpx|tcpxo|rdma)-installer|nri-device-injector)-[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 # Namespaces of the platform's own node agents, which may read their host (device plugins, exporters), besides
 # the stack's monitoring namespace (node-exporter, DCGM's exporter), which a stack may name (monitoring.namespace).
 NODE_AGENT_NAMESPACES = frozenset({"kube-system", "nvidia-device-plugin", "gpu-operator"})
@@ -252,6 +255,12 @@ def tolerates_gpu_taint(toleration: Any) -> bool:
     return key == GPU_TAINT_KEY and (operator == "Exists" or toleration.get("value") == GPU_TAINT_VALUE)
 
 
+def _is_gpu_fabric_agent(props: Props) -> bool:
+    metadata = props.get("metadata") or {}
+    return (props.get("kind") == "DaemonSet" and metadata.get("namespace") == "kube-system"
+            and GPU_FABRIC_AGENTS.fullmatch(str(metadata.get("name") or "")) is not None)
+
+
 def only_gpu_agents_tolerate_the_gpu_taint(resource_type: str, props: Props, stack: str = "") -> list[str]:
     if resource_type == HELM_RELEASE:
         if chart_name(props) in GPU_AGENT_CHARTS:
@@ -259,12 +268,14 @@ def only_gpu_agents_tolerate_the_gpu_taint(resource_type: str, props: Props, sta
         tree, root = props.get("values"), "values"
     elif props.get("kind") == "ResourceFlavor":
         return []  # a Kueue flavor's tolerations are what admitted GPU workloads get to reach their pool
+    elif _is_gpu_fabric_agent(props):
+        return []
     elif resource_type.startswith("kubernetes:"):
         tree, root = props.get("spec"), "spec"
     else:
         return []
     return [f"{where}[{index}] tolerates the GPU taint {GPU_TAINT_KEY}={GPU_TAINT_VALUE}:NoSchedule: only per-node "
-            f"GPU agents ({', '.join(sorted(GPU_AGENT_CHARTS))}) may run on GPU nodes without requesting a GPU; "
+            f"GPU agents ({', '.join(sorted(GPU_AGENT_CHARTS))}, GKE's GPU network agents) may run on GPU nodes without requesting a GPU; "
             "remove the toleration, or request nvidia.com/gpu if this workload uses one"
             for where, key, value in _walk(tree, root) if key == "tolerations"
             for index, toleration in enumerate(_items(value)) if tolerates_gpu_taint(toleration)]

@@ -76,6 +76,15 @@ CASES = {
         (RELEASE, {"chart": "nvidia-device-plugin", "values": {"tolerations": [GPU_TAINT_K8S]}}, "dev", 0),
         (RELEASE, {"chart": "kube-prometheus-stack", "values": {"grafana": {"tolerations": [GPU_TAINT_K8S]}}},
          "dev", 1),
+        # GKE's GPU network agents of a multi-node pool (clouds/gke/fabric.py), in kube-system only.
+        ("kubernetes:apps/v1:DaemonSet", {"kind": "DaemonSet", "metadata": {"name": "nccl-tcpxo-installer-h100",
+                                                                              "namespace": "kube-system"},
+                                          "spec": {"template": {"spec": {"tolerations": [GPU_TAINT_K8S]}}}}, "dev", 0),
+        ("kubernetes:apps/v1:DaemonSet", {"kind": "DaemonSet", "metadata": {"name": "nccl-tcpxo-installer-h100",
+                                                                              "namespace": "research"},
+                                          "spec": {"template": {"spec": {"tolerations": [GPU_TAINT_K8S]}}}}, "dev", 1),
+        ("kubernetes:apps/v1:DaemonSet", {"kind": "DaemonSet", "metadata": {"name": "miner", "namespace": "kube-system"},
+                                          "spec": {"template": {"spec": {"tolerations": [GPU_TAINT_K8S]}}}}, "dev", 1),
     ],
     "images-and-charts-pinned": [
         (DEPLOYMENT, deployment(), "dev", 0),

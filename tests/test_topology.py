@@ -37,7 +37,7 @@ def existing_cluster(tmp_path_factory: pytest.TempPathFactory, **overrides: Any)
 
 @pytest.fixture(scope="module")
 def gke() -> Synthesis:
-    return synth_with(cluster=gke_cluster(gpuPools=[A3_POOL]), teams=[team("research", 16)])
+    return synth_with(cluster=gke_cluster(gpuPools=[A3_POOL], multiNetworking=True), teams=[team("research", 16)])
 
 
 @pytest.fixture(scope="module")

@@ -59,8 +59,8 @@ class Floor:
 
 
 FLOOR_FRACTION = 0.5
-GKE_MULTI_NETWORK = ("GKE's GPU NICs need multi-networking (extra VPCs, GPUDirect-TCPX/TCPXO or RDMA) that the "
-                     "platform does not set up yet, so NCCL runs over the primary NIC")
+GKE_MULTI_NETWORK = ("the check's pods do not yet carry what GKE's GPU NICs need (the pool's NIC annotations and, on "
+                     "TCPX/TCPXO, the receive-datapath sidecar), so NCCL runs over the primary NIC")
 AWS_P5_EFA = "AWS EC2 docs, p5-efa.html: P5 and P5e, up to 32 network cards, up to 3,200 Gbps"
 GCP_GPU_NETWORK = "Google Compute Engine docs, gpus/gpu-network-bandwidth"
 FLOORS: dict[str, Floor] = {

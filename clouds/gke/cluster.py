@@ -8,6 +8,7 @@ our pools declare the same taint so that the handle stays true.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,6 +27,7 @@ from core.vocabulary import POOL_LABEL, SYSTEM_POOL
 from verify.released import KUBECONFIG_ENV
 from clouds.gke.topology import GKE_TOPOLOGY_LEVELS
 from clouds.gke.config import DEFAULT_POOL, GkeClusterConfig, GkeGpuPool, GkeMaintenance, node_settings
+from clouds.gke.fabric import Nic, fabric_objects, gpu_networks, nccl_env, pod_annotations, pool_nics
 from core.webhooks import webhook_ports
 
 # GKE's role for node accounts (logs, metrics, autoscaler metrics), as the terraform module grants it (sa.tf),
@@ -163,12 +165,19 @@ def node_config(account: pulumi.Input[str], *, machine_type: str, labels: dict[s
 
 
 def gke_gpu_pools(spec: GkeClusterConfig) -> tuple[GpuPool, ...]:
-    return tuple(
-        platform_gpu_pool(pool.name, pool.accelerator_type, gpus_per_node=pool.gpus, min_nodes=0,
-                          max_nodes=pool.max_nodes, spot=pool.spot, sharing=pool.sharing,
-                          mig_partitions=pool.mig_partitions, multi_node=pool.multi_node)
-        for pool in spec.gpu_pools
-    )
+    pools = []
+    for pool in spec.gpu_pools:
+        gpu_pool = platform_gpu_pool(pool.name, pool.accelerator_type, gpus_per_node=pool.gpus, min_nodes=0,
+                                     max_nodes=pool.max_nodes, spot=pool.spot, sharing=pool.sharing,
+                                     mig_partitions=pool.mig_partitions, multi_node=pool.multi_node)
+        # A multi-node pool's GPU NICs: what a whole-node pod sets (NCCL's environment for the fabric) and the
+        # annotations that attach it to them, which the pool's description gives teams.
+        if pool.fabric is not None:
+            nics = pool_nics(spec, pool)
+            gpu_pool = replace(gpu_pool, fabric_env=nccl_env(pool.fabric, pool.fabric.gpu_nics),
+                               fabric_annotations=pod_annotations(pool, nics))
+        pools.append(gpu_pool)
+    return tuple(pools)
 
 
 class GkeCluster(pulumi.ComponentResource):
@@ -295,6 +304,11 @@ class GkeCluster(pulumi.ComponentResource):
                     allow_external_traffic=True)) if spec.dns_endpoint else None,
             # Dataplane V2 enforces NetworkPolicies: the teams' default-deny depends on it.
             datapath_provider="ADVANCED_DATAPATH",
+            # Pods of multi-node pools attach to their GPU NICs through GKE multi-networking (which needs
+            # Dataplane V2). It cannot be changed in place (the provider replaces the cluster for it; cluster-
+            # toolkit's gke-cluster module calls it immutable too): set only where the stack asks for it, and left
+            # out, as before, everywhere else.
+            enable_multi_networking=True if spec.multi_networking else None,
             deletion_protection=prod,
             # The default pool exists only at creation (as in the terraform module's lifecycle block); a cluster
             # created before it was declared must not be replaced for it.
@@ -317,8 +331,15 @@ class GkeCluster(pulumi.ComponentResource):
 
         gpu_pools = gke_gpu_pools(spec)
         node_pools: list[pulumi.Resource] = [system]
+        pool_networks: dict[str, list[Nic]] = {}
         for pool, gpu_pool in zip(spec.gpu_pools, gpu_pools, strict=True):
             settings = node_settings(pool.machine_type)
+            # A multi-node pool's GPU NICs, each in a VPC subnet of its own beside the cluster's.
+            additional = None
+            if pool.fabric is not None:
+                pool_networks[pool.name] = pool_nics(spec, pool)
+                additional = gcp.container.NodePoolNetworkConfigArgs(additional_node_network_configs=gpu_networks(
+                    name, spec, pool, pool_networks[pool.name], child))
             node_pools.append(gcp.container.NodePool(
                 f"{name}-{pool.name}", name=pool.name, cluster=cluster.id, location=spec.region,
                 node_locations=pool.zones or spec.zones,
@@ -333,6 +354,7 @@ class GkeCluster(pulumi.ComponentResource):
                 # Multi-node pools' nodes close together on the network (and so labelled with their place in it).
                 placement_policy=(gcp.container.NodePoolPlacementPolicyArgs(type="COMPACT") if pool.multi_node
                                   else None),
+                network_config=additional,
                 node_config=node_config(
                     nodes_account.email,
                     machine_type=pool.machine_type,
@@ -371,6 +393,11 @@ class GkeCluster(pulumi.ComponentResource):
         # CI's preview and read service accounts look at the cluster through these bindings (their previews
         # and drift refreshes read what the stack owns), as EKS's view and read access entries.
         read_access(name, spec, provider, self)
+        # Each multi-node pool's Network objects and NCCL plugin installer, once its nodes can exist.
+        for pool, gpu_pool in zip(spec.gpu_pools, gpu_pools, strict=True):
+            if pool.name in pool_networks:
+                fabric_objects(name, pool, gpu_pool, pool_networks[pool.name],
+                               pulumi.ResourceOptions(parent=self, provider=provider))
 
         self.handle = ClusterHandle(
             identity=cluster.id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,7 +17,6 @@ from core.fields import (Cidr, DnsLabel, GpuPools, GpuSharing, KubernetesVersion
                          unique_items,
                          unique_names)
 from core.gpus import GPU_MODELS
-from clouds.gke.topology import MULTI_NODE_MACHINES
 
 if TYPE_CHECKING:
     from core.handle import ClusterHandle
@@ -95,6 +95,55 @@ NODE_SETTINGS: dict[str, NodeSettings] = {
 
 def node_settings(machine_type: str) -> NodeSettings:
     return NODE_SETTINGS.get(machine_type, NodeSettings())
+
+
+@dataclass(frozen=True)
+class GpuFabric:
+    """The network a machine type's GPUs reach other nodes' GPUs over, and the NICs it takes beside the
+    primary one: each a node network config of the pool, a VPC subnet, and a GKE Network a pod attaches to."""
+
+    # GPUDirect-TCPX (A3 High), GPUDirect-TCPXO (A3 Mega) or GPUDirect RDMA over RoCE (A3 Ultra, A4).
+    kind: Literal["tcpx", "tcpxo", "rdma"]
+    # NICs for GPU-to-GPU traffic only: gVNICs in a VPC each (TCPX, TCPXO), or RDMA NICs in the subnets of one
+    # RoCE VPC (RDMA).
+    gpu_nics: int
+    # Further gVNICs for host traffic, in a VPC each: A3 Ultra's second Titanium gVNIC.
+    host_nics: int = 0
+
+    @property
+    def device_mode(self) -> str:
+        """The GKENetworkParamSet deviceMode of its GPU NICs (gke-networking-api, GKENetworkParamSet CRD)."""
+        return "RDMA" if self.kind == "rdma" else "NetDevice"
+
+    @property
+    def mtu(self) -> int:
+        """The MTU of its GPU NICs' VPCs: 8244 for TCPX and TCPXO (GKE, "Maximize GPU network bandwidth with
+        GPUDirect and multi-networking", and cluster-toolkit 1047080's examples/gke-a3-megagpu, gpunets mtu),
+        8896 for a RoCE VPC (VPC docs, "RDMA network profiles": the recommended and default MTU)."""
+        return 8896 if self.kind == "rdma" else 8244
+
+
+# The machine types whose GPUs have a network of their own between nodes: only these take a multiNode pool.
+# Compute Engine, "Networking and GPU machines" (compute/docs/gpus/gpu-network-bandwidth): A3 High runs
+# GPUDirect-TCPX and A3 Mega GPUDirect-TCPXO (GKE's "Maximize GPU network bandwidth" page: "up to four"
+# secondary NICs on A3 High, "up to eight" on A3 Mega, each for GPU data only); A3 Ultra has eight ConnectX-7
+# RDMA NICs, one per GPU, and two gVNICs (the primary and one more for host traffic). Smaller A3 High shapes
+# and the A2, G2 and N1 machines have no GPU NICs: one NIC for everything. A4 (nvidia-b200) has A3 Ultra's
+# arrangement but is not among GPU_MACHINES yet.
+GPU_FABRICS: dict[str, GpuFabric] = {
+    "a3-highgpu-8g": GpuFabric("tcpx", gpu_nics=4),
+    "a3-megagpu-8g": GpuFabric("tcpxo", gpu_nics=8),
+    "a3-ultragpu-8g": GpuFabric("rdma", gpu_nics=8, host_nics=1),
+}
+# The subnet of every NIC a multi-node pool adds: a /22 has 1020 addresses for nodes (Compute Engine keeps
+# four of each subnet), above any pool's maxNodes (at most 1000). A pool's subnets are cut from its own /18
+# of network.gpuNicsCidr, sixteen /22s, room for A3 Ultra's nine.
+GPU_NIC_SUBNET_PREFIX = 22
+GPU_NIC_POOL_PREFIX = 18
+# Compute Engine names (networks, subnetworks, firewall rules): at most 63 characters (RFC 1035 labels).
+GCE_NAME_MAX = 63
+# The longest suffix a pool's NIC resources get after <cluster>-<pool> (clouds/gke/fabric.py: -rdma-7).
+GPU_NIC_SUFFIX_MAX = len("-rdma-7")
 
 
 def _zones(region: str, letters: str) -> frozenset[str]:
@@ -231,6 +280,22 @@ class GkeNetwork(Model):
     services_cidr: Cidr = "10.20.0.0/20"
     # The control plane's private range (a /28 that overlaps nothing else).
     master_cidr: Cidr = "172.16.0.32/28"
+    # Where the subnets of multi-node pools' GPU NICs are cut from: a /18 per multi-node pool, in the order of
+    # gpuPools (used only when there is one; GKE's GPUDirect guides use 192.168.0.0/16 the same way).
+    gpu_nics_cidr: Cidr = "192.168.0.0/16"
+
+    @field_validator("gpu_nics_cidr")
+    @classmethod
+    def _room_for_a_pool(cls, value: str) -> str:
+        if ipaddress.ip_network(value).prefixlen > GPU_NIC_POOL_PREFIX:
+            raise ValueError(f"{value} is smaller than the /{GPU_NIC_POOL_PREFIX} each multi-node pool's GPU NIC "
+                             f"subnets take: give a /{GPU_NIC_POOL_PREFIX} or larger, such as 192.168.0.0/16")
+        return value
+
+    def gpu_nic_blocks(self) -> list[str]:
+        """The /18 of each multi-node pool, in the order of the pools."""
+        return [str(block) for block in
+                ipaddress.ip_network(self.gpu_nics_cidr).subnets(new_prefix=GPU_NIC_POOL_PREFIX)]
 
     @field_validator("master_cidr")
     @classmethod
@@ -320,13 +385,19 @@ class GkeGpuPool(Model):
         return self
 
     def _check_multi_node(self) -> None:
-        if self.machine_type not in MULTI_NODE_MACHINES:
+        if self.machine_type not in GPU_FABRICS:
             raise ValueError(f"multiNode: {self.machine_type} has no GPU network between nodes that compact "
-                             f"placement serves; multi-node machine types: {', '.join(sorted(MULTI_NODE_MACHINES))}")
+                             f"placement serves (no GPUDirect-TCPX, -TCPXO or RDMA NICs); multi-node machine "
+                             f"types: {', '.join(sorted(GPU_FABRICS))}")
         if self.zones is None or len(self.zones) != 1:
             raise ValueError("multiNode: a compact placement policy places nodes in one zone: give the pool "
                              "zones: [one zone of the region that has its GPUs]")
         check_multi_node(self.sharing, self.max_nodes)
+
+    @property
+    def fabric(self) -> GpuFabric | None:
+        """The GPU network between its nodes, which a multi-node pool is given (None for the others)."""
+        return GPU_FABRICS[self.machine_type] if self.multi_node else None
 
     @property
     def accelerator_type(self) -> str:
@@ -437,6 +508,11 @@ class GkeClusterConfig(GpuPools, Model):
     # GKE's DNS-based control-plane endpoint: reached from anywhere, authorized by IAM alone (no IP allow-list,
     # so it suits hosted CI runners); the IP endpoint then admits only masterAuthorizedNetworks, if any.
     dns_endpoint: bool = False
+    # GKE multi-networking, through which pods of multiNode pools attach to their machines' GPU NICs. Set
+    # explicitly, not derived from the pools: the cluster cannot turn it on or off in place (Config Connector's
+    # ContainerCluster reference marks enableMultiNetworking "Immutable", as the provider's schema forces a new
+    # cluster for it), so adding or removing a pool must never replace the cluster by itself.
+    multi_networking: bool = False
     # Service accounts that may look at the cluster and change nothing, as EKS's viewRoleArns and readRoleArns:
     # Kubernetes RBAC bindings of the stack's own. viewServiceAccounts get the built-in `view` ClusterRole (no
     # Secrets: CI's pull-request preview account), readServiceAccounts read every object, Secrets and custom
@@ -495,6 +571,7 @@ class GkeClusterConfig(GpuPools, Model):
                 check_gpu_zones(self.region, pool.accelerator_type, pool.zones or self.zones)
             except ValueError as error:
                 raise ValueError(f"gpuPools[{index}] ({pool.name}): {error}") from None
+        self._check_gpu_nics()
         if self.environment == "prod" and not (self.master_authorized_networks or self.dns_endpoint):
             raise ValueError("masterAuthorizedNetworks: a prod cluster needs the networks that may reach its "
                              "control plane, such as [{cidr: 203.0.113.0/24, name: office}], or dnsEndpoint: true")
@@ -505,3 +582,41 @@ class GkeClusterConfig(GpuPools, Model):
         except ValueError as exc:
             raise ValueError(f"masterAuthorizedNetworks: {exc}") from None
         return self
+
+    @property
+    def fabric_pools(self) -> list[GkeGpuPool]:
+        """The multi-node pools, each with GPU NICs in VPCs of their own, in the order of gpuPools."""
+        return [pool for pool in self.gpu_pools if pool.fabric is not None]
+
+    def gpu_nic_block(self, pool: GkeGpuPool) -> str:
+        """The /18 a multi-node pool's GPU NIC subnets are cut from."""
+        return self.network.gpu_nic_blocks()[self.fabric_pools.index(pool)]
+
+    def _check_gpu_nics(self) -> None:
+        pools = self.fabric_pools
+        if not pools:
+            return
+        if not self.multi_networking:
+            raise ValueError(f"gpuPools: {', '.join(pool.name for pool in pools)} attach pods to their GPU NICs "
+                             "through GKE multi-networking: set cluster.multiNetworking: true (on a cluster "
+                             "created without it, that replaces the cluster: docs/gcp.md, \"GPU networks\")")
+        blocks = self.network.gpu_nic_blocks()
+        if len(pools) > len(blocks):
+            raise ValueError(f"network.gpuNicsCidr {self.network.gpu_nics_cidr} holds the GPU NIC subnets of "
+                             f"{len(blocks)} multi-node pools (a /{GPU_NIC_POOL_PREFIX} each); {len(pools)} are "
+                             "declared: give a larger range")
+        network = self.network
+        try:
+            check_disjoint({"subnetCidr": network.subnet_cidr, "podsCidr": network.pods_cidr,
+                            "servicesCidr": network.services_cidr, "masterCidr": network.master_cidr,
+                            "gpuNicsCidr": network.gpu_nics_cidr})
+        except ValueError as error:
+            raise ValueError(f"network: {error} (gpuNicsCidr holds the multi-node pools' GPU NIC subnets, which "
+                             "a node reaches beside its primary subnet)") from None
+        for index, pool in enumerate(self.gpu_pools):
+            longest = len(self.name) + 1 + len(pool.name) + GPU_NIC_SUFFIX_MAX
+            if pool.multi_node and longest > GCE_NAME_MAX:
+                raise ValueError(f"gpuPools[{index}] ({pool.name}): its GPU NICs' networks are named "
+                                 f"{self.name}-{pool.name}-rdma-7 and the like, {longest} characters, and Compute "
+                                 f"Engine names have at most {GCE_NAME_MAX}: shorten the pool's name to at most "
+                                 f"{GCE_NAME_MAX - len(self.name) - 1 - GPU_NIC_SUFFIX_MAX} characters")
