@@ -204,7 +204,7 @@ def test_where_pods_do_not_run_it_says_not_measured_and_does_not_fail_or_read_lo
 def test_gke_and_unknown_types_are_measured_but_not_judged():
     a3 = {n: labels | {"node.kubernetes.io/instance-type": "a3-megagpu-8g"} for n, labels in P5_NODES.items()}
     (result,) = nccl_run(Cluster(a3, SOCKET_RUN)).nccl_results
-    assert result.ok and result.verdict().startswith("NOT JUDGED: GKE's GPU NICs need multi-networking")
+    assert result.ok and result.verdict().startswith("NOT JUDGED: the check's pods do not yet carry what GKE's GPU NICs need")
     other = {n: labels | {"node.kubernetes.io/instance-type": "g6e.48xlarge"} for n, labels in P5_NODES.items()}
     (result,) = nccl_run(Cluster(other, SOCKET_RUN)).nccl_results
     assert result.verdict() == "NOT JUDGED: no published rate for g6e.48xlarge (verify/nccl.py FLOORS)"
