@@ -8,7 +8,7 @@ carries the team label, team stacks' included; `enforcement` chooses Deny or War
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,7 +27,8 @@ from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, LabelSelectorRequiremen
 from pulumi_kubernetes.rbac.v1 import PolicyRuleArgs
 
 from core.vocabulary import (DEFAULT_LOCAL_QUEUE, GPU_TAINT, KUEUE_NAMESPACE, KUEUE_SERVICE_ACCOUNT,
-                             ML_PRIORITY_CLASSES, POOL_LABEL, SHARED_GPU_RESOURCE, SHARED_GPU_TAINT, TEAM_LABEL)
+                             ML_PRIORITY_CLASSES, POOL_LABEL, SHARED_GPU_RESOURCE, SHARED_GPU_TAINT, TEAM_LABEL,
+                             Taint)
 from core.handle import ClusterHandle
 from config.queues import QueueLayout
 
@@ -108,7 +109,8 @@ def workload_match_conditions() -> list[tuple[str, str]]:
              f"({_scheduling_changed()}))")]
 
 
-def policy_variables(layout: QueueLayout, system_node_selector: Mapping[str, str]) -> list[tuple[str, str]]:
+def policy_variables(layout: QueueLayout, system_node_selector: Mapping[str, str],
+                     system_taints: Sequence[Taint] = ()) -> list[tuple[str, str]]:
     """Named expressions every policy shares: the pod spec of a Pod or a Job, its GPU containers, its team."""
     shared = sorted(p.name for p in layout.pools.values() if p.shared)
     largest = {layout.pools[p].resource: 0 for p in layout.pools}
@@ -149,6 +151,8 @@ def policy_variables(layout: QueueLayout, system_node_selector: Mapping[str, str
                  f"? namespaceObject.metadata.labels[{_cel(TEAM_LABEL)}] : ''"),
         # Node label pairs no team pod may ask for, and the pools dedicated to one team.
         ("systemNodes", _cel(sorted(f"{key}={value}" for key, value in system_node_selector.items()))),
+        # The keys of the system pool's taints, which only the platform's controllers tolerate.
+        ("systemTaintKeys", _cel(sorted({taint.key for taint in system_taints}))),
         # Node label keys that tell pools apart: the pool label, and those the system nodes are selected by.
         ("poolKeys", _cel(sorted({POOL_LABEL, *system_node_selector}))),
         ("dedicatedPools", _cel(dict(layout.dedicated))),
@@ -250,6 +254,11 @@ def team_policies(layout: QueueLayout) -> list[Policy]:
                   "the system nodes' labels), which allows every pool it does not list, the system pool and other "
                   f"teams' dedicated pools among them (dedicated: {dedicated}). Use operator In with the GPU pools "
                   "your team may use."),
+            Check("!has(variables.spec.tolerations) || !variables.spec.tolerations.exists(t, has(t.key) && "
+                  "t.key in variables.systemTaintKeys)",
+                  "The pod tolerates the system pool's taint, which keeps team work off the nodes where the "
+                  "platform's controllers run. Remove that toleration: CPU work runs on the CPU pool without any "
+                  f"toleration, GPU work on a GPU pool ({POOL_LABEL}: <pool>) by its GPU request."),
             # matchFields selects nodes by metadata.name, the only field it supports (Kubernetes' node affinity
             # validation): spec.nodeName through the scheduler, onto any node, the system pool's included.
             Check(f"!has(variables.spec.affinity) || !has(variables.spec.affinity.nodeAffinity) || "
@@ -388,7 +397,8 @@ class Subject:
 
 
 def subjects(layout: QueueLayout, system_node_selector: Mapping[str, str],
-             team_groups: Mapping[str, list[str]]) -> list[tuple[Subject, list[Policy]]]:
+             team_groups: Mapping[str, list[str]],
+             system_taints: Sequence[Taint] = ()) -> list[tuple[Subject, list[Policy]]]:
     workloads = Subject(
         # Pods, and what makes pods from one template (Jobs, Deployments, StatefulSets) so that a bad one is
         # refused when it is submitted rather than when its controller fails to create its pods; updates only
@@ -400,7 +410,7 @@ def subjects(layout: QueueLayout, system_node_selector: Mapping[str, str],
                NamedRuleWithOperationsArgs(api_groups=["apps"], api_versions=["v1"],
                                            operations=["CREATE", "UPDATE"], resources=["deployments", "statefulsets"])),
         match_conditions=tuple(workload_match_conditions()),
-        variables=tuple(policy_variables(layout, system_node_selector)))
+        variables=tuple(policy_variables(layout, system_node_selector, system_taints)))
     monitors = Subject(
         rules=(NamedRuleWithOperationsArgs(api_groups=["monitoring.coreos.com"], api_versions=["v1"],
                                            operations=["CREATE", "UPDATE"], resources=MONITOR_RESOURCES),),
@@ -432,7 +442,8 @@ class TeamAdmission(pulumi.ComponentResource):
         super().__init__("mlplatform:admission:TeamAdmission", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         names: list[str] = []
-        for subject, policies in subjects(layout, cluster.system_node_selector, team_groups or {}):
+        for subject, policies in subjects(layout, cluster.system_node_selector, team_groups or {},
+                                          cluster.system_taints):
             for policy in policies:
                 declare_policy(f"{name}-{policy.name}", policy, subject, enforcement=enforcement, opts=child)
                 names.append(f"mlplatform-{policy.name}")

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from core.outputs import PlatformOutputs, PoolOutput
-from core.vocabulary import (DEFAULT_LOCAL_QUEUE, GPU_RESOURCE, POOL_LABEL, SHARED_GPU_RESOURCE, SHARED_GPU_TAINT,
-                             TEAM_LABEL)
+from core.vocabulary import (CPU_POOL, DEFAULT_LOCAL_QUEUE, GPU_RESOURCE, JOBSET_NAMESPACE, KUEUE_NAMESPACE,
+                             POOL_LABEL, SHARED_GPU_RESOURCE, SHARED_GPU_TAINT, SYSTEM_POOL, SYSTEM_TAINT, TEAM_LABEL)
 from e2e.cluster import ApiError, LoopbackCluster, has_condition
 from e2e.lifecycle import Platform
 
@@ -170,6 +170,37 @@ def test_a_research_gpu_job_is_admitted_and_runs_on_its_pool(e2e: Platform, pool
     # Kueue injected the flavor's node label and toleration; the scheduler bound the pod to an a100 node.
     pod = running_pod(cluster, created)
     assert on_pool(node_labels(cluster, pod), pools["a100"]), pod["spec"]["nodeName"]
+
+
+def test_a_teams_cpu_job_runs_on_the_cpu_pool_never_beside_the_platforms_controllers(e2e: Platform, jobs):
+    # Issue 24: the system pool had no taint, so teams' CPU pods landed on it. Kueue's default flavor has no node
+    # labels: the scheduler alone keeps the pod off the tainted system node.
+    cluster = e2e.cluster
+    cpu_only = job("research", 0)
+    for amounts in cpu_only["spec"]["template"]["spec"]["containers"][0]["resources"].values():
+        amounts.pop(GPU_RESOURCE, None)  # requests and limits may be one dict
+    created = submit(cluster, cpu_only)
+    jobs.append(created)
+    assert flavor_of(admitted(cluster, created), "cpu") == "default"
+    assert node_labels(cluster, running_pod(cluster, created))[POOL_LABEL] == CPU_POOL
+
+
+def test_every_platform_pod_runs_on_the_tainted_system_node(e2e: Platform):
+    # Each platform chart's pods tolerate the system pool's taint and select it; a pod that did not tolerate it
+    # would be on cpu-0 or Pending. GPU agents (DaemonSets on GPU nodes) are the platform's too, and elsewhere.
+    cluster = e2e.cluster
+    system = {n["metadata"]["name"] for n in cluster.get("/api/v1/nodes")["items"]
+              if n["metadata"]["labels"].get(POOL_LABEL) == SYSTEM_POOL}
+    assert any(t["key"] == SYSTEM_TAINT.key for n in cluster.get("/api/v1/nodes")["items"]
+               if n["metadata"]["name"] in system for t in n["spec"].get("taints", []))
+    placed = {}
+    monitoring = PlatformOutputs.read(e2e.pulumi.outputs()).monitoring_namespace
+    for namespace in (monitoring, KUEUE_NAMESPACE, JOBSET_NAMESPACE):
+        for pod in cluster.get(f"/api/v1/namespaces/{namespace}/pods")["items"]:
+            owners = pod["metadata"].get("ownerReferences") or [{}]
+            if owners[0].get("kind") != "DaemonSet":
+                placed[f"{namespace}/{pod['metadata']['name']}"] = pod["spec"].get("nodeName")
+    assert placed and all(node in system for node in placed.values()), placed
 
 
 @pytest.fixture
