@@ -185,3 +185,16 @@ def test_the_api_server_warns_of_a_jobset_that_breaks_a_multi_node_rule(e2e: Pla
 def test_a_compliant_jobset_draws_no_warning(e2e: Platform, h100):
     pool, block = h100
     assert _warnings(e2e, gang(2, block, pool.gpus_per_node)) == []
+
+
+def test_zz_one_admitted_jobset_is_left_running_for_destroy(e2e: Platform, h100):
+    # Destroy deletes the team namespaces, and their JobSets with them, before the JobSet release: Kueue and the
+    # JobSet controller update a JobSet on its way out, and its fail-closed webhooks judge every update, so they
+    # must still be served then (tests/test_jobset.py). test_9 proves it with this gang still running, and that
+    # no JobSet is left.
+    pool, block = h100
+    cluster = e2e.cluster
+    created = cluster.create(gang(2, block, pool.gpus_per_node))
+    admitted(cluster, created)
+    cluster.wait("the JobSet's two pods running", lambda: len([
+        p for p in gang_pods(cluster, created) if p["status"].get("phase") == "Running"]) == 2, ADMIT_SECONDS)
