@@ -1,17 +1,20 @@
 """make e2e runs the Kueue and JobSet charts' controllers as processes standing for their Deployments' pods
 (e2e/cluster.py, ChartController): what it reads from their objects must be what the pinned charts render, so
-that a chart bump that moves one fails here, in make test, before make e2e."""
+that a chart bump that moves one fails here, in make test, before make e2e; and JobSet, which waits for its
+certificates at a fixed path under /tmp, gets them there in a /tmp of its own."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
 
 from e2e.cluster import JOBSET as JOBSET_CONTROLLER
-from e2e.cluster import (CHART_CONTROLLERS, JOBSET_CERT_DIR, ChartController, _config_source, _pod_args,
-                         _secret_mount_path, _webhook_secret)
+from e2e.cluster import (CHART_CONTROLLERS, JOBSET_CERT_DIR, ChartController, ClusterError, LoopbackCluster,
+                         _config_source, _pod_args, _secret_mount_path, _webhook_secret)
 from synth.applied import applied_objects
 from synth.render import stack_rendering, stack_synthesis
 from versions import JOBSET, KUEUE
@@ -61,3 +64,32 @@ def test_jobset_finds_its_certificates_where_its_chart_mounts_them(charts):
     config = yaml.safe_load(named(objects, "ConfigMap", configmap)["data"][key])
     assert _secret_mount_path(pod, _webhook_secret(config, jobset.default_secret)) == JOBSET_CERT_DIR
     assert config["internalCertManagement"]["enable"] is True
+
+
+def _argv(workdir: Path, argv: list[str], mounts: dict[str, Path]) -> list[str]:
+    # netns_argv reads only these of the cluster: no cluster (root, a network namespace) needed.
+    fake = SimpleNamespace(workdir=workdir, netns="mlp-e2e-test", hosts_file=workdir / "hosts")
+    return LoopbackCluster.netns_argv(fake, argv, mounts)  # pyright: ignore[reportArgumentType]
+
+
+def test_a_process_gets_its_certificates_at_a_fixed_path_in_a_tmp_of_its_own():
+    work = Path("/var/lib/e2e-run")
+    argv = _argv(work, ["/opt/bin/jobset", "--config=/var/lib/e2e-run/jobset/config.yaml"],
+                 {JOBSET_CERT_DIR: work / "jobset" / "certs"})
+    script = argv[argv.index("-c") + 1]
+    assert script == ('mount --bind "$0" /etc/hosts && mount -t tmpfs -o mode=1777,size=16m mlplatform-e2e /tmp && '
+                      f'mkdir -p {JOBSET_CERT_DIR} && mount --bind /var/lib/e2e-run/jobset/certs {JOBSET_CERT_DIR} '
+                      '&& exec "$@"')
+    assert argv[-2:] == ["/opt/bin/jobset", "--config=/var/lib/e2e-run/jobset/config.yaml"]
+    # Without mounts, the machine's /tmp stays (what every other process of the cluster sees).
+    plain = _argv(work, ["/opt/bin/kueue"], {})
+    assert plain[plain.index("-c") + 1] == 'mount --bind "$0" /etc/hosts && exec "$@"'
+
+
+@pytest.mark.parametrize("workdir,mounts", [
+    (Path("/tmp/e2e-run"), {JOBSET_CERT_DIR: Path("/tmp/e2e-run/jobset/certs")}),  # hidden by the tmpfs
+    (Path("/var/lib/e2e-run"), {"/etc/certs": Path("/var/lib/e2e-run/certs")}),  # not under /tmp
+])
+def test_a_mount_the_tmpfs_would_hide_or_that_is_not_under_tmp_is_refused(workdir, mounts):
+    with pytest.raises(ClusterError):
+        _argv(workdir, ["/opt/bin/jobset"], mounts)
