@@ -176,7 +176,8 @@ E2E_TOOLS: tuple[GoTool, ...] = (
            ldflags=f"-X sigs.k8s.io/kueue/pkg/version.GitVersion={KUEUE_IMAGE_TAG}"),
     # The controller manager of the JobSet chart's release (JOBSET above), run as a process beside the cluster: the
     # main package at the module's root. Wrapper: `go install` of it needs the proxy's version list of the module
-    # (its deprecation check), which the proxy refuses for sigs.k8s.io/jobset.
+    # (its deprecation check), which the proxy refuses for sigs.k8s.io/jobset; and it requires the modules JobSet
+    # shares with Kueue at Kueue's versions, so that both are built from one set of compiled packages.
     GoTool("jobset", "sigs.k8s.io/jobset", JOBSET_IMAGE_TAG, "sigs.k8s.io/jobset", "jobset",
            ldflags=f"-X sigs.k8s.io/jobset/pkg/version.GitVersion={JOBSET_IMAGE_TAG}"),
     # promtool of the Prometheus that kube-prometheus-stack 88.5.3 deploys (v3.14.0 = module v0.314.0), and that
