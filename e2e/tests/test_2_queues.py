@@ -11,7 +11,7 @@ made, except the last, which leaves one admitted job for test_9's destroy (issue
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -108,21 +108,32 @@ def on_pool(labels: Mapping[str, str], pool: PoolOutput) -> bool:
     return all(labels.get(key) == value for key, value in pool.labels.items())
 
 
-def remove(cluster: LoopbackCluster, *jobs: Mapping[str, Any]) -> None:
-    """Delete Jobs and wait until their pods and Workloads are gone, so that no quota outlives the test."""
-    for job_obj in jobs:
+def job_pods(cluster: LoopbackCluster, job_obj: Mapping[str, Any]) -> list[dict[str, Any]]:
+    namespace, name = job_obj["metadata"]["namespace"], job_obj["metadata"]["name"]
+    return cluster.get(f"/api/v1/namespaces/{namespace}/pods?labelSelector=batch.kubernetes.io/job-name%3D{name}")[
+        "items"]
+
+
+def remove(cluster: LoopbackCluster, *objects: Mapping[str, Any],
+           pods_of: Callable[[LoopbackCluster, Mapping[str, Any]], list[dict[str, Any]]] = job_pods) -> None:
+    """Delete Jobs (or JobSets, whose pods `pods_of` finds) and wait until they, their pods and their Workloads
+    are gone, so that no quota outlives the test."""
+    for obj in objects:
         try:
-            cluster.request("DELETE", cluster.path_of(job_obj), {"propagationPolicy": "Foreground"})
+            cluster.request("DELETE", cluster.path_of(obj), {"propagationPolicy": "Foreground"})
         except ApiError as exc:
             if exc.status != 404:
                 raise
-    for job_obj in jobs:
-        namespace, name = job_obj["metadata"]["namespace"], job_obj["metadata"]["name"]
-
-        def gone(namespace: str = namespace, name: str = name, job_obj: Mapping[str, Any] = job_obj) -> bool:
-            pods = cluster.get(f"/api/v1/namespaces/{namespace}/pods?labelSelector=batch.kubernetes.io/job-name%3D{name}")
-            return not pods["items"] and workload(cluster, job_obj) is None
-        cluster.wait(f"Job {name}'s pods and Workload deleted", gone, ADMIT_SECONDS)
+    for obj in objects:
+        def gone(obj: Mapping[str, Any] = obj) -> bool:
+            try:
+                cluster.get(cluster.path_of(obj))
+                return False
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+            return not pods_of(cluster, obj) and workload(cluster, obj) is None
+        cluster.wait(f"{obj['kind']} {obj['metadata']['name']}, its pods and Workload deleted", gone, ADMIT_SECONDS)
 
 
 @pytest.fixture
