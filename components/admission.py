@@ -24,11 +24,11 @@ from pulumi_kubernetes.admissionregistration.v1 import (
     VariableArgs,
 )
 from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, LabelSelectorRequirementArgs, ObjectMetaArgs
-from pulumi_kubernetes.rbac.v1 import PolicyRuleArgs
 
 from core.vocabulary import (DEFAULT_LOCAL_QUEUE, GPU_TAINT, KUEUE_NAMESPACE, KUEUE_SERVICE_ACCOUNT,
                              ML_PRIORITY_CLASSES, POOL_LABEL, SHARED_GPU_RESOURCE, SHARED_GPU_TAINT, TEAM_LABEL,
                              Taint)
+from components.kube import team_roles
 from core.handle import ClusterHandle
 from config.queues import QueueLayout
 
@@ -449,17 +449,8 @@ class TeamAdmission(pulumi.ComponentResource):
                 names.append(f"mlplatform-{policy.name}")
 
         # Teams' edit group may declare monitors of their own services; Prometheus discovers monitors in every
-        # namespace, and team NetworkPolicies let it in. Aggregated into the built-in roles, not a new binding.
-        for role, verbs in (("edit", ["create", "delete", "deletecollection", "get", "list", "patch", "update",
-                                      "watch"]),
-                            ("view", ["get", "list", "watch"])):
-            k8s.rbac.v1.ClusterRole(
-                f"{name}-monitors-{role}",
-                metadata=ObjectMetaArgs(name=f"mlplatform-monitors-{role}", labels={
-                    f"rbac.authorization.k8s.io/aggregate-to-{role}": "true"}),
-                rules=[PolicyRuleArgs(api_groups=["monitoring.coreos.com"], resources=MONITOR_RESOURCES,
-                                      verbs=verbs)],
-                opts=child)
+        # namespace, and team NetworkPolicies let it in.
+        team_roles(name, "monitors", api_group="monitoring.coreos.com", resources=MONITOR_RESOURCES, opts=child)
         self.register_outputs({"policies": names})
 
 

@@ -16,10 +16,10 @@ from pulumi_kubernetes.admissionregistration.v1 import MutatingWebhookPatchArgs,
 from pulumi_kubernetes.meta.v1 import ObjectMetaPatchArgs
 
 from components import sizing
-from components.kube import helm_release, platform_namespace
+from components.kube import helm_release, platform_namespace, team_roles
 from components.queues import TEAM_NAMESPACES
 from core.handle import ClusterHandle
-from core.vocabulary import JOBSET_NAMESPACE
+from core.vocabulary import JOBSET_GROUP, JOBSET_NAMESPACE
 from versions import JOBSET, JOBSET_IMAGE, JOBSET_IMAGE_TAG
 
 RELEASE = "jobset"
@@ -85,4 +85,7 @@ class JobSets(pulumi.ComponentResource):
             webhooks=[ValidatingWebhookPatchArgs(name=hook, namespace_selector=selector)
                       for hook in validating_hooks],
             opts=after_release)
+        # Teams submit their JobSets themselves: the chart aggregates no role into `edit`, so without these a team
+        # member's JobSet was Forbidden.
+        team_roles(name, "jobsets", api_group=JOBSET_GROUP, resources=["jobsets"], opts=child)
         self.register_outputs({"namespace": JOBSET_NAMESPACE})

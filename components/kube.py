@@ -90,6 +90,25 @@ def platform_namespace(resource_name: str, name: str, *, component: str, pod_sec
 _GUARD_RAILS: weakref.WeakKeyDictionary[k8s.core.v1.Namespace, pulumi.Resource] = weakref.WeakKeyDictionary()
 
 
+# What a team's `edit` and `view` groups may do with a kind the platform installs, aggregated into Kubernetes'
+# built-in roles (bound in every team namespace) rather than given by a binding of its own.
+TEAM_VERBS = {"edit": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+              "view": ["get", "list", "watch"]}
+
+
+def team_roles(name: str, what: str, *, api_group: str, resources: Sequence[str],
+                opts: pulumi.ResourceOptions) -> None:
+    """ClusterRoles `mlplatform-<what>-edit` and `-view` (resources `<name>-<what>-edit`, `-view`), aggregated
+    into `edit` and `view`."""
+    for role, verbs in TEAM_VERBS.items():
+        k8s.rbac.v1.ClusterRole(
+            f"{name}-{what}-{role}",
+            metadata=ObjectMetaArgs(name=f"mlplatform-{what}-{role}", labels={
+                f"rbac.authorization.k8s.io/aggregate-to-{role}": "true"}),
+            rules=[k8s.rbac.v1.PolicyRuleArgs(api_groups=[api_group], resources=list(resources), verbs=verbs)],
+            opts=opts)
+
+
 def helm_release(resource_name: str, *, chart: Chart, namespace: k8s.core.v1.Namespace | str,
                  values: dict[str, Any], release_name: str | None = None, skip_crds: bool = False,
                  local_charts: str | None = None, opts: pulumi.ResourceOptions) -> k8s.helm.v3.Release:

@@ -79,6 +79,7 @@ KUEUE_NAMESPACE = "kueue-system"
 # (templates/manager/manager.yaml), its fullname being "kueue" for the release "kueue".
 KUEUE_SERVICE_ACCOUNT = "kueue-controller-manager"
 JOBSET_NAMESPACE = "jobset-system"
+JOBSET_GROUP = "jobset.x-k8s.io"
 PLATFORM_NAMESPACES = (DEVICE_PLUGIN_NAMESPACE, FAKE_GPU_NAMESPACE, KUEUE_NAMESPACE, JOBSET_NAMESPACE)
 
 KUEUE_API = "kueue.x-k8s.io/v1beta2"

@@ -98,3 +98,16 @@ def test_destroy_deletes_team_namespaces_before_the_jobset_controller(stack):
     teams = [r for r in synthesis.of_type("kubernetes:core/v1:Namespace")
              if "mlplatform.io/team" in (r.inputs["metadata"].get("labels") or {})]
     assert teams and all(release.urn in namespace.depends_on for namespace in teams)
+
+
+def test_team_members_may_submit_jobsets_through_the_roles_aggregated_into_edit_and_view(local_synth):
+    # The chart aggregates no role into `edit`: a team member's JobSet was Forbidden (found by make e2e).
+    roles = {r.inputs["metadata"]["name"]: r.inputs
+             for r in local_synth.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")}
+    edit, view = roles["mlplatform-jobsets-edit"], roles["mlplatform-jobsets-view"]
+    assert edit["metadata"]["labels"] == {"rbac.authorization.k8s.io/aggregate-to-edit": "true"}
+    assert view["metadata"]["labels"] == {"rbac.authorization.k8s.io/aggregate-to-view": "true"}
+    (rule,) = edit["rules"]
+    assert rule["apiGroups"] == ["jobset.x-k8s.io"] and rule["resources"] == ["jobsets"]
+    assert {"create", "delete", "get", "list", "watch"} <= set(rule["verbs"])
+    assert set(view["rules"][0]["verbs"]) == {"get", "list", "watch"}
