@@ -19,8 +19,10 @@ from core.vocabulary import GPU_TAINT, POOL_LABEL, TEAM_LABEL
 from e2e.cluster import ApiError
 from e2e.lifecycle import Platform
 
-POLICIES = ("gpu-nodes-for-gpu-work", "gpu-limits-equal-requests", "gpu-work-through-team-queue", "team-pools-only",
-            "gpu-request-fits-a-node", "no-gpu-device-env", "team-priority-classes", "team-monitors",
+WORKLOAD_POLICIES = ("gpu-nodes-for-gpu-work", "gpu-limits-equal-requests", "gpu-work-through-team-queue",
+                     "team-pools-only", "gpu-request-fits-a-node", "no-gpu-device-env", "team-priority-classes")
+# Each workload policy has a JobSet form, judging every pod template of a JobSet.
+POLICIES = (*WORKLOAD_POLICIES, *(f"{name}-jobsets" for name in WORKLOAD_POLICIES), "team-monitors",
             "team-network-policies-stay", "no-gpu-device-env-sources")
 # The policies of multi-node work (components/gang_admission.py), judged by the API server in test_6_gangs.
 GANG_POLICIES = ("multi-node-whole-nodes", "multi-node-names-its-topology", "jobset-through-team-queue")
@@ -210,7 +212,7 @@ NEVER_RUNS: list[tuple[str, dict[str, Any], str]] = [
     ("pod-asking-two-gpus-on-the-time-sliced-pool", gpu_pod(gpus=2, pool="t4"),
      "more than one GPU on a time-sliced pool (t4, l4)"),
 ]
-ALWAYS_DENIED = {"gpu-request-fits-a-node"}
+ALWAYS_DENIED = {"gpu-request-fits-a-node", "gpu-request-fits-a-node-jobsets"}
 
 COMPLIANT: list[tuple[str, dict[str, Any]]] = [
     ("cpu-pod", cpu_pod()),
