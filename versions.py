@@ -198,6 +198,12 @@ E2E_TOOLS: tuple[GoTool, ...] = (
     # The controller manager of the Kueue chart's release (KUEUE above), run as a process beside the cluster.
     GoTool("kueue", "sigs.k8s.io/kueue", KUEUE_IMAGE_TAG, "sigs.k8s.io/kueue/cmd/kueue",
            ldflags=f"-X sigs.k8s.io/kueue/pkg/version.GitVersion={KUEUE_IMAGE_TAG}"),
+    # The controller manager of the JobSet chart's release (JOBSET above), run as a process beside the cluster: the
+    # main package at the module's root. Wrapper: `go install` of it needs the proxy's version list of the module
+    # (its deprecation check), which the proxy refuses for sigs.k8s.io/jobset; and it requires the modules JobSet
+    # shares with Kueue at Kueue's versions, so that both are built from one set of compiled packages.
+    GoTool("jobset", "sigs.k8s.io/jobset", JOBSET_IMAGE_TAG, "sigs.k8s.io/jobset", "jobset",
+           ldflags=f"-X sigs.k8s.io/jobset/pkg/version.GitVersion={JOBSET_IMAGE_TAG}"),
     # promtool of the Prometheus that kube-prometheus-stack 88.5.3 deploys (v3.14.0 = module v0.314.0), and that
     # Prometheus server itself for make test's scrape test (tests/test_gpu_scrape.py). Wrapper: Prometheus's go.mod
     # has replace and exclude directives. The server is built without the `builtinassets` tag, so without its web

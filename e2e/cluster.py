@@ -26,15 +26,18 @@ How this cluster differs from a real one:
     /etc/hosts (in the private mount namespace that `ip netns exec` makes for it; the machine's own file is
     never touched), which maps the names given to `add_hosts` to 127.0.0.1. A webhook configuration may then
     use `clientConfig.url: https://SVC.NS.svc:PORT/...`, and its certificate still names the Service.
-  * Kueue runs as a process beside the cluster; the harness copies its webhook Secret into its certificate
-    folder, as the kubelet does for a Secret volume. Either `start_kueue` installs Kueue's CRDs and webhooks
-    itself, or `emulate_kueue_pods` makes the Kueue chart's Deployment run it: it rewrites the chart's
-    webhook and conversion clients to URLs in the live objects, starts Kueue with the chart's ConfigMap and
-    ServiceAccount, and marks the Deployment's pods Ready (kwok does not) only once Kueue serves; it stops
-    Kueue when the Deployment is deleted or scaled to 0. One process stands for every replica. Kueue's
+  * The controller managers of the Kueue and JobSet charts run as processes beside the cluster; the harness
+    copies each one's webhook Secret into its certificate folder, as the kubelet does for a Secret volume.
+    Either `start_kueue` installs Kueue's CRDs and webhooks itself, or `emulate_controller_pods(KUEUE or
+    JOBSET)` makes the chart's Deployment run its controller: it rewrites the chart's webhook and conversion
+    clients to URLs in the live objects, starts the controller with the Deployment's args, ConfigMap and
+    ServiceAccount, and marks the Deployment's pods Ready (kwok does not) only once it serves; it stops the
+    controller when the Deployment is deleted or scaled to 0. One process stands for every replica. Kueue's
     visibility API is off, and the emulation removes the chart's two APIServices for it
     (v1beta1/v1beta2.visibility.kueue.x-k8s.io): nothing here can serve them, and while they exist unavailable
-    the namespace controller's discovery fails and no namespace deletion finishes.
+    the namespace controller's discovery fails and no namespace deletion finishes. JobSet serves on free ports
+    (its defaults are Kueue's), without metrics, and finds its certificates where its chart mounts them under
+    /tmp, in a /tmp of its own (`netns_argv`).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -86,8 +90,6 @@ KWOK_STAGES = ("kustomize/stage/node/fast/node-initialize.yaml",
                "kustomize/stage/pod/fast/pod-ready.yaml",
                "kustomize/stage/pod/fast/pod-complete.yaml",
                "kustomize/stage/pod/fast/pod-delete.yaml")
-# The labels of the Kueue chart's controller-manager pods (its kueue.selectorLabels, without the release's).
-KUEUE_POD_LABELS = {"app.kubernetes.io/name": "kueue", "control-plane": "controller-manager"}
 NODE_LEASE_SECONDS = 40  # kwok renews the fake nodes' Leases, as a kubelet does (kwokctl's default)
 STOP_GRACE_SECONDS = 10.0
 WORKDIR_MARKER = ".mlplatform-e2e-cluster"  # a workdir is emptied at start only when it has this file
@@ -103,7 +105,7 @@ class ProcessDied(ClusterError):
 
 
 class BackgroundError(ClusterError):
-    """A background thread of the harness (`emulate_kueue_pods`) failed; the message says how."""
+    """A background thread of the harness (`emulate_controller_pods`) failed; the message says how."""
 
 
 class ApiError(ClusterError):
@@ -250,9 +252,9 @@ def _load_yaml_docs(path: Path) -> list[dict[str, Any]]:
 class LoopbackCluster:
     """etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok in a network namespace of their own.
 
-    `tools` maps each name in CONTROL_PLANE_TOOLS (and "kueue", for `start_kueue`) to its binary, as
-    `e2e.tools.build_all()` returns them. `workdir` holds certificates, data, logs and the kubeconfig
-    (`self.kubeconfig`); it is emptied at start. `netns` defaults to a name unique to this process.
+    `tools` maps each name in CONTROL_PLANE_TOOLS (and "kueue" and "jobset", for their charts' controllers) to
+    its binary, as `e2e.tools.build_all()` returns them. `workdir` holds certificates, data, logs and the
+    kubeconfig (`self.kubeconfig`); it is emptied at start. `netns` defaults to a name unique to this process.
     """
 
     def __init__(self, workdir: Path, tools: Mapping[str, Path], netns: str | None = None,
@@ -362,13 +364,28 @@ class LoopbackCluster:
 
     # -- running things inside the namespace --
 
-    def netns_argv(self, argv: Sequence[str | os.PathLike[str]]) -> list[str]:
+    def netns_argv(self, argv: Sequence[str | os.PathLike[str]],
+                   mounts: Mapping[str, Path] | None = None) -> list[str]:
         """`argv` wrapped to run inside the namespace, with WORKDIR/hosts as its /etc/hosts.
 
         `ip netns exec` gives each command a private mount namespace, so the bind mount is its own and
-        goes away with it; /etc/hosts on the machine is never touched.
+        goes away with it; /etc/hosts on the machine is never touched. `mounts` maps folders under /tmp, as a
+        pod's volume mounts would show them, to folders of this machine: the command then gets a /tmp of its
+        own (an empty tmpfs) holding just those, for programs that read a fixed path there.
         """
-        return ["ip", "netns", "exec", self.netns, "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"',
+        script = 'mount --bind "$0" /etc/hosts'
+        if mounts:
+            for target, source in mounts.items():
+                for path in (Path(source), self.workdir, *(Path(a) for a in argv if os.path.isabs(a))):
+                    if Path(path).resolve().is_relative_to("/tmp"):
+                        raise ClusterError(f"{path} is under /tmp, which the process mounting {target} gets "
+                                           "empty: use a work folder and tool cache elsewhere")
+                if not Path(target).is_relative_to("/tmp") or ".." in Path(target).parts:
+                    raise ClusterError(f"a process's mount {target}: only folders under /tmp are supported")
+            script += " && mount -t tmpfs -o mode=1777,size=16m mlplatform-e2e /tmp"
+            script += "".join(f" && mkdir -p {shlex.quote(t)} && mount --bind {shlex.quote(str(s))} {shlex.quote(t)}"
+                              for t, s in sorted(mounts.items()))
+        return ["ip", "netns", "exec", self.netns, "sh", "-c", script + ' && exec "$@"',
                 str(self.hosts_file), *map(str, argv)]
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -391,11 +408,12 @@ class LoopbackCluster:
         return done
 
     def spawn(self, name: str, argv: Sequence[str | os.PathLike[str]],
-              env: Mapping[str, str] | None = None) -> Process:
-        """Start a long-running process inside the namespace, logging to WORKDIR/logs/NAME.log; stopped on exit."""
+              env: Mapping[str, str] | None = None, mounts: Mapping[str, Path] | None = None) -> Process:
+        """Start a long-running process inside the namespace, logging to WORKDIR/logs/NAME.log; stopped on exit.
+        `mounts`: as for `netns_argv`."""
         log = self.logs / f"{name}.log"
         with open(log, "ab") as out:
-            popen = subprocess.Popen(self.netns_argv(argv), stdin=subprocess.DEVNULL, stdout=out,
+            popen = subprocess.Popen(self.netns_argv(argv, mounts), stdin=subprocess.DEVNULL, stdout=out,
                                      stderr=subprocess.STDOUT, env=self.env(env), start_new_session=True)
         proc = Process(name, popen, log)
         with self._lock:
@@ -417,7 +435,7 @@ class LoopbackCluster:
 
     def check_processes(self) -> None:
         """Raise, with the tail of its log, if a process of the cluster has ended; or what a background thread
-        of the harness (`emulate_kueue_pods`) failed with."""
+        of the harness (`emulate_controller_pods`) failed with."""
         with self._lock:
             errors = list(self._background_errors)
             processes = list(self._processes)
@@ -777,11 +795,13 @@ class LoopbackCluster:
                     {"key": f'.metadata.annotations["{COMPLETE_ANNOTATION}"]', "operator": "In",
                      "values": ["true"]})
             if stage["metadata"]["name"] == "pod-ready":
-                # The Kueue chart's controller-manager pods are made Ready by `emulate_kueue_pods`, when Kueue
-                # serves (their readiness probe), never by kwok. A jq query: labels missing make it "/".
-                stage["spec"]["selector"]["matchExpressions"].append(
-                    {"key": " + \"/\" + ".join(f'.metadata.labels["{k}"]' for k in KUEUE_POD_LABELS),
-                     "operator": "NotIn", "values": ["/".join(KUEUE_POD_LABELS.values())]})
+                # The Kueue and JobSet charts' controller pods are made Ready by `emulate_controller_pods`, when
+                # the controller serves (their readiness probe), never by kwok. A jq query: labels missing
+                # make it "/".
+                stage["spec"]["selector"]["matchExpressions"].extend(
+                    {"key": " + \"/\" + ".join(f'.metadata.labels["{k}"]' for k in controller.pod_labels),
+                     "operator": "NotIn", "values": ["/".join(controller.pod_labels.values())]}
+                    for controller in CHART_CONTROLLERS)
         return stages
 
     def _start_kwok(self) -> None:
@@ -795,7 +815,7 @@ class LoopbackCluster:
             "--node-ip=127.0.0.1", f"--cidr={POD_CIDR}", f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
         ])
 
-    # -- Kueue --
+    # -- controller managers beside the cluster (Kueue, JobSet) --
 
     def start_kueue(self, config_yaml: str, *, crds: Sequence[Mapping[str, Any]],
                     webhooks: Sequence[Mapping[str, Any]], kubeconfig: Path | None = None,
@@ -815,10 +835,10 @@ class LoopbackCluster:
         Kueue acts as the admin unless `kubeconfig` is given: `service_account_kubeconfig(NS, SA)` makes one
         for the chart's ServiceAccount, so that the chart's RBAC is what Kueue gets.
 
-        Without the chart: to run the chart's own Deployment as Kueue, see `emulate_kueue_pods`.
+        Without the chart: to run the chart's own Deployment as Kueue, see `emulate_controller_pods(KUEUE)`.
         """
         begin = time.monotonic()
-        setup = self._kueue_setup(config_yaml)
+        setup = _kueue_setup(self, config_yaml, None)
         # What the chart creates before the manager runs: its namespace, the (empty) webhook Secret that the
         # cert rotator fills, the CRDs and the webhook configurations, whose CA the rotator injects.
         self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": setup.namespace}})
@@ -827,65 +847,38 @@ class LoopbackCluster:
         self.install_crds(url_clients(crds, setup.host, setup.port))
         for obj in url_clients(webhooks, setup.host, setup.port):
             self.apply(obj)
-        proc = self._launch_kueue(setup, kubeconfig or self.kubeconfig)
+        proc = self._launch_controller("kueue", setup, kubeconfig or self.kubeconfig)
         webhook_paths = [self.path_of(w) for w in webhooks]
         crd_paths = [f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{c['metadata']['name']}"
                      for c in crds if (c.get("spec", {}).get("conversion") or {}).get("strategy") == "Webhook"]
         self.wait("Kueue serving (/readyz, and its CA injected into its webhook configurations and CRDs)",
-                  lambda: self._kueue_serving(setup, webhook_paths, crd_paths), timeout)
+                  lambda: self._controller_serving(setup, webhook_paths, crd_paths), timeout)
         self.timings["kueue start"] = time.monotonic() - begin
         return proc
 
-    def _kueue_setup(self, config_yaml: str) -> _KueueSetup:
-        """Kueue's Configuration as this harness runs it (out of a pod), and where it serves."""
-        if "kueue" not in self.tools:
-            raise ClusterError("e2e tool kueue missing; build it with `python3 -m e2e.tools kueue`")
-        cfg = yaml.safe_load(config_yaml) or {}
-        cert_mgmt = cfg.get("internalCertManagement") or {}
-        if cert_mgmt.get("enable") is False:
-            # Without it, Kueue 0.19 reads its metrics certificate from the fixed path /etc/kueue/metrics/certs
-            # (cmd/kueue/main.go) and exits when that is missing; and the webhook certificates would be ours.
-            raise ClusterError("the e2e Kueue needs internalCertManagement.enable (Kueue's default): with it off, "
-                               "Kueue wants certificates at /etc/kueue/metrics/certs, which the harness does not "
-                               "provide")
-        namespace = cfg.get("namespace") or "kueue-system"
-        service = cert_mgmt.get("webhookServiceName") or "kueue-webhook-service"
-        port = int((cfg.get("webhook") or {}).get("port") or 9443)
-        cert_dir = self.workdir / "kueue" / "certs"
-        cfg.setdefault("webhook", {})["certDir"] = str(cert_dir)
-        # In a pod, Kueue reads its namespace from the service-account mount; out of one, it must be told.
-        cfg["namespace"] = namespace
-        # Likewise the namespace of its leader-election Lease (leader election is on unless turned off).
-        if (cfg.get("leaderElection") or {}).get("leaderElect") is not False:
-            cfg["leaderElection"] = {**(cfg.get("leaderElection") or {})}
-            cfg["leaderElection"].setdefault("resourceNamespace", namespace)
-        # The visibility API server is off: the aggregator reaches an APIService only through its Service's
-        # cluster IP, which nothing in the namespace answers; and Kueue 0.19 writes its self-signed certificate
-        # into the fixed folder /visibility (pkg/visibility/server.go), which would be on this machine's root.
-        cfg.setdefault("featureGates", {})["VisibilityOnDemand"] = False
-        health = (cfg.get("health") or {}).get("healthProbeBindAddress") or ":8081"
-        return _KueueSetup(config=cfg, namespace=namespace, host=f"{service}.{namespace}.svc", port=port,
-                           secret=cert_mgmt.get("webhookSecretName") or "kueue-webhook-server-cert",
-                           cert_dir=cert_dir, health_port=int(health.rsplit(":", 1)[1]))
-
-    def _launch_kueue(self, setup: _KueueSetup, kubeconfig: Path) -> Process:
-        """Start the Kueue process (not waiting for it), and the copying of its webhook Secret into its certDir."""
+    def _launch_controller(self, name: str, setup: _ControllerSetup, kubeconfig: Path) -> Process:
+        """Start the e2e tool NAME as its chart's pod would run it (not waiting for it), and the copying of its
+        webhook Secret into its certificate folder."""
+        if name not in self.tools:
+            raise ClusterError(f"e2e tool {name} missing; build it with `python3 -m e2e.tools {name}`")
         setup.cert_dir.mkdir(parents=True, exist_ok=True)
         for stale in setup.cert_dir.iterdir():  # a fresh pod has only what its Secret holds now
             stale.unlink()
-        config_path = self.workdir / "kueue" / "config.yaml"
+        config_path = self.workdir / name / "config.yaml"
         config_path.write_text(yaml.safe_dump(setup.config, sort_keys=False))
         self.add_hosts(setup.host)
         with self._lock:
             if self._stop.is_set():
                 raise ClusterError("the cluster is stopping")
-            proc = self.spawn("kueue", [self.tools["kueue"], f"--config={config_path}", f"--kubeconfig={kubeconfig}"])
+            proc = self.spawn(name, [self.tools[name], f"--config={config_path}", f"--kubeconfig={kubeconfig}",
+                                     *setup.args], mounts=setup.mounts)
             self._sync_secret_to_dir(setup.namespace, setup.secret, setup.cert_dir)
         return proc
 
-    def _kueue_serving(self, setup: _KueueSetup, webhook_paths: Iterable[str], crd_paths: Iterable[str]) -> bool:
-        """Kueue's /readyz answers (its certificates made, mounted and its webhook server up), and its CA is in
-        every webhook configuration and CRD conversion webhook named."""
+    def _controller_serving(self, setup: _ControllerSetup, webhook_paths: Iterable[str],
+                            crd_paths: Iterable[str]) -> bool:
+        """The controller's /readyz answers (its certificates made, mounted and its webhook server up), and its CA
+        is in every webhook configuration and CRD conversion webhook named."""
         if not self._http_ok(f"http://127.0.0.1:{setup.health_port}/readyz"):
             return False
         for path in webhook_paths:
@@ -899,7 +892,7 @@ class LoopbackCluster:
 
     def _sync_secret_to_dir(self, namespace: str, name: str, folder: Path) -> None:
         """What the kubelet does for a Secret volume: keep tls.crt and tls.key of the Secret in `folder`. One
-        thread per folder; it also writes again what a restarted Kueue's emptied folder lost."""
+        thread per folder; it also writes again what a restarted controller's emptied folder lost."""
         path = f"/api/v1/namespaces/{namespace}/secrets/{name}"
         if (path, folder) in self._secret_syncs:
             return
@@ -922,40 +915,44 @@ class LoopbackCluster:
                     tmp = folder / f".{key}.tmp"
                     tmp.write_bytes(content)
                     tmp.chmod(0o600)
-                    tmp.replace(target)  # atomic: Kueue's cert watcher never reads half a file
+                    tmp.replace(target)  # atomic: the controller's cert watcher never reads half a file
 
-        thread = threading.Thread(target=loop, name=f"kueue-cert-sync-{self.netns}", daemon=True)
+        thread = threading.Thread(target=loop, name=f"cert-sync-{name}-{self.netns}", daemon=True)
         thread.start()
         self._threads.append(thread)
 
-    def emulate_kueue_pods(self, namespace: str = "kueue-system", deployment: str = "kueue-controller-manager", *,
-                           release: str = "kueue", timeout: float = 120.0, interval: float = 0.5) -> KueuePods:
-        """Make the Kueue chart's Deployment run the real Kueue, as its pods would in a real cluster.
+    def emulate_controller_pods(self, controller: ChartController, *, timeout: float = 120.0,
+                                interval: float = 0.5) -> ControllerPods:
+        """Make a chart's controller-manager Deployment (`KUEUE`, `JOBSET`) run the real controller, as its pods
+        would in a real cluster.
 
         Call it before the chart is installed (`pulumi up`, Helm): a background thread (stopped with the
-        cluster) then, once the release's objects are there (its ConfigMap RELEASE-manager-config, its
-        ServiceAccount DEPLOYMENT, its webhook Secret, the Kueue CRDs Established, and its webhook
-        configurations RELEASE-validating/mutating-webhook-configuration):
+        cluster) then, once the release's objects are there (the Deployment, the ConfigMap its `--config` file
+        is mounted from, its ServiceAccount, its webhook Secret, the CRDs whose conversion webhooks it serves
+        Established, and its webhook configurations):
           * rewrites in the live objects every `clientConfig.service` of those webhook configurations and of the
             CRDs' conversion webhooks to `url: https://SVC.NS.svc:PORT/PATH` (this cluster has no Service
-            routing; SVC.NS.svc resolves to 127.0.0.1), each time before Kueue starts and until it serves;
-          * starts the real Kueue with the ConfigMap's configuration (`controller_manager_config.yaml`) and a
-            token of the chart's ServiceAccount, so that the chart's RBAC is what Kueue gets;
+            routing; SVC.NS.svc resolves to 127.0.0.1), each time before the controller starts and until it
+            serves;
+          * starts the real controller with the Deployment's container args, the ConfigMap's configuration
+            (adapted by `controller.setup` to run out of a pod) and a token of the Deployment's ServiceAccount,
+            so that the chart's RBAC is what it gets;
           * marks the Deployment's pods Running and Ready (kwok leaves them Pending: see `_kwok_stages`) only
-            once Kueue's /readyz answers and its CA is in its webhook configurations and conversion webhooks,
-            as the chart's readiness probe would; so the Deployment becomes Available, and Helm's wait ends,
-            only when Kueue serves its webhooks. Pods made later (a rollout) are marked so while Kueue serves;
-            when the ConfigMap changes, Kueue is restarted with the new configuration before they are;
-          * stops Kueue when the Deployment is deleted (helm uninstall), is being deleted or is scaled to 0, as
+            once its /readyz answers and its CA is in its webhook configurations and conversion webhooks, as the
+            chart's readiness probe would; so the Deployment becomes Available, and Helm's wait ends, only when
+            the controller serves its webhooks. Pods made later (a rollout) are marked so while it serves;
+            when the ConfigMap changes, it is restarted with the new configuration before they are;
+          * stops it when the Deployment is deleted (helm uninstall), is being deleted or is scaled to 0, as
             the kubelet would kill the pods; starts it again when the Deployment comes back.
-        One Kueue process stands for all replicas. Returns the thread's state (`KueuePods`), for tests. `timeout` bounds each step once the release's first object
-        has appeared (the objects' arrival, Kueue's start). Whatever fails in the thread is raised by
-        `check_processes()`, and so by `wait()`.
+        One process stands for all replicas. Returns the thread's state (`ControllerPods`), for tests. `timeout`
+        bounds each step once the Deployment has appeared (the objects' arrival, the controller's start).
+        Whatever fails in the thread is raised by `check_processes()`, and so by `wait()`.
         """
-        if "kueue" not in self.tools:
-            raise ClusterError("e2e tool kueue missing; build it with `python3 -m e2e.tools kueue`")
-        emulator = KueuePods(self, namespace, deployment, release, timeout, interval)
-        thread = threading.Thread(target=emulator.run, name=f"kueue-pods-{self.netns}", daemon=True)
+        if controller.tool not in self.tools:
+            raise ClusterError(f"e2e tool {controller.tool} missing; build it with "
+                               f"`python3 -m e2e.tools {controller.tool}`")
+        emulator = ControllerPods(self, controller, timeout, interval)
+        thread = threading.Thread(target=emulator.run, name=f"{controller.tool}-pods-{self.netns}", daemon=True)
         thread.start()
         self._threads.append(thread)
         return emulator
@@ -967,7 +964,10 @@ class LoopbackCluster:
 
 
 @dataclass
-class _KueueSetup:
+class _ControllerSetup:
+    """How the harness runs a controller manager out of a pod: its configuration file, its args besides --config
+    and --kubeconfig, where it serves its webhooks (SVC.NS.svc and the server's own port) and health, the Secret
+    its cert rotator fills and the folder the harness copies it into, and `mounts` (`netns_argv`)."""
     config: dict[str, Any]
     namespace: str
     host: str
@@ -975,37 +975,186 @@ class _KueueSetup:
     secret: str
     cert_dir: Path
     health_port: int
+    args: list[str] = field(default_factory=list)
+    mounts: dict[str, Path] = field(default_factory=dict)
 
 
-# Kueue's CRDs whose conversion webhooks its cert rotator injects (pkg/util/cert/cert.go), and which the chart
-# (templates/crd) gives a conversion webhook by Service.
-KUEUE_CONVERTED_CRDS = ("clusterqueues", "cohorts", "localqueues", "multikueueclusters", "workloads")
-KUEUE_POD_IP_BASE = "10.244.255."  # the pod IPs the emulated Kueue pods get: a corner of POD_CIDR kwok never reaches
+def _kueue_setup(cluster: LoopbackCluster, config_yaml: str, pod: Mapping[str, Any] | None) -> _ControllerSetup:
+    """Kueue's Configuration as this harness runs it (out of a pod), and where it serves."""
+    cfg = yaml.safe_load(config_yaml) or {}
+    cert_mgmt = cfg.get("internalCertManagement") or {}
+    if cert_mgmt.get("enable") is False:
+        # Without it, Kueue 0.19 reads its metrics certificate from the fixed path /etc/kueue/metrics/certs
+        # (cmd/kueue/main.go) and exits when that is missing; and the webhook certificates would be ours.
+        raise ClusterError("the e2e Kueue needs internalCertManagement.enable (Kueue's default): with it off, "
+                           "Kueue wants certificates at /etc/kueue/metrics/certs, which the harness does not "
+                           "provide")
+    namespace = cfg.get("namespace") or "kueue-system"
+    service = cert_mgmt.get("webhookServiceName") or "kueue-webhook-service"
+    port = int((cfg.get("webhook") or {}).get("port") or 9443)
+    cert_dir = cluster.workdir / "kueue" / "certs"
+    cfg.setdefault("webhook", {})["certDir"] = str(cert_dir)
+    # In a pod, Kueue reads its namespace from the service-account mount; out of one, it must be told.
+    cfg["namespace"] = namespace
+    # Likewise the namespace of its leader-election Lease (leader election is on unless turned off).
+    _lease_namespace(cfg, namespace)
+    # The visibility API server is off: the aggregator reaches an APIService only through its Service's
+    # cluster IP, which nothing in the namespace answers; and Kueue 0.19 writes its self-signed certificate
+    # into the fixed folder /visibility (pkg/visibility/server.go), which would be on this machine's root.
+    cfg.setdefault("featureGates", {})["VisibilityOnDemand"] = False
+    health = (cfg.get("health") or {}).get("healthProbeBindAddress") or ":8081"
+    return _ControllerSetup(config=cfg, namespace=namespace, host=f"{service}.{namespace}.svc", port=port,
+                            secret=_webhook_secret(cfg, KUEUE.default_secret),
+                            cert_dir=cert_dir, health_port=int(health.rsplit(":", 1)[1]),
+                            args=_pod_args(pod))
 
 
-class KueuePods:
-    """The thread behind `LoopbackCluster.emulate_kueue_pods`: one poll loop, a state of what runs.
+# JobSet 0.12's defaults, which its cert rotator uses as they are (pkg/util/cert/cert.go): the namespace it assumes
+# out of a pod (in one, the service-account mount's), and the folder it waits for the Secret's files in.
+JOBSET_DEFAULT_NAMESPACE = "jobset-system"
+JOBSET_CERT_DIR = "/tmp/k8s-webhook-server/serving-certs"
 
-    For tests: `proc` (the Kueue Process while one runs), `serving`, and `events`, (time.monotonic(), what)
-    pairs: "kueue started", "kueue serving", "pod NAME ready", "rewrote NAME", "kueue stopped (WHY)".
+
+def _jobset_setup(cluster: LoopbackCluster, config_yaml: str, pod: Mapping[str, Any] | None) -> _ControllerSetup:
+    """JobSet's Configuration (config.jobset.x-k8s.io/v1alpha1) as this harness runs it, and where it serves."""
+    cfg = yaml.safe_load(config_yaml) or {}
+    cert_mgmt = cfg.get("internalCertManagement") or {}
+    if cert_mgmt.get("enable") is not True:
+        raise ClusterError("the e2e JobSet needs internalCertManagement.enable (the chart's, without cert-manager): "
+                           "its cert rotator makes the webhook certificates the harness copies to it")
+    namespace = JOBSET_DEFAULT_NAMESPACE
+    service = cert_mgmt.get("webhookServiceName") or "jobset-webhook-service"
+    secret = _webhook_secret(cfg, JOBSET.default_secret)
+    # Its webhook server's default port (9443) and probe address (:8081) are Kueue's too, in the same network
+    # namespace: free ones instead. Its metrics server is off (its default port is Kueue's metrics port, and
+    # nothing scrapes it here).
+    port, health_port = cluster._free_ports(2)
+    cfg.setdefault("webhook", {})["port"] = port
+    cfg.setdefault("health", {})["healthProbeBindAddress"] = f"127.0.0.1:{health_port}"
+    cfg.setdefault("metrics", {})["bindAddress"] = "0"
+    _lease_namespace(cfg, namespace)
+    # The rotator waits for the Secret's files in a fixed folder, where the chart mounts the Secret: the process
+    # gets the harness's copy there (the Deployment's mount path, else the rotator's).
+    cert_dir = cluster.workdir / "jobset" / "certs"
+    mount_path = _secret_mount_path(pod, secret) or JOBSET_CERT_DIR
+    return _ControllerSetup(config=cfg, namespace=namespace, host=f"{service}.{namespace}.svc", port=port,
+                            secret=secret, cert_dir=cert_dir, health_port=health_port, args=_pod_args(pod),
+                            mounts={mount_path: cert_dir})
+
+
+def _webhook_secret(cfg: Mapping[str, Any], default: str) -> str:
+    """The Secret a controller's cert rotator keeps its webhook certificates in, by its configuration."""
+    return (cfg.get("internalCertManagement") or {}).get("webhookSecretName") or default
+
+
+def _lease_namespace(cfg: dict[str, Any], namespace: str) -> None:
+    """The namespace of the leader-election Lease, which a controller out of a pod cannot find by itself."""
+    if (cfg.get("leaderElection") or {}).get("leaderElect") is not False:
+        cfg["leaderElection"] = {**(cfg.get("leaderElection") or {})}
+        cfg["leaderElection"].setdefault("resourceNamespace", namespace)
+
+
+def _config_container(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The container of a controller's pod spec that reads its configuration (`--config=PATH`)."""
+    for container in pod.get("containers") or []:
+        if any(a.startswith("--config=") for a in container.get("args") or []):
+            return container
+    raise ClusterError(f"no container of the pod spec takes --config=: {[c.get('name') for c in pod['containers']]}")
+
+
+def _pod_args(pod: Mapping[str, Any] | None) -> list[str]:
+    """The chart's args of the controller, but --config (the harness writes its own file)."""
+    if pod is None:
+        return []
+    return [a for a in _config_container(pod).get("args") or [] if not a.startswith("--config=")]
+
+
+def _config_source(pod: Mapping[str, Any]) -> tuple[str, str]:
+    """(ConfigMap, key) that a controller's `--config=PATH` file is mounted from, in its pod spec."""
+    container = _config_container(pod)
+    path = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--config="))
+    for mount in container.get("volumeMounts") or []:
+        if mount["mountPath"] == path and mount.get("subPath"):
+            volume = next(v for v in pod.get("volumes") or [] if v["name"] == mount["name"])
+            if "configMap" in volume:
+                return volume["configMap"]["name"], mount["subPath"]
+    raise ClusterError(f"--config={path}: no ConfigMap key is mounted there in the pod spec")
+
+
+def _secret_mount_path(pod: Mapping[str, Any] | None, secret: str) -> str | None:
+    """Where a controller's pod spec mounts Secret `secret`, if it does."""
+    if pod is None:
+        return None
+    volumes = {v["name"] for v in pod.get("volumes") or [] if (v.get("secret") or {}).get("secretName") == secret}
+    return next((m["mountPath"] for m in _config_container(pod).get("volumeMounts") or [] if m["name"] in volumes),
+                None)
+
+
+@dataclass(frozen=True)
+class ChartController:
+    """A chart's controller manager that `emulate_controller_pods` runs as a process beside the cluster, standing
+    for its Deployment's pods: what tells its objects apart, and how it is run out of a pod (`setup`, from the
+    configuration text and the Deployment's pod spec)."""
+    tool: str  # its e2e tool, also its process's, log's and folder's name
+    namespace: str
+    deployment: str
+    pod_labels: Mapping[str, str]  # its pods' labels: kwok's pod-ready stage leaves those pods to the harness
+    webhook_configurations: tuple[str, ...]  # (validating, mutating) that it serves and injects its CA into
+    setup: Callable[[LoopbackCluster, str, Mapping[str, Any] | None], _ControllerSetup]
+    pod_ip_base: str  # the pod IPs its emulated pods get: a corner of POD_CIDR kwok never reaches
+    default_secret: str  # its webhook Secret, unless its configuration's internalCertManagement names another
+    converted_crds: tuple[str, ...] = ()  # CRDs whose conversion webhooks it serves and injects its CA into
+    # APIServices it serves in a real cluster and nothing can serve here (the aggregator reaches one only through
+    # its Service): left unavailable, they would fail the namespace controller's discovery, and no namespace
+    # deletion would ever finish. Removed once the controller serves.
+    unservable_apiservices: tuple[str, ...] = ()
+
+
+KUEUE = ChartController(
+    "kueue", "kueue-system", "kueue-controller-manager",
+    # The labels of the Kueue chart's controller-manager pods (its kueue.selectorLabels, without the release's).
+    {"app.kubernetes.io/name": "kueue", "control-plane": "controller-manager"},
+    ("kueue-validating-webhook-configuration", "kueue-mutating-webhook-configuration"), _kueue_setup,
+    "10.244.255.", "kueue-webhook-server-cert",
+    # Kueue's CRDs whose conversion webhooks its cert rotator injects (pkg/util/cert/cert.go), and which the
+    # chart (templates/crd) gives a conversion webhook by Service.
+    tuple(f"{plural}.kueue.x-k8s.io"
+          for plural in ("clusterqueues", "cohorts", "localqueues", "multikueueclusters", "workloads")),
+    ("v1beta1.visibility.kueue.x-k8s.io", "v1beta2.visibility.kueue.x-k8s.io"))
+# The JobSet chart's release as components/jobset.py installs it (RELEASE "jobset", so the chart names its objects
+# jobset-controller, and its webhook configurations by the fixed names its cert rotator injects).
+JOBSET = ChartController(
+    "jobset", JOBSET_DEFAULT_NAMESPACE, "jobset-controller",
+    {"app.kubernetes.io/name": "jobset", "app.kubernetes.io/component": "controller"},
+    ("jobset-validating-webhook-configuration", "jobset-mutating-webhook-configuration"), _jobset_setup,
+    "10.244.254.", "jobset-webhook-server-cert")
+CHART_CONTROLLERS = (KUEUE, JOBSET)
+
+
+class ControllerPods:
+    """The thread behind `LoopbackCluster.emulate_controller_pods`: one poll loop, a state of what runs.
+
+    For tests: `proc` (the controller's Process while one runs), `serving`, and `events`, (time.monotonic(),
+    what) pairs: "TOOL started", "TOOL serving", "pod NAME ready", "rewrote NAME", "TOOL stopped (WHY)".
     """
 
-    def __init__(self, cluster: LoopbackCluster, namespace: str, deployment: str, release: str, timeout: float,
+    def __init__(self, cluster: LoopbackCluster, controller: ChartController, timeout: float,
                  interval: float) -> None:
         self.c = cluster
-        self.namespace = namespace
-        self.deployment = deployment
+        self.controller = controller
+        self.name = controller.tool
+        self.namespace = controller.namespace
         self.timeout = timeout
         self.interval = interval
-        self.configmap = f"/api/v1/namespaces/{namespace}/configmaps/{release}-manager-config"
-        self.deployment_path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}"
+        self.deployment_path = f"/apis/apps/v1/namespaces/{self.namespace}/deployments/{controller.deployment}"
         admission = "/apis/admissionregistration.k8s.io/v1"
-        self.webhook_paths = [f"{admission}/validatingwebhookconfigurations/{release}-validating-webhook-configuration",
-                              f"{admission}/mutatingwebhookconfigurations/{release}-mutating-webhook-configuration"]
-        self.crd_paths = [f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{plural}.kueue.x-k8s.io"
-                          for plural in KUEUE_CONVERTED_CRDS]
+        validating, mutating = controller.webhook_configurations
+        self.webhook_paths = [f"{admission}/validatingwebhookconfigurations/{validating}",
+                              f"{admission}/mutatingwebhookconfigurations/{mutating}"]
+        self.crd_paths = [f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+                          for name in controller.converted_crds]
         self.proc: Process | None = None
-        self.setup: _KueueSetup | None = None
+        self.setup: _ControllerSetup | None = None
         self.config_text: str | None = None
         self.serving = False
         self.started = 0.0
@@ -1023,6 +1172,7 @@ class KueuePods:
     def run(self) -> None:
         failures: list[str] = []
         first_seen: float | None = None
+        where = f"emulate_controller_pods({self.name})"
         while not self.c._stop.wait(self.interval):
             try:
                 first_seen = self.step(first_seen)
@@ -1037,17 +1187,17 @@ class KueuePods:
             except ProcessDied as exc:
                 if self.c._stop.is_set():
                     return
-                self.c.background_error(f"emulate_kueue_pods: {exc}")
+                self.c.background_error(f"{where}: {exc}")
                 return
             except Exception as exc:  # noqa: BLE001 (anything else is a failure to report, not to retry)
                 if self.c._stop.is_set():
                     return
-                self.c.background_error(f"emulate_kueue_pods: {type(exc).__name__}: {exc}")
+                self.c.background_error(f"{where}: {type(exc).__name__}: {exc}")
                 return
             if len(failures) * self.interval > self.timeout:
-                self.c.background_error(f"emulate_kueue_pods: failing for {self.timeout:.0f}s: {failures[-1]}")
+                self.c.background_error(f"{where}: failing for {self.timeout:.0f}s: {failures[-1]}")
                 return
-        self.stop_kueue("cluster stopping")
+        self.stop_controller("cluster stopping")
 
     def get(self, path: str) -> Any | None:
         try:
@@ -1065,64 +1215,64 @@ class KueuePods:
             labels = dep["spec"]["selector"].get("matchLabels") or {}
             self.selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         if not wanted:
-            self.stop_kueue("deployment deleted" if dep is None or dep["metadata"].get("deletionTimestamp")
-                            else "deployment scaled to 0")
+            self.stop_controller("deployment deleted" if dep is None or dep["metadata"].get("deletionTimestamp")
+                                 else "deployment scaled to 0")
             return None
+        assert dep is not None
+        pod = dep["spec"]["template"]["spec"]
         now = time.monotonic()
         first_seen = first_seen or now
-        cm = self.get(self.configmap)
-        config_text = ((cm or {}).get("data") or {}).get("controller_manager_config.yaml")
+        configmap, key = _config_source(pod)
+        cm = self.get(f"/api/v1/namespaces/{self.namespace}/configmaps/{configmap}")
+        config_text = ((cm or {}).get("data") or {}).get(key)
         if self.proc is not None and config_text is not None and config_text != self.config_text:
-            self.stop_kueue("configuration changed")  # a rollout's new pods run the new configuration
+            self.stop_controller("configuration changed")  # a rollout's new pods run the new configuration
         if self.proc is None:
-            missing = self.missing_objects(config_text)
+            missing = self.missing_objects(pod, configmap, key, config_text)
             if missing:
                 if now - first_seen > self.timeout:
-                    raise ClusterError(f"the Kueue chart's objects did not all appear within {self.timeout:.0f}s "
-                                       f"of its Deployment: missing {', '.join(missing)}")
+                    raise ClusterError(f"the {self.name} chart's objects did not all appear within "
+                                       f"{self.timeout:.0f}s of its Deployment: missing {', '.join(missing)}")
                 return first_seen
             assert config_text is not None
-            self.start_kueue(config_text)
+            self.start_controller(config_text, pod)
         assert self.setup is not None and self.proc is not None
         if not self.serving:
             self.rewrite_clients()  # until it serves: a CRD or webhook configuration may come late
-            if not self.c._kueue_serving(self.setup, self.webhook_paths, self.crd_paths):
+            if not self.c._controller_serving(self.setup, self.webhook_paths, self.crd_paths):
                 if now - self.started > self.timeout:
-                    raise ClusterError(f"Kueue (for the chart's Deployment) did not serve within {self.timeout:.0f}s"
-                                       f" (readyz, CA injected); the end of {self.proc.log}:\n{self.proc.tail()}")
+                    raise ClusterError(f"{self.name} (for the chart's Deployment) did not serve within "
+                                       f"{self.timeout:.0f}s (readyz, CA injected); the end of {self.proc.log}:\n"
+                                       f"{self.proc.tail()}")
                 return first_seen
             self.serving = True
-            self.note("kueue serving")
-        self.drop_visibility_apiservices()
+            self.note(f"{self.name} serving")
+        self.drop_unservable_apiservices()
         self.mark_pods_ready()
         return first_seen
 
-    def drop_visibility_apiservices(self) -> None:
-        """Remove the chart's visibility APIServices, which Kueue serves in a real cluster and nothing can serve
-        here (the aggregator reaches an APIService only through its Service): left unavailable, they would fail
-        the namespace controller's discovery and no namespace deletion would ever finish."""
-        for version in ("v1beta1", "v1beta2"):
-            path = f"/apis/apiregistration.k8s.io/v1/apiservices/{version}.visibility.kueue.x-k8s.io"
+    def drop_unservable_apiservices(self) -> None:
+        for name in self.controller.unservable_apiservices:
+            path = f"/apis/apiregistration.k8s.io/v1/apiservices/{name}"
             if self.get(path) is not None:
                 try:
                     self.c.request("DELETE", path)
-                    self.note(f"removed APIService {version}.visibility.kueue.x-k8s.io")
+                    self.note(f"removed APIService {name}")
                 except ApiError as exc:
                     if exc.status != 404:
                         raise
 
-    def missing_objects(self, config_text: str | None) -> list[str]:
+    def missing_objects(self, pod: Mapping[str, Any], configmap: str, key: str,
+                        config_text: str | None) -> list[str]:
         ns = self.namespace
-        missing = [] if config_text is not None else [f"ConfigMap {self.configmap.rsplit('/', 1)[1]} "
-                                                      "(key controller_manager_config.yaml)"]
-        secret = "kueue-webhook-server-cert"
+        missing = [] if config_text is not None else [f"ConfigMap {configmap} (key {key})"]
+        account = pod.get("serviceAccountName") or "default"
+        paths = [(f"/api/v1/namespaces/{ns}/serviceaccounts/{account}", f"ServiceAccount {account}"),
+                 *((p, p.rsplit("/", 1)[1]) for p in self.webhook_paths)]
         if config_text is not None:
-            secret = ((yaml.safe_load(config_text) or {}).get("internalCertManagement") or {}).get(
-                "webhookSecretName") or secret
-        for path, what in ((f"/api/v1/namespaces/{ns}/serviceaccounts/{self.deployment}",
-                            f"ServiceAccount {self.deployment}"),
-                           (f"/api/v1/namespaces/{ns}/secrets/{secret}", f"Secret {secret}"),
-                           *((p, p.rsplit("/", 1)[1]) for p in self.webhook_paths)):
+            secret = _webhook_secret(yaml.safe_load(config_text) or {}, self.controller.default_secret)
+            paths.append((f"/api/v1/namespaces/{ns}/secrets/{secret}", f"Secret {secret}"))
+        for path, what in paths:
             if self.get(path) is None:
                 missing.append(what)
         for path in self.crd_paths:
@@ -1148,20 +1298,20 @@ class KueuePods:
                 raise ClusterError(f"{path}: clientConfig still not a URL after the rewrite: {left}")
             self.note(f"rewrote {path.rsplit('/', 1)[1]}")
 
-    def start_kueue(self, config_text: str) -> None:
-        self.setup = self.c._kueue_setup(config_text)
+    def start_controller(self, config_text: str, pod: Mapping[str, Any]) -> None:
+        self.setup = self.controller.setup(self.c, config_text, pod)
         if self.setup.namespace != self.namespace:
-            raise ClusterError(f"the chart's Kueue configuration names namespace {self.setup.namespace}, "
+            raise ClusterError(f"the chart's {self.name} configuration names namespace {self.setup.namespace}, "
                                f"its Deployment is in {self.namespace}")
-        self.rewrite_clients()  # before Kueue injects its CA into them
-        kubeconfig = self.c.service_account_kubeconfig(self.namespace, self.deployment)
-        self.proc = self.c._launch_kueue(self.setup, kubeconfig)
+        self.rewrite_clients()  # before the controller injects its CA into them
+        kubeconfig = self.c.service_account_kubeconfig(self.namespace, pod.get("serviceAccountName") or "default")
+        self.proc = self.c._launch_controller(self.name, self.setup, kubeconfig)
         self.config_text = config_text
         self.serving = False
         self.started = time.monotonic()
-        self.note("kueue started")
+        self.note(f"{self.name} started")
 
-    def stop_kueue(self, why: str) -> None:
+    def stop_controller(self, why: str) -> None:
         if self.proc is None:
             return
         proc, self.proc = self.proc, None
@@ -1170,7 +1320,7 @@ class KueuePods:
             if proc in self.c._processes:
                 self.c._processes.remove(proc)
         proc.stop()
-        self.note(f"kueue stopped ({why})")
+        self.note(f"{self.name} stopped ({why})")
 
     def mark_pods_ready(self) -> None:
         """What kwok's pod-ready stage does for other pods, for the bound, not yet Ready pods of the Deployment."""
@@ -1181,7 +1331,8 @@ class KueuePods:
             if meta.get("deletionTimestamp") or not spec.get("nodeName") or has_condition(pod, "Ready"):
                 continue
             now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            ip = self.pod_ips.setdefault(meta["uid"], f"{KUEUE_POD_IP_BASE}{len(self.pod_ips) % 254 + 1}")
+            ip = self.pod_ips.setdefault(meta["uid"],
+                                         f"{self.controller.pod_ip_base}{len(self.pod_ips) % 254 + 1}")
             conditions = [{"type": kind, "status": "True", "lastTransitionTime": now}
                           for kind in ("Initialized", "Ready", "ContainersReady")]
             conditions += [{"type": gate["conditionType"], "status": "True", "lastTransitionTime": now}

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from e2e.cluster import LoopbackCluster, NodeSpec
+from e2e.cluster import CHART_CONTROLLERS, LoopbackCluster, NodeSpec
 from e2e.tools import build_all, cache_dir
 
 if TYPE_CHECKING:
@@ -198,8 +198,8 @@ def platform(workdir: Path | None = None) -> Iterator[Platform]:
                 shutil.rmtree(workdir / "pulumi")
             outputs = _synthesized_outputs(PLATFORM_STACK)
             cluster.add_nodes(nodes_of(outputs, {"mlplatform.io/pool": "system"}))
-            if hasattr(cluster, "emulate_kueue_pods"):
-                cluster.emulate_kueue_pods()
+            for controller in CHART_CONTROLLERS:  # Kueue's and JobSet's, run as their charts' pods would
+                cluster.emulate_controller_pods(controller)
             pulumi.install()
             for stack in (PLATFORM_STACK, TEAM_STACK):
                 pulumi("stack", "init", f"organization/mlplatform/{stack}", stack=None)
