@@ -82,6 +82,15 @@ def as_deployment(pod: dict[str, Any]) -> dict[str, Any]:
                      "template": {"metadata": {"labels": selector}, "spec": spec}}}
 
 
+def as_jobset(*pods: dict[str, Any]) -> dict[str, Any]:
+    """A JobSet of one replicated Job per pod, each pod's spec its template, carrying the pods' labels."""
+    return {"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
+            "metadata": {"name": "train", "namespace": pods[0]["metadata"]["namespace"],
+                         "labels": {k: v for pod in pods for k, v in pod["metadata"]["labels"].items()}},
+            "spec": {"replicatedJobs": [{"name": f"workers-{index}", "replicas": 1, "template": {"spec": {
+                "backoffLimit": 0, "template": {"spec": pod["spec"]}}}} for index, pod in enumerate(pods)]}}
+
+
 def changed(obj: dict[str, Any], **spec: Any) -> dict[str, Any]:
     """A copy with pod-spec fields set (None removes one); a Job's go into its template."""
     obj = copy.deepcopy(obj)
@@ -265,6 +274,35 @@ def test_what_can_never_run_is_refused_even_where_policies_warn(e2e: Platform, o
 @pytest.mark.parametrize("obj", [o for _, o in COMPLIANT], ids=[i for i, _ in COMPLIANT])
 def test_a_compliant_object_draws_no_warning(e2e: Platform, obj: dict[str, Any]):
     assert submit(e2e, obj) == []
+
+
+# Issue 24: JobSets, judged over every template when they are submitted, by each policy's JobSet form; in each,
+# only the second template breaks the rule. (case, JobSet, policy, refused even where the policies warn?)
+JOBSETS: list[tuple[str, dict[str, Any], str | None, bool]] = [
+    ("jobset-whose-second-template-runs-cpu-work-on-gpu-nodes",
+     as_jobset(gpu_pod(), changed(cpu_pod(), tolerations=[GPU_TOLERATION])), "gpu-nodes-for-gpu-work-jobsets", False),
+    ("jobset-whose-second-template-picks-the-system-pool",
+     as_jobset(gpu_pod(), changed(cpu_pod(), nodeSelector=SYSTEM_POOL)), "team-pools-only-jobsets", False),
+    ("jobset-whose-second-template-asks-more-gpus-than-a-node-has", as_jobset(gpu_pod(), gpu_pod(gpus=9)),
+     "gpu-request-fits-a-node-jobsets", True),
+    ("compliant-jobset-of-a-cpu-and-a-gpu-template", as_jobset(cpu_pod(), gpu_pod()), None, False),
+]
+
+
+@pytest.mark.parametrize("obj,policy,refused", [(o, p, r) for _, o, p, r in JOBSETS], ids=[i for i, *_ in JOBSETS])
+def test_a_jobset_is_judged_over_every_template_when_submitted(e2e: Platform, obj: dict[str, Any], policy: str | None,
+                                                               refused: bool):
+    # As the e2e admin: the teams' edit role does not cover JobSets (Kueue's jobset-editor role aggregates to its
+    # batch-user role only), and the policies judge whoever submits.
+    path = e2e.cluster.path_of(obj, collection=True) + "?dryRun=All"
+    if refused:
+        with pytest.raises(ApiError) as error:
+            e2e.cluster.request_as("POST", path, obj, user="e2e-admin", groups=["system:masters"])
+        assert f"mlplatform-{policy}" in json.loads(error.value.body)["message"]
+        return
+    answer, warnings = e2e.cluster.request_as("POST", path, obj, user="e2e-admin", groups=["system:masters"])
+    assert answer["kind"] == "JobSet"
+    assert warned_by(warnings) == ({policy} if policy else set()), warnings
 
 
 def test_the_queue_warning_names_the_team(e2e: Platform):
