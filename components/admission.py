@@ -9,7 +9,7 @@ carries the team label, team stacks' included; `enforcement` chooses Deny or War
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -28,7 +28,8 @@ from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, LabelSelectorRequiremen
 from pulumi_kubernetes.rbac.v1 import PolicyRuleArgs
 
 from core.vocabulary import (DEFAULT_LOCAL_QUEUE, GPU_TAINT, KUEUE_NAMESPACE, KUEUE_SERVICE_ACCOUNT,
-                             ML_PRIORITY_CLASSES, POOL_LABEL, SHARED_GPU_RESOURCE, SHARED_GPU_TAINT, TEAM_LABEL)
+                             ML_PRIORITY_CLASSES, POOL_LABEL, SHARED_GPU_RESOURCE, SHARED_GPU_TAINT, TEAM_LABEL,
+                             Taint)
 from core.handle import ClusterHandle
 from config.queues import QueueLayout
 
@@ -137,7 +138,8 @@ def jobset_match_conditions() -> list[tuple[str, str]]:
     return [("create-or-scheduling-update", f"request.operation == 'CREATE' || {_unless_kueue(_templates_scheduling_changed())}")]
 
 
-def policy_variables(layout: QueueLayout, system_node_selector: Mapping[str, str]) -> list[tuple[str, str]]:
+def policy_variables(layout: QueueLayout, system_node_selector: Mapping[str, str],
+                     system_taints: Sequence[Taint] = ()) -> list[tuple[str, str]]:
     """Named expressions every policy shares: the pod spec of a Pod or a Job, its GPU containers, its team."""
     shared = sorted(p.name for p in layout.pools.values() if p.shared)
     largest = {layout.pools[p].resource: 0 for p in layout.pools}
@@ -178,6 +180,8 @@ def policy_variables(layout: QueueLayout, system_node_selector: Mapping[str, str
                  f"? namespaceObject.metadata.labels[{_cel(TEAM_LABEL)}] : ''"),
         # Node label pairs no team pod may ask for, and the pools dedicated to one team.
         ("systemNodes", _cel(sorted(f"{key}={value}" for key, value in system_node_selector.items()))),
+        # The keys of the system pool's taints, which only the platform's controllers tolerate.
+        ("systemTaintKeys", _cel(sorted({taint.key for taint in system_taints}))),
         # Node label keys that tell pools apart: the pool label, and those the system nodes are selected by.
         ("poolKeys", _cel(sorted({POOL_LABEL, *system_node_selector}))),
         ("dedicatedPools", _cel(dict(layout.dedicated))),
@@ -206,7 +210,7 @@ _POD_VARIABLE = re.compile(r"\bvariables\.(" + "|".join(POD_VARIABLES) + r")\b")
 _OLD_SPEC = re.compile(r"\bvariables\.oldSpec\b")
 
 
-def jobset_variables(layout: QueueLayout, system_node_selector: Mapping[str, str]) -> list[tuple[str, str]]:
+def jobset_variables(workload_variables: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     """The workload variables for a JobSet: its pod templates' specs in place of one pod spec (what derives from
     a pod spec is bound per template in each check), and the rest (labels, owners, team, pools) as they are."""
     return [
@@ -215,7 +219,7 @@ def jobset_variables(layout: QueueLayout, system_node_selector: Mapping[str, str
         # ephemeralContainers would be three types (named by their paths), which CEL's list `+` refuses: the
         # API server's type check would warn of every check that reads variables.containers.
         ("specs", "dyn(object.spec.replicatedJobs.map(r, r.template.spec.template.spec))"),
-        *((name, expression) for name, expression in policy_variables(layout, system_node_selector)
+        *((name, expression) for name, expression in workload_variables
           if name not in POD_VARIABLES and name != "oldSpec"),
     ]
 
@@ -334,6 +338,11 @@ def team_policies(layout: QueueLayout) -> list[Policy]:
                   "the system nodes' labels), which allows every pool it does not list, the system pool and other "
                   f"teams' dedicated pools among them (dedicated: {dedicated}). Use operator In with the GPU pools "
                   "your team may use."),
+            Check("!has(variables.spec.tolerations) || !variables.spec.tolerations.exists(t, has(t.key) && "
+                  "t.key in variables.systemTaintKeys)",
+                  "The pod tolerates the system pool's taint, which keeps team work off the nodes where the "
+                  "platform's controllers run. Remove that toleration: CPU work runs on the CPU pool without any "
+                  f"toleration, GPU work on a GPU pool ({POOL_LABEL}: <pool>) by its GPU request."),
             # matchFields selects nodes by metadata.name, the only field it supports (Kubernetes' node affinity
             # validation): spec.nodeName through the scheduler, onto any node, the system pool's included.
             Check(f"!has(variables.spec.affinity) || !has(variables.spec.affinity.nodeAffinity) || "
@@ -472,7 +481,8 @@ class Subject:
 
 
 def subjects(layout: QueueLayout, system_node_selector: Mapping[str, str],
-             team_groups: Mapping[str, list[str]]) -> list[tuple[Subject, list[Policy]]]:
+             team_groups: Mapping[str, list[str]],
+             system_taints: Sequence[Taint] = ()) -> list[tuple[Subject, list[Policy]]]:
     workloads = Subject(
         # Pods, and what makes pods from one template (Jobs, Deployments, StatefulSets) so that a bad one is
         # refused when it is submitted rather than when its controller fails to create its pods; updates only
@@ -484,14 +494,14 @@ def subjects(layout: QueueLayout, system_node_selector: Mapping[str, str],
                NamedRuleWithOperationsArgs(api_groups=["apps"], api_versions=["v1"],
                                            operations=["CREATE", "UPDATE"], resources=["deployments", "statefulsets"])),
         match_conditions=tuple(workload_match_conditions()),
-        variables=tuple(policy_variables(layout, system_node_selector)))
+        variables=tuple(policy_variables(layout, system_node_selector, system_taints)))
     # JobSets, judged over every pod template so that a bad one is refused when it is submitted rather than when
     # the JobSet controller fails to create its Jobs; updates only as jobset_match_conditions() says.
     jobsets = Subject(
         rules=(NamedRuleWithOperationsArgs(api_groups=[JOBSET_GROUP], api_versions=[JOBSET_VERSION],
                                            operations=["CREATE", "UPDATE"], resources=["jobsets"]),),
         match_conditions=tuple(jobset_match_conditions()),
-        variables=tuple(jobset_variables(layout, system_node_selector)))
+        variables=tuple(jobset_variables(workloads.variables)))
     monitors = Subject(
         rules=(NamedRuleWithOperationsArgs(api_groups=["monitoring.coreos.com"], api_versions=["v1"],
                                            operations=["CREATE", "UPDATE"], resources=MONITOR_RESOURCES),),
@@ -525,7 +535,8 @@ class TeamAdmission(pulumi.ComponentResource):
         super().__init__("mlplatform:admission:TeamAdmission", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         names: list[str] = []
-        for subject, policies in subjects(layout, cluster.system_node_selector, team_groups or {}):
+        for subject, policies in subjects(layout, cluster.system_node_selector, team_groups or {},
+                                          cluster.system_taints):
             for policy in policies:
                 declare_policy(f"{name}-{policy.name}", policy, subject, enforcement=enforcement, opts=child)
                 names.append(f"mlplatform-{policy.name}")

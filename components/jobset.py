@@ -49,7 +49,7 @@ def jobset_values(cluster: ClusterHandle) -> dict[str, Any]:
             "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
                 "weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
                                                    "labelSelector": {"matchLabels": CONTROLLER_LABELS}}}]}},
-            "nodeSelector": dict(cluster.system_node_selector),
+            **cluster.system_placement(),
             "resources": sizing.JOBSET_CONTROLLER.resources(),
         },
     }

@@ -53,6 +53,7 @@ GRAFANA_DASHBOARDS_ROLE = "mlplatform-grafana-dashboards"
 
 def kube_prometheus_stack_values(cluster: ClusterHandle, settings: MonitoringConfig) -> dict[str, Any]:
     system = dict(cluster.system_node_selector)
+    tolerations = cluster.system_tolerations
     memory_limit = parse_quantity(settings.prometheus_requests.memory) * sizing.PROMETHEUS_MEMORY_LIMIT_FACTOR
     prometheus: dict[str, Any] = {
         "retention": settings.retention,
@@ -60,6 +61,7 @@ def kube_prometheus_stack_values(cluster: ClusterHandle, settings: MonitoringCon
                                    "memory": settings.prometheus_requests.memory},
                       "limits": {"memory": f"{int(memory_limit / 2**20)}Mi"}},
         "nodeSelector": system,
+        "tolerations": tolerations,
         # Discover monitors and rules in every namespace, whoever made them, not only this release's.
         "serviceMonitorSelectorNilUsesHelmValues": False,
         "podMonitorSelectorNilUsesHelmValues": False,
@@ -91,19 +93,23 @@ def kube_prometheus_stack_values(cluster: ClusterHandle, settings: MonitoringCon
         "crds": {"enabled": True},
         "prometheusOperator": {
             "nodeSelector": system,
+            "tolerations": tolerations,
             "resources": sizing.PROMETHEUS_OPERATOR.resources(),
             "prometheusConfigReloader": {"resources": sizing.CONFIG_RELOADER.resources()},
             # The Jobs that make and patch the webhook's certificate run on the system pool too. Where pods do not
             # really run, no Job makes the certificate and no operator serves the webhook: it is left out.
             "admissionWebhooks": {"enabled": cluster.capabilities.pods_run,
-                                  "patch": {"nodeSelector": system, "resources": sizing.ADMISSION_JOB.resources()}},
+                                  "patch": {"nodeSelector": system, "tolerations": tolerations,
+                                            "resources": sizing.ADMISSION_JOB.resources()}},
         },
         "prometheus": {"prometheusSpec": prometheus},
         "alertmanager": {"enabled": True, "alertmanagerSpec": {"nodeSelector": system,
+                                                               "tolerations": tolerations,
                                                                "resources": sizing.ALERTMANAGER.resources()}},
         "grafana": {
             "enabled": True,
             "nodeSelector": system,
+            "tolerations": tolerations,
             "resources": sizing.GRAFANA.resources(),
             "admin": {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
             "rbac": {"useExistingClusterRole": GRAFANA_DASHBOARDS_ROLE},
@@ -113,10 +119,12 @@ def kube_prometheus_stack_values(cluster: ClusterHandle, settings: MonitoringCon
                         "datasources": {"resource": "configmap"}},
         },
         # The GPU usage rules and alerts tell a node's pool by its labels (components/gpu_rules.py).
-        "kube-state-metrics": {"nodeSelector": system, "resources": sizing.KUBE_STATE_METRICS.resources(),
+        "kube-state-metrics": {"nodeSelector": system, "tolerations": tolerations,
+                               "resources": sizing.KUBE_STATE_METRICS.resources(),
                                "metricLabelsAllowlist": node_label_allowlist(cluster.gpu_pools)},
-        # node-exporter is no GPU agent: on the system pool, without the chart's tolerate-every-taint default.
-        "prometheus-node-exporter": {"nodeSelector": system, "tolerations": [],
+        # node-exporter is no GPU agent: on the system pool, tolerating its taint only, not every taint as the
+        # chart's default does.
+        "prometheus-node-exporter": {"nodeSelector": system, "tolerations": tolerations,
                                      "resources": sizing.NODE_EXPORTER.resources()},
         **{key: {"enabled": part in scrapeable} for part, key in CONTROL_PLANE_VALUES.items()},
     }

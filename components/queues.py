@@ -97,7 +97,7 @@ def kueue_values(cluster: ClusterHandle) -> dict[str, Any]:
             "manager": {"image": {"repository": KUEUE_IMAGE, "tag": KUEUE_IMAGE_TAG, "pullPolicy": "IfNotPresent"},
                         "priorityClassName": "system-cluster-critical",
                         "resources": sizing.KUEUE_MANAGER.resources()},
-            "nodeSelector": dict(cluster.system_node_selector),
+            **cluster.system_placement(),
             # Its webhooks fail closed in team namespaces: one restart or drained node must not stop admissions.
             # Both replicas serve the webhooks; leader election picks the one that runs the controllers.
             "replicas": 2,

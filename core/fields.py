@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic.alias_generators import to_camel
 
 from versions import KUBERNETES_VERSION, SUPPORTED_KUBERNETES
+from core.vocabulary import CPU_POOL, SYSTEM_POOL
 
 from core.gpus import GPU_MODELS, known_accelerator
 from core.quantity import non_negative_quantity, parse_quantity
@@ -270,8 +271,10 @@ class ScalingGpuPool(SharedGpus):
 
 
 def not_system(value: str) -> str:
-    if value == "system":
-        raise ValueError("'system' is the name of the system pool; give the GPU pool another name")
+    # The pools every cluster has besides its GPU pools: their nodes carry the same pool label.
+    if value in (SYSTEM_POOL, CPU_POOL):
+        raise ValueError(f"'{value}' is the name of the {value} pool every cluster has; give the GPU pool another "
+                         "name")
     return value
 
 

@@ -16,7 +16,7 @@ import pulumi_kubernetes as k8s
 from core.fields import GpuSharing
 from versions import KUBERNETES_VERSION
 from core.vocabulary import (ACCELERATOR_LABEL, DEVICE_PLUGIN_CONFIG_LABEL, GPU_PRESENT_LABEL, GPU_TAINT, POOL_LABEL,
-                             SYSTEM_POOL, Taint)
+                             SYSTEM_POOL, SYSTEM_TAINT, Taint)
 
 
 
@@ -165,6 +165,9 @@ class ClusterHandle:
     gpu_pools: tuple[GpuPool, ...] = ()
     # Where the platform's own controllers run: never on GPU nodes.
     system_node_selector: Mapping[str, str] = field(default_factory=lambda: {POOL_LABEL: SYSTEM_POOL})
+    # The taints of the system pool's nodes, which every platform controller tolerates; none where the platform
+    # does not manage the nodes and the cluster's owner says so (an existing cluster).
+    system_taints: tuple[Taint, ...] = (SYSTEM_TAINT,)
     # The most nodes the system pool can have (its fixed size, or its autoscaler's ceiling); None where the
     # platform does not manage it (an existing cluster). Decides whether replicated controllers can be spread.
     system_max_nodes: int | None = None
@@ -180,6 +183,15 @@ class ClusterHandle:
     # The node labels of the cloud's network hierarchy, outermost first, ending with the hostname: the levels
     # of the Kueue Topology that multi-node pools are placed by. Empty where nodes carry none.
     topology_levels: tuple[str, ...] = ()
+
+    @property
+    def system_tolerations(self) -> list[dict[str, str]]:
+        """Exactly the tolerations of the system pool's taints, for the platform's controllers."""
+        return [taint.toleration() for taint in self.system_taints]
+
+    def system_placement(self) -> dict[str, Any]:
+        """A chart's (or pod's) nodeSelector and tolerations for a controller of the platform."""
+        return {"nodeSelector": dict(self.system_node_selector), "tolerations": self.system_tolerations}
 
     @property
     def gpu_capacity(self) -> int:

@@ -7,7 +7,7 @@ is a change of contract with every deployed team stack, so keys are spelt once, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,8 @@ KUBERNETES_VERSION = "kubernetesVersion"
 GPU_POOLS = "gpuPools"
 GPU_CAPACITY = "gpuCapacity"
 SYSTEM_NODE_SELECTOR = "systemNodeSelector"
+# The system pool's taints ("key=value:Effect"), which the platform's controllers tolerate.
+SYSTEM_TAINTS = "systemTaints"
 GRAFANA = "grafana"
 GRAFANA_ADMIN_PASSWORD = "grafanaAdminPassword"
 MONITORING_NAMESPACE = "monitoringNamespace"
@@ -111,6 +113,8 @@ class PlatformOutputs:
     # A stack deployed before it exported this ran on a real cluster.
     pods_run: bool = True
     topology_levels: tuple[str, ...] = ()
+    # A stack deployed before it exported this had an untainted system pool.
+    system_taints: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
     @staticmethod
@@ -125,7 +129,8 @@ class PlatformOutputs:
             unguaranteed_gpus={pool: int(gpus) for pool, gpus in (outputs.get(UNGUARANTEED_GPUS) or {}).items()},
             kubernetes_version=str(outputs.get(KUBERNETES_VERSION) or PINNED_KUBERNETES),
             pods_run=outputs.get(PODS_RUN) is not False,
-            topology_levels=tuple(str(level) for level in outputs.get(TOPOLOGY_LEVELS) or ()), raw=outputs)
+            topology_levels=tuple(str(level) for level in outputs.get(TOPOLOGY_LEVELS) or ()),
+            system_taints=tuple(str(taint) for taint in outputs.get(SYSTEM_TAINTS) or ()), raw=outputs)
 
     @property
     def kubeconfig(self) -> str:
@@ -158,6 +163,7 @@ def export_platform(*, cloud: str, cluster_name: pulumi.Input[str], cluster_iden
                     kubeconfig: pulumi.Input[str],
                     kubernetes_version: str,
                     gpu_pools: list[dict[str, Any]], gpu_capacity: int, system_node_selector: Mapping[str, str],
+                    system_taints: Sequence[str],
                     grafana: pulumi.Input[Any], grafana_admin_password: pulumi.Input[str], monitoring_namespace: str,
                     teams: Mapping[str, TeamBudget], unguaranteed_gpus: Mapping[str, int],
                     pods_run: bool = True, topology_levels: tuple[str, ...] = ()) -> None:
@@ -170,6 +176,7 @@ def export_platform(*, cloud: str, cluster_name: pulumi.Input[str], cluster_iden
     pulumi.export(GPU_CAPACITY, gpu_capacity)
     # The labels of the system pool's nodes, where every platform controller runs.
     pulumi.export(SYSTEM_NODE_SELECTOR, dict(system_node_selector))
+    pulumi.export(SYSTEM_TAINTS, list(system_taints))
     pulumi.export(GRAFANA, grafana)
     pulumi.export(GRAFANA_ADMIN_PASSWORD, grafana_admin_password)
     pulumi.export(MONITORING_NAMESPACE, monitoring_namespace)

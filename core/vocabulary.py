@@ -26,6 +26,12 @@ class Taint:
     def __str__(self) -> str:
         return f"{self.key}={self.value}:{self.effect}"
 
+    @property
+    def cloud_effect(self) -> str:
+        """The effect as EKS's and GKE's node pool APIs spell it: NO_SCHEDULE, PREFER_NO_SCHEDULE, NO_EXECUTE."""
+        return {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_NO_SCHEDULE",
+                "NoExecute": "NO_EXECUTE"}[self.effect]
+
     def toleration(self) -> dict[str, str]:
         """The pod toleration that matches exactly this taint."""
         return {"key": self.key, "operator": "Equal", "value": self.value, "effect": self.effect}
@@ -33,6 +39,15 @@ class Taint:
 
 # The taint of every GPU node: only pods that ask for a GPU pool (and per-node GPU agents) land there.
 GPU_TAINT = Taint(key="nvidia.com/gpu", value="present", effect="NoSchedule")
+
+# The taint of the system pool's nodes: only the platform's controllers and the cluster's own add-ons run there,
+# never team work, which goes to the untainted CPU pool. The key is the one those add-ons already tolerate
+# (kubeadm's and EKS's CoreDNS, GKE's kube-dns and konnectivity agents from Kubernetes' addon manifests, the EBS
+# CSI controller, Karpenter's chart), and the taint EKS Auto Mode's own `system` NodePool carries.
+SYSTEM_TAINT = Taint(key="CriticalAddonsOnly", value="true", effect="NoSchedule")
+# The pool of untainted general-purpose nodes where teams' CPU work runs (and whatever cluster add-on does not
+# tolerate the system pool's taint).
+CPU_POOL = "cpu"
 
 # Kueue's flavor of a time-sliced pool whose shares are plain nvidia.com/gpu carries this taint (in the
 # ResourceFlavor only; the nodes do not have it): Kueue assigns that flavor only to pods that tolerate it, so a pod

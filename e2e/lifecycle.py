@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.vocabulary import CPU_POOL, POOL_LABEL
 from e2e.cluster import CHART_CONTROLLERS, LoopbackCluster, NodeSpec
 from e2e.tools import build_all, cache_dir
 
@@ -140,6 +141,13 @@ def _write_stack_files(kubeconfig: Path, charts: Path) -> list[Path]:
     return written
 
 
+def _taint(taint: str) -> dict[str, str]:
+    """A node's taint of "key=value:Effect"."""
+    key_value, _, effect = taint.rpartition(":")
+    key, _, value = key_value.partition("=")
+    return {"key": key, "value": value, "effect": effect}
+
+
 def nodes_of(outputs: Mapping[str, Any], system_labels: Mapping[str, str]) -> list[NodeSpec]:
     """One system node, and each GPU pool's nodes as its ClusterHandle states them (the platform stack's
     outputs): its labels and taints, and its GPUs as the device plugin advertises them (time-sliced shares
@@ -147,20 +155,18 @@ def nodes_of(outputs: Mapping[str, Any], system_labels: Mapping[str, str]) -> li
     from core.outputs import PlatformOutputs
     from verify.probe import gpu_resource
 
-    nodes = [NodeSpec("system-0", dict(system_labels),
-                      capacity={"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "500Gi"})]
     platform = PlatformOutputs.read(outputs)
+    general = {"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "500Gi"}
+    # The system node, tainted as the stack says, and an untainted node for teams' CPU work.
+    nodes = [NodeSpec("system-0", dict(system_labels), [_taint(t) for t in platform.system_taints], general),
+             NodeSpec("cpu-0", {POOL_LABEL: CPU_POOL}, [], general)]
     for pool in platform.gpu_pools:
         resource = gpu_resource(pool) or "nvidia.com/gpu"
         per_node = pool.schedulable_gpus // max(pool.max_nodes, 1)
         if resource != "nvidia.com/gpu":
             # schedulableGpus counts nvidia.com/gpu only; renamed shares are `replicas` per GPU.
             per_node = pool.gpus_per_node * int(pool.sharing["timeSlicing"]["replicas"])
-        taints = []
-        for taint in pool.taints:
-            key_value, _, effect = taint.rpartition(":")
-            key, _, value = key_value.partition("=")
-            taints.append({"key": key, "value": value, "effect": effect})
+        taints = [_taint(t) for t in pool.taints]
         for index in range(pool.max_nodes):
             nodes.append(NodeSpec(f"{pool.name}-{index}", dict(pool.labels) | topology_labels(platform, pool, index),
                                   taints,

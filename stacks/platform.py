@@ -46,7 +46,8 @@ def build(config: PlatformConfig) -> None:
         kubeconfig=cluster.kubeconfig,
         kubernetes_version=cluster.kubernetes_version,
         gpu_pools=[pool.describe() for pool in cluster.gpu_pools], gpu_capacity=cluster.gpu_capacity,
-        system_node_selector=cluster.system_node_selector, grafana=monitoring.grafana,
+        system_node_selector=cluster.system_node_selector,
+        system_taints=[str(taint) for taint in cluster.system_taints], grafana=monitoring.grafana,
         grafana_admin_password=monitoring.grafana_admin_password, monitoring_namespace=config.monitoring.namespace,
         # `gpus` is the team's ceiling (its ResourceQuota), `guaranteed_gpus` what its queue is guaranteed.
         teams={team.name: TeamBudget(namespace=team.name, gpus=team.quota.gpus,

@@ -24,7 +24,7 @@ from typing import Any
 
 from core.outputs import PlatformOutputs, is_platform
 from core.quantity import parse_quantity
-from core.vocabulary import EFA_LABEL, SIMULATED_GPU_NODE_LABELS
+from core.vocabulary import CPU_POOL, EFA_LABEL, POOL_LABEL, SIMULATED_GPU_NODE_LABELS
 from policies.rules import GPU_AGENT_CHARTS
 from synth.engine import Synthesis
 from synth.render import CHART_ANNOTATION, RELEASE_ANNOTATION, Rendering
@@ -244,6 +244,13 @@ class PlacementReport:
 WELL_KNOWN_NODE_LABELS = {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
 
 
+def _taint(taint: str) -> tuple[str, str, str]:
+    """("key", "value", "Effect") of "key=value:Effect"."""
+    key_value, _, effect = taint.rpartition(":")
+    key, _, value = key_value.partition("=")
+    return key, value, effect
+
+
 def pools_of(synthesis: Synthesis) -> tuple[Pool, dict[str, str], list[Pool]]:
     """The system pool (with the selector platform workloads must carry) and the GPU pools of the stack, with
     the labels their nodes carry."""
@@ -253,13 +260,10 @@ def pools_of(synthesis: Synthesis) -> tuple[Pool, dict[str, str], list[Pool]]:
     extra = SIMULATED_GPU_NODE_LABELS if outputs.cloud == "kind" else {}
     gpu_pools = []
     for pool in outputs.gpu_pools:
-        taints = []
-        for taint in pool.taints:
-            key_value, _, effect = taint.rpartition(":")
-            key, _, value = key_value.partition("=")
-            taints.append((key, value, effect))
-        gpu_pools.append(Pool(pool.name, WELL_KNOWN_NODE_LABELS | dict(pool.labels) | extra, tuple(taints)))
-    return Pool("system", WELL_KNOWN_NODE_LABELS | selector, ()), selector, gpu_pools
+        gpu_pools.append(Pool(pool.name, WELL_KNOWN_NODE_LABELS | dict(pool.labels) | extra,
+                              tuple(_taint(t) for t in pool.taints)))
+    return Pool("system", WELL_KNOWN_NODE_LABELS | selector, tuple(_taint(t) for t in outputs.system_taints)), \
+        selector, gpu_pools
 
 
 def _pod_spec(obj: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -330,6 +334,11 @@ def is_gpu_agent(obj: Mapping[str, Any]) -> bool:
 FEATURE_AGENT_LABELS = {"aws-efa-k8s-device-plugin": EFA_LABEL}
 
 
+# Untainted general-purpose nodes, where teams' CPU work runs (the CPU pool of kind, EKS and GKE; on an existing
+# cluster, whatever nodes carry no taint).
+CPU_NODES = Pool(CPU_POOL, WELL_KNOWN_NODE_LABELS | {POOL_LABEL: CPU_POOL}, ())
+
+
 def check_placement(synthesis: Synthesis, rendering: Rendering) -> PlacementReport:
     report = PlacementReport()
     system, selector, gpu_pools = pools_of(synthesis)
@@ -341,7 +350,7 @@ def check_placement(synthesis: Synthesis, rendering: Rendering) -> PlacementRepo
             continue  # not a workload, or one that runs no pod (the fake operator's gpu-operator placeholder)
         report.checked += 1
         name = f"{origin(obj)}: {obj['kind']} {obj['metadata'].get('namespace', '')}/{obj['metadata']['name']}"
-        reasons = {pool.name: why_not(spec, pool) for pool in (system, *gpu_pools)}
+        reasons = {pool.name: why_not(spec, pool) for pool in (system, CPU_NODES, *gpu_pools)}
         nowhere = "; ".join(f"{pool}: {why}" for pool, why in reasons.items())
         if all(reasons.values()) and obj["kind"] == "DaemonSet":
             report.problems.append(
@@ -366,9 +375,8 @@ def check_placement(synthesis: Synthesis, rendering: Rendering) -> PlacementRepo
             continue
         own = spec.get("nodeSelector") or {}
         if any(own.get(key) != value for key, value in selector.items()):
-            only_system = all(reasons[pool.name] for pool in gpu_pools)
-            where = (" (here that is the system pool anyway: it tolerates no GPU pool's taint)" if only_system
-                     else "")
+            landing = [pool for pool, why in reasons.items() if why is None]
+            where = f" (here: the {' or '.join(landing)} pool{'s' if len(landing) > 1 else ''})"
             report.problems.append(
                 f"{name} has no nodeSelector {selector}: it may land on any node it tolerates{where}, not the "
                 "system pool by choice; on a GPU node it would take room from jobs and keep the pool from scaling "
@@ -518,7 +526,7 @@ def requests_per_pool(synthesis: Synthesis, rendering: Rendering) -> dict[str, P
     if not is_platform(synthesis.outputs):
         return {}
     system, _, gpu_pools = pools_of(synthesis)
-    totals = {pool.name: PoolRequests() for pool in (system, *gpu_pools)}
+    totals = {pool.name: PoolRequests() for pool in (system, CPU_NODES, *gpu_pools)}
     for obj in applied_objects(synthesis, rendering):
         spec = _pod_spec(obj)
         if spec is None or obj.get("kind") in ("Job", "CronJob", "Pod"):
@@ -527,7 +535,7 @@ def requests_per_pool(synthesis: Synthesis, rendering: Rendering) -> dict[str, P
         if not isinstance(replicas, int) or replicas == 0:
             continue
         cpu, memory = _pod_requests(obj, spec)
-        pools = [pool for pool in (system, *gpu_pools) if why_not(spec, pool) is None]
+        pools = [pool for pool in (system, CPU_NODES, *gpu_pools) if why_not(spec, pool) is None]
         if obj.get("kind") == "DaemonSet":
             for pool in pools:
                 totals[pool.name].per_node_cpu += cpu

@@ -213,6 +213,12 @@ TABLE: list[tuple[Any, ...]] = [
         "mlplatform.io/pool", "a100"))), "web", False),
     ("team-pools-only", "a shared pool by affinity", pod(affinity=affinity("mlplatform.io/pool", "t4")), "web", True),
     ("team-pools-only", "a node by name", pod(nodeName="ip-10-0-0-1"), "research", False),
+    # Issue 24: the system pool is tainted for the platform's controllers; a team pod may not tolerate that.
+    ("team-pools-only", "a CPU pod tolerating the system pool's taint", pod(gpus=None, labels={}, tolerations=[
+        {"key": "CriticalAddonsOnly", "operator": "Exists"}]), "research", False),
+    ("team-pools-only", "a GPU job tolerating the system pool's taint too", job(pod(tolerations=[
+        GPU_TOLERATION, {"key": "CriticalAddonsOnly", "operator": "Equal", "value": "true", "effect": "NoSchedule"}])),
+     "web", False),
     # Operators other than In on the pool label allow what they do not list (issue 24): NotIn a100 is the system
     # pool and every other team's, Exists every pool, DoesNotExist the system nodes of a cluster that labels
     # only its GPU pools.

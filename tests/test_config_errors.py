@@ -65,7 +65,10 @@ BAD_INPUTS = {
         "mlplatform:cluster.gpuPools", "GPU pool name 't4' is used twice"),
     "pool named like the system pool": (
         {"cluster": {"cloud": "kind", "gpuPools": [{"name": "system"}]}},
-        "mlplatform:cluster.gpuPools[0].name", "'system' is the name of the system pool"),
+        "mlplatform:cluster.gpuPools[0].name", "'system' is the name of the system pool every cluster has"),
+    "pool named like the CPU pool": (
+        {"cluster": {"cloud": "kind", "gpuPools": [{"name": "cpu"}]}},
+        "mlplatform:cluster.gpuPools[0].name", "'cpu' is the name of the cpu pool every cluster has"),
     "unknown accelerator": (
         {"cluster": {"cloud": "kind", "gpuPools": [{"name": "x", "accelerator": "nvidia-gtx-1080"}]}},
         "mlplatform:cluster.gpuPools[0].accelerator", "known: nvidia-a100-80gb, nvidia-a10g"),

@@ -6,7 +6,7 @@ environment (the same `nccl-<pool>` ConfigMap team namespaces get). Pod 0 starts
 by ssh through the Job's headless Service, as MPI-operator launchers do; a key pair made for the run is all the
 two share. An indexed Job rather than a JobSet: the check runs outside Kueue (like the GPU probe, in a namespace
 of verify's own, so a full cluster's queues never hold it back), where a JobSet adds nothing a Job lacks, and
-`make e2e`'s cluster runs the Job controller but no JobSet controller, so the same object is exercised there.
+one controller fewer stands between the check and its result.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from core.provider import exec_kubeconfig, explicit_provider
 from clouds.eks.network import DISCOVERY_TAG, AwsNetwork
 from clouds.eks.karpenter import (NODE_POLICIES, SYSTEM_DISK_GIB, Karpenter, cluster_tags, cost_tags,
                                    managed_policy, pod_identity_trust)
-from core.vocabulary import EFA_LABEL, EFA_RESOURCE, POOL_LABEL, SYSTEM_POOL
+from core.vocabulary import EFA_LABEL, EFA_RESOURCE, POOL_LABEL, SYSTEM_POOL, SYSTEM_TAINT
 from core.handle import Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
 from versions import EKS_ADDON_VERSIONS, EKS_SYSTEM_AMI_RELEASES, EKS_SYSTEM_AMI_TYPE
 from clouds.eks.config import EksClusterConfig
@@ -283,6 +283,9 @@ class EksCluster(pulumi.ComponentResource):
                                                               max_size=spec.system_pool.min_nodes),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
             labels={POOL_LABEL: SYSTEM_POOL},
+            # Changed in place (EKS UpdateNodegroupConfig), never a new group.
+            taints=[aws.eks.NodeGroupTaintArgs(key=SYSTEM_TAINT.key, value=SYSTEM_TAINT.value,
+                                               effect=SYSTEM_TAINT.cloud_effect)],
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
                 depends_on=[*node_policies, vpc_cni, kube_proxy, *network.egress])),
         )

@@ -185,6 +185,20 @@ class EksSystemPool(Model):
     max_nodes: int = Field(default=4, ge=1)
 
 
+class EksCpuPool(Model):
+    """A Karpenter NodePool of general-purpose instances for teams' CPU work (data preparation, evaluation,
+    notebooks without GPUs), untainted, scaling from zero: the system pool is tainted for the platform's
+    controllers, and GPU pools for GPU work."""
+
+    # Karpenter picks the cheapest that fits what is pending.
+    instance_types: Annotated[list[InstanceType], unique_items("instance type")] = Field(
+        default=["m7i.xlarge", "m7i.2xlarge", "m7i.4xlarge"], min_length=1)
+    capacity_types: Annotated[list[Literal["spot", "on-demand"]], unique_items("capacity type")] = Field(
+        default=["on-demand"], min_length=1)
+    # The most nodes it may have at once.
+    max_nodes: int = Field(default=4, ge=1)
+
+
 class EksGpuPool(Model):
     """A Karpenter NodePool of GPU instances that scales from zero."""
 
@@ -355,6 +369,7 @@ class EksClusterConfig(GpuPools, Model):
     view_role_arns: Annotated[list[RoleArn], unique_items("role")] = []
     read_role_arns: Annotated[list[RoleArn], unique_items("role")] = []
     system_pool: EksSystemPool = EksSystemPool()
+    cpu_pool: EksCpuPool = EksCpuPool()
     gpu_pools: list[EksGpuPool] = []
     # Days the control plane's logs are kept in CloudWatch.
     log_retention_days: LogRetentionDays = 90

@@ -25,7 +25,7 @@ from components import sizing
 from clouds.eks.network import DISCOVERY_TAG, AwsNetwork
 from clouds.eks.karpenter_iam import controller_policy, queue_policy
 from core.handle import GpuPool
-from core.vocabulary import EFA_LABEL, GPU_TAINT, POOL_LABEL, SYSTEM_POOL
+from core.vocabulary import CPU_POOL, EFA_LABEL, GPU_TAINT, POOL_LABEL, SYSTEM_POOL, SYSTEM_TAINT, Taint
 from components.kube import helm_release
 from versions import (EFA_DEVICE_PLUGIN, EKS_AMI_ALIAS, EKS_ECR_ACCOUNTS, EKS_SYSTEM_AMI_RELEASES, KARPENTER,
                       KARPENTER_CRD)
@@ -162,7 +162,7 @@ def gpu_karpenter_pool(spec: EksClusterConfig, pool: EksGpuPool, gpu_pool: GpuPo
     return KarpenterPool(
         name=pool.name, instance_types=pool.instance_types, capacity_types=list(pool.capacity_types),
         labels=dict(gpu_pool.labels),
-        taints=[{"key": t.key, "value": t.value, "effect": t.effect} for t in gpu_pool.taints],
+        taints=[_taint(t) for t in gpu_pool.taints],
         limits={"nvidia.com/gpu": pool.max_nodes * pool.shape.gpus},
         disruption={"consolidationPolicy": consolidation_policy(pool), "consolidateAfter": pool.consolidate_after},
         # One GPU node at a time, whatever the reason (drift from an AMI bump, consolidation): the default
@@ -188,11 +188,27 @@ def system_overflow_pool(spec: EksClusterConfig) -> KarpenterPool | None:
         return None
     return KarpenterPool(
         name=SYSTEM_POOL, instance_types=[system.instance_type], capacity_types=["on-demand"],
-        labels={POOL_LABEL: SYSTEM_POOL}, taints=[], limits={"nodes": system.max_nodes - system.min_nodes},
+        labels={POOL_LABEL: SYSTEM_POOL}, taints=[_taint(SYSTEM_TAINT)],
+        limits={"nodes": system.max_nodes - system.min_nodes},
         disruption={"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "5m"},
         disk_size_gib=SYSTEM_DISK_GIB,
         # The managed node group's AMI release, so that one pool runs one AMI.
         ami_alias=f"al2023@v{EKS_SYSTEM_AMI_RELEASES[spec.kubernetes_version].rsplit('-', 1)[1]}")
+
+
+def cpu_pool(spec: EksClusterConfig) -> KarpenterPool:
+    """Teams' CPU work: untainted general-purpose nodes from zero, removed when empty or underused."""
+    cpu = spec.cpu_pool
+    return KarpenterPool(
+        name=CPU_POOL, instance_types=list(cpu.instance_types), capacity_types=list(cpu.capacity_types),
+        labels={POOL_LABEL: CPU_POOL}, taints=[], limits={"nodes": cpu.max_nodes},
+        disruption={"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "5m"},
+        disk_size_gib=SYSTEM_DISK_GIB,
+        ami_alias=f"al2023@v{EKS_SYSTEM_AMI_RELEASES[spec.kubernetes_version].rsplit('-', 1)[1]}")
+
+
+def _taint(taint: Taint) -> dict[str, str]:
+    return {"key": taint.key, "value": taint.value, "effect": taint.effect}
 
 
 def node_class(spec: EksClusterConfig, pool: KarpenterPool, *, node_role: pulumi.Input[str],
@@ -328,7 +344,7 @@ class Karpenter(pulumi.ComponentResource):
         pools = [gpu_karpenter_pool(spec, pool, gpu_pool)
                  for pool, gpu_pool in zip(spec.gpu_pools, gpu_pools, strict=True)]
         overflow = system_overflow_pool(spec)
-        for pool in [*pools, *([overflow] if overflow else [])]:
+        for pool in [*pools, *([overflow] if overflow else []), cpu_pool(spec)]:
             placement_group = None
             if pool.zone is not None:
                 # EFA's OS-bypass traffic is fastest, and NCCL's all-reduce steadiest, between instances on one

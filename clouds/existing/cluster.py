@@ -8,7 +8,7 @@ import pulumi
 
 from core.provider import explicit_provider
 from core.handle import Capabilities, ClusterHandle, GpuPool, gpu_pool_labels
-from core.vocabulary import GPU_TAINT, HOSTNAME_LABEL
+from core.vocabulary import GPU_TAINT, HOSTNAME_LABEL, Taint
 from clouds.existing.config import ExistingClusterConfig
 
 
@@ -41,6 +41,7 @@ class ExistingCluster(pulumi.ComponentResource):
             ),
             topology_levels=(*spec.topology_labels, HOSTNAME_LABEL) if spec.topology_labels else (),
             system_node_selector=spec.system_node_labels,
+            system_taints=tuple(Taint(t.key, t.value, t.effect) for t in spec.system_node_taints),
             local_charts=test.charts_dir if test else None,
         )
         self.register_outputs({"kubeconfig": kubeconfig})

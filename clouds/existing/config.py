@@ -80,6 +80,12 @@ class LoopbackTest(Model):
     charts_dir: str
 
 
+class NodeTaint(Model):
+    key: LabelKey
+    value: str = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+
+
 class ExistingClusterConfig(GpuPools, Model):
     """A cluster the platform does not create, reached through a kubeconfig file."""
 
@@ -105,6 +111,9 @@ class ExistingClusterConfig(GpuPools, Model):
     device_plugin_installed: bool = False
     # Labels of the nodes where platform controllers should run; empty means any node without a taint.
     system_node_labels: Labels = {}
+    # The taints those nodes carry (set by whoever manages them), which every platform controller then
+    # tolerates; with none, teams' CPU pods may land on them too (docs/configuration.md).
+    system_node_taints: Annotated[list[NodeTaint], Field(max_length=8)] = []
     # Whether PersistentVolumeClaims get durable volumes (a default StorageClass exists).
     persistent_volumes: bool = True
     # The node labels of the cluster's network hierarchy, outermost first (such as a block, then a rack): what
@@ -113,6 +122,13 @@ class ExistingClusterConfig(GpuPools, Model):
     topology_labels: Annotated[list[LabelKey], unique_items("topology label")] = Field(default=[], max_length=15)
     gpu_pools: list[ExistingGpuPool] = []
     loopback_test: LoopbackTest | None = None
+
+    @model_validator(mode="after")
+    def _taints_of_labelled_nodes(self) -> ExistingClusterConfig:
+        if self.system_node_taints and not self.system_node_labels:
+            raise ValueError("systemNodeTaints: the platform's controllers would tolerate the taints of nodes it "
+                             "does not select; set systemNodeLabels to the labels of those nodes too")
+        return self
 
     @model_validator(mode="after")
     def _context_in_kubeconfig(self) -> ExistingClusterConfig:

@@ -23,7 +23,7 @@ from pulumi_command import local
 
 from core.provider import exec_kubeconfig, explicit_provider
 from core.handle import Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
-from core.vocabulary import POOL_LABEL, SYSTEM_POOL
+from core.vocabulary import CPU_POOL, POOL_LABEL, SYSTEM_POOL, SYSTEM_TAINT, Taint
 from verify.released import KUBECONFIG_ENV
 from clouds.gke.topology import GKE_TOPOLOGY_LEVELS
 from clouds.gke.config import DEFAULT_POOL, GkeClusterConfig, GkeGpuPool, GkeMaintenance, node_settings
@@ -36,8 +36,6 @@ NODE_ROLES = ("roles/container.defaultNodeServiceAccount", "roles/monitoring.met
               "roles/stackdriver.resourceMetadata.writer", "roles/artifactregistry.reader")
 # Where GKE puts NVIDIA's driver on a GPU node, for agents (the DCGM exporter) that read the GPUs directly.
 GKE_DRIVER_PATH = "/home/kubernetes/bin/nvidia"
-CLOUD_TAINT_EFFECT = {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_NO_SCHEDULE",
-                      "NoExecute": "NO_EXECUTE"}
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 GPU_POOL_UPGRADES = gcp.container.NodePoolUpgradeSettingsArgs(strategy="SURGE", max_surge=0, max_unavailable=1)
 RESERVATION_KEY = "compute.googleapis.com/reservation-name"
@@ -135,6 +133,10 @@ def guest_accelerator(pool: GkeGpuPool) -> gcp.container.NodePoolNodeConfigGuest
             gpu_sharing_strategy="TIME_SHARING", max_shared_clients_per_gpu=slicing.replicas) if slicing else None,
         gpu_partition_size=pool.mig_partition_size,
     )
+
+
+def node_taint(taint: Taint) -> gcp.container.NodePoolNodeConfigTaintArgs:
+    return gcp.container.NodePoolNodeConfigTaintArgs(key=taint.key, value=taint.value, effect=taint.cloud_effect)
 
 
 def node_config(account: pulumi.Input[str], *, machine_type: str, labels: dict[str, str],
@@ -324,13 +326,25 @@ class GkeCluster(pulumi.ComponentResource):
             autoscaling=gcp.container.NodePoolAutoscalingArgs(total_min_node_count=spec.system_pool.min_nodes,
                                                               total_max_node_count=spec.system_pool.max_nodes),
             initial_node_count=1, management=management,
+            # A taint is changed in place (GKE's node pool update), never a new pool.
             node_config=node_config(nodes_account.email, machine_type=spec.system_pool.machine_type,
-                                    labels={POOL_LABEL: SYSTEM_POOL}),
+                                    labels={POOL_LABEL: SYSTEM_POOL}, taints=[node_taint(SYSTEM_TAINT)]),
             opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(
+                ignore_changes=["initialNodeCount"], depends_on=node_roles)))
+        # Teams' CPU work, and whatever of GKE's own that does not tolerate the system pool's taint.
+        cpu = gcp.container.NodePool(
+            f"{name}-{CPU_POOL}", name=CPU_POOL, cluster=cluster.id, location=spec.region,
+            autoscaling=gcp.container.NodePoolAutoscalingArgs(total_min_node_count=0,
+                                                              total_max_node_count=spec.cpu_pool.max_nodes,
+                                                              location_policy="ANY"),
+            initial_node_count=0, management=management,
+            node_config=node_config(nodes_account.email, machine_type=spec.cpu_pool.machine_type,
+                                    labels={POOL_LABEL: CPU_POOL}),
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
                 ignore_changes=["initialNodeCount"], depends_on=node_roles)))
 
         gpu_pools = gke_gpu_pools(spec)
-        node_pools: list[pulumi.Resource] = [system]
+        node_pools: list[pulumi.Resource] = [system, cpu]
         pool_networks: dict[str, list[Nic]] = {}
         for pool, gpu_pool in zip(spec.gpu_pools, gpu_pools, strict=True):
             settings = node_settings(pool.machine_type)
@@ -368,9 +382,7 @@ class GkeCluster(pulumi.ComponentResource):
                         gcp.container.NodePoolNodeConfigEphemeralStorageLocalSsdConfigArgs(
                             local_ssd_count=settings.local_ssds) if settings.local_ssds else None),
                     labels=dict(gpu_pool.labels),
-                    taints=[gcp.container.NodePoolNodeConfigTaintArgs(key=t.key, value=t.value,
-                                                                      effect=CLOUD_TAINT_EFFECT[t.effect])
-                            for t in gpu_pool.taints]),
+                    taints=[node_taint(t) for t in gpu_pool.taints]),
                 # The autoscaler owns the size: a resize is not drift, and replacing the pool for it would
                 # kill running jobs (the terraform module ignores initial_node_count on every pool).
                 opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(

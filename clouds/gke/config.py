@@ -322,6 +322,15 @@ class GkeSystemPool(Model):
     max_nodes: int = Field(default=3, ge=1)
 
 
+class GkeCpuPool(Model):
+    """A node pool of general-purpose machines for teams' CPU work, untainted, scaling from zero: the system
+    pool is tainted for the platform's controllers and GKE's own, and GPU pools for GPU work."""
+
+    machine_type: MachineType = "e2-standard-8"
+    # The most nodes it may have at once, across the region's zones.
+    max_nodes: int = Field(default=4, ge=1)
+
+
 class GkeGpuPool(Model):
     """A GKE node pool with GPUs that scales from zero."""
 
@@ -522,6 +531,7 @@ class GkeClusterConfig(GpuPools, Model):
     view_service_accounts: Annotated[list[ServiceAccountEmail], unique_items("service account")] = []
     read_service_accounts: Annotated[list[ServiceAccountEmail], unique_items("service account")] = []
     system_pool: GkeSystemPool = GkeSystemPool()
+    cpu_pool: GkeCpuPool = GkeCpuPool()
     gpu_pools: list[GkeGpuPool] = []
     maintenance: GkeMaintenance = GkeMaintenance()
 

@@ -1,4 +1,5 @@
-"""A local kind cluster shaped like the cloud clusters: a system pool and tainted, labelled GPU pools."""
+"""A local kind cluster shaped like the cloud clusters: a tainted system pool, a CPU worker for teams, and tainted,
+labelled GPU pools."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pulumi_command import local
 
 from core.provider import explicit_provider
 from core.handle import Capabilities, ClusterHandle, GpuPool, platform_gpu_pool
-from core.vocabulary import GPU_TAINT, POOL_LABEL, SIMULATED_GPU_NODE_LABELS, SYSTEM_POOL
+from core.vocabulary import (CPU_POOL, GPU_TAINT, POOL_LABEL, SIMULATED_GPU_NODE_LABELS, SYSTEM_POOL, SYSTEM_TAINT,
+                             Taint)
 from versions import KIND_NODE_IMAGE
 from clouds.kind.config import KindClusterConfig
 
@@ -24,12 +26,11 @@ def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
 _BlockStyleDumper.add_representer(str, _represent_str)
 
 
-def _taint_patch() -> str:
+def _taint_patch(taint: Taint) -> str:
     # kind has no per-node taint field; kubeadm's JoinConfiguration registers the node already tainted,
     # so no pod can slip onto it before the taint exists.
     join = {"kind": "JoinConfiguration",
-            "nodeRegistration": {"taints": [{"key": GPU_TAINT.key, "value": GPU_TAINT.value,
-                                             "effect": GPU_TAINT.effect}]}}
+            "nodeRegistration": {"taints": [{"key": taint.key, "value": taint.value, "effect": taint.effect}]}}
     return yaml.safe_dump(join, sort_keys=False)
 
 
@@ -46,11 +47,14 @@ def kind_gpu_pools(spec: KindClusterConfig) -> tuple[GpuPool, ...]:
 def render_kind_config(spec: KindClusterConfig) -> str:
     """The kind cluster config (kind.x-k8s.io/v1alpha4) for this spec."""
     nodes: list[dict] = [{"role": "control-plane", "image": KIND_NODE_IMAGE}]
-    nodes += [{"role": "worker", "image": KIND_NODE_IMAGE, "labels": {POOL_LABEL: SYSTEM_POOL}}
+    nodes += [{"role": "worker", "image": KIND_NODE_IMAGE, "labels": {POOL_LABEL: SYSTEM_POOL},
+               "kubeadmConfigPatches": [_taint_patch(SYSTEM_TAINT)]}
               for _ in range(spec.system_nodes)]
+    # Teams' CPU work (and kind's own local-path provisioner, which tolerates only the control plane's taint).
+    nodes += [{"role": "worker", "image": KIND_NODE_IMAGE, "labels": {POOL_LABEL: CPU_POOL}}]
     for pool in kind_gpu_pools(spec):
         nodes += [{"role": "worker", "image": KIND_NODE_IMAGE, "labels": dict(pool.labels) | SIMULATED_GPU_NODE_LABELS,
-                   "kubeadmConfigPatches": [_taint_patch()]}
+                   "kubeadmConfigPatches": [_taint_patch(GPU_TAINT)]}
                   for _ in range(pool.max_nodes)]
     document = {"kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4", "name": spec.name, "nodes": nodes}
     return yaml.dump(document, Dumper=_BlockStyleDumper, sort_keys=False)

@@ -11,14 +11,14 @@ made, except the last, which leaves one admitted job for test_9's destroy (issue
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
 
 from core.outputs import PlatformOutputs, PoolOutput
-from core.vocabulary import (DEFAULT_LOCAL_QUEUE, GPU_RESOURCE, POOL_LABEL, SHARED_GPU_RESOURCE, SHARED_GPU_TAINT,
-                             TEAM_LABEL)
+from core.vocabulary import (CPU_POOL, DEFAULT_LOCAL_QUEUE, GPU_RESOURCE, JOBSET_NAMESPACE, KUEUE_NAMESPACE,
+                             POOL_LABEL, SHARED_GPU_RESOURCE, SHARED_GPU_TAINT, SYSTEM_POOL, SYSTEM_TAINT, TEAM_LABEL)
 from e2e.cluster import ApiError, LoopbackCluster, has_condition
 from e2e.lifecycle import Platform
 
@@ -108,21 +108,32 @@ def on_pool(labels: Mapping[str, str], pool: PoolOutput) -> bool:
     return all(labels.get(key) == value for key, value in pool.labels.items())
 
 
-def remove(cluster: LoopbackCluster, *jobs: Mapping[str, Any]) -> None:
-    """Delete Jobs and wait until their pods and Workloads are gone, so that no quota outlives the test."""
-    for job_obj in jobs:
+def job_pods(cluster: LoopbackCluster, job_obj: Mapping[str, Any]) -> list[dict[str, Any]]:
+    namespace, name = job_obj["metadata"]["namespace"], job_obj["metadata"]["name"]
+    return cluster.get(f"/api/v1/namespaces/{namespace}/pods?labelSelector=batch.kubernetes.io/job-name%3D{name}")[
+        "items"]
+
+
+def remove(cluster: LoopbackCluster, *objects: Mapping[str, Any],
+           pods_of: Callable[[LoopbackCluster, Mapping[str, Any]], list[dict[str, Any]]] = job_pods) -> None:
+    """Delete Jobs (or JobSets, whose pods `pods_of` finds) and wait until they, their pods and their Workloads
+    are gone, so that no quota outlives the test."""
+    for obj in objects:
         try:
-            cluster.request("DELETE", cluster.path_of(job_obj), {"propagationPolicy": "Foreground"})
+            cluster.request("DELETE", cluster.path_of(obj), {"propagationPolicy": "Foreground"})
         except ApiError as exc:
             if exc.status != 404:
                 raise
-    for job_obj in jobs:
-        namespace, name = job_obj["metadata"]["namespace"], job_obj["metadata"]["name"]
-
-        def gone(namespace: str = namespace, name: str = name, job_obj: Mapping[str, Any] = job_obj) -> bool:
-            pods = cluster.get(f"/api/v1/namespaces/{namespace}/pods?labelSelector=batch.kubernetes.io/job-name%3D{name}")
-            return not pods["items"] and workload(cluster, job_obj) is None
-        cluster.wait(f"Job {name}'s pods and Workload deleted", gone, ADMIT_SECONDS)
+    for obj in objects:
+        def gone(obj: Mapping[str, Any] = obj) -> bool:
+            try:
+                cluster.get(cluster.path_of(obj))
+                return False
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+            return not pods_of(cluster, obj) and workload(cluster, obj) is None
+        cluster.wait(f"{obj['kind']} {obj['metadata']['name']}, its pods and Workload deleted", gone, ADMIT_SECONDS)
 
 
 @pytest.fixture
@@ -170,6 +181,37 @@ def test_a_research_gpu_job_is_admitted_and_runs_on_its_pool(e2e: Platform, pool
     # Kueue injected the flavor's node label and toleration; the scheduler bound the pod to an a100 node.
     pod = running_pod(cluster, created)
     assert on_pool(node_labels(cluster, pod), pools["a100"]), pod["spec"]["nodeName"]
+
+
+def test_a_teams_cpu_job_runs_on_the_cpu_pool_never_beside_the_platforms_controllers(e2e: Platform, jobs):
+    # Issue 24: the system pool had no taint, so teams' CPU pods landed on it. Kueue's default flavor has no node
+    # labels: the scheduler alone keeps the pod off the tainted system node.
+    cluster = e2e.cluster
+    cpu_only = job("research", 0)
+    for amounts in cpu_only["spec"]["template"]["spec"]["containers"][0]["resources"].values():
+        amounts.pop(GPU_RESOURCE, None)  # requests and limits may be one dict
+    created = submit(cluster, cpu_only)
+    jobs.append(created)
+    assert flavor_of(admitted(cluster, created), "cpu") == "default"
+    assert node_labels(cluster, running_pod(cluster, created))[POOL_LABEL] == CPU_POOL
+
+
+def test_every_platform_pod_runs_on_the_tainted_system_node(e2e: Platform):
+    # Each platform chart's pods tolerate the system pool's taint and select it; a pod that did not tolerate it
+    # would be on cpu-0 or Pending. GPU agents (DaemonSets on GPU nodes) are the platform's too, and elsewhere.
+    cluster = e2e.cluster
+    system = {n["metadata"]["name"] for n in cluster.get("/api/v1/nodes")["items"]
+              if n["metadata"]["labels"].get(POOL_LABEL) == SYSTEM_POOL}
+    assert any(t["key"] == SYSTEM_TAINT.key for n in cluster.get("/api/v1/nodes")["items"]
+               if n["metadata"]["name"] in system for t in n["spec"].get("taints", []))
+    placed = {}
+    monitoring = PlatformOutputs.read(e2e.pulumi.outputs()).monitoring_namespace
+    for namespace in (monitoring, KUEUE_NAMESPACE, JOBSET_NAMESPACE):
+        for pod in cluster.get(f"/api/v1/namespaces/{namespace}/pods")["items"]:
+            owners = pod["metadata"].get("ownerReferences") or [{}]
+            if owners[0].get("kind") != "DaemonSet":
+                placed[f"{namespace}/{pod['metadata']['name']}"] = pod["spec"].get("nodeName")
+    assert placed and all(node in system for node in placed.values()), placed
 
 
 @pytest.fixture

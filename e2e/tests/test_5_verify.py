@@ -50,14 +50,16 @@ def test_verify_places_a_gpu_pod_on_each_pool_and_judges_nothing_it_cannot(e2e: 
     assert not [e["path"] for e in exchanges if e["path"].endswith("/log") or "/proxy/" in e["path"]]
 
     # It deletes what it made; the namespace controller really removes the namespace.
-    def gone() -> bool | None:
-        try:
-            e2e.cluster.get(f"/api/v1/namespaces/{NAMESPACE}")
-        except ApiError as exc:
-            return exc.status == 404 or None
-        return None
+    def deleted(namespace: str) -> None:
+        def gone() -> bool | None:
+            try:
+                e2e.cluster.get(f"/api/v1/namespaces/{namespace}")
+            except ApiError as exc:
+                return exc.status == 404 or None
+            return None
+        e2e.cluster.wait(f"namespace {namespace} deleted", gone, timeout=60)
 
-    e2e.cluster.wait(f"namespace {NAMESPACE} deleted", gone, timeout=60)
+    deleted(NAMESPACE)
 
     # Each multi-node pool's NCCL check: its Job's two whole-node pods land on two nodes of the pool, and with no
     # pod running here the bandwidth is said to be unmeasured, never passed or failed.
@@ -78,11 +80,4 @@ def test_verify_places_a_gpu_pod_on_each_pool_and_judges_nothing_it_cannot(e2e: 
         (container,) = job["spec"]["template"]["spec"]["containers"]
         assert container["resources"]["limits"]["nvidia.com/gpu"] == str(pool.gpus_per_node)
 
-    def nccl_gone() -> bool | None:
-        try:
-            e2e.cluster.get(f"/api/v1/namespaces/{NCCL_NAMESPACE}")
-        except ApiError as exc:
-            return exc.status == 404 or None
-        return None
-
-    e2e.cluster.wait(f"namespace {NCCL_NAMESPACE} deleted", nccl_gone, timeout=60)
+    deleted(NCCL_NAMESPACE)

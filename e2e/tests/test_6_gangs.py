@@ -21,9 +21,10 @@ import pytest
 from components.gang_admission import JOBSET_GROUP, JOBSET_QUEUE_POLICY, JOBSET_VERSION
 from core.outputs import PlatformOutputs, PoolOutput
 from core.vocabulary import GPU_RESOURCE, POOL_LABEL, REQUIRED_TOPOLOGY
-from e2e.cluster import ApiError, LoopbackCluster, has_condition
+from e2e.cluster import LoopbackCluster, has_condition
 from e2e.lifecycle import Platform
-from e2e.tests.test_2_queues import ADMIT_SECONDS, QUEUE_LABEL, admitted, cluster_queue_usage, job, workload
+from e2e.tests.test_2_queues import (ADMIT_SECONDS, QUEUE_LABEL, admitted, cluster_queue_usage, job, remove,
+                                     workload)
 
 TEAM = "training"
 POOL = "h100"
@@ -63,31 +64,11 @@ def gang_pods(cluster: LoopbackCluster, jobset: Mapping[str, Any]) -> list[dict[
     return cluster.get(f"/api/v1/namespaces/{TEAM}/pods?{query}")["items"]
 
 
-def remove(cluster: LoopbackCluster, *jobsets: Mapping[str, Any]) -> None:
-    """Delete JobSets and wait until they, their pods and their Workloads are gone: no quota outlives the test."""
-    for jobset in jobsets:
-        try:
-            cluster.request("DELETE", cluster.path_of(jobset), {"propagationPolicy": "Foreground"})
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-    for jobset in jobsets:
-        def gone(jobset: Mapping[str, Any] = jobset) -> bool:
-            try:
-                cluster.get(cluster.path_of(jobset))
-                return False
-            except ApiError as exc:
-                if exc.status != 404:
-                    raise
-            return not gang_pods(cluster, jobset) and workload(cluster, jobset) is None
-        cluster.wait(f"JobSet {jobset['metadata']['name']}, its pods and Workload deleted", gone, ADMIT_SECONDS)
-
-
 @pytest.fixture
 def gangs(e2e: Platform) -> Iterator[list[dict[str, Any]]]:
     made: list[dict[str, Any]] = []
     yield made
-    remove(e2e.cluster, *made)
+    remove(e2e.cluster, *made, pods_of=gang_pods)
 
 
 def test_a_two_node_jobset_is_admitted_onto_two_nodes_of_one_block(e2e: Platform, h100, gangs):

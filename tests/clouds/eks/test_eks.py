@@ -301,7 +301,8 @@ def test_system_node_group_is_small_on_demand_and_labelled(dev):
     assert group["capacityType"] == "ON_DEMAND" and group["amiType"] == "AL2023_x86_64_STANDARD"
     assert group["scalingConfig"] == {"minSize": 2, "desiredSize": 2, "maxSize": 2}  # Karpenter adds the rest
     assert group["labels"] == {"mlplatform.io/pool": "system"}
-    assert "taints" not in group
+    # Tainted for the platform's controllers and EKS's add-ons, which tolerate CriticalAddonsOnly (issue 24).
+    assert group["taints"] == [{"key": "CriticalAddonsOnly", "value": "true", "effect": "NO_SCHEDULE"}]
     # Its AMI release is pinned (amazon-eks-ami's release version), as the GPU pools' alias is.
     assert group["releaseVersion"] == EKS_SYSTEM_AMI_RELEASES[EKS_KUBERNETES_VERSION]
 
@@ -364,9 +365,26 @@ def test_kubeconfig_authenticates_with_aws_eks_get_token():
 
 # ---- Karpenter GPU pools -----------------------------------------------------------------------------------------
 
+def test_the_system_pool_is_tainted_and_teams_cpu_work_has_an_untainted_pool_of_its_own(dev):
+    # Issue 24: the system pool had no taint, so teams' CPU pods landed beside the platform's controllers.
+    pools = custom(dev, "NodePool")
+    system, cpu = pools["system"]["spec"], pools["cpu"]["spec"]
+    assert system["template"]["spec"]["taints"] == [
+        {"key": "CriticalAddonsOnly", "value": "true", "effect": "NoSchedule"}]
+    assert "taints" not in cpu["template"]["spec"] or cpu["template"]["spec"]["taints"] == []
+    assert cpu["template"]["metadata"]["labels"]["mlplatform.io/pool"] == "cpu"
+    assert cpu["limits"] == {"nodes": 4}
+    assert cpu["disruption"]["consolidationPolicy"] == "WhenEmptyOrUnderutilized"
+    requirements = {r["key"]: r["values"] for r in cpu["template"]["spec"]["requirements"]}
+    assert requirements["node.kubernetes.io/instance-type"] == ["m7i.xlarge", "m7i.2xlarge", "m7i.4xlarge"]
+    # Karpenter itself tolerates CriticalAddonsOnly by its chart's default, which the stack leaves in place.
+    karpenter = next(r for r in dev.of_type("kubernetes:helm.sh/v3:Release") if r.inputs["name"] == "karpenter")
+    assert "tolerations" not in karpenter.inputs["values"]
+
+
 def test_each_gpu_pool_is_a_tainted_labelled_capped_node_pool_that_scales_down(dev):
     pools = custom(dev, "NodePool")
-    assert set(pools) == {"l4", "a10g-x4", "system"}
+    assert set(pools) == {"l4", "a10g-x4", "system", "cpu"}
     spec = pools["a10g-x4"]["spec"]
     template = spec["template"]["spec"]
     requirements = {r["key"]: r["values"] for r in template["requirements"]}
@@ -399,7 +417,7 @@ def test_gpu_nodes_never_expire_under_a_job_and_go_one_at_a_time(dev, prod):
     for synthesis in (dev, prod):
         pools = custom(synthesis, "NodePool")
         for name, pool in pools.items():
-            if name == "system":  # stateless controllers: replaced monthly, as Karpenter defaults
+            if name in ("system", "cpu"):  # stateless controllers, CPU work: replaced monthly, as Karpenter defaults
                 assert pool["spec"]["template"]["spec"]["expireAfter"] == "720h"
                 continue
             assert pool["spec"]["template"]["spec"]["expireAfter"] == "Never", name

@@ -249,7 +249,8 @@ def test_gpu_instances_with_nvme_instance_store_use_it_as_raid0(prod, eks_option
     classes = {r.inputs["metadata"]["name"]: r.inputs["spec"] for r in prod.resources
                if r.inputs.get("kind") == "EC2NodeClass"}
     assert classes["h100"]["instanceStorePolicy"] == "RAID0" and classes["a10g"]["instanceStorePolicy"] == "RAID0"
-    (v100,) = [r.inputs["spec"] for r in eks_options.resources if r.inputs.get("kind") == "EC2NodeClass"]
+    (v100,) = [r.inputs["spec"] for r in eks_options.resources if r.inputs.get("kind") == "EC2NodeClass"
+               and r.inputs["metadata"]["name"] not in ("system", "cpu")]
     assert v100["tags"]["mlplatform.io/pool"] == "v100"
     assert "instanceStorePolicy" not in v100  # p3 has EBS only
     # With the NVMe striped for images and scratch data, the root volume holds the OS only: 50 GiB, not the
@@ -385,7 +386,8 @@ def test_the_system_pool_grows_from_min_nodes_to_max_nodes_through_karpenter(dev
     pool = objects[("NodePool", "system")]
     assert pool["limits"] == {"nodes": 1}
     assert pool["template"]["metadata"]["labels"] == {"mlplatform.io/pool": "system"}
-    assert pool["template"]["spec"]["taints"] == []
+    assert pool["template"]["spec"]["taints"] == [{"key": "CriticalAddonsOnly", "value": "true",
+                                                  "effect": "NoSchedule"}]
     requirements = {r["key"]: r["values"] for r in pool["template"]["spec"]["requirements"]}
     assert requirements["node.kubernetes.io/instance-type"] == ["m7i.large"]
     assert requirements["karpenter.sh/capacity-type"] == ["on-demand"]

@@ -71,7 +71,7 @@ def test_private_nodes_egress_through_cloud_nat(gcp_dev):
 
 def test_gpu_pools_have_their_accelerators_drivers_autoscaling_from_zero_and_taint(gcp_dev):
     pools = node_pools(gcp_dev)
-    assert set(pools) == {"system", "l4", "a100", "t4"}
+    assert set(pools) == {"system", "cpu", "l4", "a100", "t4"}
     for name in ("l4", "a100", "t4"):
         pool = pools[name]
         (accelerator,) = pool["nodeConfig"]["guestAccelerators"]
@@ -313,9 +313,21 @@ def test_kubeconfig_uses_application_default_credentials():
     assert config["users"][0]["user"]["exec"]["args"] == ["--use_application_default_credentials"]
 
 
+def test_the_system_pool_is_tainted_and_teams_cpu_work_has_an_untainted_pool_from_zero(gcp_dev):
+    # Issue 24: the system pool had no taint, so teams' CPU pods landed beside the platform's controllers.
+    # CriticalAddonsOnly is what GKE's kube-dns and konnectivity agents tolerate (Kubernetes' addon manifests).
+    pools = node_pools(gcp_dev)
+    assert pools["system"]["nodeConfig"]["taints"] == [
+        {"key": "CriticalAddonsOnly", "value": "true", "effect": "NO_SCHEDULE"}]
+    cpu = pools["cpu"]
+    assert not cpu["nodeConfig"].get("taints") and cpu["nodeConfig"]["labels"] == {"mlplatform.io/pool": "cpu"}
+    assert cpu["autoscaling"]["totalMinNodeCount"] == 0 and cpu["autoscaling"]["totalMaxNodeCount"] == 4
+    assert cpu["nodeConfig"]["machineType"] == "e2-standard-8"
+
+
 def test_every_pool_leaves_its_node_count_to_the_autoscaler(gcp_dev):
     pools = gcp_dev.of_type("gcp:container/nodePool:NodePool")
-    assert len(pools) == 4
+    assert len(pools) == 5
     assert all("initialNodeCount" in pool.ignore_changes for pool in pools)
 
 

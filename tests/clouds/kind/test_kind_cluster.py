@@ -30,10 +30,17 @@ def test_kind_config_has_a_system_pool_and_tainted_labelled_gpu_workers():
     (command,) = synthesis.of_type("command:local:Command")
     nodes = yaml.safe_load(command.inputs["stdin"])["nodes"]
 
-    assert [node["role"] for node in nodes] == ["control-plane"] + ["worker"] * 5
+    assert [node["role"] for node in nodes] == ["control-plane"] + ["worker"] * 6
     assert {node["image"] for node in nodes} == {KIND_NODE_IMAGE}
+    # The system workers tainted for the platform's controllers (issue 24), and one untainted for teams' CPU work.
     system = [n for n in nodes if n.get("labels") == {"mlplatform.io/pool": "system"}]
-    assert len(system) == 2 and all("kubeadmConfigPatches" not in n for n in system)
+    assert len(system) == 2
+    for worker in system:
+        (patch,) = worker["kubeadmConfigPatches"]
+        assert yaml.safe_load(patch)["nodeRegistration"]["taints"] == [
+            {"key": "CriticalAddonsOnly", "value": "true", "effect": "NoSchedule"}]
+    (cpu,) = [n for n in nodes if n.get("labels") == {"mlplatform.io/pool": "cpu"}]
+    assert "kubeadmConfigPatches" not in cpu
 
     gpu_workers = [n for n in nodes if n.get("labels", {}).get("nvidia.com/gpu.present") == "true"]
     assert [n["labels"]["mlplatform.io/pool"] for n in gpu_workers] == ["a100", "a100", "t4"]
