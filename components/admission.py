@@ -8,8 +8,9 @@ carries the team label, team stacks' included; `enforcement` chooses Deny or War
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import pulumi
@@ -25,7 +26,7 @@ from pulumi_kubernetes.admissionregistration.v1 import (
 )
 from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, LabelSelectorRequirementArgs, ObjectMetaArgs
 
-from core.vocabulary import (DEFAULT_LOCAL_QUEUE, GPU_TAINT, KUEUE_NAMESPACE, KUEUE_SERVICE_ACCOUNT,
+from core.vocabulary import (DEFAULT_LOCAL_QUEUE, GPU_TAINT, JOBSET_GROUP, KUEUE_NAMESPACE, KUEUE_SERVICE_ACCOUNT,
                              ML_PRIORITY_CLASSES, POOL_LABEL, SHARED_GPU_RESOURCE, SHARED_GPU_TAINT, TEAM_LABEL,
                              Taint)
 from components.kube import team_roles
@@ -33,6 +34,8 @@ from core.handle import ClusterHandle
 from config.queues import QueueLayout
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# The JobSet API version the pinned JobSet serves (its chart's CRD at 0.12.0).
+JOBSET_VERSION = "v1alpha2"
 _AFFINITY = "variables.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
 # The scheduling gate Kueue puts on every pod it manages and removes when the pod's workload is admitted.
 KUEUE_GATE = "kueue.x-k8s.io/admission"
@@ -88,13 +91,31 @@ class Policy:
     always_deny: bool = False
 
 
+def _field_or_empty(spec: str, field: str, empty: str) -> str:
+    return f"(has({spec}.{field}) ? {spec}.{field} : {empty})"
+
+
 def _scheduling_changed() -> str:
     """A CEL predicate on an UPDATE: a scheduling field of the pod, or of the Job's pod template, changes."""
     def differs(spec: str) -> str:
-        return " || ".join(f"(has(object.{spec}.{f}) ? object.{spec}.{f} : {empty}) != "
-                           f"(has(oldObject.{spec}.{f}) ? oldObject.{spec}.{f} : {empty})"
-                           for f, empty in SCHEDULING_FIELDS)
+        return " || ".join(f"{_field_or_empty(f'object.{spec}', f, empty)} != "
+                           f"{_field_or_empty(f'oldObject.{spec}', f, empty)}" for f, empty in SCHEDULING_FIELDS)
     return f"has(object.spec.template) ? ({differs('spec.template.spec')}) : ({differs('spec')})"
+
+
+def _templates_scheduling_changed() -> str:
+    """A CEL predicate on an UPDATE of a JobSet: a scheduling field of one of its pod templates changes. Never
+    read on a CREATE, whose oldObject is null (the API server's CEL would absorb the errors of reading it in
+    `CREATE || ...`; cel-python, which the tests evaluate with, fails on an error || error)."""
+    def each(obj: str, field: str, empty: str) -> str:
+        return f"{obj}.spec.replicatedJobs.map(r, {_field_or_empty('r.template.spec.template.spec', field, empty)})"
+    changes = " || ".join(f"{each('object', f, empty)} != {each('oldObject', f, empty)}" for f, empty in SCHEDULING_FIELDS)
+    return f"oldObject == null ? false : ({changes})"
+
+
+def _unless_kueue(changed: str) -> str:
+    return (f"(request.operation == 'UPDATE' && request.userInfo.username != {_cel(KUEUE_USER)} && "
+            f"({changed}))")
 
 
 def workload_match_conditions() -> list[tuple[str, str]]:
@@ -105,8 +126,16 @@ def workload_match_conditions() -> list[tuple[str, str]]:
     return [("create-ephemeral-or-scheduling-update",
              "request.operation == 'CREATE' || "
              "(has(request.subResource) && request.subResource == 'ephemeralcontainers') || "
-             f"(request.operation == 'UPDATE' && request.userInfo.username != {_cel(KUEUE_USER)} && "
-             f"({_scheduling_changed()}))")]
+             f"{_unless_kueue(_scheduling_changed())}")]
+
+
+def jobset_match_conditions() -> list[tuple[str, str]]:
+    """When the workload policies judge a JobSet: its CREATE, and an UPDATE that moves the pods of one of its
+    templates elsewhere, unless Kueue makes it. JobSet's webhook (v0.12.0, ValidateUpdate) keeps replicatedJobs
+    immutable except while the JobSet is suspended or being suspended, when a template's labels, annotations,
+    nodeSelector, tolerations and schedulingGates may change (for Kueue, which injects its flavor's there): so
+    a member could move a suspended JobSet's pods as they could a suspended Job's."""
+    return [("create-or-scheduling-update", f"request.operation == 'CREATE' || {_unless_kueue(_templates_scheduling_changed())}")]
 
 
 def policy_variables(layout: QueueLayout, system_node_selector: Mapping[str, str],
@@ -171,6 +200,61 @@ def policy_variables(layout: QueueLayout, system_node_selector: Mapping[str, str
                          f"(has(variables.spec.tolerations) && variables.spec.tolerations.exists(t, has(t.key) && "
                          f"t.key == {_cel(SHARED_GPU_TAINT.key)}))"),
     ]
+
+
+# The variables of one pod spec, each defined from those before it. A JobSet has a pod spec per replicated Job,
+# so its checks bind them per template (per_template).
+POD_VARIABLES = ("spec", "containers", "gpuContainers", "requestsGpu", "onSharedPool")
+_POD_VARIABLE = re.compile(r"\bvariables\.(" + "|".join(POD_VARIABLES) + r")\b")
+# What an UPDATE changes a pod spec from.
+_OLD_SPEC = re.compile(r"\bvariables\.oldSpec\b")
+
+
+def jobset_variables(workload_variables: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The workload variables for a JobSet: its pod templates' specs in place of one pod spec (what derives from
+    a pod spec is bound per template in each check), and the rest (labels, owners, team, pools) as they are."""
+    return [
+        # dyn(): the checks read pod specs untyped, as they read a Pod's or Job's (whose shape-dependent `spec`
+        # has no one type). Typed by the JobSet CRD's schema, a template's containers, initContainers and
+        # ephemeralContainers would be three types (named by their paths), which CEL's list `+` refuses: the
+        # API server's type check would warn of every check that reads variables.containers.
+        ("specs", "dyn(object.spec.replicatedJobs.map(r, r.template.spec.template.spec))"),
+        *((name, expression) for name, expression in workload_variables
+          if name not in POD_VARIABLES and name != "oldSpec"),
+    ]
+
+
+def per_template(expression: str, definitions: Mapping[str, str]) -> str:
+    """A check written over one pod spec (variables.spec and what derives from it) as the same check over every
+    pod template of a JobSet: each template's spec bound to `spec`, and each pod variable the check uses bound,
+    from its own definition, by a one-element list's all() (the API server's CEL has no cel.bind)."""
+    used: set[str] = set()
+    pending = _POD_VARIABLE.findall(expression)
+    while pending:
+        name = pending.pop()
+        if name not in used:
+            used.add(name)
+            pending += _POD_VARIABLE.findall(definitions[name]) if name != "spec" else []
+    def local(text: str) -> str:
+        return _POD_VARIABLE.sub(r"\1", text)
+    body = local(expression)
+    for name in reversed(POD_VARIABLES[1:]):
+        if name in used:
+            body = f"[{local(definitions[name])}].all({name}, {body})"
+    return f"variables.specs.all(spec, {body})"
+
+
+def jobset_policies(policies: list[Policy], definitions: Mapping[str, str]) -> list[Policy]:
+    """The workload policies over every pod template of a JobSet, with the same messages. Left out: the checks
+    that compare an UPDATE's pod spec with the old one (Kueue's gate, which Kueue puts on pods, never on a
+    JobSet's templates)."""
+    def check(c: Check) -> Check:
+        if c.message_expression and _POD_VARIABLE.search(c.message_expression):
+            raise ValueError(f"a message reading one pod spec has no JobSet form: {c.message_expression}")
+        return replace(c, expression=per_template(c.expression, definitions))
+    return [replace(p, name=f"{p.name}-jobsets",
+                    checks=tuple(check(c) for c in p.checks if not _OLD_SPEC.search(c.expression)))
+            for p in policies]
 
 
 def _forbidden(key: str, value: str) -> str:
@@ -411,6 +495,13 @@ def subjects(layout: QueueLayout, system_node_selector: Mapping[str, str],
                                            operations=["CREATE", "UPDATE"], resources=["deployments", "statefulsets"])),
         match_conditions=tuple(workload_match_conditions()),
         variables=tuple(policy_variables(layout, system_node_selector, system_taints)))
+    # JobSets, judged over every pod template so that a bad one is refused when it is submitted rather than when
+    # the JobSet controller fails to create its Jobs; updates only as jobset_match_conditions() says.
+    jobsets = Subject(
+        rules=(NamedRuleWithOperationsArgs(api_groups=[JOBSET_GROUP], api_versions=[JOBSET_VERSION],
+                                           operations=["CREATE", "UPDATE"], resources=["jobsets"]),),
+        match_conditions=tuple(jobset_match_conditions()),
+        variables=tuple(jobset_variables(workloads.variables)))
     monitors = Subject(
         rules=(NamedRuleWithOperationsArgs(api_groups=["monitoring.coreos.com"], api_versions=["v1"],
                                            operations=["CREATE", "UPDATE"], resources=MONITOR_RESOURCES),),
@@ -430,7 +521,9 @@ def subjects(layout: QueueLayout, system_node_selector: Mapping[str, str],
         rules=(NamedRuleWithOperationsArgs(api_groups=[""], api_versions=["v1"], operations=["CREATE", "UPDATE"],
                                            resources=["configmaps", "secrets"]),),
         match_conditions=(), variables=())
-    return [(workloads, team_policies(layout)), (monitors, monitor_policies()),
+    definitions = dict(workloads.variables)
+    return [(workloads, team_policies(layout)), (jobsets, jobset_policies(team_policies(layout), definitions)),
+            (monitors, monitor_policies()),
             (network_policies, network_policy_policies()), (env_sources, env_source_policies())]
 
 

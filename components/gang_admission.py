@@ -15,14 +15,12 @@ from typing import Literal
 import pulumi
 from pulumi_kubernetes.admissionregistration.v1 import NamedRuleWithOperationsArgs
 
-from components.admission import QUEUE_LABEL, Check, Policy, Subject, _cel, declare_policy
+from components.admission import JOBSET_VERSION, QUEUE_LABEL, Check, Policy, Subject, _cel, declare_policy
 from config.queues import QueueLayout
 from core.handle import ClusterHandle
 from core.vocabulary import (DEFAULT_LOCAL_QUEUE, GPU_RESOURCE, JOBSET_GROUP, POOL_LABEL, PREFERRED_TOPOLOGY,
                              REQUIRED_TOPOLOGY, TEAM_LABEL, UNCONSTRAINED_TOPOLOGY)
 
-# The JobSet API version the pinned JobSet serves (its chart's CRD at 0.12.0).
-JOBSET_VERSION = "v1alpha2"
 TOPOLOGY_ANNOTATIONS = (REQUIRED_TOPOLOGY, PREFERRED_TOPOLOGY, UNCONSTRAINED_TOPOLOGY)
 JOBSET_QUEUE_POLICY = "jobset-through-team-queue"
 

@@ -7,10 +7,12 @@ import copy
 from typing import Any
 
 import pytest
+import yaml
 
 from synth.engine import Synthesis
-from synth.schema import check_manifests
+from synth.schema import UPSTREAM_DIR, check_manifests, schemas_of
 from components.admission import KUEUE_USER, NVIDIA_DEVICE_ENV
+from versions import JOBSET
 from tests.cel import admit
 from tests.conftest import PLATFORM_STACKS, stack_config, synth_with
 
@@ -20,6 +22,8 @@ JOB_CONTROLLER = "system:serviceaccount:kube-system:job-controller"
 JOBSET_CONTROLLER = "system:serviceaccount:jobset-system:jobset-controller-manager"
 POOLS = [{"name": "t4", "gpusPerNode": 4}, {"name": "a100", "accelerator": "nvidia-a100-80gb", "gpusPerNode": 2}]
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
+# The JobSet CRD of the pinned chart.
+JOBSET_CRD = UPSTREAM_DIR / "charts" / f"jobset-{JOBSET.version}" / "crds" / "jobset.x-k8s.io_jobsets.yaml"
 
 
 def _team(name: str, quota_gpus: int, **queue: Any) -> dict[str, Any]:
@@ -286,6 +290,55 @@ TABLE: list[tuple[Any, ...]] = [
 ]
 
 
+def in_jobset(*of: dict[str, Any]) -> dict[str, Any]:
+    """A JobSet of one replicated Job per pod (or Job) given, each with that pod spec as its template, carrying
+    the labels of them all."""
+    specs = [o["spec"]["template"]["spec"] if o["kind"] == "Job" else o["spec"] for o in of]
+    return {"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
+            "metadata": {"name": "train", "namespace": "research", "labels": {k: v for o in of for k, v in o["metadata"]["labels"].items()}},
+            "spec": {"replicatedJobs": [{"name": f"workers-{index}", "replicas": 1, "template": {"spec": {
+                "template": {"spec": copy.deepcopy(spec) | {"restartPolicy": "Never"}}}}}
+                for index, spec in enumerate(specs)]}}
+
+
+def changed_template(of: dict[str, Any], index: int, **spec: Any) -> dict[str, Any]:
+    """A copy of the JobSet with pod-spec fields set in one replicated Job's template."""
+    copied = copy.deepcopy(of)
+    copied["spec"]["replicatedJobs"][index]["template"]["spec"]["template"]["spec"].update(spec)
+    return copied
+
+
+# Every case of a Pod or Job created by a team member, as the second template of a JobSet whose first is a
+# compliant CPU pod: JobSets are judged over every template, with the same outcome (issue 24).
+TABLE += [(name, f"{case}, as a JobSet's second template", in_jobset(CPU_POD, obj), team, admitted)
+          for name, case, obj, team, admitted, *how in list(TABLE) if not how and obj["kind"] in ("Pod", "Job")]
+TABLE += [
+    ("gpu-work-through-team-queue", "a GPU JobSet of the team's queue", in_jobset(pod(), pod()), "research", True),
+    ("gpu-nodes-for-gpu-work", "a suspended JobSet's CPU template given every toleration by update",
+     changed_template(in_jobset(pod(), CPU_POD), 1, tolerations=[{"operator": "Exists"}]), "research", False,
+     {"old": in_jobset(pod(), CPU_POD)}),
+    ("team-pools-only", "a suspended JobSet's second template moved to the system pool by update",
+     changed_template(in_jobset(pod(), CPU_POD), 1, nodeSelector=SYSTEM_POOL), "research", False,
+     {"old": in_jobset(pod(), CPU_POD)}),
+    ("team-pools-only", "a suspended JobSet's template given its own pool by update",
+     changed_template(in_jobset(pod(), pod()), 1, nodeSelector={"mlplatform.io/pool": "a100"}), "research", True,
+     {"old": in_jobset(pod(), pod())}),
+]
+
+
+def matches(policy: dict[str, Any], obj: dict[str, Any]) -> bool:
+    """Whether the policy's resource rules select the object's kind (its plural, as these kinds spell it)."""
+    group = obj["apiVersion"].rpartition("/")[0]
+    return any(group in rule["apiGroups"] and f"{obj['kind'].lower()}s" in rule["resources"]
+               for rule in policy["spec"]["matchConstraints"]["resourceRules"])
+
+
+def judging(policies: dict[str, dict[str, Any]], rule: str, obj: dict[str, Any]) -> str:
+    """The name of the policy that judges the object by this rule: the rule's own, or its JobSet form."""
+    (name,) = [n for n in (rule, f"{rule}-jobsets") if n in policies and matches(policies[n], obj)]
+    return name
+
+
 def _case_id(case: tuple[Any, ...]) -> str:
     return f"{case[0]}: {case[1]}"
 
@@ -303,11 +356,12 @@ def test_policy_table(policies, case):
     if "old" in request:
         request["old"] = _in_team(request["old"], team)
     obj = _in_team(obj, team)
+    name = judging(policies, name, obj)
     decision = admit(policies[name], obj, namespace(team), **request)
     assert decision.judged and decision.allowed is admitted, decision.failures
-    # Every other policy admits it: each case breaks at most the rule it is about.
+    # Every other policy of its kind admits it: each case breaks at most the rule it is about.
     others = {other: admit(policy, obj, namespace(team), **request).failures for other, policy in policies.items()
-              if other not in (name, *NOT_WORKLOAD)}
+              if other not in (name, *NOT_WORKLOAD) and matches(policy, obj)}
     assert {other: f for other, f in others.items() if f} == {}
 
 
@@ -319,6 +373,11 @@ NOT_JUDGED: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
      {"old": job(pod()), "user": KUEUE_USER}),
     ("a label added to a running pod", pod(labels={"kueue.x-k8s.io/queue-name": "research", "stage": "eval"}),
      {"old": pod()}),
+    ("Kueue admitting a suspended JobSet onto its flavor",
+     changed_template(in_jobset(CPU_POD, pod()), 1, nodeSelector=SYSTEM_POOL),
+     {"old": in_jobset(CPU_POD, pod()), "user": KUEUE_USER}),
+    ("a label added to a JobSet", in_jobset(CPU_POD, pod(labels={"kueue.x-k8s.io/queue-name": "web", "stage": "eval"})),
+     {"old": in_jobset(CPU_POD, pod(labels={"kueue.x-k8s.io/queue-name": "web"}))}),
 ]
 
 
@@ -327,7 +386,7 @@ def test_updates_that_move_nothing_and_kueues_own_are_not_judged(policies, obj, 
     # Even updates that would break a rule as a creation: Kueue is never held up, and a pod admitted once is
     # not judged again for an unrelated edit.
     for name, policy in policies.items():
-        if name not in NOT_WORKLOAD:
+        if name not in NOT_WORKLOAD and matches(policy, obj):
             assert admit(policy, obj, namespace("web"), **request_).judged is False
 
 
@@ -337,13 +396,18 @@ def test_device_environment_variables_are_the_toolkits():
 
 
 def test_every_policy_has_passing_and_failing_cases(policies):
+    # The JobSet form of each workload policy included: each has JobSets it admits and JobSets it refuses.
     workload = set(policies) - set(NOT_WORKLOAD)
-    assert {case[0] for case in TABLE if case[4]} == workload == {case[0] for case in TABLE if not case[4]}
+    assert {f"{name}-jobsets" for name in workload if not name.endswith("-jobsets")} <= workload
+    judged = [(judging(policies, case[0], case[2]), case[4]) for case in TABLE]
+    assert {name for name, admitted in judged if admitted} == workload == {
+        name for name, admitted in judged if not admitted}
 
 
-def test_the_table_is_made_of_valid_kubernetes_objects():
+def test_the_table_is_made_of_valid_kubernetes_objects(upstream):
+    # JobSets against the JobSet CRD the platform installs (the chart's, at its pin).
     objects = [case[2] for case in TABLE] + [namespace("research")]
-    report = check_manifests(objects)
+    report = check_manifests(objects, custom=schemas_of([yaml.safe_load(JOBSET_CRD.read_text())]))
     assert report.errors == [] and report.unchecked == []
 
 
@@ -366,10 +430,12 @@ def test_policies_match_pod_and_job_creation_and_updates_and_bind_to_team_namesp
         if name in NOT_WORKLOAD:
             continue
         rules = policy["spec"]["matchConstraints"]["resourceRules"]
-        assert [(r["apiGroups"], r["resources"], r["operations"]) for r in rules] == [
-            ([""], ["pods", "pods/ephemeralcontainers"], ["CREATE", "UPDATE"]),
-            (["batch"], ["jobs"], ["CREATE", "UPDATE"]),
-            (["apps"], ["deployments", "statefulsets"], ["CREATE", "UPDATE"])]
+        # A JobSet form judges the JobSet version the pinned JobSet serves, and nothing else.
+        assert [(r["apiGroups"], r["apiVersions"], r["resources"], r["operations"]) for r in rules] == ([
+            (["jobset.x-k8s.io"], ["v1alpha2"], ["jobsets"], ["CREATE", "UPDATE"])] if name.endswith("-jobsets") else [
+            ([""], ["v1"], ["pods", "pods/ephemeralcontainers"], ["CREATE", "UPDATE"]),
+            (["batch"], ["v1"], ["jobs"], ["CREATE", "UPDATE"]),
+            (["apps"], ["v1"], ["deployments", "statefulsets"], ["CREATE", "UPDATE"])])
         assert policy["spec"]["failurePolicy"] == "Fail"
     bindings = {r.inputs["spec"]["policyName"]: r.inputs["spec"] for r in synthesis.of_type(
         "kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicyBinding")}
@@ -380,7 +446,7 @@ def test_policies_match_pod_and_job_creation_and_updates_and_bind_to_team_namesp
 
 
 # Requests that can never run: refused whatever the enforcement, since a warning would let them hold queue quota.
-ALWAYS_DENIED = {"gpu-request-fits-a-node"}
+ALWAYS_DENIED = {"gpu-request-fits-a-node", "gpu-request-fits-a-node-jobsets"}
 
 
 def _actions(synthesis: Synthesis) -> dict[str, tuple[str, ...]]:
@@ -426,9 +492,9 @@ def test_team_editors_may_declare_monitors_and_prometheus_finds_them(synthesis):
 def test_every_child_is_parented_named_after_the_component_and_uses_the_clusters_provider(synthesis):
     (component,) = synthesis.of_type("mlplatform:admission:TeamAdmission")
     children = synthesis.children_of(component.urn)
-    # a policy and its binding for each of seven workload policies, the monitor policy, the NetworkPolicy one and
-    # the ConfigMap and Secret one, and two aggregated ClusterRoles
-    assert len(children) == 22
+    # a policy and its binding for each of seven workload policies and their JobSet forms, the monitor policy,
+    # the NetworkPolicy one and the ConfigMap and Secret one, and two aggregated ClusterRoles
+    assert len(children) == 36
     providers = {r.urn for r in synthesis.of_type("pulumi:providers:kubernetes")}
     assert all(child.name.startswith("admission-") and child.provider in providers for child in children)
 
@@ -579,15 +645,20 @@ def shares(amount: int) -> dict[str, Any]:
     # Kueue gives it no time-sliced flavor: it does not tolerate their taint.
     ("two GPUs, no pool chosen", job(pod(gpus=2)), True),
     ("three GPUs, more than a whole-GPU node", pod(gpus=3), False),
+    ("two renamed shares in a JobSet's second template", in_jobset(CPU_POD, shares(2)), False),
+    ("two GPUs selecting the time-sliced pool in a JobSet's second template",
+     in_jobset(pod(gpus=2), pod(gpus=2, nodeSelector={"mlplatform.io/pool": "l4"})), False),
+    ("one renamed share in each of a JobSet's templates", in_jobset(shares(1), shares(1)), True),
 ], ids=lambda value: value if isinstance(value, str) else "")
 def test_more_than_one_share_per_container_is_refused_on_time_sliced_pools(shared_pool_policies, case, obj, admitted):
-    decision = admit(shared_pool_policies["gpu-request-fits-a-node"], obj, namespace("research"))
+    policy = judging(shared_pool_policies, "gpu-request-fits-a-node", obj)
+    decision = admit(shared_pool_policies[policy], obj, namespace("research"))
     assert decision.allowed is admitted, decision.failures
     if not admitted and "more than a whole-GPU node" not in case:
         # The API server reports the first failing check: this one, naming the pools.
         assert "on a time-sliced pool (l4, t4s)" in decision.failures[0], decision.failures
         assert "whole GPUs on another pool (a100)" in decision.failures[0]
-    assert check_manifests([obj]).errors == []
+    assert check_manifests([obj], custom=schemas_of([yaml.safe_load(JOBSET_CRD.read_text())])).errors == []
 
 
 # ---- ConfigMaps and Secrets a pod's envFrom reads ---------------------------------------------------------------

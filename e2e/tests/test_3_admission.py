@@ -19,8 +19,10 @@ from core.vocabulary import GPU_TAINT, POOL_LABEL, TEAM_LABEL
 from e2e.cluster import ApiError
 from e2e.lifecycle import Platform
 
-POLICIES = ("gpu-nodes-for-gpu-work", "gpu-limits-equal-requests", "gpu-work-through-team-queue", "team-pools-only",
-            "gpu-request-fits-a-node", "no-gpu-device-env", "team-priority-classes", "team-monitors",
+WORKLOAD_POLICIES = ("gpu-nodes-for-gpu-work", "gpu-limits-equal-requests", "gpu-work-through-team-queue",
+                     "team-pools-only", "gpu-request-fits-a-node", "no-gpu-device-env", "team-priority-classes")
+# Each workload policy has a JobSet form, judging every pod template of a JobSet.
+POLICIES = (*WORKLOAD_POLICIES, *(f"{name}-jobsets" for name in WORKLOAD_POLICIES), "team-monitors",
             "team-network-policies-stay", "no-gpu-device-env-sources")
 # The policies of multi-node work (components/gang_admission.py), judged by the API server in test_6_gangs.
 GANG_POLICIES = ("multi-node-whole-nodes", "multi-node-names-its-topology", "jobset-through-team-queue")
@@ -78,6 +80,15 @@ def as_deployment(pod: dict[str, Any]) -> dict[str, Any]:
                          "labels": pod["metadata"]["labels"]},
             "spec": {"replicas": 1, "selector": {"matchLabels": selector},
                      "template": {"metadata": {"labels": selector}, "spec": spec}}}
+
+
+def as_jobset(*pods: dict[str, Any]) -> dict[str, Any]:
+    """A JobSet of one replicated Job per pod, each pod's spec its template, carrying the pods' labels."""
+    return {"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
+            "metadata": {"name": "train", "namespace": pods[0]["metadata"]["namespace"],
+                         "labels": {k: v for pod in pods for k, v in pod["metadata"]["labels"].items()}},
+            "spec": {"replicatedJobs": [{"name": f"workers-{index}", "replicas": 1, "template": {"spec": {
+                "backoffLimit": 0, "template": {"spec": pod["spec"]}}}} for index, pod in enumerate(pods)]}}
 
 
 def changed(obj: dict[str, Any], **spec: Any) -> dict[str, Any]:
@@ -210,7 +221,7 @@ NEVER_RUNS: list[tuple[str, dict[str, Any], str]] = [
     ("pod-asking-two-gpus-on-the-time-sliced-pool", gpu_pod(gpus=2, pool="t4"),
      "more than one GPU on a time-sliced pool (t4, l4)"),
 ]
-ALWAYS_DENIED = {"gpu-request-fits-a-node"}
+ALWAYS_DENIED = {"gpu-request-fits-a-node", "gpu-request-fits-a-node-jobsets"}
 
 COMPLIANT: list[tuple[str, dict[str, Any]]] = [
     ("cpu-pod", cpu_pod()),
@@ -263,6 +274,31 @@ def test_what_can_never_run_is_refused_even_where_policies_warn(e2e: Platform, o
 @pytest.mark.parametrize("obj", [o for _, o in COMPLIANT], ids=[i for i, _ in COMPLIANT])
 def test_a_compliant_object_draws_no_warning(e2e: Platform, obj: dict[str, Any]):
     assert submit(e2e, obj) == []
+
+
+# Issue 24: JobSets, judged over every template when they are submitted, by each policy's JobSet form; in each,
+# only the second template breaks the rule. (case, JobSet, policy, refused even where the policies warn?)
+JOBSETS: list[tuple[str, dict[str, Any], str | None, bool]] = [
+    ("jobset-whose-second-template-runs-cpu-work-on-gpu-nodes",
+     as_jobset(gpu_pod(), changed(cpu_pod(), tolerations=[GPU_TOLERATION])), "gpu-nodes-for-gpu-work-jobsets", False),
+    ("jobset-whose-second-template-picks-the-system-pool",
+     as_jobset(gpu_pod(), changed(cpu_pod(), nodeSelector=SYSTEM_POOL)), "team-pools-only-jobsets", False),
+    ("jobset-whose-second-template-asks-more-gpus-than-a-node-has", as_jobset(gpu_pod(), gpu_pod(gpus=9)),
+     "gpu-request-fits-a-node-jobsets", True),
+    ("compliant-jobset-of-a-cpu-and-a-gpu-template", as_jobset(cpu_pod(), gpu_pod()), None, False),
+]
+
+
+@pytest.mark.parametrize("obj,policy,refused", [(o, p, r) for _, o, p, r in JOBSETS], ids=[i for i, *_ in JOBSETS])
+def test_a_jobset_is_judged_over_every_template_when_submitted(e2e: Platform, obj: dict[str, Any], policy: str | None,
+                                                               refused: bool):
+    # As a member of the team, through the JobSet role the platform aggregates into `edit`.
+    if refused:
+        with pytest.raises(ApiError) as error:
+            submit(e2e, obj)
+        assert f"mlplatform-{policy}" in json.loads(error.value.body)["message"]
+        return
+    assert warned_by(submit(e2e, obj)) == ({policy} if policy else set())
 
 
 def test_the_queue_warning_names_the_team(e2e: Platform):
