@@ -398,9 +398,30 @@ class LoopbackCluster:
     def run(self, argv: Sequence[str | os.PathLike[str]], *, env: Mapping[str, str] | None = None,
             check: bool = True, timeout: float | None = None, capture: bool = False,
             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        """Run a client (pulumi, kubectl, pytest...) inside the namespace, with KUBECONFIG set, and wait for it."""
-        done = subprocess.run(self.netns_argv(argv), env=self.env(env), cwd=cwd, timeout=timeout, text=True,
-                              capture_output=capture)
+        """Run a client (pulumi, kubectl, pytest...) inside the namespace, with KUBECONFIG set, and wait for it.
+
+        A process of the cluster that ends meanwhile (a controller the harness runs for a chart) ends the client
+        at once with that process's error: `pulumi up` would otherwise wait out its whole bound for a Deployment
+        that can no longer become ready."""
+        pipe = subprocess.PIPE if capture else None
+        popen = subprocess.Popen(self.netns_argv(argv), env=self.env(env), cwd=cwd, text=True, stdout=pipe,
+                                 stderr=pipe, start_new_session=True)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                stdout, stderr = popen.communicate(timeout=1.0)  # retried after a timeout, no output is lost
+                break
+            except subprocess.TimeoutExpired:
+                try:
+                    self.check_processes()
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise subprocess.TimeoutExpired(popen.args, timeout or 0.0) from None
+                except BaseException:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(popen.pid, signal.SIGKILL)
+                    popen.communicate()
+                    raise
+        done = subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
         if check and done.returncode != 0:
             detail = f"\n{done.stderr.strip()[-4000:]}" if capture else ""
             raise ClusterError(f"{' '.join(map(str, argv))} exited {done.returncode} in namespace "
@@ -904,10 +925,14 @@ class LoopbackCluster:
                     data = self.get(path).get("data") or {}
                 except (ClusterError, OSError, RuntimeError):
                     continue
-                for key in ("tls.crt", "tls.key", "ca.crt"):
-                    if key not in data:
-                        continue
-                    content = base64.b64decode(data[key])
+                files = {key: base64.b64decode(data[key]) for key in ("tls.key", "tls.crt", "ca.crt")
+                         if data.get(key)}
+                # Only a filled pair: a chart's Secret starts with empty values (JobSet's has tls.crt: ""), which
+                # a controller that finds the files reads as no PEM data and exits on, before its cert rotator
+                # has filled the Secret. The key before the certificate, each replaced whole.
+                if not ("tls.crt" in files and "tls.key" in files):
+                    continue
+                for key, content in files.items():
                     target = folder / key
                     with contextlib.suppress(OSError):
                         if target.read_bytes() == content:
