@@ -631,7 +631,7 @@ def shares(amount: int) -> dict[str, Any]:
     return renamed
 
 
-@pytest.mark.parametrize("case, obj, admitted", [
+SHARED_POOL_CASES: list[tuple[str, dict[str, Any], bool]] = [
     ("two renamed shares in one container", job(shares(2)), False),
     ("one renamed share", job(shares(1)), True),
     ("two GPUs selecting the time-sliced pool", pod(gpus=2, nodeSelector={"mlplatform.io/pool": "l4"}), False),
@@ -649,7 +649,10 @@ def shares(amount: int) -> dict[str, Any]:
     ("two GPUs selecting the time-sliced pool in a JobSet's second template",
      in_jobset(pod(gpus=2), pod(gpus=2, nodeSelector={"mlplatform.io/pool": "l4"})), False),
     ("one renamed share in each of a JobSet's templates", in_jobset(shares(1), shares(1)), True),
-], ids=lambda value: value if isinstance(value, str) else "")
+]
+
+
+@pytest.mark.parametrize("case, obj, admitted", SHARED_POOL_CASES, ids=[c for c, _, _ in SHARED_POOL_CASES])
 def test_more_than_one_share_per_container_is_refused_on_time_sliced_pools(shared_pool_policies, case, obj, admitted):
     policy = judging(shared_pool_policies, "gpu-request-fits-a-node", obj)
     decision = admit(shared_pool_policies[policy], obj, namespace("research"))
@@ -658,7 +661,11 @@ def test_more_than_one_share_per_container_is_refused_on_time_sliced_pools(share
         # The API server reports the first failing check: this one, naming the pools.
         assert "on a time-sliced pool (l4, t4s)" in decision.failures[0], decision.failures
         assert "whole GPUs on another pool (a100)" in decision.failures[0]
-    assert check_manifests([obj], custom=schemas_of([yaml.safe_load(JOBSET_CRD.read_text())])).errors == []
+
+
+def test_the_shared_pool_cases_are_valid_kubernetes_objects(upstream):
+    objects = [obj for _, obj, _ in SHARED_POOL_CASES]
+    assert check_manifests(objects, custom=schemas_of([yaml.safe_load(JOBSET_CRD.read_text())])).errors == []
 
 
 # ---- ConfigMaps and Secrets a pod's envFrom reads ---------------------------------------------------------------
