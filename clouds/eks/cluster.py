@@ -283,7 +283,8 @@ class EksCluster(pulumi.ComponentResource):
                                                               max_size=spec.system_pool.min_nodes),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
             labels={POOL_LABEL: SYSTEM_POOL},
-            # Changed in place (EKS UpdateNodegroupConfig), never a new group.
+            # Changed in place, never a new group: terraform-provider-aws sends a taint change as
+            # UpdateNodegroupConfig (internal/service/eks/node_group.go, resourceNodeGroupUpdate).
             taints=[aws.eks.NodeGroupTaintArgs(key=SYSTEM_TAINT.key, value=SYSTEM_TAINT.value,
                                                effect=SYSTEM_TAINT.cloud_effect)],
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(

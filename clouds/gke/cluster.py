@@ -326,7 +326,8 @@ class GkeCluster(pulumi.ComponentResource):
             autoscaling=gcp.container.NodePoolAutoscalingArgs(total_min_node_count=spec.system_pool.min_nodes,
                                                               total_max_node_count=spec.system_pool.max_nodes),
             initial_node_count=1, management=management,
-            # A taint is changed in place (GKE's node pool update), never a new pool.
+            # A taint is changed in place (GKE's node pool update), never a new pool: terraform-provider-google's
+            # node_config `taint` is not ForceNew, unlike its siblings (google/services/container/node_config.go).
             node_config=node_config(nodes_account.email, machine_type=spec.system_pool.machine_type,
                                     labels={POOL_LABEL: SYSTEM_POOL}, taints=[node_taint(SYSTEM_TAINT)]),
             opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(
