@@ -229,3 +229,9 @@ E2E_TOOLS: tuple[GoTool, ...] = (
            "github.com/pulumi/pulumi-kubernetes/provider/v4/cmd/pulumi-resource-kubernetes", "pulumi-kubernetes",
            "-X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=4.25.0"),
 )
+
+# GKE's multi-networking API (Network, GKENetworkParamSet). GKE installs these CRDs itself and the stack only
+# writes objects of them, so the synth checks those objects against the CRDs of this Go module release
+# (config/crds/), which Go's module proxy serves and Go's module cache keeps (synth/gomodule.py). The newest
+# release on 2026-12-05.
+GKE_NETWORKING_API = ("github.com/GoogleCloudPlatform/gke-networking-api", "v0.2.11")

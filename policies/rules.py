@@ -34,7 +34,8 @@ GPU_AGENT_CHARTS = frozenset({"nvidia-device-plugin", "fake-gpu-operator", "dcgm
                               "aws-efa-k8s-device-plugin"})
 # GKE's per-node agents of a multi-node pool's GPU network, which the cluster component declares in kube-system
 # (clouds/gke/fabric.py): Google's NCCL plugin installers and the NRI device injector, one DaemonSet per pool.
-GPU_FABRIC_AGENTS = re.compile(r"(nccl-(tcpx|tcpxo|rdma)-installer|nri-device-injector)-[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+GPU_FABRIC_AGENTS = re.compile(r"(?:nccl-(?:tcpx|tcpxo|rdma)-installer|nri-device-injector)-"
+                               r"(?P<pool>[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)")
 # Namespaces of the platform's own node agents, which may read their host (device plugins, exporters), besides
 # the stack's monitoring namespace (node-exporter, DCGM's exporter), which a stack may name (monitoring.namespace).
 NODE_AGENT_NAMESPACES = frozenset({"kube-system", "nvidia-device-plugin", "gpu-operator"})
@@ -255,10 +256,13 @@ def tolerates_gpu_taint(toleration: Any) -> bool:
     return key == GPU_TAINT_KEY and (operator == "Exists" or toleration.get("value") == GPU_TAINT_VALUE)
 
 
-def _is_gpu_fabric_agent(props: Props) -> bool:
+def gpu_fabric_agent_pool(props: Props) -> str | None:
+    """The pool a GKE GPU network agent serves, by its name; None for any other object."""
     metadata = props.get("metadata") or {}
-    return (props.get("kind") == "DaemonSet" and metadata.get("namespace") == "kube-system"
-            and GPU_FABRIC_AGENTS.fullmatch(str(metadata.get("name") or "")) is not None)
+    if props.get("kind") != "DaemonSet" or metadata.get("namespace") != "kube-system":
+        return None
+    match = GPU_FABRIC_AGENTS.fullmatch(str(metadata.get("name") or ""))
+    return match.group("pool") if match else None
 
 
 def only_gpu_agents_tolerate_the_gpu_taint(resource_type: str, props: Props, stack: str = "") -> list[str]:
@@ -268,7 +272,7 @@ def only_gpu_agents_tolerate_the_gpu_taint(resource_type: str, props: Props, sta
         tree, root = props.get("values"), "values"
     elif props.get("kind") == "ResourceFlavor":
         return []  # a Kueue flavor's tolerations are what admitted GPU workloads get to reach their pool
-    elif _is_gpu_fabric_agent(props):
+    elif gpu_fabric_agent_pool(props) is not None:
         return []
     elif resource_type.startswith("kubernetes:"):
         tree, root = props.get("spec"), "spec"

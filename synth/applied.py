@@ -1,7 +1,7 @@
 """Checks over everything a stack applies: its own objects and every object its Helm releases render.
 
 - schemas: built-in objects against kubernetes-validate's strict schemas for the pinned Kubernetes version,
-  custom resources against the CRDs the stack itself installs (`check_schemas`);
+  custom resources against the CRDs the stack itself installs, or the cluster does (`check_schemas`);
 - the CRDs' own CEL rules (`x-kubernetes-validations`), evaluated with cel-python for every custom resource,
   naming each rule it cannot evaluate (`check_cel`);
 - placement: every workload that is not a per-node GPU agent pinned to the system pool by its own
@@ -20,13 +20,18 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from core.outputs import PlatformOutputs, is_platform
 from core.quantity import parse_quantity
 from core.vocabulary import CPU_POOL, EFA_LABEL, POOL_LABEL, SIMULATED_GPU_NODE_LABELS
-from policies.rules import GPU_AGENT_CHARTS
+from policies.rules import GPU_AGENT_CHARTS, gpu_fabric_agent_pool
+from versions import GKE_NETWORKING_API
 from synth.engine import Synthesis
+from synth.gomodule import ModuleUnavailable, module_dir
 from synth.render import CHART_ANNOTATION, RELEASE_ANNOTATION, Rendering
 from synth.schema import SchemaReport, check_manifests, describe, known_fields, schemas_of
 
@@ -36,7 +41,41 @@ OPERATOR_POD_KINDS = frozenset({("monitoring.coreos.com", "Prometheus"), ("monit
 
 
 def crds_of(rendering: Rendering, own: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    return [obj for obj in [*rendering.objects(), *(own or [])] if obj.get("kind") == "CustomResourceDefinition"]
+    """The CRDs the stack installs, and those the cluster provides for the stack's own objects."""
+    own = own or []
+    return [*(obj for obj in [*rendering.objects(), *own] if obj.get("kind") == "CustomResourceDefinition"),
+            *cluster_crds(own)]
+
+
+# API groups whose CRDs the cluster itself installs (no chart of ours carries them), by the Go module that
+# publishes them: GKE's multi-networking API.
+CLUSTER_CRD_MODULES = {"networking.gke.io": GKE_NETWORKING_API}
+
+
+def cluster_crds(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The cluster-provided CRDs of the groups `objects` use; none for a module that cannot be had here."""
+    return _cluster_crds(objects)[0]
+
+
+def _cluster_crds(objects: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The CRDs, and why each group's could not be had (no Go, no proxy): its objects are then reported as
+    having no schema, with that reason, never passed."""
+    groups = {str(obj.get("apiVersion", "")).split("/")[0] for obj in objects}
+    crds: list[dict[str, Any]] = []
+    missing: dict[str, str] = {}
+    for group, (module, version) in CLUSTER_CRD_MODULES.items():
+        if group in groups:
+            try:
+                crds += copy.deepcopy(_module_crds(module_dir(module, version) / "config" / "crds", group))
+            except ModuleUnavailable as exc:
+                missing[group] = str(exc)
+    return crds, missing
+
+
+@cache
+def _module_crds(folder: Path, group: str) -> list[dict[str, Any]]:
+    return [crd for path in sorted(folder.glob(f"{group}_*.yaml")) for crd in yaml.safe_load_all(path.read_text())
+            if crd]
 
 
 def _identity(obj: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -89,8 +128,17 @@ def chart_of_object(obj: Mapping[str, Any]) -> str | None:
 def check_schemas(synthesis: Synthesis, rendering: Rendering) -> SchemaReport:
     objects = applied_objects(synthesis, rendering)
     # Against the schemas of the minor the stack's cluster runs, which an EKS cluster picks for itself.
-    return check_manifests(objects, custom=schemas_of(crds_of(rendering, synthesis.manifests())),
-                           kubernetes_version=PlatformOutputs.read(synthesis.outputs).kubernetes_version)
+    report = check_manifests(objects, custom=schemas_of(crds_of(rendering, synthesis.manifests())),
+                             kubernetes_version=PlatformOutputs.read(synthesis.outputs).kubernetes_version)
+    missing = _cluster_crds(synthesis.manifests())[1]
+    report.unchecked = [f"{name} ({missing[group]})" if (group := _group_of(name)) in missing else name
+                        for name in report.unchecked]
+    return report
+
+
+def _group_of(described: str) -> str:
+    # describe() writes "<apiVersion> <kind> <namespace/name>".
+    return described.split(" ", 1)[0].split("/")[0]
 
 
 # ---- CEL --------------------------------------------------------------------------------------------------
@@ -352,6 +400,13 @@ def check_placement(synthesis: Synthesis, rendering: Rendering) -> PlacementRepo
         name = f"{origin(obj)}: {obj['kind']} {obj['metadata'].get('namespace', '')}/{obj['metadata']['name']}"
         reasons = {pool.name: why_not(spec, pool) for pool in (system, CPU_NODES, *gpu_pools)}
         nowhere = "; ".join(f"{pool}: {why}" for pool, why in reasons.items())
+        if (fabric_pool := gpu_fabric_agent_pool(obj)) is not None:
+            # A GKE GPU network agent serves the one multi-node pool it is named for, on that pool's nodes.
+            report.problems += [
+                f"{name} is the GPU network agent of pool {pool.name} but cannot run there: {reasons[pool.name]}, "
+                "so the pool's pods find no NCCL plugin. To change: clouds/gke/fabric.py"
+                for pool in gpu_pools if pool.name == fabric_pool and reasons[pool.name]]
+            continue
         if all(reasons.values()) and obj["kind"] == "DaemonSet":
             report.problems.append(
                 f"{name} runs on no pool ({nowhere}). That is right for an agent of nodes the platform does not "

@@ -232,9 +232,10 @@ def installer_pod(fabric: GpuFabric) -> dict[str, Any]:
             "name": "pre-installation", "image": GPUDIRECT_TCPXO_PREINSTALL_IMAGE,
             "securityContext": {"privileged": True},
             "command": ["nsenter", "-at", "1", "--", "sh", "-c", TCPXO_PREINSTALL]})
+    # Google's manifests also declare a volume of {folder} that no container mounts (the copy reads it through
+    # /var/lib): left out, as it does nothing.
     return {
         "volumes": [{"name": "var-lib", "hostPath": {"path": "/var/lib"}},
-                    {"name": fabric.kind, "hostPath": {"path": folder}},
                     {"name": "library-dir-host", "hostPath": {"path": "/home/kubernetes/bin"}}],
         "initContainers": init, "containers": [_pause()]}
 
