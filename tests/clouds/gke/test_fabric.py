@@ -20,7 +20,7 @@ from synth.applied import applied_objects, check_applied, check_cel, check_schem
 from synth.checks import check
 from synth.engine import Synthesis
 from synth.gomodule import ModuleUnavailable, module_dir
-from synth.render import render_stack, stack_synthesis
+from synth.render import render_stack
 from synth.schema import check_manifests, schemas_of
 from tests.clouds.gke.test_gke import cluster_inputs, gke_cluster, node_pools
 from tests.conftest import cli_config, synth_with, team
@@ -128,13 +128,12 @@ def test_multi_node_pools_get_their_nics_and_the_cluster_multi_networking(fabric
 
 def test_a_cluster_without_multi_node_pools_is_left_as_it_was(gcp_dev_multi_node):
     # Multi-networking cannot be turned on in place (the cluster would be replaced): only stacks that ask for it
-    # (multiNetworking, which a multi-node pool needs) get it, and gcp-dev, which has no multi-node pool, has
-    # neither it nor GPU NICs (its snapshot and `make diff` against main stay unchanged).
-    gcp_dev = stack_synthesis("gcp-dev")
-    assert "enableMultiNetworking" not in cluster_inputs(gcp_dev)
-    assert not any("networkConfig" in pool for pool in node_pools(gcp_dev).values())
-    assert len(gcp_dev.of_type("gcp:compute/network:Network")) == 1
-    assert not [m for m in gcp_dev.manifests() if m["apiVersion"] == NETWORKING]
+    # (multiNetworking, which a multi-node pool needs) get it; one without has neither it nor GPU NICs.
+    plain = synth_with(cluster=gke_cluster())
+    assert "enableMultiNetworking" not in cluster_inputs(plain)
+    assert not any("networkConfig" in pool for pool in node_pools(plain).values())
+    assert len(plain.of_type("gcp:compute/network:Network")) == 1
+    assert not [m for m in plain.manifests() if m["apiVersion"] == NETWORKING]
     assert cluster_inputs(gcp_dev_multi_node)["enableMultiNetworking"] is True
 
 
@@ -310,27 +309,18 @@ def test_config_refuses_gpu_nics_it_cannot_place(overrides, message):
     assert "Pulumi.test.yaml" in str(caught.value)
 
 
-# ---- gcp-dev with an A3 pool: a multi-node job is expressible there ---------------------------------------
+# ---- gcp-dev's A3 pool: a multi-node job is expressible there ---------------------------------------------
 
 @pytest.fixture(scope="module")
 def gcp_dev_multi_node() -> Synthesis:
-    """gcp-dev's own stack file, with an A3 Mega pool for multi-node jobs: research guaranteed two of its three
-    nodes, inference the third (its quota of eight GPUs fits one node of the pool, and nowhere else)."""
-    config = yaml.safe_load((PROJECT_DIR / "Pulumi.gcp-dev.yaml").read_text())["config"]
-    keys = {key.removeprefix("mlplatform:"): copy.deepcopy(value) for key, value in config.items()}
-    keys["cluster"]["multiNetworking"] = True
-    keys["cluster"]["gpuPools"].append({"name": "h100", "machineType": "a3-megagpu-8g", "zones": ["us-central1-a"],
-                                         "maxNodes": 3, "multiNode": True, "spot": True})
-    research = next(t for t in keys["teams"] if t["name"] == "research")
-    research["quota"]["gpus"] += 16
-    research["queue"]["gpus"]["h100"] = 16
-    inference = next(t for t in keys["teams"] if t["name"] == "inference")
-    inference["queue"] = {"gpus": {"h100": 8}}
+    """gcp-dev's own stack file: an A3 Mega pool of two nodes, dedicated to research and guaranteed to it whole."""
     from synth import synthesize
-    return synthesize("gcp-dev", config=cli_config(**keys))
+    return synthesize("gcp-dev")
 
 
 def test_gcp_dev_with_an_a3_pool_admits_a_two_node_gang_on_its_fabric(gcp_dev_multi_node):
+    config = yaml.safe_load((PROJECT_DIR / "Pulumi.gcp-dev.yaml").read_text())["config"]
+    assert config["mlplatform:cluster"]["multiNetworking"] is True
     flavors = {m["metadata"]["name"]: m for m in gcp_dev_multi_node.manifests() if m["kind"] == "ResourceFlavor"}
     assert flavors["h100"]["spec"]["topologyName"]
     assert flavors["h100"]["spec"]["nodeLabels"][POOL_LABEL] == "h100"
@@ -339,6 +329,13 @@ def test_gcp_dev_with_an_a3_pool_admits_a_two_node_gang_on_its_fabric(gcp_dev_mu
         pool["networkConfig"]["additionalNodeNetworkConfigs"]) == 8
     assert "nccl-h100" in {m["metadata"]["name"] for m in gcp_dev_multi_node.manifests()
                            if m["kind"] == "ConfigMap" and m["metadata"].get("namespace") == "research"}
+    # Research's queue holds both nodes' GPUs, so its 2x8 gang is admitted whole; inference cannot use the pool.
+    queues = {m["metadata"]["name"]: m["spec"] for m in gcp_dev_multi_node.manifests() if m["kind"] == "ClusterQueue"}
+
+    def h100_quota(queue: str) -> list[dict[str, Any]]:
+        return [r for group in queues[queue]["resourceGroups"] for flavor in group["flavors"]
+                if flavor["name"] == "h100" for r in flavor["resources"] if r["name"] == "nvidia.com/gpu"]
+    assert [r["nominalQuota"] for r in h100_quota("research")] == ["16"] and h100_quota("inference") == []
 
 
 def test_the_docs_name_the_sidecar_images_of_the_installed_plugins():

@@ -17,7 +17,7 @@ from config.errors import ConfigError
 from clouds.gke.config import GkeClusterConfig
 from core.gpus import GPU_MODELS
 from core.webhooks import WEBHOOK_PORTS_FILE, webhook_ports
-from synth.engine import Synthesis
+from synth.engine import Resource, Synthesis
 from synth.render import Rendering, charts_available, stack_rendering, stack_synthesis
 from synth.schema import UPSTREAM_DIR
 from synth.webhooks import derived_webhook_ports, platform_stacks, webhook_pod_ports
@@ -61,18 +61,24 @@ def test_cluster_is_vpc_native_private_shielded_with_workload_identity(gcp_dev):
     assert cluster["deletionProtection"] is False
 
 
+def webhook_firewall(synthesis: Synthesis) -> list[Resource]:
+    """The control plane's rule to the nodes' webhook ports (the GPU NICs' VPCs have rules of their own)."""
+    return [r for r in synthesis.of_type("gcp:compute/firewall:Firewall") if r.name.endswith("-webhooks")]
+
+
 def test_private_nodes_egress_through_cloud_nat(gcp_dev):
     (nat,) = gcp_dev.of_type("gcp:compute/routerNat:RouterNat")
     assert nat.inputs["sourceSubnetworkIpRangesToNat"] == "ALL_SUBNETWORKS_ALL_IP_RANGES"
-    (subnet,) = gcp_dev.of_type("gcp:compute/subnetwork:Subnetwork")
+    # The nodes' own subnet (the h100 pool's GPU NICs have subnets of their own, in VPCs of their own).
+    (subnet,) = [s for s in gcp_dev.of_type("gcp:compute/subnetwork:Subnetwork") if s.name == "ml-gcp-dev-nodes"]
     assert {r["rangeName"] for r in subnet.inputs["secondaryIpRanges"]} == {"pods", "services"}
     assert subnet.inputs["privateIpGoogleAccess"] is True
 
 
 def test_gpu_pools_have_their_accelerators_drivers_autoscaling_from_zero_and_taint(gcp_dev):
     pools = node_pools(gcp_dev)
-    assert set(pools) == {"system", "cpu", "l4", "a100", "t4"}
-    for name in ("l4", "a100", "t4"):
+    assert set(pools) == {"system", "cpu", "l4", "a100", "t4", "h100"}
+    for name in ("l4", "a100", "t4", "h100"):
         pool = pools[name]
         (accelerator,) = pool["nodeConfig"]["guestAccelerators"]
         assert accelerator["gpuDriverInstallationConfig"] == {"gpuDriverVersion": "DEFAULT"}
@@ -93,8 +99,8 @@ def test_gpu_pools_have_their_accelerators_drivers_autoscaling_from_zero_and_tai
 
 
 def test_capacity_counts_time_shares_and_mig_slices(gcp_dev):
-    # l4: 4 nodes x 1 GPU x 4 shares; a100: 2 x 1 x 7 slices of 1g.5gb; t4: 2 x 2.
-    assert gcp_dev.outputs["gpuCapacity"] == 16 + 14 + 4
+    # l4: 4 nodes x 1 GPU x 4 shares; a100: 2 x 1 x 7 slices of 1g.5gb; t4: 2 x 2; h100: 2 x 8.
+    assert gcp_dev.outputs["gpuCapacity"] == 16 + 14 + 4 + 16
 
 
 def test_gke_runs_its_own_device_plugin_so_none_is_installed(gcp_dev):
@@ -155,7 +161,7 @@ def nodes_account_urn(synthesis: Synthesis) -> str:
 
 
 def test_the_control_plane_reaches_every_webhook_port_on_the_nodes(gcp_dev):
-    (rule,) = gcp_dev.of_type("gcp:compute/firewall:Firewall")
+    (rule,) = webhook_firewall(gcp_dev)
     assert rule.inputs["direction"] == "INGRESS"
     assert rule.inputs["sourceRanges"] == ["172.16.0.32/28"]  # the control plane's range, nothing else
     assert nodes_account_urn(gcp_dev) in rule.depends_on and rule.inputs["targetServiceAccounts"]
@@ -218,7 +224,7 @@ def test_every_webhook_port_in_the_rendered_charts_of_gcp_dev_is_open(gcp_dev):
     rendering = rendered("gcp-dev")
     called = {what: port for what, (_, port) in webhook_pod_ports(rendering.objects()).items()}
     assert {"v1beta1.visibility.kueue.x-k8s.io", "kube-prometheus-stack-admission/prometheusrulemutate.monitoring.coreos.com"} <= set(called)
-    (rule,) = gcp_dev.of_type("gcp:compute/firewall:Firewall")
+    (rule,) = webhook_firewall(gcp_dev)
     (allowed,) = rule.inputs["allows"]
     opened = {int(port) for port in allowed["ports"]}
     assert {what: port for what, port in called.items() if port not in opened} == {}
@@ -327,7 +333,7 @@ def test_the_system_pool_is_tainted_and_teams_cpu_work_has_an_untainted_pool_fro
 
 def test_every_pool_leaves_its_node_count_to_the_autoscaler(gcp_dev):
     pools = gcp_dev.of_type("gcp:container/nodePool:NodePool")
-    assert len(pools) == 5
+    assert len(pools) == 6
     assert all("initialNodeCount" in pool.ignore_changes for pool in pools)
 
 
@@ -522,7 +528,7 @@ def dependencies(synthesis: Synthesis, urn: str) -> set[str]:
 def test_every_kubernetes_resource_is_deleted_before_the_webhook_firewall_and_nat(gcp_dev):
     """Issue 23: Kueue's webhook fails closed. Were the firewall rule (the control plane's way to it) or NAT gone
     before the ClusterQueues, every finalizer update would be refused and the destroy would never end."""
-    (firewall,) = gcp_dev.of_type("gcp:compute/firewall:Firewall")
+    (firewall,) = webhook_firewall(gcp_dev)
     (nat,) = gcp_dev.of_type("gcp:compute/routerNat:RouterNat")
     on_cluster = [r for r in gcp_dev.resources if r.custom and r.type.startswith("kubernetes:")
                   and not r.type.startswith("pulumi:providers:")]
