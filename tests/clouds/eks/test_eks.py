@@ -384,7 +384,7 @@ def test_the_system_pool_is_tainted_and_teams_cpu_work_has_an_untainted_pool_of_
 
 def test_each_gpu_pool_is_a_tainted_labelled_capped_node_pool_that_scales_down(dev):
     pools = custom(dev, "NodePool")
-    assert set(pools) == {"l4", "a10g-x4", "system", "cpu"}
+    assert set(pools) == {"l4", "a10g-x4", "a100-efa", "system", "cpu"}
     spec = pools["a10g-x4"]["spec"]
     template = spec["template"]["spec"]
     requirements = {r["key"]: r["values"] for r in template["requirements"]}

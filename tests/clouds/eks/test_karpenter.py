@@ -261,10 +261,11 @@ def test_gpu_instances_with_nvme_instance_store_use_it_as_raid0(prod, eks_option
 
 
 def test_efa_pools_get_the_self_referencing_egress_rule_efa_needs(prod, dev):
-    (rule,) = prod.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
-    assert rule.inputs["ipProtocol"] == "-1"
-    assert rule.inputs["description"] == "EFA between nodes of the cluster"
-    assert dev.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule") == []
+    for synthesis in (prod, dev):
+        (rule,) = synthesis.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+        assert rule.inputs["ipProtocol"] == "-1"
+        assert rule.inputs["description"] == "EFA between nodes of the cluster"
+    assert synth_with(cluster=aws_cluster()).of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule") == []
 
 
 def test_efa_pools_run_the_efa_device_plugin_on_their_nodes_only(prod, dev):
@@ -276,7 +277,8 @@ def test_efa_pools_run_the_efa_device_plugin_on_their_nodes_only(prod, dev):
     pools = {r.inputs["metadata"]["name"]: r.inputs["spec"]["template"]["metadata"]["labels"]
              for r in prod.resources if r.inputs.get("kind") == "NodePool"}
     assert pools["h100"]["mlplatform.io/efa"] == "true" and "mlplatform.io/efa" not in pools["a10g"]
-    assert "aws-efa-k8s-device-plugin" not in releases(dev)
+    assert releases(dev)["aws-efa-k8s-device-plugin"].inputs["values"]["nodeSelector"] == {"mlplatform.io/efa": "true"}
+    assert "aws-efa-k8s-device-plugin" not in releases(synth_with(cluster=aws_cluster()))
 
 
 def node_pools_and_classes(synthesis: Synthesis) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -304,7 +306,12 @@ def test_each_efa_pool_gets_a_cluster_placement_group_and_one_zone(prod, dev):
     assert zone_requirement(pools["h100"]) == ["us-east-1a"]
     # Pools without EFA keep every zone and no placement group.
     assert "placementGroupSelector" not in classes["a10g"] and zone_requirement(pools["a10g"]) is None
-    assert dev.of_type("aws:ec2/placementGroup:PlacementGroup") == []
+    # dev's p4d pool likewise, and none of its other pools.
+    (dev_group,) = dev.of_type("aws:ec2/placementGroup:PlacementGroup")
+    dev_pools, dev_classes = node_pools_and_classes(dev)
+    assert dev_classes["a100-efa"]["placementGroupSelector"] == {"name": dev_group.inputs["name"]}
+    assert zone_requirement(dev_pools["a100-efa"]) == ["us-east-1a"]
+    assert [name for name, spec in dev_classes.items() if "placementGroupSelector" in spec] == ["a100-efa"]
     # The placement group goes after the EC2NodeClass on a destroy: EC2 refuses to delete one with instances.
     node_class = next(r for r in prod.resources if r.inputs.get("kind") == "EC2NodeClass"
                       and r.inputs["metadata"]["name"] == "h100")
