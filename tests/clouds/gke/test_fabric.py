@@ -238,7 +238,7 @@ def test_every_image_the_fabric_runs_is_pinned():
     images = [versions.GPUDIRECT_TCPX_INSTALLER_IMAGE, versions.GPUDIRECT_TCPX_DAEMON_IMAGE,
               versions.GPUDIRECT_TCPXO_INSTALLER_IMAGE, versions.GPUDIRECT_TCPXO_DAEMON_IMAGE,
               versions.GPUDIRECT_RDMA_INSTALLER_IMAGE, versions.NRI_DEVICE_INJECTOR_IMAGE, versions.GKE_PAUSE_IMAGE,
-              versions.GPUDIRECT_TCPXO_PREINSTALL_IMAGE]
+              versions.GPUDIRECT_TCPXO_PREINSTALL_IMAGE, versions.GPUDIRECT_RDMA_TEST_IMAGE]
     for image in images:
         reference = image.rsplit("/", 1)[-1]
         assert "@sha256:" in reference or (":" in reference and not reference.endswith(":latest")), image
