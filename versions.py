@@ -96,13 +96,18 @@ CHARTS: tuple[Chart, ...] = (NVIDIA_DEVICE_PLUGIN, FAKE_GPU_OPERATOR, KUBE_PROME
 # them (GoogleCloudPlatform/container-engine-accelerators at commit 992db81257553607f1477945f1b3219632991829:
 # gpudirect-tcpx/nccl-tcpx-installer.yaml, gpudirect-tcpxo/nccl-tcpxo-installer.yaml and README.md "Jan 9,
 # 2026", gpudirect-rdma/nccl-rdma-installer.yaml, nri_device_injector/nri-device-injector.yaml). The daemons are
-# the sidecars a team's TCPX or TCPXO pod runs (their nccl-test-latest.yaml), of the plugin's release.
+# the sidecars a team's TCPX or TCPXO pod runs (their nccl-test-latest.yaml), of the plugin's release. The TCPX
+# and TCPXO installer images are also the images of Google's own NCCL tests there (the nccl-test container of
+# gpudirect-tcpx/ and gpudirect-tcpxo/nccl-test-latest.yaml): nccl-tests with MPI, Open MPI, sshd.
 GPUDIRECT_TCPX_INSTALLER_IMAGE = "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpx/nccl-plugin-gpudirecttcpx-dev:v3.1.9"
 GPUDIRECT_TCPX_DAEMON_IMAGE = "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpx/tcpgpudmarxd-dev:v2.0.12"
 GPUDIRECT_TCPXO_INSTALLER_IMAGE = ("us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpxo/nccl-plugin-gpudirecttcpx-dev"
                                    ":v1.0.15")
 GPUDIRECT_TCPXO_DAEMON_IMAGE = "us-docker.pkg.dev/gce-ai-infra/gpudirect-tcpxo/tcpgpudmarxd-dev:v1.0.21"
 GPUDIRECT_RDMA_INSTALLER_IMAGE = "us-docker.pkg.dev/gce-ai-infra/gpudirect-gib/nccl-plugin-gib:v1.1.1"
+# Google's NCCL test image for RDMA (A3 Ultra, A4) at the same commit and gIB release (gpudirect-rdma/
+# nccl-test.yaml): nccl-tests with MPI at /third_party/nccl-tests/build, Open MPI, sshd.
+GPUDIRECT_RDMA_TEST_IMAGE = "us-docker.pkg.dev/gce-ai-infra/gpudirect-gib/nccl-plugin-gib-diagnostic:v1.1.1"
 NRI_DEVICE_INJECTOR_IMAGE = ("gcr.io/gke-release/nri-device-injector"
                              "@sha256:6e79483d52abdc28454bf186320b10a56b0f117a10e8d65d5c74dbb821a76970")
 GKE_PAUSE_IMAGE = "gke.gcr.io/pause:3.8@sha256:880e63f94b145e46f1b1082bb71b85e21f16b99b180b9996407d61240ceb9830"
@@ -116,7 +121,8 @@ VERIFY_IMAGE = "nvcr.io/nvidia/cuda:12.9.1-base-ubuntu24.04"
 # micro-benchmarks/nccl-tests/nccl-tests.Dockerfile), published on public ECR by exact tag: CUDA 12.8.1, the EFA
 # installer 1.43.2 (libfabric, Open MPI 4 at /opt/amazon/openmpi), aws-ofi-nccl 1.16.3, NCCL 2.27.7 and
 # nccl-tests 2.16.9 built with MPI (/opt/nccl-tests/build), openssh-server. Off EFA, aws-ofi-nccl finds no
-# device and NCCL uses its own transports, so GKE runs the same image.
+# device and NCCL uses its own transports, so a pool without a fabric of a plugin's own runs it too; GKE's
+# GPUDirect pools run Google's test images above, built for their plugins.
 NCCL_TESTS_IMAGE = "public.ecr.aws/hpc-cloud/nccl-tests:cuda12.8.1-efa1.43.2-ofiv1.16.3-ncclv2.27.7-1-testsv2.16.9"
 
 # EKS managed add-ons per Kubernetes minor version: each add-on release is built for (and offered on) the

@@ -48,6 +48,11 @@ class GpuPool:
     # The annotations a whole-node pod sets to attach to the fabric's NICs (GKE multi-networking's
     # networking.gke.io/interfaces), where the cloud attaches them per pod rather than as device resources.
     fabric_annotations: Mapping[str, str] = field(default_factory=dict)
+    # The GPUDirect flavour of the fabric where a pod must run its plugin's way (GKE: tcpx, tcpxo or rdma), and
+    # what such a pod adds to its spec: the plugin's daemon (initContainers), volumes, and the volumeMounts of
+    # the container running NCCL.
+    fabric: str = ""
+    fabric_pod: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def max_gpus(self) -> int:
@@ -81,6 +86,9 @@ class GpuPool:
             "ncclEnv": dict(self.fabric_env),
             # The annotations of a whole-node pod on the fabric (GKE: its GPU NICs' networks).
             "podAnnotations": dict(self.fabric_annotations),
+            # The fabric's GPUDirect flavour and what a whole-node pod on it adds to its spec (GKE).
+            "fabric": self.fabric or None,
+            "fabricPod": dict(self.fabric_pod),
         }
 
 

@@ -62,6 +62,11 @@ class PoolOutput:
     # nccl-<pool> of every team namespace): what `make verify`'s NCCL check runs with, as a team's job does.
     fabric_devices: Mapping[str, int] = field(default_factory=dict)
     nccl_env: Mapping[str, str] = field(default_factory=dict)
+    # Where the cloud attaches the fabric per pod (GKE): the annotations, the GPUDirect flavour (tcpx, tcpxo,
+    # rdma) and what a whole-node pod adds to its spec for it (initContainers, volumes, volumeMounts).
+    pod_annotations: Mapping[str, str] = field(default_factory=dict)
+    fabric: str = ""
+    fabric_pod: Mapping[str, Any] = field(default_factory=dict)
 
     @staticmethod
     def read(pool: Mapping[str, Any]) -> PoolOutput:
@@ -71,7 +76,9 @@ class PoolOutput:
                           pool.get("labels") or {}, tuple(str(t) for t in pool.get("taints") or ()),
                           bool(pool.get("multiNode")),
                           {str(k): int(v) for k, v in (pool.get("fabricDevices") or {}).items()},
-                          {str(k): str(v) for k, v in (pool.get("ncclEnv") or {}).items()})
+                          {str(k): str(v) for k, v in (pool.get("ncclEnv") or {}).items()},
+                          {str(k): str(v) for k, v in (pool.get("podAnnotations") or {}).items()},
+                          str(pool.get("fabric") or ""), pool.get("fabricPod") or {})
 
 
 @dataclass(frozen=True)

@@ -4,15 +4,20 @@ run against an API server stand-in that keeps what is created and binds pods as 
 
 from __future__ import annotations
 
+import json
 import shutil
 from typing import Any
 
 import pytest
+import yaml
+
+import versions
 
 from core.outputs import PoolOutput
 from synth.schema import check_manifests
 from tests.cel import admit
 from tests.test_admission import namespace as team_namespace
+from tests.clouds.gke.test_fabric import fabrics  # noqa: F401 (fixture)
 from tests.test_gang_admission import policies, synthesis  # noqa: F401 (fixtures)
 from verify import nccl
 from verify.api import ApiError
@@ -66,9 +71,11 @@ def test_floors_are_half_the_published_link_rate_with_their_source():
     assert nccl.FLOORS["p5.48xlarge"].floor_gbs == 200  # 3200 Gbps = 400 GB/s
     assert nccl.FLOORS["p4d.24xlarge"].floor_gbs == 25
     assert all(floor.source for floor in nccl.FLOORS.values())
-    # GKE's GPU NICs need networking the platform does not set up: those are shown, never judged.
-    assert {t for t, f in nccl.FLOORS.items() if f.unjudged} == {"a3-highgpu-8g", "a3-megagpu-8g", "a3-ultragpu-8g",
-                                                                  "a4-highgpu-8g"}
+    # GKE's: the GPU NICs' rates (Compute Engine's totals add the gVNICs), judged now that the pods use them.
+    assert {t: (f.link_gbps, f.floor_gbs) for t, f in nccl.FLOORS.items() if t.startswith("a")} == {
+        "a3-highgpu-8g": (800, 50), "a3-megagpu-8g": (1600, 100), "a3-ultragpu-8g": (3200, 200),
+        "a4-highgpu-8g": (3200, 200)}
+    assert not [t for t, f in nccl.FLOORS.items() if f.unjudged]
 
 
 def test_the_objects_pass_the_strict_schemas_and_take_whole_nodes_with_the_pools_fabric():
@@ -201,10 +208,12 @@ def test_where_pods_do_not_run_it_says_not_measured_and_does_not_fail_or_read_lo
     assert cluster.objects == {}
 
 
-def test_gke_and_unknown_types_are_measured_but_not_judged():
+def test_gke_types_are_judged_and_unknown_types_are_measured_but_not_judged():
+    # A3 Mega whose NCCL fell back to TCP on the primary NIC: below the GPU NICs' floor, a failure.
     a3 = {n: labels | {"node.kubernetes.io/instance-type": "a3-megagpu-8g"} for n, labels in P5_NODES.items()}
     (result,) = nccl_run(Cluster(a3, SOCKET_RUN)).nccl_results
-    assert result.ok and result.verdict().startswith("NOT JUDGED: the check's pods do not yet carry what GKE's GPU NICs need")
+    assert result.problems == ["bus bandwidth 11.2 GB/s is below the floor 100 GB/s (half of 1600 Gbps), "
+                               "network Socket"]
     other = {n: labels | {"node.kubernetes.io/instance-type": "g6e.48xlarge"} for n, labels in P5_NODES.items()}
     (result,) = nccl_run(Cluster(other, SOCKET_RUN)).nccl_results
     assert result.verdict() == "NOT JUDGED: no published rate for g6e.48xlarge (verify/nccl.py FLOORS)"
@@ -238,3 +247,106 @@ def test_a_job_that_never_ends_times_out_and_is_still_deleted():
 def test_the_key_pair_is_openssh_s_own():
     private, public = nccl.ssh_key_pair()
     assert private.startswith("-----BEGIN OPENSSH PRIVATE KEY-----") and public.startswith("ssh-ed25519 ")
+
+
+# ---- GKE's GPUDirect pools: the check's pods carry what a team's pod on the pool carries ------------------
+
+@pytest.fixture(scope="module")
+def gke_pools(fabrics) -> dict[str, PoolOutput]:  # noqa: F811 (fixture)
+    """The pools as a GKE stack with an A3 Mega (h100), A3 High (h100x) and A3 Ultra (h200) pool exports them."""
+    return {pool["name"]: PoolOutput.read(pool) for pool in fabrics.outputs["gpuPools"]}
+
+
+NODE_NVIDIA_LIB = "/home/kubernetes/bin/nvidia/lib64"
+# Per fabric: the pool, the check's image, the GPUDirect daemon beside NCCL (None: gIB has none), and what the
+# NCCL container sees at a path: a host path, or the volume it shares with the daemon at the daemon's path.
+GKE_FABRICS = {
+    "tcpx": ("h100x", versions.GPUDIRECT_TCPX_INSTALLER_IMAGE, ("tcpx-daemon", versions.GPUDIRECT_TCPX_DAEMON_IMAGE),
+             {"/usr/local/nvidia/lib64": NODE_NVIDIA_LIB, "/tmp": ("tcpx-daemon", "/run/tcpx")}),
+    "tcpxo": ("h100", versions.GPUDIRECT_TCPXO_INSTALLER_IMAGE,
+              ("tcpxo-daemon", versions.GPUDIRECT_TCPXO_DAEMON_IMAGE),
+              {"/usr/local/nvidia/lib64": NODE_NVIDIA_LIB, "/dev/aperture_devices": "/dev/aperture_devices"}),
+    "rdma": ("h200", versions.GPUDIRECT_RDMA_TEST_IMAGE, None,
+             {"/usr/local/nvidia/lib64": NODE_NVIDIA_LIB, "/usr/local/gib": "/home/kubernetes/bin/gib"}),
+}
+# Where Google's images keep nccl-tests, built with MPI.
+GOOGLE_TESTS = {"tcpx": "/third_party/nccl-tests-mpi/build", "tcpxo": "/third_party/nccl-tests-mpi/build",
+                "rdma": "/third_party/nccl-tests/build"}
+
+
+def gke_job(pool: PoolOutput) -> dict[str, Any]:
+    return manifests(pool, "a1b2c3", "ssh-ed25519 AAAA x", "-----BEGIN-----", LEVELS)[-1]
+
+
+def sees(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, Any]:
+    """Per mount path of a container: the host path behind it, or the (container, path) of another container
+    of the pod mounting the same non-host volume."""
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    others = [c for c in [*pod.get("initContainers", []), *pod["containers"]] if c is not container]
+    seen: dict[str, Any] = {}
+    for mount in container.get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        if "hostPath" in volume:
+            seen[mount["mountPath"]] = volume["hostPath"]["path"]
+        else:
+            shared = [(c["name"], m["mountPath"]) for c in others for m in c.get("volumeMounts", [])
+                      if m["name"] == mount["name"]]
+            seen[mount["mountPath"]] = shared[0] if shared else volume
+    return seen
+
+
+@pytest.mark.parametrize("fabric", sorted(GKE_FABRICS))
+def test_a_gke_fabric_pools_check_pods_attach_to_its_gpu_nics_with_gpudirect(gke_pools, fabric):
+    pool_name, image, daemon, mounts = GKE_FABRICS[fabric]
+    pool = gke_pools[pool_name]
+    assert pool.fabric == fabric
+    pod = gke_job(pool)["spec"]["template"]
+    # The pool's own NIC annotations, as its outputs give a team: eth0 on the cluster's network, then its GPU NICs.
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["networking.gke.io/default-interface"] == "eth0"
+    interfaces = json.loads(annotations["networking.gke.io/interfaces"])
+    assert interfaces == json.loads(pool.pod_annotations["networking.gke.io/interfaces"])
+    assert len(interfaces) == 1 + {"tcpx": 4, "tcpxo": 8, "rdma": 8}[fabric]
+    assert all(i["network"].startswith(f"{pool_name}-") for i in interfaces[1:])
+    (nccl_container,) = pod["spec"]["containers"]
+    # Google's test image for the plugin, pinned by its exact tag.
+    assert nccl_container["image"] == image and ":v" in image and "latest" not in image
+    assert {path: seen for path, seen in sees(pod["spec"], nccl_container).items() if path in mounts} == mounts
+    sidecars = pod["spec"].get("initContainers")
+    if daemon is None:
+        assert not sidecars and not [key for key in annotations if key.startswith("devices.gke.io/")]
+        return
+    (sidecar,) = sidecars
+    # RxDM runs beside NCCL as a native sidecar: it ends when the nccl container does, so the Job's pods end.
+    assert (sidecar["name"], sidecar["image"], sidecar["restartPolicy"]) == (*daemon, "Always")
+    assert sees(pod["spec"], sidecar).items() >= {"/hostsysfs": "/sys", "/hostprocsysfs": "/proc/sys",
+                                                  "/usr/local/nvidia/lib64": NODE_NVIDIA_LIB}.items()
+    assert "NET_ADMIN" in sidecar["securityContext"]["capabilities"]["add"]
+    # The NRI device injector gives that sidecar every GPU of the node, by its container name.
+    devices = yaml.safe_load(annotations[f"devices.gke.io/container.{daemon[0]}"])
+    assert {d["path"] for d in devices} >= {f"/dev/nvidia{i}" for i in range(8)} | {"/dev/nvidiactl"}
+
+
+@pytest.mark.parametrize("fabric", sorted(GKE_FABRICS))
+def test_a_gke_fabric_pools_check_runs_nccl_tests_where_googles_image_has_them(gke_pools, fabric):
+    pool = gke_pools[GKE_FABRICS[fabric][0]]
+    script = gke_job(pool)["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    assert f"{GOOGLE_TESTS[fabric]}/all_reduce_perf -b 1G -e 8G" in script
+    assert "/opt/amazon" not in script and " mpirun --allow-run-as-root -np 16 " in script
+    # MPI's own traffic on the primary NIC; the GPU NICs are NCCL's.
+    assert "--mca btl_tcp_if_include eth0" in script
+    assert all(f"-x {name}" in script for name in pool.nccl_env)
+    # gIB sets NCCL's environment itself, in every rank; TCPX and TCPXO take theirs from the ConfigMap.
+    assert ("/usr/local/gib/scripts/set_nccl_env.sh && exec" in script) == (fabric == "rdma")
+
+
+def test_the_gke_fabric_pods_pass_the_strict_schemas_in_a_namespace_that_admits_them(gke_pools):
+    pools = list(gke_pools.values())
+    objects = [nccl.namespace(pools), *(o for pool in pools if pool.multi_node for o in manifests(
+        pool, "a1b2c3", "ssh-ed25519 AAAA x", "-----BEGIN-----", LEVELS))]
+    report = check_manifests(objects)
+    assert not report.errors and not report.unchecked, report.errors + report.unchecked
+    # Host paths and NET_ADMIN are beyond Pod Security `baseline`; pools without GPUDirect keep it.
+    assert objects[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert nccl.namespace([PoolOutput.read(H100)])["metadata"]["labels"][
+        "pod-security.kubernetes.io/enforce"] == "baseline"

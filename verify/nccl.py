@@ -2,7 +2,9 @@
 pool, judged against a bus-bandwidth floor per instance type.
 
 Two whole-node pods of an indexed Job, each with every GPU and fabric device of its node and the pool's NCCL
-environment (the same `nccl-<pool>` ConfigMap team namespaces get). Pod 0 starts mpirun, which reaches pod 1
+environment (the same `nccl-<pool>` ConfigMap team namespaces get); on GKE's GPUDirect pools also what a team's
+pod there carries, from the pool's outputs (the GPU NICs' annotations, the plugin's daemon sidecar, its volumes
+and mounts), and Google's test image for the plugin. Pod 0 starts mpirun, which reaches pod 1
 by ssh through the Job's headless Service, as MPI-operator launchers do; a key pair made for the run is all the
 two share. An indexed Job rather than a JobSet: the check runs outside Kueue (like the GPU probe, in a namespace
 of verify's own, so a full cluster's queues never hold it back), where a JobSet adds nothing a Job lacks, and
@@ -15,6 +17,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,8 @@ from typing import Any
 from core.outputs import PoolOutput
 from core.vocabulary import GPU_RESOURCE, POOL_LABEL, REQUIRED_TOPOLOGY
 from verify.probe import PROBE_LABEL, toleration
-from versions import NCCL_TESTS_IMAGE
+from versions import (GPUDIRECT_RDMA_TEST_IMAGE, GPUDIRECT_TCPX_INSTALLER_IMAGE, GPUDIRECT_TCPXO_INSTALLER_IMAGE,
+                      NCCL_TESTS_IMAGE)
 
 # The check's namespace: sshd and mpirun run as root, as the image is built (Pod Security `baseline` allows
 # that, `restricted` does not), so it is not the GPU probe's `restricted` namespace.
@@ -31,12 +35,50 @@ NCCL_NAMESPACE = "mlplatform-verify-nccl"
 ACTIVE_DEADLINE_SECONDS = 1800
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 SSH_MOUNT = "/etc/nccl-ssh"
+SSH_PORT = 22
 # Message sizes 1 GiB to 8 GiB, doubling: all bandwidth-bound, so nccl-tests' "Avg bus bandwidth" over them is
 # the fabric's rate rather than an average dragged down by latency-bound small messages.
 ALL_REDUCE_ARGS = ("-b", "1G", "-e", "8G", "-f", "2", "-g", "1")
-# What Open MPI's launched ranks need from the launcher's environment (the image sets them; ssh does not
-# carry them to pod 1): its libraries, NCCL's preload, the interfaces NCCL and MPI may use.
-IMAGE_ENV = ("PATH", "LD_LIBRARY_PATH", "LD_PRELOAD", "OPAL_PREFIX", "NCCL_SOCKET_IFNAME", "PMIX_MCA_gds")
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """The image the check runs for a pool's fabric, and how Open MPI and nccl-tests are found and run in it."""
+
+    image: str
+    mpirun: str
+    # nccl-tests' build folder.
+    tests: str
+    # What Open MPI's launched ranks need from the launcher's environment (the image sets them; ssh does not
+    # carry them to pod 1).
+    env: tuple[str, ...]
+    # The interfaces Open MPI's own TCP traffic may take.
+    mpi_interfaces: tuple[str, ...]
+
+
+# Google's images: mpirun from PATH, given PATH and LD_LIBRARY_PATH, its TCP on eth0 only (the GPU NICs are
+# NCCL's), as Google's scripts run them (gpudirect-tcpx/nccl-config.yaml's run-nccl.sh; AI-Hypercomputer/
+# gpu-recipes src/helm-charts/a3mega and a3ultra/nccl-tests/run_test.sh, which also show where nccl-tests are).
+_GOOGLE_ENV = ("PATH", "LD_LIBRARY_PATH")
+_GOOGLE_MPI = ("--mca", "btl_tcp_if_include", "eth0")
+LAUNCHERS: dict[str, Launcher] = {
+    # A pool without a GKE GPUDirect fabric: AWS's image (its libraries, NCCL's preload, the interfaces NCCL and
+    # MPI may use).
+    "": Launcher(NCCL_TESTS_IMAGE, "/opt/amazon/openmpi/bin/mpirun", "/opt/nccl-tests/build",
+                 ("PATH", "LD_LIBRARY_PATH", "LD_PRELOAD", "OPAL_PREFIX", "NCCL_SOCKET_IFNAME", "PMIX_MCA_gds"),
+                 ("--mca", "btl_tcp_if_exclude", "lo,docker0,veth_def_agent")),
+    "tcpx": Launcher(GPUDIRECT_TCPX_INSTALLER_IMAGE, "mpirun", "/third_party/nccl-tests-mpi/build", _GOOGLE_ENV,
+                     _GOOGLE_MPI),
+    "tcpxo": Launcher(GPUDIRECT_TCPXO_INSTALLER_IMAGE, "mpirun", "/third_party/nccl-tests-mpi/build", _GOOGLE_ENV,
+                      _GOOGLE_MPI),
+    "rdma": Launcher(GPUDIRECT_RDMA_TEST_IMAGE, "mpirun", "/third_party/nccl-tests/build", _GOOGLE_ENV, _GOOGLE_MPI),
+}
+
+
+def launcher(pool: PoolOutput) -> Launcher:
+    # A flavour this check does not know yet runs AWS's image: NCCL then shows the network it fell back to.
+    return LAUNCHERS.get(pool.fabric, LAUNCHERS[""])
+
 # Which network NCCL picked (its INIT/NET log lines): Libfabric (aws-ofi-nccl over EFA), IB, or Socket (TCP).
 NCCL_DEBUG = {"NCCL_DEBUG": "INFO", "NCCL_DEBUG_SUBSYS": "INIT,NET"}
 
@@ -47,7 +89,7 @@ class Floor:
 
     link_gbps: int
     source: str
-    # Reached only with networking the platform does not set up yet: measured and shown, never judged.
+    # Reached only with networking the platform does not set up: measured and shown, never judged.
     unjudged: str = ""
 
     @property
@@ -59,19 +101,18 @@ class Floor:
 
 
 FLOOR_FRACTION = 0.5
-GKE_MULTI_NETWORK = ("the check's pods do not yet carry what GKE's GPU NICs need (the pool's NIC annotations and, on "
-                     "TCPX/TCPXO, the receive-datapath sidecar), so NCCL runs over the primary NIC")
 AWS_P5_EFA = "AWS EC2 docs, p5-efa.html: P5 and P5e, up to 32 network cards, up to 3,200 Gbps"
 GCP_GPU_NETWORK = "Google Compute Engine docs, gpus/gpu-network-bandwidth"
 FLOORS: dict[str, Floor] = {
     "p5.48xlarge": Floor(3200, AWS_P5_EFA),
     "p5e.48xlarge": Floor(3200, AWS_P5_EFA),
     "p4d.24xlarge": Floor(400, "AWS Compute Blog, 'Amazon EC2 P4d instances deep dive': 400 Gbps EFA, GPUDirect RDMA"),
-    # The GPU NICs only (the gVNICs for other traffic are not NCCL's).
-    "a3-highgpu-8g": Floor(800, f"{GCP_GPU_NETWORK}: A3 High, 4 GPU NICs, GPUDirect-TCPX", GKE_MULTI_NETWORK),
-    "a3-megagpu-8g": Floor(1600, f"{GCP_GPU_NETWORK}: A3 Mega, 8 GPU NICs, GPUDirect-TCPXO", GKE_MULTI_NETWORK),
-    "a3-ultragpu-8g": Floor(3200, f"{GCP_GPU_NETWORK}: A3 Ultra, 8 CX-7 NICs, GPUDirect RDMA", GKE_MULTI_NETWORK),
-    "a4-highgpu-8g": Floor(3200, f"{GCP_GPU_NETWORK}: A4, 8 CX-7 NICs, GPUDirect RDMA", GKE_MULTI_NETWORK),
+    # The GPU NICs only: the page's totals (1,000, 1,800 and 3,600 Gbps) add the gVNICs for other traffic, which
+    # are not NCCL's.
+    "a3-highgpu-8g": Floor(800, f"{GCP_GPU_NETWORK}: A3 High, 4 GPU NICs of 200 Gbps, GPUDirect-TCPX"),
+    "a3-megagpu-8g": Floor(1600, f"{GCP_GPU_NETWORK}: A3 Mega, 8 GPU NICs of 200 Gbps, GPUDirect-TCPXO"),
+    "a3-ultragpu-8g": Floor(3200, f"{GCP_GPU_NETWORK}: A3 Ultra, 8 CX-7 NICs, 3,200 Gbps, GPUDirect RDMA"),
+    "a4-highgpu-8g": Floor(3200, f"{GCP_GPU_NETWORK}: A4, 8 CX-7 NICs, 3,200 Gbps, GPUDirect RDMA"),
 }
 
 # nccl-tests (src/common.cu at the image's v2.16.9): rank 0 prints one row per message size,
@@ -125,15 +166,27 @@ class NoKeys(Exception):
 
 def launch_script(pool: PoolOutput) -> str:
     gpus = pool.gpus_per_node
-    exported = " ".join(f"-x {name}" for name in (*IMAGE_ENV, *sorted(pool.nccl_env), *NCCL_DEBUG))
+    run = launcher(pool)
+    exported = " ".join(f"-x {name}" for name in (*run.env, *sorted(pool.nccl_env), *NCCL_DEBUG))
+    tests = f"{run.tests}/all_reduce_perf {' '.join(ALL_REDUCE_ARGS)}"
+    # gIB: every rank sources the plugin's NCCL settings first, as Google's A3 Ultra test does in each rank
+    # (gpu-recipes a3ultra/nccl-tests/run_test.sh: mpirun ... bash -c "source set_nccl_env.sh; all_reduce_perf").
+    source = pool.fabric_pod.get("ncclEnvScript")
+    if source:
+        tests = f"bash -c '. {source} && exec \"$0\" \"$@\"' {tests}"
     return "\n".join((
         "set -u",
         "install -d -m 700 /root/.ssh",
         f"install -m 600 {SSH_MOUNT}/id_ed25519 /root/.ssh/id_ed25519",
         f"install -m 600 {SSH_MOUNT}/id_ed25519.pub /root/.ssh/authorized_keys",
+        # The client's settings whatever the image's are: Google's images set their sshd on port 222 and check
+        # host keys (their scripts pass -p 222 and StrictHostKeyChecking=no); this run's sshd listens on 22 and
+        # its host keys are new each run.
+        f"printf 'Host *\\n  Port {SSH_PORT}\\n  IdentityFile /root/.ssh/id_ed25519\\n  StrictHostKeyChecking no\\n"
+        "  UserKnownHostsFile /dev/null\\n  LogLevel ERROR\\n' > /root/.ssh/config && chmod 600 /root/.ssh/config",
         "ssh-keygen -A >/dev/null && mkdir -p /run/sshd",
         'if [ "$JOB_COMPLETION_INDEX" != 0 ]; then',
-        "  /usr/sbin/sshd -e || exit 1",
+        f"  /usr/sbin/sshd -e -p {SSH_PORT} || exit 1",
         "  # Until the launcher's run is over; the Job's deadline ends it otherwise.",
         "  while [ ! -e /tmp/nccl-done ]; do sleep 2; done",
         "  exit 0",
@@ -144,19 +197,23 @@ def launch_script(pool: PoolOutput) -> str:
         'for attempt in $(seq 150); do ssh -o BatchMode=yes -o ConnectTimeout=5 "$peer" true 2>/dev/null '
         "&& { reached=1; break; }; sleep 2; done",
         '[ -n "$reached" ] || { echo "nccl check: pod 1 ($peer) not reachable by ssh after 5 minutes"; exit 1; }',
-        f'/opt/amazon/openmpi/bin/mpirun --allow-run-as-root -np {2 * gpus} -H "localhost:{gpus},$peer:{gpus}" '
-        f"--bind-to none --mca pml ^ucx --mca btl tcp,self --mca btl_tcp_if_exclude lo,docker0,veth_def_agent {exported} "
-        f"/opt/nccl-tests/build/all_reduce_perf {' '.join(ALL_REDUCE_ARGS)}",
+        # Open MPI 4 cuts a host name at its first dot unless told to keep it, and pod 1 is reached by
+        # <pod>.<service> only (Google's scripts set the same: gpu-recipes nccl-tests/run_test.sh).
+        f'OMPI_MCA_orte_keep_fqdn_hostnames=1 {run.mpirun} --allow-run-as-root -np {2 * gpus} '
+        f'-H "localhost:{gpus},$peer:{gpus}" --bind-to none --mca pml ^ucx --mca btl tcp,self '
+        f"{' '.join(run.mpi_interfaces)} {exported} {tests}",
         "status=$?",
         'ssh -o BatchMode=yes "$peer" touch /tmp/nccl-done',
         "exit $status",
     ))
 
 
-def namespace() -> dict[str, Any]:
+def namespace(pools: Sequence[PoolOutput] = ()) -> dict[str, Any]:
+    # GPUDirect's pods (GKE) mount host paths and add NET_ADMIN and IPC_LOCK, which only `privileged` allows.
+    level = "privileged" if any(pool.fabric_pod for pool in pools) else "baseline"
     return {"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": NCCL_NAMESPACE, "labels": {PROBE_LABEL: "true",
-                                                            "pod-security.kubernetes.io/enforce": "baseline"}}}
+                                                            "pod-security.kubernetes.io/enforce": level}}}
 
 
 def manifests(pool: PoolOutput, run_id: str, public_key: str, private_key: str,
@@ -182,6 +239,11 @@ def manifests(pool: PoolOutput, run_id: str, public_key: str, private_key: str,
     # What Kueue's topology-aware admission would need of a team's job (the gang policies: whole nodes, a level
     # named): inert in this namespace, which Kueue does not manage, but the pods are written as a team's are.
     annotations = {REQUIRED_TOPOLOGY: topology_levels[-2]} if len(topology_levels) >= 2 else {}
+    # And what a team's pod on the pool's fabric carries, from the same outputs (GKE: the GPU NICs' annotations,
+    # the GPUDirect daemon, its volumes and the NCCL container's mounts and capabilities).
+    annotations |= pool.pod_annotations
+    fabric = pool.fabric_pod
+    capabilities = list(fabric.get("capabilities") or [])
     objects.append({
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": job, **meta},
         "spec": {
@@ -195,22 +257,26 @@ def manifests(pool: PoolOutput, run_id: str, public_key: str, private_key: str,
                     "subdomain": service,
                     "nodeSelector": {POOL_LABEL: pool.name},
                     "tolerations": [toleration(taint) for taint in pool.taints],
+                    **({"initContainers": list(fabric["initContainers"])} if fabric.get("initContainers") else {}),
                     "containers": [{
                         "name": "nccl",
-                        "image": NCCL_TESTS_IMAGE,
+                        "image": launcher(pool).image,
                         "command": ["bash", "-c", launch_script(pool)],
                         "env": [{"name": "NCCL_JOB", "value": job}, {"name": "NCCL_SERVICE", "value": service},
                                 *({"name": k, "value": v} for k, v in NCCL_DEBUG.items())],
                         "envFrom": [{"configMapRef": {"name": f"{job}-env"}}],
                         "resources": {"limits": limits, "requests": limits | {"cpu": "8"}},
                         # Root (sshd, mpirun) but nothing gained past it: no setuid binary is needed.
-                        "securityContext": {"allowPrivilegeEscalation": False},
+                        "securityContext": {"allowPrivilegeEscalation": False,
+                                            **({"capabilities": {"add": capabilities}} if capabilities else {})},
                         "volumeMounts": [{"name": "ssh", "mountPath": SSH_MOUNT, "readOnly": True},
-                                         {"name": "shm", "mountPath": "/dev/shm"}],
+                                         {"name": "shm", "mountPath": "/dev/shm"},
+                                         *(fabric.get("volumeMounts") or [])],
                     }],
                     "volumes": [{"name": "ssh", "secret": {"secretName": f"{job}-ssh", "defaultMode": 0o400}},
                                 # NCCL's shared-memory transport between a node's GPUs outgrows the 64 MiB default.
-                                {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}],
+                                {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}},
+                                *(fabric.get("volumes") or [])],
                 },
             },
         },

@@ -360,7 +360,7 @@ class Verifier:
                 result.problems.append(f"NOT MEASURED: {exc}")
             return
         self._nccl_namespace = True
-        self._create_namespace(nccl.namespace())
+        self._create_namespace(nccl.namespace(pools))
         for pool, result in zip(pools, self.nccl_results):
             for obj in nccl.manifests(pool, self.run_id, public_key, private_key, self.platform.topology_levels):
                 group = "/api/v1" if obj["apiVersion"] == "v1" else f"/apis/{obj['apiVersion']}"

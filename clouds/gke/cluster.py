@@ -27,7 +27,8 @@ from core.vocabulary import CPU_POOL, POOL_LABEL, SYSTEM_POOL, SYSTEM_TAINT, Tai
 from verify.released import KUBECONFIG_ENV
 from clouds.gke.topology import GKE_TOPOLOGY_LEVELS
 from clouds.gke.config import DEFAULT_POOL, GkeClusterConfig, GkeGpuPool, GkeMaintenance, node_settings
-from clouds.gke.fabric import Nic, fabric_objects, gpu_networks, nccl_env, pod_annotations, pool_nics
+from clouds.gke.fabric import (Nic, fabric_objects, fabric_pod, gpu_networks, nccl_env, pod_annotations,
+                               pool_nics)
 from core.webhooks import webhook_ports
 
 # GKE's role for node accounts (logs, metrics, autoscaler metrics), as the terraform module grants it (sa.tf),
@@ -177,7 +178,8 @@ def gke_gpu_pools(spec: GkeClusterConfig) -> tuple[GpuPool, ...]:
         if pool.fabric is not None:
             nics = pool_nics(spec, pool)
             gpu_pool = replace(gpu_pool, fabric_env=nccl_env(pool.fabric, pool.fabric.gpu_nics),
-                               fabric_annotations=pod_annotations(pool, nics))
+                               fabric_annotations=pod_annotations(pool, nics), fabric=pool.fabric.kind,
+                               fabric_pod=fabric_pod(pool.fabric))
         pools.append(gpu_pool)
     return tuple(pools)
 

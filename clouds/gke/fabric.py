@@ -26,8 +26,9 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 from clouds.gke.config import GPU_NIC_SUBNET_PREFIX, GkeClusterConfig, GkeGpuPool, GpuFabric
 from core.handle import GpuPool
 from core.vocabulary import KUBE_SYSTEM_NAMESPACE, POOL_LABEL, SYSTEM_NODE_CRITICAL
-from versions import (GKE_PAUSE_IMAGE, GPUDIRECT_RDMA_INSTALLER_IMAGE, GPUDIRECT_TCPX_INSTALLER_IMAGE,
-                      GPUDIRECT_TCPXO_INSTALLER_IMAGE, GPUDIRECT_TCPXO_PREINSTALL_IMAGE, NRI_DEVICE_INJECTOR_IMAGE)
+from versions import (GKE_PAUSE_IMAGE, GPUDIRECT_RDMA_INSTALLER_IMAGE, GPUDIRECT_TCPX_DAEMON_IMAGE,
+                      GPUDIRECT_TCPX_INSTALLER_IMAGE, GPUDIRECT_TCPXO_DAEMON_IMAGE, GPUDIRECT_TCPXO_INSTALLER_IMAGE,
+                      GPUDIRECT_TCPXO_PREINSTALL_IMAGE, NRI_DEVICE_INJECTOR_IMAGE)
 
 NETWORKING_API = "networking.gke.io/v1"
 # The pod's interface on the cluster's own VPC: GKE names it "default" (the Network GKE creates itself).
@@ -88,9 +89,85 @@ def pod_interfaces(pool: GkeGpuPool, nics: Sequence[Nic]) -> list[dict[str, str]
 
 
 def pod_annotations(pool: GkeGpuPool, nics: Sequence[Nic]) -> dict[str, str]:
-    """The annotations that give a pod the pool's GPU NICs (GKE multi-networking)."""
-    return {"networking.gke.io/default-interface": "eth0",
-            "networking.gke.io/interfaces": json.dumps(pod_interfaces(pool, nics))}
+    """The annotations that give a pod the pool's GPU NICs (GKE multi-networking) and, on TCPX and TCPXO, its
+    GPUDirect daemon the node's GPUs (the NRI device injector reads devices.gke.io/container.<container>)."""
+    annotations = {"networking.gke.io/default-interface": "eth0",
+                   "networking.gke.io/interfaces": json.dumps(pod_interfaces(pool, nics))}
+    fabric = pool.fabric
+    if fabric is not None and fabric.kind in DAEMONS:
+        devices = [*(f"/dev/nvidia{index}" for index in range(pool.gpus)), "/dev/nvidiactl", "/dev/nvidia-uvm"]
+        if fabric.kind == "tcpxo":
+            # The DMA-buf import helper the installer's pre-installation step loads (modprobe import-helper).
+            devices.append("/dev/dmabuf_import_helper")
+        annotations[f"devices.gke.io/container.{DAEMONS[fabric.kind]}"] = "".join(f"- path: {d}\n" for d in devices)
+    return annotations
+
+
+# The receive-datapath daemon (RxDM, tcpgpudmarxd) a TCPX or TCPXO pod runs beside NCCL, by the container name
+# Google's test pods give it (gpudirect-tcpx/ and gpudirect-tcpxo/nccl-test-latest.yaml at the pinned commit),
+# which the device annotation above names. RDMA (gIB) needs none.
+DAEMONS = {"tcpx": "tcpx-daemon", "tcpxo": "tcpxo-daemon"}
+# Where the host's sysfs and /proc/sys appear in the daemon, which it reads to find the GPUs' and NICs' PCI
+# places and tunes the NICs through, unprivileged (the same manifests).
+_HOST_SYS = ({"name": "gpudirect-sys", "hostPath": {"path": "/sys"}}, "/hostsysfs")
+_HOST_PROC_SYS = ({"name": "gpudirect-proc-sys", "hostPath": {"path": "/proc/sys"}}, "/hostprocsysfs")
+_NVIDIA_LIB = ({"name": "gpudirect-nvidia-lib", "hostPath": {"path": NODE_NVIDIA_LIB}}, CONTAINER_NVIDIA_LIB)
+# TCPX's daemon serves the plugin over Unix sockets in --uds_path; NCCL's plugin looks for them in /tmp, where
+# Google's test mounts the same volume. An emptyDir, as gpudirect-tcpx/nccl-test.yaml has it, rather than
+# nccl-test-latest.yaml's hostPath /run/tcpx: the sockets are the pod's own, and nothing is left on the node.
+_TCPX_SOCKET = ({"name": "gpudirect-tcpx-socket", "emptyDir": {}}, "/run/tcpx")
+# TCPXO's LLCM: the NICs' aperture devices, which the installer's pre-installation step binds under this folder.
+_APERTURE = ({"name": "gpudirect-aperture-devices", "hostPath": {"path": "/dev/aperture_devices"}},
+             "/dev/aperture_devices")
+# gIB: the plugin, its NCCL and set_nccl_env.sh, which the RDMA installer copies to the node's
+# /home/kubernetes/bin/gib and Google's test mounts at /usr/local/gib (gpudirect-rdma/nccl-test.yaml).
+GIB_FOLDER = "/usr/local/gib"
+_GIB = ({"name": "gpudirect-gib", "hostPath": {"path": "/home/kubernetes/bin/gib"}}, GIB_FOLDER)
+
+
+def _mount(volume: tuple[dict[str, Any], str], path: str | None = None) -> dict[str, str]:
+    return {"name": volume[0]["name"], "mountPath": path or volume[1]}
+
+
+def _daemon(fabric: GpuFabric) -> dict[str, Any]:
+    """The GPUDirect daemon as Google's nccl-test-latest.yaml runs it (image, command, capabilities, mounts),
+    as a native sidecar: an init container with restartPolicy Always starts before the pod's containers, runs
+    beside them, and is stopped once they end, so it never keeps a Job's pod running (Kubernetes' sidecar
+    containers, on by default since 1.29 and GA in 1.33; the platform's clusters run 1.33 to 1.36)."""
+    if fabric.kind == "tcpx":
+        command = ["/tcpgpudmarxd/build/app/tcpgpudmarxd", "--gpu_nic_preset", "a3vm", "--gpu_shmem_type", "fd",
+                   # With its quotes, as the manifest's escaped ones pass it and xpk's TCPX sidecar does
+                   # (AI-Hypercomputer/xpk, workload_decorators/tcpx_decorator.py).
+                   "--uds_path", _TCPX_SOCKET[1], "--setup_param", '"--verbose 128 2 0 "']
+        image, capabilities, mounts = GPUDIRECT_TCPX_DAEMON_IMAGE, ["NET_ADMIN"], [_TCPX_SOCKET]
+    else:
+        # exec: the entrypoint, not a shell, gets the SIGTERM that ends the sidecar.
+        command = ["/bin/sh", "-c", "set -ex\nchmod 755 /fts/entrypoint_rxdm_container.sh\n"
+                                    "exec /fts/entrypoint_rxdm_container.sh --num_hops=2\n"]
+        image, capabilities, mounts = GPUDIRECT_TCPXO_DAEMON_IMAGE, ["NET_ADMIN", "NET_BIND_SERVICE"], []
+    return {"name": DAEMONS[fabric.kind], "image": image, "restartPolicy": "Always", "command": command,
+            "securityContext": {"capabilities": {"add": capabilities}},
+            "env": [{"name": "LD_LIBRARY_PATH", "value": CONTAINER_NVIDIA_LIB}],
+            "volumeMounts": [_mount(v) for v in (_NVIDIA_LIB, *mounts, _HOST_SYS, _HOST_PROC_SYS)]}
+
+
+def fabric_pod(fabric: GpuFabric) -> dict[str, Any]:
+    """What a whole-node pod on the fabric adds to its spec, beside the pool's annotations: the GPUDirect daemon
+    (initContainers), the volumes, and the volumeMounts of the container that runs NCCL: the node's NCCL and
+    plugin at /usr/local/nvidia/lib64 (GKE mounts the node's NVIDIA folder into GPU containers too; Google's
+    test pods mount it explicitly), TCPX's sockets at /tmp, TCPXO's aperture devices, gIB at /usr/local/gib;
+    the capabilities that container adds, and on RDMA the script it sources first."""
+    if fabric.kind == "rdma":
+        # ncclEnvScript: what that container sources before NCCL starts, in each process (gIB's settings).
+        return {"initContainers": [], "volumes": [_NVIDIA_LIB[0], _GIB[0]],
+                "volumeMounts": [_mount(_NVIDIA_LIB), _mount(_GIB)], "capabilities": [],
+                "ncclEnvScript": f"{GIB_FOLDER}/scripts/set_nccl_env.sh"}
+    extra = [(_TCPX_SOCKET, "/tmp")] if fabric.kind == "tcpx" else [(_APERTURE, None)]
+    volumes = [_NVIDIA_LIB, *(volume for volume, _ in extra), _HOST_SYS, _HOST_PROC_SYS]
+    return {"initContainers": [_daemon(fabric)], "volumes": [volume for volume, _ in volumes],
+            "volumeMounts": [_mount(_NVIDIA_LIB), *(_mount(volume, path) for volume, path in extra)],
+            # The capabilities that container adds: TCPX's test container locks memory (IPC_LOCK).
+            "capabilities": ["IPC_LOCK"] if fabric.kind == "tcpx" else []}
 
 
 def nccl_env(fabric: GpuFabric, gpu_nics: int) -> dict[str, str]:
@@ -258,8 +335,10 @@ fi
 
 
 def nri_injector_pod() -> dict[str, Any]:
-    """Google's NRI device injector, which TCPXO needs: it hands the GPU devices to a pod's TCPXO daemon
-    sidecar by the pod's devices.gke.io/container.<name> annotation (nri_device_injector/nri-device-injector.yaml)."""
+    """Google's NRI device injector, which TCPX and TCPXO need: it hands the GPU devices to a pod's GPUDirect
+    daemon sidecar by the pod's devices.gke.io/container.<name> annotation (nri_device_injector/
+    nri-device-injector.yaml). Both daemons of Google's nccl-test-latest.yaml run unprivileged and get the GPUs
+    that way; only TCPX's older nccl-test.yaml ran its daemon privileged instead."""
     return {
         "containers": [{"name": "device-injector", "image": NRI_DEVICE_INJECTOR_IMAGE,
                         "resources": {"requests": {"cpu": "150m"}}, "securityContext": {"privileged": True},
@@ -272,7 +351,7 @@ def nri_injector_pod() -> dict[str, Any]:
 def fabric_objects(name: str, pool: GkeGpuPool, gpu_pool: GpuPool, nics: Sequence[Nic],
                    opts: pulumi.ResourceOptions) -> list[pulumi.Resource]:
     """In the cluster: a GKENetworkParamSet and a Network per NIC, Google's NCCL plugin installer on the pool's
-    nodes, and for TCPXO the NRI device injector."""
+    nodes, and for TCPX and TCPXO the NRI device injector."""
     fabric = pool.fabric
     assert fabric is not None
     resources: list[pulumi.Resource] = []
@@ -289,7 +368,7 @@ def fabric_objects(name: str, pool: GkeGpuPool, gpu_pool: GpuPool, nics: Sequenc
                                                       "name": nic.network}},
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[params]))))
     agents = [(f"nccl-{fabric.kind}-installer-{pool.name}", installer_pod(fabric))]
-    if fabric.kind == "tcpxo":
+    if fabric.kind in DAEMONS:
         agents.append((f"nri-device-injector-{pool.name}", nri_injector_pod()))
     for app, pod in agents:
         resources.append(k8s.apps.v1.DaemonSet(

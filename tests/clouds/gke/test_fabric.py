@@ -230,11 +230,12 @@ def test_each_pool_gets_its_fabrics_installer_on_its_own_nodes_only(fabrics):
         # Exactly the GPU taint, not every taint (Google's manifests tolerate all).
         assert pod["tolerations"] == [GPU_TAINT.toleration()]
         assert pod["priorityClassName"] == "system-node-critical"
-    # TCPXO's daemon gets the GPUs by the NRI device injector, on the TCPXO pool alone.
-    injector = daemon_sets["nri-device-injector-h100"]["spec"]["template"]["spec"]
-    assert injector["containers"][0]["image"] == versions.NRI_DEVICE_INJECTOR_IMAGE
-    assert not any(name.startswith("nri-device-injector-h100x") or name.endswith("h200") and "nri" in name
-                   for name in daemon_sets)
+    # TCPX's and TCPXO's daemons get the GPUs by the NRI device injector (their nccl-test-latest.yaml run them
+    # unprivileged, named in the pod's devices.gke.io annotation): on those pools, not on RDMA's.
+    for pool in ("h100", "h100x"):
+        injector = daemon_sets[f"nri-device-injector-{pool}"]["spec"]["template"]["spec"]
+        assert injector["containers"][0]["image"] == versions.NRI_DEVICE_INJECTOR_IMAGE
+    assert not any(name.endswith("h200") and "nri" in name for name in daemon_sets)
     tcpxo = daemon_sets["nccl-tcpxo-installer-h100"]["spec"]["template"]["spec"]
     assert tcpxo["initContainers"][0]["image"] == versions.GPUDIRECT_TCPXO_PREINSTALL_IMAGE
 
@@ -243,7 +244,7 @@ def test_every_image_the_fabric_runs_is_pinned():
     images = [versions.GPUDIRECT_TCPX_INSTALLER_IMAGE, versions.GPUDIRECT_TCPX_DAEMON_IMAGE,
               versions.GPUDIRECT_TCPXO_INSTALLER_IMAGE, versions.GPUDIRECT_TCPXO_DAEMON_IMAGE,
               versions.GPUDIRECT_RDMA_INSTALLER_IMAGE, versions.NRI_DEVICE_INJECTOR_IMAGE, versions.GKE_PAUSE_IMAGE,
-              versions.GPUDIRECT_TCPXO_PREINSTALL_IMAGE]
+              versions.GPUDIRECT_TCPXO_PREINSTALL_IMAGE, versions.GPUDIRECT_RDMA_TEST_IMAGE]
     for image in images:
         reference = image.rsplit("/", 1)[-1]
         assert "@sha256:" in reference or (":" in reference and not reference.endswith(":latest")), image
@@ -252,7 +253,7 @@ def test_every_image_the_fabric_runs_is_pinned():
 def test_the_fabric_objects_pass_the_schemas_and_keep_the_rules(fabrics, charts):
     # The DaemonSets against Kubernetes' strict schemas; everything else with a CRD against it, CEL included.
     report = check_manifests([m for m in fabrics.manifests() if m["kind"] == "DaemonSet"])
-    assert report.errors == [] and report.unchecked == [] and len(report.checked) == 4
+    assert report.errors == [] and report.unchecked == [] and len(report.checked) == 5
     rendering = render_stack(fabrics)
     # The JobSet controller, Topology, flavors and queues against their CRDs; only GKE's own network objects
     # have no CRD here (checked by their fields above).
