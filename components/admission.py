@@ -29,6 +29,7 @@ from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, LabelSelectorRequiremen
 from core.vocabulary import (DEFAULT_LOCAL_QUEUE, GPU_TAINT, JOBSET_GROUP, KUEUE_NAMESPACE, KUEUE_SERVICE_ACCOUNT,
                              ML_PRIORITY_CLASSES, POOL_LABEL, SHARED_GPU_RESOURCE, SHARED_GPU_TAINT, TEAM_LABEL,
                              Taint)
+from components.gpu_rules import SOURCE_LABEL
 from components.kube import team_roles
 from core.handle import ClusterHandle
 from config.queues import QueueLayout
@@ -405,9 +406,15 @@ MONITOR_RESOURCES = ["servicemonitors", "podmonitors"]
 TEAM_MONITOR_SAMPLE_LIMIT = 50_000
 TEAM_MONITOR_TARGET_LIMIT = 100
 # Target labels the platform's rules and Prometheus's own workings rest on: GPU and cost series join on
-# node, pod and namespace, and `__*__` labels choose what is scraped and how (__address__, __scheme__,
-# __metrics_path__, __param_*) or rename series (__name__).
-RESERVED_TARGET_LABELS = "^(job|namespace|node|pod|container|__.*)$"
+# node, pod and namespace, `mlplatform_source` says whether a series comes from the platform's own scrape of
+# kube-state-metrics or the GPU exporters (components/gpu_rules.py: the only series the GPU rules read), and
+# `__*__` labels choose what is scraped and how (__address__, __scheme__, __metrics_path__, __param_*) or rename
+# series (__name__). Other labels (gpu, UUID, exported_*) are the team's to use: the rules never read a series
+# without the platform's mark, whatever else it says. jobLabel stays allowed: it takes a Kubernetes label's value,
+# which a Service's name already gives (never a value with ':', as the GPU scrape's job has), and no rule trusts
+# `job` without the mark. honorTimestamps too: a team's samples at times of its choosing are still its own.
+RESERVED_TARGET_LABELS = f"^(job|namespace|node|pod|container|{SOURCE_LABEL}|__.*)$"
+RESERVED_NAMES = f"job, namespace, node, pod, container, {SOURCE_LABEL} or any __*__ label"
 
 
 def monitor_variables() -> list[tuple[str, str]]:
@@ -423,7 +430,8 @@ def monitor_variables() -> list[tuple[str, str]]:
 
 def monitor_policies() -> list[Policy]:
     """What a team's ServiceMonitor or PodMonitor may ask of the platform's Prometheus: to scrape its own
-    namespace's pods, with its own credentials, into series that say truthfully where they come from."""
+    namespace's pods, with its own credentials (team-monitors), into series that say truthfully where they come
+    from (team-monitor-labels)."""
     reserved = _cel(RESERVED_TARGET_LABELS)
     return [Policy("team-monitors", (
         Check("variables.endpoints.all(e, !has(e.bearerTokenFile) && (!has(e.tlsConfig) || "
@@ -436,21 +444,36 @@ def monitor_policies() -> list[Policy]:
               "object.spec.namespaceSelector.matchNames.all(n, n == request.namespace)))",
               "A team monitor scrapes its own namespace only: remove namespaceSelector (or name only this "
               "namespace in matchNames)."),
-        Check("variables.endpoints.all(e, !has(e.honorLabels) || !e.honorLabels)",
-              "honorLabels lets the scraped pod set job, namespace, node and pod itself, and so pass its series "
-              "off as another team's or the platform's. Remove it: conflicting labels are kept as exported_*."),
-        Check(f"variables.relabelings.all(rs, rs.all(r, (!has(r.action) || !(r.action in ['labelmap', 'LabelMap'])) "
-              f"&& (!has(r.targetLabel) || (!r.targetLabel.matches({reserved}) && !r.targetLabel.contains('$')))))"
-              f" && variables.copiedLabels.all(l, !l.matches({reserved}))",
-              "Relabelings (and targetLabels, podTargetLabels) may not write job, namespace, node, pod, container "
-              "or any __*__ label, which say where a series comes from and what is scraped, nor use labelmap or "
-              "a templated targetLabel, which can write any of them. Write labels of other names."),
         Check(f"has(object.spec.sampleLimit) && object.spec.sampleLimit > 0 && "
               f"object.spec.sampleLimit <= {TEAM_MONITOR_SAMPLE_LIMIT} && has(object.spec.targetLimit) && "
               f"object.spec.targetLimit > 0 && object.spec.targetLimit <= {TEAM_MONITOR_TARGET_LIMIT}",
               f"A team monitor says how much it takes in: set spec.sampleLimit (samples per scrape, 1 to "
               f"{TEAM_MONITOR_SAMPLE_LIMIT}) and spec.targetLimit (targets, 1 to {TEAM_MONITOR_TARGET_LIMIT})."),
-    ))]
+    )),
+        # Always Deny, whatever the enforcement: a monitor let through with a warning would already have written
+        # series that pass for the platform's, and the GPU usage rules, the GPU alerts and every team's GPU cost
+        # would count them (a team lowering its own bill, or hiding a node's failing GPUs).
+        Policy("team-monitor-labels", (
+            Check("variables.endpoints.all(e, !has(e.honorLabels) || !e.honorLabels)",
+                  "honorLabels: true lets the scraped pod set job, namespace, node, pod and mlplatform_source "
+                  "itself, and so pass its series off as another team's or the platform's. Remove it (or set it "
+                  "to false): labels your exporter sets that clash with the target's are kept as exported_*."),
+            Check(f"variables.relabelings.all(rs, rs.all(r, (!has(r.action) || "
+                  f"!(r.action in ['labelmap', 'LabelMap'])) && (!has(r.targetLabel) || "
+                  f"(!r.targetLabel.matches({reserved}) && !r.targetLabel.contains('$')))))",
+                  f"relabelings and metricRelabelings may not write {RESERVED_NAMES} (their targetLabel), "
+                  "which say where a series comes from and what is scraped, nor use action labelmap or a "
+                  "templated targetLabel, which can write any of them. Write labels of other names (team, "
+                  "model, gpu...)."),
+            Check(f"variables.copiedLabels.all(l, !l.matches({reserved}))",
+                  f"targetLabels and podTargetLabels may not name {RESERVED_NAMES}: Prometheus would copy the "
+                  "Service's or pod's label of that name onto your series in place of the target's own. Copy "
+                  "labels of other names."),
+            Check("!has(object.spec.scrapeClass)",
+                  "A team monitor uses Prometheus's default scrape class, which marks its series as a team's: "
+                  "remove spec.scrapeClass."),
+        ), always_deny=True),
+    ]
 
 
 def env_source_policies() -> list[Policy]:

@@ -5,7 +5,8 @@ components/monitoring.py): `node` is the Kubernetes node the exporter runs on, `
 for it, and `namespace`/`pod`/`container` name the workload holding a GPU, on GPUs in use only.
 
 Metric sources: dcgm-exporter 4.8.2 with our counters (components/dcgm-counters.csv), kube-state-metrics (node
-labels allowed by `node_label_allowlist`), Prometheus's own `up`.
+labels allowed by `node_label_allowlist`), Prometheus's own `up`: each read from the platform's own scrape only
+(`PLATFORM_MARK`), never from a team's exporter.
 """
 
 from __future__ import annotations
@@ -26,8 +27,27 @@ from config.queues import gpu_resource
 GPU_METRICS_JOB = "mlplatform:gpu-metrics"
 # The name of the platform's ServiceMonitor of the GPU exporters.
 GPU_METRICS_MONITOR = "gpu-metrics"
-# The label matcher of every GPU series.
-GPU_JOB = f'job="{GPU_METRICS_JOB}"'
+# Who scraped a series: `platform` on the platform's own scrapes of kube-state-metrics and the GPU exporters, and
+# on no other. A job name is no proof: a team Service named kube-state-metrics gives its series that job, and an
+# exporter prints any series it likes (kube_pod_container_resource_requests of a real GPU node included). So
+# Prometheus stamps every other scrape with another value (components/monitoring.py, the default scrape class):
+# a target label, so that an exporter printing the label itself sees it renamed exported_mlplatform_source, and
+# team monitors may not write it (components/admission.py, the team-monitor-labels policy, always Deny). A
+# series without the label (dropped by a metric relabeling) is not selected either.
+SOURCE_LABEL = "mlplatform_source"
+PLATFORM_SOURCE = "platform"
+# The value every other scrape carries.
+OTHER_SOURCE = "other"
+PLATFORM_MARK = f'{SOURCE_LABEL}="{PLATFORM_SOURCE}"'
+# kube-state-metrics' job, as kube-prometheus-stack's own rules know it (its subchart's name).
+KUBE_STATE_METRICS_JOB = "kube-state-metrics"
+# The label matchers of every series the rules read from kube-state-metrics and from the GPU exporters.
+KSM = f'job="{KUBE_STATE_METRICS_JOB}", {PLATFORM_MARK}'
+GPU_JOB = f'job="{GPU_METRICS_JOB}", {PLATFORM_MARK}'
+# The names of the platform's recording rules, which later rules and the dashboard read with no other matcher:
+# no scrape may bring in a series so named (the default scrape class drops them), or an exporter printing
+# mlplatform:gpu_price_per_hour{pool="a100"} 0 would price every team's GPUs, or break the joins on it.
+RECORDED_NAMES = "mlplatform:.+|.+:mlplatform_.+"
 # The usage rules run once a minute, so that each of their samples stands for one minute: GPU-hours over a
 # range are `sum_over_time(<rule>[range]) / 60`.
 USAGE_INTERVAL = "1m"
@@ -199,8 +219,9 @@ def gpu_alert_rules(pools: tuple[GpuPool, ...], device_plugin: DaemonSetRef | No
                "For 15 minutes no GPU metric came from a node of a GPU pool: its exporter is missing, not ready or "
                "cannot see the GPUs, so GPU faults on it go unnoticed."),
         _alert("TeamGpuQuotaNearlyExhausted",
-               'sum by (namespace) (kube_resourcequota{resource="requests.nvidia.com/gpu", type="used"}) / '
-               'sum by (namespace) (kube_resourcequota{resource="requests.nvidia.com/gpu", type="hard"} > 0) > 0.9',
+               f'sum by (namespace) (kube_resourcequota{{{KSM}, resource="requests.nvidia.com/gpu", type="used"}}) / '
+               f'sum by (namespace) (kube_resourcequota{{{KSM}, resource="requests.nvidia.com/gpu", type="hard"}} > 0) '
+               '> 0.9',
                "30m", "info", "Team {{ $labels.namespace }} is using over 90% of its GPU quota",
                "The namespace's pods hold over 90% of its requests.nvidia.com/gpu quota; new GPU pods will be "
                "rejected once it is full. Raise the team's quota in the stack config if it is expected."),
@@ -210,7 +231,7 @@ def gpu_alert_rules(pools: tuple[GpuPool, ...], device_plugin: DaemonSetRef | No
         # that advertises none of its resource has no such series: count it as zero. group_left keeps the pool
         # label (a one-to-one match would keep only the labels matched on).
         resources = gpu_resources_regex(pools)
-        allocatable = (f'max by (node, resource) (kube_node_status_allocatable{{resource=~"{resources}"}}) '
+        allocatable = (f'max by (node, resource) (kube_node_status_allocatable{{{KSM}, resource=~"{resources}"}}) '
                        "or on (node, resource) 0 * mlplatform:node_gpus:advertised")
         rules.append(_alert(
             "GpuNodeAllocatableBelowPool",
@@ -220,7 +241,7 @@ def gpu_alert_rules(pools: tuple[GpuPool, ...], device_plugin: DaemonSetRef | No
             "{{ $labels.pool }} advertises for 15 minutes: a GPU failed its health check or fell off the bus, or "
             "the device plugin on the node is not running. Jobs that need a whole node stay pending."))
     if device_plugin is not None:
-        selector = f'namespace="{device_plugin.namespace}", daemonset="{device_plugin.name}"'
+        selector = f'{KSM}, namespace="{device_plugin.namespace}", daemonset="{device_plugin.name}"'
         rules.append(_alert(
             "GpuDevicePluginDown",
             f"kube_daemonset_status_desired_number_scheduled{{{selector}}} - "
@@ -237,7 +258,7 @@ def gpu_usage_rules(pools: tuple[GpuPool, ...], prices: Mapping[str, float]) -> 
     rules: list[dict[str, Any]] = []
     for pool in pools:
         matchers = ", ".join(f'{kube_state_label(key)}="{value}"' for key, value in sorted(pool.labels.items()))
-        rules.append(_record("mlplatform:node_pool:info", f"max by (node) (kube_node_labels{{{matchers}}})",
+        rules.append(_record("mlplatform:node_pool:info", f"max by (node) (kube_node_labels{{{KSM}, {matchers}}})",
                              {"pool": pool.name}))
     for pool in pools:
         if (advertised := advertised_gpus_per_node(pool)) is not None:
@@ -256,9 +277,9 @@ def gpu_usage_rules(pools: tuple[GpuPool, ...], prices: Mapping[str, float]) -> 
         # exporter cannot tell this: it gives a time-sliced GPU to one of its pods, a renamed share to none.
         _record("mlplatform:pod_gpus:allocated",
                 "sum by (namespace, pod, node) "
-                f'(kube_pod_container_resource_requests{{resource=~"{gpu_resources_regex(pools)}"}}) '
+                f'(kube_pod_container_resource_requests{{{KSM}, resource=~"{gpu_resources_regex(pools)}"}}) '
                 '* on (namespace, pod) group_left () max by (namespace, pod) '
-                '(kube_pod_status_phase{phase=~"Pending|Running"} == 1) '
+                f'(kube_pod_status_phase{{{KSM}, phase=~"Pending|Running"}} == 1) '
                 "* on (node) group_left (pool) mlplatform:node_pool:info "
                 "* on (pool) group_left () mlplatform:pool_gpus_per_unit"),
         # One series per GPU held by a pod: how busy it is, 0 to 1. Free GPUs have no namespace. On a shared GPU

@@ -18,7 +18,8 @@ import pulumi_random as random
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components import sizing
-from components.gpu_rules import GPU_METRICS_JOB, GPU_METRICS_MONITOR, gpu_rule_groups, node_label_allowlist
+from components.gpu_rules import (GPU_METRICS_JOB, GPU_METRICS_MONITOR, OTHER_SOURCE, PLATFORM_SOURCE, RECORDED_NAMES,
+                                  SOURCE_LABEL, gpu_rule_groups, node_label_allowlist)
 from core.handle import Capabilities, ClusterHandle, ControlPlanePart, GpuPool, gpu_node_affinity, gpu_tolerations
 from components.kube import DaemonSetRef, GpuMetricsSource, helm_release, platform_namespace
 from core.vocabulary import GPU_RESOURCE, KUBE_SYSTEM_NAMESPACE, PLATFORM_NAMESPACES, SYSTEM_NODE_CRITICAL
@@ -49,6 +50,31 @@ CONTROL_PLANE_VALUES: dict[ControlPlanePart, str] = {
 # Grafana's dashboard sidecar reads ConfigMaps in every namespace, and nothing else: the chart's own
 # ClusterRole would also let it read every Secret of the cluster (charts/grafana templates/clusterrole.yaml).
 GRAFANA_DASHBOARDS_ROLE = "mlplatform-grafana-dashboards"
+# The scrape class of every monitor that names none: every team monitor (which may name none,
+# components/admission.py) and the charts' own.
+DEFAULT_SCRAPE_CLASS = "mlplatform"
+
+
+def platform_source_relabeling() -> dict[str, Any]:
+    """The target relabeling that marks a scrape as one the GPU and cost rules trust (components/gpu_rules.py):
+    on the platform's own monitors of kube-state-metrics and the GPU exporters only."""
+    return {"action": "replace", "targetLabel": SOURCE_LABEL, "replacement": PLATFORM_SOURCE}
+
+
+def default_scrape_class() -> dict[str, Any]:
+    """What Prometheus does to every scrape whose monitor names no scrape class.
+
+    prometheus-operator puts a scrape class's relabelings after its own (job, namespace, pod...) and before the
+    monitor's (pkg/prometheus/promcfg.go, v0.93): so every target carries mlplatform_source="other" unless its
+    monitor's own relabelings say `platform`, which only the platform's monitors may (team monitors may not write
+    the label, components/admission.py). A target label, not a sample's: an exporter printing
+    mlplatform_source="platform" has it renamed exported_mlplatform_source (honorLabels, which would keep it, is
+    refused to teams). The class's metric relabelings likewise run before the monitor's: they drop any scraped
+    series named like the platform's recording rules, which the rules and the dashboard read by name alone.
+    """
+    return {"name": DEFAULT_SCRAPE_CLASS, "default": True,
+            "relabelings": [{"action": "replace", "targetLabel": SOURCE_LABEL, "replacement": OTHER_SOURCE}],
+            "metricRelabelings": [{"action": "drop", "sourceLabels": ["__name__"], "regex": RECORDED_NAMES}]}
 
 
 def kube_prometheus_stack_values(cluster: ClusterHandle, settings: MonitoringConfig) -> dict[str, Any]:
@@ -71,6 +97,9 @@ def kube_prometheus_stack_values(cluster: ClusterHandle, settings: MonitoringCon
         # relabelings say. The platform's own monitors and rules are left as they are: the GPU scrape names the
         # namespace of the pod holding a GPU, and the rules read other namespaces' series.
         "enforcedNamespaceLabel": "namespace",
+        # The namespace alone does not tell the platform's kube-state-metrics from a team's exporter printing
+        # kube-state-metrics' series about its own pods and any node: every scrape says whose it is.
+        "scrapeClasses": [default_scrape_class()],
         "excludedFromEnforcement": [
             {"group": "monitoring.coreos.com", "resource": resource, "namespace": platform_namespace_name}
             for platform_namespace_name in sorted({settings.namespace, KUBE_SYSTEM_NAMESPACE, *PLATFORM_NAMESPACES})
@@ -121,7 +150,10 @@ def kube_prometheus_stack_values(cluster: ClusterHandle, settings: MonitoringCon
         # The GPU usage rules and alerts tell a node's pool by its labels (components/gpu_rules.py).
         "kube-state-metrics": {"nodeSelector": system, "tolerations": tolerations,
                                "resources": sizing.KUBE_STATE_METRICS.resources(),
-                               "metricLabelsAllowlist": node_label_allowlist(cluster.gpu_pools)},
+                               "metricLabelsAllowlist": node_label_allowlist(cluster.gpu_pools),
+                               # Its series are the ones the GPU and cost rules read (merged into the chart's
+                               # monitor values, whose honorLabels stays).
+                               "prometheus": {"monitor": {"http": {"relabelings": [platform_source_relabeling()]}}}},
         # node-exporter is no GPU agent: on the system pool, tolerating its taint only, not every taint as the
         # chart's default does.
         "prometheus-node-exporter": {"nodeSelector": system, "tolerations": tolerations,
@@ -176,8 +208,10 @@ def dcgm_exporter_values(pools: tuple[GpuPool, ...], capabilities: Capabilities)
 
 
 def gpu_metrics_relabelings() -> list[dict[str, Any]]:
-    """Target labels of the `gpu-metrics` scrape: one job for both exporters, and the Kubernetes node."""
+    """Target labels of the `gpu-metrics` scrape: one job for both exporters, the platform's mark, and the
+    Kubernetes node."""
     return [{"action": "replace", "targetLabel": "job", "replacement": GPU_METRICS_JOB},
+            platform_source_relabeling(),
             # The exporter's own hostname label is a hash on kind's fake exporter: alerts and the usage rules
             # join GPUs to kube-state-metrics' nodes by this one.
             {"action": "replace", "sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"}]

@@ -139,7 +139,7 @@ DEBUG_CONTAINER = {"name": "debug", "image": "busybox:1.37",
                    "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]}
 SYSTEM_POOL = {"mlplatform.io/pool": "system"}
 # The policies that judge something other than workloads: monitors, NetworkPolicies, ConfigMaps and Secrets.
-NOT_WORKLOAD = ("team-monitors", "team-network-policies-stay", "no-gpu-device-env-sources")
+NOT_WORKLOAD = ("team-monitors", "team-monitor-labels", "team-network-policies-stay", "no-gpu-device-env-sources")
 # (policy, case, object, team namespace, admitted?[, how it is requested: admit()'s user, old, sub_resource])
 TABLE: list[tuple[Any, ...]] = [
     ("gpu-nodes-for-gpu-work", "GPU pod tolerating the taint", pod(), "research", True),
@@ -445,8 +445,10 @@ def test_policies_match_pod_and_job_creation_and_updates_and_bind_to_team_namesp
             {"key": "mlplatform.io/team", "operator": "Exists"}]}}
 
 
-# Requests that can never run: refused whatever the enforcement, since a warning would let them hold queue quota.
-ALWAYS_DENIED = {"gpu-request-fits-a-node", "gpu-request-fits-a-node-jobsets"}
+# Requests that can never run: refused whatever the enforcement, since a warning would let them hold queue quota;
+# and team monitors whose series would pass for the platform's, which a warning would let the GPU and cost rules
+# count.
+ALWAYS_DENIED = {"gpu-request-fits-a-node", "gpu-request-fits-a-node-jobsets", "team-monitor-labels"}
 
 
 def _actions(synthesis: Synthesis) -> dict[str, tuple[str, ...]]:
@@ -492,9 +494,9 @@ def test_team_editors_may_declare_monitors_and_prometheus_finds_them(synthesis):
 def test_every_child_is_parented_named_after_the_component_and_uses_the_clusters_provider(synthesis):
     (component,) = synthesis.of_type("mlplatform:admission:TeamAdmission")
     children = synthesis.children_of(component.urn)
-    # a policy and its binding for each of seven workload policies and their JobSet forms, the monitor policy,
-    # the NetworkPolicy one and the ConfigMap and Secret one, and two aggregated ClusterRoles
-    assert len(children) == 36
+    # a policy and its binding for each of seven workload policies and their JobSet forms, the two monitor
+    # policies, the NetworkPolicy one and the ConfigMap and Secret one, and two aggregated ClusterRoles
+    assert len(children) == 38
     providers = {r.urn for r in synthesis.of_type("pulumi:providers:kubernetes")}
     assert all(child.name.startswith("admission-") and child.provider in providers for child in children)
 
@@ -539,7 +541,24 @@ MONITORS: list[tuple[str, dict[str, Any], bool]] = [
     ("every namespace", service_monitor(namespaceSelector={"any": True}), False),
     ("another team's namespace", pod_monitor(namespaceSelector={"matchNames": ["web"]}), False),
     ("honorLabels", pod_monitor(endpoint={"honorLabels": True}), False),
+    ("honorLabels off", pod_monitor(endpoint={"honorLabels": False}), True),
     ("the node label by relabeling", service_monitor(endpoint=relabel("node")), False),
+    ("the job label by relabeling", service_monitor(endpoint=relabel("job", replacement="kube-state-metrics")), False),
+    ("the job label by metric relabeling", pod_monitor(endpoint={"metricRelabelings": [
+        {"sourceLabels": ["exported_job"], "targetLabel": "job"}]}), False),
+    # The label that tells the platform's kube-state-metrics and GPU scrapes from every other.
+    ("the platform's source label by relabeling",
+     service_monitor(endpoint=relabel("mlplatform_source", replacement="platform")), False),
+    ("the platform's source label by metric relabeling", service_monitor(endpoint={"metricRelabelings": [
+        {"sourceLabels": ["exported_mlplatform_source"], "targetLabel": "mlplatform_source"}]}), False),
+    ("the platform's source label copied from the Service", service_monitor(targetLabels=["mlplatform_source"]),
+     False),
+    ("the job label copied from the Service", service_monitor(targetLabels=["job"]), False),
+    ("a scrape class of its choosing", pod_monitor(scrapeClass="platform"), False),
+    # A Service label's value as the job: no more than naming the Service so (no rule trusts job alone).
+    ("its job from a Service label", service_monitor(jobLabel="app.kubernetes.io/name"), True),
+    ("labels of its own copied from its pods", pod_monitor(podTargetLabels=["team", "model"]), True),
+    ("GPU labels of its own", service_monitor(endpoint=relabel("gpu")), True),
     ("the scrape address by relabeling", pod_monitor(endpoint=relabel("__address__", replacement="10.0.0.1:10250")),
      False),
     ("a GPU metric's name by metric relabeling", service_monitor(endpoint={"metricRelabelings": [
@@ -560,9 +579,11 @@ MONITORS: list[tuple[str, dict[str, Any], bool]] = [
 @pytest.mark.parametrize("case", MONITORS, ids=[c[0] for c in MONITORS])
 def test_team_monitor_table(policies, case):
     _, monitor, admitted = case
-    decision = admit(policies["team-monitors"], monitor, namespace("research"))
-    assert decision.allowed is admitted, decision.failures
-    assert len(decision.failures) <= 1  # each case breaks at most the rule it is about
+    decisions = [admit(policies[name], monitor, namespace("research"))
+                 for name in ("team-monitors", "team-monitor-labels")]
+    failures = [failure for decision in decisions for failure in decision.failures]
+    assert (not failures) is admitted, failures
+    assert len(failures) <= 1  # each case breaks at most the rule it is about
 
 
 def test_the_monitor_table_is_made_of_valid_monitors():
@@ -570,10 +591,21 @@ def test_the_monitor_table_is_made_of_valid_monitors():
     assert report.errors == []
 
 
-def test_the_monitor_policy_judges_team_monitors_on_create_and_update(policies):
-    rules = policies["team-monitors"]["spec"]["matchConstraints"]["resourceRules"]
+@pytest.mark.parametrize("name", ["team-monitors", "team-monitor-labels"])
+def test_the_monitor_policies_judge_team_monitors_on_create_and_update(policies, name):
+    rules = policies[name]["spec"]["matchConstraints"]["resourceRules"]
     assert [(r["apiGroups"], r["resources"], r["operations"]) for r in rules] == [
         (["monitoring.coreos.com"], ["servicemonitors", "podmonitors"], ["CREATE", "UPDATE"])]
+
+
+def test_a_monitor_forging_the_platforms_series_is_refused_even_where_policies_only_warn(synthesis, policies):
+    # With the monitor checks under `enforcement`, a dev-like stack only warned about honorLabels or a
+    # relabeling to job: the monitor was stored, and its exporter's series passed for the GPU scrape's.
+    assert _actions(synthesis)["team-monitor-labels"] == ("Deny", "Audit")
+    messages = {check["message"] for check in policies["team-monitor-labels"]["spec"]["validations"]}
+    for field in ("honorLabels", "relabelings and metricRelabelings", "targetLabels and podTargetLabels",
+                  "spec.scrapeClass"):
+        assert any(field in message for message in messages), field
 
 
 def test_prometheus_stamps_team_series_with_their_namespace_but_not_the_platforms(synthesis):

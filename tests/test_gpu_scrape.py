@@ -5,7 +5,8 @@ The Prometheus that kube-prometheus-stack deploys (as `make e2e-tools` builds it
 series shapes as dcgm-exporter 4.8.2 (workload labels left out on a free GPU, `Hostname`), its successors
 (`hostname`) and the fake GPU operator's exporter (workload labels present and empty on a free GPU), with the
 ServiceMonitor's settings: honorLabels off, and its metricRelabelings. The target carries the exporter pod's own
-namespace/pod/container, as prometheus-operator's target relabelling gives it.
+namespace/pod/container, as prometheus-operator's target relabelling gives it. And a team's exporter, scraped as
+a team's ServiceMonitor is (Prometheus's default scrape class), cannot make its series the platform's.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,50 +54,65 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Exporter(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.end_headers()
-        self.wfile.write(EXPOSITION)
+def exporter_serving(exposition: bytes) -> http.server.ThreadingHTTPServer:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.end_headers()
+            self.wfile.write(exposition)
 
-    def log_message(self, *args: Any) -> None:
-        pass
+        def log_message(self, *args: Any) -> None:
+            pass
 
-
-@pytest.fixture(scope="module")
-def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[str, str]]]:
-    assert PROMETHEUS is not None
-    exporter = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Exporter)
+    exporter = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=exporter.serve_forever, daemon=True).start()
-    (endpoint,) = custom_resource(monitor(), "ServiceMonitor").inputs["spec"]["endpoints"]
-    directory = tmp_path_factory.mktemp("prometheus")
-    config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [{
-        "job_name": "gpu-metrics", "honor_labels": endpoint["honorLabels"],
-        "static_configs": [{"targets": [f"127.0.0.1:{exporter.server_address[1]}"], "labels": EXPORTER_POD}],
-        "metric_relabel_configs": [{FIELDS.get(k, k): v for k, v in rule.items()}
-                                   for rule in endpoint["metricRelabelings"]]}]}
+    return exporter
+
+
+def prometheus_config(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """prometheus-operator's relabel rules as Prometheus's configuration file spells them."""
+    return [{FIELDS.get(k, k): v for k, v in rule.items()} for rule in rules]
+
+
+def scrape(directory: Path, exposition: bytes, job: dict[str, Any], target_labels: dict[str, str], query: str,
+           count: int) -> list[dict[str, Any]]:
+    """What a real Prometheus holds for `query` after a scrape of `exposition` by the scrape config `job`, from a
+    target with `target_labels`, once it holds some series (a scrape's samples are stored together): `count`."""
+    assert PROMETHEUS is not None
+    exporter = exporter_serving(exposition)
+    config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [job | {"static_configs": [
+        {"targets": [f"127.0.0.1:{exporter.server_address[1]}"], "labels": target_labels}]}]}
     (directory / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     server = subprocess.Popen([PROMETHEUS, f"--config.file={directory / 'prometheus.yml'}",
                                f"--storage.tsdb.path={directory / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        url = f"http://127.0.0.1:{port}/api/v1/query?query=DCGM_FI_DEV_GPU_UTIL"
+        url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
         deadline = time.monotonic() + 30
         result: list[dict[str, Any]] = []
-        while time.monotonic() < deadline and len(result) < 4:
+        while time.monotonic() < deadline and not result:
             time.sleep(0.5)
             try:
                 result = json.load(urllib.request.urlopen(url, timeout=2))["data"]["result"]
             except OSError:
                 continue
-        assert len(result) == 4, "Prometheus scraped nothing in 30 s"
-        yield {r["metric"]["gpu"]: r["metric"] for r in result}
+        assert len(result) == count, f"Prometheus holds {len(result)} series, not {count}, after 30 s: {result}"
+        return result
     finally:
         server.terminate()
         server.wait(timeout=30)
         exporter.shutdown()
+
+
+@pytest.fixture(scope="module")
+def scraped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
+    (endpoint,) = custom_resource(monitor(), "ServiceMonitor").inputs["spec"]["endpoints"]
+    job = {"job_name": "gpu-metrics", "honor_labels": endpoint["honorLabels"],
+           "metric_relabel_configs": prometheus_config(endpoint["metricRelabelings"])}
+    result = scrape(tmp_path_factory.mktemp("prometheus"), EXPOSITION, job, EXPORTER_POD, "DCGM_FI_DEV_GPU_UTIL", 4)
+    return {r["metric"]["gpu"]: r["metric"] for r in result}
 
 
 @needs_prometheus
@@ -127,3 +144,47 @@ def test_the_scrape_tests_prometheus_is_built_as_promtool_is():
     assert server.package == "github.com/prometheus/prometheus/cmd/prometheus"
     assert re.search(rf"^\s*(tool\s+)?{re.escape(server.package)}$",
                      (WRAPPERS / str(server.wrapper) / "go.mod").read_text(), flags=re.MULTILINE)
+
+
+# A team's exporter behind a Service named kube-state-metrics, as a team's ServiceMonitor scrapes it: the job after
+# the Service, the target's namespace (enforced), pod, container, service and endpoint (prometheus-operator's
+# target relabelling), then the default scrape class's relabelings. It prints kube-state-metrics' series with the
+# platform's mark, and series named like the platform's recording rules.
+FORGED = b"""# TYPE kube_pod_container_resource_requests gauge
+kube_pod_container_resource_requests{namespace="vision",pod="train-0",node="node-a",resource="nvidia_com_gpu",\
+mlplatform_source="platform"} -2
+# TYPE mlplatform:gpu_price_per_hour gauge
+mlplatform:gpu_price_per_hour{pool="a100"} 0
+# TYPE namespace_pool:mlplatform_gpus_allocated:count gauge
+namespace_pool:mlplatform_gpus_allocated:count{namespace="vision",pool="a100"} -8
+# TYPE team_throughput gauge
+team_throughput{gpu="0"} 42
+"""
+TEAM_TARGET = {"job": "kube-state-metrics", "namespace": "web", "pod": "forger-5d8f9", "container": "forger",
+               "service": "kube-state-metrics", "endpoint": "http"}
+
+
+@pytest.fixture(scope="module")
+def team_scrape(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
+    values = next(r for r in monitor().releases() if r.inputs["name"] == "kube-prometheus-stack").inputs["values"]
+    (scrape_class,) = values["prometheus"]["prometheusSpec"]["scrapeClasses"]
+    job = {"job_name": "serviceMonitor/web/forger/0", "honor_labels": False,
+           "relabel_configs": prometheus_config(scrape_class["relabelings"]),
+           "metric_relabel_configs": prometheus_config(scrape_class["metricRelabelings"])}
+    # Prometheus's own series of the scrape (up, scrape_*) aside.
+    result = scrape(tmp_path_factory.mktemp("team"), FORGED, job, TEAM_TARGET,
+                    '{job="kube-state-metrics", __name__!="up", __name__!~"scrape_.+"}', 2)
+    return {r["metric"]["__name__"]: r["metric"] for r in result}
+
+
+@needs_prometheus
+def test_a_team_scrape_cannot_carry_the_platforms_mark(team_scrape: dict[str, dict[str, str]]):
+    requests = team_scrape["kube_pod_container_resource_requests"]
+    # The exporter's claim is kept as exported_*, the target's own value stands: the GPU rules do not read it.
+    assert (requests["mlplatform_source"], requests["exported_mlplatform_source"]) == ("other", "platform")
+    assert requests["namespace"] == "web"
+
+
+@needs_prometheus
+def test_a_team_scrape_brings_in_no_series_named_like_the_platforms_rules(team_scrape: dict[str, dict[str, str]]):
+    assert set(team_scrape) == {"kube_pod_container_resource_requests", "team_throughput"}

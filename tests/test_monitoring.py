@@ -14,8 +14,10 @@ from core.fields import GpuSharing
 from core.handle import GpuPool, gpu_pool_labels
 from core.vocabulary import GPU_TAINT
 from components.kube import DaemonSetRef
-from components.gpu_rules import GPU_JOB, GPU_METRICS_JOB, gpu_alert_rules, gpu_rule_groups
-from components.monitoring import DASHBOARDS, DCGM_COUNTERS, Monitoring, gpu_metrics_metric_relabelings
+from components.gpu_rules import (GPU_JOB, GPU_METRICS_JOB, KSM, PLATFORM_MARK, RECORDED_NAMES, gpu_alert_rules,
+                                  gpu_rule_groups)
+from components.monitoring import (DASHBOARDS, DCGM_COUNTERS, Monitoring, gpu_metrics_metric_relabelings,
+                                   gpu_metrics_relabelings)
 from config.errors import ConfigError
 from config.models import MonitoringConfig
 from policies.rules import only_gpu_agents_tolerate_the_gpu_taint
@@ -54,18 +56,23 @@ def custom_resource(synthesis: Synthesis, kind: str) -> Resource:
     return found
 
 
-def metrics_in(expr: str) -> set[str]:
-    names: set[str] = set()
+def selectors(expr: str) -> list[promql_parser.VectorSelector]:
+    """Every series selector of a PromQL expression (a rule's or a dashboard query's)."""
+    found: list[promql_parser.VectorSelector] = []
 
     def visit(node: object) -> bool:
-        if isinstance(node, promql_parser.VectorSelector) and node.name:
-            names.add(node.name)
+        if isinstance(node, promql_parser.VectorSelector):
+            found.append(node)
         return True
 
     # Grafana's template variables are not PromQL: give them a value before parsing (a duration for its ranges).
     expr = re.sub(r"\$__(range|interval|rate_interval)\b", "1d", expr)
     promql_parser.walk(promql_parser.parse(re.sub(r"\$\{?\w+\}?", ".*", expr)), visit)
-    return names
+    return found
+
+
+def metrics_in(expr: str) -> set[str]:
+    return {selector.name for selector in selectors(expr) if selector.name}
 
 
 def counters_in(path) -> set[str]:
@@ -217,6 +224,7 @@ def test_kind_scrapes_the_fake_gpu_operators_exporter_the_same_way():
     assert endpoint_of["kind"][2] == endpoint_of["real"][2] | {"port": "gpu-metrics"}
     assert endpoint_of["real"][2]["relabelings"] == [
         {"action": "replace", "targetLabel": "job", "replacement": "mlplatform:gpu-metrics"},
+        {"action": "replace", "targetLabel": "mlplatform_source", "replacement": "platform"},
         {"action": "replace", "sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"}]
     # The exporters' namespace/pod labels are not honoured: free GPUs would take the exporter's own.
     assert endpoint_of["real"][2]["honorLabels"] is False
@@ -436,9 +444,68 @@ TEAM_JOB_NAMES = {
 @pytest.mark.parametrize("how", TEAM_JOB_NAMES)
 def test_no_team_monitor_can_name_its_job_as_the_gpu_scrape_so_gpu_rules_trust_none(how):
     # A team Service named gpu-metrics, with its own ServiceMonitor, gave its series the job the GPU rules and
-    # cost records select on (issue 24); team monitors may not write job by relabeling (the team-monitors policy).
+    # cost records select on (issue 24); team monitors may not write job by relabeling (the team-monitor-labels
+    # policy).
     assert not re.fullmatch(TEAM_JOB_NAMES[how], GPU_METRICS_JOB)
     groups = gpu_rule_groups(POOLS, None, {pool.name: 2.5 for pool in POOLS})
     exprs = [rule["expr"] for group in groups for rule in group["rules"] if "DCGM_" in rule["expr"]
              or "up{" in rule["expr"]]
     assert exprs and all(GPU_JOB in expr and 'job="gpu-metrics"' not in expr for expr in exprs)
+
+
+# ---- whose series the rules read ---------------------------------------------------------------------------
+
+def matchers(selector: promql_parser.VectorSelector) -> set[str]:
+    return {str(m) for m in selector.matchers.matchers}
+
+
+def test_every_series_the_gpu_rules_and_dashboard_read_is_the_platforms_own_scrape():
+    # The rules read kube-state-metrics' series by name alone: a team's exporter behind a Service named
+    # kube-state-metrics (or any) added GPU requests, node labels, allocatable GPUs and quotas they counted.
+    groups = gpu_rule_groups(POOLS, DEVICE_PLUGIN, {"a100": 2.5})
+    records = {rule["record"] for group in groups for rule in group["rules"] if "record" in rule}
+    exprs = [rule["expr"] for group in groups for rule in group["rules"]]
+    dashboard = json.loads((DASHBOARDS / "gpus.json").read_text())
+    exprs += [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])
+              if {"kube_resourcequota"} & metrics_in(t["expr"])]
+    mark = {m.replace(" ", "") for m in PLATFORM_MARK.split(", ")}
+    ksm, gpu = ({m.replace(" ", "") for m in matcher.split(", ")} for matcher in (KSM, GPU_JOB))
+    raw = 0
+    for expr in exprs:
+        for selector in selectors(expr):
+            if selector.name in records:
+                continue
+            found = {m.replace(" ", "") for m in matchers(selector)}
+            raw += 1
+            assert mark <= found, (selector.name, expr)
+            assert (ksm if (selector.name or "").startswith("kube_") else gpu) <= found, (selector.name, expr)
+    assert raw > 10
+
+
+def test_prometheus_marks_every_scrape_but_the_platforms_own_kube_state_metrics_and_gpu_exporters():
+    values = release(monitor(), "kube-prometheus-stack").inputs["values"]
+    (scrape_class,) = values["prometheus"]["prometheusSpec"]["scrapeClasses"]
+    # The default class: every monitor naming none, which team monitors must (the team-monitor-labels policy).
+    assert scrape_class["default"] is True
+    assert scrape_class["relabelings"] == [
+        {"action": "replace", "targetLabel": "mlplatform_source", "replacement": "other"}]
+    platform = {"action": "replace", "targetLabel": "mlplatform_source", "replacement": "platform"}
+    # prometheus-operator runs the class's relabelings before the monitor's: these two say platform instead.
+    assert values["kube-state-metrics"]["prometheus"]["monitor"]["http"]["relabelings"] == [platform]
+    assert platform in gpu_metrics_relabelings()
+
+
+def test_no_scrape_brings_in_a_series_named_like_the_platforms_recording_rules():
+    # The rules and the dashboard read recorded series by name alone: an exporter printing
+    # mlplatform:gpu_price_per_hour{pool="a100"} 0, or negative namespace_pool:mlplatform_gpus_allocated:count,
+    # priced or erased every team's GPU time.
+    values = release(monitor(), "kube-prometheus-stack").inputs["values"]
+    (scrape_class,) = values["prometheus"]["prometheusSpec"]["scrapeClasses"]
+    assert scrape_class["metricRelabelings"] == [
+        {"action": "drop", "sourceLabels": ["__name__"], "regex": RECORDED_NAMES}]
+    records = {rule["record"] for group in gpu_rule_groups(POOLS, DEVICE_PLUGIN, {"a100": 2.5})
+               for rule in group["rules"] if "record" in rule}
+    assert records and all(re.fullmatch(RECORDED_NAMES, record) for record in records)
+    # What exporters serve is kept: every metric the rules and the dashboard read, and Kueue's.
+    served = KUBE_STATE_METRICS | PROMETHEUS_METRICS | KUEUE_METRICS | ADDED_COUNTERS | FAKE_EXPORTER_METRICS
+    assert not [name for name in served if re.fullmatch(RECORDED_NAMES, name)]

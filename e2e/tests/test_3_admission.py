@@ -23,7 +23,7 @@ WORKLOAD_POLICIES = ("gpu-nodes-for-gpu-work", "gpu-limits-equal-requests", "gpu
                      "team-pools-only", "gpu-request-fits-a-node", "no-gpu-device-env", "team-priority-classes")
 # Each workload policy has a JobSet form, judging every pod template of a JobSet.
 POLICIES = (*WORKLOAD_POLICIES, *(f"{name}-jobsets" for name in WORKLOAD_POLICIES), "team-monitors",
-            "team-network-policies-stay", "no-gpu-device-env-sources")
+            "team-monitor-labels", "team-network-policies-stay", "no-gpu-device-env-sources")
 # The policies of multi-node work (components/gang_admission.py), judged by the API server in test_6_gangs.
 GANG_POLICIES = ("multi-node-whole-nodes", "multi-node-names-its-topology", "jobset-through-team-queue")
 # A member of each team, as its RoleBinding names the group (Pulumi.e2e.yaml's teams[].groups.edit).
@@ -221,7 +221,8 @@ NEVER_RUNS: list[tuple[str, dict[str, Any], str]] = [
     ("pod-asking-two-gpus-on-the-time-sliced-pool", gpu_pod(gpus=2, pool="t4"),
      "more than one GPU on a time-sliced pool (t4, l4)"),
 ]
-ALWAYS_DENIED = {"gpu-request-fits-a-node", "gpu-request-fits-a-node-jobsets"}
+# And team monitors whose series would pass for the platform's kube-state-metrics or GPU scrapes.
+ALWAYS_DENIED = {"gpu-request-fits-a-node", "gpu-request-fits-a-node-jobsets", "team-monitor-labels"}
 
 COMPLIANT: list[tuple[str, dict[str, Any]]] = [
     ("cpu-pod", cpu_pod()),
@@ -393,9 +394,10 @@ MONITORS: list[tuple[str, dict[str, Any], bool]] = [
     ("its-own-service", service_monitor(), False),
     ("prometheus-token-file", service_monitor(bearerTokenFile="/var/run/secrets/kubernetes.io/serviceaccount/token"),
      True),
-    ("honor-labels", service_monitor(honorLabels=True), True),
-    ("node-label-by-relabeling", service_monitor(relabelings=[{"sourceLabels": ["__meta_kubernetes_pod_node_name"],
-                                                               "targetLabel": "node"}]), True),
+    ("honor-labels-off", service_monitor(honorLabels=False), False),
+    ("a-label-of-its-own-by-relabeling",
+     service_monitor(relabelings=[{"sourceLabels": ["__meta_kubernetes_pod_label_team"], "targetLabel": "team"}]),
+     False),
     ("every-namespace",
      {**service_monitor(), "spec": {**service_monitor()["spec"], "namespaceSelector": {"any": True}}}, True),
     ("no-limits", {**service_monitor(), "spec": {k: v for k, v in service_monitor()["spec"].items()
@@ -409,12 +411,40 @@ def test_team_monitors_are_judged(e2e: Platform, monitor: dict[str, Any], warned
     assert warned_by(submit(e2e, monitor)) == ({"team-monitors"} if warned else set())
 
 
+# Monitors whose series would pass for the platform's own kube-state-metrics or GPU scrape, which the GPU rules
+# and GPU cost read: refused even where the policies only warn. (case, monitor, a piece of the message)
+FORGING_MONITORS: list[tuple[str, dict[str, Any], str]] = [
+    ("honor-labels", service_monitor(honorLabels=True), "honorLabels: true"),
+    ("job-by-relabeling", service_monitor(relabelings=[{"targetLabel": "job", "replacement": "kube-state-metrics"}]),
+     "may not write job"),
+    ("node-label-by-relabeling", service_monitor(relabelings=[{"sourceLabels": ["__meta_kubernetes_pod_node_name"],
+                                                               "targetLabel": "node"}]), "may not write job"),
+    ("platform-source-by-metric-relabeling", service_monitor(metricRelabelings=[
+        {"sourceLabels": ["exported_mlplatform_source"], "targetLabel": "mlplatform_source"}]), "mlplatform_source"),
+]
+
+
+@pytest.mark.parametrize("monitor,message", [(m, t) for _, m, t in FORGING_MONITORS],
+                         ids=[i for i, _, _ in FORGING_MONITORS])
+def test_a_team_monitor_forging_the_platforms_series_is_refused(e2e: Platform, monitor: dict[str, Any],
+                                                                 message: str):
+    with pytest.raises(ApiError) as refused:
+        submit(e2e, monitor)
+    body = json.loads(refused.value.body)["message"]
+    assert "mlplatform-team-monitor-labels" in body and message in body, body
+
+
 def test_prometheus_stamps_team_series_with_their_namespace(e2e: Platform):
     (prometheus,) = e2e.cluster.get("/apis/monitoring.coreos.com/v1/prometheuses")["items"]
     assert prometheus["spec"]["enforcedNamespaceLabel"] == "namespace"
     excluded = {(e["resource"], e["namespace"]) for e in prometheus["spec"]["excludedFromEnforcement"]}
     assert ("servicemonitors", prometheus["metadata"]["namespace"]) in excluded
     assert not {ns for _, ns in excluded} & set(MEMBERS)
+    # And every scrape but the platform's kube-state-metrics and GPU ones is marked as another's.
+    (scrape_class,) = prometheus["spec"]["scrapeClasses"]
+    assert scrape_class["default"] is True
+    assert {"targetLabel": "mlplatform_source", "replacement": "other", "action": "replace"} in scrape_class[
+        "relabelings"]
 
 
 @pytest.mark.parametrize("method", ["DELETE", "PUT"])
