@@ -62,6 +62,8 @@ class PoolOutput:
     # nccl-<pool> of every team namespace): what `make verify`'s NCCL check runs with, as a team's job does.
     fabric_devices: Mapping[str, int] = field(default_factory=dict)
     nccl_env: Mapping[str, str] = field(default_factory=dict)
+    # The huge pages each node reserves for the fabric, which a whole-node pod asks for (requests equal limits).
+    huge_pages: Mapping[str, str] = field(default_factory=dict)
 
     @staticmethod
     def read(pool: Mapping[str, Any]) -> PoolOutput:
@@ -71,7 +73,8 @@ class PoolOutput:
                           pool.get("labels") or {}, tuple(str(t) for t in pool.get("taints") or ()),
                           bool(pool.get("multiNode")),
                           {str(k): int(v) for k, v in (pool.get("fabricDevices") or {}).items()},
-                          {str(k): str(v) for k, v in (pool.get("ncclEnv") or {}).items()})
+                          {str(k): str(v) for k, v in (pool.get("ncclEnv") or {}).items()},
+                          {str(k): str(v) for k, v in (pool.get("hugePages") or {}).items()})
 
 
 @dataclass(frozen=True)
