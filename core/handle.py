@@ -45,6 +45,10 @@ class GpuPool:
     # environment NCCL needs to use them, which every team namespace gets as the ConfigMap nccl_config_map(name).
     fabric_devices: Mapping[str, int] = field(default_factory=dict)
     fabric_env: Mapping[str, str] = field(default_factory=dict)
+    # The huge pages the fabric's userspace allocates from, which each node reserves at boot (EFA on EKS): what
+    # a whole-node pod asks for in requests and limits alike ({"hugepages-2Mi": "42240Mi"}), since a container
+    # that asks for none may use none of them.
+    huge_pages: Mapping[str, str] = field(default_factory=dict)
     # The annotations a whole-node pod sets to attach to the fabric's NICs (GKE multi-networking's
     # networking.gke.io/interfaces), where the cloud attaches them per pod rather than as device resources.
     fabric_annotations: Mapping[str, str] = field(default_factory=dict)
@@ -80,6 +84,8 @@ class GpuPool:
             "taints": [str(t) for t in self.taints],
             "multiNode": self.multi_node,
             "fabricDevices": dict(self.fabric_devices),
+            # The huge pages such a pod asks for (requests equal to limits), beside some memory of its own.
+            "hugePages": dict(self.huge_pages),
             # The ConfigMap of NCCL settings in every team namespace that a pod takes with envFrom.
             "ncclConfigMap": nccl_config_map(self.name) if self.fabric_env else None,
             # Its data, which a team stack's namespaces get from the platform stack's outputs.

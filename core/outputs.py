@@ -67,6 +67,8 @@ class PoolOutput:
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
     fabric: str = ""
     fabric_pod: Mapping[str, Any] = field(default_factory=dict)
+    # The huge pages each node reserves for the fabric, which a whole-node pod asks for (requests equal limits).
+    huge_pages: Mapping[str, str] = field(default_factory=dict)
 
     @staticmethod
     def read(pool: Mapping[str, Any]) -> PoolOutput:
@@ -78,7 +80,8 @@ class PoolOutput:
                           {str(k): int(v) for k, v in (pool.get("fabricDevices") or {}).items()},
                           {str(k): str(v) for k, v in (pool.get("ncclEnv") or {}).items()},
                           {str(k): str(v) for k, v in (pool.get("podAnnotations") or {}).items()},
-                          str(pool.get("fabric") or ""), pool.get("fabricPod") or {})
+                          str(pool.get("fabric") or ""), pool.get("fabricPod") or {},
+                          {str(k): str(v) for k, v in (pool.get("hugePages") or {}).items()})
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,9 @@ ML_PRIORITY_CLASSES = (
 EFA_LABEL = "mlplatform.io/efa"
 # The EFA interfaces AWS's EFA device plugin advertises on a node, and a pod asks for.
 EFA_RESOURCE = "vpc.amazonaws.com/efa"
+# The 2 MiB huge pages a node reserves and advertises (the kubelet reports each pre-allocated size so), and a pod
+# asks for in requests and limits alike.
+HUGE_PAGE_RESOURCE = "hugepages-2Mi"
 
 # The labels of Prometheus's own pods, which the Prometheus operator sets (kube-prometheus-stack selects them so
 # for its Service and PodDisruptionBudget): in the monitoring namespace, only Prometheus scrapes team pods.

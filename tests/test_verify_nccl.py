@@ -53,7 +53,7 @@ SOCKET_RUN = P5_RUN.replace("Using network Libfabric", "Using network Socket").r
 
 H100 = {"name": "h100", "accelerator": "nvidia-h100-80gb", "gpusPerNode": 8, "minNodes": 0, "maxNodes": 4,
         "labels": {"mlplatform.io/pool": "h100"}, "taints": ["nvidia.com/gpu=present:NoSchedule"],
-        "multiNode": True, "fabricDevices": {"vpc.amazonaws.com/efa": 32},
+        "multiNode": True, "fabricDevices": {"vpc.amazonaws.com/efa": 32}, "hugePages": {"hugepages-2Mi": "42240Mi"},
         "ncclEnv": {"FI_PROVIDER": "efa", "NCCL_PROTO": "simple", "FI_EFA_USE_DEVICE_RDMA": "1"}}
 LEVELS = ("example.com/block", "example.com/rack", "kubernetes.io/hostname")
 
@@ -87,7 +87,8 @@ def test_the_objects_pass_the_strict_schemas_and_take_whole_nodes_with_the_pools
     assert (job["kind"], job["spec"]["completions"], job["spec"]["parallelism"]) == ("Job", 2, 2)
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert container["resources"]["limits"] | {"memory": "-"} == {"nvidia.com/gpu": "8",
-                                                                  "vpc.amazonaws.com/efa": "32", "memory": "-"}
+                                                                  "vpc.amazonaws.com/efa": "32",
+                                                                  "hugepages-2Mi": "42240Mi", "memory": "-"}
     assert container["image"].startswith("public.ecr.aws/hpc-cloud/nccl-tests:") and "@" not in container["image"]
     env = next(o for o in objects if o["kind"] == "ConfigMap")
     assert env["data"] == H100["ncclEnv"]
@@ -98,6 +99,21 @@ def test_the_objects_pass_the_strict_schemas_and_take_whole_nodes_with_the_pools
     assert "-np 16" in script and "/opt/nccl-tests/build/all_reduce_perf -b 1G -e 8G" in script
     assert job["spec"]["template"]["spec"]["subdomain"] == next(o for o in objects if o["kind"] == "Service")[
         "metadata"]["name"]
+
+
+def test_on_eks_the_pods_ask_for_the_huge_pages_their_nodes_reserve(prod):
+    # From the prod stack's own output, as `make verify` reads it: the pool's hugePages, which the pods take in
+    # requests and limits alike, are what the pool's EC2NodeClass userData reserves at boot (`want=<pages>`).
+    import re
+    (pool,) = [PoolOutput.read(p) for p in prod.outputs["gpuPools"] if p.get("multiNode")]
+    (node_class,) = [r.inputs["spec"] for r in prod.resources if r.inputs.get("kind") == "EC2NodeClass"
+                     and r.inputs["metadata"]["name"] == pool.name]
+    reserved = int(re.search(r"^want=(\d+)$", node_class["userData"], re.MULTILINE).group(1))  # type: ignore[union-attr]
+    (container,) = manifests(pool, "a1b2c3", "pub", "key", ("kubernetes.io/hostname",))[-1]["spec"]["template"][
+        "spec"]["containers"]
+    resources = container["resources"]
+    assert resources["requests"]["hugepages-2Mi"] == resources["limits"]["hugepages-2Mi"] == f"{reserved * 2}Mi"
+    assert reserved == 192 * 110  # p5.48xlarge
 
 
 def test_the_pods_are_what_the_gang_policies_admit_in_a_team_namespace(policies):  # noqa: F811 (fixture)

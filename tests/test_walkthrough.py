@@ -1,6 +1,6 @@
 """docs/multi-node.md's walkthrough stays true: its JobSet, read from the page, is a valid JobSet of the pinned
 CRD that the policies of an EKS stack with that pool admit in the team's namespace, taking what the stack says
-a whole node of the pool is (GPUs, EFA interfaces, the nccl-<pool> ConfigMap, a topology level), with a
+a whole node of the pool is (GPUs, EFA interfaces, huge pages, the nccl-<pool> ConfigMap, a topology level), with a
 rendezvous address JobSet really gives rank 0; and its bandwidth table is verify/nccl.py's FLOORS."""
 
 from __future__ import annotations
@@ -82,7 +82,13 @@ def test_the_walkthrough_takes_what_the_stack_says_a_whole_node_is(eks):
     (pool,) = [p for p in eks.outputs["gpuPools"] if p["name"] == "h100"]
     template = _template(walkthrough_jobset())
     (container,) = template["spec"]["containers"]
-    assert container["resources"]["limits"] == {"nvidia.com/gpu": pool["gpusPerNode"], **pool["fabricDevices"]}
+    limits = container["resources"]["limits"]
+    # Every GPU, EFA interface and huge page of the node (requests default to limits: huge pages' must equal
+    # them), and memory of its own, without which Kubernetes refuses a container's huge pages.
+    assert {r: v for r, v in limits.items() if r != "memory"} == {"nvidia.com/gpu": pool["gpusPerNode"],
+                                                                  **pool["fabricDevices"], **pool["hugePages"]}
+    assert pool["hugePages"] == {"hugepages-2Mi": "42240Mi"} and "memory" in limits
+    assert "requests" not in container["resources"]
     assert container["envFrom"] == [{"configMapRef": {"name": pool["ncclConfigMap"]}}]
     # That ConfigMap is in the team's namespace.
     assert [r.inputs["metadata"]["name"] for r in eks.resources if r.inputs.get("kind") == "ConfigMap"

@@ -1,10 +1,10 @@
 """`make verify`'s NCCL check: a two-node all-reduce (nccl-tests' all_reduce_perf under Open MPI) per multi-node
 pool, judged against a bus-bandwidth floor per instance type.
 
-Two whole-node pods of an indexed Job, each with every GPU and fabric device of its node and the pool's NCCL
-environment (the same `nccl-<pool>` ConfigMap team namespaces get); on GKE's GPUDirect pools also what a team's
-pod there carries, from the pool's outputs (the GPU NICs' annotations, the plugin's daemon sidecar, its volumes
-and mounts), and Google's test image for the plugin. Pod 0 starts mpirun, which reaches pod 1
+Two whole-node pods of an indexed Job, each with every GPU, fabric device and huge page of its node and the pool's
+NCCL environment (the same `nccl-<pool>` ConfigMap team namespaces get); on GKE's GPUDirect pools also what a
+team's pod there carries, from the pool's outputs (the GPU NICs' annotations, the plugin's daemon sidecar, its
+volumes and mounts), and Google's test image for the plugin. Pod 0 starts mpirun, which reaches pod 1
 by ssh through the Job's headless Service, as MPI-operator launchers do; a key pair made for the run is all the
 two share. An indexed Job rather than a JobSet: the check runs outside Kueue (like the GPU probe, in a namespace
 of verify's own, so a full cluster's queues never hold it back), where a JobSet adds nothing a Job lacks, and
@@ -234,8 +234,10 @@ def manifests(pool: PoolOutput, run_id: str, public_key: str, private_key: str,
          "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
                   "selector": {"batch.kubernetes.io/job-name": job}, "ports": [{"name": "ssh", "port": 22}]}},
     ]
+    # The node's huge pages too (the pool's hugePages, EFA's bounce buffers), as a team's whole-node pod takes
+    # them: a container asking for none gets a hugetlb limit of 0, and libfabric would run without them.
     limits = {GPU_RESOURCE: str(pool.gpus_per_node), **{k: str(v) for k, v in pool.fabric_devices.items()},
-              "memory": "64Gi"}
+              **pool.huge_pages, "memory": "64Gi"}
     # What Kueue's topology-aware admission would need of a team's job (the gang policies: whole nodes, a level
     # named): inert in this namespace, which Kueue does not manage, but the pods are written as a team's are.
     annotations = {REQUIRED_TOPOLOGY: topology_levels[-2]} if len(topology_levels) >= 2 else {}

@@ -106,7 +106,8 @@ def eks_gpu_pools(spec: EksClusterConfig) -> tuple[GpuPool, ...]:
         # and what a whole-node pod asks for and sets to use the fabric.
         pools.append(replace(gpu_pool, labels={**gpu_pool.labels, EFA_LABEL: "true"},
                              fabric_devices={EFA_RESOURCE: pool.shape.efa_interfaces},
-                             fabric_env=pool.nccl_env()) if pool.efa else gpu_pool)
+                             fabric_env=pool.nccl_env(), huge_pages=pool.huge_page_request())
+                      if pool.efa else gpu_pool)
     return tuple(pools)
 
 
@@ -346,7 +347,7 @@ class EksCluster(pulumi.ComponentResource):
             # KubeProxyConfiguration): of the control plane, only CoreDNS (:9153) can be scraped.
             capabilities=Capabilities(gpu_drivers=True, device_plugin=False, physical_gpus=True,
                                       persistent_volumes=True, scrapeable=frozenset({"coredns"}),
-                                      # Its GPU nodes' toolkit is set to match (karpenter.GPU_NODE_USER_DATA).
+                                      # Its GPU nodes' toolkit is set to match (karpenter.gpu_node_user_data).
                                       gpu_device_list_strategy="volume-mounts"),
             gpu_pools=gpu_pools,
             # The managed node group's minNodes, and Karpenter's nodes up to maxNodes (karpenter.py).

@@ -17,6 +17,7 @@ from core.fields import (Cidr, DnsLabel, GpuPools, GpuSharing, InstanceType, Kub
                          unique_items,
                          unique_names)
 from core.gpus import GPU_MODELS, GpuModel
+from core.vocabulary import HUGE_PAGE_RESOURCE
 
 if TYPE_CHECKING:
     from core.handle import ClusterHandle
@@ -32,6 +33,8 @@ class GpuInstance:
     efa_interfaces: int
     # NVMe instance-store disks, which Karpenter can stripe (RAID0) for images and scratch data.
     local_nvme: bool
+    # vCPUs (EC2's DefaultVCpus): what libfabric's EFA provider sizes its huge-page bounce buffers by.
+    vcpus: int
 
     @property
     def model(self) -> GpuModel:
@@ -42,6 +45,19 @@ class GpuInstance:
         return self.efa_interfaces > 0
 
     @property
+    def efa_huge_pages(self) -> int:
+        """The 2 MiB huge pages an EFA node reserves at boot (0 without EFA): libfabric's EFA provider allocates
+        its bounce buffers (two packet pools, 110 MB per endpoint) from huge pages when the node has them (ofiwg/
+        libfabric prov/efa/docs/overview.md, as bottlerocket-os/bottlerocket-core-kit issue #140 quotes it;
+        FI_EFA_USE_HUGE_PAGE in fi_efa(7), libfabric PR #9608), and Open MPI opens two endpoints per core. AWS's
+        EFA installer reserves 110 MiB x 2 x vCPUs of them at every boot of a node with an EFA device (efa-config
+        1.15 of aws-efa-installer 1.24.1: efa-config.service runs /opt/amazon/bin/efa-hugepages-reserve.sh, which
+        sets vCPUs x 110 pages of 2 MiB, plus one for rounding, never fewer than already reserved), and Bottlerocket
+        the same without the extra page (bottlerocket-core-kit PR #141, corndog's compute_hugepages_for_efa,
+        HUGEPAGES_2MB_PER_CORE = 110 per logical CPU)."""
+        return self.vcpus * EFA_HUGE_PAGES_PER_VCPU if self.efa else 0
+
+    @property
     def gpudirect_rdma(self) -> bool:
         """Whether EFA moves GPU memory directly (GPUDirect RDMA): on p4 and p5 only, of the GPU types known here
         (aws/aws-ofi-nccl v1.21.1, doc/efa-env-var.md, "Sample Presets": "only p4 and p5 instances support both
@@ -49,10 +65,23 @@ class GpuInstance:
         return self.efa and self.instance_type.startswith("p")
 
 
+# 2 MiB huge pages per vCPU an EFA node reserves (GpuInstance.efa_huge_pages): 110 MB per libfabric endpoint,
+# two endpoints per core, in pages of 2 MiB.
+EFA_HUGE_PAGES_PER_VCPU = 110
+HUGE_PAGE_MIB = 2
+
+# vCPUs per size, the same in every GPU family here (aws/karpenter-provider-aws v1.14.1,
+# website/content/en/docs/reference/instance-types.md, karpenter.k8s.aws/instance-cpu, generated from EC2's
+# DescribeInstanceTypes; p3, retired from that page, from the same repository's v1.0/reference/instance-types.md).
+# The one metal size here is g4dn.metal's.
+_VCPUS = {"xlarge": 4, "2xlarge": 8, "4xlarge": 16, "8xlarge": 32, "12xlarge": 48, "16xlarge": 64, "24xlarge": 96,
+          "48xlarge": 192, "metal": 96}
+
+
 def _family(accelerator: str, sizes: dict[str, int], family: str, *, efa: dict[str, int],
             local_nvme: bool = True) -> dict[str, GpuInstance]:
     return {f"{family}.{size}": GpuInstance(f"{family}.{size}", accelerator, gpus, efa_interfaces=efa.get(size, 0),
-                                            local_nvme=local_nvme)
+                                            local_nvme=local_nvme, vcpus=_VCPUS[size])
             for size, gpus in sizes.items()}
 
 
@@ -62,7 +91,8 @@ def _family(accelerator: str, sizes: dict[str, int], family: str, *, efa: dict[s
 # p4d/p4de four; p5 and p5e thirty-two; p5en sixteen (its 400 Gb/s cards are twice p5's).
 _G_EFA = {"8xlarge": 1, "12xlarge": 1, "16xlarge": 1, "24xlarge": 1, "48xlarge": 1, "metal": 1}
 
-# EC2 instance types with NVIDIA GPUs: instance type -> GPU model, GPUs per instance, EFA interfaces, instance store.
+# EC2 instance types with NVIDIA GPUs: instance type -> GPU model, GPUs per instance, EFA interfaces, instance store,
+# vCPUs (and from those, the huge pages an EFA node reserves).
 GPU_INSTANCES: dict[str, GpuInstance] = {
     **_family("nvidia-tesla-t4", {"xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1,
                                   "12xlarge": 4, "metal": 8}, "g4dn", efa=_G_EFA),
@@ -278,6 +308,12 @@ class EksGpuPool(Model):
             raise ValueError(f"efa: {', '.join(self.instance_types)} have {' or '.join(map(str, sorted(counts)))} "
                              "EFA interfaces; an EFA pool has one count, which its whole-node pods ask for: split "
                              "them into pools")
+        if self.efa and len(pages := {GPU_INSTANCES[t].efa_huge_pages for t in self.instance_types}) > 1:
+            # Its nodes reserve huge pages by their vCPUs, and a whole-node pod asks for all of them: one count.
+            vcpus = sorted({GPU_INSTANCES[t].vcpus for t in self.instance_types})
+            raise ValueError(f"efa: {', '.join(self.instance_types)} have {' or '.join(map(str, vcpus))} vCPUs, "
+                             f"so their nodes reserve {' or '.join(map(str, sorted(pages)))} huge pages for EFA; an "
+                             "EFA pool has one count, which its whole-node pods ask for: split them into pools")
         if self.multi_node:
             check_multi_node(self.sharing, self.max_nodes)
         return self
@@ -291,6 +327,16 @@ class EksGpuPool(Model):
             return {}
         return {"FI_PROVIDER": "efa", "NCCL_PROTO": "simple",
                 **({"FI_EFA_USE_DEVICE_RDMA": "1"} if self.shape.gpudirect_rdma else {})}
+
+    @property
+    def huge_pages(self) -> int:
+        """The 2 MiB huge pages each node of the pool reserves for EFA at boot (0 outside EFA pools)."""
+        return self.shape.efa_huge_pages if self.efa else 0
+
+    def huge_page_request(self) -> dict[str, str]:
+        """What a whole-node pod asks for of them, in requests and limits alike (Kubernetes requires huge-page
+        requests to equal limits): every page of the node, else its hugetlb limit leaves libfabric none."""
+        return {HUGE_PAGE_RESOURCE: f"{self.huge_pages * HUGE_PAGE_MIB}Mi"} if self.huge_pages else {}
 
     @property
     def multi_node(self) -> bool:

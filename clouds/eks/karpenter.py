@@ -125,15 +125,62 @@ class KarpenterPool:
     user_data: str | None = None
     # EFA pools: the one zone of their nodes and cluster placement group.
     zone: str | None = None
+    # What the nodes advertise beyond what EC2 says of the instance type (an EFA pool's huge pages), for
+    # Karpenter's launch decisions (a NodeOverlay of the pool).
+    extra_capacity: tuple[tuple[str, str], ...] = ()
 
 
 # The GPU nodes' NVIDIA container toolkit reads the GPUs a container gets from the device plugin's mounts
 # (the plugin's `volume-mounts` strategy, Capabilities.gpu_device_list_strategy) and ignores
 # NVIDIA_VISIBLE_DEVICES in unprivileged containers, so that no pod sees GPUs it was not given. The accelerated
 # AL2023 AMI ships the toolkit with both settings at their defaults (off, on); `nvidia-ctk config --set` rewrites
-# its /etc/nvidia-container-runtime/config.toml, which the runtime reads at each container's creation. A shell
-# part of a MIME archive, which Karpenter merges with its NodeConfig for AL2023 and cloud-init runs at boot.
-GPU_NODE_USER_DATA = """MIME-Version: 1.0
+# its /etc/nvidia-container-runtime/config.toml, which the runtime reads at each container's creation.
+_NVIDIA_TOOLKIT = """nvidia-ctk config --in-place \\
+  --set accept-nvidia-visible-devices-as-volume-mounts=true \\
+  --set accept-nvidia-visible-devices-envvar-when-unprivileged=false
+"""
+
+# Where Karpenter keeps an EFA pool's huge pages (HUGE_PAGE_RESOURCE) in its launch decisions: it launches a node
+# only for what an instance type advertises, and EC2 advertises no huge pages (aws/karpenter-provider-aws issue
+# #3315: "no instance type satisfied resources" for a pod asking for hugepages-2Mi). A NodeOverlay adds them to
+# the pool's instance types (Karpenter v1.14, "NodeOverlays", an alpha API behind the nodeOverlay feature gate;
+# its own e2e suite pairs such an overlay with userData reserving the pages). Karpenter still counts the node's
+# memory whole, though the kubelet takes the reserved pages out of it: a pod asking for nearly all of a node's
+# memory could be planned onto a node it then does not fit; whole-node pods ask for far less.
+NODE_OVERLAY_API = "karpenter.sh/v1alpha1"
+
+
+def _huge_page_reservation(pages: int) -> str:
+    """At least `pages` 2 MiB pages (vm.nr_hugepages: the default huge page size is 2 MiB on x86_64, the only
+    architecture the pools take), never fewer than the AMI reserved: the EFA installer's efa-config.service,
+    where the AMI has it, reserves vCPUs x 110 + 1 at every boot, before this runs (amazon-eks-ami's AL2023
+    install-efa.sh runs `efa_installer.sh --minimal`, whose minimal mode skips libfabric, Open MPI and
+    efa-profile but not efa-config in aws-efa-installer 1.24.1; the AMI takes the latest installer, so this does
+    not rely on it). A reservation raised here is also written for systemd-sysctl,
+    so that a reboot keeps it. Reserved at boot, while memory is not yet fragmented: the kernel may hand out fewer
+    than asked later, and the kubelet advertises what it finds when nodeadm starts it, after this."""
+    return f"""want={pages}
+have=$(sysctl -n vm.nr_hugepages)
+if [ "$have" -lt "$want" ]; then
+  sysctl -qw vm.nr_hugepages="$want"
+  echo "vm.nr_hugepages = $want" > /etc/sysctl.d/90-mlplatform-efa-hugepages.conf
+fi
+have=$(sysctl -n vm.nr_hugepages)
+if [ "$have" -lt "$want" ]; then
+  echo "mlplatform: $have of $want 2 MiB huge pages reserved for EFA; whole-node pods will not fit" >&2
+fi
+"""
+
+
+def gpu_node_user_data(huge_pages: int = 0) -> str:
+    """A GPU pool's EC2NodeClass userData: a shell part of a MIME archive, which Karpenter merges with its
+    NodeConfig for AL2023 and cloud-init runs at first boot, in cloud-final.service; nodeadm-run.service, which
+    starts the kubelet, runs after it (amazon-eks-ami, templates/al2023/runtime/rootfs/etc/systemd/system/
+    nodeadm-run.service: After=nodeadm-config.service cloud-final.service). An EFA pool's nodes reserve their
+    huge pages there too (EksGpuPool.huge_pages, from the instance type's vCPUs)."""
+    script = "\n".join(part for part in (_huge_page_reservation(huge_pages) if huge_pages else "",
+                                          _NVIDIA_TOOLKIT) if part)
+    return f"""MIME-Version: 1.0
 Content-Type: multipart/mixed; boundary="MLPLATFORM"
 
 --MLPLATFORM
@@ -141,10 +188,7 @@ Content-Type: text/x-shellscript; charset="us-ascii"
 
 #!/bin/bash
 set -euo pipefail
-nvidia-ctk config --in-place \\
-  --set accept-nvidia-visible-devices-as-volume-mounts=true \\
-  --set accept-nvidia-visible-devices-envvar-when-unprivileged=false
-
+{script}
 --MLPLATFORM--
 """
 
@@ -176,8 +220,12 @@ def gpu_karpenter_pool(spec: EksClusterConfig, pool: EksGpuPool, gpu_pool: GpuPo
         disk_size_gib=SYSTEM_DISK_GIB if pool.instance_store else pool.disk_size_gib,
         instance_store=pool.instance_store,
         capacity_reservation_ids=tuple(pool.capacity_reservation_ids),
-        user_data=GPU_NODE_USER_DATA,
-        zone=pool.efa_zone(spec.availability_zones) if pool.efa else None)
+        # An EFA pool's nodes reserve huge pages too. A new userData (as when this reservation first came, or a
+        # pool's count changes) drifts the pool's nodes: Karpenter replaces them, one at a time by the budget
+        # above, as it does for a new AMI.
+        user_data=gpu_node_user_data(pool.huge_pages),
+        zone=pool.efa_zone(spec.availability_zones) if pool.efa else None,
+        extra_capacity=tuple(pool.huge_page_request().items()))
 
 
 def system_overflow_pool(spec: EksClusterConfig) -> KarpenterPool | None:
@@ -233,6 +281,17 @@ def node_class(spec: EksClusterConfig, pool: KarpenterPool, *, node_role: pulumi
         **({"userData": pool.user_data} if pool.user_data else {}),
         # By name (or ID): Karpenter v1.14's placementGroupSelector.
         **({"placementGroupSelector": {"name": placement_group}} if placement_group is not None else {}),
+    }
+
+
+def node_overlay(pool: KarpenterPool) -> dict[str, Any]:
+    """The capacity a pool's nodes have beyond EC2's description, on the pool's own instance types only (the
+    same type in another pool reserves nothing)."""
+    return {
+        "requirements": [{"key": "karpenter.sh/nodepool", "operator": "In", "values": [pool.name]},
+                         {"key": "node.kubernetes.io/instance-type", "operator": "In",
+                          "values": list(pool.instance_types)}],
+        "capacity": dict(pool.extra_capacity),
     }
 
 
@@ -319,6 +378,8 @@ class Karpenter(pulumi.ComponentResource):
                 referenced_security_group_id=security_group, ip_protocol="-1",
                 description="EFA between nodes of the cluster", opts=child))
 
+        pools = [gpu_karpenter_pool(spec, pool, gpu_pool)
+                 for pool, gpu_pool in zip(spec.gpu_pools, gpu_pools, strict=True)]
         on_cluster = pulumi.ResourceOptions(parent=self, provider=k8s_provider)
         crds = helm_release(f"{name}-crds", chart=KARPENTER_CRD, namespace=NAMESPACE, release_name="karpenter-crd",
                             values={}, opts=on_cluster)
@@ -329,8 +390,11 @@ class Karpenter(pulumi.ComponentResource):
                 # Node repair (alpha, off in the chart): a node NotReady for 30 minutes, or with a condition a
                 # node health agent sets (AcceleratedHardwareReady=False for 10: a GPU's XID faults), is
                 # replaced instead of holding its pods and its price (Karpenter v1.14, "Node Auto Repair").
+                # NodeOverlays (alpha, off in the chart) where an EFA pool's huge pages need one (node_overlay).
                 "settings": {"clusterName": spec.name, "interruptionQueue": queue.name,
-                             "featureGates": {"nodeRepair": True}},
+                             "featureGates": {"nodeRepair": True,
+                                              **({"nodeOverlay": True} if any(p.extra_capacity for p in pools)
+                                                 else {})}},
                 "serviceAccount": {"name": SERVICE_ACCOUNT},
                 # On the system pool's node group: the chart's default affinity (karpenter.sh/nodepool
                 # DoesNotExist, kept) keeps it off the system nodes it adds itself.
@@ -341,8 +405,6 @@ class Karpenter(pulumi.ComponentResource):
         )
         karpenter_up = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(
             depends_on=[crds, release, *rights]))
-        pools = [gpu_karpenter_pool(spec, pool, gpu_pool)
-                 for pool, gpu_pool in zip(spec.gpu_pools, gpu_pools, strict=True)]
         overflow = system_overflow_pool(spec)
         for pool in [*pools, *([overflow] if overflow else []), cpu_pool(spec)]:
             placement_group = None
@@ -366,6 +428,10 @@ class Karpenter(pulumi.ComponentResource):
                 f"{name}-{pool.name}-node-pool", api_version="karpenter.sh/v1", kind="NodePool",
                 metadata=ObjectMetaArgs(name=pool.name), spec=node_pool(pool),
                 opts=pulumi.ResourceOptions.merge(karpenter_up, pulumi.ResourceOptions(depends_on=[ec2_class])))
+            if pool.extra_capacity:
+                k8s.apiextensions.CustomResource(
+                    f"{name}-{pool.name}-node-overlay", api_version=NODE_OVERLAY_API, kind="NodeOverlay",
+                    metadata=ObjectMetaArgs(name=pool.name), spec=node_overlay(pool), opts=karpenter_up)
         if any(pool.efa for pool in spec.gpu_pools):
             # Karpenter attaches EFA interfaces to an instance it launches for a pod that requests
             # vpc.amazonaws.com/efa (EKS User Guide, "Manage EFA devices"); this plugin advertises them.

@@ -553,6 +553,11 @@ def test_existing_subnets_are_tagged_for_load_balancers_and_taken_by_id_not_by_a
     ({"gpuPools": [{"name": "x", "instanceTypes": ["p5e.48xlarge", "p5en.48xlarge"], "maxNodes": 2, "efa": True}]},
      "mlplatform:cluster.gpuPools[0]: efa: p5e.48xlarge, p5en.48xlarge have 16 or 32 EFA interfaces; an EFA pool "
      "has one count"),
+    # g5.12xlarge and g5.24xlarge both carry 4 A10Gs and one EFA interface, but 48 and 96 vCPUs: their nodes
+    # reserve different huge pages, and a whole-node pod asks for one count.
+    ({"gpuPools": [{"name": "x", "instanceTypes": ["g5.12xlarge", "g5.24xlarge"], "maxNodes": 2, "efa": True}]},
+     "mlplatform:cluster.gpuPools[0]: efa: g5.12xlarge, g5.24xlarge have 48 or 96 vCPUs, so their nodes reserve "
+     "5280 or 10560 huge pages for EFA; an EFA pool has one count"),
     ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "capacityTypes": ["reserved"]}]},
      "mlplatform:cluster.gpuPools[0]: capacityTypes 'reserved' and capacityReservationIds go together"),
     ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 1, "capacityReservationIds": ["r1"]}]},
@@ -611,6 +616,20 @@ def test_each_instance_type_knows_its_efa_interfaces_and_whether_they_carry_gpu_
     from clouds.eks.config import GPU_INSTANCES
     instance = GPU_INSTANCES[instance_type]
     assert (instance.efa_interfaces, instance.efa, instance.gpudirect_rdma) == (interfaces, interfaces > 0, rdma)
+
+
+# vCPUs as Karpenter v1.14.1 gives each type (website/content/en/docs/reference/instance-types.md,
+# karpenter.k8s.aws/instance-cpu; p3 from its v1.0 page), and the 2 MiB huge pages an EFA node reserves: 110 per vCPU.
+@pytest.mark.parametrize(("instance_type", "vcpus", "huge_pages"), [
+    ("p5.48xlarge", 192, 21120), ("p5e.48xlarge", 192, 21120), ("p5en.48xlarge", 192, 21120),
+    ("p4d.24xlarge", 96, 10560), ("p4de.24xlarge", 96, 10560), ("g6e.48xlarge", 192, 21120),
+    ("g6e.24xlarge", 96, 10560), ("g5.12xlarge", 48, 5280), ("g6.8xlarge", 32, 3520), ("g4dn.metal", 96, 10560),
+    ("g4dn.16xlarge", 64, 7040), ("g5.4xlarge", 16, 0), ("p3.16xlarge", 64, 0), ("p3.2xlarge", 8, 0),
+])
+def test_each_instance_type_knows_its_vcpus_and_the_huge_pages_efa_reserves_on_it(instance_type, vcpus, huge_pages):
+    from clouds.eks.config import GPU_INSTANCES
+    instance = GPU_INSTANCES[instance_type]
+    assert (instance.vcpus, instance.efa_huge_pages) == (vcpus, huge_pages)
 
 
 def test_system_nodes_carry_the_cost_tags_the_gpu_pools_do(dev):

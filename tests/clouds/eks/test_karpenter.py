@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from clouds.eks.config import GPU_INSTANCES
 from clouds.eks.karpenter_iam import controller_policy, queue_policy
 from synth import engine
 from synth.engine import Resource, Synthesis
@@ -426,3 +427,92 @@ def test_the_system_pool_s_karpenter_nodes_run_the_node_group_s_ami_release(dev)
 def test_a_system_pool_of_fixed_size_has_no_karpenter_overflow(eks_options):
     assert not any(r.inputs.get("kind") == "NodePool" and r.inputs["metadata"]["name"] == "system"
                    for r in eks_options.resources)
+
+
+# ---- huge pages on EFA nodes ------------------------------------------------------------------------------------
+
+def efa_pool(instance_type: str) -> tuple[Any, Any]:
+    """An EFA pool of one instance type: its handle (what it exports) and its Karpenter pool (what its nodes run)."""
+    from clouds.eks.cluster import eks_gpu_pools
+    from clouds.eks.config import EksClusterConfig
+    from clouds.eks.karpenter import gpu_karpenter_pool
+    spec = EksClusterConfig.model_validate(aws_cluster(gpuPools=[
+        {"name": "fabric", "instanceTypes": [instance_type], "maxNodes": 2, "efa": True}]))
+    (gpu_pool,) = eks_gpu_pools(spec)
+    return gpu_pool, gpu_karpenter_pool(spec, spec.gpu_pools[0], gpu_pool)
+
+
+def boot(user_data: str, tmp_path: Any, nr_hugepages: int) -> tuple[int, str]:
+    """Runs the shell part of a node's userData as cloud-init would, against a fake sysctl whose vm.nr_hugepages
+    starts at `nr_hugepages` (what the AMI reserved): the reservation it ends with, and what it keeps for a reboot."""
+    import subprocess
+    script = user_data.split('Content-Type: text/x-shellscript; charset="us-ascii"\n\n', 1)[1]
+    script = script.split("\n--MLPLATFORM--", 1)[0].replace("/etc/sysctl.d/", f"{tmp_path}/")
+    state, kept = tmp_path / "nr_hugepages", tmp_path / "90-mlplatform-efa-hugepages.conf"
+    state.write_text(str(nr_hugepages))
+    kept.unlink(missing_ok=True)
+    fakes = (f'sysctl() {{ if [ "$1" = -n ]; then cat {state}; else echo "${{2#*=}}" > {state}; fi; }}\n'
+             "nvidia-ctk() { :; }\n")
+    subprocess.run(["bash", "-c", fakes + script.removeprefix("#!/bin/bash\n")], check=True, capture_output=True)
+    return int(state.read_text()), kept.read_text() if kept.exists() else ""
+
+
+EFA_TYPES = sorted(name for name, instance in GPU_INSTANCES.items() if instance.efa)
+
+
+@pytest.mark.parametrize("instance_type", EFA_TYPES)
+def test_efa_nodes_reserve_the_tables_huge_pages_and_whole_node_pods_ask_for_all_of_them(instance_type, tmp_path):
+    # 110 pages of 2 MiB per vCPU (AWS's EFA installer, efa-config: 110 MB per libfabric endpoint, two per core),
+    # the vCPUs from the instance table, reserved at boot before nodeadm starts the kubelet, never fewer than the
+    # AMI already did; the pool exports them for a whole-node pod and tells Karpenter its nodes have them.
+    from clouds.eks.karpenter import node_overlay
+    pages = GPU_INSTANCES[instance_type].vcpus * 110
+    gpu_pool, pool = efa_pool(instance_type)
+    assert boot(pool.user_data, tmp_path, 0) == (pages, f"vm.nr_hugepages = {pages}\n")
+    assert boot(pool.user_data, tmp_path, pages + 1) == (pages + 1, "")  # the EFA installer's count, kept
+    assert "nvidia-ctk config --in-place" in pool.user_data
+    assert gpu_pool.describe()["hugePages"] == {"hugepages-2Mi": f"{pages * 2}Mi"}
+    assert node_overlay(pool) == {
+        "requirements": [{"key": "karpenter.sh/nodepool", "operator": "In", "values": ["fabric"]},
+                         {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": [instance_type]}],
+        "capacity": {"hugepages-2Mi": f"{pages * 2}Mi"}}
+
+
+def test_pools_without_efa_reserve_no_huge_pages_and_their_nodes_are_not_drifted(dev, prod):
+    # The userData of pools without EFA is what it was before huge pages (a changed one would replace their nodes).
+    before = ('MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="MLPLATFORM"\n\n--MLPLATFORM\n'
+              'Content-Type: text/x-shellscript; charset="us-ascii"\n\n#!/bin/bash\nset -euo pipefail\n'
+              "nvidia-ctk config --in-place \\\n  --set accept-nvidia-visible-devices-as-volume-mounts=true \\\n"
+              "  --set accept-nvidia-visible-devices-envvar-when-unprivileged=false\n\n--MLPLATFORM--\n")
+    _, classes = node_pools_and_classes(prod)
+    assert classes["a10g"]["userData"] == before and "nr_hugepages" in classes["h100"]["userData"]
+    for synthesis in (dev, prod):
+        described = {p["name"]: p for p in synthesis.outputs["gpuPools"]}
+        assert all(p["hugePages"] == {} for name, p in described.items() if name != "h100")
+    assert not any(r.inputs.get("kind") == "NodeOverlay" for r in dev.resources)
+    assert "nodeOverlay" not in releases(dev)["karpenter"].inputs["values"]["settings"]["featureGates"]
+
+
+def test_karpenter_launches_efa_nodes_for_pods_that_ask_for_their_huge_pages(prod):
+    # EC2 advertises no huge pages, and Karpenter launches a node only for what an instance type advertises
+    # (aws/karpenter-provider-aws issue #3315): a NodeOverlay per EFA pool adds them, under its alpha gate.
+    (overlay,) = [r for r in prod.resources if r.inputs.get("kind") == "NodeOverlay"]
+    assert overlay.inputs["apiVersion"] == "karpenter.sh/v1alpha1" and overlay.inputs["metadata"]["name"] == "h100"
+    assert overlay.inputs["spec"]["capacity"] == {"hugepages-2Mi": "42240Mi"}  # p5.48xlarge: 192 vCPUs x 110 x 2 MiB
+    assert releases(prod)["karpenter"].inputs["values"]["settings"]["featureGates"] == {"nodeRepair": True,
+                                                                                          "nodeOverlay": True}
+    # Made once Karpenter and its CRDs are, as the NodePools are.
+    node_pool = next(r for r in prod.resources if r.inputs.get("kind") == "NodePool"
+                     and r.inputs["metadata"]["name"] == "h100")
+    assert set(node_pool.depends_on) - {node_class.urn for node_class in prod.resources
+                                        if node_class.inputs.get("kind") == "EC2NodeClass"} <= set(overlay.depends_on)
+
+
+def test_karpenter_turns_node_overlays_on_in_its_1_14_1_chart():
+    from synth import render
+    if not render.charts_available():
+        pytest.skip(f"needs the charts in one of {render.chart_dirs()} (../shared/upstream/charts): absent")
+    karpenter = stack_rendering("prod").releases["karpenter"]
+    (deployment,) = [o for o in karpenter.objects if o["kind"] == "Deployment"]
+    env = {e["name"]: e.get("value") for c in deployment["spec"]["template"]["spec"]["containers"] for e in c["env"]}
+    assert {"NodeRepair=true", "NodeOverlay=true"} <= set(env["FEATURE_GATES"].split(",")), env["FEATURE_GATES"]
