@@ -486,11 +486,14 @@ def test_pools_without_efa_reserve_no_huge_pages_and_their_nodes_are_not_drifted
               "  --set accept-nvidia-visible-devices-envvar-when-unprivileged=false\n\n--MLPLATFORM--\n")
     _, classes = node_pools_and_classes(prod)
     assert classes["a10g"]["userData"] == before and "nr_hugepages" in classes["h100"]["userData"]
-    for synthesis in (dev, prod):
+    for synthesis, efa_pool in ((dev, "a100-efa"), (prod, "h100")):
         described = {p["name"]: p for p in synthesis.outputs["gpuPools"]}
-        assert all(p["hugePages"] == {} for name, p in described.items() if name != "h100")
-    assert not any(r.inputs.get("kind") == "NodeOverlay" for r in dev.resources)
-    assert "nodeOverlay" not in releases(dev)["karpenter"].inputs["values"]["settings"]["featureGates"]
+        assert described[efa_pool]["hugePages"]
+        assert all(p["hugePages"] == {} for name, p in described.items() if name != efa_pool)
+    # A stack without EFA pools gets no NodeOverlay, and Karpenter's alpha gate stays off.
+    plain = synth_with(cluster=aws_cluster())
+    assert not any(r.inputs.get("kind") == "NodeOverlay" for r in plain.resources)
+    assert "nodeOverlay" not in releases(plain)["karpenter"].inputs["values"]["settings"]["featureGates"]
 
 
 def test_karpenter_launches_efa_nodes_for_pods_that_ask_for_their_huge_pages(prod):
