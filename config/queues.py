@@ -45,6 +45,8 @@ class PoolShape:
     # Placed for multi-node jobs (Kueue admits them by topology), with at most this many nodes.
     multi_node: bool = False
     nodes: int = 0
+    # What its pods need of their node beyond Pod Security `baseline`, if anything (GKE's GPUDirect pools).
+    host_access: str = ""
 
 
 @dataclass(frozen=True)
@@ -199,5 +201,5 @@ def pool_shapes(cluster: GpuPools) -> list[PoolShape]:
         node_gpus = capacity // nodes if nodes else 0
         shapes.append(PoolShape(name=pool.name, capacity=capacity, node_gpus=min(node_gpus, 1) if shared else node_gpus,
                                 resource=resource, shared=shared, multi_node=getattr(pool, "multi_node", False),
-                                nodes=nodes))
+                                nodes=nodes, host_access=getattr(getattr(pool, "fabric", None), "host_access", "")))
     return shapes

@@ -116,6 +116,15 @@ class GpuFabric:
         return "RDMA" if self.kind == "rdma" else "NetDevice"
 
     @property
+    def host_access(self) -> str:
+        """What a pod on this fabric takes from its node beyond Pod Security `baseline` (Google's nccl-test
+        manifests at the pinned container-engine-accelerators commit, as clouds/gke/fabric.py builds them)."""
+        if self.kind == "rdma":
+            return "its pods mount the gIB NCCL plugin from the node (a hostPath volume)"
+        return ("its pods run the plugin's receive-datapath daemon, which mounts the node's /sys, /proc/sys and "
+                "NVIDIA libraries (hostPath volumes) and adds NET_ADMIN")
+
+    @property
     def mtu(self) -> int:
         """The MTU of its GPU NICs' VPCs: 8244 for TCPX and TCPXO (GKE, "Maximize GPU network bandwidth with
         GPUDirect and multi-networking", and cluster-toolkit 1047080's examples/gke-a3-megagpu, gpunets mtu),
