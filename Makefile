@@ -97,8 +97,8 @@ review: $(BIN)/.installed-synth
 
 ## Run the whole test suite.
 test: $(BIN)/.installed $(CHECKOV_VENV)/bin/checkov
-	@echo "Running the test suite (a minute or two; checkov's runs are cached afterwards)" >&2
-	$(BIN)/python -m pytest
+	@echo "Running the test suite on every core (a minute or two; checkov's runs are cached afterwards)" >&2
+	$(BIN)/python -m pytest -n auto
 
 POLICY_VENV := policies/venv
 

@@ -95,7 +95,11 @@ def run_checkov(objects: list[dict[str, Any]]) -> CheckovReport:
         document = json.loads(done.stdout)
         results = [document] if isinstance(document, dict) else document
         CACHE.mkdir(parents=True, exist_ok=True)
-        cached.write_text(json.dumps(results))
+        # Written aside and renamed into place: two runs at once (two shells, the test workers) never read the
+        # other's half-written file.
+        with tempfile.NamedTemporaryFile("w", dir=CACHE, prefix=f".{key}-", suffix=".json", delete=False) as aside:
+            aside.write(json.dumps(results))
+        os.replace(aside.name, cached)
     report = CheckovReport()
     for result in results:
         checks = result.get("results") or {}

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -22,6 +26,14 @@ from synth.render import stack_synthesis
 KIND = {"cloud": "kind"}
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, the type check first: its worker starts basedpyright then (about 40 s of one core) and
+    waits for it while the other worker runs tests, instead of the whole run waiting for it at the end. A serial
+    run starts it as it collects the file (tests/test_types.py) and keeps the order."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.nodeid.split("::")[0] != "tests/test_types.py")
+
+
 def cli_config(**keys: Any) -> dict[str, str]:
     """Stack config as the Pulumi CLI hands it to the program: `mlplatform:` keys, JSON text values."""
     return {f"mlplatform:{key}": json.dumps(value) if isinstance(value, (dict, list)) else str(value)
@@ -35,6 +47,27 @@ def team(name: str, gpus: int = 0, **extra: Any) -> dict[str, Any]:
 def synth_with(stack: str = "test", **keys: Any) -> Synthesis:
     """The platform program for a config given here instead of a stack file."""
     return synthesize(stack, config=cli_config(**keys))
+
+
+def stack_files(into: Path) -> Path:
+    """A project folder of the repo's Pulumi.yaml and stack files alone, for tests that add stack files of their
+    own: none lands beside the repo's, where other tests (another xdist worker's) list the stacks."""
+    into.mkdir(parents=True, exist_ok=True)
+    for path in PROJECT_DIR.glob("Pulumi*.yaml"):
+        shutil.copy(path, into / path.name)
+    return into
+
+
+def project_copy(into: Path) -> Path:
+    """A copy of the project's files (tracked, and untracked but not ignored), for running its commands in a
+    checkout of their own."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=PROJECT_DIR,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (PROJECT_DIR / name).is_file():
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(PROJECT_DIR / name, into / name)
+    return into
 
 
 def run_component(build: Callable[[], None]) -> Synthesis:

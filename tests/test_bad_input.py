@@ -2,16 +2,17 @@
 key path, what was found and what is valid; nothing is declared or written; valid unusual YAML keeps working.
 
 The end-to-end cases run synth.__main__.main, which is exactly what `python -m synth` runs, in-process (each
-stack file is written next to Pulumi.yaml, where a user puts it); two run it as a subprocess. The bulk tests the
-validators directly.
+stack file is written next to a copy of Pulumi.yaml and the repo's stack files, where a user puts it: a project
+folder of the test's own, so that other tests listing the repo's stacks never see it); two run it as a
+subprocess, in a copy of the project. The bulk tests the validators directly.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import uuid
@@ -29,10 +30,11 @@ from config.models import TeamStackConfig
 from core.quantity import parse_quantity
 from stacks import main as program
 from stacks.team import check_namespaces_free
-from synth import PROJECT_DIR, synthesize
+from synth import synthesize
+from synth.diff import inputs_environment
 from synth.engine import RecordingMonitor, run_program
 from synth.stackfile import read_stack_config
-from tests.conftest import cli_config, team
+from tests.conftest import cli_config, project_copy, stack_files, team
 
 KIND = "config:\n  mlplatform:cluster: {cloud: kind}\n"
 TEAM = "  mlplatform:teams:\n    - name: a\n      quota: {requests: {cpu: '1', memory: 1Gi}%s}\n"
@@ -47,29 +49,29 @@ RunSynth = Callable[..., tuple[int, str]]
 
 
 @pytest.fixture
-def run_synth(capsys: pytest.CaptureFixture[str]) -> Iterator[RunSynth]:
-    """Write Pulumi.<stack>.yaml beside Pulumi.yaml, run `python -m synth <stack>`'s main, and return its exit code
-    and stderr; check that a failed run wrote nothing under out/ and printed no traceback."""
-    written: list[Path] = []
+def run_synth(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+              tmp_path: Path) -> Iterator[RunSynth]:
+    """Write Pulumi.<stack>.yaml beside Pulumi.yaml (in a project folder of the test's own), run `python -m synth
+    <stack>`'s main there, and return its exit code and stderr; check that a failed run wrote nothing under out/
+    and printed no traceback."""
+    project = stack_files(tmp_path / "project")
+    # The project's folder, for the stack file and for out/<stack> (where a run writes unless told otherwise).
+    monkeypatch.setattr(entry.pipeline, "run", functools.partial(entry.pipeline.run, project_dir=project))
+    monkeypatch.setattr(entry, "PROJECT_DIR", project)
 
     def run(content: str | bytes, *args: str, stack: str | None = None) -> tuple[int, str]:
         stack = stack or f"zz-bad-{uuid.uuid4().hex[:8]}"
-        path = PROJECT_DIR / f"Pulumi.{stack}.yaml"
+        path = project / f"Pulumi.{stack}.yaml"
         path.write_bytes(content.encode() if isinstance(content, str) else content)
-        written.append(path)
         code = entry.main([stack, *args])
         stderr = capsys.readouterr().err
         if code == 2:
-            assert not (PROJECT_DIR / "out" / stack).exists()
+            assert not (project / "out" / stack).exists()
             assert "Traceback" not in stderr
             assert stderr.startswith("error: "), stderr
         return code, stderr
 
     yield run
-    for path in written:
-        path.unlink(missing_ok=True)
-        # A run that wrongly succeeded wrote its output where a user's run would.
-        shutil.rmtree(PROJECT_DIR / "out" / path.name[len("Pulumi."):-len(".yaml")], ignore_errors=True)
 
 
 def refused(run_synth: RunSynth, content: str | bytes, *fragments: str) -> str:
@@ -387,33 +389,27 @@ def test_valid_unusual_yaml_works_and_exits_cleanly(tmp_path):
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
     stack = f"zz-unusual-{uuid.uuid4().hex[:8]}"
-    path = PROJECT_DIR / f"Pulumi.{stack}.yaml"
-    path.write_bytes(b"\xef\xbb\xbf" + (UNUSUAL % kubeconfig).encode())
-    try:
-        result = subprocess.run([sys.executable, "-X", "dev", "-W", "ignore::DeprecationWarning", "-m", "synth",
-                                 stack, "--out", str(tmp_path / "out")], cwd=PROJECT_DIR, capture_output=True,
-                                text=True, check=False, env={**os.environ, "PYTHONASYNCIODEBUG": "0"})
-    finally:
-        path.unlink()
+    project = project_copy(tmp_path / "project")
+    (project / f"Pulumi.{stack}.yaml").write_bytes(b"\xef\xbb\xbf" + (UNUSUAL % kubeconfig).encode())
+    result = subprocess.run([sys.executable, "-X", "dev", "-W", "ignore::DeprecationWarning", "-m", "synth",
+                             stack, "--out", str(tmp_path / "out")], cwd=project, capture_output=True,
+                            text=True, check=False, env={**inputs_environment(), "PYTHONASYNCIODEBUG": "0"})
     assert result.returncode == 0, result.stderr
     assert "Exception ignored" not in result.stderr
     assert "unclosed event loop" not in result.stderr
     assert "research" in result.stdout and "inference" in result.stdout
 
 
-def test_bad_input_from_the_command_line_exits_2_with_one_message():
+def test_bad_input_from_the_command_line_exits_2_with_one_message(tmp_path):
     stack = f"zz-bad-{uuid.uuid4().hex[:8]}"
-    path = PROJECT_DIR / f"Pulumi.{stack}.yaml"
-    path.write_text(KIND + TEAM % ", gpus: true")
-    try:
-        result = subprocess.run([sys.executable, "-m", "synth", stack], cwd=PROJECT_DIR, capture_output=True,
-                                text=True, check=False)
-    finally:
-        path.unlink()
+    project = project_copy(tmp_path / "project")
+    (project / f"Pulumi.{stack}.yaml").write_text(KIND + TEAM % ", gpus: true")
+    result = subprocess.run([sys.executable, "-m", "synth", stack], cwd=project, capture_output=True,
+                            text=True, check=False, env=inputs_environment())
     assert result.returncode == 2
     assert result.stderr == (f"error: Pulumi.{stack}.yaml: mlplatform:teams[0].quota.gpus: expected a number, got the "
                              "boolean true; write a number such as 1.\n")
-    assert not (PROJECT_DIR / "out" / stack).exists()
+    assert not (project / "out" / stack).exists()
 
 
 @pytest.mark.parametrize("stack", ["../etc/passwd", "a b", ""])

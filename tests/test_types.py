@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,14 +36,17 @@ def _show(errors: list[dict[str, Any]]) -> str:
                      f":{e['range']['start']['line'] + 1}: {e['message']}" for e in errors)
 
 
-# The whole check takes about 40 s of one core, most of it reading the cloud SDKs: started when this file is
-# collected, it runs on the second core beside the rest of the suite.
-_project_check = _start()
-atexit.register(_project_check.kill)
+# The whole check takes about 40 s of one core, most of it reading the cloud SDKs. In a serial run it starts when
+# this file is collected, and runs on the second core beside the rest of the suite. Under pytest-xdist (`make
+# test`) every worker collects this file, and the workers already keep both cores busy: the one that runs the
+# test starts the check, so it runs once (conftest.py schedules it first, so that no worker waits on it at the end).
+_project_check = None if os.environ.get("PYTEST_XDIST_WORKER") else _start()
+if _project_check is not None:
+    atexit.register(_project_check.kill)
 
 
 def test_the_project_type_checks_with_zero_errors():
-    errors = _errors(_project_check)
+    errors = _errors(_project_check or _start())
     assert not errors, f"basedpyright found {len(errors)} type errors:\n{_show(errors)}"
 
 
