@@ -65,7 +65,7 @@ def _positive_gpus(resources: str) -> str:
 def _cel(value: object) -> str:
     """A Python str, int, list or dict as a CEL literal."""
     if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
     if isinstance(value, bool) or not isinstance(value, (int, list, dict)):
         raise TypeError(f"no CEL literal for {value!r}")
     if isinstance(value, int):
@@ -571,8 +571,9 @@ class TeamAdmission(pulumi.ComponentResource):
 
 
 def declare_policy(resource_name: str, policy: Policy, subject: Subject, *, enforcement: Literal["deny", "warn"],
-                   opts: pulumi.ResourceOptions) -> None:
-    """A ValidatingAdmissionPolicy judging `subject`, bound to every team namespace."""
+                   opts: pulumi.ResourceOptions, namespace_selector: LabelSelectorArgs | None = None) -> None:
+    """A ValidatingAdmissionPolicy judging `subject`, bound to every team namespace (or those
+    `namespace_selector` selects)."""
     full_name = f"mlplatform-{policy.name}"
     vap = k8s.admissionregistration.v1.ValidatingAdmissionPolicy(
         resource_name,
@@ -594,6 +595,6 @@ def declare_policy(resource_name: str, policy: Policy, subject: Subject, *, enfo
         spec=ValidatingAdmissionPolicyBindingSpecArgs(
             policy_name=full_name,
             validation_actions=validation_actions("deny" if policy.always_deny else enforcement),
-            match_resources=MatchResourcesArgs(namespace_selector=LabelSelectorArgs(match_expressions=[
-                LabelSelectorRequirementArgs(key=TEAM_LABEL, operator="Exists")]))),
+            match_resources=MatchResourcesArgs(namespace_selector=namespace_selector or LabelSelectorArgs(
+                match_expressions=[LabelSelectorRequirementArgs(key=TEAM_LABEL, operator="Exists")]))),
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[vap])))

@@ -125,8 +125,14 @@ GIB_FOLDER = "/usr/local/gib"
 _GIB = ({"name": "gpudirect-gib", "hostPath": {"path": "/home/kubernetes/bin/gib"}}, GIB_FOLDER)
 
 
-def _mount(volume: tuple[dict[str, Any], str], path: str | None = None) -> dict[str, str]:
-    return {"name": volume[0]["name"], "mountPath": path or volume[1]}
+# Host folders a pod only reads (libraries, scripts): mounted read-only, so that no pod changes what the node's
+# other pods load. Team namespaces' pod security holds their containers to it (components/pod_security.py).
+_READ_ONLY = {_NVIDIA_LIB[0]["name"], _GIB[0]["name"]}
+
+
+def _mount(volume: tuple[dict[str, Any], str], path: str | None = None) -> dict[str, Any]:
+    mount: dict[str, Any] = {"name": volume[0]["name"], "mountPath": path or volume[1]}
+    return mount | {"readOnly": True} if mount["name"] in _READ_ONLY else mount
 
 
 def _daemon(fabric: GpuFabric) -> dict[str, Any]:
