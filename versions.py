@@ -241,3 +241,8 @@ E2E_TOOLS: tuple[GoTool, ...] = (
 # (config/crds/), which Go's module proxy serves and Go's module cache keeps (synth/gomodule.py). The newest
 # release on 2026-12-05.
 GKE_NETWORKING_API = ("github.com/GoogleCloudPlatform/gke-networking-api", "v0.2.11")
+
+# Pod Security's checks (k8s.io/pod-security-admission, the API server's own, at E2E_KUBERNETES's release): the
+# policy that enforces baseline where a GPUDirect team namespace's labels do not (components/pod_security.py) is
+# held to this module's Go source in the tests, and to the e2e API server's Pod Security in make e2e.
+POD_SECURITY_ADMISSION = ("k8s.io/pod-security-admission", "v0.34.4")

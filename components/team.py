@@ -43,11 +43,14 @@ class TeamNamespace(pulumi.ComponentResource):
     def __init__(self, name: str, team: Team, provider: k8s.Provider, *, monitoring_namespace: str,
                  owner: str | None = None, queue_after: list[pulumi.Resource] | None = None,
                  gpu_quota: Mapping[str, int] | None = None, nccl: Mapping[str, Mapping[str, str]] | None = None,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+                 gpu_fabric: list[pulumi.Resource] | None = None, opts: pulumi.ResourceOptions | None = None) -> None:
         """`owner` is the team the namespace belongs to (a team stack's namespaces share their team's queue);
         `queue_after` is what installs Kueue, when this stack installs it; `gpu_quota` is per GPU resource what
         the team's queue can give (the quota.gpus ceiling for each when not given); `nccl` is per pool with a fabric
-        between nodes its NCCL environment (core.handle.nccl_settings), which the namespace gets as ConfigMaps."""
+        between nodes its NCCL environment (core.handle.nccl_settings), which the namespace gets as ConfigMaps.
+        `gpu_fabric`, for a `baseline` namespace whose pods may use a GKE GPUDirect pool, is what enforces
+        baseline there in Pod Security's stead (components/pod_security.py), created before the namespace
+        stops enforcing it and deleted after it."""
         super().__init__("mlplatform:team:TeamNamespace", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         owner = owner or team.name
@@ -55,10 +58,14 @@ class TeamNamespace(pulumi.ComponentResource):
 
         # After Kueue and its ClusterQueues, so that destroy deletes the namespace first: its Workloads go while
         # Kueue runs to release their finalizers, and then the ClusterQueues, which admitted Workloads hold.
+        # A GPUDirect pod mounts host folders, which Pod Security baseline refuses with no exemption a team can
+        # have: such a namespace enforces `privileged`, and the platform's policy baseline with GPUDirect's share.
+        enforce = "privileged" if gpu_fabric else team.pod_security
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
-            metadata=ObjectMetaArgs(name=team.name, labels=labels | pod_security_labels(team.pod_security)),
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=queue_after or [])),
+            metadata=ObjectMetaArgs(name=team.name, labels=labels | pod_security_labels(enforce)),
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+                depends_on=[*(queue_after or []), *(gpu_fabric or [])])),
         )
         # Every other object lives in the namespace and must wait for it.
         in_namespace = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[namespace]))

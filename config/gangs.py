@@ -36,12 +36,14 @@ def check_gangs(config: PlatformConfig, stack: str) -> list[str]:
             share = layout.teams[team.name]
             if pool not in share.pools:
                 continue
-            if shape.host_access:
-                # A known gap, said where it bites rather than found at the first job's pod creation.
-                warnings.append(f"{PROJECT}:teams[{index}]: the team may use multi-node pool {pool!r}, but "
-                                f"{shape.host_access}, which Pod Security {team.pod_security!r} refuses in its "
-                                "namespace: Kueue admits its jobs there, and their pods are refused at creation "
-                                "(docs/multi-node.md, \"Not built yet\").")
+            if shape.host_access and team.pod_security == "restricted":
+                # A baseline namespace admits the pool's GPUDirect pods (components/pod_security.py); a
+                # restricted one refuses them, said where it bites rather than at the first job's pod creation.
+                warnings.append(f"{PROJECT}:teams[{index}].podSecurity: the team may use multi-node pool "
+                                f"{pool!r}, but {shape.host_access}, which Pod Security 'restricted' refuses in its "
+                                "namespace: Kueue admits its jobs there, and their pods are refused at creation. "
+                                "Set podSecurity: baseline, which admits exactly the pool's GPUDirect pods beyond "
+                                "baseline (docs/multi-node.md, \"Pod Security on GPUDirect pools\").")
             wanted = largest_gang(layout, pool, share.ceiling)
             admissible = largest_gang(layout, pool, layout.reach(team.name, pool))
             best = max(best, admissible)

@@ -112,6 +112,10 @@ class QueueLayout:
         own = share.guarantee.get(pool, 0)
         return min(share.ceiling, own + min(share.borrowing, self.lendable(share.cohort, pool, besides=team)))
 
+    def host_access_pools(self, team: str) -> list[str]:
+        """The pools the team may use whose pods need more of their node than Pod Security `baseline` allows."""
+        return [pool for pool in self.teams[team].pools if self.pools[pool].host_access]
+
     def resource_ceilings(self, team: str) -> dict[str, int]:
         """Per GPU resource, the most of it the team's queue can ever be admitted with (its ResourceQuota): a
         quota caps each resource alone and cannot say that whole GPUs and renamed shares together stay within

@@ -9,6 +9,7 @@ from components.gang_admission import GangAdmission
 from components.gpu import GpuEnablement
 from components.jobset import JobSets
 from components.monitoring import Monitoring
+from components.pod_security import TeamPodSecurity
 from components.queues import Queues
 from components.team import TeamNamespace
 from config import load_platform_config
@@ -31,15 +32,19 @@ def build(config: PlatformConfig) -> None:
     TeamAdmission("admission", cluster, layout, enforcement=config.admission_enforcement,
                   team_groups={team.name: list(team.groups.edit) for team in config.teams if not team.own_stack})
     GangAdmission("gang-admission", cluster, layout, enforcement=config.admission_enforcement)
+    pod_security = TeamPodSecurity("pod-security", cluster)
     for team in config.teams:
         if not team.own_stack:
+            # A restricted namespace stays restricted: GPUDirect's daemon runs as root (config warns of it).
+            gpu_fabric = team.pod_security == "baseline" and bool(layout.host_access_pools(team.name))
             TeamNamespace(f"team-{team.name}", team, cluster.provider,
                           monitoring_namespace=config.monitoring.namespace,
                           # Destroy deletes a team's JobSets while their controller still serves the webhooks
                           # that judge the updates of their deletion.
                           queue_after=[queues.release, *queues.cluster_queues, jobsets.release],
                           gpu_quota=layout.resource_ceilings(team.name),
-                          nccl=nccl_settings([pool.describe() for pool in cluster.gpu_pools]))
+                          nccl=nccl_settings([pool.describe() for pool in cluster.gpu_pools]),
+                          gpu_fabric=[pod_security] if gpu_fabric else None)
 
     export_platform(
         cloud=cluster.cloud, cluster_name=cluster.name, cluster_identity=cluster.identity,

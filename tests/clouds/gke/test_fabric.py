@@ -363,17 +363,3 @@ def test_a_fabric_agent_that_cannot_reach_its_pool_is_named():
         "stack: DaemonSet kube-system/nccl-tcpxo-installer-h100 is the GPU network agent of pool h100 but cannot "
         "run there: it does not tolerate the h100 taint nvidia.com/gpu=present:NoSchedule, so the pool's pods find "
         "no NCCL plugin. To change: clouds/gke/fabric.py"]
-
-
-def test_a_team_whose_namespace_refuses_its_gpudirect_pods_is_warned(gcp_dev_multi_node):
-    # Known gap: Pod Security baseline refuses the host paths and NET_ADMIN of Google's GPUDirect pods, so the
-    # stack says so for each team that may use such a pool, not the first job's pod creation.
-    refusals = [w for w in gcp_dev_multi_node.warnings if "refused at creation" in w]
-    assert len(refusals) == 1 and refusals[0].startswith("mlplatform:teams[0]: the team may use multi-node pool "
-                                                         "'h100', but its pods run the plugin's receive-datapath")
-    assert "Pod Security 'baseline' refuses" in refusals[0]
-    # An RDMA pool's pods need the gIB plugin's host path; pools without GPUDirect say nothing.
-    ultra = synth_with(cluster=gke_cluster(gpuPools=[ULTRA], multiNetworking=True),
-                       teams=[team("research", 16, queue={"gpus": {"h200": 16}})])
-    assert [w for w in ultra.warnings if "gIB NCCL plugin" in w]
-    assert not [w for w in synth_with(cluster=gke_cluster()).warnings if "refused at creation" in w]

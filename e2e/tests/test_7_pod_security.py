@@ -1,0 +1,155 @@
+"""Pod Security `baseline` by the platform's admission policy (components/pod_security.py), judged by the real API
+server. The table's pods (tests/pod_security_cases.py), created with server-side dry-run, must get the same
+verdict in a namespace whose Pod Security enforces baseline (the API server's own) as in a team namespace that
+enforces `privileged`, which the policy `pulumi up` deployed guards. GKE's GPUDirect pods cannot run here, but
+the policy built for GKE's three fabrics can be judged: it is declared for a namespace of this test's own."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pulumi
+import pytest
+
+from components.admission import Policy, Subject
+from components.pod_security import ENFORCE_LABEL, POLICY, allowance, pod_security
+from core.vocabulary import TEAM_LABEL
+from e2e.cluster import ApiError
+from e2e.lifecycle import Platform
+from tests.pod_security_cases import BASELINE, FABRIC, fabric_case, fabric_pods, pod
+
+BASELINE_NAMESPACE = "e2e-baseline"
+POLICY_NAMESPACE = "e2e-privileged-team"
+FABRIC_NAMESPACE = "e2e-gpudirect"
+FABRIC_LABEL = "e2e.mlplatform.io/gpudirect"
+FABRIC_POLICY = "e2e-gpudirect-pod-security"
+ADMISSION = "/apis/admissionregistration.k8s.io/v1"
+
+
+def namespace(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
+def declared(policy: Policy, subject: Subject, name: str, selector: dict[str, Any]) -> list[dict[str, Any]]:
+    """The policy and a binding as objects, as components/admission.py declare_policy declares them."""
+    rules = [{"apiGroups": pulumi.get(r, "api_groups"), "apiVersions": pulumi.get(r, "api_versions"),
+              "operations": pulumi.get(r, "operations"), "resources": pulumi.get(r, "resources")}
+             for r in subject.rules]
+    return [
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+         "metadata": {"name": name},
+         "spec": {"failurePolicy": "Fail", "matchConstraints": {"resourceRules": rules},
+                  "matchConditions": [{"name": n, "expression": e} for n, e in subject.match_conditions],
+                  "variables": [{"name": n, "expression": e} for n, e in subject.variables],
+                  "validations": [{"expression": c.expression, "message": c.message} for c in policy.checks]}},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+         "metadata": {"name": name},
+         "spec": {"policyName": name, "validationActions": ["Deny"],
+                  "matchResources": {"namespaceSelector": selector}}},
+    ]
+
+
+def create(e2e: Platform, obj: dict[str, Any], namespace_name: str) -> str | None:
+    """None if the API server admits the pod (dry run: nothing is stored), else its refusal."""
+    obj = copy.deepcopy(obj)
+    obj["metadata"]["namespace"] = namespace_name
+    try:
+        e2e.cluster.request("POST", e2e.cluster.path_of(obj, collection=True) + "?dryRun=All", obj)
+    except ApiError as refused:
+        assert refused.status in (400, 403, 422), refused
+        return str(refused)
+    return None
+
+
+def refused_by_policy(refusal: str | None, policy: str) -> bool:
+    return refusal is not None and f"ValidatingAdmissionPolicy '{policy}'" in refusal
+
+
+@pytest.fixture(scope="module")
+def namespaces(e2e: Platform) -> Iterator[None]:
+    made: list[dict[str, Any]] = [
+        namespace(BASELINE_NAMESPACE, {ENFORCE_LABEL: "baseline"}),
+        # A team namespace enforcing less than baseline, as a GPUDirect team's does.
+        namespace(POLICY_NAMESPACE, {TEAM_LABEL: POLICY_NAMESPACE, ENFORCE_LABEL: "privileged"}),
+        namespace(FABRIC_NAMESPACE, {FABRIC_LABEL: "true", ENFORCE_LABEL: "privileged"}),
+        *declared(*pod_security({pool: allowance(f) for pool, f in fabric_pods().items()}), FABRIC_POLICY,
+                  {"matchLabels": {FABRIC_LABEL: "true"}}),
+    ]
+    try:
+        for obj in made:
+            e2e.cluster.create(obj)
+        # The API server's policy informers take a moment: wait until each guarded namespace refuses a host
+        # folder, by its policy.
+        host_folder = pod(volumes=[{"name": "etc", "hostPath": {"path": "/etc"}}])
+        for name, policy in ((POLICY_NAMESPACE, f"mlplatform-{POLICY}"), (FABRIC_NAMESPACE, FABRIC_POLICY)):
+            e2e.cluster.wait(f"{policy} judging pods in {name}", lambda: refused_by_policy(
+                create(e2e, host_folder, name), policy) or None, timeout=60)
+        yield
+    finally:
+        for obj in reversed(made):
+            try:
+                e2e.cluster.delete(obj)
+            except ApiError as gone:
+                if gone.status != 404:
+                    raise
+
+
+@pytest.mark.parametrize("obj,admitted", [(o, a) for _, o, a in BASELINE], ids=[c for c, _, _ in BASELINE])
+def test_the_policy_agrees_with_pod_security_baseline(e2e: Platform, namespaces: None, obj: dict[str, Any],
+                                                      admitted: bool):
+    by_pod_security = create(e2e, obj, BASELINE_NAMESPACE)
+    by_policy = create(e2e, obj, POLICY_NAMESPACE)
+    assert (by_pod_security is None, by_policy is None) == (admitted, admitted), (by_pod_security, by_policy)
+    if not admitted:
+        assert 'violates PodSecurity "baseline' in str(by_pod_security), by_pod_security
+        assert refused_by_policy(by_policy, f"mlplatform-{POLICY}"), by_policy
+
+
+@pytest.mark.parametrize("pool,change,admitted", [case[1:] for case in FABRIC], ids=[case[0] for case in FABRIC])
+def test_a_gpudirect_pod_gets_exactly_its_pools_fabric(e2e: Platform, namespaces: None, pool: str, change: Any,
+                                                     admitted: bool):
+    refusal = create(e2e, fabric_case(pool, change), FABRIC_NAMESPACE)
+    assert (refusal is None) is admitted, refusal
+    if not admitted:
+        assert refused_by_policy(refusal, FABRIC_POLICY), refusal
+    # Pod Security baseline refuses every one of Google's pods: what the policy stands in for.
+    assert create(e2e, fabric_case(pool, None), BASELINE_NAMESPACE) is not None
+
+
+def test_the_gpudirect_policy_type_checks_without_a_warning(e2e: Platform, namespaces: None):
+    def checked() -> dict[str, Any] | None:
+        status = e2e.cluster.get(f"{ADMISSION}/validatingadmissionpolicies/{FABRIC_POLICY}").get("status") or {}
+        return status.get("typeChecking")
+
+    assert e2e.cluster.wait(f"{FABRIC_POLICY} type-checked", checked, timeout=60).get("expressionWarnings") is None
+
+
+@pytest.mark.parametrize("container,admitted", [
+    ({}, True), ({"securityContext": {"privileged": True}}, False),
+    ({"securityContext": {"capabilities": {"add": ["SYS_PTRACE"]}}}, False),
+], ids=["plain", "privileged", "SYS_PTRACE"])
+def test_an_ephemeral_container_is_judged_as_pod_security_judges_it(e2e: Platform, namespaces: None,
+                                                                     container: dict[str, Any], admitted: bool):
+    # `kubectl debug`: the pods/ephemeralcontainers subresource, on a stored pod of each namespace.
+    verdicts = []
+    for name in (BASELINE_NAMESPACE, POLICY_NAMESPACE):
+        stored = copy.deepcopy(pod())
+        stored["metadata"].update(name=f"debugged-{len(verdicts)}", namespace=name)
+        # Never scheduled: it only has to be stored.
+        stored["spec"]["schedulingGates"] = [{"name": "e2e.mlplatform.io/hold"}]
+        e2e.cluster.create(stored)
+        try:
+            debugged = e2e.cluster.get(e2e.cluster.path_of(stored))
+            debugged["spec"]["ephemeralContainers"] = [{"name": "debug", "image": "busybox:1.36", **container}]
+            try:
+                e2e.cluster.request("PUT", e2e.cluster.path_of(stored) + "/ephemeralcontainers?dryRun=All", debugged)
+                verdicts.append(None)
+            except ApiError as refused:
+                verdicts.append(str(refused))
+        finally:
+            e2e.cluster.request("DELETE", e2e.cluster.path_of(stored), {"gracePeriodSeconds": 0})
+    assert [v is None for v in verdicts] == [admitted, admitted], verdicts
+    if not admitted:
+        assert refused_by_policy(verdicts[1], f"mlplatform-{POLICY}"), verdicts[1]
