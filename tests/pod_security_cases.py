@@ -72,7 +72,9 @@ BASELINE: list[tuple[str, dict[str, Any], bool]] = [
     ("SELinux role", secured(seLinuxOptions={"role": "system_r"}), False),
     ("SELinux container_engine_t and a level", secured(seLinuxOptions={"type": "container_engine_t",
                                                                       "level": "s0:c123,c456"}), True),
-    ("procMount Unmasked", secured(procMount="Unmasked"), False),
+    # The API server takes Unmasked only in a pod of its own user namespace (hostUsers: false), which Pod Security
+    # relaxes only behind an alpha gate (UserNamespacesPodSecurityStandards), off by default.
+    ("procMount Unmasked", pod(hostUsers=False, container={"securityContext": {"procMount": "Unmasked"}}), False),
     ("procMount Default", secured(procMount="Default"), True),
     ("seccomp unconfined on the pod", pod(securityContext={"seccompProfile": {"type": "Unconfined"}}), False),
     ("seccomp unconfined on an init container", init(seccompProfile={"type": "Unconfined"}), False),
