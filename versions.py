@@ -92,7 +92,7 @@ JOBSET_IMAGE_TAG = "v0.12.0"
 CHARTS: tuple[Chart, ...] = (NVIDIA_DEVICE_PLUGIN, FAKE_GPU_OPERATOR, KUBE_PROMETHEUS_STACK, DCGM_EXPORTER,
                              KARPENTER, KARPENTER_CRD, EFA_DEVICE_PLUGIN, KUEUE, JOBSET)
 
-# GKE's NCCL plugins for the GPU networks of A3 machines, and what they run beside, as Google's manifests install
+# GKE's NCCL plugins for the GPU networks of A3 and A4 machines, and what they run beside, as Google's manifests install
 # them (GoogleCloudPlatform/container-engine-accelerators at commit 992db81257553607f1477945f1b3219632991829:
 # gpudirect-tcpx/nccl-tcpx-installer.yaml, gpudirect-tcpxo/nccl-tcpxo-installer.yaml and README.md "Jan 9,
 # 2026", gpudirect-rdma/nccl-rdma-installer.yaml, nri_device_injector/nri-device-injector.yaml). The daemons are

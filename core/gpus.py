@@ -46,6 +46,10 @@ GPU_MODELS: dict[str, GpuModel] = {m.accelerator: m for m in (
              mig_profiles=H100_MIG),
     GpuModel("nvidia-h200-141gb", "NVIDIA-H200", 141, mig_capable=True,
              mig_profiles={"1g.18gb": 7, "1g.35gb": 4, "2g.35gb": 3, "3g.71gb": 2, "4g.71gb": 1, "7g.141gb": 1}),
+    # GKE's partitioner names the GPU "NVIDIA B200" (partition_gpu.go, NvidiaB200), which feature discovery labels
+    # with '-' for the space; its whole-GPU profile 7g.180gb gives the memory.
+    GpuModel("nvidia-b200", "NVIDIA-B200", 180, mig_capable=True,
+             mig_profiles={"1g.23gb": 7, "1g.45gb": 4, "2g.45gb": 3, "3g.90gb": 2, "4g.90gb": 1, "7g.180gb": 1}),
 )}
 
 

@@ -38,7 +38,8 @@ def test_ec2_instance_types_as_ec2_writes_them(value):
 
 @pytest.mark.parametrize("value", ["e2-standard-4", "n2d-highmem-8", "a2-highgpu-1g", "a3-megagpu-8g", "g2-standard-4",
                                    "e2-medium", "f1-micro", "custom-4-16384", "n2-custom-4-16384",
-                                   "c3d-highcpu-4-lssd", "n1-standard-8", "x4-megamem-960-metal", "a2-ultragpu-8g"])
+                                   "c3d-highcpu-4-lssd", "n1-standard-8", "x4-megamem-960-metal", "a2-ultragpu-8g",
+                                   "a4-highgpu-8g"])
 def test_compute_engine_machine_types_as_compute_engine_writes_them(value):
     assert gce_machine_type(value) == value
 

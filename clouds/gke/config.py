@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class GpuMachine:
-    """GPUs a machine family carries: fixed for A2, A3 and G2; chosen from `counts` for N1."""
+    """GPUs a machine family carries: fixed for A2, A3, A4 and G2; chosen from `counts` for N1."""
 
     accelerators: tuple[str, ...]
     counts: tuple[int, ...]
@@ -43,15 +43,21 @@ GPU_MACHINES: dict[str, GpuMachine] = {
     **_fixed("nvidia-h100-80gb", {"highgpu-1g": 1, "highgpu-2g": 2, "highgpu-4g": 4, "highgpu-8g": 8}, "a3"),
     **_fixed("nvidia-h100-mega-80gb", {"megagpu-8g": 8}, "a3"),
     **_fixed("nvidia-h200-141gb", {"ultragpu-8g": 8}, "a3"),
+    # A4: eight B200s, GKE's accelerator type nvidia-b200 (Compute Engine's accelerator-optimized machine family,
+    # A4 series; cluster-toolkit 1047080's examples/gke-a4, accelerator_type; Google's nccl-rdma-installer.yaml).
+    **_fixed("nvidia-b200", {"highgpu-8g": 8}, "a4"),
 }
 # GPU machine types Compute Engine does not sell on demand, and how they can be had instead (Compute Engine's
 # "Accelerator-optimized machine family" page, A3 series, and AI Hypercomputer's "Consumption options"): A3 High
 # with 1, 2 or 4 GPUs as Spot or flex-start VMs only; A3 Mega and A3 Ultra from a reservation, as Spot or
-# flex-start VMs. An on-demand pool of them is created, but never gets a node.
+# flex-start VMs. A4 as A3 Ultra: AI Hypercomputer's "Choose a consumption option" offers A4 by future
+# reservation (in AI Hypercomputer or in calendar mode), flex-start and Spot, and no on-demand column at all.
+# An on-demand pool of them is created, but never gets a node.
 NOT_ON_DEMAND: dict[str, tuple[str, ...]] = {
     **{f"a3-highgpu-{gpus}g": ("spot",) for gpus in (1, 2, 4)},
     "a3-megagpu-8g": ("spot", "reservation"),
     "a3-ultragpu-8g": ("spot", "reservation"),
+    "a4-highgpu-8g": ("spot", "reservation"),
 }
 # The pool GKE creates with every cluster; the cluster removes it once created.
 DEFAULT_POOL = "default-pool"
@@ -75,13 +81,19 @@ N1_MEMORY_PER_VCPU = {"standard": 3.75, "highmem": 6.5, "highcpu": 0.9}
 class NodeSettings:
     """What a machine type needs from its node pool beyond the machine type itself."""
 
-    # Google's virtual NIC: A3 machines have no other network interface (GKE docs, "About GPUs": A3 needs gVNIC).
+    # Google's virtual NIC: A3 machines have no other network interface (GKE docs, "About GPUs": A3 needs gVNIC);
+    # A4's two host NICs are gVNICs too (Compute Engine, "Networking and GPU machines": A4 and A3 Ultra).
     gvnic: bool = False
     # Local SSDs bundled with the machine, given to the node as ephemeral storage: on A3 the machine type
     # includes them, and a pool that asks for fewer is refused (GKE's A3 guide sets
-    # --ephemeral-storage-local-ssd=count=16 on a3-highgpu-8g and a3-megagpu-8g, 32 on a3-ultragpu-8g).
+    # --ephemeral-storage-local-ssd=count=16 on a3-highgpu-8g and a3-megagpu-8g, 32 on a3-ultragpu-8g). A4 has
+    # A3 Ultra's 32 (cluster-toolkit 1047080, modules/compute/gke-node-pool/disk_definitions.tf,
+    # local_ssd_machines: 32 for both a3-ultragpu-8g and a4-highgpu-8g).
     local_ssds: int = 0
-    # The boot disk type: A3 Ultra boots from Hyperdisk only; the others take pd-balanced.
+    # The boot disk type: A3 Ultra boots from Hyperdisk only; the others take pd-balanced. A4 as A3 Ultra:
+    # Compute Engine's "About Hyperdisk" gives the A4 row the same Hyperdisk types as A3 (H200), and no stored
+    # source says A4 takes Persistent Disk (cluster-toolkit's examples/gke-a4 leaves disk_type to GKE's default),
+    # so the conservative choice is the type known to boot it: hyperdisk-balanced.
     disk_type: str = "pd-balanced"
 
 
@@ -90,6 +102,7 @@ NODE_SETTINGS: dict[str, NodeSettings] = {
     **{f"a3-highgpu-{gpus}g": NodeSettings(gvnic=True, local_ssds=2 * gpus) for gpus in (1, 2, 4, 8)},
     "a3-megagpu-8g": NodeSettings(gvnic=True, local_ssds=16),
     "a3-ultragpu-8g": NodeSettings(gvnic=True, local_ssds=32, disk_type="hyperdisk-balanced"),
+    "a4-highgpu-8g": NodeSettings(gvnic=True, local_ssds=32, disk_type="hyperdisk-balanced"),
 }
 
 
@@ -107,7 +120,7 @@ class GpuFabric:
     # NICs for GPU-to-GPU traffic only: gVNICs in a VPC each (TCPX, TCPXO), or RDMA NICs in the subnets of one
     # RoCE VPC (RDMA).
     gpu_nics: int
-    # Further gVNICs for host traffic, in a VPC each: A3 Ultra's second Titanium gVNIC.
+    # Further gVNICs for host traffic, in a VPC each: A3 Ultra's and A4's second Titanium gVNIC.
     host_nics: int = 0
 
     @property
@@ -136,13 +149,16 @@ class GpuFabric:
 # Compute Engine, "Networking and GPU machines" (compute/docs/gpus/gpu-network-bandwidth): A3 High runs
 # GPUDirect-TCPX and A3 Mega GPUDirect-TCPXO (GKE's "Maximize GPU network bandwidth" page: "up to four"
 # secondary NICs on A3 High, "up to eight" on A3 Mega, each for GPU data only); A3 Ultra has eight ConnectX-7
-# RDMA NICs, one per GPU, and two gVNICs (the primary and one more for host traffic). Smaller A3 High shapes
-# and the A2, G2 and N1 machines have no GPU NICs: one NIC for everything. A4 (nvidia-b200) has A3 Ultra's
-# arrangement but is not among GPU_MACHINES yet.
+# RDMA NICs, one per GPU, and two gVNICs (the primary and one more for host traffic); A4 has the same (the
+# page's "A4 and A3 Ultra machine types": eight CX-7 NICs of 3,200 Gbps in all, two gVNICs), wired the same in
+# cluster-toolkit 1047080 (examples/gke-a4/gke-a4.yaml differs from gke-a3-ultragpu.yaml only in names: a
+# second gVNIC VPC and a RoCE VPC of eight subnets). Smaller A3 High shapes and the A2, G2 and N1 machines have
+# no GPU NICs: one NIC for everything.
 GPU_FABRICS: dict[str, GpuFabric] = {
     "a3-highgpu-8g": GpuFabric("tcpx", gpu_nics=4),
     "a3-megagpu-8g": GpuFabric("tcpxo", gpu_nics=8),
     "a3-ultragpu-8g": GpuFabric("rdma", gpu_nics=8, host_nics=1),
+    "a4-highgpu-8g": GpuFabric("rdma", gpu_nics=8, host_nics=1),
 }
 # The subnet of every NIC a multi-node pool adds: a /22 has 1020 addresses for nodes (Compute Engine keeps
 # four of each subnet), above any pool's maxNodes (at most 1000). A pool's subnets are cut from its own /18
@@ -163,7 +179,9 @@ def _zones(region: str, letters: str) -> frozenset[str]:
 # without its GPU is created but never gets a node. Source: Compute Engine's own listings (`gcloud compute
 # accelerator-types list` and `machine-types list`) as collected in skypilot-org/skypilot-catalog,
 # catalogs/v8/gcp/vms.csv (2026): the A2/A3/G2 machine types' zones, and the N1-attached T4 and V100; they
-# agree with Google's "GPU regions and zones availability" page. A region not in this table has no GPU pools
+# agree with Google's "GPU regions and zones availability" page. A4's nvidia-b200 from the same file (commit
+# 006059e, rows a4-highgpu-8g): us-central1-b, us-east4-b and europe-west4-b only here; its on-demand and Spot
+# prices there are 0.0, which says nothing of the zones. A region not in this table has no GPU pools
 # here until someone adds it from the same sources (`gcloud compute accelerator-types list --filter=zone:<region>`).
 GPU_ZONES: dict[str, dict[str, frozenset[str]]] = {
     "us-central1": {
@@ -175,6 +193,7 @@ GPU_ZONES: dict[str, dict[str, frozenset[str]]] = {
         "nvidia-h100-80gb": _zones("us-central1", "abc"),
         "nvidia-h100-mega-80gb": _zones("us-central1", "abc"),
         "nvidia-h200-141gb": _zones("us-central1", "b"),
+        "nvidia-b200": _zones("us-central1", "b"),
     },
     "us-east4": {
         "nvidia-tesla-t4": _zones("us-east4", "abc"),
@@ -183,6 +202,7 @@ GPU_ZONES: dict[str, dict[str, frozenset[str]]] = {
         "nvidia-h100-80gb": _zones("us-east4", "abc"),
         "nvidia-h100-mega-80gb": _zones("us-east4", "abc"),
         "nvidia-h200-141gb": _zones("us-east4", "b"),
+        "nvidia-b200": _zones("us-east4", "b"),
     },
     "europe-west4": {
         "nvidia-tesla-t4": _zones("europe-west4", "abc"),
@@ -193,6 +213,7 @@ GPU_ZONES: dict[str, dict[str, frozenset[str]]] = {
         "nvidia-h100-80gb": _zones("europe-west4", "bc"),
         "nvidia-h100-mega-80gb": _zones("europe-west4", "bc"),
         "nvidia-h200-141gb": _zones("europe-west4", "a"),
+        "nvidia-b200": _zones("europe-west4", "b"),
     },
 }
 
@@ -272,7 +293,7 @@ def machine_gpus(machine_type: str, accelerator: str | None, gpus: int | None) -
     machine = GPU_MACHINES.get(machine_type)
     if machine is None:
         raise ValueError(f"{machine_type!r} is not a GPU machine type this platform knows; use g2-standard-*, "
-                         "a2-highgpu-*, a2-ultragpu-*, a3-* or n1-* with an accelerator")
+                         "a2-highgpu-*, a2-ultragpu-*, a3-*, a4-highgpu-8g or n1-* with an accelerator")
     if accelerator not in (None, *machine.accelerators):
         raise ValueError(f"{machine_type} carries {machine.accelerators[0]}, not {accelerator}: leave accelerator "
                          "out or change the machine type")
@@ -359,7 +380,7 @@ class GkeGpuPool(Model):
     sharing: GpuSharing = GpuSharing()
     # With migStrategy single: the partition every GPU of the pool is cut into, such as 1g.10gb.
     mig_partition_size: str | None = None
-    # Placed for multi-node jobs: full-size A3 machines in one zone under a compact placement policy, which
+    # Placed for multi-node jobs: full-size A3 or A4 machines in one zone under a compact placement policy, which
     # Kueue admits jobs onto by GKE's topology labels (clouds/gke/topology.py).
     multi_node: bool = False
 

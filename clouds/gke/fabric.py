@@ -8,6 +8,9 @@ cluster's multi-networking, the pool's additional node networks, a GKENetworkPar
 installer DaemonSet); GKE's A3 Ultra guide and the VPC docs' "RDMA network profiles" for RDMA (one VPC of the
 zone's RoCE network profile, a subnet per RDMA NIC, deviceMode RDMA); cluster-toolkit (commit 1047080) wires the
 same: examples/gke-a3-megagpu, examples/gke-a3-ultragpu, modules/scheduler/gke-cluster's network templates.
+A4 takes A3 Ultra's RDMA fabric unchanged: cluster-toolkit's examples/gke-a4 differs from gke-a3-ultragpu only in
+names, and Google's manifests at the pinned commit install one gIB release on both (nccl-rdma-installer.yaml
+selects nvidia-h200-141gb and nvidia-b200; nccl-test-a4.yaml has nccl-test.yaml's interfaces and image).
 """
 
 from __future__ import annotations

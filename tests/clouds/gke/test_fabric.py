@@ -54,7 +54,8 @@ def objects(synthesis: Synthesis, kind: str) -> dict[str, dict[str, Any]]:
 def test_each_multi_node_machine_type_has_its_gpu_network():
     # Compute Engine's "Networking and GPU machines" and GKE's GPUDirect pages (clouds/gke/config.py).
     assert {machine: (f.kind, f.gpu_nics, f.host_nics) for machine, f in GPU_FABRICS.items()} == {
-        "a3-highgpu-8g": ("tcpx", 4, 0), "a3-megagpu-8g": ("tcpxo", 8, 0), "a3-ultragpu-8g": ("rdma", 8, 1)}
+        "a3-highgpu-8g": ("tcpx", 4, 0), "a3-megagpu-8g": ("tcpxo", 8, 0), "a3-ultragpu-8g": ("rdma", 8, 1),
+        "a4-highgpu-8g": ("rdma", 8, 1)}
     assert {f.device_mode for f in GPU_FABRICS.values()} == {"NetDevice", "RDMA"}
     # Each is an eight-GPU machine of the table, with gVNIC (the GPU NICs are gVNICs, or need it beside them).
     for machine in GPU_FABRICS:
@@ -69,7 +70,7 @@ def test_a_machine_type_without_gpu_nics_takes_no_multi_node_pool(machine):
         synth_with(cluster=gke_cluster(region="us-central1", zones=["us-central1-a"], gpuPools=[pool]))
     message = str(caught.value)
     assert f"mlplatform:cluster.gpuPools[0]" in message and "no GPUDirect-TCPX, -TCPXO or RDMA NICs" in message
-    assert "multi-node machine types: a3-highgpu-8g, a3-megagpu-8g, a3-ultragpu-8g" in message
+    assert "multi-node machine types: a3-highgpu-8g, a3-megagpu-8g, a3-ultragpu-8g, a4-highgpu-8g" in message
 
 
 # ---- The cloud's side: VPCs, subnets, multi-networking ----------------------------------------------------
@@ -363,3 +364,87 @@ def test_a_fabric_agent_that_cannot_reach_its_pool_is_named():
         "stack: DaemonSet kube-system/nccl-tcpxo-installer-h100 is the GPU network agent of pool h100 but cannot "
         "run there: it does not tolerate the h100 taint nvidia.com/gpu=present:NoSchedule, so the pool's pods find "
         "no NCCL plugin. To change: clouds/gke/fabric.py"]
+
+
+# ---- A4: A3 Ultra's fabric, on B200s ----------------------------------------------------------------------
+
+A4 = {"name": "b200", "machineType": "a4-highgpu-8g", "zones": ["europe-west4-b"], "maxNodes": 2,
+      "multiNode": True, "reservation": "b200-block"}
+
+
+@pytest.fixture(scope="module")
+def a4() -> Synthesis:
+    return synth_with(cluster=gke_cluster(gpuPools=[A4], multiNetworking=True),
+                      teams=[team("research", 16, queue={"gpus": {"b200": 16}})])
+
+
+def test_an_a4_multi_node_pool_is_placed_compactly_with_its_b200s_nics_and_disks(a4):
+    # Config refused it by name before; now it is A3 Ultra's arrangement (clouds/gke/config.py names the sources).
+    pool = node_pools(a4)["b200"]
+    assert pool["placementPolicy"] == {"type": "COMPACT"} and pool["nodeLocations"] == ["europe-west4-b"]
+    node = pool["nodeConfig"]
+    assert node["machineType"] == "a4-highgpu-8g"
+    assert node["guestAccelerators"][0]["type"] == "nvidia-b200" and node["guestAccelerators"][0]["count"] == 8
+    assert node["gvnic"] == {"enabled": True} and node["ephemeralStorageLocalSsdConfig"] == {"localSsdCount": 32}
+    assert node["diskType"] == "hyperdisk-balanced"
+    assert node["reservationAffinity"]["values"] == ["b200-block"]
+    # The second gVNIC's network, then the eight RDMA subnets of one RoCE VPC.
+    assert [n["subnetwork"] for n in pool["networkConfig"]["additionalNodeNetworkConfigs"]] == [
+        "ml-b200-host-1", *(f"ml-b200-rdma-{i}" for i in range(8))]
+
+
+def test_an_a4_pools_rdma_nics_share_a_roce_vpc_of_its_zone(a4):
+    networks, subnets = of(a4, "gcp:compute/network:Network"), of(a4, "gcp:compute/subnetwork:Subnetwork")
+    assert networks["ml-b200-rdma"]["networkProfile"] == (
+        "projects/my-project-1/global/networkProfiles/europe-west4-b-vpc-roce")
+    assert {subnets[f"ml-b200-rdma-{i}"]["network"] for i in range(8)} == {"ml-b200-rdma-vpc-id"}
+    firewalls = of(a4, "gcp:compute/firewall:Firewall")
+    assert "ml-b200-host-1" in firewalls and not any(name.startswith("ml-b200-rdma") for name in firewalls)
+    param_sets = objects(a4, "GKENetworkParamSet")
+    assert sorted(name for name in param_sets if name.startswith("b200-")) == sorted(
+        ["b200-host-1", *(f"b200-rdma-{i}" for i in range(8))])
+    assert {param_sets[f"b200-rdma-{i}"]["spec"]["deviceMode"] for i in range(8)} == {"RDMA"}
+
+
+def test_an_a4_pool_gets_the_rdma_installer_and_its_pods_gib(a4):
+    # Google's one gIB installer serves both (gpudirect-rdma/nccl-rdma-installer.yaml at the pinned commit
+    # selects nvidia-h200-141gb and nvidia-b200; nccl-test-a4.yaml takes nccl-test.yaml's interfaces and image).
+    daemon_sets = objects(a4, "DaemonSet")
+    installer = daemon_sets["nccl-rdma-installer-b200"]["spec"]["template"]["spec"]
+    assert installer["initContainers"][-1]["image"] == versions.GPUDIRECT_RDMA_INSTALLER_IMAGE
+    assert not any("nri" in name for name in daemon_sets)
+    (output,) = [p for p in a4.outputs["gpuPools"] if p["name"] == "b200"]
+    interfaces = json.loads(output["podAnnotations"]["networking.gke.io/interfaces"])
+    assert interfaces == [{"interfaceName": "eth0", "network": "default"},
+                          *({"interfaceName": f"eth{i + 2}", "network": f"b200-rdma-{i}"} for i in range(8))]
+    assert output["ncclEnv"] == {"LD_LIBRARY_PATH": "/usr/local/nvidia/lib64"}
+    assert output["fabricPod"]["ncclEnvScript"] == "/usr/local/gib/scripts/set_nccl_env.sh"
+    # `make verify` runs Google's RDMA test image on it, judged against A4's floor.
+    from core.outputs import PoolOutput
+    from verify import nccl
+    assert nccl.launcher(PoolOutput.read(output)).image == versions.GPUDIRECT_RDMA_TEST_IMAGE
+    assert nccl.FLOORS["a4-highgpu-8g"].floor_gbs == 200
+    # research's namespace admits the pool's pods (components/pod_security.py): no refusal to warn of.
+    assert not [w for w in a4.warnings if "refused at creation" in w]
+    (research,) = [m for m in a4.manifests() if m["kind"] == "Namespace" and m["metadata"]["name"] == "research"]
+    assert research["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+
+
+@pytest.mark.parametrize(("pool", "message"), [
+    # Not sold on demand (AI Hypercomputer's consumption options): Spot or a reservation.
+    ({"reservation": None}, "gpuPools[0]: a4-highgpu-8g is not sold on demand (Spot or flex-start VMs, or a "
+                            "reservation only): set spot: true, or reservation: <name> of a reservation of them"),
+    # B200s in europe-west4-b only (skypilot-catalog's vms.csv), not A3 Ultra's europe-west4-a.
+    ({"zones": ["europe-west4-a"]}, "gpuPools[0] (b200): nvidia-b200 is not offered in europe-west4-a: "
+                                    "europe-west4 has it only in europe-west4-b"),
+    ({"gpusPerNode": 4}, "a4-highgpu-8g carries 8 GPU(s), not 4"),
+    ({"accelerator": "nvidia-h200-141gb"}, "a4-highgpu-8g carries nvidia-b200, not nvidia-h200-141gb"),
+    # H200's MIG profiles are not B200's (GKE's partition_gpu.go).
+    ({"sharing": {"migStrategy": "single"}, "migPartitionSize": "1g.18gb", "multiNode": False},
+     "migStrategy single on GKE needs migPartitionSize, one of nvidia-b200's MIG profiles: 1g.23gb, 1g.45gb"),
+], ids=["on-demand", "zone-without-b200", "four-gpus", "h200", "h200-mig-profile"])
+def test_config_refuses_what_a4_cannot_do(pool, message):
+    with pytest.raises(ConfigError) as caught:
+        synth_with(cluster=gke_cluster(gpuPools=[{k: v for k, v in (A4 | pool).items() if v is not None}],
+                                       multiNetworking=True))
+    assert message in str(caught.value), str(caught.value)

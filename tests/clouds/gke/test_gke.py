@@ -350,15 +350,17 @@ def test_node_pools_come_after_the_node_accounts_roles(gcp_dev):
     ("a2-highgpu-1g", "1g.5gb", 7), ("a2-highgpu-1g", "2g.10gb", 3), ("a2-ultragpu-1g", "3g.40gb", 2),
     ("a3-highgpu-8g", "1g.10gb", 7), ("a3-highgpu-8g", "1g.20gb", 4), ("a3-highgpu-8g", "4g.40gb", 1),
     ("a3-ultragpu-8g", "1g.18gb", 7), ("a3-ultragpu-8g", "1g.35gb", 4), ("a3-ultragpu-8g", "2g.35gb", 3),
+    ("a4-highgpu-8g", "1g.23gb", 7), ("a4-highgpu-8g", "1g.45gb", 4), ("a4-highgpu-8g", "3g.90gb", 2),
 ])
 def test_mig_slices_per_gpu_are_the_gpus_own(machine, partition, per_gpu):
     """GKE's partitioner (container-engine-accelerators, partition_gpu.go): memory bounds the 1g profiles of
     H100 and H200 with more memory to four per GPU, not seven."""
     region = "us-central1"
-    zone = {"a2-ultragpu-1g": "us-central1-a", "a3-ultragpu-8g": "us-central1-b"}.get(machine, "us-central1-a")
+    zone = {"a2-ultragpu-1g": "us-central1-a", "a3-ultragpu-8g": "us-central1-b",
+            "a4-highgpu-8g": "us-central1-b"}.get(machine, "us-central1-a")
     spec = GkeClusterConfig.model_validate(gke_cluster(region=region, zones=[zone], gpuPools=[{
         "name": "mig", "machineType": machine, "maxNodes": 2, "sharing": {"migStrategy": "single"},
-        "migPartitionSize": partition, "spot": machine == "a3-ultragpu-8g"}]))
+        "migPartitionSize": partition, "spot": machine in ("a3-ultragpu-8g", "a4-highgpu-8g")}]))
     (pool,) = spec.gpu_pools
     assert pool.mig_partitions == per_gpu
     assert pool.gpu_capacity() == 2 * pool.gpus * per_gpu
