@@ -200,6 +200,11 @@ def checks() -> tuple[Check, ...]:
               "A container mounts a host volume that is not its to mount: the pod's own containers mount only the "
               "volumes of the pool's fabricPod volumeMounts, as those have them (readOnly: true where they say "
               "so); the daemon's host folders are the daemon's; ephemeral containers mount none."),
+        Check("size(variables.daemons) == 0 || !has(object.spec.shareProcessNamespace) || "
+              "!object.spec.shareProcessNamespace",
+              "A pod running the GPUDirect daemon keeps its processes apart from the pod's other containers: "
+              "remove shareProcessNamespace, which would put the daemon's processes, and the host folders they "
+              "hold open, in the view of code that has neither."),
         Check(f"variables.daemons.all(c, {_list('c', 'command')} == variables.fabric.daemonCommand && "
               + " && ".join(f"!has(c.{field})" for field in DAEMON_UNSET)
               + f" && {_list('c', 'env')}.all(e, !has(e.valueFrom)) && "

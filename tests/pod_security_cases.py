@@ -225,6 +225,10 @@ FABRIC: list[tuple[str, str, Change | None, bool]] = [
     ("a folder of the pod's over the daemon's entrypoint", "h100", _over_entrypoint, False),
     ("the daemon sized and its pull policy set", "h100", _daemon(lambda c: c.update(
         resources={"requests": {"cpu": "1"}}, imagePullPolicy="IfNotPresent")), True),
+    ("the daemon's processes shared with the pod", "h100",
+     lambda p: p["spec"].__setitem__("shareProcessNamespace", True), False),
+    ("an RDMA pod sharing its processes (it runs no daemon)", "h200",
+     lambda p: p["spec"].__setitem__("shareProcessNamespace", True), True),
     ("hostNetwork on a GPUDirect pod", "h100", lambda p: p["spec"].__setitem__("hostNetwork", True), False),
 ]
 
