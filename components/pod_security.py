@@ -274,6 +274,13 @@ def pod_security(fabrics: Mapping[str, FabricAllowance]) -> tuple[Policy, Subjec
     return Policy(POLICY, checks(), always_deny=True), subject
 
 
+def gpu_fabric(pod_security: str, gpu_direct_pools: Sequence[str]) -> bool:
+    """Whether a team namespace enforces `privileged` and leaves baseline to the policy: it is baseline, and its
+    team may use a GPUDirect pool. A restricted one stays restricted, which refuses GPUDirect's pods whatever
+    (they run as root, with host folders), and config warns of it."""
+    return pod_security == "baseline" and bool(gpu_direct_pools)
+
+
 def unenforced_team_namespaces() -> LabelSelectorArgs:
     """Team namespaces whose Pod Security enforces neither baseline nor restricted (a missing label is
     privileged too)."""

@@ -43,14 +43,17 @@ class TeamNamespace(pulumi.ComponentResource):
     def __init__(self, name: str, team: Team, provider: k8s.Provider, *, monitoring_namespace: str,
                  owner: str | None = None, queue_after: list[pulumi.Resource] | None = None,
                  gpu_quota: Mapping[str, int] | None = None, nccl: Mapping[str, Mapping[str, str]] | None = None,
-                 gpu_fabric: list[pulumi.Resource] | None = None, opts: pulumi.ResourceOptions | None = None) -> None:
+                 gpu_fabric: bool = False, guarded_by: list[pulumi.Resource] | None = None,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
         """`owner` is the team the namespace belongs to (a team stack's namespaces share their team's queue);
         `queue_after` is what installs Kueue, when this stack installs it; `gpu_quota` is per GPU resource what
         the team's queue can give (the quota.gpus ceiling for each when not given); `nccl` is per pool with a fabric
         between nodes its NCCL environment (core.handle.nccl_settings), which the namespace gets as ConfigMaps.
-        `gpu_fabric`, for a `baseline` namespace whose pods may use a GKE GPUDirect pool, is what enforces
-        baseline there in Pod Security's stead (components/pod_security.py), created before the namespace
-        stops enforcing it and deleted after it."""
+        `gpu_fabric`: the namespace's pods may use a GKE GPUDirect pool, so its Pod Security enforces
+        `privileged` and the platform's policy enforces baseline in its stead (components/pod_security.py), with the
+        pool's share; `guarded_by` is that policy where this stack declares it, created before the namespace stops
+        enforcing baseline and deleted after it (a team stack's namespaces take the platform stack's, already
+        there)."""
         super().__init__("mlplatform:team:TeamNamespace", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         owner = owner or team.name
@@ -65,7 +68,7 @@ class TeamNamespace(pulumi.ComponentResource):
             f"{name}-namespace",
             metadata=ObjectMetaArgs(name=team.name, labels=labels | pod_security_labels(enforce)),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
-                depends_on=[*(queue_after or []), *(gpu_fabric or [])])),
+                depends_on=[*(queue_after or []), *(guarded_by or [])])),
         )
         # Every other object lives in the namespace and must wait for it.
         in_namespace = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[namespace]))

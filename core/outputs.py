@@ -95,16 +95,21 @@ class TeamBudget:
     cpu: str
     memory: str
     own_stack: bool
+    # The GKE GPUDirect pools the team may use, whose pods its baseline namespaces admit under the platform's
+    # pod-security policy (components/pod_security.py); a platform from before that policy exports none.
+    gpu_direct_pools: tuple[str, ...] = ()
 
     @staticmethod
     def read(team: Mapping[str, Any]) -> TeamBudget:
         return TeamBudget(str(team.get("namespace", "")), int(team.get("gpus", 0)),
                           int(team.get("guaranteedGpus", 0)), team.get("guarantee") or {}, str(team.get("cpu", "")),
-                          str(team.get("memory", "")), bool(team.get("ownStack")))
+                          str(team.get("memory", "")), bool(team.get("ownStack")),
+                          tuple(team.get("gpuDirectPools") or ()))
 
     def export(self) -> dict[str, Any]:
         return {"namespace": self.namespace, "gpus": self.gpus, "guaranteedGpus": self.guaranteed_gpus,
-                "guarantee": dict(self.guarantee), "cpu": self.cpu, "memory": self.memory, "ownStack": self.own_stack}
+                "guarantee": dict(self.guarantee), "cpu": self.cpu, "memory": self.memory, "ownStack": self.own_stack,
+                "gpuDirectPools": list(self.gpu_direct_pools)}
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from components.gang_admission import GangAdmission
 from components.gpu import GpuEnablement
 from components.jobset import JobSets
 from components.monitoring import Monitoring
-from components.pod_security import TeamPodSecurity
+from components.pod_security import TeamPodSecurity, gpu_fabric
 from components.queues import Queues
 from components.team import TeamNamespace
 from config import load_platform_config
@@ -35,8 +35,6 @@ def build(config: PlatformConfig) -> None:
     pod_security = TeamPodSecurity("pod-security", cluster)
     for team in config.teams:
         if not team.own_stack:
-            # A restricted namespace stays restricted: GPUDirect's daemon runs as root (config warns of it).
-            gpu_fabric = team.pod_security == "baseline" and bool(layout.host_access_pools(team.name))
             TeamNamespace(f"team-{team.name}", team, cluster.provider,
                           monitoring_namespace=config.monitoring.namespace,
                           # Destroy deletes a team's JobSets while their controller still serves the webhooks
@@ -44,7 +42,8 @@ def build(config: PlatformConfig) -> None:
                           queue_after=[queues.release, *queues.cluster_queues, jobsets.release],
                           gpu_quota=layout.resource_ceilings(team.name),
                           nccl=nccl_settings([pool.describe() for pool in cluster.gpu_pools]),
-                          gpu_fabric=[pod_security] if gpu_fabric else None)
+                          gpu_fabric=gpu_fabric(team.pod_security, layout.host_access_pools(team.name)),
+                          guarded_by=[pod_security])
 
     export_platform(
         cloud=cluster.cloud, cluster_name=cluster.name, cluster_identity=cluster.identity,
@@ -58,7 +57,8 @@ def build(config: PlatformConfig) -> None:
         teams={team.name: TeamBudget(namespace=team.name, gpus=team.quota.gpus,
                                      guaranteed_gpus=layout.teams[team.name].guaranteed,
                                      guarantee=layout.teams[team.name].guarantee, cpu=team.quota.requests.cpu,
-                                     memory=team.quota.requests.memory, own_stack=team.own_stack)
+                                     memory=team.quota.requests.memory, own_stack=team.own_stack,
+                                     gpu_direct_pools=tuple(layout.host_access_pools(team.name)))
                for team in config.teams},
         unguaranteed_gpus=layout.unguaranteed,
         pods_run=cluster.capabilities.pods_run, topology_levels=cluster.topology_levels)

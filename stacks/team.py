@@ -8,13 +8,14 @@ from typing import Any
 import pulumi
 
 from components.platform_stack import PlatformStackCluster
+from components.pod_security import gpu_fabric
 from components.team import TeamNamespace
 from config import ConfigError
 from config.errors import PROJECT, stack_file
 from config.loader import load_team_config
 from config.models import TeamStackConfig
 from core.handle import nccl_settings
-from core.outputs import export_team
+from core.outputs import TeamBudget, export_team
 from core.quantity import parse_quantity
 
 
@@ -70,10 +71,19 @@ def main() -> None:
         # Checked before any namespace is declared: an over-budget stack creates nothing.
         check_budget(config, budgets, stack)
         check_namespaces_free(config, budgets, monitoring_namespace, stack)
-        for namespace in config.namespaces:
+        # The platform stack's policy guards namespaces that leave baseline to it; only a platform that has it
+        # names the GPUDirect pools a team may use.
+        gpu_direct_pools = TeamBudget.read(budgets[config.team]).gpu_direct_pools
+        for index, namespace in enumerate(config.namespaces):
+            if gpu_direct_pools and namespace.pod_security == "restricted":
+                pulumi.log.warn(f"{stack_file(stack)}: {PROJECT}:namespaces[{index}].podSecurity: team "
+                                f"{config.team} may use GPUDirect pool(s) {', '.join(gpu_direct_pools)}, whose pods "
+                                "Pod Security 'restricted' refuses in this namespace. Set podSecurity: baseline to "
+                                "run them (docs/multi-node.md, \"Pod Security on GPUDirect pools\").")
             TeamNamespace(f"team-{namespace.name}", namespace, platform.provider,
                           monitoring_namespace=monitoring_namespace, owner=config.team,
-                          nccl=nccl_settings(gpu_pools or []))
+                          nccl=nccl_settings(gpu_pools or []),
+                          gpu_fabric=gpu_fabric(namespace.pod_security, gpu_direct_pools))
         return [namespace.name for namespace in config.namespaces]
 
     created = pulumi.Output.all(platform.budgets, platform.monitoring_namespace, platform.gpu_pools).apply(namespaces)

@@ -171,8 +171,7 @@ def test_a_namespace_stops_enforcing_baseline_only_once_the_policy_is_in_place(g
     (component,) = gke.of_type("mlplatform:podsecurity:TeamPodSecurity")
     guards = {r.urn for r in gke.children_of(component.urn)}
     namespaces = {r.inputs["metadata"]["name"]: set(r.depends_on) for r in gke.of_type(NAMESPACE)}
-    assert len(guards) == 2 and guards <= namespaces["research"] and guards <= namespaces["web"]
-    assert not guards & namespaces["secure"]
+    assert len(guards) == 2 and all(guards <= namespaces[team] for team in ("research", "web", "secure"))
 
 
 def test_gcp_devs_research_namespace_admits_its_gpudirect_pods_and_nothing_more():

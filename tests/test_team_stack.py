@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from config.errors import ConfigError
@@ -19,11 +21,12 @@ def vision() -> Synthesis:
     return stack_synthesis("team-vision")
 
 
-def team_stack(namespaces: list[dict], team_name: str = "vision", monitor: RecordingMonitor | None = None) -> Synthesis:
-    platform = stack_synthesis("local")
+def team_stack(namespaces: list[dict], team_name: str = "vision", monitor: RecordingMonitor | None = None,
+               platform_outputs: dict | None = None) -> Synthesis:
+    platform = platform_outputs or stack_synthesis("local").outputs
     return run_program(main, project="mlplatform", stack="team-test",
                        config=cli_config(platformStack=PLATFORM, team=team_name, namespaces=namespaces),
-                       stack_references={PLATFORM: platform.outputs}, monitor=monitor)
+                       stack_references={PLATFORM: platform}, monitor=monitor)
 
 
 def namespace(name: str, gpus: int = 0, cpu: str = "1", memory: str = "4Gi") -> dict:
@@ -34,7 +37,8 @@ def test_platform_exports_what_teams_need(vision):
     platform = stack_synthesis("local").outputs
     assert platform["kubeconfig"] in NOT_PLAIN
     assert platform["teams"]["vision"] == {"namespace": "vision", "gpus": 2, "guaranteedGpus": 2,
-                                           "guarantee": {"t4": 2}, "cpu": "8", "memory": "32Gi", "ownStack": True}
+                                           "guarantee": {"t4": 2}, "cpu": "8", "memory": "32Gi", "ownStack": True,
+                                           "gpuDirectPools": []}
     assert platform["gpuPools"][0]["taints"] == ["nvidia.com/gpu=present:NoSchedule"]
     assert platform["monitoringNamespace"] == "monitoring"
 
@@ -153,3 +157,33 @@ def test_a_team_stack_s_namespaces_get_the_nccl_settings_of_the_platform_s_efa_p
     # A platform deployed before it exported these settings: no ConfigMap, no error.
     older = outputs | {"gpuPools": [{k: v for k, v in p.items() if k != "ncclEnv"} for p in outputs["gpuPools"]]}
     assert config_maps(older) == {}
+
+
+def _with_gpu_direct(pools: list[str] | None) -> dict:
+    """The local platform's outputs, as a platform whose vision team may use these GPUDirect pools exports them
+    (None: as a platform from before the pod-security policy, which exports no such key)."""
+    outputs = copy.deepcopy(stack_synthesis("local").outputs)
+    if pools is None:
+        del outputs["teams"]["vision"]["gpuDirectPools"]
+    else:
+        outputs["teams"]["vision"]["gpuDirectPools"] = pools
+    return outputs
+
+
+def _enforced(synthesis: Synthesis) -> dict[str, str]:
+    return {r.inputs["metadata"]["name"]: r.inputs["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
+            for r in synthesis.of_type("kubernetes:core/v1:Namespace")}
+
+
+def test_a_team_stack_namespace_admits_the_gpudirect_pods_its_team_may_run():
+    # The platform's policy (components/pod_security.py) guards it: baseline namespaces leave Pod Security to it,
+    # restricted ones stay restricted and are warned; a platform without the policy leaves them all as they were.
+    restricted = {**namespace("vision-secure"), "podSecurity": "restricted"}
+    synthesis = team_stack([namespace("vision-dev"), restricted], platform_outputs=_with_gpu_direct(["h100"]))
+    assert _enforced(synthesis) == {"vision-dev": "privileged", "vision-secure": "restricted"}
+    (warning,) = [w for w in synthesis.warnings if "GPUDirect" in w]
+    assert warning.startswith("Pulumi.team-test.yaml: mlplatform:namespaces[1].podSecurity: team vision may use "
+                              "GPUDirect pool(s) h100")
+    for pools in ([], None):
+        older = team_stack([namespace("vision-dev")], platform_outputs=_with_gpu_direct(pools))
+        assert _enforced(older) == {"vision-dev": "baseline"} and not older.warnings
