@@ -1,7 +1,9 @@
 """docs/multi-node.md's walkthrough stays true: its JobSet, read from the page, is a valid JobSet of the pinned
 CRD that the policies of an EKS stack with that pool admit in the team's namespace, taking what the stack says
 a whole node of the pool is (GPUs, EFA interfaces, huge pages, the nccl-<pool> ConfigMap, a topology level), with a
-rendezvous address JobSet really gives rank 0; and its bandwidth table is verify/nccl.py's FLOORS."""
+rendezvous address JobSet really gives rank 0; written for gcp-dev's GPUDirect pool from that stack's outputs, as
+"GPUDirect on GKE" says, it passes every policy there, Pod Security's too; and its bandwidth table is
+verify/nccl.py's FLOORS."""
 
 from __future__ import annotations
 
@@ -126,3 +128,59 @@ def test_the_bandwidth_table_is_the_checks_floors():
         assert gbps == floor.link_gbps, instance_type
         expected = f"{floor.floor_gbs:.0f} GB/s"
         assert said == (f"not judged yet ({expected})" if floor.unjudged else expected), instance_type
+
+
+def gke_walkthrough(pool: dict[str, Any]) -> dict[str, Any]:
+    """The walkthrough's JobSet on a GKE GPUDirect pool, as "GPUDirect on GKE" says to write it: the pool's
+    podAnnotations, fabricPod's daemon, volumes, mounts and capabilities, its ConfigMap and whole node, and a
+    level of the stack's topology."""
+    jobset = walkthrough_jobset()
+    template = _template(jobset)
+    fabric = pool["fabricPod"]
+    template["metadata"]["annotations"] = {**template["metadata"]["annotations"], **pool["podAnnotations"]}
+    spec = template["spec"]
+    spec["nodeSelector"] = {"mlplatform.io/pool": pool["name"]}
+    spec["initContainers"] = fabric["initContainers"]
+    spec["volumes"] = fabric["volumes"]
+    (container,) = spec["containers"]
+    container["volumeMounts"] = fabric["volumeMounts"]
+    if fabric["capabilities"]:
+        container["securityContext"] = {"capabilities": {"add": fabric["capabilities"]}}
+    container["envFrom"] = [{"configMapRef": {"name": pool["ncclConfigMap"]}}]
+    container["resources"] = {"limits": {"nvidia.com/gpu": pool["gpusPerNode"]}}
+    return jobset
+
+
+def test_the_walkthrough_on_gcp_dev_is_admitted_with_its_gpudirect_pods():
+    # The done-when on gcp-dev: research's 2-node job on the A3 Mega pool, written from the stack's outputs, passes
+    # every policy of its namespace, its pods (as the Job controller creates them) Pod Security's too.
+    from synth.render import stack_synthesis
+    gcp_dev = stack_synthesis("gcp-dev")
+    (pool,) = [p for p in gcp_dev.outputs["gpuPools"] if p["name"] == "h100"]
+    jobset = gke_walkthrough(pool)
+    template = _template(jobset)
+    template["metadata"]["annotations"]["kueue.x-k8s.io/podset-required-topology"] = (
+        gcp_dev.outputs["topologyLevels"][-2])
+    policies = {r.inputs["metadata"]["name"].removeprefix("mlplatform-"): r.inputs
+                for r in gcp_dev.of_type("kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicy")}
+    privileged = namespace("research")
+    privileged["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] = "privileged"
+    for name, policy in policies.items():
+        if any("jobsets" in rule["resources"] for rule in policy["spec"]["matchConstraints"]["resourceRules"]):
+            decision = admit(policy, jobset, privileged)
+            assert decision.allowed, (name, decision.failures)
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "train-node-0-0-abcde", "namespace": "research",
+                        "annotations": template["metadata"]["annotations"],
+                        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "train-node-0",
+                                             "uid": "1", "controller": True}]},
+           "spec": template["spec"]}
+    judged = [name for name, policy in policies.items()
+              if any("pods" in rule["resources"] for rule in policy["spec"]["matchConstraints"]["resourceRules"])]
+    assert "team-pod-security" in judged and "multi-node-whole-nodes" in judged
+    for name in judged:
+        decision = admit(policies[name], pod, privileged, user=JOB_CONTROLLER)
+        assert decision.allowed, (name, decision.failures)
+    # Without the pool's node selector (Kueue's flavor puts it there), the pod gets no GPUDirect share.
+    del pod["spec"]["nodeSelector"]
+    assert not admit(policies["team-pod-security"], pod, privileged, user=JOB_CONTROLLER).allowed
