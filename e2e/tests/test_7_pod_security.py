@@ -7,6 +7,7 @@ the policy built for GKE's three fabrics can be judged: it is declared for a nam
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +27,7 @@ FABRIC_NAMESPACE = "e2e-gpudirect"
 FABRIC_LABEL = "e2e.mlplatform.io/gpudirect"
 FABRIC_POLICY = "e2e-gpudirect-pod-security"
 ADMISSION = "/apis/admissionregistration.k8s.io/v1"
+_names = itertools.count()
 
 
 def namespace(name: str, labels: dict[str, str]) -> dict[str, Any]:
@@ -136,7 +138,8 @@ def test_an_ephemeral_container_is_judged_as_pod_security_judges_it(e2e: Platfor
     verdicts = []
     for name in (BASELINE_NAMESPACE, POLICY_NAMESPACE):
         stored = copy.deepcopy(pod())
-        stored["metadata"].update(name=f"debugged-{len(verdicts)}", namespace=name)
+        # A name of its own per case: a deleted pod lingers while Kueue removes its finalizer.
+        stored["metadata"].update(name=f"debugged-{next(_names)}", namespace=name)
         # Never scheduled: it only has to be stored.
         stored["spec"]["schedulingGates"] = [{"name": "e2e.mlplatform.io/hold"}]
         e2e.cluster.create(stored)
