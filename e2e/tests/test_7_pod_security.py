@@ -97,6 +97,19 @@ def namespaces(e2e: Platform) -> Iterator[None]:
                 if gone.status != 404:
                     raise
 
+        # Gone before the next test file: their pods' Kueue finalizers need Kueue, which destroy removes.
+        def absent(obj: dict[str, Any]) -> bool:
+            try:
+                e2e.cluster.get(e2e.cluster.path_of(obj))
+            except ApiError as gone:
+                if gone.status == 404:
+                    return True
+                raise
+            return False
+
+        e2e.cluster.wait("the test's namespaces deleted", lambda: all(
+            absent(obj) for obj in made if obj["kind"] == "Namespace") or None, timeout=120)
+
 
 @pytest.mark.parametrize("obj,admitted", [(o, a) for _, o, a in BASELINE], ids=[c for c, _, _ in BASELINE])
 def test_the_policy_agrees_with_pod_security_baseline(e2e: Platform, namespaces: None, obj: dict[str, Any],
