@@ -206,11 +206,18 @@ class _Quantity:
 
 
 @cache
-def cel_program(rule: str) -> Any:
-    """A compiled CEL expression, with the Kubernetes library functions cel-python lacks."""
+def _cel_environment() -> Any:
+    """One cel-python environment for every expression: building one (its parser) costs more than compiling a
+    rule, and it holds nothing a compile or an evaluation changes."""
     import celpy
 
-    environment = celpy.Environment()
+    return celpy.Environment()
+
+
+@cache
+def cel_program(rule: str) -> Any:
+    """A compiled CEL expression, with the Kubernetes library functions cel-python lacks."""
+    environment = _cel_environment()
     return environment.program(environment.compile(rule), functions=_kubernetes_functions())
 
 

@@ -21,6 +21,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,18 @@ def prometheus_config(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{FIELDS.get(k, k): v for k, v in rule.items()} for rule in rules]
 
 
+@cache
+def prompt_discovery() -> tuple[str, ...]:
+    """Prometheus hands new targets to its scrapers at most every 5 s (its hidden flag
+    --scrape.discovery-reload-interval), so a fresh server's first scrape came about 5 s after its start: a
+    shorter interval where the server has the flag (the one we deploy does; an older one on PATH may not). It
+    changes when the first scrape happens, not what a scrape keeps."""
+    assert PROMETHEUS is not None
+    flag = "--scrape.discovery-reload-interval=100ms"
+    probe = subprocess.run([PROMETHEUS, flag, "--version"], capture_output=True, timeout=30, check=False)
+    return (flag,) if probe.returncode == 0 else ()
+
+
 def scrape(directory: Path, exposition: bytes, job: dict[str, Any], target_labels: dict[str, str], query: str,
            count: int) -> list[dict[str, Any]]:
     """What a real Prometheus holds for `query` after a scrape of `exposition` by the scrape config `job`, from a
@@ -86,14 +99,14 @@ def scrape(directory: Path, exposition: bytes, job: dict[str, Any], target_label
     (directory / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     server = subprocess.Popen([PROMETHEUS, f"--config.file={directory / 'prometheus.yml'}",
-                               f"--storage.tsdb.path={directory / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               f"--storage.tsdb.path={directory / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+                               *prompt_discovery()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
         deadline = time.monotonic() + 30
         result: list[dict[str, Any]] = []
         while time.monotonic() < deadline and not result:
-            time.sleep(0.5)
+            time.sleep(0.2)
             try:
                 result = json.load(urllib.request.urlopen(url, timeout=2))["data"]["result"]
             except OSError:
