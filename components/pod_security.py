@@ -20,7 +20,7 @@ so no team namespace is ever left unguarded, and is always Deny: it stands in fo
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -71,12 +71,15 @@ class FabricAllowance:
     writable: tuple[str, ...]
     # What the pod's own containers may add beyond baseline's.
     capabilities: tuple[str, ...]
-    # The daemon, as it must be: image (none when the fabric has no daemon), command, env as NAME=value,
-    # volumeMounts as name:mountPath, and its capabilities.
+    # The daemon, as it must be: image (none when the fabric has no daemon), name, command, env as NAME=value,
+    # volumeMounts as name:mountPath[:ro], what each volume it mounts is (hostPath:<path>, or emptyDir), and its
+    # capabilities.
     daemon_image: str = ""
+    daemon_name: str = ""
     daemon_command: tuple[str, ...] = ()
     daemon_env: tuple[str, ...] = ()
     daemon_mounts: tuple[str, ...] = ()
+    daemon_volumes: Mapping[str, str] = field(default_factory=dict)
     daemon_capabilities: tuple[str, ...] = ()
 
     def cel(self) -> str:
@@ -84,8 +87,9 @@ class FabricAllowance:
         fields: dict[str, object] = {
             "volumes": dict(self.volumes), "mounts": list(self.mounts), "writable": list(self.writable),
             "capabilities": list(self.capabilities), "daemonImage": self.daemon_image,
-            "daemonCommand": list(self.daemon_command), "daemonEnv": list(self.daemon_env),
-            "daemonMounts": list(self.daemon_mounts), "daemonCapabilities": list(self.daemon_capabilities)}
+            "daemonName": self.daemon_name, "daemonCommand": list(self.daemon_command),
+            "daemonEnv": list(self.daemon_env), "daemonMounts": list(self.daemon_mounts),
+            "daemonVolumes": dict(self.daemon_volumes), "daemonCapabilities": list(self.daemon_capabilities)}
         return "{" + ", ".join(f"{_cel(key)}: dyn({_cel(value)})" for key, value in sorted(fields.items())) + "}"
 
 
@@ -104,11 +108,26 @@ def allowance(fabric_pod: Mapping[str, Any]) -> FabricAllowance:
     if not daemons:
         return FabricAllowance(**common)
     daemon = daemons[0]
+    volumes = {v["name"]: v for v in fabric_pod.get("volumes", [])}
     return FabricAllowance(
-        **common, daemon_image=daemon["image"], daemon_command=tuple(daemon["command"]),
+        **common, daemon_image=daemon["image"], daemon_name=daemon["name"], daemon_command=tuple(daemon["command"]),
         daemon_env=tuple(f"{e['name']}={e['value']}" for e in daemon.get("env", [])),
-        daemon_mounts=tuple(f"{m['name']}:{m['mountPath']}" for m in daemon.get("volumeMounts", [])),
+        daemon_mounts=tuple(_daemon_mount(m) for m in daemon.get("volumeMounts", [])),
+        daemon_volumes={m["name"]: _volume_kind(volumes[m["name"]]) for m in daemon.get("volumeMounts", [])},
         daemon_capabilities=tuple(daemon.get("securityContext", {}).get("capabilities", {}).get("add", [])))
+
+
+def _daemon_mount(mount: Mapping[str, Any]) -> str:
+    return f"{mount['name']}:{mount['mountPath']}" + (":ro" if mount.get("readOnly") else "")
+
+
+def _volume_kind(volume: Mapping[str, Any]) -> str:
+    """What a fabricPod volume the daemon mounts is: its folder of the node, or the pod's own empty folder."""
+    if "hostPath" in volume:
+        return f"hostPath:{volume['hostPath']['path']}"
+    if volume.get("emptyDir") == {}:
+        return "emptyDir"
+    raise ValueError(f"a fabric volume neither a host folder nor an empty one: {volume}")
 
 
 def allowances(pools: Sequence[GpuPool]) -> dict[str, FabricAllowance]:
@@ -200,22 +219,40 @@ def checks() -> tuple[Check, ...]:
               "A container mounts a host volume that is not its to mount: the pod's own containers mount only the "
               "volumes of the pool's fabricPod volumeMounts, as those have them (readOnly: true where they say "
               "so); the daemon's host folders are the daemon's; ephemeral containers mount none."),
-        Check("size(variables.daemons) == 0 || !has(object.spec.shareProcessNamespace) || "
-              "!object.spec.shareProcessNamespace",
+        # An ephemeral container that targets a container joins its processes, as shareProcessNamespace would.
+        Check("(size(variables.daemons) == 0 || !has(object.spec.shareProcessNamespace) || "
+              "!object.spec.shareProcessNamespace) && variables.ephemeral.all(c, !has(c.targetContainerName) || "
+              "!variables.daemons.exists(d, d.name == c.targetContainerName))",
               "A pod running the GPUDirect daemon keeps its processes apart from the pod's other containers: "
-              "remove shareProcessNamespace, which would put the daemon's processes, and the host folders they "
-              "hold open, in the view of code that has neither."),
-        Check(f"variables.daemons.all(c, {_list('c', 'command')} == variables.fabric.daemonCommand && "
-              + " && ".join(f"!has(c.{field})" for field in DAEMON_UNSET)
+              "remove shareProcessNamespace, and an ephemeral container's targetContainerName naming the daemon, "
+              "which would put the daemon's processes, and the host folders they hold open, in the view of code "
+              "that has neither."),
+        # By name, and an init container (a sidecar), as fabricPod has it: no exec or attach without a container
+        # name reaches it (the API server defaults only to a pod's one container), and daemon_connect() refuses
+        # those that name it. Its volumes are what fabricPod's are: a volume of the pod's own under a host
+        # volume's name, mounted where its LD_LIBRARY_PATH looks, would run the pod's code as the daemon.
+        Check(f"variables.daemons.all(c, c.name == variables.fabric.daemonName && "
+              f"{_list('object.spec', 'initContainers')}.exists(i, i.name == c.name) && "
+              f"{_list('c', 'command')} == variables.fabric.daemonCommand && "
+              + " && ".join(f"!has(c.{unset})" for unset in DAEMON_UNSET)
               + f" && {_list('c', 'env')}.all(e, !has(e.valueFrom)) && "
               f"{_list('c', 'env')}.map(e, e.name + '=' + (has(e.value) ? e.value : '')) == "
               "variables.fabric.daemonEnv && "
-              f"{mounts}.all(m, !has(m.subPath) && !has(m.subPathExpr)) && "
+              f"{mounts}.all(m, !has(m.subPath) && !has(m.subPathExpr) && "
+              "(!has(m.mountPropagation) || m.mountPropagation == 'None')) && "
               f"{mounts}.filter(m, m.mountPath != {_cel(SERVICE_ACCOUNT_MOUNT)})"
-              ".map(m, m.name + ':' + m.mountPath) == variables.fabric.daemonMounts)",
+              ".map(m, m.name + ':' + m.mountPath + (has(m.readOnly) && m.readOnly ? ':ro' : '')) == "
+              f"variables.fabric.daemonMounts && {mounts}.all(m, m.mountPath == {_cel(SERVICE_ACCOUNT_MOUNT)} ? "
+              f"(has(m.readOnly) && m.readOnly && {_list('object.spec', 'volumes')}.exists(v, v.name == m.name && "
+              "has(v.projected))) : (m.name in variables.fabric.daemonVolumes && "
+              f"{_list('object.spec', 'volumes')}.exists(v, v.name == m.name && (has(v.hostPath) ? "
+              "'hostPath:' + v.hostPath.path : (has(v.emptyDir) ? 'emptyDir' : '')) == "
+              "variables.fabric.daemonVolumes[m.name]))))",
               "A container runs the GPUDirect daemon's image, which gets its capabilities and host folders only "
-              "as the pool's fabricPod describes it: the same command, env and volumeMounts, and no args, "
-              f"{', '.join(f for f in DAEMON_UNSET if f != 'args')}. Copy its initContainers entry as it is."),
+              "as the pool's fabricPod describes it: an init container of the same name, command, env, "
+              "volumeMounts (readOnly as there, no mountPropagation) and volumes, and no args, "
+              f"{', '.join(f for f in DAEMON_UNSET if f != 'args')}. Copy its initContainers entry and volumes "
+              "as they are."),
         Check("variables.containers.all(c, [" + ", ".join(f"dyn(has(c.{probe}) ? c.{probe} : {{}})" for probe in PROBES)
               + ", " + ", ".join(f"dyn(has(c.lifecycle) && has(c.lifecycle.{hook}) ? c.lifecycle.{hook} : {{}})"
                                  for hook in HOOKS)
@@ -281,6 +318,26 @@ def gpu_fabric(pod_security: str, gpu_direct_pools: Sequence[str]) -> bool:
     return pod_security == "baseline" and bool(gpu_direct_pools)
 
 
+CONNECT_POLICY = "team-gpudirect-daemon-connect"
+
+
+def daemon_connect(fabrics: Mapping[str, FabricAllowance]) -> tuple[Policy, Subject]:
+    """`kubectl exec` and `attach` (CONNECT pods/exec, pods/attach) naming a GPUDirect daemon's container: a
+    shell there would have the daemon's capabilities and host folders without being the daemon. Pod Security
+    never judges a CONNECT, nor can a policy read the pod from one, so the daemon is known by the container name
+    its fabricPod gives it, which the pod policy holds it to; a request naming no container reaches only a
+    pod's one regular container, never the daemon, an init container."""
+    names = sorted({fabric.daemon_name for fabric in fabrics.values() if fabric.daemon_name})
+    subject = Subject(
+        rules=(NamedRuleWithOperationsArgs(api_groups=[""], api_versions=["v1"], operations=["CONNECT"],
+                                           resources=["pods/exec", "pods/attach"]),),
+        match_conditions=(), variables=())
+    return Policy(CONNECT_POLICY, (Check(
+        f"!has(object.container) || !(object.container in {_cel(names)})",
+        "A GPUDirect pool's daemon container runs only the daemon: no exec or attach into it, which would "
+        "hold its capabilities and host folders. Exec into the pod's own containers."),), always_deny=True), subject
+
+
 def unenforced_team_namespaces() -> LabelSelectorArgs:
     """Team namespaces whose Pod Security enforces neither baseline nor restricted (a missing label is
     privileged too)."""
@@ -295,6 +352,9 @@ class TeamPodSecurity(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         policy, subject = pod_security(allowances(cluster.gpu_pools))
         declare_policy(f"{name}-policy", policy, subject, enforcement="deny",
+                       namespace_selector=unenforced_team_namespaces(), opts=child)
+        connect, connect_subject = daemon_connect(allowances(cluster.gpu_pools))
+        declare_policy(f"{name}-connect", connect, connect_subject, enforcement="deny",
                        namespace_selector=unenforced_team_namespaces(), opts=child)
         self.policy = f"mlplatform-{policy.name}"
         self.register_outputs({"policy": self.policy})

@@ -187,6 +187,22 @@ def _over_entrypoint(p: dict[str, Any]) -> None:
     p["spec"]["initContainers"][0]["volumeMounts"].append({"name": "scripts", "mountPath": "/fts"})
 
 
+def _library_of_the_pods(p: dict[str, Any]) -> None:
+    """The node's NCCL folder's name on an empty folder of the pod's, where the daemon's LD_LIBRARY_PATH looks,
+    filled before the daemon starts by an init container of the pod's: its code would run as the daemon."""
+    p["spec"]["volumes"][0] = {"name": NVIDIA_LIB, "emptyDir": {}}
+    p["spec"]["containers"][0]["volumeMounts"][0].pop("readOnly")
+    p["spec"]["initContainers"].insert(0, {"name": "stage", "image": IMAGE, "command": ["cp", "-r", "/opt/lib/.", "/lib64"],
+                                           "volumeMounts": [{"name": NVIDIA_LIB, "mountPath": "/lib64"}]})
+
+
+def _daemon_to_containers(p: dict[str, Any]) -> None:
+    """The daemon as Google's own test pods run it, a regular container: `kubectl exec` without -c could reach it."""
+    daemon = p["spec"].pop("initContainers")[0]
+    del daemon["restartPolicy"]
+    p["spec"]["containers"].insert(0, daemon)
+
+
 NVIDIA_LIB = "gpudirect-nvidia-lib"
 # (case, pool, change to the pod on_fabric(pool) makes, admitted). Each pool's unchanged pod is admitted.
 FABRIC: list[tuple[str, str, Change | None, bool]] = [
@@ -230,6 +246,12 @@ FABRIC: list[tuple[str, str, Change | None, bool]] = [
     ("an RDMA pod sharing its processes (it runs no daemon)", "h200",
      lambda p: p["spec"].__setitem__("shareProcessNamespace", True), True),
     ("hostNetwork on a GPUDirect pod", "h100", lambda p: p["spec"].__setitem__("hostNetwork", True), False),
+    ("the pod's own library folder where the daemon loads its libraries", "h100", _library_of_the_pods, False),
+    ("the daemon writing the node's NCCL", "h100x", _daemon(_writable(NVIDIA_LIB)), False),
+    ("the daemon seeing the node's mounts under /sys", "h100", _daemon(
+        lambda c: c["volumeMounts"][1].__setitem__("mountPropagation", "HostToContainer")), False),
+    ("the daemon under another name", "h100x", _daemon(_set("name", "rxdm")), False),
+    ("the daemon as a regular container", "h100", _daemon_to_containers, False),
 ]
 
 

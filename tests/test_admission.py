@@ -447,9 +447,10 @@ def test_policies_match_pod_and_job_creation_and_updates_and_bind_to_team_namesp
 
 # Requests that can never run: refused whatever the enforcement, since a warning would let them hold queue quota;
 # and team monitors whose series would pass for the platform's, which a warning would let the GPU and cost rules
-# count; and Pod Security baseline where a namespace's labels do not enforce it (tests/test_pod_security.py).
+# count; and Pod Security baseline where a namespace's labels do not enforce it, with exec into a GPUDirect daemon
+# (tests/test_pod_security.py).
 ALWAYS_DENIED = {"gpu-request-fits-a-node", "gpu-request-fits-a-node-jobsets", "team-monitor-labels",
-                 "team-pod-security"}
+                 "team-pod-security", "team-gpudirect-daemon-connect"}
 
 
 def _actions(synthesis: Synthesis) -> dict[str, tuple[str, ...]]:

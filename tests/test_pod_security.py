@@ -8,19 +8,20 @@ import copy
 import re
 from typing import Any
 
+import celpy
 import pytest
 import yaml
 
 import versions
-from components.pod_security import (BASELINE_CAPABILITIES, BASELINE_SYSCTLS, BASELINE_VERSION, POLICY,
-                                     SELINUX_TYPES, allowance)
+from components.pod_security import (BASELINE_CAPABILITIES, BASELINE_SYSCTLS, BASELINE_VERSION, CONNECT_POLICY,
+                                     POLICY, SELINUX_TYPES, allowance)
 from core.vocabulary import POOL_LABEL, TEAM_LABEL
 from synth import PROJECT_DIR
 from synth.engine import Synthesis
 from synth.gomodule import ModuleUnavailable, module_dir
 from synth.render import stack_synthesis
 from synth.schema import check_manifests
-from tests.cel import admit
+from tests.cel import admit, evaluate
 from tests.clouds.gke.test_fabric import HIGH, MEGA, ULTRA
 from tests.clouds.gke.test_gke import gke_cluster
 from tests.conftest import synth_with, team
@@ -108,7 +109,11 @@ def ephemeral(obj: dict[str, Any], **container: Any) -> dict[str, Any]:
     ({"volumeMounts": [{"name": "gpudirect-nvidia-lib", "mountPath": "/nccl", "readOnly": True}]}, False),
     ({"securityContext": {"capabilities": {"add": ["IPC_LOCK"]}}}, False),
     ({"securityContext": {"privileged": True}}, False),
-], ids=["plain", "the node's /sys", "the node's NCCL", "the fabric's capability", "privileged"])
+    ({"targetContainerName": "nccl"}, True),
+    # Into the daemon's processes, and through /proc the host folders they hold, as shareProcessNamespace would.
+    ({"targetContainerName": "tcpx-daemon"}, False),
+], ids=["plain", "the node's /sys", "the node's NCCL", "the fabric's capability", "privileged", "targeting NCCL",
+        "targeting the daemon"])
 def test_an_ephemeral_container_gets_baseline_only(policy, container, admitted):
     # `kubectl debug` on a GPUDirect pod: the pool's share is for the pod's own containers.
     stored = in_research(on_fabric("h100x"))
@@ -133,6 +138,24 @@ def test_an_update_is_judged_as_pod_security_judges_one(policy):
     swapped["spec"]["initContainers"][0]["image"] = "busybox:1.36"
     # The daemon's container on another image loses the daemon's share.
     assert not admit(policy, swapped, namespace(), old=plain).allowed
+
+
+@pytest.mark.parametrize("options,admitted", [
+    ({"container": "tcpx-daemon", "command": ["sh"]}, False), ({"container": "tcpxo-daemon"}, False),
+    ({"container": "nccl", "command": ["sh"]}, True), ({"command": ["sh"]}, True)],
+    ids=["TCPX's daemon", "TCPXO's daemon", "the pod's own", "no container named"])
+def test_no_exec_or_attach_reaches_a_gpudirect_daemon(gke, options, admitted):
+    # A shell in the daemon's container would hold its capabilities and host folders without being the daemon.
+    (connect,) = [r.inputs for r in gke.of_type(VAP)
+                  if r.inputs["metadata"]["name"] == f"mlplatform-{CONNECT_POLICY}"]
+    assert [(r["resources"], r["operations"]) for r in connect["spec"]["matchConstraints"]["resourceRules"]] == [
+        (["pods/exec", "pods/attach"], ["CONNECT"])]
+    (check,) = connect["spec"]["validations"]
+    assert bool(evaluate(check["expression"], {"object": celpy.json_to_cel(
+        {"kind": "PodExecOptions", "apiVersion": "v1", **options})})) is admitted
+    (binding,) = [r.inputs for r in gke.of_type(BINDING)
+                  if r.inputs["metadata"]["name"] == f"mlplatform-{CONNECT_POLICY}"]
+    assert binding["spec"]["validationActions"] == ["Deny", "Audit"]
 
 
 def test_the_policy_guards_every_team_namespace_that_enforces_less_than_baseline(gke, policy, local_synth):
@@ -171,7 +194,8 @@ def test_a_namespace_stops_enforcing_baseline_only_once_the_policy_is_in_place(g
     (component,) = gke.of_type("mlplatform:podsecurity:TeamPodSecurity")
     guards = {r.urn for r in gke.children_of(component.urn)}
     namespaces = {r.inputs["metadata"]["name"]: set(r.depends_on) for r in gke.of_type(NAMESPACE)}
-    assert len(guards) == 2 and all(guards <= namespaces[team] for team in ("research", "web", "secure"))
+    # The two policies (pods, and exec into a daemon) and their bindings.
+    assert len(guards) == 4 and all(guards <= namespaces[team] for team in ("research", "web", "secure"))
 
 
 def test_gcp_devs_research_namespace_admits_its_gpudirect_pods_and_nothing_more():

@@ -249,8 +249,9 @@ def test_every_policy_warns_and_audits_in_team_namespaces(e2e: Platform):
     bindings = {b["metadata"]["name"]: b["spec"] for b in
                 e2e.cluster.get("/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings")["items"]}
     # Pod Security baseline where a team namespace's labels do not enforce it: test_7_pod_security.py.
-    guard = bindings.pop("mlplatform-team-pod-security")
-    assert guard["validationActions"] == ["Deny", "Audit"]
+    # And exec into a GPUDirect daemon there (test_7_pod_security.py).
+    for guarded in ("mlplatform-team-pod-security", "mlplatform-team-gpudirect-daemon-connect"):
+        assert bindings.pop(guarded)["validationActions"] == ["Deny", "Audit"], guarded
     assert set(bindings) == {f"mlplatform-{name}" for name in POLICIES + GANG_POLICIES}
     for name, spec in bindings.items():
         denied = name.removeprefix("mlplatform-") in ALWAYS_DENIED

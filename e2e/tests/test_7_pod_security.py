@@ -15,7 +15,7 @@ import pulumi
 import pytest
 
 from components.admission import Policy, Subject
-from components.pod_security import ENFORCE_LABEL, POLICY, allowance, pod_security
+from components.pod_security import ENFORCE_LABEL, POLICY, allowance, daemon_connect, pod_security
 from core.vocabulary import TEAM_LABEL
 from e2e.cluster import ApiError
 from e2e.lifecycle import Platform
@@ -26,6 +26,7 @@ POLICY_NAMESPACE = "e2e-privileged-team"
 FABRIC_NAMESPACE = "e2e-gpudirect"
 FABRIC_LABEL = "e2e.mlplatform.io/gpudirect"
 FABRIC_POLICY = "e2e-gpudirect-pod-security"
+FABRIC_CONNECT_POLICY = "e2e-gpudirect-daemon-connect"
 ADMISSION = "/apis/admissionregistration.k8s.io/v1"
 _names = itertools.count()
 
@@ -71,13 +72,14 @@ def refused_by_policy(refusal: str | None, policy: str) -> bool:
 
 @pytest.fixture(scope="module")
 def namespaces(e2e: Platform) -> Iterator[None]:
+    fabrics = {pool: allowance(f) for pool, f in fabric_pods().items()}
     made: list[dict[str, Any]] = [
         namespace(BASELINE_NAMESPACE, {ENFORCE_LABEL: "baseline"}),
         # A team namespace enforcing less than baseline, as a GPUDirect team's does.
         namespace(POLICY_NAMESPACE, {TEAM_LABEL: POLICY_NAMESPACE, ENFORCE_LABEL: "privileged"}),
         namespace(FABRIC_NAMESPACE, {FABRIC_LABEL: "true", ENFORCE_LABEL: "privileged"}),
-        *declared(*pod_security({pool: allowance(f) for pool, f in fabric_pods().items()}), FABRIC_POLICY,
-                  {"matchLabels": {FABRIC_LABEL: "true"}}),
+        *declared(*pod_security(fabrics), FABRIC_POLICY, {"matchLabels": {FABRIC_LABEL: "true"}}),
+        *declared(*daemon_connect(fabrics), FABRIC_CONNECT_POLICY, {"matchLabels": {FABRIC_LABEL: "true"}}),
     ]
     try:
         for obj in made:
@@ -169,3 +171,47 @@ def test_an_ephemeral_container_is_judged_as_pod_security_judges_it(e2e: Platfor
     assert [v is None for v in verdicts] == [admitted, admitted], verdicts
     if not admitted:
         assert refused_by_policy(verdicts[1], f"mlplatform-{POLICY}"), verdicts[1]
+
+
+@pytest.fixture
+def stored_gpudirect_pod(e2e: Platform, namespaces: None) -> Iterator[dict[str, Any]]:
+    """TCPXO's pod as its fabricPod has it, stored in the GPUDirect namespace, never scheduled."""
+    stored = fabric_case("h100", lambda p: p["spec"].__setitem__("schedulingGates", [{"name": "e2e.mlplatform.io/hold"}]))
+    stored["metadata"].update(name="gpudirect", namespace=FABRIC_NAMESPACE)
+    e2e.cluster.create(stored)
+    try:
+        yield stored
+    finally:
+        e2e.cluster.request("DELETE", e2e.cluster.path_of(stored), {"gracePeriodSeconds": 0})
+
+
+@pytest.mark.parametrize("target,admitted", [("nccl", True), ("tcpxo-daemon", False)])
+def test_no_ephemeral_container_joins_the_daemons_processes(e2e: Platform, stored_gpudirect_pod: dict[str, Any],
+                                                           target: str, admitted: bool):
+    debugged = e2e.cluster.get(e2e.cluster.path_of(stored_gpudirect_pod))
+    debugged["spec"]["ephemeralContainers"] = [{"name": "debug", "image": "busybox:1.36",
+                                                "targetContainerName": target}]
+    try:
+        e2e.cluster.request("PUT", e2e.cluster.path_of(stored_gpudirect_pod) + "/ephemeralcontainers?dryRun=All",
+                            debugged)
+        refusal = None
+    except ApiError as refused:
+        refusal = str(refused)
+    assert (refusal is None) is admitted, refusal
+    if not admitted:
+        assert refused_by_policy(refusal, FABRIC_POLICY), refusal
+
+
+def test_no_exec_reaches_the_daemon(e2e: Platform, stored_gpudirect_pod: dict[str, Any]):
+    # The API server judges a CONNECT before it looks for the pod's node: an unscheduled pod is enough.
+    def exec_into(container: str) -> str:
+        try:
+            e2e.cluster.request("POST", e2e.cluster.path_of(stored_gpudirect_pod) +
+                                f"/exec?container={container}&command=sh&stdout=true", None)
+        except ApiError as refused:
+            return str(refused)
+        raise AssertionError(f"exec into {container} of a pod on no node went through")
+
+    e2e.cluster.wait(f"{FABRIC_CONNECT_POLICY} judging exec", lambda: refused_by_policy(
+        exec_into("tcpxo-daemon"), FABRIC_CONNECT_POLICY) or None, timeout=60)
+    assert not refused_by_policy(exec_into("nccl"), FABRIC_CONNECT_POLICY)
