@@ -50,6 +50,21 @@ def _template(jobset: dict[str, Any]) -> dict[str, Any]:
     return replicated["template"]["spec"]["template"]
 
 
+def _controllers_pod(template: dict[str, Any]) -> dict[str, Any]:
+    """A pod of the template as the Job controller creates it (owned by its Job)."""
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "train-node-0-0-abcde", "namespace": "research",
+                         "annotations": template["metadata"]["annotations"],
+                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "train-node-0",
+                                              "uid": "1", "controller": True}]},
+            "spec": template["spec"]}
+
+
+def _judging_pods(policies: dict[str, dict[str, Any]]) -> list[str]:
+    return [name for name, policy in policies.items()
+            if any("pods" in rule["resources"] for rule in policy["spec"]["matchConstraints"]["resourceRules"])]
+
+
 def test_the_walkthrough_jobset_is_valid_for_the_pinned_crd(eks, charts):
     crds = [c for c in crds_of(render_stack(eks)) if c["spec"]["group"] == "jobset.x-k8s.io"]
     report = check_manifests([walkthrough_jobset()], custom=schemas_of(crds))
@@ -66,14 +81,7 @@ def test_the_walkthrough_jobset_is_admitted_in_the_team_namespace(eks):
         assert decision.allowed, (name, decision.failures)
     # Each pod, as the Job controller creates it (owned), by every policy on team pods.
     template = _template(jobset)
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": "train-node-0-0-abcde", "namespace": "research",
-                        "annotations": template["metadata"]["annotations"],
-                        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "train-node-0",
-                                             "uid": "1", "controller": True}]},
-           "spec": template["spec"]}
-    judged = [name for name, policy in policies.items()
-              if any("pods" in rule["resources"] for rule in policy["spec"]["matchConstraints"]["resourceRules"])]
+    pod, judged = _controllers_pod(template), _judging_pods(policies)
     assert "gpu-work-through-team-queue" in judged and "multi-node-whole-nodes" in judged
     for name in judged:
         decision = admit(policies[name], pod, namespace("research"), user=JOB_CONTROLLER)
@@ -169,14 +177,7 @@ def test_the_walkthrough_on_gcp_dev_is_admitted_with_its_gpudirect_pods():
         if any("jobsets" in rule["resources"] for rule in policy["spec"]["matchConstraints"]["resourceRules"]):
             decision = admit(policy, jobset, privileged)
             assert decision.allowed, (name, decision.failures)
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": "train-node-0-0-abcde", "namespace": "research",
-                        "annotations": template["metadata"]["annotations"],
-                        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "train-node-0",
-                                             "uid": "1", "controller": True}]},
-           "spec": template["spec"]}
-    judged = [name for name, policy in policies.items()
-              if any("pods" in rule["resources"] for rule in policy["spec"]["matchConstraints"]["resourceRules"])]
+    pod, judged = _controllers_pod(template), _judging_pods(policies)
     assert "team-pod-security" in judged and "multi-node-whole-nodes" in judged
     for name in judged:
         decision = admit(policies[name], pod, privileged, user=JOB_CONTROLLER)
