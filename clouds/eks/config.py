@@ -249,10 +249,16 @@ class EksGpuPool(Model):
     sharing: GpuSharing = GpuSharing()
     # Elastic Fabric Adapter interfaces on every node, for multi-node training (NCCL over EFA on p4/p5).
     efa: bool = False
-    # An EFA pool's one availability zone (of availabilityZones; by default the first): its nodes share a
-    # cluster placement group, which EC2 keeps within one zone. Give the zone the instance type is offered in,
-    # or that the pool's capacity reservations are in (reservations are per zone).
+    # An EFA pool's one availability zone on a new VPC (of availabilityZones; by default the first): its nodes
+    # share a cluster placement group, which EC2 keeps within one zone. Give the zone the instance type is
+    # offered in, or that the pool's capacity reservations are in (reservations are per zone). On an existing
+    # network, subnetId decides the zone instead.
     zone: str | None = None
+    # On an existing network (network.privateSubnetIds), an EFA pool's one private subnet, of those: its nodes
+    # go there, so its zone is the pool's. The stack cannot look up which zone an existing subnet is in (the
+    # offline synth calls no AWS API), so the pool names the subnet itself rather than a zone, which none of
+    # the subnets might be in: Karpenter would then launch nothing.
+    subnet_id: SubnetId | None = None
 
     @field_validator("instance_types")
     @classmethod
@@ -297,6 +303,13 @@ class EksGpuPool(Model):
         if self.zone is not None and not self.efa:
             raise ValueError("zone: only EFA pools are held to one zone (their placement group's); other pools "
                              "use every zone of availabilityZones: remove zone, or set efa: true")
+        if self.subnet_id is not None and not self.efa:
+            raise ValueError("subnetId: only EFA pools are held to one subnet (their placement group's zone); "
+                             "other pools use every subnet of network.privateSubnetIds: remove subnetId, or set "
+                             "efa: true")
+        if self.subnet_id is not None and self.zone is not None:
+            raise ValueError(f"zone and subnetId: the subnet {self.subnet_id} decides the pool's zone, which the "
+                             "stack cannot check against zone: remove zone")
         if self.efa and not all(GPU_INSTANCES[t].efa for t in self.instance_types):
             without = [t for t in self.instance_types if not GPU_INSTANCES[t].efa]
             with_efa = sorted(t for t, i in GPU_INSTANCES.items()
@@ -357,8 +370,11 @@ class EksGpuPool(Model):
     def accelerator(self) -> str:
         return self.shape.accelerator
 
-    def efa_zone(self, cluster_zones: list[str]) -> str:
-        """The zone of an EFA pool's nodes: its own, or the cluster's first."""
+    def efa_zone(self, cluster_zones: list[str]) -> str | None:
+        """The zone of an EFA pool's nodes: its own, or the cluster's first; none named where its subnetId
+        decides it."""
+        if self.subnet_id is not None:
+            return None
         return self.zone or cluster_zones[0]
 
     def gpu_capacity(self) -> int:
@@ -481,6 +497,21 @@ class EksClusterConfig(GpuPools, Model):
     def _unique_pools(cls, pools: list[EksGpuPool]) -> list[EksGpuPool]:
         return unique_names(pools, "GPU pool")
 
+    def _check_subnet(self, index: int, pool: EksGpuPool) -> None:
+        """An EFA pool names its subnet on an existing network, one of its private subnets, and only there."""
+        private = self.network.private_subnet_ids
+        if pool.subnet_id is not None and not self.network.existing:
+            raise ValueError(f"gpuPools[{index}].subnetId: the cluster makes its own VPC (no "
+                             "network.privateSubnetIds), with one private subnet per zone: remove subnetId, and "
+                             "give the pool's zone (one of availabilityZones) instead")
+        if pool.efa and self.network.existing and pool.subnet_id is None:
+            raise ValueError(f"gpuPools[{index}].subnetId: an EFA pool on existing subnets names the one its nodes "
+                             "go in (its placement group is one zone's, and the stack cannot look up the zones of "
+                             f"network.privateSubnetIds): give one of {', '.join(private)}")
+        if pool.subnet_id is not None and self.network.existing and pool.subnet_id not in private:
+            raise ValueError(f"gpuPools[{index}].subnetId: {pool.subnet_id} is not one of network.privateSubnetIds "
+                             f"({', '.join(private)}), where the cluster's nodes run")
+
     @model_validator(mode="after")
     def _consistent(self) -> EksClusterConfig:
         for zone in self.availability_zones:
@@ -496,6 +527,7 @@ class EksClusterConfig(GpuPools, Model):
             if pool.zone is not None and pool.zone not in self.availability_zones:
                 raise ValueError(f"gpuPools[{index}].zone: {pool.zone!r} is not one of availabilityZones "
                                  f"({', '.join(self.availability_zones)}), where the nodes' subnets are")
+            self._check_subnet(index, pool)
         if self.network.existing and len(self.network.private_subnet_ids) < 2:
             raise ValueError("network.privateSubnetIds: give at least two private subnets, in different zones")
         try:

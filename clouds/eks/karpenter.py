@@ -123,8 +123,11 @@ class KarpenterPool:
     disruption_budgets: tuple[dict[str, str], ...] = ()
     # EC2NodeClass userData: what the nodes run at boot besides Karpenter's own NodeConfig.
     user_data: str | None = None
-    # EFA pools: the one zone of their nodes and cluster placement group.
+    # EFA pools: a cluster placement group of their own, in one zone: the zone named here (a new VPC), or that of
+    # the one subnet named here (an existing network).
+    placement_group: bool = False
     zone: str | None = None
+    subnet_id: str | None = None
     # What the nodes advertise beyond what EC2 says of the instance type (an EFA pool's huge pages), for
     # Karpenter's launch decisions (a NodeOverlay of the pool).
     extra_capacity: tuple[tuple[str, str], ...] = ()
@@ -224,7 +227,9 @@ def gpu_karpenter_pool(spec: EksClusterConfig, pool: EksGpuPool, gpu_pool: GpuPo
         # pool's count changes) drifts the pool's nodes: Karpenter replaces them, one at a time by the budget
         # above, as it does for a new AMI.
         user_data=gpu_node_user_data(pool.huge_pages),
+        placement_group=pool.efa,
         zone=pool.efa_zone(spec.availability_zones) if pool.efa else None,
+        subnet_id=pool.subnet_id,
         extra_capacity=tuple(pool.huge_page_request().items()))
 
 
@@ -265,7 +270,13 @@ def node_class(spec: EksClusterConfig, pool: KarpenterPool, *, node_role: pulumi
     return {
         "role": node_role,
         "amiSelectorTerms": [{"alias": pool.ami_alias}],
-        "subnetSelectorTerms": subnet_terms,
+        # A pool's own subnet holds it to that subnet's zone: Karpenter offers an instance type only in the zones
+        # of the EC2NodeClass's resolved subnets (aws/karpenter-provider-aws v1.14.1,
+        # pkg/providers/instancetype/types.go, computeRequirements: "the set intersection between zones where the
+        # instance type is available, and zones which are available via the provided EC2NodeClass", the zones of
+        # its status.subnets, pkg/apis/v1/ec2nodeclass_status.go ZoneInfo), and launches into those subnets only
+        # (pkg/providers/subnet/subnet.go, ZonalSubnetsForLaunch picks among status.subnets).
+        "subnetSelectorTerms": [{"id": pool.subnet_id}] if pool.subnet_id else subnet_terms,
         "securityGroupSelectorTerms": [{"tags": {DISCOVERY_TAG: spec.name}}],
         "blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {
             "volumeSize": f"{pool.disk_size_gib}Gi", "volumeType": "gp3", "encrypted": True,
@@ -309,7 +320,8 @@ def node_pool(pool: KarpenterPool) -> dict[str, Any]:
                     # A cluster placement group is in one zone; Karpenter v1.14 leaves EC2 to enforce that and
                     # retries launches aimed at other zones as capacity errors, so the pool names the zone
                     # (aws/karpenter-provider-aws v1.14.1, designs/placement-groups-support.md, "Note on
-                    # cluster PG launches": "avoid these transient failures by pinning the AZ").
+                    # cluster PG launches": "avoid these transient failures by pinning the AZ"). A pool with its own
+                    # subnet (node_class) is pinned by that subnet instead, whose zone the stack cannot know.
                     *([{"key": "topology.kubernetes.io/zone", "operator": "In", "values": [pool.zone]}]
                       if pool.zone else []),
                 ],
@@ -408,7 +420,7 @@ class Karpenter(pulumi.ComponentResource):
         overflow = system_overflow_pool(spec)
         for pool in [*pools, *([overflow] if overflow else []), cpu_pool(spec)]:
             placement_group = None
-            if pool.zone is not None:
+            if pool.placement_group:
                 # EFA's OS-bypass traffic is fastest, and NCCL's all-reduce steadiest, between instances on one
                 # network spine: a cluster placement group per EFA pool (EC2 User Guide, "Placement strategies";
                 # Karpenter's nodeclasses doc names it for EFA). Deleted after the pool's EC2NodeClass, whose

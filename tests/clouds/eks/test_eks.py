@@ -592,6 +592,34 @@ def test_existing_subnets_are_tagged_for_load_balancers_and_taken_by_id_not_by_a
      "(eu-west-1a, eu-west-1b)"),
     ({"gpuPools": [{"name": "x", "instanceTypes": ["g6.xlarge"], "maxNodes": 1, "zone": "eu-west-1b"}]},
      "mlplatform:cluster.gpuPools[0]: zone: only EFA pools are held to one zone"),
+    # On existing subnets an EFA pool names its subnet: the stack cannot learn their zones, and Karpenter launches
+    # only in the zones of a node class's subnets; on a new VPC, and for pools without EFA, zone rules instead.
+    ({"network": {"privateSubnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]},
+      "gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 2, "efa": True}]},
+     "mlplatform:cluster: Value error, gpuPools[0].subnetId: an EFA pool on existing subnets names the one its nodes "
+     "go in (its placement group is one zone's, and the stack cannot look up the zones of network.privateSubnetIds): "
+     "give one of subnet-0123456789abcdef0, subnet-0123456789abcdef1"),
+    ({"network": {"privateSubnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]},
+      "gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 2, "efa": True,
+                    "subnetId": "subnet-0123456789abcdef9"}]},
+     "mlplatform:cluster: Value error, gpuPools[0].subnetId: subnet-0123456789abcdef9 is not one of "
+     "network.privateSubnetIds (subnet-0123456789abcdef0, subnet-0123456789abcdef1)"),
+    ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 2, "efa": True,
+                    "subnetId": "subnet-0123456789abcdef0"}]},
+     "mlplatform:cluster: Value error, gpuPools[0].subnetId: the cluster makes its own VPC (no "
+     "network.privateSubnetIds), with one private subnet per zone: remove subnetId, and give the pool's zone"),
+    ({"network": {"privateSubnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]},
+      "gpuPools": [{"name": "x", "instanceTypes": ["g6.xlarge"], "maxNodes": 1,
+                    "subnetId": "subnet-0123456789abcdef0"}]},
+     "mlplatform:cluster.gpuPools[0]: subnetId: only EFA pools are held to one subnet"),
+    ({"network": {"privateSubnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]},
+      "gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 2, "efa": True,
+                    "zone": "eu-west-1b", "subnetId": "subnet-0123456789abcdef0"}]},
+     "mlplatform:cluster.gpuPools[0]: zone and subnetId: the subnet subnet-0123456789abcdef0 decides the pool's "
+     "zone, which the stack cannot check against zone: remove zone"),
+    ({"gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 2, "efa": True,
+                    "subnetId": "subnet-x"}]},
+     "mlplatform:cluster.gpuPools[0].subnetId: 'subnet-x' is not a subnet ID"),
     # The EFA device plugin's image is pulled from EKS's registry in the stack's region: none known, refused.
     ({"region": "eu-west-9", "availabilityZones": ["eu-west-9a", "eu-west-9b"],
       "gpuPools": [{"name": "x", "instanceTypes": ["p5.48xlarge"], "maxNodes": 2, "efa": True}]},

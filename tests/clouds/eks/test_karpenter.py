@@ -329,6 +329,29 @@ def test_an_efa_pool_can_name_its_zone_and_each_efa_pool_has_its_own_group():
     assert sorted(g.inputs["tags"]["mlplatform.io/pool"] for g in groups) == ["a", "b"]
 
 
+PRIVATE = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
+
+
+def test_an_efa_pool_on_existing_subnets_goes_in_its_own_subnet_with_its_placement_group():
+    # The stack cannot look up which zone an existing subnet is in (the synth calls no AWS API), so a zone named
+    # for the pool might be none of theirs, and Karpenter would launch nothing. The pool names its subnet
+    # instead: Karpenter v1.14.1 offers instance types only in the zones of the EC2NodeClass's subnets
+    # (pkg/providers/instancetype/types.go, computeRequirements), so one subnet is one zone, the placement
+    # group's, with no zone requirement that could contradict it.
+    synthesis = synth_with(cluster=aws_cluster(network={"privateSubnetIds": PRIVATE}, gpuPools=[
+        {"name": "h100", "instanceTypes": ["p5.48xlarge"], "maxNodes": 2, "efa": True, "subnetId": PRIVATE[1]},
+        {"name": "l4", "instanceTypes": ["g6.xlarge"], "maxNodes": 2}]))
+    pools, classes = node_pools_and_classes(synthesis)
+    assert classes["h100"]["subnetSelectorTerms"] == [{"id": PRIVATE[1]}]
+    assert zone_requirement(pools["h100"]) is None
+    (group,) = synthesis.of_type("aws:ec2/placementGroup:PlacementGroup")
+    assert group.inputs["strategy"] == "cluster" and group.inputs["tags"]["mlplatform.io/pool"] == "h100"
+    assert classes["h100"]["placementGroupSelector"] == {"name": group.inputs["name"]}
+    # Every other pool keeps every private subnet, and no zone.
+    assert classes["l4"]["subnetSelectorTerms"] == [{"id": subnet} for subnet in PRIVATE]
+    assert zone_requirement(pools["l4"]) is None and "placementGroupSelector" not in classes["l4"]
+
+
 def test_each_efa_pool_tells_teams_its_interface_count_and_gives_every_team_namespace_its_nccl_settings(prod):
     # aws/aws-ofi-nccl v1.21.1 doc/efa-env-var.md, "Sample Presets": FI_PROVIDER=efa and NCCL_PROTO=simple on
     # every EFA GPU instance, FI_EFA_USE_DEVICE_RDMA=1 on p4/p5 (GPUDirect RDMA) only.
