@@ -56,6 +56,11 @@ HOOKS = ("postStart", "preStop")
 # Where the API server's ServiceAccount admission mounts a pod's token into every container, the daemon's too,
 # before any policy sees the pod: the one mount the daemon may have beyond its own.
 SERVICE_ACCOUNT_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+# The Job controller's completion index, by label with the PodIndexLabel gate (on by default) and by annotation
+# without it.
+COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
+COMPLETION_INDEX_FIELDS = tuple(f"metadata.{where}['batch.kubernetes.io/job-completion-index']"
+                                for where in ("labels", "annotations"))
 # Container fields by which a daemon could run something other than the daemon: none may be set on it.
 DAEMON_UNSET = ("args", "envFrom", "lifecycle", "livenessProbe", "readinessProbe", "startupProbe", "workingDir")
 
@@ -181,6 +186,15 @@ def _capabilities(c: str) -> str:
     return f"({_set(c, 'capabilities', 'add')} ? {c}.securityContext.capabilities.add : [])"
 
 
+def _completion_index(e: str) -> str:
+    """A CEL predicate: env var `e` is the completion index the Job controller adds to every container and init
+    container of an Indexed Job's pods, a multi-node JobSet's among them (k8s.io/kubernetes v1.34.4,
+    pkg/controller/job/indexed_job_utils.go, addCompletionIndexEnvVariables): a number, which changes nothing
+    the daemon runs."""
+    return (f"({e}.name == {_cel(COMPLETION_INDEX_ENV)} && has({e}.valueFrom.fieldRef) && "
+            f"{e}.valueFrom.fieldRef.fieldPath in {_cel(list(COMPLETION_INDEX_FIELDS))})")
+
+
 def checks() -> tuple[Check, ...]:
     pod = "variables.podSecurityContext"
     baseline_caps = _cel(list(BASELINE_CAPABILITIES))
@@ -235,9 +249,9 @@ def checks() -> tuple[Check, ...]:
               f"{_list('object.spec', 'initContainers')}.exists(i, i.name == c.name) && "
               f"{_list('c', 'command')} == variables.fabric.daemonCommand && "
               + " && ".join(f"!has(c.{unset})" for unset in DAEMON_UNSET)
-              + f" && {_list('c', 'env')}.all(e, !has(e.valueFrom)) && "
-              f"{_list('c', 'env')}.map(e, e.name + '=' + (has(e.value) ? e.value : '')) == "
-              "variables.fabric.daemonEnv && "
+              + f" && {_list('c', 'env')}.all(e, !has(e.valueFrom) || {_completion_index('e')}) && "
+              f"{_list('c', 'env')}.filter(e, !has(e.valueFrom)).map(e, e.name + '=' + "
+              "(has(e.value) ? e.value : '')) == variables.fabric.daemonEnv && "
               f"{mounts}.all(m, !has(m.subPath) && !has(m.subPathExpr) && "
               "(!has(m.mountPropagation) || m.mountPropagation == 'None')) && "
               f"{mounts}.filter(m, m.mountPath != {_cel(SERVICE_ACCOUNT_MOUNT)})"

@@ -180,6 +180,26 @@ def _token(p: dict[str, Any]) -> None:
             "readOnly": True})
 
 
+# What the Job controller adds to every container and init container of an Indexed Job's pods
+# (k8s.io/kubernetes v1.34.4, pkg/controller/job/indexed_job_utils.go, addCompletionIndexEnvVariables; the
+# label form with the PodIndexLabel gate, on by default, the annotation form without it).
+COMPLETION_INDEX_ENV = {"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
+    "fieldPath": "metadata.labels['batch.kubernetes.io/job-completion-index']"}}}
+
+
+def indexed(p: dict[str, Any]) -> None:
+    """The pod as the Job controller creates it for an Indexed Job (a multi-node JobSet's Jobs are)."""
+    for container in p["spec"]["containers"] + p["spec"].get("initContainers", []):
+        if not any(e["name"] == COMPLETION_INDEX_ENV["name"] for e in container.get("env", [])):
+            container.setdefault("env", []).append(copy.deepcopy(COMPLETION_INDEX_ENV))
+
+
+def _index_from(source: dict[str, Any]) -> Change:
+    def change(p: dict[str, Any]) -> None:
+        p["spec"]["initContainers"][0]["env"].append({"name": "JOB_COMPLETION_INDEX", "valueFrom": source})
+    return change
+
+
 def _over_entrypoint(p: dict[str, Any]) -> None:
     """An emptyDir the NCCL container writes, mounted where TCPXO's daemon runs its entrypoint from."""
     p["spec"]["volumes"].append({"name": "scripts", "emptyDir": {}})
@@ -238,6 +258,11 @@ FABRIC: list[tuple[str, str, Change | None, bool]] = [
         "mountPath", "/sys")), False),
     ("the daemon's image running a shell beside it", "h100", _daemon_as_main, False),
     ("the service account token the API server mounts", "h100", _token, True),
+    ("the completion index the Job controller gives an Indexed Job's daemon", "h100x", indexed, True),
+    ("the daemon's completion index from a Secret", "h100", _index_from({"secretKeyRef": {"name": "x", "key": "k"}}),
+     False),
+    ("the daemon's completion index from another field", "h100", _index_from({"fieldRef": {
+        "fieldPath": "metadata.annotations['x']"}}), False),
     ("a folder of the pod's over the daemon's entrypoint", "h100", _over_entrypoint, False),
     ("the daemon sized and its pull policy set", "h100", _daemon(lambda c: c.update(
         resources={"requests": {"cpu": "1"}}, imagePullPolicy="IfNotPresent")), True),

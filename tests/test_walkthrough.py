@@ -7,6 +7,7 @@ verify/nccl.py's FLOORS."""
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -20,6 +21,7 @@ from synth.render import render_stack
 from synth.schema import check_manifests, schemas_of
 from tests.cel import admit
 from tests.conftest import aws_cluster, synth_with, team
+from tests.pod_security_cases import indexed
 from tests.test_admission import JOB_CONTROLLER, namespace
 from verify.nccl import FLOORS
 
@@ -51,13 +53,16 @@ def _template(jobset: dict[str, Any]) -> dict[str, Any]:
 
 
 def _controllers_pod(template: dict[str, Any]) -> dict[str, Any]:
-    """A pod of the template as the Job controller creates it (owned by its Job)."""
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "train-node-0-0-abcde", "namespace": "research",
-                         "annotations": template["metadata"]["annotations"],
-                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "train-node-0",
-                                              "uid": "1", "controller": True}]},
-            "spec": template["spec"]}
+    """A pod of the template as the Job controller creates it for the Indexed Job: owned by its Job, with the
+    completion index in every container's environment."""
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "train-node-0-0-abcde", "namespace": "research",
+                        "annotations": template["metadata"]["annotations"],
+                        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "train-node-0",
+                                             "uid": "1", "controller": True}]},
+           "spec": copy.deepcopy(template["spec"])}
+    indexed(pod)
+    return pod
 
 
 def _judging_pods(policies: dict[str, dict[str, Any]]) -> list[str]:

@@ -17,7 +17,7 @@ import pytest
 from components.admission import Policy, Subject
 from components.pod_security import ENFORCE_LABEL, POLICY, allowance, daemon_connect, pod_security
 from core.vocabulary import TEAM_LABEL
-from e2e.cluster import ApiError
+from e2e.cluster import ApiError, ClusterError
 from e2e.lifecycle import Platform
 from tests.pod_security_cases import BASELINE, FABRIC, fabric_case, fabric_pods, pod
 
@@ -133,6 +133,40 @@ def test_a_gpudirect_pod_gets_exactly_its_pools_fabric(e2e: Platform, namespaces
         assert refused_by_policy(refusal, FABRIC_POLICY), refusal
     # Pod Security baseline refuses every one of Google's pods: what the policy stands in for.
     assert create(e2e, fabric_case(pool, None), BASELINE_NAMESPACE) is not None
+
+
+@pytest.mark.parametrize("pool", sorted(fabric_pods()))
+def test_the_job_controller_creates_an_indexed_jobs_gpudirect_pods(e2e: Platform, namespaces: None, pool: str):
+    # A multi-node JobSet's pods are an Indexed Job's, which the Job controller makes with its completion index
+    # in every container's environment, the daemon's too: the policy must admit them as the controller writes
+    # them, not only as a team writes the template. No node is of the pool here, so the pods stay Pending.
+    template = fabric_case(pool, None)
+    job = {"apiVersion": "batch/v1", "kind": "Job",
+           "metadata": {"name": f"gpudirect-{pool}", "namespace": FABRIC_NAMESPACE},
+           "spec": {"completionMode": "Indexed", "completions": 2, "parallelism": 2, "backoffLimit": 0,
+                    "template": {"spec": {**template["spec"], "restartPolicy": "Never"}}}}
+    e2e.cluster.create(job)
+    pods = f"/api/v1/namespaces/{FABRIC_NAMESPACE}/pods?labelSelector=batch.kubernetes.io/job-name%3D{job['metadata']['name']}"
+    try:
+        def created() -> list[dict[str, Any]] | None:
+            found = e2e.cluster.get(pods)["items"]
+            return found if len(found) == 2 else None
+
+        def refusals() -> list[str]:
+            events = e2e.cluster.get(f"/api/v1/namespaces/{FABRIC_NAMESPACE}/events")["items"]
+            return [e["message"] for e in events if e.get("reason") == "FailedCreate"
+                    and e["involvedObject"]["name"] == job["metadata"]["name"]]
+
+        try:
+            made = e2e.cluster.wait(f"the Job controller creating {pool}'s pods", created, timeout=60)
+        except ClusterError:
+            raise AssertionError(f"no pods; the Job controller's refusals: {refusals()}") from None
+        # The controller's own additions, the daemon's included, were there when the policy judged the pods.
+        for made_pod in made:
+            containers = made_pod["spec"]["containers"] + made_pod["spec"].get("initContainers", [])
+            assert all("JOB_COMPLETION_INDEX" in {e["name"] for e in c.get("env", [])} for c in containers)
+    finally:
+        e2e.cluster.request("DELETE", e2e.cluster.path_of(job), {"propagationPolicy": "Foreground"})
 
 
 def test_the_gpudirect_policy_type_checks_without_a_warning(e2e: Platform, namespaces: None):
