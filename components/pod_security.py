@@ -30,12 +30,14 @@ from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, LabelSelectorRequiremen
 from components.admission import Check, Policy, Subject, _cel, declare_policy
 from core.handle import ClusterHandle, GpuPool
 from core.vocabulary import POOL_LABEL, TEAM_LABEL
+from versions import POD_SECURITY_ADMISSION
 
 POLICY = "team-pod-security"
 ENFORCE_LABEL = "pod-security.kubernetes.io/enforce"
-# The Pod Security version this policy is read from: the namespaces' labels pin their policy to the cluster's
-# minor version (components/kube.py pod_security_labels), and a test holds the two together.
-BASELINE_VERSION = "1.34"
+# The Kubernetes minor whose Pod Security this policy is read from (the module's v0.M.p is Kubernetes 1.M.p): the
+# namespaces' labels pin their policy to the cluster's minor version (components/kube.py pod_security_labels),
+# and a test holds the two together.
+BASELINE_VERSION = "1." + POD_SECURITY_ADMISSION[1].split(".")[1]
 # pod-security-admission v0.34.4, policy/check_capabilities_baseline.go.
 BASELINE_CAPABILITIES = ("AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
                          "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT")
@@ -370,5 +372,5 @@ class TeamPodSecurity(pulumi.ComponentResource):
         connect, connect_subject = daemon_connect(allowances(cluster.gpu_pools))
         declare_policy(f"{name}-connect", connect, connect_subject, enforcement="deny",
                        namespace_selector=unenforced_team_namespaces(), opts=child)
-        self.policy = f"mlplatform-{policy.name}"
-        self.register_outputs({"policy": self.policy})
+        self.policies = [f"mlplatform-{policy.name}", f"mlplatform-{connect.name}"]
+        self.register_outputs({"policies": self.policies})
